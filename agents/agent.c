@@ -1,0 +1,930 @@
+/* The agent's event loop: one thread, one zmq_poll over the broker link, its monitor and
+ * the control socket. Every state change that matters (a message sent, received or
+ * refused) is committed to SQLite together with its audit entry before anything is
+ * answered. Logs carry ids and agencies only, never body contents. */
+#include "agent.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
+
+#include "refex/audit.h"
+#include "refex/body.h"
+#include "refex/codec.h"
+#include "refex/db.h"
+#include "refex/directory.h"
+#include "refex/envelope.h"
+#include "refex/keys.h"
+#include "refex/link.h"
+#include "refex/log.h"
+#include "refex/util.h"
+
+#define MAX_WAITERS   64
+#define RID_MAX       256
+#define CONTROL_MAX   (64u * 1024 * 1024)
+#define WAIT_DEADLINE 30000
+
+typedef struct {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    uint8_t id[16];
+    int64_t deadline;
+} waiter;
+
+struct agent {
+    char agency[REFEX_ID_MAX];
+    char broker_ep[512];
+    char broker_id[REFEX_ID_MAX];
+    char data_dir[4096];
+    char dir_path[4096];
+    uint8_t anchor_pk[32];
+    uint64_t max_frame;
+    refex_keys *keys;
+    refex_directory *dir;
+    sqlite3 *db;
+    void *ctx, *link, *mon, *control;
+    int online;
+    waiter waiters[MAX_WAITERS];
+    size_t n_waiters;
+};
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static const char *const CONFIG_KEYS[] = {"agency",    "broker",   "broker_id", "data_dir",
+                                          "directory", "trust_anchor", "keys",  "max_frame",
+                                          "log_level", NULL};
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
+    " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
+    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
+    "CREATE TABLE IF NOT EXISTS inbox ("
+    " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+    " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
+    " PRIMARY KEY (sender, message_id));";
+
+/* ---- setup ------------------------------------------------------------------------- */
+
+int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
+{
+    int rc;
+    char path[4200];
+    refex_pubkeys anchor;
+    agent *a = calloc(1, sizeof *a);
+    *out = NULL;
+    if (!a)
+        return REFEX_E_NOMEM;
+    if ((rc = refex_config_check_keys(cfg, CONFIG_KEYS, err, errlen)) != REFEX_OK)
+        goto out;
+    rc = REFEX_E_CONFIG;
+    const char *agency = refex_config_get(cfg, "agency");
+    const char *ep = refex_config_get(cfg, "broker");
+    const char *bid = refex_config_get(cfg, "broker_id");
+    const char *lvl = refex_config_get(cfg, "log_level");
+    if (lvl && strcmp(lvl, "debug") == 0)
+        refex_log_set_level(REFEX_LOG_DEBUG);
+    if (!refex_id_valid(agency)) {
+        snprintf(err, errlen, "config: agency must be a valid agency id");
+        goto out;
+    }
+    if (!ep || !*ep) {
+        snprintf(err, errlen, "config: broker (the broker's endpoint) is required");
+        goto out;
+    }
+    snprintf(a->agency, sizeof a->agency, "%s", agency);
+    snprintf(a->broker_ep, sizeof a->broker_ep, "%s", ep);
+    snprintf(a->broker_id, sizeof a->broker_id, "%s", bid ? bid : "broker");
+    if (refex_config_path(cfg, "data_dir", a->data_dir, sizeof a->data_dir) ||
+        refex_config_path(cfg, "directory", a->dir_path, sizeof a->dir_path)) {
+        snprintf(err, errlen, "config: data_dir and directory are required");
+        goto out;
+    }
+    if (refex_config_uint(cfg, "max_frame", REFEX_DEFAULT_MAX_FRAME, &a->max_frame) ||
+        a->max_frame < 1024 || a->max_frame > 1024ull * 1024 * 1024) {
+        snprintf(err, errlen, "config: max_frame must be between 1K and 1G");
+        goto out;
+    }
+    if (refex_config_path(cfg, "trust_anchor", path, sizeof path)) {
+        snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
+        goto out;
+    }
+    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
+        goto out;
+    memcpy(a->anchor_pk, anchor.sign_pk, 32);
+    if (refex_config_path(cfg, "keys", path, sizeof path)) {
+        snprintf(err, errlen, "config: keys (this agency's .secret file) is required");
+        rc = REFEX_E_CONFIG;
+        goto out;
+    }
+    if ((rc = refex_keys_load(path, &a->keys, err, errlen)) != REFEX_OK)
+        goto out;
+    rc = REFEX_E_CONFIG;
+    if (strcmp(a->keys->pub.agency, a->agency) != 0) {
+        snprintf(err, errlen, "%s: keys belong to '%s', not to agency '%s'", path,
+                 a->keys->pub.agency, a->agency);
+        goto out;
+    }
+    if ((rc = refex_directory_load(a->dir_path, a->anchor_pk, &a->dir, err, errlen)) !=
+        REFEX_OK)
+        goto out;
+    rc = REFEX_E_CONFIG;
+    const refex_agency *me = refex_directory_find(a->dir, a->agency);
+    if (!me || memcmp(me->sign_pk, a->keys->pub.sign_pk, 32) ||
+        memcmp(me->enc_pk, a->keys->pub.enc_pk, 32) ||
+        memcmp(me->transport_pk, a->keys->pub.transport_pk, 32)) {
+        snprintf(err, errlen, "agency '%s' is not in the directory with these keys", a->agency);
+        goto out;
+    }
+    if (!refex_directory_find(a->dir, a->broker_id)) {
+        snprintf(err, errlen, "broker '%s' is not in the directory", a->broker_id);
+        goto out;
+    }
+    if (refex_mkdirs(a->data_dir, 0700) != REFEX_OK || chmod(a->data_dir, 0700) != 0) {
+        snprintf(err, errlen, "%s: cannot create data directory", a->data_dir);
+        goto out;
+    }
+    snprintf(path, sizeof path, "%s/agent.db", a->data_dir);
+    if ((rc = refex_db_open(path, 0, &a->db, err, errlen)) != REFEX_OK)
+        goto out;
+    if ((rc = refex_db_exec(a->db, SCHEMA)) != REFEX_OK ||
+        (rc = refex_audit_init(a->db)) != REFEX_OK) {
+        snprintf(err, errlen, "%s: cannot create tables", path);
+        goto out;
+    }
+    *out = a;
+    a = NULL;
+    rc = REFEX_OK;
+out:
+    agent_close(&a);
+    return rc;
+}
+
+void agent_close(agent **a_p)
+{
+    if (!a_p || !*a_p)
+        return;
+    agent *a = *a_p;
+    if (a->control)
+        zmq_close(a->control);
+    if (a->mon)
+        zmq_close(a->mon);
+    if (a->link) {
+        zmq_socket_monitor(a->link, NULL, 0);
+        zmq_close(a->link);
+    }
+    if (a->ctx)
+        zmq_ctx_term(a->ctx);
+    refex_db_close(&a->db);
+    refex_directory_destroy(&a->dir);
+    refex_keys_destroy(&a->keys);
+    free(a);
+    *a_p = NULL;
+}
+
+/* ---- control socket replies ------------------------------------------------------- */
+
+static void control_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply)
+{
+    char *text = json_dumps(reply, JSON_COMPACT);
+    json_decref(reply);
+    if (!text)
+        return;
+    zmq_send(a->control, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(a->control, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(a->control, text, strlen(text), ZMQ_DONTWAIT);
+    free(text);
+}
+
+static json_t *reply_error(int code, const char *detail)
+{
+    return json_pack("{s:b, s:i, s:s, s:s}", "ok", 0, "code", code, "error", refex_errname(code),
+                     "detail", detail && *detail ? detail : refex_strerror(code));
+}
+
+/* ---- audit ------------------------------------------------------------------------- */
+
+static void audit_fill(agent *a, refex_audit_entry *e, const char *event, const char *outcome,
+                       const char *peer, const char *idhex, int type, const char *case_ref,
+                       const char *env_hash, const refex_body_meta *m)
+{
+    memset(e, 0, sizeof *e);
+    e->time_ms = refex_now_ms();
+    e->event = event;
+    e->outcome = outcome;
+    e->agency = a->agency;
+    e->peer = peer;
+    e->message_id = idhex;
+    e->message_type = refex_message_type_name(type);
+    e->case_ref = case_ref;
+    e->envelope_hash = env_hash;
+    e->practitioner = m ? m->practitioner : "";
+    e->purpose = m ? m->purpose : "";
+    e->article6 = m ? m->article6 : "";
+    e->article9 = m ? m->article9 : "";
+    e->consent = m ? m->consent : "";
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
+{
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
+    if (!e)
+        return REFEX_E_MALFORMED;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = e;
+    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+    f.send = &s;
+    int rc = refex_link_send(a->link, NULL, 0, &f);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    return rc;
+}
+
+/* After WELCOME: hand the broker everything it has not yet stored. */
+static void flush_outbox(agent *a)
+{
+    sqlite3_stmt *st = NULL;
+    int n = 0;
+    if (refex_db_prepare(a->db,
+                         "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
+                         " ORDER BY created_ms",
+                         &st) != REFEX_OK)
+        return;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int rc = send_envelope_bytes(a, sqlite3_column_blob(st, 1),
+                                     (size_t)sqlite3_column_bytes(st, 1));
+        if (rc != REFEX_OK) {
+            refex_log_warn("outbox: %s not sent yet: %s", sqlite3_column_text(st, 0),
+                           refex_strerror(rc));
+            break;
+        }
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (n)
+        refex_log_info("outbox: %d pending message(s) handed to the broker", n);
+}
+
+static int resolve_recipients(agent *a, const json_t *to, const refex_agency **out, size_t *n,
+                              char *detail, size_t dlen)
+{
+    size_t i;
+    json_t *v;
+    *n = 0;
+    if (!json_is_array(to) || json_array_size(to) == 0 ||
+        json_array_size(to) > REFEX_MAX_RECIPIENTS) {
+        snprintf(detail, dlen, "'to' must list 1 to %d agency ids", REFEX_MAX_RECIPIENTS);
+        return REFEX_E_INVAL;
+    }
+    json_array_foreach(to, i, v)
+    {
+        const char *id = json_string_value(v);
+        const refex_agency *r = id ? refex_directory_find(a->dir, id) : NULL;
+        if (!r || strcmp(r->role, "broker") == 0 || strcmp(r->role, "trust-anchor") == 0) {
+            snprintf(detail, dlen, "unknown recipient '%s'", id ? id : "?");
+            return REFEX_E_UNKNOWN_AGENCY;
+        }
+        if (refex_agency_usable(r, refex_now_ms()) != REFEX_OK) {
+            snprintf(detail, dlen, "recipient '%s' is revoked", id);
+            return REFEX_E_REVOKED;
+        }
+        for (size_t j = 0; j < *n; j++)
+            if (out[j] == r) {
+                snprintf(detail, dlen, "recipient '%s' listed twice", id);
+                return REFEX_E_INVAL;
+            }
+        out[(*n)++] = r;
+    }
+    return REFEX_OK;
+}
+
+static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    char detail[512] = "", idhex[33] = "", hashhex[65] = "", peers[1024] = "";
+    const refex_agency *rcpt[REFEX_MAX_RECIPIENTS];
+    size_t n_rcpt = 0;
+    uint8_t *body = NULL, *env = NULL, id[16], hash[32];
+    size_t body_len = 0, env_len = 0;
+    Refex__V1__Body *parsed = NULL;
+    Refex__V1__Envelope *e = NULL;
+    refex_body_meta meta;
+    int rc;
+
+    int type = refex_message_type_parse(json_string_value(json_object_get(req, "type")));
+    const char *case_ref = json_string_value(json_object_get(req, "case"));
+    json_int_t ttl = json_integer_value(json_object_get(req, "ttl_seconds"));
+    int wait = json_is_true(json_object_get(req, "wait"));
+    if (!type) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail, "unknown message type");
+        goto out;
+    }
+    if (case_ref && strlen(case_ref) >= 128) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail, "case reference is too long");
+        goto out;
+    }
+    if ((rc = resolve_recipients(a, json_object_get(req, "to"), rcpt, &n_rcpt, detail,
+                                 sizeof detail)) != REFEX_OK)
+        goto out;
+    if ((rc = refex_body_pack_json(type, json_object_get(req, "body"), &body, &body_len, detail,
+                                   sizeof detail)) != REFEX_OK)
+        goto out;
+    if ((rc = refex_body_unpack(type, body, body_len, &parsed)) != REFEX_OK)
+        goto out;
+    refex_body_meta_get(parsed, &meta);
+    if (!case_ref || !*case_ref)
+        case_ref = meta.case_ref;
+    refex_seal_params p = {.sender = a->agency,
+                           .sign_sk = a->keys->sk->sign_sk,
+                           .recipients = rcpt,
+                           .n_recipients = n_rcpt,
+                           .type = (Refex__V1__MessageType)type,
+                           .case_ref = case_ref,
+                           .created_at_ms = refex_now_ms(),
+                           .expires_at_ms = ttl > 0 ? refex_now_ms() + ttl * 1000 : 0};
+    if ((rc = refex_envelope_seal(&p, body, body_len, &env, &env_len, id)) != REFEX_OK)
+        goto out;
+    if (env_len + 64 > a->max_frame) {
+        rc = REFEX_E_TOO_BIG;
+        snprintf(detail, sizeof detail, "message is %zu bytes; the limit is %llu", env_len,
+                 (unsigned long long)a->max_frame);
+        goto out;
+    }
+    if (!(e = refex__v1__envelope__unpack(NULL, env_len, env))) {
+        rc = REFEX_E_MALFORMED;
+        goto out;
+    }
+    if ((rc = refex_envelope_hash(e, hash)) != REFEX_OK)
+        goto out;
+    refex_hex_encode(idhex, id, 16);
+    refex_hex_encode(hashhex, hash, 32);
+    for (size_t i = 0; i < n_rcpt; i++) {
+        size_t used = strlen(peers);
+        snprintf(peers + used, sizeof peers - used, "%s%s", i ? "," : "", rcpt[i]->id);
+    }
+
+    /* Outbox row and audit entry commit together, before the broker sees anything. */
+    refex_audit_entry ae;
+    audit_fill(a, &ae, "send", "success", peers, idhex, type, case_ref, hashhex, &meta);
+    sqlite3_stmt *st = NULL;
+    if ((rc = refex_db_begin(a->db)) != REFEX_OK)
+        goto out;
+    rc = refex_db_prepare(a->db,
+                          "INSERT INTO outbox(message_id, recipients, type, case_ref,"
+                          " created_ms, envelope, state, updated_ms)"
+                          " VALUES (?,?,?,?,?,?,'pending',?)",
+                          &st);
+    if (rc == REFEX_OK) {
+        sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, peers, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, refex_message_type_name(type), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, case_ref, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, p.created_at_ms);
+        sqlite3_bind_blob(st, 6, env, (int)env_len, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, p.created_at_ms);
+        rc = refex_db_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+    }
+    if (rc == REFEX_OK)
+        rc = refex_audit_append(a->db, &ae, NULL);
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
+    if (rc != REFEX_OK) {
+        snprintf(detail, sizeof detail, "could not commit to the outbox");
+        goto out;
+    }
+    refex_log_info("send: %s %s to %s committed to outbox", idhex,
+                   refex_message_type_name(type), peers);
+
+    int sent = a->online && send_envelope_bytes(a, env, env_len) == REFEX_OK;
+    if (wait && a->n_waiters < MAX_WAITERS) {
+        waiter *w = &a->waiters[a->n_waiters++];
+        memcpy(w->rid, rid, rid_len);
+        w->rid_len = rid_len;
+        memcpy(w->id, id, 16);
+        w->deadline = refex_mono_ms() + WAIT_DEADLINE;
+    } else {
+        control_reply(a, rid, rid_len,
+                      json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
+                                sent ? "sent" : "pending"));
+    }
+out:
+    if (rc != REFEX_OK) {
+        refex_log_warn("send: refused: %s (%s)", refex_errname(rc), detail);
+        control_reply(a, rid, rid_len, reply_error(rc, detail));
+    }
+    if (e)
+        refex__v1__envelope__free_unpacked(e, NULL);
+    if (parsed)
+        refex__v1__body__free_unpacked(parsed, NULL);
+    free(env);
+    if (body)
+        sodium_memzero(body, body_len);
+    free(body);
+}
+
+/* A STORED or REJECTED for one of ours: update the outbox, audit a refusal, answer any
+ * CLI that waits for it. */
+static void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
+{
+    char idhex[33];
+    sqlite3_stmt *st = NULL;
+    int rc;
+    refex_hex_encode(idhex, id, 16);
+    if ((rc = refex_db_begin(a->db)) != REFEX_OK)
+        return;
+    rc = refex_db_prepare(a->db,
+                          "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
+                          " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
+                          " RETURNING recipients, type, case_ref",
+                          &st);
+    if (rc == REFEX_OK) {
+        sqlite3_bind_text(st, 1, code ? "rejected" : "stored", -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, code);
+        sqlite3_bind_text(st, 3, detail ? detail : "", -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 4, refex_now_ms());
+        sqlite3_bind_text(st, 5, idhex, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW && code) {
+            refex_audit_entry ae;
+            audit_fill(a, &ae, "reject", refex_errname(code),
+                       (const char *)sqlite3_column_text(st, 0), idhex,
+                       refex_message_type_parse((const char *)sqlite3_column_text(st, 1)),
+                       (const char *)sqlite3_column_text(st, 2), "", NULL);
+            rc = refex_audit_append(a->db, &ae, NULL);
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
+    if (rc != REFEX_OK)
+        refex_log_error("outbox: could not record the result for %s", idhex);
+    if (code)
+        refex_log_warn("outbox: %s rejected by the broker: %s", idhex, refex_errname(code));
+    else
+        refex_log_info("outbox: %s stored by the broker", idhex);
+
+    for (size_t i = 0; i < a->n_waiters; i++) {
+        waiter *w = &a->waiters[i];
+        if (memcmp(w->id, id, 16) != 0)
+            continue;
+        json_t *r = code ? reply_error(code, detail)
+                         : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
+                                     "stored");
+        if (code && r)
+            json_object_set_new(r, "message_id", json_string(idhex));
+        control_reply(a, w->rid, w->rid_len, r);
+        a->waiters[i--] = a->waiters[--a->n_waiters];
+    }
+}
+
+static void expire_waiters(agent *a)
+{
+    int64_t now = refex_mono_ms();
+    for (size_t i = 0; i < a->n_waiters; i++) {
+        waiter *w = &a->waiters[i];
+        if (w->deadline > now)
+            continue;
+        char idhex[33];
+        refex_hex_encode(idhex, w->id, 16);
+        control_reply(a, w->rid, w->rid_len,
+                      json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
+                                "pending"));
+        a->waiters[i--] = a->waiters[--a->n_waiters];
+    }
+}
+
+/* ---- receiving ---------------------------------------------------------------------- */
+
+static void send_ack(agent *a, const uint8_t *id, const char *sender, int code)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
+    ack.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
+    ack.sender = (char *)sender;
+    ack.code = (uint32_t)code;
+    f.kind_case = REFEX__V1__FRAME__KIND_ACK;
+    f.ack = &ack;
+    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+        refex_log_warn("ack: could not send for a message from %s", sender);
+}
+
+/* Verify, decrypt, check the body, then inbox row + audit entry in one transaction, then
+ * ACK. A message we cannot accept is audited as a reject and refused with its code. */
+static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
+{
+    Refex__V1__EnvelopeHeader *h = NULL;
+    Refex__V1__Body *b = NULL;
+    uint8_t *body = NULL, hash[32];
+    size_t body_len = 0;
+    char idhex[33] = "", hashhex[65] = "";
+    refex_body_meta meta;
+    int rc = refex_envelope_parse_header(env, &h), have_meta = 0;
+    if (rc != REFEX_OK) {
+        refex_log_warn("deliver: malformed envelope header; dropped");
+        return; /* no id or sender to acknowledge */
+    }
+    refex_hex_encode(idhex, h->message_id.data, 16);
+    if (refex_envelope_hash(env, hash) == REFEX_OK)
+        refex_hex_encode(hashhex, hash, 32);
+    const refex_agency *sender = refex_directory_find(a->dir, h->sender);
+    int mine = 0;
+    for (size_t i = 0; i < h->n_recipients; i++)
+        mine |= strcmp(h->recipients[i], a->agency) == 0;
+    if (!mine)
+        rc = REFEX_E_NOT_RECIPIENT;
+    else if (!sender)
+        rc = REFEX_E_UNKNOWN_AGENCY;
+    else if ((rc = refex_envelope_verify(env, h, sender->sign_pk)) != REFEX_OK)
+        ;
+    else if ((rc = refex_envelope_open(env, h, a->agency, a->keys->pub.enc_pk,
+                                       a->keys->sk->enc_sk, &body, &body_len)) != REFEX_OK)
+        ;
+    else if ((rc = refex_body_unpack(h->type, body, body_len, &b)) == REFEX_OK) {
+        refex_body_meta_get(b, &meta);
+        have_meta = 1;
+    }
+
+    refex_audit_entry ae;
+    audit_fill(a, &ae, rc == REFEX_OK ? "receive" : "reject",
+               rc == REFEX_OK ? "success" : refex_errname(rc), h->sender, idhex, h->type,
+               h->case_ref, hashhex, have_meta ? &meta : NULL);
+    int dbrc = refex_db_begin(a->db), dup = 0;
+    if (dbrc == REFEX_OK && rc == REFEX_OK) {
+        sqlite3_stmt *st = NULL;
+        dbrc = refex_db_prepare(a->db,
+                                "INSERT INTO inbox(sender, message_id, type, case_ref,"
+                                " created_ms, received_ms, envelope_hash, body)"
+                                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                                &st);
+        if (dbrc == REFEX_OK) {
+            sqlite3_bind_text(st, 1, h->sender, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, idhex, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 3, refex_message_type_name(h->type), -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 4, h->case_ref, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 5, h->created_at_ms);
+            sqlite3_bind_int64(st, 6, refex_now_ms());
+            sqlite3_bind_text(st, 7, hashhex, -1, SQLITE_STATIC);
+            sqlite3_bind_blob(st, 8, body, (int)body_len, SQLITE_STATIC);
+            dbrc = refex_db_err(sqlite3_step(st));
+            dup = dbrc == REFEX_OK && sqlite3_changes(a->db) == 0;
+            sqlite3_finalize(st);
+        }
+    }
+    if (dbrc == REFEX_OK && !dup)
+        dbrc = refex_audit_append(a->db, &ae, NULL);
+    if (dbrc == REFEX_OK)
+        dbrc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
+
+    if (dbrc != REFEX_OK) {
+        /* Not committed: no ACK, so the broker keeps it and delivers it again. */
+        refex_log_error("deliver: %s from %s not committed (%s); not acknowledged", idhex,
+                        h->sender, refex_strerror(dbrc));
+    } else {
+        if (rc == REFEX_OK)
+            refex_log_info("deliver: %s %s from %s %s", idhex, refex_message_type_name(h->type),
+                           h->sender, dup ? "was a duplicate" : "verified, decrypted, stored");
+        else
+            refex_log_warn("deliver: %s from %s refused: %s", idhex, h->sender,
+                           refex_errname(rc));
+        send_ack(a, h->message_id.data, h->sender, rc);
+    }
+    if (b)
+        refex__v1__body__free_unpacked(b, NULL);
+    if (body)
+        sodium_memzero(body, body_len);
+    free(body);
+    refex__v1__envelope_header__free_unpacked(h, NULL);
+}
+
+static void send_hello(agent *a)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Hello h = REFEX__V1__HELLO__INIT;
+    h.agency = a->agency;
+    h.software = "refex-agent/0.1";
+    f.kind_case = REFEX__V1__FRAME__KIND_HELLO;
+    f.hello = &h;
+    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+        refex_log_warn("hello: could not send");
+}
+
+static void link_readable(agent *a)
+{
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, a->link, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return;
+    }
+    Refex__V1__Frame *f = NULL;
+    int rc = refex_frame_unpack(zmq_msg_data(&m), zmq_msg_size(&m), a->max_frame, &f);
+    int more = zmq_msg_more(&m);
+    zmq_msg_close(&m);
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        more = zmq_msg_recv(&extra, a->link, 0) >= 0 && zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+    }
+    if (rc != REFEX_OK) {
+        refex_log_warn("link: frame from the broker refused: %s", refex_errname(rc));
+        return;
+    }
+    switch (f->kind_case) {
+    case REFEX__V1__FRAME__KIND_WELCOME:
+        if (!a->online) {
+            a->online = 1;
+            refex_log_info("link: welcomed by the broker as %s", a->agency);
+            printf("READY %s\n", a->agency);
+            fflush(stdout);
+        }
+        flush_outbox(a);
+        break;
+    case REFEX__V1__FRAME__KIND_STORED:
+        outbox_result(a, f->stored->message_id.data, 0, NULL);
+        break;
+    case REFEX__V1__FRAME__KIND_REJECTED:
+        if (f->rejected->message_id.len == 16)
+            outbox_result(a, f->rejected->message_id.data, (int)f->rejected->code,
+                          f->rejected->detail);
+        break;
+    case REFEX__V1__FRAME__KIND_DELIVER:
+        handle_deliver(a, f->deliver->envelope);
+        break;
+    case REFEX__V1__FRAME__KIND_ERROR:
+        refex_log_warn("link: broker reported %s: %s", refex_errname((int)f->error->code),
+                       f->error->detail);
+        break;
+    case REFEX__V1__FRAME__KIND_PING:
+    case REFEX__V1__FRAME__KIND_PONG:
+        break;
+    default:
+        refex_log_warn("link: unexpected %s frame from the broker", refex_frame_kind_name(f));
+    }
+    refex_frame_free(&f);
+}
+
+static void monitor_readable(agent *a)
+{
+    int value = 0, ev;
+    while ((ev = refex_link_monitor_event(a->mon, &value)) >= 0) {
+        if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            refex_log_info("link: connected to %s", a->broker_ep);
+            send_hello(a);
+        } else if (ev == ZMQ_EVENT_DISCONNECTED) {
+            if (a->online)
+                refex_log_warn("link: disconnected from the broker; reconnecting");
+            a->online = 0;
+        } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+            refex_log_error("link: the broker refused our transport key (status %d): is "
+                            "agency %s in the broker's directory?",
+                            value, a->agency);
+        } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                   ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+            refex_log_error("link: handshake with the broker failed (wrong broker key?)");
+        }
+    }
+}
+
+/* ---- control socket ---------------------------------------------------------------- */
+
+static json_t *inbox_row(sqlite3_stmt *st, int with_body)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender",
+                          sqlite3_column_text(st, 0), "message_id", sqlite3_column_text(st, 1),
+                          "type", sqlite3_column_text(st, 2), "case_ref",
+                          sqlite3_column_text(st, 3), "created_ms",
+                          (json_int_t)sqlite3_column_int64(st, 4), "received_ms",
+                          (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
+                          sqlite3_column_text(st, 6));
+    if (!o || !with_body)
+        return o;
+    Refex__V1__Body *b = NULL;
+    json_t *bj = NULL;
+    int type = refex_message_type_parse((const char *)sqlite3_column_text(st, 2));
+    if (refex_body_unpack(type, sqlite3_column_blob(st, 7), (size_t)sqlite3_column_bytes(st, 7),
+                          &b) == REFEX_OK &&
+        refex_body_to_json(b, &bj) == REFEX_OK)
+        json_object_set_new(o, "body", bj);
+    if (b)
+        refex__v1__body__free_unpacked(b, NULL);
+    return o;
+}
+
+static void cmd_inbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int show)
+{
+    sqlite3_stmt *st = NULL;
+    const char *id = json_string_value(json_object_get(req, "id"));
+    json_t *rows = json_array();
+    int rc = refex_db_prepare(a->db,
+                              show ? "SELECT sender, message_id, type, case_ref, created_ms,"
+                                     " received_ms, envelope_hash, body FROM inbox"
+                                     " WHERE message_id = ?"
+                                   : "SELECT sender, message_id, type, case_ref, created_ms,"
+                                     " received_ms, envelope_hash, body FROM inbox"
+                                     " ORDER BY received_ms, rowid",
+                              &st);
+    if (rc != REFEX_OK || !rows) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(rc ? rc : REFEX_E_NOMEM, NULL));
+        return;
+    }
+    if (show)
+        sqlite3_bind_text(st, 1, id ? id : "", -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(rows, inbox_row(st, 1));
+    sqlite3_finalize(st);
+    if (show && json_array_size(rows) == 0) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_NOTFOUND, "no such message"));
+        return;
+    }
+    control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
+}
+
+static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *rows = json_array();
+    if (!rows || refex_db_prepare(a->db,
+                                  "SELECT message_id, recipients, type, case_ref, created_ms,"
+                                  " state, error_code, error_detail FROM outbox"
+                                  " ORDER BY created_ms",
+                                  &st) != REFEX_OK) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_DB, NULL));
+        return;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(
+            rows, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
+                            sqlite3_column_text(st, 0), "recipients",
+                            sqlite3_column_text(st, 1), "type", sqlite3_column_text(st, 2),
+                            "case_ref", sqlite3_column_text(st, 3), "created_ms",
+                            (json_int_t)sqlite3_column_int64(st, 4), "state",
+                            sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
+                            "error_detail", sqlite3_column_text(st, 7)));
+    sqlite3_finalize(st);
+    control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
+}
+
+static void cmd_audit(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    json_t *rows = NULL;
+    json_int_t after = json_integer_value(json_object_get(req, "after"));
+    json_int_t limit = json_integer_value(json_object_get(req, "limit"));
+    int rc = refex_audit_list_json(a->db, after, limit, &rows);
+    if (rc != REFEX_OK) {
+        control_reply(a, rid, rid_len, reply_error(rc, NULL));
+        return;
+    }
+    control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "entries", rows));
+}
+
+static void control_readable(agent *a)
+{
+    zmq_msg_t part[3];
+    int n = 0, more = 1;
+    while (more && n < 3) {
+        zmq_msg_init(&part[n]);
+        if (zmq_msg_recv(&part[n], a->control, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part[n]);
+            break;
+        }
+        more = zmq_msg_more(&part[n]);
+        n++;
+    }
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        more = zmq_msg_recv(&extra, a->control, 0) >= 0 && zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+    }
+    if (n != 3 || zmq_msg_size(&part[1]) != 0 || zmq_msg_size(&part[0]) > RID_MAX) {
+        refex_log_warn("control: malformed request ignored");
+        goto out;
+    }
+    const uint8_t *rid = zmq_msg_data(&part[0]);
+    size_t rid_len = zmq_msg_size(&part[0]);
+    json_error_t jerr;
+    json_t *req = json_loadb(zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), 0, &jerr);
+    const char *cmd = json_string_value(json_object_get(req, "cmd"));
+    if (!req || !cmd) {
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_JSON, "request must be a JSON "
+                                                                 "object with a 'cmd'"));
+    } else if (strcmp(cmd, "send") == 0) {
+        cmd_send(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "inbox_list") == 0) {
+        cmd_inbox(a, rid, rid_len, req, 0);
+    } else if (strcmp(cmd, "inbox_show") == 0) {
+        cmd_inbox(a, rid, rid_len, req, 1);
+    } else if (strcmp(cmd, "outbox_list") == 0) {
+        cmd_outbox(a, rid, rid_len);
+    } else if (strcmp(cmd, "audit_list") == 0) {
+        cmd_audit(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "status") == 0) {
+        control_reply(a, rid, rid_len,
+                      json_pack("{s:b, s:s, s:b, s:s}", "ok", 1, "agency", a->agency, "online",
+                                a->online, "broker", a->broker_ep));
+    } else {
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_INVAL, "unknown command"));
+    }
+    json_decref(req);
+out:
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&part[i]);
+}
+
+/* ---- loop -------------------------------------------------------------------------- */
+
+int agent_run(agent *a)
+{
+    char ep[4200];
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    const refex_agency *br = refex_directory_find(a->dir, a->broker_id);
+    a->ctx = zmq_ctx_new();
+    a->link = zmq_socket(a->ctx, ZMQ_DEALER);
+    a->control = zmq_socket(a->ctx, ZMQ_ROUTER);
+    if (!a->link || !a->control)
+        return REFEX_E_IO;
+    refex_link_tune(a->link, a->max_frame);
+    if (refex_link_curve_client(a->link, a->keys, br->transport_pk) != REFEX_OK ||
+        refex_link_monitor(a->ctx, a->link, &a->mon) != REFEX_OK) {
+        refex_log_error("link: cannot set up the broker connection");
+        return REFEX_E_IO;
+    }
+    if (zmq_connect(a->link, a->broker_ep) != 0) {
+        refex_log_error("link: bad broker endpoint %s: %s", a->broker_ep, zmq_strerror(errno));
+        return REFEX_E_CONFIG;
+    }
+    int64_t maxmsg = CONTROL_MAX;
+    zmq_setsockopt(a->control, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    snprintf(ep, sizeof ep, "%s/control.sock", a->data_dir);
+    remove(ep); /* a stale socket from an unclean stop */
+    snprintf(ep, sizeof ep, "ipc://%s/control.sock", a->data_dir);
+    if (zmq_bind(a->control, ep) != 0) {
+        refex_log_error("control: cannot bind %s: %s", ep, zmq_strerror(errno));
+        return REFEX_E_IO;
+    }
+    refex_log_info("agency %s: broker %s, control %s", a->agency, a->broker_ep, ep);
+
+    while (!g_stop) {
+        zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
+                                  {a->mon, 0, ZMQ_POLLIN, 0},
+                                  {a->control, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, 3, 500);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            refex_log_error("poll: %s", zmq_strerror(errno));
+            return REFEX_E_IO;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            monitor_readable(a);
+        for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); i++) {
+            int ev = 0;
+            size_t evlen = sizeof ev;
+            zmq_getsockopt(a->link, ZMQ_EVENTS, &ev, &evlen);
+            if (!(ev & ZMQ_POLLIN))
+                break;
+            link_readable(a);
+        }
+        if (items[2].revents & ZMQ_POLLIN)
+            control_readable(a);
+        expire_waiters(a);
+    }
+    snprintf(ep, sizeof ep, "%s/control.sock", a->data_dir);
+    remove(ep);
+    refex_log_info("stopping");
+    return REFEX_OK;
+}

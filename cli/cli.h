@@ -1,0 +1,38 @@
+/* Shared pieces of the refex command line: exit codes, the agent control client,
+ * option helpers. */
+#ifndef REFEX_CLI_H
+#define REFEX_CLI_H
+
+#include <jansson.h>
+#include <stdio.h>
+
+/* Exit codes, documented in `refex --help` and README.md. */
+enum {
+    EXIT_OK = 0,
+    EXIT_FAIL = 1,    /* the operation was refused or failed (typed error printed) */
+    EXIT_USAGE = 2,   /* bad command line */
+    EXIT_NOAGENT = 3, /* the agent is not running or did not answer */
+    EXIT_KEYS = 4,    /* key, directory or configuration problem */
+};
+
+extern const char *cli_config; /* -c FILE, or $REFEX_CONFIG */
+
+int cmd_keys(int argc, char **argv);
+int cmd_directory(int argc, char **argv);
+int cmd_send(int argc, char **argv);
+int cmd_inbox(int argc, char **argv);
+int cmd_outbox(int argc, char **argv);
+int cmd_audit(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+
+/* Sends one JSON request to the agent named by cli_config and returns its reply in
+ * *reply. Returns an exit code; prints the reason on failure. */
+int cli_agent_request(json_t *req, json_t **reply, int timeout_ms);
+/* Prints a failed reply ({"ok":false,...}) and returns EXIT_FAIL. */
+int cli_print_error(const json_t *reply);
+/* Formats a millisecond Unix time as "YYYY-MM-DD HH:MM:SSZ". */
+void cli_format_time(char *buf, size_t len, long long ms);
+/* True if argv[i] is -h or --help. */
+int cli_wants_help(int argc, char **argv);
+
+#endif

@@ -1,0 +1,303 @@
+/* `refex keys` and `refex directory`: operator commands that work on files only. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refex/directory.h"
+#include "refex/keys.h"
+#include "refex/util.h"
+
+static void keys_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: refex keys new --agency ID --role ROLE --out DIR\n"
+            "\n"
+            "Creates DIR/ID.secret (mode 0600) and DIR/ID.public with three key pairs:\n"
+            "Ed25519 for signing, X25519 for end-to-end encryption, and a CurveZMQ key\n"
+            "for the transport. Add the .public file to the directory with\n"
+            "'refex directory add'. Never copy the .secret file off its machine.\n"
+            "\n"
+            "  --agency ID   agency id: lowercase letters, digits and '-' (e.g. midwifery)\n"
+            "  --role ROLE   midwifery, substance-misuse, social-care, police, ...;\n"
+            "                'broker' for the broker, 'trust-anchor' for the operator key\n"
+            "                that signs the directory\n"
+            "  --out DIR     where to write the files (created 0700 if missing)\n"
+            "\n"
+            "Refuses to overwrite an existing .secret file.\n");
+}
+
+int cmd_keys(int argc, char **argv)
+{
+    const char *agency = NULL, *role = NULL, *out = NULL;
+    static const struct option opts[] = {{"agency", required_argument, 0, 'a'},
+                                         {"role", required_argument, 0, 'r'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    if (argc < 2 || cli_wants_help(2, argv)) {
+        keys_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    if (strcmp(argv[1], "new") != 0) {
+        fprintf(stderr, "refex keys: unknown subcommand '%s'\n", argv[1]);
+        return EXIT_USAGE;
+    }
+    int opt;
+    optind = 1;
+    while ((opt = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'a':
+            agency = optarg;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'h':
+            keys_usage(stdout);
+            return EXIT_OK;
+        default:
+            keys_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!agency || !role || !out) {
+        fprintf(stderr, "refex keys new: --agency, --role and --out are required\n");
+        return EXIT_USAGE;
+    }
+    if (!refex_id_valid(agency) || !refex_id_valid(role)) {
+        fprintf(stderr, "refex keys new: agency and role must be 1-63 characters of a-z, "
+                        "0-9 and '-'\n");
+        return EXIT_USAGE;
+    }
+    refex_keys *k = NULL;
+    int rc = refex_keys_new(agency, role, &k);
+    if (rc == REFEX_OK)
+        rc = refex_keys_save(k, out);
+    refex_keys_destroy(&k);
+    if (rc == REFEX_E_EXISTS) {
+        fprintf(stderr, "refex keys new: %s/%s.secret already exists; not overwritten\n", out,
+                agency);
+        return EXIT_KEYS;
+    }
+    if (rc != REFEX_OK) {
+        fprintf(stderr, "refex keys new: %s\n", refex_strerror(rc));
+        return EXIT_KEYS;
+    }
+    printf("created %s/%s.secret (0600) and %s/%s.public\n", out, agency, out, agency);
+    return EXIT_OK;
+}
+
+/* ---- directory ------------------------------------------------------------------- */
+
+static void dir_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: refex directory init --file FILE\n"
+            "       refex directory add  --file FILE --keys ID.public [--display-name NAME]\n"
+            "                            [--replace] [--revoked]\n"
+            "       refex directory sign --file FILE --anchor ANCHOR.secret\n"
+            "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
+            "\n"
+            "The directory lists every agency with its role and public keys, signed by the\n"
+            "operator's trust anchor. Brokers and agents load it and check the signature\n"
+            "against the anchor's public key named in their config, so nobody without the\n"
+            "anchor's secret key can add an agency or swap a key. 'add' clears the\n"
+            "signature: run 'sign' after the last change.\n");
+}
+
+static int dir_show(const char *file, const char *anchor, int json)
+{
+    char err[512];
+    refex_pubkeys ap;
+    refex_directory *d = NULL;
+    if (anchor && refex_pubkeys_load(anchor, &ap, err, sizeof err) != REFEX_OK) {
+        fprintf(stderr, "refex directory show: %s\n", err);
+        return EXIT_KEYS;
+    }
+    if (refex_directory_load(file, anchor ? ap.sign_pk : NULL, &d, err, sizeof err) !=
+        REFEX_OK) {
+        fprintf(stderr, "refex directory show: %s\n", err);
+        return EXIT_KEYS;
+    }
+    const char *sig = !refex_directory_is_signed(d) ? "unsigned"
+                      : anchor                      ? "signed, verified against the anchor"
+                                                    : "signed (not verified: give --anchor)";
+    json_t *arr = json_array();
+    if (!json)
+        printf("directory %s: serial %llu, %s, %zu agencies\n", file,
+               (unsigned long long)refex_directory_serial(d), sig, refex_directory_count(d));
+    for (size_t i = 0; i < refex_directory_count(d); i++) {
+        const refex_agency *a = refex_directory_at(d, i);
+        char sp[65], ep[65], tp[65];
+        refex_hex_encode(sp, a->sign_pk, 32);
+        refex_hex_encode(ep, a->enc_pk, 32);
+        refex_hex_encode(tp, a->transport_pk, 32);
+        if (json)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "id",
+                                                 a->id, "role", a->role, "display_name",
+                                                 a->display_name, "sign_pk", sp, "enc_pk", ep,
+                                                 "transport_pk", tp, "revoked", a->revoked));
+        else
+            printf("  %-20s %-18s %-32s sign %.16s...%s\n", a->id, a->role, a->display_name,
+                   sp, a->revoked ? "  REVOKED" : "");
+    }
+    if (json) {
+        json_t *o = json_pack("{s:I, s:s, s:o}", "serial",
+                              (json_int_t)refex_directory_serial(d), "signature", sig,
+                              "agencies", arr);
+        json_dumpf(o, stdout, JSON_INDENT(2));
+        printf("\n");
+        json_decref(o);
+    } else {
+        json_decref(arr);
+    }
+    refex_directory_destroy(&d);
+    return EXIT_OK;
+}
+
+int cmd_directory(int argc, char **argv)
+{
+    const char *file = NULL, *keys = NULL, *display = NULL, *anchor = NULL;
+    int replace = 0, revoked = 0, json = 0, opt, rc;
+    char err[512];
+    static const struct option opts[] = {{"file", required_argument, 0, 'f'},
+                                         {"keys", required_argument, 0, 'k'},
+                                         {"display-name", required_argument, 0, 'd'},
+                                         {"anchor", required_argument, 0, 'a'},
+                                         {"replace", no_argument, 0, 'r'},
+                                         {"revoked", no_argument, 0, 'R'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    if (argc < 2 || cli_wants_help(2, argv)) {
+        dir_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    const char *sub = argv[1];
+    optind = 1;
+    while ((opt = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'f':
+            file = optarg;
+            break;
+        case 'k':
+            keys = optarg;
+            break;
+        case 'd':
+            display = optarg;
+            break;
+        case 'a':
+            anchor = optarg;
+            break;
+        case 'r':
+            replace = 1;
+            break;
+        case 'R':
+            revoked = 1;
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            dir_usage(stdout);
+            return EXIT_OK;
+        default:
+            dir_usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (!file) {
+        fprintf(stderr, "refex directory %s: --file is required\n", sub);
+        return EXIT_USAGE;
+    }
+    if (strcmp(sub, "show") == 0)
+        return dir_show(file, anchor, json);
+
+    refex_directory *d = NULL;
+    if (strcmp(sub, "init") == 0) {
+        if (refex_file_check_private(file) != REFEX_E_NOTFOUND) {
+            fprintf(stderr, "refex directory init: %s already exists\n", file);
+            return EXIT_KEYS;
+        }
+        rc = refex_directory_new(&d);
+        if (rc == REFEX_OK)
+            rc = refex_directory_save(d, file);
+        refex_directory_destroy(&d);
+        if (rc != REFEX_OK) {
+            fprintf(stderr, "refex directory init: %s: %s\n", file, refex_strerror(rc));
+            return EXIT_KEYS;
+        }
+        printf("created empty directory %s\n", file);
+        return EXIT_OK;
+    }
+    if (strcmp(sub, "add") != 0 && strcmp(sub, "sign") != 0) {
+        fprintf(stderr, "refex directory: unknown subcommand '%s'\n", sub);
+        return EXIT_USAGE;
+    }
+    if (refex_directory_load(file, NULL, &d, err, sizeof err) != REFEX_OK) {
+        fprintf(stderr, "refex directory %s: %s\n", sub, err);
+        return EXIT_KEYS;
+    }
+    int exit_code = EXIT_OK;
+    if (strcmp(sub, "add") == 0) {
+        refex_pubkeys p;
+        refex_agency a;
+        if (!keys) {
+            fprintf(stderr, "refex directory add: --keys ID.public is required\n");
+            exit_code = EXIT_USAGE;
+            goto out;
+        }
+        if (refex_pubkeys_load(keys, &p, err, sizeof err) != REFEX_OK) {
+            fprintf(stderr, "refex directory add: %s\n", err);
+            exit_code = EXIT_KEYS;
+            goto out;
+        }
+        refex_agency_from_pubkeys(&a, &p, display);
+        a.revoked = revoked;
+        rc = refex_directory_add(d, &a, replace);
+        if (rc == REFEX_E_EXISTS) {
+            fprintf(stderr, "refex directory add: '%s' or its transport key is already listed "
+                            "(use --replace to update it)\n", a.id);
+            exit_code = EXIT_KEYS;
+            goto out;
+        }
+        if (rc == REFEX_OK)
+            rc = refex_directory_save(d, file);
+        if (rc != REFEX_OK) {
+            fprintf(stderr, "refex directory add: %s\n", refex_strerror(rc));
+            exit_code = EXIT_KEYS;
+            goto out;
+        }
+        printf("added %s (%s) to %s; the directory is now unsigned\n", a.id, a.role, file);
+    } else {
+        refex_keys *k = NULL;
+        if (!anchor) {
+            fprintf(stderr, "refex directory sign: --anchor ANCHOR.secret is required\n");
+            exit_code = EXIT_USAGE;
+            goto out;
+        }
+        if (refex_keys_load(anchor, &k, err, sizeof err) != REFEX_OK) {
+            fprintf(stderr, "refex directory sign: %s\n", err);
+            exit_code = EXIT_KEYS;
+            goto out;
+        }
+        rc = refex_directory_sign(d, k->sk->sign_sk);
+        refex_keys_destroy(&k);
+        if (rc == REFEX_OK)
+            rc = refex_directory_save(d, file);
+        if (rc != REFEX_OK) {
+            fprintf(stderr, "refex directory sign: %s\n", refex_strerror(rc));
+            exit_code = EXIT_KEYS;
+            goto out;
+        }
+        printf("signed %s: serial %llu, %zu agencies\n", file,
+               (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
+    }
+out:
+    refex_directory_destroy(&d);
+    return exit_code;
+}

@@ -1,0 +1,94 @@
+/* refex: the command line for operators, agencies and auditors. Key and directory
+ * commands work on files; message commands talk to the local agent over its control
+ * socket. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refex/log.h"
+#include "refex/util.h"
+
+const char *cli_config;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: refex [-c AGENT.conf] COMMAND [ARGS]\n"
+            "\n"
+            "refex moves signed, end-to-end encrypted referrals and information-sharing\n"
+            "messages between safeguarding agencies, and keeps a tamper-evident audit log.\n"
+            "\n"
+            "Set-up (operator):\n"
+            "  keys new        create an agency's signing, encryption and transport keys\n"
+            "  directory       init | add | sign | show the signed agency directory\n"
+            "\n"
+            "Messages (talk to the local refex-agent named by -c):\n"
+            "  send            seal and send a referral or other message\n"
+            "  inbox           list | show received messages, decrypted\n"
+            "  outbox          list sent messages and whether the broker stored them\n"
+            "  audit           list this agency's audit log\n"
+            "  status          is the agent running and connected?\n"
+            "\n"
+            "Options:\n"
+            "  -c FILE         the agent's configuration file (or set REFEX_CONFIG)\n"
+            "  -h, --help      help; 'refex COMMAND --help' for each command\n"
+            "\n"
+            "Exit status:\n"
+            "  0  success\n"
+            "  1  the operation was refused or failed; the typed error is printed\n"
+            "  2  usage error\n"
+            "  3  the agent is not running or did not answer\n"
+            "  4  key, directory or configuration problem\n"
+            "\n"
+            "Example:\n"
+            "  refex -c midwifery.conf send --to social-care --type referral \\\n"
+            "        --body referral.json --wait\n");
+}
+
+int main(int argc, char **argv)
+{
+    refex_log_set_ident("refex");
+    if (refex_init() != REFEX_OK) {
+        fprintf(stderr, "refex: libsodium failed to initialise\n");
+        return EXIT_FAIL;
+    }
+    cli_config = getenv("REFEX_CONFIG");
+    int i = 1;
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
+            cli_config = argv[i + 1];
+            i += 2;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        } else {
+            fprintf(stderr, "refex: unknown option '%s'\n\n", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[i];
+    int sub_argc = argc - i;
+    char **sub_argv = argv + i;
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {{"keys", cmd_keys},   {"directory", cmd_directory}, {"send", cmd_send},
+                {"inbox", cmd_inbox}, {"outbox", cmd_outbox},       {"audit", cmd_audit},
+                {"status", cmd_status}};
+    for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
+        if (strcmp(cmd, cmds[k].name) == 0)
+            return cmds[k].fn(sub_argc, sub_argv);
+    if (strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    fprintf(stderr, "refex: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

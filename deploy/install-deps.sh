@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs refex's build and test dependencies from Debian 12 packages, only where missing.
+# Idempotent: a machine that already has everything is left untouched (no apt-get update).
+set -euo pipefail
+
+PKGS=(
+  build-essential cmake pkg-config
+  libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
+  libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libjansson-dev
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all dependencies present"
+  exit 0
+fi
+
+SUDO=
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+echo "install-deps: done"

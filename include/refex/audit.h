@@ -1,0 +1,47 @@
+/* The agent's audit log: one row per event (send, receive, reject, receipt, read-of-log),
+ * each with canonical, length-prefixed binary bytes and their RFC 6962 leaf hash, so a
+ * Merkle tree can be built over the rows. Rows are append-only (SQL triggers refuse
+ * UPDATE and DELETE). Fields follow FHIR AuditEvent / IHE ATNA; people appear only as
+ * references, never by name. */
+#ifndef REFEX_AUDIT_H
+#define REFEX_AUDIT_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex/error.h"
+
+#define REFEX_AUDIT_CONTEXT "refex/audit/v1"
+
+typedef struct {
+    int64_t time_ms;
+    const char *event;         /* send | receive | reject | receipt | read-of-log */
+    const char *outcome;       /* success, or the error name (e.g. E_BAD_SIGNATURE) */
+    const char *agency;        /* our agency */
+    const char *practitioner;  /* practitioner reference, "" if none */
+    const char *peer;          /* other agency ids, comma-separated */
+    const char *message_id;    /* 32 hex chars, or "" */
+    const char *message_type;  /* e.g. REFERRAL */
+    const char *case_ref;      /* pseudonymous case reference, or "" */
+    const char *envelope_hash; /* 64 hex chars, or "" */
+    const char *purpose;       /* PurposeOfUse name */
+    const char *article6;      /* Article6Basis name */
+    const char *article9;      /* Article9Condition name */
+    const char *consent;       /* ConsentStatus name */
+} refex_audit_entry;
+
+/* Creates the audit table and its append-only triggers if missing. */
+int refex_audit_init(sqlite3 *db) REFEX_NODISCARD;
+/* Canonical leaf bytes (docs/audit.md): context, then each field length-prefixed. */
+int refex_audit_encode(const refex_audit_entry *e, uint8_t **out, size_t *out_len)
+    REFEX_NODISCARD;
+/* Appends one entry. Run inside the caller's transaction with the event it records. */
+int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out)
+    REFEX_NODISCARD;
+/* Entries with seq > after, oldest first, at most limit, as a JSON array. */
+int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **out)
+    REFEX_NODISCARD;
+
+#endif

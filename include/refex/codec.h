@@ -1,0 +1,25 @@
+/* Frame codec: protobuf bytes <-> Refex__V1__Frame, with the size limit and the
+ * structural checks every receiver needs (version, exactly one command). Knows nothing
+ * about sockets or keys. */
+#ifndef REFEX_CODEC_H
+#define REFEX_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex.pb-c.h"
+#include "refex/error.h"
+
+#define REFEX_PROTOCOL_VERSION  1
+#define REFEX_DEFAULT_MAX_FRAME (16u * 1024 * 1024)
+
+int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
+/* REFEX_E_TOO_BIG over max, REFEX_E_MALFORMED for anything that is not a version-1
+ * frame carrying exactly one known command with its required parts. */
+int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Frame **out)
+    REFEX_NODISCARD;
+void refex_frame_free(Refex__V1__Frame **f_p);
+/* Short lowercase name of the frame's command, for logs. */
+const char *refex_frame_kind_name(const Refex__V1__Frame *f);
+
+#endif

@@ -1,0 +1,56 @@
+/* The signed agency directory: who is in the network and which keys are theirs. Signed
+ * by the operator's trust anchor (Ed25519); daemons pin the anchor's public key, so the
+ * broker cannot substitute keys. */
+#ifndef REFEX_DIRECTORY_H
+#define REFEX_DIRECTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex/error.h"
+#include "refex/keys.h"
+
+#define REFEX_DIRECTORY_CONTEXT "refex/directory/v1"
+#define REFEX_DIRECTORY_MAX_BYTES (4u * 1024 * 1024)
+
+typedef struct {
+    char id[REFEX_ID_MAX];
+    char role[REFEX_ID_MAX];
+    char display_name[128];
+    uint8_t sign_pk[32];
+    uint8_t enc_pk[32];
+    uint8_t transport_pk[32];
+    int64_t valid_from_ms;  /* 0: no lower bound */
+    int64_t valid_until_ms; /* 0: no upper bound */
+    int revoked;
+} refex_agency;
+
+typedef struct refex_directory refex_directory;
+
+int refex_directory_new(refex_directory **out) REFEX_NODISCARD;
+void refex_directory_destroy(refex_directory **self_p);
+/* Loads a directory file. With anchor_pk, the signature must verify against it
+ * (REFEX_E_DIRECTORY otherwise); with NULL, an unsigned file is accepted (for editing). */
+int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_directory **out,
+                         char *err, size_t errlen) REFEX_NODISCARD;
+int refex_directory_save(const refex_directory *self, const char *path) REFEX_NODISCARD;
+/* Adds or replaces (replace=1) an agency. Adding clears the signature. */
+int refex_directory_add(refex_directory *self, const refex_agency *a, int replace)
+    REFEX_NODISCARD;
+/* Bumps the serial, stamps the time and signs with the trust anchor's signing key. */
+int refex_directory_sign(refex_directory *self, const uint8_t sign_sk[64]) REFEX_NODISCARD;
+int refex_directory_is_signed(const refex_directory *self);
+uint64_t refex_directory_serial(const refex_directory *self);
+int64_t refex_directory_issued_at(const refex_directory *self);
+
+size_t refex_directory_count(const refex_directory *self);
+const refex_agency *refex_directory_at(const refex_directory *self, size_t i);
+const refex_agency *refex_directory_find(const refex_directory *self, const char *id);
+const refex_agency *refex_directory_find_transport(const refex_directory *self,
+                                                   const uint8_t pk[32]);
+/* REFEX_OK if the agency may be used at now_ms, REFEX_E_REVOKED otherwise. */
+int refex_agency_usable(const refex_agency *a, int64_t now_ms);
+/* Fills an agency entry from a key set's public half. */
+void refex_agency_from_pubkeys(refex_agency *a, const refex_pubkeys *p, const char *display);
+
+#endif

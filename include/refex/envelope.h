@@ -1,0 +1,53 @@
+/* End-to-end envelopes. Seal: encrypt the body once (XChaCha20-Poly1305, random content
+ * key), seal the content key to each recipient (crypto_box_seal), and sign the header,
+ * which commits to the ciphertext and the key slots by SHA-256. Open: verify first, then
+ * find our slot and decrypt. The broker uses parse + verify only; it holds no keys that
+ * can open a body. */
+#ifndef REFEX_ENVELOPE_H
+#define REFEX_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex.pb-c.h"
+#include "refex/directory.h"
+#include "refex/error.h"
+
+#define REFEX_ENVELOPE_CONTEXT "refex/envelope/v1"
+#define REFEX_BODY_CONTEXT     "refex/body/v1"
+#define REFEX_KEYSLOTS_CONTEXT "refex/keyslots/v1"
+#define REFEX_MAX_RECIPIENTS   64
+
+typedef struct {
+    const char *sender;
+    const uint8_t *sign_sk; /* 64 bytes */
+    const refex_agency *const *recipients;
+    size_t n_recipients;
+    Refex__V1__MessageType type;
+    const char *case_ref;  /* may be NULL */
+    int64_t created_at_ms; /* 0: now */
+    int64_t expires_at_ms; /* 0: created + 7 days */
+} refex_seal_params;
+
+/* Seals body into a packed Envelope (malloc'd). id_out gets the new message id. */
+int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
+                        uint8_t **out, size_t *out_len, uint8_t id_out[16]) REFEX_NODISCARD;
+
+/* Structural parse of the signed header, with sanity checks (sizes, ids, type).
+ * Free with refex__v1__envelope_header__free_unpacked. */
+int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__EnvelopeHeader **out)
+    REFEX_NODISCARD;
+
+/* Signature over the header, and the header's commitments to ciphertext and key slots. */
+int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                          const uint8_t sender_sign_pk[32]) REFEX_NODISCARD;
+
+/* Decrypts for recipient `me`. Call only after refex_envelope_verify succeeded. */
+int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                        const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
+                        uint8_t **body_out, size_t *body_len) REFEX_NODISCARD;
+
+/* SHA-256 of the packed envelope: the envelope hash recorded in audit logs. */
+int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32]) REFEX_NODISCARD;
+
+#endif

@@ -1,0 +1,34 @@
+/* Small helpers shared by every module: hex, files with safe permissions, clocks. */
+#ifndef REFEX_UTIL_H
+#define REFEX_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex/error.h"
+
+/* Initialise libsodium; call once at program start. */
+int refex_init(void) REFEX_NODISCARD;
+
+/* hex: out must hold 2*len+1 bytes. */
+void refex_hex_encode(char *out, const uint8_t *in, size_t len);
+/* Decodes exactly `len` bytes from a 2*len hex string; REFEX_E_INVAL otherwise. */
+int refex_hex_decode(uint8_t *out, size_t len, const char *hex) REFEX_NODISCARD;
+
+/* Reads a whole file (at most max bytes) into a malloc'd buffer, NUL-terminated. */
+int refex_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
+/* Writes a file atomically (temp + rename) with the given mode. */
+int refex_file_write(const char *path, const void *data, size_t len, unsigned mode);
+/* REFEX_E_PERM if path is readable or writable by group or others. */
+int refex_file_check_private(const char *path) REFEX_NODISCARD;
+/* mkdir -p with the given mode for each created directory. */
+int refex_mkdirs(const char *path, unsigned mode);
+
+int64_t refex_now_ms(void);
+/* Monotonic milliseconds, for timeouts. */
+int64_t refex_mono_ms(void);
+
+/* 16-byte random message id. */
+void refex_random_id(uint8_t id[16]);
+
+#endif

@@ -1,0 +1,102 @@
+/* Frame codec. Everything that arrives from a socket passes through refex_frame_unpack
+ * first, so the daemons only ever see structurally valid frames. */
+#include "refex/codec.h"
+
+#include <stdlib.h>
+
+int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len)
+{
+    size_t n = refex__v1__frame__get_packed_size(f);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return REFEX_E_NOMEM;
+    refex__v1__frame__pack(f, buf);
+    *out = buf;
+    *out_len = n;
+    return REFEX_OK;
+}
+
+void refex_frame_free(Refex__V1__Frame **f_p)
+{
+    if (!f_p || !*f_p)
+        return;
+    refex__v1__frame__free_unpacked(*f_p, NULL);
+    *f_p = NULL;
+}
+
+static int envelope_present(const Refex__V1__Envelope *e)
+{
+    return e && e->header.len > 0;
+}
+
+int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Frame **out)
+{
+    *out = NULL;
+    if (len > max)
+        return REFEX_E_TOO_BIG;
+    if (len == 0)
+        return REFEX_E_MALFORMED;
+    Refex__V1__Frame *f = refex__v1__frame__unpack(NULL, len, buf);
+    if (!f)
+        return REFEX_E_MALFORMED;
+    int ok = f->version == REFEX_PROTOCOL_VERSION;
+    switch (f->kind_case) {
+    case REFEX__V1__FRAME__KIND_HELLO:
+        ok = ok && f->hello->agency && f->hello->agency[0];
+        break;
+    case REFEX__V1__FRAME__KIND_SEND:
+        ok = ok && envelope_present(f->send->envelope);
+        break;
+    case REFEX__V1__FRAME__KIND_DELIVER:
+        ok = ok && envelope_present(f->deliver->envelope);
+        break;
+    case REFEX__V1__FRAME__KIND_ACK:
+        ok = ok && f->ack->message_id.len == 16;
+        break;
+    case REFEX__V1__FRAME__KIND_STORED:
+        ok = ok && f->stored->message_id.len == 16;
+        break;
+    case REFEX__V1__FRAME__KIND_REJECTED:
+    case REFEX__V1__FRAME__KIND_WELCOME:
+    case REFEX__V1__FRAME__KIND_ERROR:
+    case REFEX__V1__FRAME__KIND_PING:
+    case REFEX__V1__FRAME__KIND_PONG:
+        break;
+    default:
+        ok = 0;
+    }
+    if (!ok) {
+        refex__v1__frame__free_unpacked(f, NULL);
+        return REFEX_E_MALFORMED;
+    }
+    *out = f;
+    return REFEX_OK;
+}
+
+const char *refex_frame_kind_name(const Refex__V1__Frame *f)
+{
+    switch (f->kind_case) {
+    case REFEX__V1__FRAME__KIND_HELLO:
+        return "hello";
+    case REFEX__V1__FRAME__KIND_WELCOME:
+        return "welcome";
+    case REFEX__V1__FRAME__KIND_SEND:
+        return "send";
+    case REFEX__V1__FRAME__KIND_STORED:
+        return "stored";
+    case REFEX__V1__FRAME__KIND_REJECTED:
+        return "rejected";
+    case REFEX__V1__FRAME__KIND_DELIVER:
+        return "deliver";
+    case REFEX__V1__FRAME__KIND_ACK:
+        return "ack";
+    case REFEX__V1__FRAME__KIND_ERROR:
+        return "error";
+    case REFEX__V1__FRAME__KIND_PING:
+        return "ping";
+    case REFEX__V1__FRAME__KIND_PONG:
+        return "pong";
+    default:
+        return "unknown";
+    }
+}

@@ -1,0 +1,105 @@
+/* The one place that talks to SQLite's C API directly for connection setup and error
+ * mapping. Table layouts belong to the modules that own them (audit.c, the agent). */
+#include "refex/db.h"
+
+#include <stdio.h>
+
+#include "refex/log.h"
+
+int refex_db_err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return REFEX_OK;
+    case SQLITE_NOMEM:
+        return REFEX_E_NOMEM;
+    case SQLITE_CONSTRAINT:
+        return REFEX_E_EXISTS;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        return REFEX_E_UNAVAILABLE;
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+        return REFEX_E_STORE;
+    default:
+        return REFEX_E_DB;
+    }
+}
+
+int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    *out = NULL;
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return refex_db_err(rc);
+    }
+    sqlite3_busy_timeout(db, 5000);
+    if (!readonly) {
+        const char *pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                              "PRAGMA foreign_keys=ON;";
+        char *msg = NULL;
+        rc = sqlite3_exec(db, pragmas, NULL, NULL, &msg);
+        if (rc != SQLITE_OK) {
+            snprintf(err, errlen, "%s: %s", path, msg ? msg : sqlite3_errstr(rc));
+            sqlite3_free(msg);
+            sqlite3_close(db);
+            return refex_db_err(rc);
+        }
+    }
+    *out = db;
+    return REFEX_OK;
+}
+
+void refex_db_close(sqlite3 **db_p)
+{
+    if (!db_p || !*db_p)
+        return;
+    sqlite3_close_v2(*db_p);
+    *db_p = NULL;
+}
+
+int refex_db_exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        refex_log_error("db: %s", msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+    }
+    return refex_db_err(rc);
+}
+
+int refex_db_begin(sqlite3 *db)
+{
+    return refex_db_exec(db, "BEGIN IMMEDIATE");
+}
+
+int refex_db_commit(sqlite3 *db)
+{
+    int rc = refex_db_exec(db, "COMMIT");
+    if (rc != REFEX_OK)
+        refex_db_rollback(db);
+    return rc;
+}
+
+void refex_db_rollback(sqlite3 *db)
+{
+    if (!sqlite3_get_autocommit(db))
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int refex_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+    int rc = sqlite3_prepare_v2(db, sql, -1, out, NULL);
+    if (rc != SQLITE_OK)
+        refex_log_error("db: prepare: %s", sqlite3_errmsg(db));
+    return refex_db_err(rc);
+}

@@ -1,0 +1,343 @@
+/* Signed directory: load, verify, edit, sign, save. The signature covers the exact
+ * serialized Directory bytes kept in the file, prefixed by a domain-separation string,
+ * so no canonical re-encoding is ever needed to verify. */
+#include "refex/directory.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "refex.pb-c.h"
+#include "refex/util.h"
+
+#define MAX_AGENCIES 4096
+
+struct refex_directory {
+    refex_agency *d_agencies;
+    size_t d_n, d_cap;
+    uint64_t d_serial;
+    int64_t d_issued_at;
+    uint8_t *d_bytes; /* signed Directory bytes, NULL when modified since signing */
+    size_t d_len;
+    uint8_t d_sig[64];
+    int d_signed;
+};
+
+int refex_directory_new(refex_directory **out)
+{
+    *out = calloc(1, sizeof **out);
+    return *out ? REFEX_OK : REFEX_E_NOMEM;
+}
+
+void refex_directory_destroy(refex_directory **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    free((*self_p)->d_agencies);
+    free((*self_p)->d_bytes);
+    free(*self_p);
+    *self_p = NULL;
+}
+
+static void invalidate(refex_directory *self)
+{
+    free(self->d_bytes);
+    self->d_bytes = NULL;
+    self->d_len = 0;
+    self->d_signed = 0;
+}
+
+int refex_directory_add(refex_directory *self, const refex_agency *a, int replace)
+{
+    if (!refex_id_valid(a->id) || !refex_id_valid(a->role))
+        return REFEX_E_INVAL;
+    for (size_t i = 0; i < self->d_n; i++) {
+        refex_agency *b = &self->d_agencies[i];
+        if (strcmp(b->id, a->id) == 0) {
+            if (!replace)
+                return REFEX_E_EXISTS;
+            *b = *a;
+            invalidate(self);
+            return REFEX_OK;
+        }
+        if (memcmp(b->transport_pk, a->transport_pk, 32) == 0)
+            return REFEX_E_EXISTS; /* one transport key, one identity */
+    }
+    if (self->d_n == MAX_AGENCIES)
+        return REFEX_E_TOO_BIG;
+    if (self->d_n == self->d_cap) {
+        size_t cap = self->d_cap ? self->d_cap * 2 : 8;
+        refex_agency *n = realloc(self->d_agencies, cap * sizeof *n);
+        if (!n)
+            return REFEX_E_NOMEM;
+        self->d_agencies = n;
+        self->d_cap = cap;
+    }
+    self->d_agencies[self->d_n++] = *a;
+    invalidate(self);
+    return REFEX_OK;
+}
+
+static void signed_message(const uint8_t *bytes, size_t len, uint8_t **out, size_t *out_len)
+{
+    size_t clen = sizeof REFEX_DIRECTORY_CONTEXT; /* includes the NUL separator */
+    *out = malloc(clen + len);
+    if (!*out)
+        return;
+    memcpy(*out, REFEX_DIRECTORY_CONTEXT, clen);
+    if (len)
+        memcpy(*out + clen, bytes, len);
+    *out_len = clen + len;
+}
+
+static int serialize(const refex_directory *self, uint8_t **out, size_t *out_len)
+{
+    int rc = REFEX_OK;
+    Refex__V1__Directory d = REFEX__V1__DIRECTORY__INIT;
+    Refex__V1__Agency *items = calloc(self->d_n ? self->d_n : 1, sizeof *items);
+    Refex__V1__Agency **ptrs = calloc(self->d_n ? self->d_n : 1, sizeof *ptrs);
+    if (!items || !ptrs) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < self->d_n; i++) {
+        const refex_agency *a = &self->d_agencies[i];
+        Refex__V1__Agency *p = &items[i];
+        refex__v1__agency__init(p);
+        p->id = (char *)a->id;
+        p->role = (char *)a->role;
+        p->display_name = (char *)a->display_name;
+        p->sign_pk = (ProtobufCBinaryData){32, (uint8_t *)a->sign_pk};
+        p->enc_pk = (ProtobufCBinaryData){32, (uint8_t *)a->enc_pk};
+        p->transport_pk = (ProtobufCBinaryData){32, (uint8_t *)a->transport_pk};
+        p->valid_from_ms = a->valid_from_ms;
+        p->valid_until_ms = a->valid_until_ms;
+        p->revoked = a->revoked != 0;
+        ptrs[i] = p;
+    }
+    d.serial = self->d_serial;
+    d.issued_at_ms = self->d_issued_at;
+    d.n_agencies = self->d_n;
+    d.agencies = ptrs;
+    *out_len = refex__v1__directory__get_packed_size(&d);
+    *out = malloc(*out_len ? *out_len : 1);
+    if (!*out) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    refex__v1__directory__pack(&d, *out);
+out:
+    free(items);
+    free(ptrs);
+    return rc;
+}
+
+int refex_directory_sign(refex_directory *self, const uint8_t sign_sk[64])
+{
+    uint8_t *msg = NULL;
+    size_t msg_len = 0;
+    invalidate(self);
+    self->d_serial++;
+    self->d_issued_at = refex_now_ms();
+    int rc = serialize(self, &self->d_bytes, &self->d_len);
+    if (rc != REFEX_OK)
+        return rc;
+    signed_message(self->d_bytes, self->d_len, &msg, &msg_len);
+    if (!msg)
+        return REFEX_E_NOMEM;
+    crypto_sign_detached(self->d_sig, NULL, msg, msg_len, sign_sk);
+    free(msg);
+    self->d_signed = 1;
+    return REFEX_OK;
+}
+
+int refex_directory_save(const refex_directory *self, const char *path)
+{
+    Refex__V1__SignedDirectory sd = REFEX__V1__SIGNED_DIRECTORY__INIT;
+    uint8_t *bytes = NULL, *buf = NULL;
+    size_t len = 0;
+    int rc = REFEX_OK;
+    if (self->d_signed) {
+        sd.directory = (ProtobufCBinaryData){self->d_len, self->d_bytes};
+        sd.signature = (ProtobufCBinaryData){64, (uint8_t *)self->d_sig};
+    } else {
+        if ((rc = serialize(self, &bytes, &len)) != REFEX_OK)
+            return rc;
+        sd.directory = (ProtobufCBinaryData){len, bytes};
+    }
+    size_t n = refex__v1__signed_directory__get_packed_size(&sd);
+    buf = malloc(n ? n : 1);
+    if (!buf) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    refex__v1__signed_directory__pack(&sd, buf);
+    rc = refex_file_write(path, buf, n, 0644);
+out:
+    free(bytes);
+    free(buf);
+    return rc;
+}
+
+int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_directory **out,
+                         char *err, size_t errlen)
+{
+    int rc;
+    uint8_t *file = NULL, *msg = NULL;
+    size_t file_len = 0, msg_len = 0;
+    Refex__V1__SignedDirectory *sd = NULL;
+    Refex__V1__Directory *d = NULL;
+    refex_directory *self = NULL;
+    *out = NULL;
+
+    if ((rc = refex_file_read(path, REFEX_DIRECTORY_MAX_BYTES, &file, &file_len)) != REFEX_OK) {
+        snprintf(err, errlen, "%s: %s", path, refex_strerror(rc));
+        goto out;
+    }
+    rc = REFEX_E_DIRECTORY;
+    sd = refex__v1__signed_directory__unpack(NULL, file_len, file);
+    if (!sd) {
+        snprintf(err, errlen, "%s: not a refex directory file", path);
+        goto out;
+    }
+    if (anchor_pk) {
+        if (sd->signature.len != 64) {
+            snprintf(err, errlen, "%s: directory is not signed (run: refex directory sign)",
+                     path);
+            goto out;
+        }
+        signed_message(sd->directory.data, sd->directory.len, &msg, &msg_len);
+        if (!msg) {
+            rc = REFEX_E_NOMEM;
+            goto out;
+        }
+        if (crypto_sign_verify_detached(sd->signature.data, msg, msg_len, anchor_pk) != 0) {
+            snprintf(err, errlen, "%s: directory signature does not verify against the pinned "
+                                  "trust anchor", path);
+            goto out;
+        }
+    }
+    d = refex__v1__directory__unpack(NULL, sd->directory.len, sd->directory.data);
+    if (!d) {
+        snprintf(err, errlen, "%s: directory contents are malformed", path);
+        goto out;
+    }
+    if ((rc = refex_directory_new(&self)) != REFEX_OK)
+        goto out;
+    for (size_t i = 0; i < d->n_agencies; i++) {
+        const Refex__V1__Agency *p = d->agencies[i];
+        refex_agency a;
+        memset(&a, 0, sizeof a);
+        if (!refex_id_valid(p->id) || !refex_id_valid(p->role) || p->sign_pk.len != 32 ||
+            p->enc_pk.len != 32 || p->transport_pk.len != 32 ||
+            strlen(p->display_name) >= sizeof a.display_name) {
+            snprintf(err, errlen, "%s: agency entry %zu is invalid", path, i);
+            rc = REFEX_E_DIRECTORY;
+            goto out;
+        }
+        snprintf(a.id, sizeof a.id, "%s", p->id);
+        snprintf(a.role, sizeof a.role, "%s", p->role);
+        snprintf(a.display_name, sizeof a.display_name, "%s", p->display_name);
+        memcpy(a.sign_pk, p->sign_pk.data, 32);
+        memcpy(a.enc_pk, p->enc_pk.data, 32);
+        memcpy(a.transport_pk, p->transport_pk.data, 32);
+        a.valid_from_ms = p->valid_from_ms;
+        a.valid_until_ms = p->valid_until_ms;
+        a.revoked = p->revoked;
+        if ((rc = refex_directory_add(self, &a, 0)) != REFEX_OK) {
+            snprintf(err, errlen, "%s: agency '%s' is listed twice or shares a key", path, a.id);
+            rc = REFEX_E_DIRECTORY;
+            goto out;
+        }
+    }
+    self->d_serial = d->serial;
+    self->d_issued_at = d->issued_at_ms;
+    if (sd->signature.len == 64) {
+        self->d_bytes = malloc(sd->directory.len ? sd->directory.len : 1);
+        if (!self->d_bytes) {
+            rc = REFEX_E_NOMEM;
+            goto out;
+        }
+        memcpy(self->d_bytes, sd->directory.data, sd->directory.len);
+        self->d_len = sd->directory.len;
+        memcpy(self->d_sig, sd->signature.data, 64);
+        self->d_signed = 1;
+    }
+    *out = self;
+    self = NULL;
+    rc = REFEX_OK;
+out:
+    refex_directory_destroy(&self);
+    if (d)
+        refex__v1__directory__free_unpacked(d, NULL);
+    if (sd)
+        refex__v1__signed_directory__free_unpacked(sd, NULL);
+    free(msg);
+    free(file);
+    return rc;
+}
+
+int refex_directory_is_signed(const refex_directory *self)
+{
+    return self->d_signed;
+}
+
+uint64_t refex_directory_serial(const refex_directory *self)
+{
+    return self->d_serial;
+}
+
+int64_t refex_directory_issued_at(const refex_directory *self)
+{
+    return self->d_issued_at;
+}
+
+size_t refex_directory_count(const refex_directory *self)
+{
+    return self->d_n;
+}
+
+const refex_agency *refex_directory_at(const refex_directory *self, size_t i)
+{
+    return i < self->d_n ? &self->d_agencies[i] : NULL;
+}
+
+const refex_agency *refex_directory_find(const refex_directory *self, const char *id)
+{
+    for (size_t i = 0; i < self->d_n; i++)
+        if (strcmp(self->d_agencies[i].id, id) == 0)
+            return &self->d_agencies[i];
+    return NULL;
+}
+
+const refex_agency *refex_directory_find_transport(const refex_directory *self,
+                                                   const uint8_t pk[32])
+{
+    for (size_t i = 0; i < self->d_n; i++)
+        if (sodium_memcmp(self->d_agencies[i].transport_pk, pk, 32) == 0)
+            return &self->d_agencies[i];
+    return NULL;
+}
+
+int refex_agency_usable(const refex_agency *a, int64_t now_ms)
+{
+    if (a->revoked)
+        return REFEX_E_REVOKED;
+    if (a->valid_from_ms && now_ms < a->valid_from_ms)
+        return REFEX_E_REVOKED;
+    if (a->valid_until_ms && now_ms >= a->valid_until_ms)
+        return REFEX_E_REVOKED;
+    return REFEX_OK;
+}
+
+void refex_agency_from_pubkeys(refex_agency *a, const refex_pubkeys *p, const char *display)
+{
+    memset(a, 0, sizeof *a);
+    snprintf(a->id, sizeof a->id, "%s", p->agency);
+    snprintf(a->role, sizeof a->role, "%s", p->role);
+    snprintf(a->display_name, sizeof a->display_name, "%s", display ? display : p->agency);
+    memcpy(a->sign_pk, p->sign_pk, 32);
+    memcpy(a->enc_pk, p->enc_pk, 32);
+    memcpy(a->transport_pk, p->transport_pk, 32);
+}

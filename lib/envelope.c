@@ -1,0 +1,277 @@
+/* Envelope sealing and opening. The signed bytes are exactly Envelope.header, so a
+ * verifier never re-encodes anything; every other part of the envelope is bound to the
+ * header by a hash the header carries. */
+#include "refex/envelope.h"
+
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "refex/keys.h"
+#include "refex/util.h"
+
+#define DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
+#define NONCE_LEN      crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define CKEY_LEN       crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+#define SEALED_LEN     (CKEY_LEN + crypto_box_SEALBYTES)
+
+static void put_u32(crypto_hash_sha256_state *st, size_t v)
+{
+    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    crypto_hash_sha256_update(st, b, 4);
+}
+
+/* SHA-256("refex/keyslots/v1\0" || for each slot: u32 len || recipient || u32 len || key). */
+static void keyslots_hash(Refex__V1__KeySlot *const *slots, size_t n, uint8_t out[32])
+{
+    crypto_hash_sha256_state st;
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)REFEX_KEYSLOTS_CONTEXT,
+                              sizeof REFEX_KEYSLOTS_CONTEXT);
+    for (size_t i = 0; i < n; i++) {
+        size_t rl = strlen(slots[i]->recipient);
+        put_u32(&st, rl);
+        crypto_hash_sha256_update(&st, (const uint8_t *)slots[i]->recipient, rl);
+        put_u32(&st, slots[i]->sealed_key.len);
+        crypto_hash_sha256_update(&st, slots[i]->sealed_key.data, slots[i]->sealed_key.len);
+    }
+    crypto_hash_sha256_final(&st, out);
+}
+
+/* Associated data of the body: context || message id || sender. */
+static size_t body_ad(uint8_t *ad, size_t cap, const uint8_t id[16], const char *sender)
+{
+    size_t cl = sizeof REFEX_BODY_CONTEXT, sl = strlen(sender);
+    if (cl + 16 + sl > cap)
+        return 0;
+    memcpy(ad, REFEX_BODY_CONTEXT, cl);
+    memcpy(ad + cl, id, 16);
+    memcpy(ad + cl + 16, sender, sl);
+    return cl + 16 + sl;
+}
+
+static uint8_t *signed_message(const uint8_t *hdr, size_t len, size_t *out_len)
+{
+    size_t cl = sizeof REFEX_ENVELOPE_CONTEXT;
+    uint8_t *m = malloc(cl + len);
+    if (!m)
+        return NULL;
+    memcpy(m, REFEX_ENVELOPE_CONTEXT, cl);
+    memcpy(m + cl, hdr, len);
+    *out_len = cl + len;
+    return m;
+}
+
+int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
+                        uint8_t **out, size_t *out_len, uint8_t id_out[16])
+{
+    int rc = REFEX_OK;
+    uint8_t id[16], nonce[NONCE_LEN], ct_hash[32], ks_hash[32], ad[128];
+    uint8_t *ckey = NULL, *ct = NULL, *hdr_bytes = NULL, *msg = NULL, *sealed = NULL;
+    size_t hdr_len = 0, msg_len = 0;
+    unsigned long long ct_len = 0;
+    Refex__V1__KeySlot *slots = NULL, **slot_ptrs = NULL;
+    char **rcpt = NULL;
+    uint8_t sig[64];
+
+    if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
+        p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender))
+        return REFEX_E_INVAL;
+
+    refex_random_id(id);
+    randombytes_buf(nonce, sizeof nonce);
+    ckey = sodium_malloc(CKEY_LEN);
+    ct = malloc(body_len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+    slots = calloc(p->n_recipients, sizeof *slots);
+    slot_ptrs = calloc(p->n_recipients, sizeof *slot_ptrs);
+    rcpt = calloc(p->n_recipients, sizeof *rcpt);
+    sealed = malloc(p->n_recipients * SEALED_LEN);
+    if (!ckey || !ct || !slots || !slot_ptrs || !rcpt || !sealed) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    crypto_aead_xchacha20poly1305_ietf_keygen(ckey);
+    size_t ad_len = body_ad(ad, sizeof ad, id, p->sender);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ct_len, body, body_len, ad, ad_len, NULL,
+                                               nonce, ckey);
+    crypto_hash_sha256(ct_hash, ct, ct_len);
+
+    for (size_t i = 0; i < p->n_recipients; i++) {
+        refex__v1__key_slot__init(&slots[i]);
+        slots[i].recipient = (char *)p->recipients[i]->id;
+        if (crypto_box_seal(sealed + i * SEALED_LEN, ckey, CKEY_LEN,
+                            p->recipients[i]->enc_pk) != 0) {
+            rc = REFEX_E_CRYPTO;
+            goto out;
+        }
+        slots[i].sealed_key = (ProtobufCBinaryData){SEALED_LEN, sealed + i * SEALED_LEN};
+        slot_ptrs[i] = &slots[i];
+        rcpt[i] = (char *)p->recipients[i]->id;
+    }
+    keyslots_hash(slot_ptrs, p->n_recipients, ks_hash);
+
+    Refex__V1__EnvelopeHeader h = REFEX__V1__ENVELOPE_HEADER__INIT;
+    h.version = 1;
+    h.message_id = (ProtobufCBinaryData){16, id};
+    h.sender = (char *)p->sender;
+    h.n_recipients = p->n_recipients;
+    h.recipients = rcpt;
+    h.type = p->type;
+    h.case_ref = (char *)(p->case_ref ? p->case_ref : "");
+    h.created_at_ms = p->created_at_ms ? p->created_at_ms : refex_now_ms();
+    h.expires_at_ms = p->expires_at_ms ? p->expires_at_ms : h.created_at_ms + DEFAULT_TTL_MS;
+    h.nonce = (ProtobufCBinaryData){NONCE_LEN, nonce};
+    h.ciphertext_hash = (ProtobufCBinaryData){32, ct_hash};
+    h.key_slots_hash = (ProtobufCBinaryData){32, ks_hash};
+    hdr_len = refex__v1__envelope_header__get_packed_size(&h);
+    hdr_bytes = malloc(hdr_len);
+    if (!hdr_bytes) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    refex__v1__envelope_header__pack(&h, hdr_bytes);
+    if (!(msg = signed_message(hdr_bytes, hdr_len, &msg_len))) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    crypto_sign_detached(sig, NULL, msg, msg_len, p->sign_sk);
+
+    Refex__V1__Envelope env = REFEX__V1__ENVELOPE__INIT;
+    env.header = (ProtobufCBinaryData){hdr_len, hdr_bytes};
+    env.signature = (ProtobufCBinaryData){64, sig};
+    env.ciphertext = (ProtobufCBinaryData){(size_t)ct_len, ct};
+    env.n_key_slots = p->n_recipients;
+    env.key_slots = slot_ptrs;
+    *out_len = refex__v1__envelope__get_packed_size(&env);
+    *out = malloc(*out_len);
+    if (!*out) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    refex__v1__envelope__pack(&env, *out);
+    memcpy(id_out, id, 16);
+out:
+    sodium_free(ckey);
+    free(ct);
+    free(slots);
+    free(slot_ptrs);
+    free(rcpt);
+    free(sealed);
+    free(hdr_bytes);
+    free(msg);
+    return rc;
+}
+
+int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__EnvelopeHeader **out)
+{
+    *out = NULL;
+    if (!env || env->header.len == 0)
+        return REFEX_E_MALFORMED;
+    Refex__V1__EnvelopeHeader *h =
+        refex__v1__envelope_header__unpack(NULL, env->header.len, env->header.data);
+    if (!h)
+        return REFEX_E_MALFORMED;
+    int ok = h->version == 1 && h->message_id.len == 16 && h->nonce.len == NONCE_LEN &&
+             h->ciphertext_hash.len == 32 && h->key_slots_hash.len == 32 &&
+             refex_id_valid(h->sender) && h->n_recipients > 0 &&
+             h->n_recipients <= REFEX_MAX_RECIPIENTS && h->type > 0 &&
+             h->type <= REFEX__V1__MESSAGE_TYPE__CASE_UPDATE && strlen(h->case_ref) < 128 &&
+             h->expires_at_ms > h->created_at_ms;
+    for (size_t i = 0; ok && i < h->n_recipients; i++) {
+        ok = refex_id_valid(h->recipients[i]);
+        for (size_t j = 0; ok && j < i; j++)
+            ok = strcmp(h->recipients[i], h->recipients[j]) != 0;
+    }
+    if (!ok) {
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+        return REFEX_E_MALFORMED;
+    }
+    *out = h;
+    return REFEX_OK;
+}
+
+int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                          const uint8_t sender_sign_pk[32])
+{
+    uint8_t hash[32];
+    size_t msg_len = 0;
+    if (env->signature.len != crypto_sign_BYTES)
+        return REFEX_E_BAD_SIGNATURE;
+    uint8_t *msg = signed_message(env->header.data, env->header.len, &msg_len);
+    if (!msg)
+        return REFEX_E_NOMEM;
+    int bad = crypto_sign_verify_detached(env->signature.data, msg, msg_len, sender_sign_pk);
+    free(msg);
+    if (bad)
+        return REFEX_E_BAD_SIGNATURE;
+
+    crypto_hash_sha256(hash, env->ciphertext.data, env->ciphertext.len);
+    if (sodium_memcmp(hash, h->ciphertext_hash.data, 32) != 0)
+        return REFEX_E_TAMPERED;
+    if (env->n_key_slots != h->n_recipients)
+        return REFEX_E_TAMPERED;
+    for (size_t i = 0; i < env->n_key_slots; i++)
+        if (strcmp(env->key_slots[i]->recipient, h->recipients[i]) != 0)
+            return REFEX_E_TAMPERED;
+    keyslots_hash(env->key_slots, env->n_key_slots, hash);
+    if (sodium_memcmp(hash, h->key_slots_hash.data, 32) != 0)
+        return REFEX_E_TAMPERED;
+    return REFEX_OK;
+}
+
+int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                        const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
+                        uint8_t **body_out, size_t *body_len)
+{
+    int rc = REFEX_OK;
+    uint8_t ad[128];
+    uint8_t *ckey = NULL, *pt = NULL;
+    unsigned long long pt_len = 0;
+    const Refex__V1__KeySlot *slot = NULL;
+
+    for (size_t i = 0; i < env->n_key_slots; i++)
+        if (strcmp(env->key_slots[i]->recipient, me) == 0)
+            slot = env->key_slots[i];
+    if (!slot)
+        return REFEX_E_NOT_RECIPIENT;
+    if (slot->sealed_key.len != SEALED_LEN ||
+        env->ciphertext.len < crypto_aead_xchacha20poly1305_ietf_ABYTES)
+        return REFEX_E_DECRYPT;
+    if (!(ckey = sodium_malloc(CKEY_LEN)))
+        return REFEX_E_NOMEM;
+    if (crypto_box_seal_open(ckey, slot->sealed_key.data, SEALED_LEN, enc_pk, enc_sk) != 0) {
+        rc = REFEX_E_DECRYPT;
+        goto out;
+    }
+    pt = malloc(env->ciphertext.len);
+    if (!pt) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    size_t ad_len = body_ad(ad, sizeof ad, h->message_id.data, h->sender);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &pt_len, NULL, env->ciphertext.data,
+                                                   env->ciphertext.len, ad, ad_len,
+                                                   h->nonce.data, ckey) != 0) {
+        rc = REFEX_E_DECRYPT;
+        goto out;
+    }
+    *body_out = pt;
+    *body_len = (size_t)pt_len;
+    pt = NULL;
+out:
+    sodium_free(ckey);
+    free(pt);
+    return rc;
+}
+
+int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
+{
+    size_t n = refex__v1__envelope__get_packed_size(env);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf)
+        return REFEX_E_NOMEM;
+    refex__v1__envelope__pack(env, buf);
+    crypto_hash_sha256(out, buf, n);
+    free(buf);
+    return REFEX_OK;
+}

@@ -1,0 +1,153 @@
+/* Shared helpers: hex coding, whole-file I/O with explicit modes, clocks. Nothing here
+ * knows about the protocol. */
+#include "refex/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int refex_init(void)
+{
+    return sodium_init() < 0 ? REFEX_E_CRYPTO : REFEX_OK;
+}
+
+void refex_hex_encode(char *out, const uint8_t *in, size_t len)
+{
+    sodium_bin2hex(out, 2 * len + 1, in, len);
+}
+
+int refex_hex_decode(uint8_t *out, size_t len, const char *hex)
+{
+    size_t got = 0;
+    const char *end = NULL;
+    if (!hex || strlen(hex) != 2 * len)
+        return REFEX_E_INVAL;
+    if (sodium_hex2bin(out, len, hex, 2 * len, NULL, &got, &end) != 0 || got != len)
+        return REFEX_E_INVAL;
+    return REFEX_OK;
+}
+
+int refex_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len)
+{
+    int rc = REFEX_E_IO;
+    uint8_t *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0)
+        goto out;
+    if ((size_t)st.st_size > max) {
+        rc = REFEX_E_TOO_BIG;
+        goto out;
+    }
+    buf = malloc((size_t)st.st_size + 1);
+    if (!buf) {
+        rc = REFEX_E_NOMEM;
+        goto out;
+    }
+    size_t n = fread(buf, 1, (size_t)st.st_size, f);
+    if (n != (size_t)st.st_size)
+        goto out;
+    buf[n] = 0;
+    *out = buf;
+    *out_len = n;
+    buf = NULL;
+    rc = REFEX_OK;
+out:
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+int refex_file_write(const char *path, const void *data, size_t len, unsigned mode)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return REFEX_E_INVAL;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return REFEX_E_IO;
+    /* umask may have narrowed the mode, never widened it; make it exact. */
+    if (fchmod(fd, mode) != 0)
+        goto fail;
+    const uint8_t *p = data;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (fsync(fd) != 0)
+        goto fail;
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        return REFEX_E_IO;
+    }
+    return REFEX_OK;
+fail:
+    close(fd);
+    unlink(tmp);
+    return REFEX_E_IO;
+}
+
+int refex_file_check_private(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
+    if (st.st_mode & (S_IRWXG | S_IRWXO))
+        return REFEX_E_PERM;
+    return REFEX_OK;
+}
+
+int refex_mkdirs(const char *path, unsigned mode)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf)
+        return REFEX_E_INVAL;
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = 0;
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return REFEX_E_IO;
+        *p = '/';
+    }
+    if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return REFEX_E_IO;
+    return REFEX_OK;
+}
+
+int64_t refex_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t refex_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void refex_random_id(uint8_t id[16])
+{
+    randombytes_buf(id, 16);
+}
