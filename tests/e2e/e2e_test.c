@@ -1,1 +1,537 @@
-int main(void){return 0;}
+/* End-to-end tests of the foundation: a real broker and three real agents on loopback.
+ * A pre-birth referral travels midwifery -> broker -> social care byte-identical; nobody
+ * else gets it; unknown transport keys, forged senders and bad frames are refused with
+ * typed errors while the daemons keep running; the body never reaches the broker's disk
+ * or logs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "../unit/testing.h"
+#include "harness.h"
+#include "refex/body.h"
+#include "refex/codec.h"
+#include "refex/directory.h"
+#include "refex/envelope.h"
+#include "refex/util.h"
+
+static h_net g_net;
+static char g_marker[64];     /* unique text placed in the referral body */
+static char g_referral_id[33];
+
+static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", NULL};
+static const char *const LISTED_ONLY[] = {"police", NULL};
+
+static void pause_briefly(void)
+{
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+/* Waits until `agency` has message id in its inbox (polls the agent through the CLI). */
+static int wait_inbox(const char *agency, const char *id)
+{
+    char out[65536];
+    const char *args[] = {"inbox", "show", id, "--json", NULL};
+    int64_t deadline = refex_mono_ms() + H_TIMEOUT_MS;
+    while (refex_mono_ms() < deadline) {
+        if (h_cli_agent(&g_net, agency, out, sizeof out, args) == 0)
+            return 0;
+        pause_briefly();
+    }
+    return -1;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (h_net_init(&g_net, AGENCIES, LISTED_ONLY, "max_frame = 256K") != 0 ||
+        h_net_start_broker(&g_net) != 0)
+        return -1;
+    for (int i = 0; AGENCIES[i]; i++)
+        if (h_net_start_agent(&g_net, AGENCIES[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_net_fini(&g_net);
+    return 0;
+}
+
+static void assert_daemons_alive(void)
+{
+    assert_true(h_alive(&g_net.broker));
+    for (int i = 0; i < g_net.n_agents; i++)
+        assert_true(h_alive(&g_net.agents[i]));
+}
+
+static json_t *referral_json(const char *summary)
+{
+    json_error_t jerr;
+    json_t *j = json_pack_ex(
+        &jerr, 0,
+        "{s:s, s:{s:s, s:s, s:s, s:i}, s:[{s:s, s:s, s:s}], s:[s, s], s:{s:s, s:s},"
+        " s:s, s:{s:s, s:s}, s:s, s:s, s:s}",
+        "kind", "REFERRAL_PRE_BIRTH", "subject", "kind", "SUBJECT_UNBORN", "reference",
+        "UB-TEST-0001", "estimated_due_date", "2027-06-03", "gestation_weeks", 12, "parents",
+        "reference", "P-0001", "name", "Morgan Tressider", "relationship", "mother", "concerns",
+        "CONCERN_PREVIOUS_CHILDREN_REMOVED", "CONCERN_SUBSTANCE_MISUSE", "referrer", "reference",
+        "MW-0099", "role", "community midwife", "urgency", "URGENCY_URGENT", "lawful_basis",
+        "article6", "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
+        "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING",
+        "summary", summary);
+    if (!j)
+        fail_msg("json_pack: %s", jerr.text);
+    return j;
+}
+
+/* ---- the referral ----------------------------------------------------------------- */
+
+static void test_referral_reaches_social_care_byte_identical(void **state)
+{
+    (void)state;
+    char out[65536], path[600], summary[256];
+    uint8_t rnd[16];
+    randombytes_buf(rnd, sizeof rnd);
+    strcpy(g_marker, "MARKER-");
+    refex_hex_encode(g_marker + 7, rnd, 16);
+    snprintf(summary, sizeof summary, "Booked at 12 weeks; %s; two older children removed.",
+             g_marker);
+    json_t *body = referral_json(summary);
+    h_path(&g_net, path, sizeof path, "referral.json");
+    assert_int_equal(json_dump_file(body, path, JSON_INDENT(2)), 0);
+
+    const char *args[] = {"send", "--to", "social-care", "--type", "referral", "--case",
+                          "C-TEST-0001", "--body", path, "--wait", "--json", NULL};
+    int rc = h_cli_agent(&g_net, "midwifery", out, sizeof out, args);
+    if (rc != 0)
+        fail_msg("refex send exited %d: %s", rc, out);
+    json_error_t jerr;
+    json_t *reply = json_loads(out, 0, &jerr);
+    assert_non_null(reply);
+    assert_string_equal(json_string_value(json_object_get(reply, "state")), "stored");
+    snprintf(g_referral_id, sizeof g_referral_id, "%s",
+             json_string_value(json_object_get(reply, "message_id")));
+    assert_int_equal(strlen(g_referral_id), 32);
+    json_decref(reply);
+
+    assert_int_equal(wait_inbox("social-care", g_referral_id), 0);
+
+    /* Byte-identical: the plaintext the receiver committed equals what the sender sealed. */
+    uint8_t *want = NULL;
+    size_t want_len = 0;
+    char err[256];
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, body, &want, &want_len,
+                                   err, sizeof err));
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    h_path(&g_net, path, sizeof path, "data/social-care/agent.db");
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT body, sender, type, case_ref FROM inbox"
+                                        " WHERE message_id = ?",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, g_referral_id, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal((size_t)sqlite3_column_bytes(st, 0), want_len);
+    assert_memory_equal(sqlite3_column_blob(st, 0), want, want_len);
+    assert_string_equal((const char *)sqlite3_column_text(st, 1), "midwifery");
+    assert_string_equal((const char *)sqlite3_column_text(st, 2), "REFERRAL");
+    assert_string_equal((const char *)sqlite3_column_text(st, 3), "C-TEST-0001");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    free(want);
+
+    /* And through the CLI, decrypted, field for field. */
+    const char *show[] = {"inbox", "show", g_referral_id, "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "social-care", out, sizeof out, show), 0);
+    json_t *row = json_loads(out, 0, &jerr);
+    assert_non_null(row);
+    assert_true(json_equal(json_object_get(row, "body"), body));
+    json_decref(row);
+    json_decref(body);
+
+    /* Both audit logs hold the event with its lawful basis. */
+    const char *audit[] = {"audit", "list", "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, audit), 0);
+    assert_non_null(strstr(out, g_referral_id));
+    assert_non_null(strstr(out, "\"event\": \"send\""));
+    assert_non_null(strstr(out, "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"));
+    assert_null(strstr(out, g_marker));
+    assert_int_equal(h_cli_agent(&g_net, "social-care", out, sizeof out, audit), 0);
+    assert_non_null(strstr(out, g_referral_id));
+    assert_non_null(strstr(out, "\"event\": \"receive\""));
+    assert_non_null(strstr(out, "MW-0099"));
+    assert_null(strstr(out, "Morgan Tressider")); /* people only as references */
+    assert_daemons_alive();
+}
+
+static void test_non_recipient_receives_nothing(void **state)
+{
+    (void)state;
+    char out[65536];
+    const char *list[] = {"inbox", "list", "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "substance-misuse", out, sizeof out, list), 0);
+    json_error_t jerr;
+    json_t *msgs = json_loads(out, 0, &jerr);
+    assert_non_null(msgs);
+    assert_int_equal(json_array_size(msgs), 0);
+    json_decref(msgs);
+    const char *audit[] = {"audit", "list", "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "substance-misuse", out, sizeof out, audit), 0);
+    assert_null(strstr(out, g_referral_id));
+}
+
+/* ---- transport admission ----------------------------------------------------------- */
+
+static void test_unlisted_transport_key_cannot_connect(void **state)
+{
+    (void)state;
+    h_client c;
+    refex_keys *intruder = NULL;
+    char path[600];
+    assert_ok(refex_keys_new("intruder", "police", &intruder));
+    assert_int_equal(h_client_open(&c, &g_net, NULL, intruder), 0);
+    assert_true(h_client_wait_event(&c, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, H_TIMEOUT_MS));
+    h_client_close(&c);
+    h_path(&g_net, path, sizeof path, "logs/broker.log");
+    assert_true(h_tree_contains(path, "zap: denied transport key", 25));
+
+    /* A real agent with keys the directory does not list refuses to start. */
+    char out[2048], conf[600], log[600], exe[1100], dir[600];
+    h_path(&g_net, dir, sizeof dir, "keys/intruder");
+    const char *kargs[] = {"keys", "new", "--agency", "intruder", "--role", "police",
+                           "--out", dir, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, kargs), 0);
+    h_path(&g_net, conf, sizeof conf, "conf/intruder.conf");
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f,
+            "agency = intruder\nbroker = %s\ndata_dir = ../data/intruder\n"
+            "directory = ../directory.rdir\ntrust_anchor = ../keys/operator.public\n"
+            "keys = ../keys/intruder/intruder.secret\n",
+            g_net.endpoint);
+    fclose(f);
+    h_path(&g_net, log, sizeof log, "logs/intruder.log");
+    snprintf(exe, sizeof exe, "%s/refex-agent", g_net.bin);
+    char *argv[] = {exe, "-c", conf, NULL};
+    h_proc p;
+    assert_int_equal(h_spawn(&p, "intruder", argv, log), 0);
+    assert_int_equal(h_wait_exit(&p, H_TIMEOUT_MS), 2);
+    assert_true(h_tree_contains(log, "is not in the directory", 23));
+    assert_daemons_alive();
+}
+
+/* ---- raw-client helpers ------------------------------------------------------------ */
+
+static refex_directory *load_directory(void)
+{
+    char path[600], err[256];
+    refex_directory *d = NULL;
+    h_path(&g_net, path, sizeof path, "directory.rdir");
+    assert_ok(refex_directory_load(path, NULL, &d, err, sizeof err));
+    return d;
+}
+
+/* Seals a small case update from `sender_keys` claiming `claimed_sender`. */
+static Refex__V1__Envelope *seal_for(refex_keys *sender_keys, const char *claimed_sender,
+                                     const char *recipient, uint8_t id[16])
+{
+    refex_directory *d = load_directory();
+    const refex_agency *r = refex_directory_find(d, recipient);
+    refex_agency fake;
+    if (!r) { /* an agency the directory does not know: any keys will do */
+        memset(&fake, 0, sizeof fake);
+        snprintf(fake.id, sizeof fake.id, "%s", recipient);
+        crypto_box_keypair(fake.enc_pk, (uint8_t[32]){0});
+        r = &fake;
+    }
+    const refex_agency *rcpt[] = {r};
+    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "update_type",
+                             "CASE_UPDATE_OTHER", "summary", "raw client test");
+    uint8_t *b = NULL, *env = NULL;
+    size_t blen = 0, elen = 0;
+    char err[256];
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, body, &b, &blen, err,
+                                   sizeof err));
+    refex_seal_params p = {.sender = claimed_sender,
+                           .sign_sk = sender_keys->sk->sign_sk,
+                           .recipients = rcpt,
+                           .n_recipients = 1,
+                           .type = REFEX__V1__MESSAGE_TYPE__CASE_UPDATE,
+                           .case_ref = "C-TEST-0002"};
+    assert_ok(refex_envelope_seal(&p, b, blen, &env, &elen, id));
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, elen, env);
+    assert_non_null(e);
+    free(b);
+    free(env);
+    json_decref(body);
+    refex_directory_destroy(&d);
+    return e;
+}
+
+static void send_envelope(h_client *c, Refex__V1__Envelope *e)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = e;
+    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+    f.send = &s;
+    assert_int_equal(h_client_send(c, &f), 0);
+}
+
+/* Expects a REJECTED (for SEND) or ERROR frame carrying `code`. */
+static void expect_refusal(h_client *c, int code)
+{
+    Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+    if (!r)
+        fail_msg("no answer from the broker; wanted %s", refex_errname(code));
+    int got = r->kind_case == REFEX__V1__FRAME__KIND_REJECTED ? (int)r->rejected->code
+              : r->kind_case == REFEX__V1__FRAME__KIND_ERROR  ? (int)r->error->code
+                                                              : -1;
+    if (got != code)
+        fail_msg("got %s frame with %s, wanted %s", refex_frame_kind_name(r),
+                 refex_errname(got), refex_errname(code));
+    refex_frame_free(&r);
+}
+
+static void expect_stored(h_client *c, const uint8_t id[16])
+{
+    Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+    assert_non_null(r);
+    if (r->kind_case != REFEX__V1__FRAME__KIND_STORED)
+        fail_msg("wanted STORED, got %s (%s)", refex_frame_kind_name(r),
+                 r->kind_case == REFEX__V1__FRAME__KIND_REJECTED
+                     ? refex_errname((int)r->rejected->code)
+                     : "");
+    assert_memory_equal(r->stored->message_id.data, id, 16);
+    refex_frame_free(&r);
+}
+
+/* ---- forged sender ------------------------------------------------------------------ */
+
+static void test_forged_sender_refused(void **state)
+{
+    (void)state;
+    h_client c;
+    uint8_t id[16];
+    char path[600], err[256];
+    assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
+
+    /* HELLO claiming another agency over police's transport key. */
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Hello h = REFEX__V1__HELLO__INIT;
+    h.agency = "midwifery";
+    f.kind_case = REFEX__V1__FRAME__KIND_HELLO;
+    f.hello = &h;
+    assert_int_equal(h_client_send(&c, &f), 0);
+    expect_refusal(&c, REFEX_E_SENDER_MISMATCH);
+
+    assert_int_equal(h_client_hello(&c, "police"), 0);
+    /* An envelope claiming midwifery, signed with police's key. */
+    Refex__V1__Envelope *e = seal_for(c.keys, "midwifery", "social-care", id);
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_SENDER_MISMATCH);
+    refex__v1__envelope__free_unpacked(e, NULL);
+
+    /* Even with midwifery's real signing key: the transport identity is police. */
+    refex_keys *mw = NULL;
+    h_path(&g_net, path, sizeof path, "keys/midwifery.secret");
+    assert_ok(refex_keys_load(path, &mw, err, sizeof err));
+    e = seal_for(mw, "midwifery", "social-care", id);
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_SENDER_MISMATCH);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    refex_keys_destroy(&mw);
+
+    h_client_close(&c);
+    h_path(&g_net, path, sizeof path, "logs/broker.log");
+    assert_true(h_tree_contains(path, "E_SENDER_MISMATCH", 17));
+    assert_daemons_alive();
+}
+
+/* ---- bad frames --------------------------------------------------------------------- */
+
+static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
+{
+    (void)state;
+    h_client c;
+    uint8_t id[16];
+    assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
+
+    /* SEND before HELLO. */
+    Refex__V1__Envelope *e = seal_for(c.keys, "police", "social-care", id);
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_NOT_READY);
+    assert_int_equal(h_client_hello(&c, "police"), 0);
+
+    /* Garbage and truncated protobuf. */
+    assert_int_equal(h_client_send_raw(&c, "\xff\xff\xff\xff garbage", 12), 0);
+    expect_refusal(&c, REFEX_E_MALFORMED);
+    assert_int_equal(h_client_send_raw(&c, "", 0), 0);
+    expect_refusal(&c, REFEX_E_MALFORMED);
+    {
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__Send s = REFEX__V1__SEND__INIT;
+        s.envelope = e;
+        f.version = 1;
+        f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+        f.send = &s;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_ok(refex_frame_pack(&f, &buf, &len));
+        assert_int_equal(h_client_send_raw(&c, buf, len / 2), 0);
+        expect_refusal(&c, REFEX_E_MALFORMED);
+        free(buf);
+    }
+    /* Two parts in one message. */
+    assert_true(zmq_send(c.sock, "a", 1, ZMQ_SNDMORE) == 1);
+    assert_true(zmq_send(c.sock, "b", 1, 0) == 1);
+    expect_refusal(&c, REFEX_E_MALFORMED);
+
+    /* Oversized: the broker's limit in this test is 256 KiB. */
+    size_t big = 300 * 1024;
+    uint8_t *junk = calloc(1, big);
+    assert_non_null(junk);
+    assert_int_equal(h_client_send_raw(&c, junk, big), 0);
+    expect_refusal(&c, REFEX_E_TOO_BIG);
+    free(junk);
+
+    /* Bad signature. */
+    e->signature.data[5] ^= 0x01;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
+    e->signature.data[5] ^= 0x01;
+
+    /* Tampered ciphertext. */
+    e->ciphertext.data[0] ^= 0x80;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_TAMPERED);
+    e->ciphertext.data[0] ^= 0x80;
+    refex__v1__envelope__free_unpacked(e, NULL);
+
+    /* Unknown recipient. */
+    e = seal_for(c.keys, "police", "nobody", id);
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_UNKNOWN_AGENCY);
+    refex__v1__envelope__free_unpacked(e, NULL);
+
+    /* A frame only the broker may send. */
+    {
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__Stored s = REFEX__V1__STORED__INIT;
+        s.message_id = (ProtobufCBinaryData){16, id};
+        f.kind_case = REFEX__V1__FRAME__KIND_STORED;
+        f.stored = &s;
+        assert_int_equal(h_client_send(&c, &f), 0);
+        expect_refusal(&c, REFEX_E_PROTOCOL);
+    }
+
+    /* The daemons are still running, and a good message still goes through. */
+    assert_daemons_alive();
+    e = seal_for(c.keys, "police", "social-care", id);
+    send_envelope(&c, e);
+    expect_stored(&c, id);
+    /* A retry of the same envelope is harmless: STORED again. */
+    send_envelope(&c, e);
+    expect_stored(&c, id);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    char idhex[33];
+    refex_hex_encode(idhex, id, 16);
+    assert_int_equal(wait_inbox("social-care", idhex), 0);
+    h_client_close(&c);
+
+    char path[600];
+    h_path(&g_net, path, sizeof path, "logs/broker.log");
+    assert_true(h_tree_contains(path, "E_BAD_SIGNATURE", 15));
+    assert_true(h_tree_contains(path, "E_TOO_BIG", 9));
+    assert_true(h_tree_contains(path, "unknown recipient nobody", 24));
+    assert_daemons_alive();
+}
+
+/* ---- CLI-level refusals ------------------------------------------------------------- */
+
+static void test_cli_send_errors_are_typed(void **state)
+{
+    (void)state;
+    char out[8192], path[600];
+    const char *unknown[] = {"send", "--to", "nobody", "--type", "referral", "--summary",
+                             "x", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, unknown), 1);
+    assert_non_null(strstr(out, "E_UNKNOWN_AGENCY"));
+
+    h_path(&g_net, path, sizeof path, "bad.json");
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("{\"kind\": \"REFERRAL_PRE_BIRTH\", \"no_such_field\": 1}", f);
+    fclose(f);
+    const char *badfield[] = {"send", "--to", "social-care", "--type", "referral", "--body",
+                              path, NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, badfield), 1);
+    assert_non_null(strstr(out, "E_JSON"));
+    assert_non_null(strstr(out, "no_such_field"));
+
+    const char *badtype[] = {"send", "--to", "social-care", "--type", "gossip", "--body", path,
+                             NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, badtype), 1);
+    assert_non_null(strstr(out, "E_INVAL"));
+
+    const char *noargs[] = {"send", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, noargs), 2);
+    const char *help[] = {"send", "--help", NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, help), 0);
+    assert_non_null(strstr(out, "--to"));
+    assert_daemons_alive();
+}
+
+/* ---- what the broker holds ---------------------------------------------------------- */
+
+static void test_body_never_reaches_broker_disk_or_logs(void **state)
+{
+    (void)state;
+    char path[600];
+    assert_true(g_marker[0]);
+    /* The receiver did see it (so the search below is meaningful) ... */
+    h_path(&g_net, path, sizeof path, "data/social-care");
+    assert_true(h_tree_contains(path, g_marker, strlen(g_marker)));
+    /* ... and the broker's data directory and log never did. */
+    h_path(&g_net, path, sizeof path, "data/broker");
+    assert_false(h_tree_contains(path, g_marker, strlen(g_marker)));
+    h_path(&g_net, path, sizeof path, "logs/broker.log");
+    assert_false(h_tree_contains(path, g_marker, strlen(g_marker)));
+    assert_false(h_tree_contains(path, "Morgan Tressider", 16));
+    /* No agent log carries body contents either. */
+    h_path(&g_net, path, sizeof path, "logs");
+    assert_false(h_tree_contains(path, g_marker, strlen(g_marker)));
+}
+
+int main(void)
+{
+    if (refex_init() != REFEX_OK)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_referral_reaches_social_care_byte_identical),
+        cmocka_unit_test(test_non_recipient_receives_nothing),
+        cmocka_unit_test(test_unlisted_transport_key_cannot_connect),
+        cmocka_unit_test(test_forged_sender_refused),
+        cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
+        cmocka_unit_test(test_cli_send_errors_are_typed),
+        cmocka_unit_test(test_body_never_reaches_broker_disk_or_logs),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,87 @@
+/* End-to-end test harness: starts real refex-broker and refex-agent processes in a fresh
+ * temp directory, synchronises on their READY lines (never on sleeps), runs the refex CLI,
+ * speaks the wire protocol directly as a raw client for bad-input tests, and always reaps
+ * its children. */
+#ifndef REFEX_HARNESS_H
+#define REFEX_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "refex.pb-c.h"
+#include "refex/keys.h"
+
+#define H_MAX_AGENTS 8
+#define H_TIMEOUT_MS 20000
+
+typedef struct {
+    pid_t pid;
+    int out_fd; /* the child's stdout, where READY appears */
+    char name[64];
+    char log[512]; /* the child's stderr */
+} h_proc;
+
+typedef struct {
+    char root[256];
+    char bin[1024];
+    char endpoint[512];
+    h_proc broker;
+    h_proc agents[H_MAX_AGENTS];
+    char agent_names[H_MAX_AGENTS][64];
+    int n_agents;
+} h_net;
+
+/* Creates keys for the operator, the broker and each of `agencies` (plus any in
+ * `listed_only`, which are in the directory but run no agent), a signed directory and
+ * configs. Returns 0 on success. */
+int h_net_init(h_net *n, const char *const *agencies, const char *const *listed_only,
+               const char *broker_extra_conf);
+int h_net_start_broker(h_net *n);
+int h_net_start_agent(h_net *n, const char *agency);
+/* SIGTERM everything, reap, remove the temp tree (kept if REFEX_KEEP_E2E is set). */
+void h_net_fini(h_net *n);
+
+/* Path helpers inside the test tree. */
+void h_path(const h_net *n, char *buf, size_t len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+int h_spawn(h_proc *p, const char *name, char *const argv[], const char *log_path);
+/* Reads the child's stdout until a line starting with prefix; 0 on success, -1 if the child
+ * closed stdout (exited) or the timeout passed. */
+int h_wait_line(h_proc *p, const char *prefix, int timeout_ms, char *line, size_t len);
+int h_alive(const h_proc *p);
+/* Waits for the child to exit; returns its exit status or -1 on timeout. */
+int h_wait_exit(h_proc *p, int timeout_ms);
+void h_stop(h_proc *p);
+
+/* Runs the refex CLI with args; captures stdout (and stderr appended) into out. Returns
+ * the exit code. */
+int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args);
+/* Runs `refex -c CONF(agency) args...`. */
+int h_cli_agent(const h_net *n, const char *agency, char *out, size_t outlen,
+                const char *const *args);
+
+/* True if the file at path (or any file under it, recursively) contains needle. */
+int h_tree_contains(const char *path, const void *needle, size_t len);
+
+/* ---- raw wire client ---------------------------------------------------------------- */
+
+typedef struct {
+    void *ctx, *sock, *mon;
+    refex_keys *keys;
+} h_client;
+
+/* Connects with the given agency's keys from the test tree (or `keys` if non-NULL). */
+int h_client_open(h_client *c, const h_net *n, const char *agency, refex_keys *keys);
+void h_client_close(h_client *c);
+int h_client_send_raw(h_client *c, const void *data, size_t len);
+int h_client_send(h_client *c, Refex__V1__Frame *f);
+/* Receives one frame (caller frees with refex_frame_free); NULL on timeout. */
+Refex__V1__Frame *h_client_recv(h_client *c, int timeout_ms);
+/* Waits for a monitor event; returns 1 if `event` was seen before the timeout. */
+int h_client_wait_event(h_client *c, int event, int timeout_ms);
+/* HELLO and wait for WELCOME; 0 on success. */
+int h_client_hello(h_client *c, const char *agency);
+
+#endif
