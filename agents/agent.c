@@ -44,7 +44,9 @@ struct agent {
     char data_dir[4096];
     char dir_path[4096];
     uint8_t anchor_pk[32];
-    uint64_t max_frame;
+    uint64_t max_frame;        /* ours, from the config */
+    uint64_t broker_max_frame; /* the broker's, from WELCOME */
+    int64_t skew_ms;
     refex_keys *keys;
     refex_directory *dir;
     sqlite3 *db;
@@ -62,9 +64,9 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-static const char *const CONFIG_KEYS[] = {"agency",    "broker",   "broker_id", "data_dir",
-                                          "directory", "trust_anchor", "keys",  "max_frame",
-                                          "log_level", NULL};
+static const char *const CONFIG_KEYS[] = {
+    "agency",    "broker",    "broker_id",          "data_dir", "directory", "trust_anchor",
+    "keys",      "max_frame", "clock_skew_seconds", "log_level", NULL};
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -120,6 +122,12 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
         snprintf(err, errlen, "config: max_frame must be between 1K and 1G");
         goto out;
     }
+    uint64_t skew = 300;
+    if (refex_config_uint(cfg, "clock_skew_seconds", 300, &skew) || skew > 86400) {
+        snprintf(err, errlen, "config: clock_skew_seconds must be at most 86400");
+        goto out;
+    }
+    a->skew_ms = (int64_t)skew * 1000;
     if (refex_config_path(cfg, "trust_anchor", path, sizeof path)) {
         snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
         goto out;
@@ -362,10 +370,13 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
                            .expires_at_ms = ttl > 0 ? refex_now_ms() + ttl * 1000 : 0};
     if ((rc = refex_envelope_seal(&p, body, body_len, &env, &env_len, id)) != REFEX_OK)
         goto out;
-    if (env_len + 64 > a->max_frame) {
+    uint64_t limit = a->max_frame;
+    if (a->broker_max_frame && a->broker_max_frame < limit)
+        limit = a->broker_max_frame;
+    if (env_len + 64 > limit) {
         rc = REFEX_E_TOO_BIG;
         snprintf(detail, sizeof detail, "message is %zu bytes; the limit is %llu", env_len,
-                 (unsigned long long)a->max_frame);
+                 (unsigned long long)limit);
         goto out;
     }
     if (!(e = refex__v1__envelope__unpack(NULL, env_len, env))) {
@@ -552,10 +563,17 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
     int mine = 0;
     for (size_t i = 0; i < h->n_recipients; i++)
         mine |= strcmp(h->recipients[i], a->agency) == 0;
+    int64_t now = refex_now_ms();
     if (!mine)
         rc = REFEX_E_NOT_RECIPIENT;
     else if (!sender)
         rc = REFEX_E_UNKNOWN_AGENCY;
+    else if (refex_agency_usable(sender, now) != REFEX_OK)
+        rc = REFEX_E_REVOKED;
+    else if (h->created_at_ms > now + a->skew_ms)
+        rc = REFEX_E_CLOCK_SKEW; /* from the future; old backlog is fine */
+    else if (h->expires_at_ms <= now)
+        rc = REFEX_E_EXPIRED;
     else if ((rc = refex_envelope_verify(env, h, sender->sign_pk)) != REFEX_OK)
         ;
     else if ((rc = refex_envelope_open(env, h, a->agency, a->keys->pub.enc_pk,
@@ -656,6 +674,7 @@ static void link_readable(agent *a)
     }
     switch (f->kind_case) {
     case REFEX__V1__FRAME__KIND_WELCOME:
+        a->broker_max_frame = f->welcome->max_frame_bytes;
         if (!a->online) {
             a->online = 1;
             refex_log_info("link: welcomed by the broker as %s", a->agency);
@@ -712,7 +731,7 @@ static void monitor_readable(agent *a)
 
 /* ---- control socket ---------------------------------------------------------------- */
 
-static json_t *inbox_row(sqlite3_stmt *st, int with_body)
+static json_t *inbox_row(sqlite3_stmt *st)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender",
                           sqlite3_column_text(st, 0), "message_id", sqlite3_column_text(st, 1),
@@ -721,7 +740,7 @@ static json_t *inbox_row(sqlite3_stmt *st, int with_body)
                           (json_int_t)sqlite3_column_int64(st, 4), "received_ms",
                           (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
                           sqlite3_column_text(st, 6));
-    if (!o || !with_body)
+    if (!o)
         return o;
     Refex__V1__Body *b = NULL;
     json_t *bj = NULL;
@@ -756,7 +775,7 @@ static void cmd_inbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req,
     if (show)
         sqlite3_bind_text(st, 1, id ? id : "", -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(rows, inbox_row(st, 1));
+        json_array_append_new(rows, inbox_row(st));
     sqlite3_finalize(st);
     if (show && json_array_size(rows) == 0) {
         json_decref(rows);

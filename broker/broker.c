@@ -316,7 +316,8 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, const ch
     f.welcome = &w;
     if (refex_link_send(b->router, rid, rid_len, &f) != REFEX_OK)
         return;
-    refex_log_info("session: %s online", user);
+    refex_log_info("session: %s online (%s)", user,
+                   h->software && *h->software ? h->software : "unnamed client");
     session *s = session_by_agency(b, user);
     if (s)
         deliver_backlog(b, s);
@@ -335,6 +336,10 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
     if (!sa) {
         snprintf(detail, dlen, "sender %s is not in the directory", agency);
         return REFEX_E_UNKNOWN_AGENCY;
+    }
+    if (refex_agency_usable(sa, now) != REFEX_OK) {
+        snprintf(detail, dlen, "sender %s is revoked", agency);
+        return REFEX_E_REVOKED;
     }
     int rc = refex_envelope_verify(env, h, sa->sign_pk);
     if (rc != REFEX_OK) {
