@@ -65,8 +65,8 @@ static void on_signal(int sig)
 }
 
 static const char *const CONFIG_KEYS[] = {
-    "agency",    "broker",    "broker_id",          "data_dir", "directory", "trust_anchor",
-    "keys",      "max_frame", "clock_skew_seconds", "log_level", NULL};
+    "agency", "broker",    "broker_id",          "data_dir",  "directory", "trust_anchor",
+    "keys",   "max_frame", "clock_skew_seconds", "log_level", NULL};
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -148,8 +148,7 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
                  a->keys->pub.agency, a->agency);
         goto out;
     }
-    if ((rc = refex_directory_load(a->dir_path, a->anchor_pk, &a->dir, err, errlen)) !=
-        REFEX_OK)
+    if ((rc = refex_directory_load(a->dir_path, a->anchor_pk, &a->dir, err, errlen)) != REFEX_OK)
         goto out;
     rc = REFEX_E_CONFIG;
     const refex_agency *me = refex_directory_find(a->dir, a->agency);
@@ -276,8 +275,8 @@ static void flush_outbox(agent *a)
                          &st) != REFEX_OK)
         return;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        int rc = send_envelope_bytes(a, sqlite3_column_blob(st, 1),
-                                     (size_t)sqlite3_column_bytes(st, 1));
+        int rc =
+            send_envelope_bytes(a, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1));
         if (rc != REFEX_OK) {
             refex_log_warn("outbox: %s not sent yet: %s", sqlite3_column_text(st, 0),
                            refex_strerror(rc));
@@ -424,8 +423,8 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         snprintf(detail, sizeof detail, "could not commit to the outbox");
         goto out;
     }
-    refex_log_info("send: %s %s to %s committed to outbox", idhex,
-                   refex_message_type_name(type), peers);
+    refex_log_info("send: %s %s to %s committed to outbox", idhex, refex_message_type_name(type),
+                   peers);
 
     int sent = a->online && send_envelope_bytes(a, env, env_len) == REFEX_OK;
     if (wait && a->n_waiters < MAX_WAITERS) {
@@ -500,9 +499,9 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
         waiter *w = &a->waiters[i];
         if (memcmp(w->id, id, 16) != 0)
             continue;
-        json_t *r = code ? reply_error(code, detail)
-                         : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
-                                     "stored");
+        json_t *r =
+            code ? reply_error(code, detail)
+                 : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "stored");
         if (code && r)
             json_object_set_new(r, "message_id", json_string(idhex));
         control_reply(a, w->rid, w->rid_len, r);
@@ -519,9 +518,9 @@ static void expire_waiters(agent *a)
             continue;
         char idhex[33];
         refex_hex_encode(idhex, w->id, 16);
-        control_reply(a, w->rid, w->rid_len,
-                      json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
-                                "pending"));
+        control_reply(
+            a, w->rid, w->rid_len,
+            json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "pending"));
         a->waiters[i--] = a->waiters[--a->n_waiters];
     }
 }
@@ -576,8 +575,8 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
         rc = REFEX_E_EXPIRED;
     else if ((rc = refex_envelope_verify(env, h, sender->sign_pk)) != REFEX_OK)
         ;
-    else if ((rc = refex_envelope_open(env, h, a->agency, a->keys->pub.enc_pk,
-                                       a->keys->sk->enc_sk, &body, &body_len)) != REFEX_OK)
+    else if ((rc = refex_envelope_open(env, h, a->agency, a->keys->pub.enc_pk, a->keys->sk->enc_sk,
+                                       &body, &body_len)) != REFEX_OK)
         ;
     else if ((rc = refex_body_unpack(h->type, body, body_len, &b)) == REFEX_OK) {
         refex_body_meta_get(b, &meta);
@@ -626,8 +625,7 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
             refex_log_info("deliver: %s %s from %s %s", idhex, refex_message_type_name(h->type),
                            h->sender, dup ? "was a duplicate" : "verified, decrypted, stored");
         else
-            refex_log_warn("deliver: %s from %s refused: %s", idhex, h->sender,
-                           refex_errname(rc));
+            refex_log_warn("deliver: %s from %s refused: %s", idhex, h->sender, refex_errname(rc));
         send_ack(a, h->message_id.data, h->sender, rc);
     }
     if (b)
@@ -733,13 +731,12 @@ static void monitor_readable(agent *a)
 
 static json_t *inbox_row(sqlite3_stmt *st)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender",
-                          sqlite3_column_text(st, 0), "message_id", sqlite3_column_text(st, 1),
-                          "type", sqlite3_column_text(st, 2), "case_ref",
-                          sqlite3_column_text(st, 3), "created_ms",
-                          (json_int_t)sqlite3_column_int64(st, 4), "received_ms",
-                          (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
-                          sqlite3_column_text(st, 6));
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender", sqlite3_column_text(st, 0), "message_id",
+        sqlite3_column_text(st, 1), "type", sqlite3_column_text(st, 2), "case_ref",
+        sqlite3_column_text(st, 3), "created_ms", (json_int_t)sqlite3_column_int64(st, 4),
+        "received_ms", (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
+        sqlite3_column_text(st, 6));
     if (!o)
         return o;
     Refex__V1__Body *b = NULL;
@@ -800,13 +797,13 @@ static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len)
     }
     while (sqlite3_step(st) == SQLITE_ROW)
         json_array_append_new(
-            rows, json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
-                            sqlite3_column_text(st, 0), "recipients",
-                            sqlite3_column_text(st, 1), "type", sqlite3_column_text(st, 2),
-                            "case_ref", sqlite3_column_text(st, 3), "created_ms",
-                            (json_int_t)sqlite3_column_int64(st, 4), "state",
-                            sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
-                            "error_detail", sqlite3_column_text(st, 7)));
+            rows,
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
+                      sqlite3_column_text(st, 0), "recipients", sqlite3_column_text(st, 1), "type",
+                      sqlite3_column_text(st, 2), "case_ref", sqlite3_column_text(st, 3),
+                      "created_ms", (json_int_t)sqlite3_column_int64(st, 4), "state",
+                      sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
+                      "error_detail", sqlite3_column_text(st, 7)));
     sqlite3_finalize(st);
     control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
 }
@@ -853,8 +850,9 @@ static void control_readable(agent *a)
     json_t *req = json_loadb(zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), 0, &jerr);
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
     if (!req || !cmd) {
-        control_reply(a, rid, rid_len, reply_error(REFEX_E_JSON, "request must be a JSON "
-                                                                 "object with a 'cmd'"));
+        control_reply(a, rid, rid_len,
+                      reply_error(REFEX_E_JSON, "request must be a JSON "
+                                                "object with a 'cmd'"));
     } else if (strcmp(cmd, "send") == 0) {
         cmd_send(a, rid, rid_len, req);
     } else if (strcmp(cmd, "inbox_list") == 0) {

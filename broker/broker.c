@@ -54,9 +54,9 @@ static void on_signal(int sig)
         g_stop = 1;
 }
 
-static const char *const CONFIG_KEYS[] = {"listen",    "data_dir",  "directory",
-                                          "trust_anchor", "keys",   "max_frame",
-                                          "clock_skew_seconds", "log_level", NULL};
+static const char *const CONFIG_KEYS[] = {
+    "listen",    "data_dir", "directory", "trust_anchor", "keys", "max_frame", "clock_skew_seconds",
+    "log_level", NULL};
 
 int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
 {
@@ -105,8 +105,7 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
     }
     if ((rc = refex_keys_load(path, &b->keys, err, errlen)) != REFEX_OK)
         goto out;
-    if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) !=
-        REFEX_OK)
+    if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) != REFEX_OK)
         goto out;
     if ((rc = refex_mkdirs(b->data_dir, 0700)) != REFEX_OK) {
         snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
@@ -254,8 +253,8 @@ typedef struct {
     int failed;
 } deliver_ctx;
 
-static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender,
-                          const uint8_t *env, size_t env_len)
+static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, const uint8_t *env,
+                          size_t env_len)
 {
     deliver_ctx *c = vctx;
     char idhex[33];
@@ -297,8 +296,7 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, const ch
                          const Refex__V1__Hello *h)
 {
     if (strcmp(h->agency, user) != 0) {
-        refex_log_warn("hello: connection authenticated as %s claimed to be another agency",
-                       user);
+        refex_log_warn("hello: connection authenticated as %s claimed to be another agency", user);
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_SENDER_MISMATCH,
                               "HELLO agency does not match the authenticated transport key");
         return;
@@ -390,8 +388,8 @@ static void handle_send(broker *b, const uint8_t *rid, size_t rid_len, const cha
         goto out;
     }
     refex__v1__envelope__pack(s->envelope, packed);
-    rc = refex_store_put(b->store, id, agency, (const char *const *)h->recipients,
-                         h->n_recipients, packed, len, h->expires_at_ms);
+    rc = refex_store_put(b->store, id, agency, (const char *const *)h->recipients, h->n_recipients,
+                         packed, len, h->expires_at_ms);
     if (rc == REFEX_E_DUPLICATE) {
         /* A retry of something already accepted: answer STORED again, route nothing. */
         refex_log_info("send: %s from %s is a duplicate; already stored", idhex, agency);
@@ -402,8 +400,8 @@ static void handle_send(broker *b, const uint8_t *rid, size_t rid_len, const cha
         snprintf(detail, sizeof detail, "broker could not store the message");
         goto out;
     }
-    refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes: stored", idhex,
-                   agency, (int)h->type, h->n_recipients, len);
+    refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes: stored", idhex, agency,
+                   (int)h->type, h->n_recipients, len);
     for (size_t i = 0; i < h->n_recipients; i++) {
         session *rs = session_by_agency(b, h->recipients[i]);
         deliver_ctx c = {b, rs, 0};
@@ -506,8 +504,8 @@ static void router_readable(broker *b)
             zmq_msg_close(&extra);
         }
         refex_log_warn("frame: multipart message from %s refused", user ? user : "?");
-        refex_link_send_error(b->router, zmq_msg_data(&rid), zmq_msg_size(&rid),
-                              REFEX_E_MALFORMED, "one frame per message");
+        refex_link_send_error(b->router, zmq_msg_data(&rid), zmq_msg_size(&rid), REFEX_E_MALFORMED,
+                              "one frame per message");
         goto out;
     }
     if (!user || zmq_msg_size(&rid) > RID_MAX) {
@@ -567,8 +565,8 @@ int broker_run(broker *b)
     snprintf(path, sizeof path, "%s/broker.endpoint", b->data_dir);
     if (refex_file_write(path, endpoint, strlen(endpoint), 0644) != REFEX_OK)
         refex_log_warn("cannot write %s", path);
-    refex_log_info("listening on %s, directory serial %llu with %zu agencies, store %s",
-                   endpoint, (unsigned long long)refex_directory_serial(b->dir),
+    refex_log_info("listening on %s, directory serial %llu with %zu agencies, store %s", endpoint,
+                   (unsigned long long)refex_directory_serial(b->dir),
                    refex_directory_count(b->dir), b->store->ops->name);
     printf("READY %s\n", endpoint);
     fflush(stdout);
@@ -594,7 +592,7 @@ int broker_run(broker *b)
                 break;
             router_readable(b);
         }
-    signals:
+      signals:
         if (g_reload) {
             g_reload = 0;
             reload(b);

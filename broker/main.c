@@ -40,7 +40,6 @@ static void close_broker(void **self_p)
 
 int main(int argc, char **argv)
 {
-    static const refex_daemon d = {"refex-broker", USAGE, open_broker, run_broker,
-                                   close_broker};
+    static const refex_daemon d = {"refex-broker", USAGE, open_broker, run_broker, close_broker};
     return refex_daemon_main(argc, argv, &d);
 }

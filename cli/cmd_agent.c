@@ -211,21 +211,41 @@ int cmd_send(int argc, char **argv)
     long ttl = 0;
     int wait = 0, json = 0, opt, flags_used = 0;
     json_t *flags = json_object(), *concerns = json_array();
-    enum { O_KIND = 256, O_SUBJ, O_DUE, O_GEST, O_CONCERN, O_URG, O_SUM, O_A6, O_A9, O_CONS,
-           O_PREF, O_PROLE };
-    static const struct option opts[] = {
-        {"to", required_argument, 0, 't'},          {"type", required_argument, 0, 'y'},
-        {"case", required_argument, 0, 'C'},        {"body", required_argument, 0, 'b'},
-        {"ttl", required_argument, 0, 'T'},         {"wait", no_argument, 0, 'w'},
-        {"json", no_argument, 0, 'j'},              {"help", no_argument, 0, 'h'},
-        {"kind", required_argument, 0, O_KIND},     {"subject-ref", required_argument, 0, O_SUBJ},
-        {"due-date", required_argument, 0, O_DUE},  {"gestation-weeks", required_argument, 0, O_GEST},
-        {"concern", required_argument, 0, O_CONCERN}, {"urgency", required_argument, 0, O_URG},
-        {"summary", required_argument, 0, O_SUM},   {"article6", required_argument, 0, O_A6},
-        {"article9", required_argument, 0, O_A9},   {"consent", required_argument, 0, O_CONS},
-        {"practitioner-ref", required_argument, 0, O_PREF},
-        {"practitioner-role", required_argument, 0, O_PROLE},
-        {0, 0, 0, 0}};
+    enum {
+        O_KIND = 256,
+        O_SUBJ,
+        O_DUE,
+        O_GEST,
+        O_CONCERN,
+        O_URG,
+        O_SUM,
+        O_A6,
+        O_A9,
+        O_CONS,
+        O_PREF,
+        O_PROLE
+    };
+    static const struct option opts[] = {{"to", required_argument, 0, 't'},
+                                         {"type", required_argument, 0, 'y'},
+                                         {"case", required_argument, 0, 'C'},
+                                         {"body", required_argument, 0, 'b'},
+                                         {"ttl", required_argument, 0, 'T'},
+                                         {"wait", no_argument, 0, 'w'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"kind", required_argument, 0, O_KIND},
+                                         {"subject-ref", required_argument, 0, O_SUBJ},
+                                         {"due-date", required_argument, 0, O_DUE},
+                                         {"gestation-weeks", required_argument, 0, O_GEST},
+                                         {"concern", required_argument, 0, O_CONCERN},
+                                         {"urgency", required_argument, 0, O_URG},
+                                         {"summary", required_argument, 0, O_SUM},
+                                         {"article6", required_argument, 0, O_A6},
+                                         {"article9", required_argument, 0, O_A9},
+                                         {"consent", required_argument, 0, O_CONS},
+                                         {"practitioner-ref", required_argument, 0, O_PREF},
+                                         {"practitioner-role", required_argument, 0, O_PROLE},
+                                         {0, 0, 0, 0}};
     int exit_code = EXIT_USAGE;
     json_t *req = NULL, *reply = NULL, *body = NULL;
     optind = 1;
@@ -272,8 +292,7 @@ int cmd_send(int argc, char **argv)
             json_object_set_new(child(flags, "subject"), "reference", json_string(optarg));
             break;
         case O_DUE:
-            json_object_set_new(child(flags, "subject"), "estimated_due_date",
-                                json_string(optarg));
+            json_object_set_new(child(flags, "subject"), "estimated_due_date", json_string(optarg));
             break;
         case O_GEST: {
             long w = strtol(optarg, &end, 10);
@@ -360,8 +379,8 @@ int cmd_send(int argc, char **argv)
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
         json_array_append_new(tolist, json_string(t));
     free(dup);
-    req = json_pack("{s:s, s:o, s:s, s:O, s:b}", "cmd", "send", "to", tolist, "type", type,
-                    "body", body, "wait", wait);
+    req = json_pack("{s:s, s:o, s:s, s:O, s:b}", "cmd", "send", "to", tolist, "type", type, "body",
+                    body, "wait", wait);
     if (case_ref)
         json_object_set_new(req, "case", json_string(case_ref));
     if (ttl)
@@ -375,10 +394,10 @@ int cmd_send(int argc, char **argv)
     } else {
         const char *state = json_string_value(json_object_get(reply, "state"));
         printf("message %s: %s\n", json_string_value(json_object_get(reply, "message_id")),
-               strcmp(state, "stored") == 0    ? "stored by the broker"
-               : strcmp(state, "sent") == 0    ? "sent to the broker"
-                                               : "queued in the agent's outbox (broker not "
-                                                 "reached yet)");
+               strcmp(state, "stored") == 0 ? "stored by the broker"
+               : strcmp(state, "sent") == 0 ? "sent to the broker"
+                                            : "queued in the agent's outbox (broker not "
+                                              "reached yet)");
     }
 out:
     json_decref(reply);
@@ -436,7 +455,8 @@ int cmd_inbox(int argc, char **argv)
     } else if (show) {
         m = json_array_get(msgs, 0);
         char t[32];
-        cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "received_ms")));
+        cli_format_time(t, sizeof t,
+                        (long long)json_integer_value(json_object_get(m, "received_ms")));
         printf("message   %s\nfrom      %s\ntype      %s\ncase      %s\nreceived  %s\n"
                "envelope  sha256:%s\nverified  signature and encryption OK\nbody:\n",
                json_string_value(json_object_get(m, "message_id")),
@@ -473,8 +493,7 @@ int cmd_outbox(int argc, char **argv)
     int json = 0;
     json_t *reply = NULL, *m;
     size_t i;
-    if (common_flags(&argc, argv, &json) != EXIT_OK || argc != 2 ||
-        strcmp(argv[1], "list") != 0) {
+    if (common_flags(&argc, argv, &json) != EXIT_OK || argc != 2 || strcmp(argv[1], "list") != 0) {
         int help = cli_wants_help(argc, argv);
         fprintf(help ? stdout : stderr,
                 "usage: refex [-c AGENT.conf] outbox list [--json]\n"
@@ -515,8 +534,8 @@ int cmd_audit(int argc, char **argv)
     long limit = 0;
     json_t *reply = NULL, *e;
     size_t i;
-    if (common_flags(&argc, argv, &json) != EXIT_OK || argc < 2 ||
-        strcmp(argv[1], "list") != 0 || cli_wants_help(argc, argv)) {
+    if (common_flags(&argc, argv, &json) != EXIT_OK || argc < 2 || strcmp(argv[1], "list") != 0 ||
+        cli_wants_help(argc, argv)) {
         int help = cli_wants_help(argc, argv);
         fprintf(help ? stdout : stderr,
                 "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
@@ -535,8 +554,8 @@ int cmd_audit(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    int rc = request(json_pack("{s:s, s:i}", "cmd", "audit_list", "limit", (int)limit), &reply,
-                     10000);
+    int rc =
+        request(json_pack("{s:s, s:i}", "cmd", "audit_list", "limit", (int)limit), &reply, 10000);
     if (rc != EXIT_OK)
         return rc;
     json_t *entries = json_object_get(reply, "entries");
@@ -584,8 +603,7 @@ int cmd_status(int argc, char **argv)
         print_json(reply);
     else
         printf("agent %s: %s broker %s\n", json_string_value(json_object_get(reply, "agency")),
-               json_is_true(json_object_get(reply, "online")) ? "connected to"
-                                                              : "NOT connected to",
+               json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
                json_string_value(json_object_get(reply, "broker")));
     json_decref(reply);
     return EXIT_OK;

@@ -10,21 +10,20 @@
 
 static void keys_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: refex keys new --agency ID --role ROLE --out DIR\n"
-            "\n"
-            "Creates DIR/ID.secret (mode 0600) and DIR/ID.public with three key pairs:\n"
-            "Ed25519 for signing, X25519 for end-to-end encryption, and a CurveZMQ key\n"
-            "for the transport. Add the .public file to the directory with\n"
-            "'refex directory add'. Never copy the .secret file off its machine.\n"
-            "\n"
-            "  --agency ID   agency id: lowercase letters, digits and '-' (e.g. midwifery)\n"
-            "  --role ROLE   midwifery, substance-misuse, social-care, police, ...;\n"
-            "                'broker' for the broker, 'trust-anchor' for the operator key\n"
-            "                that signs the directory\n"
-            "  --out DIR     where to write the files (created 0700 if missing)\n"
-            "\n"
-            "Refuses to overwrite an existing .secret file.\n");
+    fprintf(out, "usage: refex keys new --agency ID --role ROLE --out DIR\n"
+                 "\n"
+                 "Creates DIR/ID.secret (mode 0600) and DIR/ID.public with three key pairs:\n"
+                 "Ed25519 for signing, X25519 for end-to-end encryption, and a CurveZMQ key\n"
+                 "for the transport. Add the .public file to the directory with\n"
+                 "'refex directory add'. Never copy the .secret file off its machine.\n"
+                 "\n"
+                 "  --agency ID   agency id: lowercase letters, digits and '-' (e.g. midwifery)\n"
+                 "  --role ROLE   midwifery, substance-misuse, social-care, police, ...;\n"
+                 "                'broker' for the broker, 'trust-anchor' for the operator key\n"
+                 "                that signs the directory\n"
+                 "  --out DIR     where to write the files (created 0700 if missing)\n"
+                 "\n"
+                 "Refuses to overwrite an existing .secret file.\n");
 }
 
 int cmd_keys(int argc, char **argv)
@@ -95,18 +94,17 @@ int cmd_keys(int argc, char **argv)
 
 static void dir_usage(FILE *out)
 {
-    fprintf(out,
-            "usage: refex directory init --file FILE\n"
-            "       refex directory add  --file FILE --keys ID.public [--display-name NAME]\n"
-            "                            [--replace] [--revoked]\n"
-            "       refex directory sign --file FILE --anchor ANCHOR.secret\n"
-            "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
-            "\n"
-            "The directory lists every agency with its role and public keys, signed by the\n"
-            "operator's trust anchor. Brokers and agents load it and check the signature\n"
-            "against the anchor's public key named in their config, so nobody without the\n"
-            "anchor's secret key can add an agency or swap a key. 'add' clears the\n"
-            "signature: run 'sign' after the last change.\n");
+    fprintf(out, "usage: refex directory init --file FILE\n"
+                 "       refex directory add  --file FILE --keys ID.public [--display-name NAME]\n"
+                 "                            [--replace] [--revoked]\n"
+                 "       refex directory sign --file FILE --anchor ANCHOR.secret\n"
+                 "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
+                 "\n"
+                 "The directory lists every agency with its role and public keys, signed by the\n"
+                 "operator's trust anchor. Brokers and agents load it and check the signature\n"
+                 "against the anchor's public key named in their config, so nobody without the\n"
+                 "anchor's secret key can add an agency or swap a key. 'add' clears the\n"
+                 "signature: run 'sign' after the last change.\n");
 }
 
 static int dir_show(const char *file, const char *anchor, int json)
@@ -118,8 +116,7 @@ static int dir_show(const char *file, const char *anchor, int json)
         fprintf(stderr, "refex directory show: %s\n", err);
         return EXIT_KEYS;
     }
-    if (refex_directory_load(file, anchor ? ap.sign_pk : NULL, &d, err, sizeof err) !=
-        REFEX_OK) {
+    if (refex_directory_load(file, anchor ? ap.sign_pk : NULL, &d, err, sizeof err) != REFEX_OK) {
         fprintf(stderr, "refex directory show: %s\n", err);
         return EXIT_KEYS;
     }
@@ -137,18 +134,17 @@ static int dir_show(const char *file, const char *anchor, int json)
         refex_hex_encode(ep, a->enc_pk, 32);
         refex_hex_encode(tp, a->transport_pk, 32);
         if (json)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "id",
-                                                 a->id, "role", a->role, "display_name",
-                                                 a->display_name, "sign_pk", sp, "enc_pk", ep,
-                                                 "transport_pk", tp, "revoked", a->revoked));
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "id", a->id,
+                                                 "role", a->role, "display_name", a->display_name,
+                                                 "sign_pk", sp, "enc_pk", ep, "transport_pk", tp,
+                                                 "revoked", a->revoked));
         else
-            printf("  %-20s %-18s %-32s sign %.16s...%s\n", a->id, a->role, a->display_name,
-                   sp, a->revoked ? "  REVOKED" : "");
+            printf("  %-20s %-18s %-32s sign %.16s...%s\n", a->id, a->role, a->display_name, sp,
+                   a->revoked ? "  REVOKED" : "");
     }
     if (json) {
-        json_t *o = json_pack("{s:I, s:s, s:o}", "serial",
-                              (json_int_t)refex_directory_serial(d), "signature", sig,
-                              "agencies", arr);
+        json_t *o = json_pack("{s:I, s:s, s:o}", "serial", (json_int_t)refex_directory_serial(d),
+                              "signature", sig, "agencies", arr);
         json_dumpf(o, stdout, JSON_INDENT(2));
         printf("\n");
         json_decref(o);
@@ -260,8 +256,10 @@ int cmd_directory(int argc, char **argv)
         a.revoked = revoked;
         rc = refex_directory_add(d, &a, replace);
         if (rc == REFEX_E_EXISTS) {
-            fprintf(stderr, "refex directory add: '%s' or its transport key is already listed "
-                            "(use --replace to update it)\n", a.id);
+            fprintf(stderr,
+                    "refex directory add: '%s' or its transport key is already listed "
+                    "(use --replace to update it)\n",
+                    a.id);
             exit_code = EXIT_KEYS;
             goto out;
         }

@@ -13,37 +13,36 @@ const char *cli_config;
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: refex [-c AGENT.conf] COMMAND [ARGS]\n"
-            "\n"
-            "refex moves signed, end-to-end encrypted referrals and information-sharing\n"
-            "messages between safeguarding agencies, and keeps a tamper-evident audit log.\n"
-            "\n"
-            "Set-up (operator):\n"
-            "  keys new        create an agency's signing, encryption and transport keys\n"
-            "  directory       init | add | sign | show the signed agency directory\n"
-            "\n"
-            "Messages (talk to the local refex-agent named by -c):\n"
-            "  send            seal and send a referral or other message\n"
-            "  inbox           list | show received messages, decrypted\n"
-            "  outbox          list sent messages and whether the broker stored them\n"
-            "  audit           list this agency's audit log\n"
-            "  status          is the agent running and connected?\n"
-            "\n"
-            "Options:\n"
-            "  -c FILE         the agent's configuration file (or set REFEX_CONFIG)\n"
-            "  -h, --help      help; 'refex COMMAND --help' for each command\n"
-            "\n"
-            "Exit status:\n"
-            "  0  success\n"
-            "  1  the operation was refused or failed; the typed error is printed\n"
-            "  2  usage error\n"
-            "  3  the agent is not running or did not answer\n"
-            "  4  key, directory or configuration problem\n"
-            "\n"
-            "Example:\n"
-            "  refex -c midwifery.conf send --to social-care --type referral \\\n"
-            "        --body referral.json --wait\n");
+    fprintf(out, "usage: refex [-c AGENT.conf] COMMAND [ARGS]\n"
+                 "\n"
+                 "refex moves signed, end-to-end encrypted referrals and information-sharing\n"
+                 "messages between safeguarding agencies, and keeps a tamper-evident audit log.\n"
+                 "\n"
+                 "Set-up (operator):\n"
+                 "  keys new        create an agency's signing, encryption and transport keys\n"
+                 "  directory       init | add | sign | show the signed agency directory\n"
+                 "\n"
+                 "Messages (talk to the local refex-agent named by -c):\n"
+                 "  send            seal and send a referral or other message\n"
+                 "  inbox           list | show received messages, decrypted\n"
+                 "  outbox          list sent messages and whether the broker stored them\n"
+                 "  audit           list this agency's audit log\n"
+                 "  status          is the agent running and connected?\n"
+                 "\n"
+                 "Options:\n"
+                 "  -c FILE         the agent's configuration file (or set REFEX_CONFIG)\n"
+                 "  -h, --help      help; 'refex COMMAND --help' for each command\n"
+                 "\n"
+                 "Exit status:\n"
+                 "  0  success\n"
+                 "  1  the operation was refused or failed; the typed error is printed\n"
+                 "  2  usage error\n"
+                 "  3  the agent is not running or did not answer\n"
+                 "  4  key, directory or configuration problem\n"
+                 "\n"
+                 "Example:\n"
+                 "  refex -c midwifery.conf send --to social-care --type referral \\\n"
+                 "        --body referral.json --wait\n");
 }
 
 int main(int argc, char **argv)
@@ -78,8 +77,8 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"keys", cmd_keys},   {"directory", cmd_directory}, {"send", cmd_send},
-                {"inbox", cmd_inbox}, {"outbox", cmd_outbox},       {"audit", cmd_audit},
+    } cmds[] = {{"keys", cmd_keys},    {"directory", cmd_directory}, {"send", cmd_send},
+                {"inbox", cmd_inbox},  {"outbox", cmd_outbox},       {"audit", cmd_audit},
                 {"status", cmd_status}};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
         if (strcmp(cmd, cmds[k].name) == 0)

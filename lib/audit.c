@@ -22,6 +22,10 @@ static const char *SCHEMA =
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    /* INSERT OR REPLACE deletes without firing DELETE triggers: refuse reused seqs. */
+    "CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit"
+    " WHEN EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq)"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;";
 
 int refex_audit_init(sqlite3 *db)
@@ -139,10 +143,9 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
 
     if ((rc = refex_db_prepare(db, SQL, &st)) != REFEX_OK)
         goto out;
-    const char *text[] = {e->event,        e->outcome,  e->agency,       e->practitioner,
-                          e->peer,         e->message_id, e->message_type, e->case_ref,
-                          e->envelope_hash, e->purpose, e->article6,     e->article9,
-                          e->consent};
+    const char *text[] = {e->event,      e->outcome,      e->agency,   e->practitioner,  e->peer,
+                          e->message_id, e->message_type, e->case_ref, e->envelope_hash, e->purpose,
+                          e->article6,   e->article9,     e->consent};
     sqlite3_bind_int64(st, 1, e->time_ms);
     for (int i = 0; i < 13; i++)
         sqlite3_bind_text(st, 2 + i, nz(text[i]), -1, SQLITE_STATIC);

@@ -121,10 +121,8 @@ static void fill(refex_body_meta *m, const Refex__V1__Practitioner *p,
                  const Refex__V1__LawfulBasis *lb, int purpose, int consent, const char *case_ref)
 {
     m->practitioner = p ? p->reference : "";
-    m->article6 = enum_name(&refex__v1__article6_basis__descriptor,
-                            lb ? (int)lb->article6 : 0);
-    m->article9 = enum_name(&refex__v1__article9_condition__descriptor,
-                            lb ? (int)lb->article9 : 0);
+    m->article6 = enum_name(&refex__v1__article6_basis__descriptor, lb ? (int)lb->article6 : 0);
+    m->article9 = enum_name(&refex__v1__article9_condition__descriptor, lb ? (int)lb->article9 : 0);
     m->purpose = enum_name(&refex__v1__purpose_of_use__descriptor, purpose);
     m->consent = enum_name(&refex__v1__consent_status__descriptor, consent);
     m->case_ref = case_ref ? case_ref : "";

@@ -203,8 +203,7 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
     }
     if (anchor_pk) {
         if (sd->signature.len != 64) {
-            snprintf(err, errlen, "%s: directory is not signed (run: refex directory sign)",
-                     path);
+            snprintf(err, errlen, "%s: directory is not signed (run: refex directory sign)", path);
             goto out;
         }
         signed_message(sd->directory.data, sd->directory.len, &msg, &msg_len);
@@ -213,8 +212,10 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
             goto out;
         }
         if (crypto_sign_verify_detached(sd->signature.data, msg, msg_len, anchor_pk) != 0) {
-            snprintf(err, errlen, "%s: directory signature does not verify against the pinned "
-                                  "trust anchor", path);
+            snprintf(err, errlen,
+                     "%s: directory signature does not verify against the pinned "
+                     "trust anchor",
+                     path);
             goto out;
         }
     }

@@ -92,15 +92,15 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     }
     crypto_aead_xchacha20poly1305_ietf_keygen(ckey);
     size_t ad_len = body_ad(ad, sizeof ad, id, p->sender);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ct_len, body, body_len, ad, ad_len, NULL,
-                                               nonce, ckey);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ct_len, body, body_len, ad, ad_len, NULL, nonce,
+                                               ckey);
     crypto_hash_sha256(ct_hash, ct, ct_len);
 
     for (size_t i = 0; i < p->n_recipients; i++) {
         refex__v1__key_slot__init(&slots[i]);
         slots[i].recipient = (char *)p->recipients[i]->id;
-        if (crypto_box_seal(sealed + i * SEALED_LEN, ckey, CKEY_LEN,
-                            p->recipients[i]->enc_pk) != 0) {
+        if (crypto_box_seal(sealed + i * SEALED_LEN, ckey, CKEY_LEN, p->recipients[i]->enc_pk) !=
+            0) {
             rc = REFEX_E_CRYPTO;
             goto out;
         }
@@ -250,8 +250,8 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
     }
     size_t ad_len = body_ad(ad, sizeof ad, h->message_id.data, h->sender);
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &pt_len, NULL, env->ciphertext.data,
-                                                   env->ciphertext.len, ad, ad_len,
-                                                   h->nonce.data, ckey) != 0) {
+                                                   env->ciphertext.len, ad, ad_len, h->nonce.data,
+                                                   ckey) != 0) {
         rc = REFEX_E_DECRYPT;
         goto out;
     }

@@ -5,8 +5,8 @@
 const char *refex_strerror(int code)
 {
     switch (code) {
-#define REFEX_ERR_MSG(name, num, msg)                                                          \
-    case num:                                                                                  \
+#define REFEX_ERR_MSG(name, num, msg)                                                              \
+    case num:                                                                                      \
         return msg;
         REFEX_ERRNO_MAP(REFEX_ERR_MSG)
 #undef REFEX_ERR_MSG
@@ -18,8 +18,8 @@ const char *refex_strerror(int code)
 const char *refex_errname(int code)
 {
     switch (code) {
-#define REFEX_ERR_NAME(name, num, msg)                                                         \
-    case num:                                                                                  \
+#define REFEX_ERR_NAME(name, num, msg)                                                             \
+    case num:                                                                                      \
         return #name;
         REFEX_ERRNO_MAP(REFEX_ERR_NAME)
 #undef REFEX_ERR_NAME

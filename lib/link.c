@@ -62,8 +62,7 @@ out:
     return rc;
 }
 
-int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code,
-                          const char *detail)
+int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code, const char *detail)
 {
     Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Error e = REFEX__V1__ERROR__INIT;

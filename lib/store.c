@@ -33,9 +33,8 @@ static void msg_free(mem_msg *m)
     free(m);
 }
 
-static int mem_put(void *impl, const uint8_t id[16], const char *sender,
-                   const char *const *rcpt, size_t n_rcpt, const uint8_t *env, size_t env_len,
-                   int64_t expires_at_ms)
+static int mem_put(void *impl, const uint8_t id[16], const char *sender, const char *const *rcpt,
+                   size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms)
 {
     mem_store *s = impl;
     for (mem_msg *m = s->head; m; m = m->next)
@@ -56,7 +55,8 @@ static int mem_put(void *impl, const uint8_t id[16], const char *sender,
     for (size_t i = 0; i < n_rcpt; i++)
         strncpy(m->rcpt[i], rcpt[i], REFEX_ID_MAX - 1);
     m->n_rcpt = m->n_left = n_rcpt;
-    memcpy(m->env, env, env_len);
+    if (env_len)
+        memcpy(m->env, env, env_len);
     m->env_len = env_len;
     m->expires_at_ms = expires_at_ms;
     if (s->tail)
@@ -123,7 +123,7 @@ static void mem_destroy(void *impl)
     free(s);
 }
 
-static const refex_store_ops MEM_OPS = {"memory", mem_put,   mem_ack,
+static const refex_store_ops MEM_OPS = {"memory",    mem_put,   mem_ack,
                                         mem_pending, mem_count, mem_destroy};
 
 int refex_store_memory_new(refex_store **out)
@@ -157,14 +157,12 @@ int refex_store_put(refex_store *s, const uint8_t id[16], const char *sender,
     return s->ops->put(s->impl, id, sender, rcpt, n_rcpt, env, env_len, expires_at_ms);
 }
 
-int refex_store_ack(refex_store *s, const char *recipient, const char *sender,
-                    const uint8_t id[16])
+int refex_store_ack(refex_store *s, const char *recipient, const char *sender, const uint8_t id[16])
 {
     return s->ops->ack(s->impl, recipient, sender, id);
 }
 
-int refex_store_pending(refex_store *s, const char *recipient, refex_store_visit_fn fn,
-                        void *ctx)
+int refex_store_pending(refex_store *s, const char *recipient, refex_store_visit_fn fn, void *ctx)
 {
     return s->ops->pending(s->impl, recipient, fn, ctx);
 }

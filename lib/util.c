@@ -71,7 +71,8 @@ int refex_file_write(const char *path, const void *data, size_t len, unsigned mo
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
         return REFEX_E_INVAL;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    unlink(tmp); /* a stale temp file from a crash of this same pid */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
     if (fd < 0)
         return REFEX_E_IO;
     /* umask may have narrowed the mode, never widened it; make it exact. */
@@ -95,6 +96,15 @@ int refex_file_write(const char *path, const void *data, size_t len, unsigned mo
     if (rename(tmp, path) != 0) {
         unlink(tmp);
         return REFEX_E_IO;
+    }
+    /* Make the rename itself durable. */
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    int dfd = open(dir[0] ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
     }
     return REFEX_OK;
 fail:
@@ -129,6 +139,9 @@ int refex_mkdirs(const char *path, unsigned mode)
         *p = '/';
     }
     if (mkdir(buf, mode) != 0 && errno != EEXIST)
+        return REFEX_E_IO;
+    struct stat st;
+    if (stat(buf, &st) != 0 || !S_ISDIR(st.st_mode))
         return REFEX_E_IO;
     return REFEX_OK;
 }

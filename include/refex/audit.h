@@ -34,14 +34,12 @@ typedef struct {
 
 /* Creates the audit table and its append-only triggers if missing. */
 int refex_audit_init(sqlite3 *db) REFEX_NODISCARD;
-/* Canonical leaf bytes (docs/audit.md): context, then each field length-prefixed. */
-int refex_audit_encode(const refex_audit_entry *e, uint8_t **out, size_t *out_len)
-    REFEX_NODISCARD;
+/* Canonical leaf bytes: the context string with its NUL, then each field as a 4-byte
+ * big-endian length and its bytes (time as 8 bytes big-endian, ids as raw bytes). */
+int refex_audit_encode(const refex_audit_entry *e, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 /* Appends one entry. Run inside the caller's transaction with the event it records. */
-int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out)
-    REFEX_NODISCARD;
+int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out) REFEX_NODISCARD;
 /* Entries with seq > after, oldest first, at most limit, as a JSON array. */
-int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **out)
-    REFEX_NODISCARD;
+int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **out) REFEX_NODISCARD;
 
 #endif

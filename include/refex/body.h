@@ -29,8 +29,8 @@ const char *refex_message_type_name(int type);
 int refex_body_pack_json(int type, const json_t *obj, uint8_t **out, size_t *out_len, char *err,
                          size_t errlen) REFEX_NODISCARD;
 /* Packed Body -> unpacked, checked to carry the member that matches type. */
-int refex_body_unpack(int type, const uint8_t *buf, size_t len, Refex__V1__Body **out)
-    REFEX_NODISCARD;
+int refex_body_unpack(int type, const uint8_t *buf, size_t len,
+                      Refex__V1__Body **out) REFEX_NODISCARD;
 /* The body's member as a JSON object. */
 int refex_body_to_json(const Refex__V1__Body *b, json_t **out) REFEX_NODISCARD;
 void refex_body_meta_get(const Refex__V1__Body *b, refex_body_meta *m);

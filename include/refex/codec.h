@@ -16,8 +16,8 @@
 int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 /* REFEX_E_TOO_BIG over max, REFEX_E_MALFORMED for anything that is not a version-1
  * frame carrying exactly one known command with its required parts. */
-int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Frame **out)
-    REFEX_NODISCARD;
+int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max,
+                       Refex__V1__Frame **out) REFEX_NODISCARD;
 void refex_frame_free(Refex__V1__Frame **f_p);
 /* Short lowercase name of the frame's command, for logs. */
 const char *refex_frame_kind_name(const Refex__V1__Frame *f);

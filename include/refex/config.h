@@ -11,14 +11,14 @@
 typedef struct refex_config refex_config;
 
 /* On a syntax error returns REFEX_E_CONFIG and writes "FILE:LINE: why" into err. */
-int refex_config_open(const char *path, refex_config **out, char *err, size_t errlen)
-    REFEX_NODISCARD;
+int refex_config_open(const char *path, refex_config **out, char *err,
+                      size_t errlen) REFEX_NODISCARD;
 void refex_config_close(refex_config **self_p);
 
 /* NULL if absent. */
 const char *refex_config_get(const refex_config *self, const char *key);
 /* Like get, but a relative value is resolved against the config file's directory.
- * Returns REFEX_E_CONFIG (with err) if required and absent. */
+ * REFEX_E_NOTFOUND if absent or empty, REFEX_E_CONFIG if buf is too small. */
 int refex_config_path(const refex_config *self, const char *key, char *buf, size_t len);
 /* Unsigned integer with optional K/M/G suffix; def if absent. */
 int refex_config_uint(const refex_config *self, const char *key, uint64_t def, uint64_t *out);

@@ -9,8 +9,8 @@
 
 #include "refex/error.h"
 
-int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size_t errlen)
-    REFEX_NODISCARD;
+int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err,
+                  size_t errlen) REFEX_NODISCARD;
 void refex_db_close(sqlite3 **db_p);
 /* Runs SQL without results; logs the SQLite message on failure. */
 int refex_db_exec(sqlite3 *db, const char *sql) REFEX_NODISCARD;

@@ -10,7 +10,7 @@
 #include "refex/error.h"
 #include "refex/keys.h"
 
-#define REFEX_DIRECTORY_CONTEXT "refex/directory/v1"
+#define REFEX_DIRECTORY_CONTEXT   "refex/directory/v1"
 #define REFEX_DIRECTORY_MAX_BYTES (4u * 1024 * 1024)
 
 typedef struct {
@@ -35,8 +35,7 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
                          char *err, size_t errlen) REFEX_NODISCARD;
 int refex_directory_save(const refex_directory *self, const char *path) REFEX_NODISCARD;
 /* Adds or replaces (replace=1) an agency. Adding clears the signature. */
-int refex_directory_add(refex_directory *self, const refex_agency *a, int replace)
-    REFEX_NODISCARD;
+int refex_directory_add(refex_directory *self, const refex_agency *a, int replace) REFEX_NODISCARD;
 /* Bumps the serial, stamps the time and signs with the trust anchor's signing key. */
 int refex_directory_sign(refex_directory *self, const uint8_t sign_sk[64]) REFEX_NODISCARD;
 int refex_directory_is_signed(const refex_directory *self);

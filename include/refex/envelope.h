@@ -35,8 +35,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
 
 /* Structural parse of the signed header, with sanity checks (sizes, ids, type).
  * Free with refex__v1__envelope_header__free_unpacked. */
-int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__EnvelopeHeader **out)
-    REFEX_NODISCARD;
+int refex_envelope_parse_header(const Refex__V1__Envelope *env,
+                                Refex__V1__EnvelopeHeader **out) REFEX_NODISCARD;
 
 /* Signature over the header, and the header's commitments to ciphertext and key slots. */
 int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,

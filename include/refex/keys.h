@@ -38,10 +38,9 @@ void refex_keys_destroy(refex_keys **self_p);
 /* Writes DIR/AGENCY.secret (0600) and DIR/AGENCY.public (0644). Refuses to overwrite. */
 int refex_keys_save(const refex_keys *self, const char *dir) REFEX_NODISCARD;
 /* Loads a .secret file; REFEX_E_PERM if group or others can read it. */
-int refex_keys_load(const char *path, refex_keys **out, char *err, size_t errlen)
-    REFEX_NODISCARD;
+int refex_keys_load(const char *path, refex_keys **out, char *err, size_t errlen) REFEX_NODISCARD;
 /* Loads the public half from a .public or .secret file. */
-int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err, size_t errlen)
-    REFEX_NODISCARD;
+int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err,
+                       size_t errlen) REFEX_NODISCARD;
 
 #endif

@@ -14,14 +14,14 @@
 #define REFEX_ZAP_DOMAIN "refex"
 
 int refex_link_curve_server(void *sock, const refex_keys *k) REFEX_NODISCARD;
-int refex_link_curve_client(void *sock, const refex_keys *k, const uint8_t server_pk[32])
-    REFEX_NODISCARD;
+int refex_link_curve_client(void *sock, const refex_keys *k,
+                            const uint8_t server_pk[32]) REFEX_NODISCARD;
 /* Common options: linger, heartbeats, reconnect backoff, hard size limit. */
 void refex_link_tune(void *sock, size_t max_frame);
 
 /* Sends f (version is stamped). rid may be NULL for DEALER sockets. */
-int refex_link_send(void *sock, const void *rid, size_t rid_len, Refex__V1__Frame *f)
-    REFEX_NODISCARD;
+int refex_link_send(void *sock, const void *rid, size_t rid_len,
+                    Refex__V1__Frame *f) REFEX_NODISCARD;
 int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code,
                           const char *detail);
 int refex_link_send_rejected(void *sock, const void *rid, size_t rid_len, const uint8_t *id,

@@ -26,7 +26,7 @@
 #include "refex/util.h"
 
 static h_net g_net;
-static char g_marker[64];     /* unique text placed in the referral body */
+static char g_marker[64]; /* unique text placed in the referral body */
 static char g_referral_id[33];
 
 static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", NULL};
@@ -91,8 +91,8 @@ static json_t *referral_json(const char *summary)
         "CONCERN_PREVIOUS_CHILDREN_REMOVED", "CONCERN_SUBSTANCE_MISUSE", "referrer", "reference",
         "MW-0099", "role", "community midwife", "urgency", "URGENCY_URGENT", "lawful_basis",
         "article6", "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
-        "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING",
-        "summary", summary);
+        "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING", "summary",
+        summary);
     if (!j)
         fail_msg("json_pack: %s", jerr.text);
     return j;
@@ -114,8 +114,8 @@ static void test_referral_reaches_social_care_byte_identical(void **state)
     h_path(&g_net, path, sizeof path, "referral.json");
     assert_int_equal(json_dump_file(body, path, JSON_INDENT(2)), 0);
 
-    const char *args[] = {"send", "--to", "social-care", "--type", "referral", "--case",
-                          "C-TEST-0001", "--body", path, "--wait", "--json", NULL};
+    const char *args[] = {"send",        "--to",   "social-care", "--type", "referral", "--case",
+                          "C-TEST-0001", "--body", path,          "--wait", "--json",   NULL};
     int rc = h_cli_agent(&g_net, "midwifery", out, sizeof out, args);
     if (rc != 0)
         fail_msg("refex send exited %d: %s", rc, out);
@@ -134,8 +134,8 @@ static void test_referral_reaches_social_care_byte_identical(void **state)
     uint8_t *want = NULL;
     size_t want_len = 0;
     char err[256];
-    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, body, &want, &want_len,
-                                   err, sizeof err));
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, body, &want, &want_len, err,
+                                   sizeof err));
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     h_path(&g_net, path, sizeof path, "data/social-care/agent.db");
@@ -214,8 +214,8 @@ static void test_unlisted_transport_key_cannot_connect(void **state)
     /* A real agent with keys the directory does not list refuses to start. */
     char out[2048], conf[600], log[600], exe[1100], dir[600];
     h_path(&g_net, dir, sizeof dir, "keys/intruder");
-    const char *kargs[] = {"keys", "new", "--agency", "intruder", "--role", "police",
-                           "--out", dir, NULL};
+    const char *kargs[] = {"keys",   "new",   "--agency", "intruder", "--role",
+                           "police", "--out", dir,        NULL};
     assert_int_equal(h_cli(&g_net, out, sizeof out, kargs), 0);
     h_path(&g_net, conf, sizeof conf, "conf/intruder.conf");
     FILE *f = fopen(conf, "w");
@@ -304,8 +304,8 @@ static void expect_refusal(h_client *c, int code)
               : r->kind_case == REFEX__V1__FRAME__KIND_ERROR  ? (int)r->error->code
                                                               : -1;
     if (got != code)
-        fail_msg("got %s frame with %s, wanted %s", refex_frame_kind_name(r),
-                 refex_errname(got), refex_errname(code));
+        fail_msg("got %s frame with %s, wanted %s", refex_frame_kind_name(r), refex_errname(got),
+                 refex_errname(code));
     refex_frame_free(&r);
 }
 
@@ -469,8 +469,8 @@ static void test_cli_send_errors_are_typed(void **state)
 {
     (void)state;
     char out[8192], path[600];
-    const char *unknown[] = {"send", "--to", "nobody", "--type", "referral", "--summary",
-                             "x", NULL};
+    const char *unknown[] = {"send",     "--to",      "nobody", "--type",
+                             "referral", "--summary", "x",      NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, unknown), 1);
     assert_non_null(strstr(out, "E_UNKNOWN_AGENCY"));
 
@@ -479,14 +479,14 @@ static void test_cli_send_errors_are_typed(void **state)
     assert_non_null(f);
     fputs("{\"kind\": \"REFERRAL_PRE_BIRTH\", \"no_such_field\": 1}", f);
     fclose(f);
-    const char *badfield[] = {"send", "--to", "social-care", "--type", "referral", "--body",
-                              path, NULL};
+    const char *badfield[] = {"send",     "--to",   "social-care", "--type",
+                              "referral", "--body", path,          NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, badfield), 1);
     assert_non_null(strstr(out, "E_JSON"));
     assert_non_null(strstr(out, "no_such_field"));
 
-    const char *badtype[] = {"send", "--to", "social-care", "--type", "gossip", "--body", path,
-                             NULL};
+    const char *badtype[] = {"send",   "--to",   "social-care", "--type",
+                             "gossip", "--body", path,          NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, badtype), 1);
     assert_non_null(strstr(out, "E_INVAL"));
 

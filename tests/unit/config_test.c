@@ -251,9 +251,8 @@ static void test_uint_rejects(void **state)
 {
     fixture *f = *state;
     static const char *const bad[] = {
-        "suffix_x",   "neg",      "word",    "empty",  "overflow_g", "mul_overflow",
-        "overflow",   "plus",     "hex",     "frac",   "two_suffix", "kb",
-        "space_unit", "trailing",
+        "suffix_x", "neg", "word", "empty",      "overflow_g", "mul_overflow", "overflow",
+        "plus",     "hex", "frac", "two_suffix", "kb",         "space_unit",   "trailing",
     };
     refex_config *c = open_ok(f, "suffix_x = 12X\n"
                                  "neg = -1\n"

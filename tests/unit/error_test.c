@@ -67,8 +67,7 @@ static void test_codes_and_names_unique(void **state)
     for (size_t i = 0; i < N_ROWS; i++)
         for (size_t j = i + 1; j < N_ROWS; j++) {
             if (ROWS[i].num == ROWS[j].num)
-                fail_msg("code %d used by %s and %s", ROWS[i].num, ROWS[i].name,
-                         ROWS[j].name);
+                fail_msg("code %d used by %s and %s", ROWS[i].num, ROWS[i].name, ROWS[j].name);
             assert_string_not_equal(ROWS[i].name, ROWS[j].name);
         }
 }

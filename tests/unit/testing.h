@@ -9,12 +9,12 @@
 
 #include "refex/error.h"
 
-#define assert_rc(expr, want)                                                                  \
-    do {                                                                                       \
-        int rc_ = (expr);                                                                      \
-        if (rc_ != (want))                                                                     \
-            fail_msg("%s: got %s (%s), want %s", #expr, refex_errname(rc_),                    \
-                     refex_strerror(rc_), refex_errname(want));                                \
+#define assert_rc(expr, want)                                                                      \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != (want))                                                                         \
+            fail_msg("%s: got %s (%s), want %s", #expr, refex_errname(rc_), refex_strerror(rc_),   \
+                     refex_errname(want));                                                         \
     } while (0)
 
 #define assert_ok(expr) assert_rc(expr, REFEX_OK)
