@@ -50,19 +50,22 @@ static void invalidate(refex_directory *self)
 
 int refex_directory_add(refex_directory *self, const refex_agency *a, int replace)
 {
+    refex_agency *same = NULL;
     if (!refex_id_valid(a->id) || !refex_id_valid(a->role))
         return REFEX_E_INVAL;
     for (size_t i = 0; i < self->d_n; i++) {
         refex_agency *b = &self->d_agencies[i];
-        if (strcmp(b->id, a->id) == 0) {
-            if (!replace)
-                return REFEX_E_EXISTS;
-            *b = *a;
-            invalidate(self);
-            return REFEX_OK;
-        }
-        if (memcmp(b->transport_pk, a->transport_pk, 32) == 0)
+        if (strcmp(b->id, a->id) == 0)
+            same = b;
+        else if (memcmp(b->transport_pk, a->transport_pk, 32) == 0)
             return REFEX_E_EXISTS; /* one transport key, one identity */
+    }
+    if (same) {
+        if (!replace)
+            return REFEX_E_EXISTS;
+        *same = *a;
+        invalidate(self);
+        return REFEX_OK;
     }
     if (self->d_n == MAX_AGENCIES)
         return REFEX_E_TOO_BIG;
@@ -260,7 +263,8 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
             rc = REFEX_E_NOMEM;
             goto out;
         }
-        memcpy(self->d_bytes, sd->directory.data, sd->directory.len);
+        if (sd->directory.len)
+            memcpy(self->d_bytes, sd->directory.data, sd->directory.len);
         self->d_len = sd->directory.len;
         memcpy(self->d_sig, sd->signature.data, 64);
         self->d_signed = 1;

@@ -75,8 +75,18 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     uint8_t sig[64];
 
     if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
-        p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender))
+        p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender) ||
+        (p->case_ref && strlen(p->case_ref) >= 128) ||
+        (p->expires_at_ms && p->created_at_ms && p->expires_at_ms <= p->created_at_ms))
         return REFEX_E_INVAL;
+    /* Refuse here whatever refex_envelope_parse_header would refuse at the other end. */
+    for (size_t i = 0; i < p->n_recipients; i++) {
+        if (!refex_id_valid(p->recipients[i]->id))
+            return REFEX_E_INVAL;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->recipients[i]->id, p->recipients[j]->id) == 0)
+                return REFEX_E_INVAL;
+    }
 
     refex_random_id(id);
     randombytes_buf(nonce, sizeof nonce);

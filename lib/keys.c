@@ -180,9 +180,12 @@ int refex_keys_load(const char *path, refex_keys **out, char *err, size_t errlen
         goto out;
     }
     /* The secret halves must belong to the public halves in the same file. */
-    uint8_t pk[32];
-    crypto_sign_ed25519_sk_to_pk(pk, self->sk->sign_sk);
-    int bad = sodium_memcmp(pk, self->pub.sign_pk, 32);
+    /* Derive from the seed: the second half of sign_sk is only a stored copy. */
+    uint8_t pk[32], derived_sk[64];
+    crypto_sign_seed_keypair(pk, derived_sk, self->sk->sign_sk);
+    int bad =
+        sodium_memcmp(pk, self->pub.sign_pk, 32) | sodium_memcmp(derived_sk, self->sk->sign_sk, 64);
+    sodium_memzero(derived_sk, sizeof derived_sk);
     crypto_scalarmult_base(pk, self->sk->enc_sk);
     bad |= sodium_memcmp(pk, self->pub.enc_pk, 32);
     crypto_scalarmult_base(pk, self->sk->transport_sk);
