@@ -189,12 +189,13 @@ void agent_close(agent **a_p)
     agent *a = *a_p;
     if (a->control)
         zmq_close(a->control);
+    /* Stop the monitor while its reader is open: the stop event is a blocking send. */
+    if (a->link && a->mon)
+        zmq_socket_monitor(a->link, NULL, 0);
     if (a->mon)
         zmq_close(a->mon);
-    if (a->link) {
-        zmq_socket_monitor(a->link, NULL, 0);
+    if (a->link)
         zmq_close(a->link);
-    }
     if (a->ctx)
         zmq_ctx_term(a->ctx);
     refex_db_close(&a->db);
@@ -905,7 +906,11 @@ int agent_run(agent *a)
         return REFEX_E_CONFIG;
     }
     int64_t maxmsg = CONTROL_MAX;
+    int linger0 = 0;
     zmq_setsockopt(a->control, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    /* Replies to a CLI that has gone away must not hold up shutdown. */
+    zmq_setsockopt(a->control, ZMQ_LINGER, &linger0, sizeof linger0);
+    zmq_setsockopt(a->mon, ZMQ_LINGER, &linger0, sizeof linger0);
     snprintf(ep, sizeof ep, "%s/control.sock", a->data_dir);
     remove(ep); /* a stale socket from an unclean stop */
     snprintf(ep, sizeof ep, "ipc://%s/control.sock", a->data_dir);

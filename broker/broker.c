@@ -548,6 +548,9 @@ int broker_run(broker *b)
 
     b->ctx = zmq_ctx_new();
     b->zap = zmq_socket(b->ctx, ZMQ_REP);
+    int linger0 = 0;
+    if (b->zap)
+        zmq_setsockopt(b->zap, ZMQ_LINGER, &linger0, sizeof linger0);
     if (!b->zap || zmq_bind(b->zap, "inproc://zeromq.zap.01") != 0) {
         refex_log_error("zap: cannot bind handler: %s", zmq_strerror(errno));
         return REFEX_E_IO;

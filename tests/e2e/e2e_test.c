@@ -519,6 +519,18 @@ static void test_body_never_reaches_broker_disk_or_logs(void **state)
     assert_false(h_tree_contains(path, g_marker, strlen(g_marker)));
 }
 
+/* SIGTERM stops every daemon promptly with exit status 0. */
+static void test_daemons_stop_cleanly_on_sigterm(void **state)
+{
+    (void)state;
+    for (int i = 0; i < g_net.n_agents; i++) {
+        assert_int_equal(kill(g_net.agents[i].pid, SIGTERM), 0);
+        assert_int_equal(h_wait_exit(&g_net.agents[i], H_TIMEOUT_MS), 0);
+    }
+    assert_int_equal(kill(g_net.broker.pid, SIGTERM), 0);
+    assert_int_equal(h_wait_exit(&g_net.broker, H_TIMEOUT_MS), 0);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -532,6 +544,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
         cmocka_unit_test(test_cli_send_errors_are_typed),
         cmocka_unit_test(test_body_never_reaches_broker_disk_or_logs),
+        cmocka_unit_test(test_daemons_stop_cleanly_on_sigterm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
