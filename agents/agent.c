@@ -17,6 +17,7 @@
 #include "refex/audit.h"
 #include "refex/body.h"
 #include "refex/codec.h"
+#include "refex/daemon.h"
 #include "refex/db.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
@@ -41,14 +42,8 @@ struct agent {
     char agency[REFEX_ID_MAX];
     char broker_ep[512];
     char broker_id[REFEX_ID_MAX];
-    char data_dir[4096];
-    char dir_path[4096];
-    uint8_t anchor_pk[32];
-    uint64_t max_frame;        /* ours, from the config */
-    uint64_t broker_max_frame; /* the broker's, from WELCOME */
-    int64_t skew_ms;
-    refex_keys *keys;
-    refex_directory *dir;
+    refex_daemon_base base;
+    uint64_t broker_max_frame; /* the broker's limit, from WELCOME */
     sqlite3 *db;
     void *ctx, *link, *mon, *control;
     int online;
@@ -64,9 +59,8 @@ static void on_signal(int sig)
     g_stop = 1;
 }
 
-static const char *const CONFIG_KEYS[] = {
-    "agency", "broker",    "broker_id",          "data_dir",  "directory", "trust_anchor",
-    "keys",   "max_frame", "clock_skew_seconds", "log_level", NULL};
+static const char *const CONFIG_KEYS[] = {"agency", "broker", "broker_id", REFEX_DAEMON_BASE_KEYS,
+                                          NULL};
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS outbox ("
@@ -87,7 +81,6 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
 {
     int rc;
     char path[4200];
-    refex_pubkeys anchor;
     agent *a = calloc(1, sizeof *a);
     *out = NULL;
     if (!a)
@@ -98,9 +91,6 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
     const char *agency = refex_config_get(cfg, "agency");
     const char *ep = refex_config_get(cfg, "broker");
     const char *bid = refex_config_get(cfg, "broker_id");
-    const char *lvl = refex_config_get(cfg, "log_level");
-    if (lvl && strcmp(lvl, "debug") == 0)
-        refex_log_set_level(REFEX_LOG_DEBUG);
     if (!refex_id_valid(agency)) {
         snprintf(err, errlen, "config: agency must be a valid agency id");
         goto out;
@@ -112,61 +102,27 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
     snprintf(a->agency, sizeof a->agency, "%s", agency);
     snprintf(a->broker_ep, sizeof a->broker_ep, "%s", ep);
     snprintf(a->broker_id, sizeof a->broker_id, "%s", bid ? bid : "broker");
-    if (refex_config_path(cfg, "data_dir", a->data_dir, sizeof a->data_dir) ||
-        refex_config_path(cfg, "directory", a->dir_path, sizeof a->dir_path)) {
-        snprintf(err, errlen, "config: data_dir and directory are required");
-        goto out;
-    }
-    if (refex_config_uint(cfg, "max_frame", REFEX_DEFAULT_MAX_FRAME, &a->max_frame) ||
-        a->max_frame < 1024 || a->max_frame > 1024ull * 1024 * 1024) {
-        snprintf(err, errlen, "config: max_frame must be between 1K and 1G");
-        goto out;
-    }
-    uint64_t skew = 300;
-    if (refex_config_uint(cfg, "clock_skew_seconds", 300, &skew) || skew > 86400) {
-        snprintf(err, errlen, "config: clock_skew_seconds must be at most 86400");
-        goto out;
-    }
-    a->skew_ms = (int64_t)skew * 1000;
-    if (refex_config_path(cfg, "trust_anchor", path, sizeof path)) {
-        snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
-        goto out;
-    }
-    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
-        goto out;
-    memcpy(a->anchor_pk, anchor.sign_pk, 32);
-    if (refex_config_path(cfg, "keys", path, sizeof path)) {
-        snprintf(err, errlen, "config: keys (this agency's .secret file) is required");
-        rc = REFEX_E_CONFIG;
-        goto out;
-    }
-    if ((rc = refex_keys_load(path, &a->keys, err, errlen)) != REFEX_OK)
+    if ((rc = refex_daemon_base_load(cfg, "this agency's .secret file", &a->base, err, errlen)) !=
+        REFEX_OK)
         goto out;
     rc = REFEX_E_CONFIG;
-    if (strcmp(a->keys->pub.agency, a->agency) != 0) {
-        snprintf(err, errlen, "%s: keys belong to '%s', not to agency '%s'", path,
-                 a->keys->pub.agency, a->agency);
+    if (strcmp(a->base.keys->pub.agency, a->agency) != 0) {
+        snprintf(err, errlen, "config: keys belong to '%s', not to agency '%s'",
+                 a->base.keys->pub.agency, a->agency);
         goto out;
     }
-    if ((rc = refex_directory_load(a->dir_path, a->anchor_pk, &a->dir, err, errlen)) != REFEX_OK)
-        goto out;
-    rc = REFEX_E_CONFIG;
-    const refex_agency *me = refex_directory_find(a->dir, a->agency);
-    if (!me || memcmp(me->sign_pk, a->keys->pub.sign_pk, 32) ||
-        memcmp(me->enc_pk, a->keys->pub.enc_pk, 32) ||
-        memcmp(me->transport_pk, a->keys->pub.transport_pk, 32)) {
+    const refex_agency *me = refex_directory_find(a->base.dir, a->agency);
+    if (!me || memcmp(me->sign_pk, a->base.keys->pub.sign_pk, 32) ||
+        memcmp(me->enc_pk, a->base.keys->pub.enc_pk, 32) ||
+        memcmp(me->transport_pk, a->base.keys->pub.transport_pk, 32)) {
         snprintf(err, errlen, "agency '%s' is not in the directory with these keys", a->agency);
         goto out;
     }
-    if (!refex_directory_find(a->dir, a->broker_id)) {
+    if (!refex_directory_find(a->base.dir, a->broker_id)) {
         snprintf(err, errlen, "broker '%s' is not in the directory", a->broker_id);
         goto out;
     }
-    if (refex_mkdirs(a->data_dir, 0700) != REFEX_OK || chmod(a->data_dir, 0700) != 0) {
-        snprintf(err, errlen, "%s: cannot create data directory", a->data_dir);
-        goto out;
-    }
-    snprintf(path, sizeof path, "%s/agent.db", a->data_dir);
+    snprintf(path, sizeof path, "%s/agent.db", a->base.data_dir);
     if ((rc = refex_db_open(path, 0, &a->db, err, errlen)) != REFEX_OK)
         goto out;
     if ((rc = refex_db_exec(a->db, SCHEMA)) != REFEX_OK ||
@@ -199,8 +155,7 @@ void agent_close(agent **a_p)
     if (a->ctx)
         zmq_ctx_term(a->ctx);
     refex_db_close(&a->db);
-    refex_directory_destroy(&a->dir);
-    refex_keys_destroy(&a->keys);
+    refex_daemon_base_fini(&a->base);
     free(a);
     *a_p = NULL;
 }
@@ -304,7 +259,7 @@ static int resolve_recipients(agent *a, const json_t *to, const refex_agency **o
     json_array_foreach(to, i, v)
     {
         const char *id = json_string_value(v);
-        const refex_agency *r = id ? refex_directory_find(a->dir, id) : NULL;
+        const refex_agency *r = id ? refex_directory_find(a->base.dir, id) : NULL;
         if (!r || strcmp(r->role, "broker") == 0 || strcmp(r->role, "trust-anchor") == 0) {
             snprintf(detail, dlen, "unknown recipient '%s'", id ? id : "?");
             return REFEX_E_UNKNOWN_AGENCY;
@@ -361,7 +316,7 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     if (!case_ref || !*case_ref)
         case_ref = meta.case_ref;
     refex_seal_params p = {.sender = a->agency,
-                           .sign_sk = a->keys->sk->sign_sk,
+                           .sign_sk = a->base.keys->sk->sign_sk,
                            .recipients = rcpt,
                            .n_recipients = n_rcpt,
                            .type = (Refex__V1__MessageType)type,
@@ -370,7 +325,7 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
                            .expires_at_ms = ttl > 0 ? refex_now_ms() + ttl * 1000 : 0};
     if ((rc = refex_envelope_seal(&p, body, body_len, &env, &env_len, id)) != REFEX_OK)
         goto out;
-    uint64_t limit = a->max_frame;
+    uint64_t limit = a->base.max_frame;
     if (a->broker_max_frame && a->broker_max_frame < limit)
         limit = a->broker_max_frame;
     if (env_len + 64 > limit) {
@@ -559,7 +514,7 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
     refex_hex_encode(idhex, h->message_id.data, 16);
     if (refex_envelope_hash(env, hash) == REFEX_OK)
         refex_hex_encode(hashhex, hash, 32);
-    const refex_agency *sender = refex_directory_find(a->dir, h->sender);
+    const refex_agency *sender = refex_directory_find(a->base.dir, h->sender);
     int mine = 0;
     for (size_t i = 0; i < h->n_recipients; i++)
         mine |= strcmp(h->recipients[i], a->agency) == 0;
@@ -570,14 +525,14 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
         rc = REFEX_E_UNKNOWN_AGENCY;
     else if (refex_agency_usable(sender, now) != REFEX_OK)
         rc = REFEX_E_REVOKED;
-    else if (h->created_at_ms > now + a->skew_ms)
+    else if (h->created_at_ms > now + a->base.skew_ms)
         rc = REFEX_E_CLOCK_SKEW; /* from the future; old backlog is fine */
     else if (h->expires_at_ms <= now)
         rc = REFEX_E_EXPIRED;
     else if ((rc = refex_envelope_verify(env, h, sender->sign_pk)) != REFEX_OK)
         ;
-    else if ((rc = refex_envelope_open(env, h, a->agency, a->keys->pub.enc_pk, a->keys->sk->enc_sk,
-                                       &body, &body_len)) != REFEX_OK)
+    else if ((rc = refex_envelope_open(env, h, a->agency, a->base.keys->pub.enc_pk,
+                                       a->base.keys->sk->enc_sk, &body, &body_len)) != REFEX_OK)
         ;
     else if ((rc = refex_body_unpack(h->type, body, body_len, &b)) == REFEX_OK) {
         refex_body_meta_get(b, &meta);
@@ -658,7 +613,7 @@ static void link_readable(agent *a)
         return;
     }
     Refex__V1__Frame *f = NULL;
-    int rc = refex_frame_unpack(zmq_msg_data(&m), zmq_msg_size(&m), a->max_frame, &f);
+    int rc = refex_frame_unpack(zmq_msg_data(&m), zmq_msg_size(&m), a->base.max_frame, &f);
     int more = zmq_msg_more(&m);
     zmq_msg_close(&m);
     while (more) {
@@ -889,14 +844,14 @@ int agent_run(agent *a)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    const refex_agency *br = refex_directory_find(a->dir, a->broker_id);
+    const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     a->ctx = zmq_ctx_new();
     a->link = zmq_socket(a->ctx, ZMQ_DEALER);
     a->control = zmq_socket(a->ctx, ZMQ_ROUTER);
     if (!a->link || !a->control)
         return REFEX_E_IO;
-    refex_link_tune(a->link, a->max_frame);
-    if (refex_link_curve_client(a->link, a->keys, br->transport_pk) != REFEX_OK ||
+    refex_link_tune(a->link, a->base.max_frame);
+    if (refex_link_curve_client(a->link, a->base.keys, br->transport_pk) != REFEX_OK ||
         refex_link_monitor(a->ctx, a->link, &a->mon) != REFEX_OK) {
         refex_log_error("link: cannot set up the broker connection");
         return REFEX_E_IO;
@@ -911,9 +866,9 @@ int agent_run(agent *a)
     /* Replies to a CLI that has gone away must not hold up shutdown. */
     zmq_setsockopt(a->control, ZMQ_LINGER, &linger0, sizeof linger0);
     zmq_setsockopt(a->mon, ZMQ_LINGER, &linger0, sizeof linger0);
-    snprintf(ep, sizeof ep, "%s/control.sock", a->data_dir);
+    snprintf(ep, sizeof ep, "%s/control.sock", a->base.data_dir);
     remove(ep); /* a stale socket from an unclean stop */
-    snprintf(ep, sizeof ep, "ipc://%s/control.sock", a->data_dir);
+    snprintf(ep, sizeof ep, "ipc://%s/control.sock", a->base.data_dir);
     if (zmq_bind(a->control, ep) != 0) {
         refex_log_error("control: cannot bind %s: %s", ep, zmq_strerror(errno));
         return REFEX_E_IO;
@@ -945,7 +900,7 @@ int agent_run(agent *a)
             control_readable(a);
         expire_waiters(a);
     }
-    snprintf(ep, sizeof ep, "%s/control.sock", a->data_dir);
+    snprintf(ep, sizeof ep, "%s/control.sock", a->base.data_dir);
     remove(ep);
     refex_log_info("stopping");
     return REFEX_OK;

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "refex/codec.h"
+#include "refex/daemon.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
 #include "refex/keys.h"
@@ -31,13 +32,7 @@ typedef struct {
 
 struct broker {
     char listen[512];
-    char data_dir[4096];
-    char dir_path[4096];
-    uint8_t anchor_pk[32];
-    uint64_t max_frame;
-    int64_t skew_ms;
-    refex_keys *keys;
-    refex_directory *dir;
+    refex_daemon_base base;
     refex_store *store;
     void *ctx, *router, *zap;
     session sessions[MAX_SESSIONS];
@@ -54,16 +49,11 @@ static void on_signal(int sig)
         g_stop = 1;
 }
 
-static const char *const CONFIG_KEYS[] = {
-    "listen",    "data_dir", "directory", "trust_anchor", "keys", "max_frame", "clock_skew_seconds",
-    "log_level", NULL};
+static const char *const CONFIG_KEYS[] = {"listen", REFEX_DAEMON_BASE_KEYS, NULL};
 
 int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
 {
     int rc;
-    char path[4096];
-    uint64_t skew = 300;
-    refex_pubkeys anchor;
     broker *b = calloc(1, sizeof *b);
     *out = NULL;
     if (!b)
@@ -72,45 +62,9 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
         goto out;
     const char *listen = refex_config_get(cfg, "listen");
     snprintf(b->listen, sizeof b->listen, "%s", listen ? listen : "tcp://127.0.0.1:7600");
-    const char *lvl = refex_config_get(cfg, "log_level");
-    if (lvl && strcmp(lvl, "debug") == 0)
-        refex_log_set_level(REFEX_LOG_DEBUG);
-    rc = REFEX_E_CONFIG;
-    if (refex_config_path(cfg, "data_dir", b->data_dir, sizeof b->data_dir) ||
-        refex_config_path(cfg, "directory", b->dir_path, sizeof b->dir_path)) {
-        snprintf(err, errlen, "config: data_dir and directory are required");
+    if ((rc = refex_daemon_base_load(cfg, "the broker's .secret file", &b->base, err, errlen)) !=
+        REFEX_OK)
         goto out;
-    }
-    if (refex_config_uint(cfg, "max_frame", REFEX_DEFAULT_MAX_FRAME, &b->max_frame) ||
-        b->max_frame < 1024 || b->max_frame > 1024ull * 1024 * 1024) {
-        snprintf(err, errlen, "config: max_frame must be between 1K and 1G");
-        goto out;
-    }
-    if (refex_config_uint(cfg, "clock_skew_seconds", 300, &skew) || skew > 86400) {
-        snprintf(err, errlen, "config: clock_skew_seconds must be at most 86400");
-        goto out;
-    }
-    b->skew_ms = (int64_t)skew * 1000;
-    if (refex_config_path(cfg, "trust_anchor", path, sizeof path)) {
-        snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
-        goto out;
-    }
-    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
-        goto out;
-    memcpy(b->anchor_pk, anchor.sign_pk, 32);
-    if (refex_config_path(cfg, "keys", path, sizeof path)) {
-        snprintf(err, errlen, "config: keys (the broker's .secret file) is required");
-        rc = REFEX_E_CONFIG;
-        goto out;
-    }
-    if ((rc = refex_keys_load(path, &b->keys, err, errlen)) != REFEX_OK)
-        goto out;
-    if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) != REFEX_OK)
-        goto out;
-    if ((rc = refex_mkdirs(b->data_dir, 0700)) != REFEX_OK) {
-        snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
-        goto out;
-    }
     if ((rc = refex_store_memory_new(&b->store)) != REFEX_OK)
         goto out;
     *out = b;
@@ -132,8 +86,7 @@ void broker_close(broker **b_p)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     refex_store_destroy(&b->store);
-    refex_directory_destroy(&b->dir);
-    refex_keys_destroy(&b->keys);
+    refex_daemon_base_fini(&b->base);
     free(b);
     *b_p = NULL;
 }
@@ -225,7 +178,7 @@ static void zap_handle(broker *b)
         goto out;
     }
     const uint8_t *pk = zmq_msg_data(&part[6]);
-    const refex_agency *a = refex_directory_find_transport(b->dir, pk);
+    const refex_agency *a = refex_directory_find_transport(b->base.dir, pk);
     char hex[17];
     refex_hex_encode(hex, pk, 8);
     if (!a || strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0) {
@@ -309,7 +262,7 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, const ch
     Refex__V1__Welcome w = REFEX__V1__WELCOME__INIT;
     w.agency = (char *)user;
     w.broker_time_ms = (uint64_t)refex_now_ms();
-    w.max_frame_bytes = b->max_frame;
+    w.max_frame_bytes = b->base.max_frame;
     f.kind_case = REFEX__V1__FRAME__KIND_WELCOME;
     f.welcome = &w;
     if (refex_link_send(b->router, rid, rid_len, &f) != REFEX_OK)
@@ -330,7 +283,7 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
         snprintf(detail, dlen, "envelope sender is not the authenticated agency %s", agency);
         return REFEX_E_SENDER_MISMATCH;
     }
-    const refex_agency *sa = refex_directory_find(b->dir, agency);
+    const refex_agency *sa = refex_directory_find(b->base.dir, agency);
     if (!sa) {
         snprintf(detail, dlen, "sender %s is not in the directory", agency);
         return REFEX_E_UNKNOWN_AGENCY;
@@ -345,7 +298,7 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
         return rc;
     }
     for (size_t i = 0; i < h->n_recipients; i++) {
-        const refex_agency *ra = refex_directory_find(b->dir, h->recipients[i]);
+        const refex_agency *ra = refex_directory_find(b->base.dir, h->recipients[i]);
         if (!ra || strcmp(ra->role, "broker") == 0 || strcmp(ra->role, "trust-anchor") == 0) {
             snprintf(detail, dlen, "unknown recipient %s", h->recipients[i]);
             return REFEX_E_UNKNOWN_AGENCY;
@@ -355,7 +308,7 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
             return REFEX_E_REVOKED;
         }
     }
-    if (h->created_at_ms > now + b->skew_ms || h->created_at_ms < now - b->skew_ms) {
+    if (h->created_at_ms > now + b->base.skew_ms || h->created_at_ms < now - b->base.skew_ms) {
         snprintf(detail, dlen, "created_at is outside the allowed clock skew");
         return REFEX_E_CLOCK_SKEW;
     }
@@ -453,7 +406,7 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, const ch
                          const uint8_t *data, size_t len)
 {
     Refex__V1__Frame *f = NULL;
-    int rc = refex_frame_unpack(data, len, b->max_frame, &f);
+    int rc = refex_frame_unpack(data, len, b->base.max_frame, &f);
     if (rc != REFEX_OK) {
         refex_log_warn("frame: from %s refused: %s (%zu bytes)", user, refex_errname(rc), len);
         refex_link_send_error(b->router, rid, rid_len, rc, NULL);
@@ -523,12 +476,13 @@ static void reload(broker *b)
 {
     char err[512];
     refex_directory *d = NULL;
-    if (refex_directory_load(b->dir_path, b->anchor_pk, &d, err, sizeof err) != REFEX_OK) {
+    if (refex_directory_load(b->base.dir_path, b->base.anchor_pk, &d, err, sizeof err) !=
+        REFEX_OK) {
         refex_log_error("reload: keeping the old directory: %s", err);
         return;
     }
-    refex_directory_destroy(&b->dir);
-    b->dir = d;
+    refex_directory_destroy(&b->base.dir);
+    b->base.dir = d;
     refex_log_info("reload: directory serial %llu, %zu agencies",
                    (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
 }
@@ -556,21 +510,21 @@ int broker_run(broker *b)
         return REFEX_E_IO;
     }
     b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
-    refex_link_tune(b->router, b->max_frame);
+    refex_link_tune(b->router, b->base.max_frame);
     zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    if (refex_link_curve_server(b->router, b->keys) != REFEX_OK ||
+    if (refex_link_curve_server(b->router, b->base.keys) != REFEX_OK ||
         zmq_bind(b->router, b->listen) != 0) {
         refex_log_error("listen: cannot bind %s: %s", b->listen, zmq_strerror(errno));
         return REFEX_E_IO;
     }
     zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, endpoint, &elen);
     char path[4200];
-    snprintf(path, sizeof path, "%s/broker.endpoint", b->data_dir);
+    snprintf(path, sizeof path, "%s/broker.endpoint", b->base.data_dir);
     if (refex_file_write(path, endpoint, strlen(endpoint), 0644) != REFEX_OK)
         refex_log_warn("cannot write %s", path);
     refex_log_info("listening on %s, directory serial %llu with %zu agencies, store %s", endpoint,
-                   (unsigned long long)refex_directory_serial(b->dir),
-                   refex_directory_count(b->dir), b->store->ops->name);
+                   (unsigned long long)refex_directory_serial(b->base.dir),
+                   refex_directory_count(b->base.dir), b->store->ops->name);
     printf("READY %s\n", endpoint);
     fflush(stdout);
 

@@ -4,7 +4,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include "refex/codec.h"
 
 #include "refex/log.h"
 #include "refex/util.h"
@@ -65,4 +68,57 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
     rc = d->run(self);
     d->close(&self);
     return rc == REFEX_OK ? 0 : 1;
+}
+
+int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
+                           char *err, size_t errlen)
+{
+    char path[4096];
+    uint64_t skew = 300;
+    refex_pubkeys anchor;
+    int rc;
+    const char *lvl = refex_config_get(cfg, "log_level");
+    if (lvl && strcmp(lvl, "debug") == 0)
+        refex_log_set_level(REFEX_LOG_DEBUG);
+    if (refex_config_path(cfg, "data_dir", b->data_dir, sizeof b->data_dir) ||
+        refex_config_path(cfg, "directory", b->dir_path, sizeof b->dir_path)) {
+        snprintf(err, errlen, "config: data_dir and directory are required");
+        return REFEX_E_CONFIG;
+    }
+    if (refex_config_uint(cfg, "max_frame", REFEX_DEFAULT_MAX_FRAME, &b->max_frame) ||
+        b->max_frame < 1024 || b->max_frame > 1024ull * 1024 * 1024) {
+        snprintf(err, errlen, "config: max_frame must be between 1K and 1G");
+        return REFEX_E_CONFIG;
+    }
+    if (refex_config_uint(cfg, "clock_skew_seconds", 300, &skew) || skew > 86400) {
+        snprintf(err, errlen, "config: clock_skew_seconds must be at most 86400");
+        return REFEX_E_CONFIG;
+    }
+    b->skew_ms = (int64_t)skew * 1000;
+    if (refex_config_path(cfg, "trust_anchor", path, sizeof path)) {
+        snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
+        return REFEX_E_CONFIG;
+    }
+    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
+        return rc;
+    memcpy(b->anchor_pk, anchor.sign_pk, 32);
+    if (refex_config_path(cfg, "keys", path, sizeof path)) {
+        snprintf(err, errlen, "config: keys (%s) is required", keys_what);
+        return REFEX_E_CONFIG;
+    }
+    if ((rc = refex_keys_load(path, &b->keys, err, errlen)) != REFEX_OK)
+        return rc;
+    if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) != REFEX_OK)
+        return rc;
+    if (refex_mkdirs(b->data_dir, 0700) != REFEX_OK || chmod(b->data_dir, 0700) != 0) {
+        snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
+        return REFEX_E_CONFIG;
+    }
+    return REFEX_OK;
+}
+
+void refex_daemon_base_fini(refex_daemon_base *b)
+{
+    refex_directory_destroy(&b->dir);
+    refex_keys_destroy(&b->keys);
 }

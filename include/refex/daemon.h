@@ -5,7 +5,11 @@
 
 #include <stddef.h>
 
+#include <stdint.h>
+
 #include "refex/config.h"
+#include "refex/directory.h"
+#include "refex/keys.h"
 
 typedef struct {
     const char *name;  /* e.g. "refex-broker": log ident and messages */
@@ -14,6 +18,27 @@ typedef struct {
     int (*run)(void *self);
     void (*close)(void **self_p);
 } refex_daemon;
+
+/* What every daemon loads the same way: its data directory (created 0700), the pinned
+ * trust anchor, its own keys, the signed directory, and the shared limits. */
+typedef struct {
+    char data_dir[4096];
+    char dir_path[4096];
+    uint8_t anchor_pk[32];
+    uint64_t max_frame;
+    int64_t skew_ms;
+    refex_keys *keys;
+    refex_directory *dir;
+} refex_daemon_base;
+
+/* The config keys refex_daemon_base_load reads, for each daemon's list of allowed keys. */
+#define REFEX_DAEMON_BASE_KEYS                                                                     \
+    "data_dir", "directory", "trust_anchor", "keys", "max_frame", "clock_skew_seconds", "log_level"
+
+/* keys_what names the key file in errors, e.g. "the broker's .secret file". */
+int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
+                           char *err, size_t errlen) REFEX_NODISCARD;
+void refex_daemon_base_fini(refex_daemon_base *b);
 
 /* Returns the process exit status: 0 clean stop or config OK, 1 runtime failure,
  * 2 usage or configuration error. */
