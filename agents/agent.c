@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,14 +49,6 @@ struct agent {
     waiter waiters[MAX_WAITERS];
     size_t n_waiters;
 };
-
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
 
 static const char *const CONFIG_KEYS[] = {"agency", "broker", "broker_id", REFEX_DAEMON_BASE_KEYS,
                                           NULL};
@@ -837,12 +828,7 @@ out:
 int agent_run(agent *a)
 {
     char ep[4200];
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    refex_daemon_signals_install();
 
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     a->ctx = zmq_ctx_new();
@@ -875,14 +861,14 @@ int agent_run(agent *a)
     }
     refex_log_info("agency %s: broker %s, control %s", a->agency, a->broker_ep, ep);
 
-    while (!g_stop) {
+    while (!refex_daemon_stopping()) {
         zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
                                   {a->mon, 0, ZMQ_POLLIN, 0},
                                   {a->control, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(items, 3, 500);
         if (n < 0) {
             if (errno == EINTR)
-                continue;
+                goto signals;
             refex_log_error("poll: %s", zmq_strerror(errno));
             return REFEX_E_IO;
         }
@@ -899,6 +885,10 @@ int agent_run(agent *a)
         if (items[2].revents & ZMQ_POLLIN)
             control_readable(a);
         expire_waiters(a);
+      signals:
+        if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&
+            !refex_directory_find(a->base.dir, a->agency))
+            refex_log_error("reload: agency %s is no longer in the directory", a->agency);
     }
     snprintf(ep, sizeof ep, "%s/control.sock", a->base.data_dir);
     remove(ep);

@@ -5,7 +5,6 @@
 #include "broker.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,16 +37,6 @@ struct broker {
     session sessions[MAX_SESSIONS];
     size_t n_sessions;
 };
-
-static volatile sig_atomic_t g_stop, g_reload;
-
-static void on_signal(int sig)
-{
-    if (sig == SIGHUP)
-        g_reload = 1;
-    else
-        g_stop = 1;
-}
 
 static const char *const CONFIG_KEYS[] = {"listen", REFEX_DAEMON_BASE_KEYS, NULL};
 
@@ -472,33 +461,12 @@ out:
     zmq_msg_close(&body);
 }
 
-static void reload(broker *b)
-{
-    char err[512];
-    refex_directory *d = NULL;
-    if (refex_directory_load(b->base.dir_path, b->base.anchor_pk, &d, err, sizeof err) !=
-        REFEX_OK) {
-        refex_log_error("reload: keeping the old directory: %s", err);
-        return;
-    }
-    refex_directory_destroy(&b->base.dir);
-    b->base.dir = d;
-    refex_log_info("reload: directory serial %llu, %zu agencies",
-                   (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
-}
-
 int broker_run(broker *b)
 {
     char endpoint[512];
     size_t elen = sizeof endpoint;
     int one = 1, rc = REFEX_OK;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    refex_daemon_signals_install();
 
     b->ctx = zmq_ctx_new();
     b->zap = zmq_socket(b->ctx, ZMQ_REP);
@@ -528,7 +496,7 @@ int broker_run(broker *b)
     printf("READY %s\n", endpoint);
     fflush(stdout);
 
-    while (!g_stop) {
+    while (!refex_daemon_stopping()) {
         zmq_pollitem_t items[] = {{b->zap, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
         int n = zmq_poll(items, 2, 1000);
         if (n < 0) {
@@ -550,10 +518,8 @@ int broker_run(broker *b)
             router_readable(b);
         }
       signals:
-        if (g_reload) {
-            g_reload = 0;
-            reload(b);
-        }
+        if (refex_daemon_take_reload())
+            (void)refex_daemon_base_reload(&b->base);
     }
     refex_log_info("stopping: %zu message(s) still queued", refex_store_count(b->store));
     return rc;

@@ -2,6 +2,7 @@
  * configuration errors the same way. The event loops themselves live with each daemon. */
 #include "refex/daemon.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -121,4 +122,69 @@ void refex_daemon_base_fini(refex_daemon_base *b)
 {
     refex_directory_destroy(&b->dir);
     refex_keys_destroy(&b->keys);
+}
+
+int refex_daemon_base_reload(refex_daemon_base *b)
+{
+    char err[512];
+    refex_directory *d = NULL;
+    int rc = refex_directory_load(b->dir_path, b->anchor_pk, &d, err, sizeof err);
+    if (rc != REFEX_OK) {
+        refex_log_error("reload: keeping the old directory: %s", err);
+        goto out;
+    }
+    if (refex_directory_serial(d) < refex_directory_serial(b->dir)) {
+        refex_log_error("reload: keeping the old directory: serial %llu is older than %llu",
+                        (unsigned long long)refex_directory_serial(d),
+                        (unsigned long long)refex_directory_serial(b->dir));
+        refex_directory_destroy(&d);
+        rc = REFEX_E_DIRECTORY;
+        goto out;
+    }
+    refex_directory_destroy(&b->dir);
+    b->dir = d;
+    refex_log_info("reload: directory serial %llu, %zu agencies",
+                   (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
+out:
+    /* Readiness line on stdout, like READY, for supervisors and tests. */
+    if (rc == REFEX_OK)
+        printf("RELOADED %llu\n", (unsigned long long)refex_directory_serial(b->dir));
+    else
+        printf("RELOAD_FAILED %s\n", refex_errname(rc));
+    fflush(stdout);
+    return rc;
+}
+
+static volatile sig_atomic_t g_stop, g_reload;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        g_reload = 1;
+    else
+        g_stop = 1;
+}
+
+void refex_daemon_signals_install(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int refex_daemon_stopping(void)
+{
+    return g_stop != 0;
+}
+
+int refex_daemon_take_reload(void)
+{
+    if (!g_reload)
+        return 0;
+    g_reload = 0;
+    return 1;
 }

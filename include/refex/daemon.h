@@ -40,6 +40,18 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
                            char *err, size_t errlen) REFEX_NODISCARD;
 void refex_daemon_base_fini(refex_daemon_base *b);
 
+/* Reloads the directory file (SIGHUP). Keeps the old one, with a log line, if the new one
+ * does not verify or has a lower serial (a rollback). Prints "RELOADED <serial>" or
+ * "RELOAD_FAILED <error>" on stdout. */
+int refex_daemon_base_reload(refex_daemon_base *b);
+
+/* Signals, handled inside each daemon's loop: SIGTERM/SIGINT stop, SIGHUP reloads.
+ * zmq_poll returns EINTR when one arrives. */
+void refex_daemon_signals_install(void);
+int refex_daemon_stopping(void);
+/* True once per SIGHUP received. */
+int refex_daemon_take_reload(void);
+
 /* Returns the process exit status: 0 clean stop or config OK, 1 runtime failure,
  * 2 usage or configuration error. */
 int refex_daemon_main(int argc, char **argv, const refex_daemon *d);

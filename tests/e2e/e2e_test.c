@@ -519,6 +519,57 @@ static void test_body_never_reaches_broker_disk_or_logs(void **state)
     assert_false(h_tree_contains(path, g_marker, strlen(g_marker)));
 }
 
+/* SIGHUP: the broker admits an agency added to the re-signed directory, and refuses to roll
+ * back to an older directory. */
+static void test_sighup_reloads_directory(void **state)
+{
+    (void)state;
+    char out[4096], keys[600], file[600], pub[600], anchor[600], old[600], line[128];
+    h_path(&g_net, keys, sizeof keys, "keys");
+    h_path(&g_net, file, sizeof file, "directory.rdir");
+    h_path(&g_net, old, sizeof old, "directory.old");
+    h_path(&g_net, pub, sizeof pub, "keys/health-visiting.public");
+    h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    assert_ok(refex_file_read(file, 1u << 20, &bytes, &len));
+    assert_ok(refex_file_write(old, bytes, len, 0644));
+    free(bytes);
+
+    const char *kn[] = {"keys",  "new", "--agency", "health-visiting", "--role", "health-visiting",
+                        "--out", keys,  NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, kn), 0);
+    /* Not yet listed: refused at the handshake. */
+    h_client c;
+    assert_int_equal(h_client_open(&c, &g_net, "health-visiting", NULL), 0);
+    assert_true(h_client_wait_event(&c, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH, H_TIMEOUT_MS));
+    h_client_close(&c);
+
+    const char *add[] = {"directory", "add", "--file", file, "--keys", pub, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, add), 0);
+    const char *sign[] = {"directory", "sign", "--file", file, "--anchor", anchor, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, sign), 0);
+    assert_int_equal(kill(g_net.broker.pid, SIGHUP), 0);
+    assert_int_equal(h_wait_line(&g_net.broker, "RELOAD", H_TIMEOUT_MS, line, sizeof line), 0);
+    assert_string_equal(line, "RELOADED 2");
+
+    assert_int_equal(h_client_open(&c, &g_net, "health-visiting", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "health-visiting"), 0);
+    h_client_close(&c);
+
+    /* The old directory (serial 1) is refused: no rollback. */
+    assert_ok(refex_file_read(old, 1u << 20, &bytes, &len));
+    assert_ok(refex_file_write(file, bytes, len, 0644));
+    free(bytes);
+    assert_int_equal(kill(g_net.broker.pid, SIGHUP), 0);
+    assert_int_equal(h_wait_line(&g_net.broker, "RELOAD", H_TIMEOUT_MS, line, sizeof line), 0);
+    assert_string_equal(line, "RELOAD_FAILED E_DIRECTORY");
+    assert_int_equal(h_client_open(&c, &g_net, "health-visiting", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "health-visiting"), 0);
+    h_client_close(&c);
+    assert_daemons_alive();
+}
+
 /* SIGTERM stops every daemon promptly with exit status 0. */
 static void test_daemons_stop_cleanly_on_sigterm(void **state)
 {
@@ -544,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
         cmocka_unit_test(test_cli_send_errors_are_typed),
         cmocka_unit_test(test_body_never_reaches_broker_disk_or_logs),
+        cmocka_unit_test(test_sighup_reloads_directory),
         cmocka_unit_test(test_daemons_stop_cleanly_on_sigterm),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
