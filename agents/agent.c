@@ -25,10 +25,11 @@
 #include "refex/log.h"
 #include "refex/util.h"
 
-#define MAX_WAITERS   64
-#define RID_MAX       256
-#define CONTROL_MAX   (64u * 1024 * 1024)
-#define WAIT_DEADLINE 30000
+#define MAX_WAITERS     64
+#define RID_MAX         256
+#define CONTROL_MAX     (64u * 1024 * 1024)
+#define WAIT_DEADLINE   30000
+#define MAX_TTL_SECONDS (366 * 24 * 3600)
 
 typedef struct {
     uint8_t rid[RID_MAX];
@@ -271,7 +272,8 @@ static int resolve_recipients(agent *a, const json_t *to, const refex_agency **o
 
 static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
-    char detail[512] = "", idhex[33] = "", hashhex[65] = "", peers[1024] = "";
+    char detail[512] = "", idhex[33] = "", hashhex[65] = "";
+    char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX] = "";
     const refex_agency *rcpt[REFEX_MAX_RECIPIENTS];
     size_t n_rcpt = 0;
     uint8_t *body = NULL, *env = NULL, id[16], hash[32];
@@ -290,9 +292,15 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         snprintf(detail, sizeof detail, "unknown message type");
         goto out;
     }
-    if (case_ref && strlen(case_ref) >= 128) {
+    if (case_ref && !refex_case_ref_valid(case_ref)) {
         rc = REFEX_E_INVAL;
-        snprintf(detail, sizeof detail, "case reference is too long");
+        snprintf(detail, sizeof detail,
+                 "a case reference is at most 127 letters, digits and . _ : / -");
+        goto out;
+    }
+    if (ttl < 0 || ttl > MAX_TTL_SECONDS) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail, "ttl_seconds must be between 1 and %d", MAX_TTL_SECONDS);
         goto out;
     }
     if ((rc = resolve_recipients(a, json_object_get(req, "to"), rcpt, &n_rcpt, detail,
@@ -306,6 +314,13 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     refex_body_meta_get(parsed, &meta);
     if (!case_ref || !*case_ref)
         case_ref = meta.case_ref;
+    if (!refex_case_ref_valid(case_ref)) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail,
+                 "the body's case reference has characters outside "
+                 "letters, digits and . _ : / -");
+        goto out;
+    }
     refex_seal_params p = {.sender = a->agency,
                            .sign_sk = a->base.keys->sk->sign_sk,
                            .recipients = rcpt,
@@ -387,7 +402,8 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     }
 out:
     if (rc != REFEX_OK) {
-        refex_log_warn("send: refused: %s (%s)", refex_errname(rc), detail);
+        /* The detail may quote what the user typed: it goes back to the CLI, not the log. */
+        refex_log_warn("send: refused: %s", refex_errname(rc));
         control_reply(a, rid, rid_len, reply_error(rc, detail));
     }
     if (e)
@@ -640,8 +656,12 @@ static void link_readable(agent *a)
         handle_deliver(a, f->deliver->envelope);
         break;
     case REFEX__V1__FRAME__KIND_ERROR:
-        refex_log_warn("link: broker reported %s: %s", refex_errname((int)f->error->code),
-                       f->error->detail);
+        refex_log_warn("link: broker reported %s", refex_errname((int)f->error->code));
+        if (f->error->code == REFEX_E_NOT_READY) {
+            /* The broker ended our session (e.g. our queue was full): bind again. */
+            a->online = 0;
+            send_hello(a);
+        }
         break;
     case REFEX__V1__FRAME__KIND_PING:
     case REFEX__V1__FRAME__KIND_PONG:
@@ -689,10 +709,14 @@ static json_t *inbox_row(sqlite3_stmt *st)
     Refex__V1__Body *b = NULL;
     json_t *bj = NULL;
     int type = refex_message_type_parse((const char *)sqlite3_column_text(st, 2));
-    if (refex_body_unpack(type, sqlite3_column_blob(st, 7), (size_t)sqlite3_column_bytes(st, 7),
-                          &b) == REFEX_OK &&
-        refex_body_to_json(b, &bj) == REFEX_OK)
+    int rc = refex_body_unpack(type, sqlite3_column_blob(st, 7),
+                               (size_t)sqlite3_column_bytes(st, 7), &b);
+    if (rc == REFEX_OK)
+        rc = refex_body_to_json(b, &bj);
+    if (rc == REFEX_OK)
         json_object_set_new(o, "body", bj);
+    else /* stored and acknowledged, but not displayable as JSON: say so, never drop it */
+        json_object_set_new(o, "body_error", json_string(refex_errname(rc)));
     if (b)
         refex__v1__body__free_unpacked(b, NULL);
     return o;

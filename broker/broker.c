@@ -23,17 +23,21 @@
 #define MAX_SESSIONS 1024
 #define RID_MAX      256
 
+/* A HELLO binds an agency to one connection: its routing id and, because a client may
+ * choose its own routing id, the file descriptor it arrived on. Frames from that routing id
+ * by another identity or fd, and the connection's DISCONNECTED event, end the session. */
 typedef struct {
     char agency[REFEX_ID_MAX];
     uint8_t rid[RID_MAX];
     size_t rid_len;
+    int fd;
 } session;
 
 struct broker {
     char listen[512];
     refex_daemon_base base;
     refex_store *store;
-    void *ctx, *router, *zap;
+    void *ctx, *router, *zap, *mon;
     session sessions[MAX_SESSIONS];
     size_t n_sessions;
 };
@@ -68,6 +72,10 @@ void broker_close(broker **b_p)
     if (!b_p || !*b_p)
         return;
     broker *b = *b_p;
+    if (b->router && b->mon)
+        zmq_socket_monitor(b->router, NULL, 0); /* while its reader is still open */
+    if (b->mon)
+        zmq_close(b->mon);
     if (b->router)
         zmq_close(b->router);
     if (b->zap)
@@ -104,7 +112,21 @@ static void session_drop(broker *b, session *s)
     *s = b->sessions[--b->n_sessions];
 }
 
-static int session_bind(broker *b, const char *agency, const uint8_t *rid, size_t len)
+/* Connection events: a closed connection ends its session at once, before its routing id
+ * can be taken by anyone else. */
+static void monitor_drain(broker *b)
+{
+    int ev, fd = -1;
+    while ((ev = refex_link_monitor_event(b->mon, &fd)) >= 0) {
+        if (ev != ZMQ_EVENT_DISCONNECTED)
+            continue;
+        for (size_t i = 0; i < b->n_sessions; i++)
+            if (b->sessions[i].fd == fd)
+                session_drop(b, &b->sessions[i--]);
+    }
+}
+
+static int session_bind(broker *b, const char *agency, const uint8_t *rid, size_t len, int fd)
 {
     session *s = session_by_agency(b, agency);
     session *other = session_by_rid(b, rid, len);
@@ -119,6 +141,7 @@ static int session_bind(broker *b, const char *agency, const uint8_t *rid, size_
     snprintf(s->agency, sizeof s->agency, "%s", agency);
     memcpy(s->rid, rid, len);
     s->rid_len = len;
+    s->fd = fd;
     return REFEX_OK;
 }
 
@@ -192,7 +215,8 @@ out:
 typedef struct {
     broker *b;
     session *s;
-    int failed;
+    int gone; /* the peer is gone: end the session */
+    int busy; /* its queue is full: stop for now, keep the session */
 } deliver_ctx;
 
 static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, const uint8_t *env,
@@ -215,8 +239,9 @@ static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, 
     refex__v1__envelope__free_unpacked(e, NULL);
     if (rc != REFEX_OK) {
         refex_log_warn("deliver: %s to %s failed (%s); kept for later", idhex, c->s->agency,
-                       refex_strerror(rc));
-        c->failed = 1;
+                       refex_errname(rc));
+        c->gone = rc != REFEX_E_BUSY;
+        c->busy = rc == REFEX_E_BUSY;
         return 1;
     }
     refex_log_info("deliver: %s from %s to %s", idhex, sender, c->s->agency);
@@ -225,16 +250,18 @@ static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, 
 
 static void deliver_backlog(broker *b, session *s)
 {
-    deliver_ctx c = {b, s, 0};
+    deliver_ctx c = {b, s, 0, 0};
     if (refex_store_pending(b->store, s->agency, deliver_packed, &c) != REFEX_OK)
         refex_log_error("deliver: cannot read the backlog of %s", s->agency);
-    if (c.failed)
+    if (c.busy)
+        refex_log_warn("deliver: backlog of %s paused: its queue is full", s->agency);
+    if (c.gone)
         session_drop(b, s);
 }
 
 /* ---- frame handlers ----------------------------------------------------------------- */
 
-static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, const char *user,
+static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
                          const Refex__V1__Hello *h)
 {
     if (strcmp(h->agency, user) != 0) {
@@ -243,7 +270,7 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, const ch
                               "HELLO agency does not match the authenticated transport key");
         return;
     }
-    if (session_bind(b, user, rid, rid_len) != REFEX_OK) {
+    if (session_bind(b, user, rid, rid_len, fd) != REFEX_OK) {
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_UNAVAILABLE, "too many sessions");
         return;
     }
@@ -297,8 +324,12 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
             return REFEX_E_REVOKED;
         }
     }
-    if (h->created_at_ms > now + b->base.skew_ms || h->created_at_ms < now - b->base.skew_ms) {
-        snprintf(detail, dlen, "created_at is outside the allowed clock skew");
+    /* Only the future is suspicious: an envelope that waited in an offline sender's outbox
+     * is old but valid until it expires. Replays are caught by the duplicate checks. */
+    if (h->created_at_ms > now + b->base.skew_ms) {
+        snprintf(detail, dlen,
+                 "created_at is ahead of the broker's clock by more than the "
+                 "allowed skew");
         return REFEX_E_CLOCK_SKEW;
     }
     if (h->expires_at_ms <= now) {
@@ -344,15 +375,16 @@ static void handle_send(broker *b, const uint8_t *rid, size_t rid_len, const cha
     }
     refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes: stored", idhex, agency,
                    (int)h->type, h->n_recipients, len);
+    monitor_drain(b);
     for (size_t i = 0; i < h->n_recipients; i++) {
         session *rs = session_by_agency(b, h->recipients[i]);
-        deliver_ctx c = {b, rs, 0};
+        deliver_ctx c = {b, rs, 0, 0};
         if (!rs) {
             refex_log_info("send: %s queued for %s (offline)", idhex, h->recipients[i]);
             continue;
         }
         deliver_packed(&c, id, agency, packed, len);
-        if (c.failed)
+        if (c.gone)
             session_drop(b, rs);
     }
 stored:;
@@ -391,7 +423,7 @@ static void handle_ack(broker *b, const char *agency, const Refex__V1__Ack *a)
         refex_log_info("ack: %s delivered to %s", idhex, agency);
 }
 
-static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, const char *user,
+static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
                          const uint8_t *data, size_t len)
 {
     Refex__V1__Frame *f = NULL;
@@ -402,8 +434,14 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, const ch
         return;
     }
     session *s = session_by_rid(b, rid, rid_len);
+    if (s && (strcmp(s->agency, user) != 0 || s->fd != fd)) {
+        refex_log_warn("session: routing id of %s reused by a connection of %s; session ended",
+                       s->agency, user);
+        session_drop(b, s);
+        s = NULL;
+    }
     if (f->kind_case == REFEX__V1__FRAME__KIND_HELLO) {
-        handle_hello(b, rid, rid_len, user, f->hello);
+        handle_hello(b, rid, rid_len, fd, user, f->hello);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_PING) {
         Refex__V1__Frame pf = REFEX__V1__FRAME__INIT;
         Refex__V1__Pong pong = REFEX__V1__PONG__INIT;
@@ -416,9 +454,9 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, const ch
         refex_log_warn("frame: %s from %s before HELLO", refex_frame_kind_name(f), user);
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_NOT_READY, NULL);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_SEND) {
-        handle_send(b, rid, rid_len, s->agency, f->send);
+        handle_send(b, rid, rid_len, user, f->send);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
-        handle_ack(b, s->agency, f->ack);
+        handle_ack(b, user, f->ack);
     } else {
         refex_log_warn("frame: unexpected %s from %s", refex_frame_kind_name(f), user);
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_PROTOCOL,
@@ -454,8 +492,8 @@ static void router_readable(broker *b)
         refex_log_error("frame: no authenticated identity; dropped");
         goto out;
     }
-    handle_frame(b, zmq_msg_data(&rid), zmq_msg_size(&rid), user, zmq_msg_data(&body),
-                 zmq_msg_size(&body));
+    handle_frame(b, zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_get(&body, ZMQ_SRCFD), user,
+                 zmq_msg_data(&body), zmq_msg_size(&body));
 out:
     zmq_msg_close(&rid);
     zmq_msg_close(&body);
@@ -480,6 +518,11 @@ int broker_run(broker *b)
     b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
     refex_link_tune(b->router, b->base.max_frame);
     zmq_setsockopt(b->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (refex_link_monitor(b->ctx, b->router, &b->mon) != REFEX_OK) {
+        refex_log_error("listen: cannot monitor connections");
+        return REFEX_E_IO;
+    }
+    zmq_setsockopt(b->mon, ZMQ_LINGER, &linger0, sizeof linger0);
     if (refex_link_curve_server(b->router, b->base.keys) != REFEX_OK ||
         zmq_bind(b->router, b->listen) != 0) {
         refex_log_error("listen: cannot bind %s: %s", b->listen, zmq_strerror(errno));
@@ -497,8 +540,9 @@ int broker_run(broker *b)
     fflush(stdout);
 
     while (!refex_daemon_stopping()) {
-        zmq_pollitem_t items[] = {{b->zap, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 2, 1000);
+        zmq_pollitem_t items[] = {
+            {b->zap, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, 3, 1000);
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -508,8 +552,10 @@ int broker_run(broker *b)
         }
         if (items[0].revents & ZMQ_POLLIN)
             zap_handle(b);
+        if (items[1].revents & ZMQ_POLLIN)
+            monitor_drain(b);
         /* Bounded batch per wakeup so ZAP requests are never starved. */
-        for (int i = 0; i < 256 && (items[1].revents & ZMQ_POLLIN); i++) {
+        for (int i = 0; i < 256 && (items[2].revents & ZMQ_POLLIN); i++) {
             int ev = 0;
             size_t evlen = sizeof ev;
             zmq_getsockopt(b->router, ZMQ_EVENTS, &ev, &evlen);

@@ -270,8 +270,8 @@ int cmd_send(int argc, char **argv)
             break;
         case 'T':
             ttl = strtol(optarg, &end, 10);
-            if (*end || ttl <= 0) {
-                fprintf(stderr, "refex send: --ttl takes a positive number of seconds\n");
+            if (*end || ttl <= 0 || ttl > 366L * 24 * 3600) {
+                fprintf(stderr, "refex send: --ttl takes 1 to 31622400 seconds (366 days)\n");
                 goto out;
             }
             break;

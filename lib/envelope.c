@@ -15,6 +15,20 @@
 #define CKEY_LEN       crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 #define SEALED_LEN     (CKEY_LEN + crypto_box_SEALBYTES)
 
+int refex_case_ref_valid(const char *case_ref)
+{
+    size_t n = case_ref ? strlen(case_ref) : 0;
+    if (!case_ref || n >= 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = case_ref[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("._:/-", c)))
+            return 0;
+    }
+    return 1;
+}
+
 static void put_u32(crypto_hash_sha256_state *st, size_t v)
 {
     uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
@@ -76,7 +90,7 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
 
     if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
         p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender) ||
-        (p->case_ref && strlen(p->case_ref) >= 128) ||
+        (p->case_ref && !refex_case_ref_valid(p->case_ref)) ||
         (p->expires_at_ms && p->created_at_ms && p->expires_at_ms <= p->created_at_ms))
         return REFEX_E_INVAL;
     /* Refuse here whatever refex_envelope_parse_header would refuse at the other end. */
@@ -185,7 +199,7 @@ int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__Envel
              h->ciphertext_hash.len == 32 && h->key_slots_hash.len == 32 &&
              refex_id_valid(h->sender) && h->n_recipients > 0 &&
              h->n_recipients <= REFEX_MAX_RECIPIENTS && h->type > 0 &&
-             h->type <= REFEX__V1__MESSAGE_TYPE__CASE_UPDATE && strlen(h->case_ref) < 128 &&
+             h->type <= REFEX__V1__MESSAGE_TYPE__CASE_UPDATE && refex_case_ref_valid(h->case_ref) &&
              h->expires_at_ms > h->created_at_ms;
     for (size_t i = 0; ok && i < h->n_recipients; i++) {
         ok = refex_id_valid(h->recipients[i]);

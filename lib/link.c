@@ -43,6 +43,12 @@ void refex_link_tune(void *sock, size_t max_frame)
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &hard, sizeof hard);
 }
 
+/* EHOSTUNREACH: the peer is gone (ROUTER_MANDATORY); EAGAIN: its queue is full. */
+static int send_error(int err)
+{
+    return err == EHOSTUNREACH ? REFEX_E_UNAVAILABLE : err == EAGAIN ? REFEX_E_BUSY : REFEX_E_IO;
+}
+
 int refex_link_send(void *sock, const void *rid, size_t rid_len, Refex__V1__Frame *f)
 {
     uint8_t *buf = NULL;
@@ -52,11 +58,11 @@ int refex_link_send(void *sock, const void *rid, size_t rid_len, Refex__V1__Fram
     if (rc != REFEX_OK)
         return rc;
     if (rid && zmq_send(sock, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
-        rc = errno == EHOSTUNREACH ? REFEX_E_UNAVAILABLE : REFEX_E_IO;
+        rc = send_error(errno);
         goto out;
     }
     if (zmq_send(sock, buf, len, ZMQ_DONTWAIT) < 0)
-        rc = errno == EHOSTUNREACH ? REFEX_E_UNAVAILABLE : REFEX_E_IO;
+        rc = send_error(errno);
 out:
     free(buf);
     return rc;

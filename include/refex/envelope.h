@@ -29,6 +29,9 @@ typedef struct {
     int64_t expires_at_ms; /* 0: created + 7 days */
 } refex_seal_params;
 
+/* Case references are pseudonymous: at most 127 of [A-Za-z0-9._:/-]; "" is allowed. */
+int refex_case_ref_valid(const char *case_ref);
+
 /* Seals body into a packed Envelope (malloc'd). id_out gets the new message id. */
 int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
                         uint8_t **out, size_t *out_len, uint8_t id_out[16]) REFEX_NODISCARD;

@@ -19,7 +19,8 @@ int refex_link_curve_client(void *sock, const refex_keys *k,
 /* Common options: linger, heartbeats, reconnect backoff, hard size limit. */
 void refex_link_tune(void *sock, size_t max_frame);
 
-/* Sends f (version is stamped). rid may be NULL for DEALER sockets. */
+/* Sends f (version is stamped). rid may be NULL for DEALER sockets. Never blocks:
+ * REFEX_E_UNAVAILABLE if the peer is gone, REFEX_E_BUSY if its queue is full. */
 int refex_link_send(void *sock, const void *rid, size_t rid_len,
                     Refex__V1__Frame *f) REFEX_NODISCARD;
 int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code,

@@ -23,6 +23,7 @@
 #include "refex/codec.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
+#include "refex/link.h"
 #include "refex/util.h"
 
 static h_net g_net;
@@ -30,7 +31,7 @@ static char g_marker[64]; /* unique text placed in the referral body */
 static char g_referral_id[33];
 
 static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", NULL};
-static const char *const LISTED_ONLY[] = {"police", NULL};
+static const char *const LISTED_ONLY[] = {"police", "probation", NULL};
 
 static void pause_briefly(void)
 {
@@ -463,6 +464,155 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
     assert_daemons_alive();
 }
 
+/* ---- sessions cannot be taken over ---------------------------------------------------- */
+
+/* A client may choose its own ZeroMQ routing id. When police disconnects, probation
+ * connecting with police's routing id must not receive police's mail. */
+static void test_routing_id_reuse_does_not_hijack_a_session(void **state)
+{
+    (void)state;
+    char out[8192], idhex[33];
+    h_client police, probation;
+    assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
+    /* set before connect: h_client_open connected already, so reconnect by hand */
+    zmq_close(police.sock);
+    police.sock = zmq_socket(police.ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_setsockopt(police.sock, ZMQ_ROUTING_ID, "shared-rid", 10), 0);
+    refex_pubkeys bpk;
+    char path[600], err[256];
+    h_path(&g_net, path, sizeof path, "keys/broker.public");
+    assert_ok(refex_pubkeys_load(path, &bpk, err, sizeof err));
+    assert_ok(refex_link_curve_client(police.sock, police.keys, bpk.transport_pk));
+    assert_int_equal(zmq_connect(police.sock, g_net.endpoint), 0);
+    assert_int_equal(h_client_hello(&police, "police"), 0);
+    h_client_close(&police);
+
+    assert_int_equal(h_client_open(&probation, &g_net, "probation", NULL), 0);
+    zmq_close(probation.sock);
+    probation.sock = zmq_socket(probation.ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_setsockopt(probation.sock, ZMQ_ROUTING_ID, "shared-rid", 10), 0);
+    assert_ok(refex_link_curve_client(probation.sock, probation.keys, bpk.transport_pk));
+    assert_int_equal(zmq_connect(probation.sock, g_net.endpoint), 0);
+    /* Probation is connected once the broker answers it (a PING needs no session). */
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Ping ping = REFEX__V1__PING__INIT;
+    ping.nonce = 7;
+    f.kind_case = REFEX__V1__FRAME__KIND_PING;
+    f.ping = &ping;
+    assert_int_equal(h_client_send(&probation, &f), 0);
+    Refex__V1__Frame *r = h_client_recv(&probation, H_TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_PONG);
+    refex_frame_free(&r);
+
+    /* Midwifery writes to police; STORED means the broker has routed it. */
+    const char *args[] = {"send",      "--to",       "police", "--type", "referral",
+                          "--summary", "for police", "--wait", "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, args), 0);
+    assert_non_null(strstr(out, "\"stored\""));
+    json_error_t jerr;
+    json_t *reply = json_loads(out, 0, &jerr);
+    snprintf(idhex, sizeof idhex, "%s", json_string_value(json_object_get(reply, "message_id")));
+    json_decref(reply);
+
+    /* Anything routed to probation's connection before this PONG would arrive first. */
+    ping.nonce = 8;
+    assert_int_equal(h_client_send(&probation, &f), 0);
+    r = h_client_recv(&probation, H_TIMEOUT_MS);
+    assert_non_null(r);
+    if (r->kind_case != REFEX__V1__FRAME__KIND_PONG)
+        fail_msg("probation received a %s meant for police", refex_frame_kind_name(r));
+    refex_frame_free(&r);
+    h_client_close(&probation);
+
+    /* Police, back with its own HELLO, gets its backlog. */
+    assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&police, "police"), 0);
+    r = h_client_recv(&police, H_TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_DELIVER);
+    char got[33];
+    Refex__V1__EnvelopeHeader *h = NULL;
+    assert_ok(refex_envelope_parse_header(r->deliver->envelope, &h));
+    refex_hex_encode(got, h->message_id.data, 16);
+    assert_string_equal(got, idhex);
+    refex__v1__envelope_header__free_unpacked(h, NULL);
+    refex_frame_free(&r);
+    h_client_close(&police);
+    assert_daemons_alive();
+}
+
+/* ---- the control socket ------------------------------------------------------------- */
+
+/* Sends raw bytes to an agent's control socket and returns the parsed reply. */
+static json_t *control_raw(const char *agency, const char *request)
+{
+    char ep[700];
+    h_path(&g_net, ep, sizeof ep, "data/%s/control.sock", agency);
+    char url[720];
+    snprintf(url, sizeof url, "ipc://%s", ep);
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
+    int linger = 0, timeout = H_TIMEOUT_MS;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    assert_int_equal(zmq_connect(s, url), 0);
+    assert_true(zmq_send(s, request, strlen(request), 0) >= 0);
+    char buf[65536];
+    int n = zmq_recv(s, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = 0;
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    json_error_t jerr;
+    json_t *j = json_loads(buf, 0, &jerr);
+    assert_non_null(j);
+    return j;
+}
+
+static void expect_control_error(const char *request, const char *errname)
+{
+    json_t *r = control_raw("midwifery", request);
+    assert_false(json_is_true(json_object_get(r, "ok")));
+    const char *got = json_string_value(json_object_get(r, "error"));
+    if (!got || strcmp(got, errname) != 0)
+        fail_msg("%s: got %s, want %s", request, got ? got : "?", errname);
+    json_decref(r);
+}
+
+static void test_control_socket_bad_requests_get_typed_errors(void **state)
+{
+    (void)state;
+    expect_control_error("not json at all", "E_JSON");
+    expect_control_error("[1, 2, 3]", "E_JSON");
+    expect_control_error("{\"no_cmd\": 1}", "E_JSON");
+    expect_control_error("{\"cmd\": \"format-disk\"}", "E_INVAL");
+    expect_control_error("{\"cmd\": \"send\", \"type\": \"referral\", \"to\": \"social-care\","
+                         " \"body\": {}}",
+                         "E_INVAL");
+    expect_control_error("{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                         " \"body\": {}, \"ttl_seconds\": 9223372036854775807}",
+                         "E_INVAL");
+    expect_control_error("{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                         " \"body\": {}, \"case\": \"Jane Smith\"}",
+                         "E_INVAL");
+    expect_control_error("{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\","
+                         " \"social-care\"], \"body\": {}}",
+                         "E_INVAL");
+    expect_control_error("{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                         " \"body\": \"text\"}",
+                         "E_JSON");
+    expect_control_error("{\"cmd\": \"inbox_show\", \"id\": \"00\"}", "E_NOTFOUND");
+    json_t *r = control_raw("midwifery", "{\"cmd\": \"status\"}");
+    assert_true(json_is_true(json_object_get(r, "online")));
+    json_decref(r);
+    assert_daemons_alive();
+
+    /* The agent's log names the refusals but never echoes what was typed. */
+    char path[600];
+    h_path(&g_net, path, sizeof path, "logs/midwifery.log");
+    assert_false(h_tree_contains(path, "Jane Smith", 10));
+}
+
 /* ---- CLI-level refusals ------------------------------------------------------------- */
 
 static void test_cli_send_errors_are_typed(void **state)
@@ -593,6 +743,8 @@ int main(void)
         cmocka_unit_test(test_unlisted_transport_key_cannot_connect),
         cmocka_unit_test(test_forged_sender_refused),
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
+        cmocka_unit_test(test_routing_id_reuse_does_not_hijack_a_session),
+        cmocka_unit_test(test_control_socket_bad_requests_get_typed_errors),
         cmocka_unit_test(test_cli_send_errors_are_typed),
         cmocka_unit_test(test_body_never_reaches_broker_disk_or_logs),
         cmocka_unit_test(test_sighup_reloads_directory),

@@ -40,8 +40,11 @@ int h_spawn(h_proc *p, const char *name, char *const argv[], const char *log_pat
     if (pipe(fds) != 0)
         return -1;
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
         return -1;
+    }
     if (pid == 0) {
         int log = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         dup2(fds[1], 1);
@@ -65,7 +68,8 @@ int h_wait_line(h_proc *p, const char *prefix, int timeout_ms, char *line, size_
     int64_t deadline = refex_mono_ms() + timeout_ms;
     while (refex_mono_ms() < deadline) {
         struct pollfd pfd = {p->out_fd, POLLIN, 0};
-        int r = poll(&pfd, 1, (int)(deadline - refex_mono_ms()));
+        int64_t left = deadline - refex_mono_ms();
+        int r = poll(&pfd, 1, left > 0 ? (int)left : 0);
         if (r <= 0)
             continue;
         /* Read byte by byte so nothing after the line is consumed. */
@@ -150,6 +154,11 @@ int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args)
     if (pipe(fds) != 0)
         return -1;
     pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return -1;
+    }
     if (pid == 0) {
         dup2(fds[1], 1);
         dup2(fds[1], 2);
@@ -433,7 +442,8 @@ int h_client_wait_event(h_client *c, int event, int timeout_ms)
     int64_t deadline = refex_mono_ms() + timeout_ms;
     while (refex_mono_ms() < deadline) {
         zmq_pollitem_t it = {c->mon, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, (long)(deadline - refex_mono_ms())) <= 0)
+        int64_t left = deadline - refex_mono_ms();
+        if (zmq_poll(&it, 1, left > 0 ? (long)left : 0) <= 0)
             continue;
         int ev;
         while ((ev = refex_link_monitor_event(c->mon, NULL)) >= 0)

@@ -591,7 +591,7 @@ static void test_malformed_header(void **state)
     assert_ok(refex_envelope_parse_header(env, &h));
     char *dup[2] = {"social-care", "social-care"};
     char *badid[1] = {"Social Care"};
-    for (int k = 0; k < 7; k++) {
+    for (int k = 0; k < 10; k++) {
         Refex__V1__EnvelopeHeader hm = *h;
         switch (k) {
         case 0:
@@ -615,6 +615,16 @@ static void test_malformed_header(void **state)
             break;
         case 6:
             hm.sender = "";
+            break;
+        case 7: /* case references are pseudonymous codes, never names or raw bytes */
+            hm.case_ref = "Jane Smith";
+            break;
+        case 8:
+            hm.case_ref = "C-\xff\xfe";
+            break;
+        case 9:
+            hm.case_ref = "C-000000000000000000000000000000000000000000000000000000000000000000"
+                          "00000000000000000000000000000000000000000000000000000000000000";
             break;
         }
         Refex__V1__Envelope *bad = with_header(env, &hm, sender->sk->sign_sk, hdr, sig);
@@ -658,7 +668,24 @@ static void test_seal_invalid_params(void **state)
     p = good;
     p.sign_sk = NULL;
     assert_rc(refex_envelope_seal(&p, body, sizeof body, &out, &out_len, id), REFEX_E_INVAL);
+    p = good;
+    p.case_ref = "Jane Smith";
+    assert_rc(refex_envelope_seal(&p, body, sizeof body, &out, &out_len, id), REFEX_E_INVAL);
+    p = good;
+    p.created_at_ms = 2000;
+    p.expires_at_ms = 1000;
+    assert_rc(refex_envelope_seal(&p, body, sizeof body, &out, &out_len, id), REFEX_E_INVAL);
+    const refex_agency *twice[2] = {&ag_rcpt1, &ag_rcpt1};
+    p = good;
+    p.recipients = twice;
+    p.n_recipients = 2;
+    assert_rc(refex_envelope_seal(&p, body, sizeof body, &out, &out_len, id), REFEX_E_INVAL);
     assert_null(out);
+    assert_true(refex_case_ref_valid(""));
+    assert_true(refex_case_ref_valid("C-EAST-0001"));
+    assert_true(refex_case_ref_valid("la/2026:cp.17_b"));
+    assert_false(refex_case_ref_valid("C 1"));
+    assert_false(refex_case_ref_valid(NULL));
 
     assert_ok(refex_envelope_seal(&good, body, sizeof body, &out, &out_len, id));
     free(out);
