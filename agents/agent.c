@@ -23,6 +23,7 @@
 #include "refex/keys.h"
 #include "refex/link.h"
 #include "refex/log.h"
+#include "refex/receipt.h"
 #include "refex/util.h"
 
 #define MAX_WAITERS     64
@@ -30,6 +31,8 @@
 #define CONTROL_MAX     (64u * 1024 * 1024)
 #define WAIT_DEADLINE   30000
 #define MAX_TTL_SECONDS (366 * 24 * 3600)
+#define RETRY_MS        5000  /* resend what the broker has not answered after this long */
+#define PING_MS         10000 /* application-level ping when the link is otherwise idle */
 
 typedef struct {
     uint8_t rid[RID_MAX];
@@ -47,6 +50,7 @@ struct agent {
     sqlite3 *db;
     void *ctx, *link, *mon, *control;
     int online;
+    int64_t next_retry_ms, last_sent_ms;
     waiter waiters[MAX_WAITERS];
     size_t n_waiters;
 };
@@ -59,13 +63,20 @@ static const char *SCHEMA =
     " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
     " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
-    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL);"
+    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
+    " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
+    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
     "CREATE TABLE IF NOT EXISTS inbox ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
-    " PRIMARY KEY (sender, message_id));";
+    " PRIMARY KEY (sender, message_id));"
+    "CREATE TABLE IF NOT EXISTS receipts ("
+    " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
+    " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+    " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
 
 /* ---- setup ------------------------------------------------------------------------- */
 
@@ -195,6 +206,33 @@ static void audit_fill(agent *a, refex_audit_entry *e, const char *event, const 
     e->consent = m ? m->consent : "";
 }
 
+/* Audits what happened to one of our messages (a refusal, a receipt, a non-delivery)
+ * with the type, case and lawful basis recorded when it was sent. Inside the caller's
+ * transaction. */
+static int audit_outcome(agent *a, const char *event, const char *outcome, const char *peer,
+                         const char *idhex, const char *env_hash)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(a->db,
+                              "SELECT type, case_ref, practitioner, purpose, article6, article9,"
+                              " consent FROM outbox WHERE message_id = ?",
+                              &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
+    int found = sqlite3_step(st) == SQLITE_ROW;
+    const char *col[7];
+    for (int i = 0; i < 7; i++)
+        col[i] = found ? (const char *)sqlite3_column_text(st, i) : "";
+    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1]};
+    refex_audit_entry ae;
+    audit_fill(a, &ae, event, outcome, peer, idhex, refex_message_type_parse(col[0]), col[1],
+               env_hash, &m);
+    rc = refex_audit_append(a->db, &ae, NULL);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* ---- sending ------------------------------------------------------------------------ */
 
 static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
@@ -213,28 +251,50 @@ static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
 }
 
 /* After WELCOME: hand the broker everything it has not yet stored. */
-static void flush_outbox(agent *a)
+/* Hands the broker what it has not stored yet, oldest first (which keeps per-sender
+ * order): everything after a WELCOME, and on the retry timer whatever has waited longer
+ * than RETRY_MS for its STORED. */
+static void flush_outbox(agent *a, int stale_only)
 {
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st = NULL, *up = NULL;
     int n = 0;
+    int64_t now = refex_now_ms();
     if (refex_db_prepare(a->db,
                          "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
-                         " ORDER BY created_ms",
+                         " AND sent_ms <= ? ORDER BY created_ms, rowid LIMIT 500",
                          &st) != REFEX_OK)
         return;
+    if (refex_db_prepare(a->db, "UPDATE outbox SET sent_ms = ? WHERE message_id = ?", &up) !=
+            REFEX_OK ||
+        refex_db_begin(a->db) != REFEX_OK) {
+        sqlite3_finalize(st);
+        sqlite3_finalize(up);
+        return;
+    }
+    sqlite3_bind_int64(st, 1, stale_only ? now - RETRY_MS : INT64_MAX);
     while (sqlite3_step(st) == SQLITE_ROW) {
         int rc =
             send_envelope_bytes(a, sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1));
         if (rc != REFEX_OK) {
             refex_log_warn("outbox: %s not sent yet: %s", sqlite3_column_text(st, 0),
-                           refex_strerror(rc));
+                           refex_errname(rc));
             break;
         }
+        sqlite3_reset(up);
+        sqlite3_bind_int64(up, 1, now);
+        sqlite3_bind_text(up, 2, (const char *)sqlite3_column_text(st, 0), -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(up) != SQLITE_DONE)
+            break;
         n++;
     }
     sqlite3_finalize(st);
-    if (n)
+    sqlite3_finalize(up);
+    if (refex_db_commit(a->db) != REFEX_OK)
+        refex_log_warn("outbox: could not record send times");
+    if (n) {
+        a->last_sent_ms = refex_mono_ms();
         refex_log_info("outbox: %d pending message(s) handed to the broker", n);
+    }
 }
 
 static int resolve_recipients(agent *a, const json_t *to, const refex_agency **out, size_t *n,
@@ -361,8 +421,9 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         goto out;
     rc = refex_db_prepare(a->db,
                           "INSERT INTO outbox(message_id, recipients, type, case_ref,"
-                          " created_ms, envelope, state, updated_ms)"
-                          " VALUES (?,?,?,?,?,?,'pending',?)",
+                          " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
+                          " purpose, article6, article9, consent)"
+                          " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?)",
                           &st);
     if (rc == REFEX_OK) {
         sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
@@ -372,6 +433,14 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         sqlite3_bind_int64(st, 5, p.created_at_ms);
         sqlite3_bind_blob(st, 6, env, (int)env_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 7, p.created_at_ms);
+        /* Sent right after commit if online; the retry timer covers a lost send. */
+        sqlite3_bind_int64(st, 8, a->online ? p.created_at_ms : 0);
+        /* Kept so receipts and refusals are audited with the same lawful basis. */
+        sqlite3_bind_text(st, 9, meta.practitioner, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 10, meta.purpose, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 11, meta.article6, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 12, meta.article9, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 13, meta.consent, -1, SQLITE_STATIC);
         rc = refex_db_err(sqlite3_step(st));
         sqlite3_finalize(st);
     }
@@ -389,6 +458,8 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
                    peers);
 
     int sent = a->online && send_envelope_bytes(a, env, env_len) == REFEX_OK;
+    if (sent)
+        a->last_sent_ms = refex_mono_ms();
     if (wait && a->n_waiters < MAX_WAITERS) {
         waiter *w = &a->waiters[a->n_waiters++];
         memcpy(w->rid, rid, rid_len);
@@ -418,18 +489,31 @@ out:
 
 /* A STORED or REJECTED for one of ours: update the outbox, audit a refusal, answer any
  * CLI that waits for it. */
+/* Refusals that say "not now" rather than "never": the message stays pending and is
+ * resent. */
+static int transient(int code)
+{
+    return code == REFEX_E_STORE || code == REFEX_E_BUSY || code == REFEX_E_UNAVAILABLE ||
+           code == REFEX_E_NOMEM;
+}
+
 static void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
 {
     char idhex[33];
     sqlite3_stmt *st = NULL;
     int rc;
     refex_hex_encode(idhex, id, 16);
+    if (transient(code)) {
+        refex_log_warn("outbox: %s not stored by the broker yet (%s); will retry", idhex,
+                       refex_errname(code));
+        goto answer;
+    }
     if ((rc = refex_db_begin(a->db)) != REFEX_OK)
         return;
     rc = refex_db_prepare(a->db,
                           "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
                           " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
-                          " RETURNING recipients, type, case_ref",
+                          " RETURNING recipients",
                           &st);
     if (rc == REFEX_OK) {
         sqlite3_bind_text(st, 1, code ? "rejected" : "stored", -1, SQLITE_STATIC);
@@ -437,15 +521,13 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
         sqlite3_bind_text(st, 3, detail ? detail : "", -1, SQLITE_TRANSIENT);
         sqlite3_bind_int64(st, 4, refex_now_ms());
         sqlite3_bind_text(st, 5, idhex, -1, SQLITE_STATIC);
-        if (sqlite3_step(st) == SQLITE_ROW && code) {
-            refex_audit_entry ae;
-            audit_fill(a, &ae, "reject", refex_errname(code),
-                       (const char *)sqlite3_column_text(st, 0), idhex,
-                       refex_message_type_parse((const char *)sqlite3_column_text(st, 1)),
-                       (const char *)sqlite3_column_text(st, 2), "", NULL);
-            rc = refex_audit_append(a->db, &ae, NULL);
-        }
+        char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX] = "";
+        int hit = sqlite3_step(st) == SQLITE_ROW;
+        if (hit)
+            snprintf(peers, sizeof peers, "%s", sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
+        if (hit && code)
+            rc = audit_outcome(a, "reject", refex_errname(code), peers, idhex, "");
     }
     if (rc == REFEX_OK)
         rc = refex_db_commit(a->db);
@@ -456,8 +538,8 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
     if (code)
         refex_log_warn("outbox: %s rejected by the broker: %s", idhex, refex_errname(code));
     else
-        refex_log_info("outbox: %s stored by the broker", idhex);
-
+        refex_log_debug("outbox: %s stored by the broker", idhex);
+answer:
     for (size_t i = 0; i < a->n_waiters; i++) {
         waiter *w = &a->waiters[i];
         if (memcmp(w->id, id, 16) != 0)
@@ -465,8 +547,11 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
         json_t *r =
             code ? reply_error(code, detail)
                  : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "stored");
-        if (code && r)
+        if (code && r) {
             json_object_set_new(r, "message_id", json_string(idhex));
+            if (transient(code))
+                json_object_set_new(r, "state", json_string("pending"));
+        }
         control_reply(a, w->rid, w->rid_len, r);
         a->waiters[i--] = a->waiters[--a->n_waiters];
     }
@@ -490,17 +575,41 @@ static void expire_waiters(agent *a)
 
 /* ---- receiving ---------------------------------------------------------------------- */
 
-static void send_ack(agent *a, const uint8_t *id, const char *sender, int code)
+/* ACK with our signed receipt: the sender's proof of what happened here. */
+static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
+                     const uint8_t *env_hash)
 {
+    refex_receipt r;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    memset(&r, 0, sizeof r);
+    memcpy(r.message_id, id, 16);
+    snprintf(r.sender, sizeof r.sender, "%s", sender);
+    snprintf(r.recipient, sizeof r.recipient, "%s", a->agency);
+    snprintf(r.signer, sizeof r.signer, "%s", a->agency);
+    r.code = (uint32_t)code;
+    r.time_ms = refex_now_ms();
+    if (env_hash) {
+        memcpy(r.envelope_hash, env_hash, 32);
+        r.has_envelope_hash = 1;
+    }
+    if (refex_receipt_sign(&r, a->base.keys->sk->sign_sk, &blob, &len) != REFEX_OK)
+        return;
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
+    free(blob);
+    if (!sr)
+        return;
     Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
     ack.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
     ack.sender = (char *)sender;
     ack.code = (uint32_t)code;
+    ack.receipt = sr;
     f.kind_case = REFEX__V1__FRAME__KIND_ACK;
     f.ack = &ack;
     if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
         refex_log_warn("ack: could not send for a message from %s", sender);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
 
 /* Verify, decrypt, check the body, then inbox row + audit entry in one transaction, then
@@ -589,7 +698,7 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
                            h->sender, dup ? "was a duplicate" : "verified, decrypted, stored");
         else
             refex_log_warn("deliver: %s from %s refused: %s", idhex, h->sender, refex_errname(rc));
-        send_ack(a, h->message_id.data, h->sender, rc);
+        send_ack(a, h->message_id.data, h->sender, rc, hashhex[0] ? hash : NULL);
     }
     if (b)
         refex__v1__body__free_unpacked(b, NULL);
@@ -597,6 +706,90 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
         sodium_memzero(body, body_len);
     free(body);
     refex__v1__envelope_header__free_unpacked(h, NULL);
+}
+
+static void send_receipt_ack(agent *a, const refex_receipt *r)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->message_id};
+    ra.recipient = (char *)r->recipient;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    f.receipt_ack = &ra;
+    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+        refex_log_warn("receipt: could not acknowledge");
+}
+
+/* A receipt for one of our messages: verify the signer (the recipient, or the broker for a
+ * non-delivery), record it with an audit entry in one transaction, then acknowledge it. A
+ * receipt seen before is acknowledged again without a second audit entry. */
+static void handle_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
+{
+    refex_receipt r;
+    char idhex[33], hashhex[65] = "";
+    int rc = refex_receipt_verify(sr, a->base.dir, &r);
+    if (rc == REFEX_OK && strcmp(r.sender, a->agency) != 0)
+        rc = REFEX_E_NOT_RECIPIENT;
+    if (rc == REFEX_OK && strcmp(r.signer, r.recipient) != 0 &&
+        !(strcmp(r.signer, a->broker_id) == 0 && r.code == REFEX_E_EXPIRED))
+        rc = REFEX_E_BAD_SIGNATURE; /* only the recipient speaks for the recipient */
+    if (rc != REFEX_OK) {
+        refex_log_warn("receipt: refused: %s", refex_errname(rc));
+        return;
+    }
+    refex_hex_encode(idhex, r.message_id, 16);
+    if (r.has_envelope_hash)
+        refex_hex_encode(hashhex, r.envelope_hash, 32);
+    size_t len = refex__v1__signed_receipt__get_packed_size(sr);
+    uint8_t *blob = malloc(len);
+    sqlite3_stmt *st = NULL;
+    if (!blob || refex_db_begin(a->db) != REFEX_OK) {
+        free(blob);
+        return;
+    }
+    refex__v1__signed_receipt__pack(sr, blob);
+    rc = refex_db_prepare(a->db,
+                          "INSERT INTO receipts(message_id, recipient, code, signer, time_ms,"
+                          " received_ms, receipt) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                          &st);
+    int fresh = 0;
+    if (rc == REFEX_OK) {
+        sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, r.recipient, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, (int)r.code);
+        sqlite3_bind_text(st, 4, r.signer, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, r.time_ms);
+        sqlite3_bind_int64(st, 6, refex_now_ms());
+        sqlite3_bind_blob(st, 7, blob, (int)len, SQLITE_STATIC);
+        rc = refex_db_err(sqlite3_step(st));
+        fresh = rc == REFEX_OK && sqlite3_changes(a->db) > 0;
+        sqlite3_finalize(st);
+    }
+    if (rc == REFEX_OK && fresh) {
+        rc = audit_outcome(a, r.code == REFEX_E_EXPIRED ? "non-delivery" : "receipt",
+                           r.code ? refex_errname((int)r.code) : "success", r.recipient, idhex,
+                           hashhex);
+    }
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
+    free(blob);
+    if (rc != REFEX_OK) {
+        refex_log_error("receipt: %s from %s not committed; not acknowledged", idhex, r.recipient);
+        return;
+    }
+    if (fresh) {
+        if (r.code == REFEX_E_EXPIRED)
+            refex_log_warn("receipt: %s was not delivered to %s before it expired", idhex,
+                           r.recipient);
+        else if (r.code)
+            refex_log_warn("receipt: %s refused by %s: %s", idhex, r.recipient,
+                           refex_errname((int)r.code));
+        else
+            refex_log_debug("receipt: %s delivered to %s", idhex, r.recipient);
+    }
+    send_receipt_ack(a, &r);
 }
 
 static void send_hello(agent *a)
@@ -642,7 +835,7 @@ static void link_readable(agent *a)
             printf("READY %s\n", a->agency);
             fflush(stdout);
         }
-        flush_outbox(a);
+        flush_outbox(a, 0);
         break;
     case REFEX__V1__FRAME__KIND_STORED:
         outbox_result(a, f->stored->message_id.data, 0, NULL);
@@ -662,6 +855,9 @@ static void link_readable(agent *a)
             a->online = 0;
             send_hello(a);
         }
+        break;
+    case REFEX__V1__FRAME__KIND_RECEIPT:
+        handle_receipt(a, f->receipt->receipt);
         break;
     case REFEX__V1__FRAME__KIND_PING:
     case REFEX__V1__FRAME__KIND_PONG:
@@ -779,6 +975,53 @@ static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len)
     control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
 }
 
+/* Where one of our messages is: queued here, stored at the broker, rejected, and what
+ * each recipient's receipt (or the broker's non-delivery report) says. */
+static void cmd_message_status(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    const char *id = json_string_value(json_object_get(req, "id"));
+    sqlite3_stmt *st = NULL;
+    json_t *r = NULL, *receipts = NULL;
+    if (!id || refex_db_prepare(a->db,
+                                "SELECT recipients, type, case_ref, created_ms, state, error_code,"
+                                " error_detail FROM outbox WHERE message_id = ?",
+                                &st) != REFEX_OK) {
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_INVAL, "give a message id"));
+        return;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        r = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "ok", 1, "message_id", id,
+                      "recipients", sqlite3_column_text(st, 0), "type", sqlite3_column_text(st, 1),
+                      "case_ref", sqlite3_column_text(st, 2), "created_ms",
+                      (json_int_t)sqlite3_column_int64(st, 3), "state", sqlite3_column_text(st, 4),
+                      "error_code", sqlite3_column_int(st, 5), "error_detail",
+                      sqlite3_column_text(st, 6));
+    sqlite3_finalize(st);
+    if (!r) {
+        control_reply(a, rid, rid_len,
+                      reply_error(REFEX_E_NOTFOUND, "no message with this id was sent from here"));
+        return;
+    }
+    receipts = json_array();
+    if (receipts && refex_db_prepare(a->db,
+                                     "SELECT recipient, code, signer, time_ms FROM receipts"
+                                     " WHERE message_id = ? ORDER BY recipient",
+                                     &st) == REFEX_OK) {
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            json_array_append_new(
+                receipts, json_pack("{s:s, s:i, s:s, s:s, s:I}", "recipient",
+                                    sqlite3_column_text(st, 0), "code", sqlite3_column_int(st, 1),
+                                    "error", refex_errname(sqlite3_column_int(st, 1)), "signer",
+                                    sqlite3_column_text(st, 2), "time_ms",
+                                    (json_int_t)sqlite3_column_int64(st, 3)));
+        sqlite3_finalize(st);
+    }
+    json_object_set_new(r, "receipts", receipts ? receipts : json_array());
+    control_reply(a, rid, rid_len, r);
+}
+
 static void cmd_audit(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     json_t *rows = NULL;
@@ -832,6 +1075,8 @@ static void control_readable(agent *a)
         cmd_inbox(a, rid, rid_len, req, 1);
     } else if (strcmp(cmd, "outbox_list") == 0) {
         cmd_outbox(a, rid, rid_len);
+    } else if (strcmp(cmd, "message_status") == 0) {
+        cmd_message_status(a, rid, rid_len, req);
     } else if (strcmp(cmd, "audit_list") == 0) {
         cmd_audit(a, rid, rid_len, req);
     } else if (strcmp(cmd, "status") == 0) {
@@ -848,6 +1093,27 @@ out:
 }
 
 /* ---- loop -------------------------------------------------------------------------- */
+
+static void timers(agent *a)
+{
+    int64_t now = refex_mono_ms();
+    if (!a->online)
+        return;
+    if (now >= a->next_retry_ms) {
+        a->next_retry_ms = now + RETRY_MS;
+        flush_outbox(a, 1);
+    }
+    if (now - a->last_sent_ms >= PING_MS) {
+        /* Application-level liveness on top of ZMTP heartbeats: any traffic counts. */
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__Ping p = REFEX__V1__PING__INIT;
+        p.nonce = (uint64_t)now;
+        f.kind_case = REFEX__V1__FRAME__KIND_PING;
+        f.ping = &p;
+        if (refex_link_send(a->link, NULL, 0, &f) == REFEX_OK)
+            a->last_sent_ms = now;
+    }
+}
 
 int agent_run(agent *a)
 {
@@ -909,6 +1175,7 @@ int agent_run(agent *a)
         if (items[2].revents & ZMQ_POLLIN)
             control_readable(a);
         expire_waiters(a);
+        timers(a);
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&
             !refex_directory_find(a->base.dir, a->agency))

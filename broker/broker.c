@@ -1,7 +1,10 @@
-/* The broker's event loop: one thread, one zmq_poll over the agent-facing ROUTER and
- * the ZAP handler. Every frame is checked before anything is stored; every refusal is a
- * typed Error or Rejected frame plus a log line, and the loop carries on. Logs carry
- * ids and agency names only: the broker never sees a body. */
+/* The broker's event loop: one thread, one zmq_poll over the agent-facing ROUTER, its
+ * connection monitor and the ZAP handler. Every frame is checked before anything is
+ * stored. Writes of one poll cycle share one SQLite transaction (group commit); STORED
+ * answers, deliveries and receipts go out only after that commit. Each agency gets at
+ * most `window` unacknowledged deliveries at a time, read from disk as the window opens,
+ * so memory stays bounded whatever the backlog. Logs carry ids and agency names only: the
+ * broker never sees a body. */
 #include "broker.h"
 
 #include <errno.h>
@@ -17,11 +20,15 @@
 #include "refex/keys.h"
 #include "refex/link.h"
 #include "refex/log.h"
+#include "refex/receipt.h"
 #include "refex/store.h"
 #include "refex/util.h"
+#include "zap.h"
 
 #define MAX_SESSIONS 1024
 #define RID_MAX      256
+#define BATCH_MAX    256
+#define EXPIRE_BATCH 256
 
 /* A HELLO binds an agency to one connection: its routing id and, because a client may
  * choose its own routing id, the file descriptor it arrived on. Frames from that routing id
@@ -31,22 +38,42 @@ typedef struct {
     uint8_t rid[RID_MAX];
     size_t rid_len;
     int fd;
+    int64_t cursor;         /* last delivery seq sent on this session */
+    int inflight;           /* deliveries sent and not yet acknowledged */
+    int64_t receipt_cursor; /* last receipt seq sent */
+    int64_t progress_ms;    /* last ACK or RECEIPT_ACK, or when the window was opened */
+    int dirty;              /* new deliveries or receipts may be waiting */
 } session;
+
+/* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */
+typedef struct {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    uint8_t id[16];
+} reply;
 
 struct broker {
     char listen[512];
     refex_daemon_base base;
     refex_store *store;
+    uint64_t window, redeliver_ms, store_max;
     void *ctx, *router, *zap, *mon;
     session sessions[MAX_SESSIONS];
     size_t n_sessions;
+    reply replies[BATCH_MAX];
+    size_t n_replies;
+    int in_batch, batch_failed;
+    int64_t next_expiry_ms, next_purge_ms;
 };
 
-static const char *const CONFIG_KEYS[] = {"listen", REFEX_DAEMON_BASE_KEYS, NULL};
+static const char *const CONFIG_KEYS[] = {
+    "listen", "window", "redeliver_seconds", "store_max", REFEX_DAEMON_BASE_KEYS, NULL};
 
 int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
 {
     int rc;
+    char path[4200];
+    uint64_t redeliver = 30;
     broker *b = calloc(1, sizeof *b);
     *out = NULL;
     if (!b)
@@ -55,10 +82,26 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
         goto out;
     const char *listen = refex_config_get(cfg, "listen");
     snprintf(b->listen, sizeof b->listen, "%s", listen ? listen : "tcp://127.0.0.1:7600");
+    rc = REFEX_E_CONFIG;
+    if (refex_config_uint(cfg, "window", 64, &b->window) || b->window < 1 || b->window > 4096) {
+        snprintf(err, errlen, "config: window must be between 1 and 4096");
+        goto out;
+    }
+    if (refex_config_uint(cfg, "redeliver_seconds", 30, &redeliver) || redeliver < 1 ||
+        redeliver > 86400) {
+        snprintf(err, errlen, "config: redeliver_seconds must be between 1 and 86400");
+        goto out;
+    }
+    b->redeliver_ms = redeliver * 1000;
+    if (refex_config_uint(cfg, "store_max", 0, &b->store_max)) {
+        snprintf(err, errlen, "config: store_max must be a size such as 10G");
+        goto out;
+    }
     if ((rc = refex_daemon_base_load(cfg, "the broker's .secret file", &b->base, err, errlen)) !=
         REFEX_OK)
         goto out;
-    if ((rc = refex_store_memory_new(&b->store)) != REFEX_OK)
+    snprintf(path, sizeof path, "%s/queue.db", b->base.data_dir);
+    if ((rc = refex_store_sqlite_open(path, b->store_max, &b->store, err, errlen)) != REFEX_OK)
         goto out;
     *out = b;
     b = NULL;
@@ -88,7 +131,7 @@ void broker_close(broker **b_p)
     *b_p = NULL;
 }
 
-/* ---- sessions: agency <-> routing id ------------------------------------------------ */
+/* ---- sessions: agency <-> connection ------------------------------------------------- */
 
 static session *session_by_rid(broker *b, const uint8_t *rid, size_t len)
 {
@@ -110,6 +153,13 @@ static void session_drop(broker *b, session *s)
 {
     refex_log_info("session: %s offline", s->agency);
     *s = b->sessions[--b->n_sessions];
+}
+
+static void session_mark(broker *b, const char *agency)
+{
+    session *s = session_by_agency(b, agency);
+    if (s)
+        s->dirty = 1;
 }
 
 /* Connection events: a closed connection ends its session at once, before its routing id
@@ -138,96 +188,87 @@ static int session_bind(broker *b, const char *agency, const uint8_t *rid, size_
             return REFEX_E_UNAVAILABLE;
         s = &b->sessions[b->n_sessions++];
     }
+    memset(s, 0, sizeof *s);
     snprintf(s->agency, sizeof s->agency, "%s", agency);
     memcpy(s->rid, rid, len);
     s->rid_len = len;
     s->fd = fd;
+    s->progress_ms = refex_mono_ms();
+    s->dirty = 1;
     return REFEX_OK;
 }
 
-/* ---- ZAP (RFC 27): admit only transport keys listed in the directory ------------------ */
+/* ---- batches: one transaction per poll cycle ------------------------------------------ */
 
-static void zap_reply(void *zap, const zmq_msg_t *req_id, const char *code, const char *text,
-                      const char *user)
+static int batch_begin(broker *b)
 {
-    zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
-    zmq_send(zap, zmq_msg_data((zmq_msg_t *)req_id), zmq_msg_size((zmq_msg_t *)req_id),
-             ZMQ_SNDMORE);
-    zmq_send(zap, code, strlen(code), ZMQ_SNDMORE);
-    zmq_send(zap, text, strlen(text), ZMQ_SNDMORE);
-    zmq_send(zap, user, strlen(user), ZMQ_SNDMORE);
-    zmq_send(zap, "", 0, 0);
+    if (b->in_batch)
+        return b->batch_failed ? REFEX_E_STORE : REFEX_OK;
+    int rc = b->store->ops->begin(b->store->impl);
+    b->in_batch = 1;
+    b->batch_failed = rc != REFEX_OK;
+    return rc;
 }
 
-static void zap_handle(broker *b)
+static void send_stored(broker *b, const reply *r)
 {
-    zmq_msg_t part[8];
-    int n = 0, more = 1;
-    while (more && n < 8) {
-        zmq_msg_init(&part[n]);
-        if (zmq_msg_recv(&part[n], b->zap, 0) < 0) {
-            zmq_msg_close(&part[n]);
-            break;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Stored st = REFEX__V1__STORED__INIT;
+    st.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->id};
+    f.kind_case = REFEX__V1__FRAME__KIND_STORED;
+    f.stored = &st;
+    if (refex_link_send(b->router, r->rid, r->rid_len, &f) != REFEX_OK)
+        refex_log_warn("send: could not answer STORED (sender gone); it will retry");
+}
+
+/* Commits the cycle's writes; only then are STORED answers sent. If the store cannot
+ * commit, every message of the batch is refused with E_STORE and stays in its sender's
+ * outbox, and every session starts over from the oldest pending delivery. */
+static void batch_end(broker *b)
+{
+    if (!b->in_batch)
+        return;
+    int rc = b->batch_failed ? REFEX_E_STORE : b->store->ops->commit(b->store->impl);
+    if (b->batch_failed)
+        b->store->ops->rollback(b->store->impl);
+    b->in_batch = 0;
+    b->batch_failed = 0;
+    if (rc == REFEX_OK) {
+        for (size_t i = 0; i < b->n_replies; i++)
+            send_stored(b, &b->replies[i]);
+    } else {
+        refex_log_error("store: commit failed; refusing %zu message(s) with E_STORE", b->n_replies);
+        for (size_t i = 0; i < b->n_replies; i++)
+            refex_link_send_rejected(b->router, b->replies[i].rid, b->replies[i].rid_len,
+                                     b->replies[i].id, REFEX_E_STORE,
+                                     "the broker could not store the message; retry later");
+        for (size_t i = 0; i < b->n_sessions; i++) {
+            b->sessions[i].cursor = b->sessions[i].receipt_cursor = 0;
+            b->sessions[i].inflight = 0;
+            b->sessions[i].dirty = 1;
         }
-        more = zmq_msg_more(&part[n]);
-        n++;
     }
-    while (more) { /* drain anything beyond what RFC 27 defines */
-        zmq_msg_t extra;
-        zmq_msg_init(&extra);
-        if (zmq_msg_recv(&extra, b->zap, 0) < 0)
-            more = 0;
-        else
-            more = zmq_msg_more(&extra);
-        zmq_msg_close(&extra);
-    }
-    if (n < 2)
-        goto out; /* cannot even address a reply */
-    if (n != 7 || zmq_msg_size(&part[5]) != 5 || memcmp(zmq_msg_data(&part[5]), "CURVE", 5) ||
-        zmq_msg_size(&part[6]) != 32) {
-        refex_log_warn("zap: denied a connection not using CURVE");
-        zap_reply(b->zap, &part[1], "400", "CURVE required", "");
-        goto out;
-    }
-    const uint8_t *pk = zmq_msg_data(&part[6]);
-    const refex_agency *a = refex_directory_find_transport(b->base.dir, pk);
-    char hex[17];
-    refex_hex_encode(hex, pk, 8);
-    if (!a || strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0) {
-        refex_log_warn("zap: denied transport key %s...: not an agency in the directory", hex);
-        zap_reply(b->zap, &part[1], "400", "unknown transport key", "");
-        goto out;
-    }
-    if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK) {
-        refex_log_warn("zap: denied %s: revoked or outside its validity period", a->id);
-        zap_reply(b->zap, &part[1], "400", "agency revoked", "");
-        goto out;
-    }
-    refex_log_debug("zap: admitted %s", a->id);
-    zap_reply(b->zap, &part[1], "200", "OK", a->id);
-out:
-    for (int i = 0; i < n; i++)
-        zmq_msg_close(&part[i]);
+    b->n_replies = 0;
 }
 
-/* ---- delivery ----------------------------------------------------------------------- */
+/* ---- delivery ------------------------------------------------------------------------ */
 
 typedef struct {
     broker *b;
     session *s;
-    int gone; /* the peer is gone: end the session */
-    int busy; /* its queue is full: stop for now, keep the session */
-} deliver_ctx;
+    int stop; /* REFEX_E_BUSY or REFEX_E_UNAVAILABLE once sending failed */
+} pump_ctx;
 
-static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, const uint8_t *env,
-                          size_t env_len)
+static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char *sender,
+                       const uint8_t *env, size_t env_len)
 {
-    deliver_ctx *c = vctx;
+    pump_ctx *c = vctx;
     char idhex[33];
     refex_hex_encode(idhex, id, 16);
     Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, env_len, env);
     if (!e) {
         refex_log_error("deliver: stored envelope %s from %s is unreadable", idhex, sender);
+        c->s->cursor = seq;
         return 0;
     }
     Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
@@ -238,28 +279,152 @@ static int deliver_packed(void *vctx, const uint8_t id[16], const char *sender, 
     int rc = refex_link_send(c->b->router, c->s->rid, c->s->rid_len, &f);
     refex__v1__envelope__free_unpacked(e, NULL);
     if (rc != REFEX_OK) {
-        refex_log_warn("deliver: %s to %s failed (%s); kept for later", idhex, c->s->agency,
-                       refex_errname(rc));
-        c->gone = rc != REFEX_E_BUSY;
-        c->busy = rc == REFEX_E_BUSY;
+        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
         return 1;
     }
-    refex_log_info("deliver: %s from %s to %s", idhex, sender, c->s->agency);
+    c->s->cursor = seq;
+    c->s->inflight++;
+    refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
     return 0;
 }
 
-static void deliver_backlog(broker *b, session *s)
+static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char *recipient,
+                       const uint8_t *receipt, size_t len)
 {
-    deliver_ctx c = {b, s, 0, 0};
-    if (refex_store_pending(b->store, s->agency, deliver_packed, &c) != REFEX_OK)
-        refex_log_error("deliver: cannot read the backlog of %s", s->agency);
-    if (c.busy)
-        refex_log_warn("deliver: backlog of %s paused: its queue is full", s->agency);
-    if (c.gone)
-        session_drop(b, s);
+    pump_ctx *c = vctx;
+    (void)id;
+    (void)recipient;
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, receipt);
+    if (!sr) {
+        c->s->receipt_cursor = seq;
+        return 0;
+    }
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__ReceiptDeliver rd = REFEX__V1__RECEIPT_DELIVER__INIT;
+    rd.receipt = sr;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT;
+    f.receipt = &rd;
+    int rc = refex_link_send(c->b->router, c->s->rid, c->s->rid_len, &f);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    if (rc != REFEX_OK) {
+        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
+        return 1;
+    }
+    c->s->receipt_cursor = seq;
+    return 0;
 }
 
-/* ---- frame handlers ----------------------------------------------------------------- */
+/* Fills the session's delivery window from the store, and sends waiting receipts.
+ * Returns REFEX_E_UNAVAILABLE if the peer is gone (the caller ends the session). */
+static int pump(broker *b, session *s)
+{
+    pump_ctx c = {b, s, 0};
+    s->dirty = 0;
+    if ((uint64_t)s->inflight < b->window) {
+        if (s->inflight == 0)
+            s->progress_ms = refex_mono_ms();
+        if (b->store->ops->pending(b->store->impl, s->agency, s->cursor,
+                                   (int)(b->window - (uint64_t)s->inflight), deliver_one,
+                                   &c) != REFEX_OK)
+            refex_log_error("deliver: cannot read the backlog of %s", s->agency);
+    }
+    if (!c.stop && b->store->ops->receipts(b->store->impl, s->agency, s->receipt_cursor,
+                                           (int)b->window, receipt_one, &c) != REFEX_OK)
+        refex_log_error("receipt: cannot read the receipts of %s", s->agency);
+    if (c.stop == REFEX_E_BUSY)
+        s->dirty = 1; /* try again next cycle */
+    return c.stop == REFEX_E_UNAVAILABLE ? REFEX_E_UNAVAILABLE : REFEX_OK;
+}
+
+static void pump_all(broker *b)
+{
+    int64_t now = refex_mono_ms();
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        session *s = &b->sessions[i];
+        /* Nothing acknowledged for a while: send everything unacknowledged again (the
+         * recipient collapses duplicates by message id). */
+        if (now - s->progress_ms > (int64_t)b->redeliver_ms &&
+            (s->inflight > 0 || s->receipt_cursor > 0)) {
+            refex_log_info("deliver: no acknowledgement from %s for %llu s; redelivering",
+                           s->agency, (unsigned long long)(b->redeliver_ms / 1000));
+            s->cursor = s->receipt_cursor = 0;
+            s->inflight = 0;
+            s->progress_ms = now;
+            s->dirty = 1;
+        }
+        if (s->dirty && pump(b, s) == REFEX_E_UNAVAILABLE)
+            session_drop(b, &b->sessions[i--]);
+    }
+}
+
+/* ---- expiry ---------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t id[16];
+    char sender[REFEX_ID_MAX];
+    char recipient[REFEX_ID_MAX];
+} expired_row;
+
+typedef struct {
+    expired_row rows[EXPIRE_BATCH];
+    int n;
+} expired_set;
+
+static int collect_expired(void *vctx, const uint8_t id[16], const char *sender,
+                           const char *recipient)
+{
+    expired_set *set = vctx;
+    expired_row *r = &set->rows[set->n++];
+    memcpy(r->id, id, 16);
+    snprintf(r->sender, sizeof r->sender, "%s", sender);
+    snprintf(r->recipient, sizeof r->recipient, "%s", recipient);
+    return set->n == EXPIRE_BATCH;
+}
+
+/* Undelivered messages past their expiry: end the delivery and leave the sender a
+ * non-delivery report signed by the broker. */
+static void expire(broker *b)
+{
+    int64_t now = refex_now_ms();
+    expired_set *set = calloc(1, sizeof *set);
+    if (!set)
+        return;
+    if (b->store->ops->expired(b->store->impl, now, EXPIRE_BATCH, collect_expired, set) !=
+            REFEX_OK ||
+        set->n == 0 || batch_begin(b) != REFEX_OK)
+        goto out;
+    for (int i = 0; i < set->n; i++) {
+        expired_row *r = &set->rows[i];
+        refex_receipt nd;
+        uint8_t *blob = NULL;
+        size_t len = 0;
+        char idhex[33];
+        memset(&nd, 0, sizeof nd);
+        memcpy(nd.message_id, r->id, 16);
+        snprintf(nd.sender, sizeof nd.sender, "%s", r->sender);
+        snprintf(nd.recipient, sizeof nd.recipient, "%s", r->recipient);
+        snprintf(nd.signer, sizeof nd.signer, "%s", b->base.keys->pub.agency);
+        nd.code = REFEX_E_EXPIRED;
+        nd.time_ms = now;
+        refex_hex_encode(idhex, r->id, 16);
+        if (refex_receipt_sign(&nd, b->base.keys->sk->sign_sk, &blob, &len) != REFEX_OK)
+            continue;
+        int rc = b->store->ops->ack(b->store->impl, r->recipient, r->sender, r->id, blob, len);
+        free(blob);
+        if (rc == REFEX_E_STORE) {
+            b->batch_failed = 1;
+            break;
+        }
+        refex_log_warn("expire: %s from %s to %s expired undelivered; non-delivery report "
+                       "queued",
+                       idhex, r->sender, r->recipient);
+        session_mark(b, r->sender);
+    }
+out:
+    free(set);
+}
+
+/* ---- frame handlers ------------------------------------------------------------------ */
 
 static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
                          const Refex__V1__Hello *h)
@@ -285,9 +450,6 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
         return;
     refex_log_info("session: %s online (%s)", user,
                    h->software && *h->software ? h->software : "unnamed client");
-    session *s = session_by_agency(b, user);
-    if (s)
-        deliver_backlog(b, s);
 }
 
 /* Checks everything the broker can see; on failure returns a code and a detail. */
@@ -355,46 +517,38 @@ static void handle_send(broker *b, const uint8_t *rid, size_t rid_len, const cha
     refex_hex_encode(idhex, id, 16);
     if ((rc = check_envelope(b, agency, s->envelope, h, detail, sizeof detail)) != REFEX_OK)
         goto out;
+    if (b->n_replies == BATCH_MAX) { /* cannot happen: batches are at most BATCH_MAX frames */
+        rc = REFEX_E_BUSY;
+        goto out;
+    }
     size_t len = refex__v1__envelope__get_packed_size(s->envelope);
     if (!(packed = malloc(len))) {
         rc = REFEX_E_NOMEM;
         goto out;
     }
     refex__v1__envelope__pack(s->envelope, packed);
-    rc = refex_store_put(b->store, id, agency, (const char *const *)h->recipients, h->n_recipients,
-                         packed, len, h->expires_at_ms);
+    if ((rc = batch_begin(b)) == REFEX_OK)
+        rc = b->store->ops->put(b->store->impl, id, agency, (const char *const *)h->recipients,
+                                h->n_recipients, packed, len, h->expires_at_ms);
     if (rc == REFEX_E_DUPLICATE) {
         /* A retry of something already accepted: answer STORED again, route nothing. */
         refex_log_info("send: %s from %s is a duplicate; already stored", idhex, agency);
         rc = REFEX_OK;
-        goto stored;
+    } else if (rc == REFEX_OK) {
+        refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes", idhex, agency,
+                       (int)h->type, h->n_recipients, len);
+        for (size_t i = 0; i < h->n_recipients; i++)
+            session_mark(b, h->recipients[i]);
+    } else {
+        /* The batch's transaction is no longer trustworthy: refuse all of it at commit. */
+        b->batch_failed = 1;
     }
-    if (rc != REFEX_OK) {
-        snprintf(detail, sizeof detail, "broker could not store the message");
-        goto out;
-    }
-    refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes: stored", idhex, agency,
-                   (int)h->type, h->n_recipients, len);
-    monitor_drain(b);
-    for (size_t i = 0; i < h->n_recipients; i++) {
-        session *rs = session_by_agency(b, h->recipients[i]);
-        deliver_ctx c = {b, rs, 0, 0};
-        if (!rs) {
-            refex_log_info("send: %s queued for %s (offline)", idhex, h->recipients[i]);
-            continue;
-        }
-        deliver_packed(&c, id, agency, packed, len);
-        if (c.gone)
-            session_drop(b, rs);
-    }
-stored:;
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
-    Refex__V1__Stored st = REFEX__V1__STORED__INIT;
-    st.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
-    f.kind_case = REFEX__V1__FRAME__KIND_STORED;
-    f.stored = &st;
-    if (refex_link_send(b->router, rid, rid_len, &f) != REFEX_OK)
-        refex_log_warn("send: could not answer STORED for %s to %s", idhex, agency);
+    /* STORED (or E_STORE) is answered when the batch commits. */
+    reply *r = &b->replies[b->n_replies++];
+    memcpy(r->rid, rid, rid_len);
+    r->rid_len = rid_len;
+    memcpy(r->id, id, 16);
+    rc = REFEX_OK;
 out:
     if (rc != REFEX_OK) {
         refex_log_warn("send: rejected %s from %s: %s (%s)", idhex, agency, refex_errname(rc),
@@ -406,21 +560,65 @@ out:
         refex__v1__envelope_header__free_unpacked(h, NULL);
 }
 
-static void handle_ack(broker *b, const char *agency, const Refex__V1__Ack *a)
+/* The recipient's ACK carries its signed receipt; check it is the recipient's own word
+ * about this very message before ending the delivery. */
+static void handle_ack(broker *b, const uint8_t *rid, size_t rid_len, const char *agency,
+                       const Refex__V1__Ack *a)
 {
     char idhex[33];
+    refex_receipt r;
     refex_hex_encode(idhex, a->message_id.data, 16);
-    if (!refex_id_valid(a->sender)) {
-        refex_log_warn("ack: from %s for %s names no valid sender", agency, idhex);
+    int rc = a->receipt ? refex_receipt_verify(a->receipt, b->base.dir, &r) : REFEX_E_MALFORMED;
+    if (rc == REFEX_OK &&
+        (memcmp(r.message_id, a->message_id.data, 16) != 0 || strcmp(r.sender, a->sender) != 0 ||
+         strcmp(r.recipient, agency) != 0 || strcmp(r.signer, agency) != 0 || r.code != a->code))
+        rc = REFEX_E_MALFORMED;
+    if (rc != REFEX_OK) {
+        refex_log_warn("ack: %s from %s refused: receipt %s", idhex, agency, refex_errname(rc));
+        refex_link_send_error(b->router, rid, rid_len, rc, "ACK needs the recipient's receipt");
         return;
     }
-    int rc = refex_store_ack(b->store, agency, a->sender, a->message_id.data);
-    if (rc != REFEX_OK)
-        refex_log_info("ack: %s from %s for %s: nothing pending", idhex, agency, a->sender);
-    else if (a->code != 0)
-        refex_log_warn("ack: %s refused by %s: %s", idhex, agency, refex_errname((int)a->code));
-    else
-        refex_log_info("ack: %s delivered to %s", idhex, agency);
+    size_t len = refex__v1__signed_receipt__get_packed_size(a->receipt);
+    uint8_t *blob = malloc(len);
+    if (!blob)
+        return;
+    refex__v1__signed_receipt__pack(a->receipt, blob);
+    if ((rc = batch_begin(b)) == REFEX_OK)
+        rc = b->store->ops->ack(b->store->impl, agency, a->sender, a->message_id.data, blob, len);
+    free(blob);
+    session *s = session_by_agency(b, agency);
+    if (s) {
+        if (s->inflight > 0)
+            s->inflight--;
+        s->progress_ms = refex_mono_ms();
+        s->dirty = 1;
+    }
+    if (rc == REFEX_E_STORE) {
+        b->batch_failed = 1;
+    } else if (rc != REFEX_OK) {
+        refex_log_debug("ack: %s from %s for %s: nothing pending", idhex, agency, a->sender);
+    } else {
+        if (a->code != 0)
+            refex_log_warn("ack: %s refused by %s: %s; dead-lettered, negative receipt queued",
+                           idhex, agency, refex_errname((int)a->code));
+        else
+            refex_log_info("ack: %s delivered to %s", idhex, agency);
+        session_mark(b, a->sender);
+    }
+}
+
+static void handle_receipt_ack(broker *b, const char *agency, const Refex__V1__ReceiptAck *ra)
+{
+    if (!refex_id_valid(ra->recipient))
+        return;
+    int rc = batch_begin(b);
+    if (rc == REFEX_OK)
+        rc = b->store->ops->receipt_ack(b->store->impl, agency, ra->message_id.data, ra->recipient);
+    if (rc == REFEX_E_STORE)
+        b->batch_failed = 1;
+    session *s = session_by_agency(b, agency);
+    if (s)
+        s->progress_ms = refex_mono_ms();
 }
 
 static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
@@ -456,7 +654,9 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_SEND) {
         handle_send(b, rid, rid_len, user, f->send);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
-        handle_ack(b, user, f->ack);
+        handle_ack(b, rid, rid_len, user, f->ack);
+    } else if (f->kind_case == REFEX__V1__FRAME__KIND_RECEIPT_ACK) {
+        handle_receipt_ack(b, user, f->receipt_ack);
     } else {
         refex_log_warn("frame: unexpected %s from %s", refex_frame_kind_name(f), user);
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_PROTOCOL,
@@ -499,16 +699,30 @@ out:
     zmq_msg_close(&body);
 }
 
+static void timers(broker *b)
+{
+    int64_t now = refex_mono_ms();
+    if (now >= b->next_expiry_ms) {
+        b->next_expiry_ms = now + 1000;
+        expire(b);
+    }
+    if (now >= b->next_purge_ms) {
+        b->next_purge_ms = now + 60000;
+        if (batch_begin(b) == REFEX_OK &&
+            b->store->ops->purge(b->store->impl, refex_now_ms()) != REFEX_OK)
+            b->batch_failed = 1;
+    }
+}
+
 int broker_run(broker *b)
 {
     char endpoint[512];
     size_t elen = sizeof endpoint;
-    int one = 1, rc = REFEX_OK;
+    int one = 1, linger0 = 0, rc = REFEX_OK;
     refex_daemon_signals_install();
 
     b->ctx = zmq_ctx_new();
     b->zap = zmq_socket(b->ctx, ZMQ_REP);
-    int linger0 = 0;
     if (b->zap)
         zmq_setsockopt(b->zap, ZMQ_LINGER, &linger0, sizeof linger0);
     if (!b->zap || zmq_bind(b->zap, "inproc://zeromq.zap.01") != 0) {
@@ -533,16 +747,18 @@ int broker_run(broker *b)
     snprintf(path, sizeof path, "%s/broker.endpoint", b->base.data_dir);
     if (refex_file_write(path, endpoint, strlen(endpoint), 0644) != REFEX_OK)
         refex_log_warn("cannot write %s", path);
-    refex_log_info("listening on %s, directory serial %llu with %zu agencies, store %s", endpoint,
-                   (unsigned long long)refex_directory_serial(b->base.dir),
-                   refex_directory_count(b->base.dir), b->store->ops->name);
+    refex_log_info("listening on %s, directory serial %llu with %zu agencies, store %s with "
+                   "%lld pending deliveries",
+                   endpoint, (unsigned long long)refex_directory_serial(b->base.dir),
+                   refex_directory_count(b->base.dir), b->store->ops->name,
+                   (long long)b->store->ops->count(b->store->impl));
     printf("READY %s\n", endpoint);
     fflush(stdout);
 
     while (!refex_daemon_stopping()) {
         zmq_pollitem_t items[] = {
             {b->zap, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 3, 1000);
+        int n = zmq_poll(items, 3, 200);
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -551,11 +767,11 @@ int broker_run(broker *b)
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
-            zap_handle(b);
+            broker_zap_handle(b->zap, b->base.dir);
         if (items[1].revents & ZMQ_POLLIN)
             monitor_drain(b);
-        /* Bounded batch per wakeup so ZAP requests are never starved. */
-        for (int i = 0; i < 256 && (items[2].revents & ZMQ_POLLIN); i++) {
+        /* One batch: up to BATCH_MAX frames, then one commit, then the answers. */
+        for (int i = 0; i < BATCH_MAX && (items[2].revents & ZMQ_POLLIN); i++) {
             int ev = 0;
             size_t evlen = sizeof ev;
             zmq_getsockopt(b->router, ZMQ_EVENTS, &ev, &evlen);
@@ -563,10 +779,16 @@ int broker_run(broker *b)
                 break;
             router_readable(b);
         }
+        timers(b);
+        batch_end(b);
+        monitor_drain(b);
+        pump_all(b);
       signals:
         if (refex_daemon_take_reload())
             (void)refex_daemon_base_reload(&b->base);
     }
-    refex_log_info("stopping: %zu message(s) still queued", refex_store_count(b->store));
+    batch_end(b);
+    refex_log_info("stopping: %lld delivery(ies) still queued",
+                   (long long)b->store->ops->count(b->store->impl));
     return rc;
 }

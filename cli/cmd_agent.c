@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "refex/config.h"
+#include "refex/error.h"
 
 int cli_wants_help(int argc, char **argv)
 {
@@ -585,22 +586,80 @@ int cmd_audit(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* One line per recipient, from its receipt; "awaiting delivery" where none has come yet. */
+static void print_message_status(const json_t *m)
+{
+    const char *state = json_string_value(json_object_get(m, "state"));
+    char t[32];
+    size_t i;
+    json_t *r;
+    cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "created_ms")));
+    printf("message    %s\ntype       %s\ncase       %s\ncreated    %s\n",
+           json_string_value(json_object_get(m, "message_id")),
+           json_string_value(json_object_get(m, "type")),
+           json_string_value(json_object_get(m, "case_ref")), t);
+    if (strcmp(state, "pending") == 0)
+        printf("state      queued locally: the broker has not stored it yet (retrying)\n");
+    else if (strcmp(state, "rejected") == 0)
+        printf("state      rejected by the broker: %s (%s)\n",
+               refex_errname((int)json_integer_value(json_object_get(m, "error_code"))),
+               json_string_value(json_object_get(m, "error_detail")));
+    else
+        printf("state      stored at the broker\n");
+    char *rc = strdup(json_string_value(json_object_get(m, "recipients"))), *save = NULL;
+    for (char *who = rc ? strtok_r(rc, ",", &save) : NULL; who; who = strtok_r(NULL, ",", &save)) {
+        const json_t *found = NULL;
+        json_array_foreach(json_object_get(m, "receipts"), i, r)
+        {
+            if (strcmp(json_string_value(json_object_get(r, "recipient")), who) == 0)
+                found = r;
+        }
+        if (!found) {
+            printf("  %-20s %s\n", who, strcmp(state, "stored") == 0 ? "awaiting delivery" : "-");
+            continue;
+        }
+        cli_format_time(t, sizeof t,
+                        (long long)json_integer_value(json_object_get(found, "time_ms")));
+        int code = (int)json_integer_value(json_object_get(found, "code"));
+        const char *signer = json_string_value(json_object_get(found, "signer"));
+        if (code == 0)
+            printf("  %-20s delivered %s (receipt signed by %s)\n", who, t, signer);
+        else if (code == REFEX_E_EXPIRED)
+            printf("  %-20s NOT delivered: expired %s (non-delivery report signed by %s)\n", who, t,
+                   signer);
+        else
+            printf("  %-20s refused by the recipient %s: %s (signed by %s)\n", who, t,
+                   refex_errname(code), signer);
+    }
+    free(rc);
+}
+
 int cmd_status(int argc, char **argv)
 {
     int json = 0;
     json_t *reply = NULL;
-    if (common_flags(&argc, argv, &json) != EXIT_OK || argc != 1) {
+    if (common_flags(&argc, argv, &json) != EXIT_OK || argc > 2 || cli_wants_help(argc, argv)) {
         int help = cli_wants_help(argc, argv);
         fprintf(help ? stdout : stderr,
-                "usage: refex [-c AGENT.conf] status [--json]\n"
-                "\nWhether the agent is running and connected to its broker.\n");
+                "usage: refex [-c AGENT.conf] status [MESSAGE_ID] [--json]\n"
+                "\n"
+                "Without an id: whether the agent is running and connected to its broker.\n"
+                "With the id of a message this agency sent: where it is. Queued locally (not\n"
+                "yet stored by the broker), stored at the broker, rejected by the broker with\n"
+                "a reason, and for each recipient: delivered (its signed receipt is held),\n"
+                "refused by the recipient with a reason, or not delivered before it expired\n"
+                "(the broker's signed non-delivery report is held).\n");
         return help ? EXIT_OK : EXIT_USAGE;
     }
-    int rc = request(json_pack("{s:s}", "cmd", "status"), &reply, 5000);
+    json_t *req = argc == 2 ? json_pack("{s:s, s:s}", "cmd", "message_status", "id", argv[1])
+                            : json_pack("{s:s}", "cmd", "status");
+    int rc = request(req, &reply, 5000);
     if (rc != EXIT_OK)
         return rc;
     if (json)
         print_json(reply);
+    else if (argc == 2)
+        print_message_status(reply);
     else
         printf("agent %s: %s broker %s\n", json_string_value(json_object_get(reply, "agency")),
                json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",

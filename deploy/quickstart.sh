@@ -98,6 +98,14 @@ done
 echo
 "$REFEX" -c "$DEMO/conf/social-care.conf" inbox show "$MSGID"
 
+step "midwifery holds social care's signed delivery receipt"
+for i in $(seq 1 100); do
+  if "$REFEX" -c "$DEMO/conf/midwifery.conf" status "$MSGID" | grep -q ' delivered '; then break; fi
+  [ "$i" = 100 ] && die "no delivery receipt within 10 s"
+  sleep 0.1
+done
+"$REFEX" -c "$DEMO/conf/midwifery.conf" status "$MSGID"
+
 step "substance-misuse received nothing (it was not a recipient)"
 "$REFEX" -c "$DEMO/conf/substance-misuse.conf" inbox list
 
@@ -111,4 +119,4 @@ echo "broker log (ids and agencies only; it cannot read the body):"
 sed 's/^/  /' "$DEMO/logs/broker.log"
 
 printf '\nquickstart: OK. The referral %s was sent, stored, delivered, verified,\n' "$MSGID"
-printf 'decrypted and recorded in both audit logs. Demo files: %s\n' "$DEMO"
+printf 'decrypted, receipted and recorded in both audit logs. Demo files: %s\n' "$DEMO"

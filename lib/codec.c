@@ -53,6 +53,12 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
     case REFEX__V1__FRAME__KIND_ACK:
         ok = ok && f->ack->message_id.len == 16;
         break;
+    case REFEX__V1__FRAME__KIND_RECEIPT:
+        ok = ok && f->receipt->receipt && f->receipt->receipt->receipt.len > 0;
+        break;
+    case REFEX__V1__FRAME__KIND_RECEIPT_ACK:
+        ok = ok && f->receipt_ack->message_id.len == 16;
+        break;
     case REFEX__V1__FRAME__KIND_STORED:
         ok = ok && f->stored->message_id.len == 16;
         break;
@@ -96,6 +102,10 @@ const char *refex_frame_kind_name(const Refex__V1__Frame *f)
         return "ping";
     case REFEX__V1__FRAME__KIND_PONG:
         return "pong";
+    case REFEX__V1__FRAME__KIND_RECEIPT:
+        return "receipt";
+    case REFEX__V1__FRAME__KIND_RECEIPT_ACK:
+        return "receipt_ack";
     default:
         return "unknown";
     }

@@ -1,0 +1,73 @@
+/* The broker's ZAP handler (RFC 27): admits a CurveZMQ client only if its transport key
+ * belongs to a usable agency in the signed directory, and names that agency as the
+ * connection's User-Id, which the broker then reads from every frame. */
+#include "zap.h"
+
+#include <string.h>
+#include <zmq.h>
+
+#include "refex/log.h"
+#include "refex/util.h"
+
+static void zap_reply(void *zap, const zmq_msg_t *req_id, const char *code, const char *text,
+                      const char *user)
+{
+    zmq_send(zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(zap, zmq_msg_data((zmq_msg_t *)req_id), zmq_msg_size((zmq_msg_t *)req_id),
+             ZMQ_SNDMORE);
+    zmq_send(zap, code, strlen(code), ZMQ_SNDMORE);
+    zmq_send(zap, text, strlen(text), ZMQ_SNDMORE);
+    zmq_send(zap, user, strlen(user), ZMQ_SNDMORE);
+    zmq_send(zap, "", 0, 0);
+}
+
+void broker_zap_handle(void *zap, const refex_directory *dir)
+{
+    zmq_msg_t part[8];
+    int n = 0, more = 1;
+    while (more && n < 8) {
+        zmq_msg_init(&part[n]);
+        if (zmq_msg_recv(&part[n], zap, 0) < 0) {
+            zmq_msg_close(&part[n]);
+            break;
+        }
+        more = zmq_msg_more(&part[n]);
+        n++;
+    }
+    while (more) { /* drain anything beyond what RFC 27 defines */
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        if (zmq_msg_recv(&extra, zap, 0) < 0)
+            more = 0;
+        else
+            more = zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+    }
+    if (n < 2)
+        goto out; /* cannot even address a reply */
+    if (n != 7 || zmq_msg_size(&part[5]) != 5 || memcmp(zmq_msg_data(&part[5]), "CURVE", 5) ||
+        zmq_msg_size(&part[6]) != 32) {
+        refex_log_warn("zap: denied a connection not using CURVE");
+        zap_reply(zap, &part[1], "400", "CURVE required", "");
+        goto out;
+    }
+    const uint8_t *pk = zmq_msg_data(&part[6]);
+    const refex_agency *a = refex_directory_find_transport(dir, pk);
+    char hex[17];
+    refex_hex_encode(hex, pk, 8);
+    if (!a || strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0) {
+        refex_log_warn("zap: denied transport key %s...: not an agency in the directory", hex);
+        zap_reply(zap, &part[1], "400", "unknown transport key", "");
+        goto out;
+    }
+    if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK) {
+        refex_log_warn("zap: denied %s: revoked or outside its validity period", a->id);
+        zap_reply(zap, &part[1], "400", "agency revoked", "");
+        goto out;
+    }
+    refex_log_debug("zap: admitted %s", a->id);
+    zap_reply(zap, &part[1], "200", "OK", a->id);
+out:
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&part[i]);
+}
