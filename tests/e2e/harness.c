@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "refex/codec.h"
@@ -467,4 +468,99 @@ int h_client_hello(h_client *c, const char *agency)
     int ok = r && r->kind_case == REFEX__V1__FRAME__KIND_WELCOME;
     refex_frame_free(&r);
     return ok ? 0 : -1;
+}
+
+/* ---- crash and query helpers ------------------------------------------------------- */
+
+void h_kill9(h_proc *p)
+{
+    if (p->pid <= 0)
+        return;
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    p->pid = 0;
+    if (p->out_fd > 0)
+        close(p->out_fd);
+    p->out_fd = -1;
+}
+
+int h_net_restart_broker(h_net *n)
+{
+    char path[600], text[2048];
+    FILE *f;
+    h_path(n, path, sizeof path, "conf/broker.conf");
+    /* Pin the port the first start chose, so agents find the broker again. */
+    f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    char *listen = strstr(text, "tcp://127.0.0.1:*");
+    if (listen) {
+        char fixed[2600];
+        *listen = 0;
+        snprintf(fixed, sizeof fixed, "%s%s%s", text, n->endpoint,
+                 listen + strlen("tcp://127.0.0.1:*"));
+        if (write_text(path, fixed))
+            return -1;
+    }
+    h_stop(&n->broker);
+    char endpoint[512];
+    snprintf(endpoint, sizeof endpoint, "%s", n->endpoint);
+    int rc = h_net_start_broker(n);
+    return rc == 0 && strcmp(endpoint, n->endpoint) == 0 ? 0 : -1;
+}
+
+int h_agent_index(const h_net *n, const char *agency)
+{
+    for (int i = 0; i < n->n_agents; i++)
+        if (strcmp(n->agent_names[i], agency) == 0)
+            return i;
+    return -1;
+}
+
+json_t *h_control(const h_net *n, const char *agency, json_t *request)
+{
+    char ep[700];
+    char *text = json_dumps(request, JSON_COMPACT);
+    json_t *reply = NULL;
+    h_path(n, ep, sizeof ep, "data/%s/control.sock", agency);
+    char url[720];
+    snprintf(url, sizeof url, "ipc://%s", ep);
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
+    int linger = 0, timeout = H_TIMEOUT_MS;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    if (text && zmq_connect(s, url) == 0 && zmq_send(s, text, strlen(text), 0) >= 0) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, s, 0) >= 0) {
+            json_error_t jerr;
+            reply = json_loadb(zmq_msg_data(&m), zmq_msg_size(&m), 0, &jerr);
+        }
+        zmq_msg_close(&m);
+    }
+    free(text);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    return reply;
+}
+
+long long h_sql_int(const h_net *n, const char *db_rel, const char *sql)
+{
+    char path[700];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    h_path(n, path, sizeof path, "%s", db_rel);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            v = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return v;
 }

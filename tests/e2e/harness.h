@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "refex.pb-c.h"
 #include "refex/keys.h"
 
@@ -85,3 +87,17 @@ int h_client_wait_event(h_client *c, int event, int timeout_ms);
 int h_client_hello(h_client *c, const char *agency);
 
 #endif
+
+/* ---- crash and query helpers ------------------------------------------------------- */
+
+/* kill -9 and reap. */
+void h_kill9(h_proc *p);
+/* Restarts the broker on the endpoint it had (the first start picks a free port). */
+int h_net_restart_broker(h_net *n);
+/* Index of an agency's process in n->agents, or -1. */
+int h_agent_index(const h_net *n, const char *agency);
+/* One JSON request on an agent's control socket; NULL if it does not answer. */
+json_t *h_control(const h_net *n, const char *agency, json_t *request);
+/* Runs a single-value SQL query (read-only) on a file under the test tree, e.g.
+ * "data/social-care/agent.db"; returns the integer result or -1. */
+long long h_sql_int(const h_net *n, const char *db_rel, const char *sql);
