@@ -1,0 +1,301 @@
+/* refex-bench: durable end-to-end throughput and latency of refex against raw ZeroMQ
+ * forwarding of the same sizes, measured in the same run on the same machine, so the
+ * ratio means something on a shared, noisy host. It starts a real broker and two real
+ * agents (sender, receiver) in a temp directory. "End to end" runs from the send call on
+ * the sender's control socket to the receiver's commit of the decrypted message. */
+#include <getopt.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "../tests/e2e/harness.h"
+#include "refex/util.h"
+
+typedef struct {
+    size_t size;
+    int n;
+} bench_case;
+
+typedef struct {
+    double msgs_per_s;
+    double p50_ms, p99_ms;
+} result;
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void percentiles(double *v, int n, result *r)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    r->p50_ms = v[n / 2];
+    r->p99_ms = v[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1];
+}
+
+/* ---- baseline: DEALER -> ROUTER -> DEALER over loopback TCP, no crypto, no disk -------- */
+
+typedef struct {
+    void *ctx;
+    char front[64], back[64];
+    int n;
+    volatile int ready;
+} fwd_args;
+
+static void *forwarder(void *arg)
+{
+    fwd_args *a = arg;
+    void *front = zmq_socket(a->ctx, ZMQ_ROUTER), *back = zmq_socket(a->ctx, ZMQ_ROUTER);
+    int hwm = 0;
+    zmq_setsockopt(front, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(back, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_bind(front, "tcp://127.0.0.1:*");
+    zmq_bind(back, "tcp://127.0.0.1:*");
+    size_t l = sizeof a->front;
+    zmq_getsockopt(front, ZMQ_LAST_ENDPOINT, a->front, &l);
+    l = sizeof a->back;
+    zmq_getsockopt(back, ZMQ_LAST_ENDPOINT, a->back, &l);
+    a->ready = 1;
+    /* The receiver announces itself first, so we know its routing id. */
+    zmq_msg_t rid, body;
+    zmq_msg_init(&rid);
+    zmq_msg_init(&body);
+    zmq_msg_recv(&rid, back, 0);
+    zmq_msg_recv(&body, back, 0);
+    zmq_msg_close(&body);
+    for (int i = 0; i < a->n; i++) {
+        zmq_msg_t sid, m;
+        zmq_msg_init(&sid);
+        zmq_msg_init(&m);
+        zmq_msg_recv(&sid, front, 0);
+        zmq_msg_recv(&m, front, 0);
+        zmq_send(back, zmq_msg_data(&rid), zmq_msg_size(&rid), ZMQ_SNDMORE);
+        zmq_msg_send(&m, back, 0);
+        zmq_msg_close(&sid);
+        zmq_msg_close(&m);
+    }
+    zmq_msg_close(&rid);
+    zmq_close(front);
+    zmq_close(back);
+    return NULL;
+}
+
+static int raw_zmq(const bench_case *c, result *r)
+{
+    void *ctx = zmq_ctx_new();
+    fwd_args fa;
+    memset(&fa, 0, sizeof fa);
+    fa.ctx = ctx;
+    fa.n = c->n;
+    pthread_t th;
+    pthread_create(&th, NULL, forwarder, &fa);
+    while (!fa.ready) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    void *snd = zmq_socket(ctx, ZMQ_DEALER), *rcv = zmq_socket(ctx, ZMQ_DEALER);
+    int hwm = 0;
+    zmq_setsockopt(snd, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(rcv, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_connect(snd, fa.front);
+    zmq_connect(rcv, fa.back);
+    zmq_send(rcv, "hi", 2, 0);
+    uint8_t *buf = calloc(1, c->size);
+    double *lat = calloc((size_t)c->n, sizeof *lat);
+    int64_t t0 = now_us(), last = t0;
+    /* Open loop: the sender never waits for the receiver, like refex's outbox. */
+    for (int i = 0; i < c->n; i++) {
+        int64_t t = now_us();
+        memcpy(buf, &t, sizeof t);
+        zmq_send(snd, buf, c->size, 0);
+    }
+    for (int i = 0; i < c->n; i++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, rcv, 0);
+        int64_t sent;
+        memcpy(&sent, zmq_msg_data(&m), sizeof sent);
+        last = now_us();
+        lat[i] = (double)(last - sent) / 1000.0;
+        zmq_msg_close(&m);
+    }
+    r->msgs_per_s = c->n / ((double)(last - t0) / 1e6);
+    percentiles(lat, c->n, r);
+    pthread_join(th, NULL);
+    int linger = 0;
+    zmq_setsockopt(snd, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(rcv, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(snd);
+    zmq_close(rcv);
+    zmq_ctx_term(ctx);
+    free(buf);
+    free(lat);
+    return 0;
+}
+
+/* ---- refex: sender agent -> broker -> receiver agent, durable at every hop ------------- */
+
+static int refex_run(h_net *net, const bench_case *c, int round, result *r)
+{
+    char url[800], path[700];
+    h_path(net, path, sizeof path, "data/sender/control.sock");
+    snprintf(url, sizeof url, "ipc://%s", path);
+    void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
+    zmq_connect(s, url);
+    char *pad = malloc(c->size + 1);
+    memset(pad, 'x', c->size);
+    pad[c->size] = 0;
+    long long before = h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox");
+    int64_t t_start = refex_mono_ms();
+    for (int i = 0; i < c->n; i++) {
+        json_t *req = json_pack("{s:s, s:[s], s:s, s:s, s:{s:s, s:s}}", "cmd", "send", "to",
+                                "receiver", "type", "referral", "case", "BENCH", "body", "kind",
+                                "REFERRAL_PRE_BIRTH", "summary", pad);
+        char *text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        zmq_send(s, text, strlen(text), 0);
+        free(text);
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        zmq_msg_recv(&m, s, 0);
+        json_error_t jerr;
+        json_t *reply = json_loadb(zmq_msg_data(&m), zmq_msg_size(&m), 0, &jerr);
+        zmq_msg_close(&m);
+        int ok = json_is_true(json_object_get(reply, "ok"));
+        if (!ok)
+            fprintf(stderr, "refex-bench: send refused: %s\n",
+                    json_string_value(json_object_get(reply, "error")));
+        json_decref(reply);
+        if (!ok)
+            return -1;
+    }
+    free(pad);
+    fprintf(stderr, "refex-bench: %d sends took %.1f ms\n", c->n, (double)(refex_mono_ms() - t_start));
+    int linger = 0;
+    zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_close(s);
+    zmq_ctx_term(ctx);
+    long long want = before + c->n;
+    int64_t deadline = refex_mono_ms() + 600000;
+    while (h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox") < want) {
+        if (refex_mono_ms() > deadline)
+            return -1;
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    /* Latency per message: receiver's commit time minus the envelope's creation time (both
+     * milliseconds of the same clock); throughput over the whole round. */
+    char sql[256];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    h_path(net, path, sizeof path, "data/receiver/agent.db");
+    sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+    snprintf(sql, sizeof sql,
+             "SELECT received_ms - created_ms, created_ms, received_ms FROM inbox "
+             "ORDER BY rowid LIMIT -1 OFFSET %lld",
+             before);
+    sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    double *lat = calloc((size_t)c->n, sizeof *lat);
+    int k = 0;
+    int64_t first = INT64_MAX, last = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && k < c->n) {
+        lat[k++] = (double)sqlite3_column_int64(st, 0);
+        int64_t cr = sqlite3_column_int64(st, 1), rv = sqlite3_column_int64(st, 2);
+        first = cr < first ? cr : first;
+        last = rv > last ? rv : last;
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    (void)round;
+    r->msgs_per_s = k / ((double)(last - first + 1) / 1000.0);
+    percentiles(lat, k, r);
+    free(lat);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    double scale = 1.0;
+    int opt;
+    static const struct option opts[] = {
+        {"scale", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (opt == 's') {
+            scale = atof(optarg);
+        } else {
+            printf("usage: refex-bench [--scale F]\n\n"
+                   "Measures refex end to end (send call to the receiver's commit, durable at\n"
+                   "every hop) against raw ZeroMQ DEALER->ROUTER->DEALER forwarding of the same\n"
+                   "sizes, in one run, and prints one table with the ratios. --scale\n"
+                   "multiplies the message counts (default 1.0). Needs the refex binaries\n"
+                   "next to it (or REFEX_BIN_DIR).\n");
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (refex_init() != REFEX_OK || scale <= 0)
+        return 2;
+    if (!getenv("REFEX_BIN_DIR")) {
+        static char dir[1024];
+        snprintf(dir, sizeof dir, "%s", argv[0]);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        else
+            snprintf(dir, sizeof dir, ".");
+        setenv("REFEX_BIN_DIR", dir, 1);
+        /* the binaries live one level up from bench/ in the build tree */
+        char up[1100];
+        snprintf(up, sizeof up, "%s/../refex", dir);
+        FILE *f = fopen(up, "r");
+        if (f) {
+            fclose(f);
+            snprintf(up, sizeof up, "%s/..", dir);
+            setenv("REFEX_BIN_DIR", up, 1);
+        }
+    }
+    bench_case cases[] = {{1024, (int)(3000 * scale)},
+                          {64 * 1024, (int)(500 * scale)},
+                          {1024 * 1024, (int)(40 * scale)}};
+    static const char *const agencies[] = {"sender", "receiver", NULL};
+    h_net net;
+    fprintf(stderr, "refex-bench: starting a broker and two agents...\n");
+    if (h_net_init(&net, agencies, NULL, "") != 0 || h_net_start_broker(&net) != 0 ||
+        h_net_start_agent(&net, "sender") != 0 || h_net_start_agent(&net, "receiver") != 0) {
+        fprintf(stderr, "refex-bench: could not start the test network\n");
+        h_net_fini(&net);
+        return 1;
+    }
+    printf("%-8s %6s | %12s %9s %9s | %12s %9s %9s | %8s %8s\n", "size", "n", "refex msg/s",
+           "p50 ms", "p99 ms", "zmq msg/s", "p50 ms", "p99 ms", "thr", "p50");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        result rr, zr;
+        fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
+        if (refex_run(&net, &cases[i], (int)i, &rr) != 0 || raw_zmq(&cases[i], &zr) != 0) {
+            fprintf(stderr, "refex-bench: run failed\n");
+            h_net_fini(&net);
+            return 1;
+        }
+        char label[32];
+        snprintf(label, sizeof label, "%zuK", cases[i].size / 1024);
+        printf("%-8s %6d | %12.0f %9.1f %9.1f | %12.0f %9.2f %9.2f | %7.3fx %7.0fx\n", label,
+               cases[i].n, rr.msgs_per_s, rr.p50_ms, rr.p99_ms, zr.msgs_per_s, zr.p50_ms, zr.p99_ms,
+               rr.msgs_per_s / zr.msgs_per_s, rr.p50_ms / (zr.p50_ms > 0.001 ? zr.p50_ms : 0.001));
+        fflush(stdout);
+    }
+    printf("thr = refex throughput / raw ZeroMQ throughput; p50 = refex p50 / raw p50.\n");
+    h_net_fini(&net);
+    return 0;
+}
