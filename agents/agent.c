@@ -41,6 +41,15 @@ typedef struct {
     int64_t deadline;
 } waiter;
 
+/* Something to send once the current batch has committed: a frame for the broker
+ * (rid_len == 0) or a reply for a control client. */
+struct out_item {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    char *data;
+    size_t len;
+};
+
 struct agent {
     char agency[REFEX_ID_MAX];
     char broker_ep[512];
@@ -51,6 +60,11 @@ struct agent {
     void *ctx, *link, *mon, *control;
     int online;
     int64_t next_retry_ms, last_sent_ms;
+    /* Group commit: the work of one poll cycle shares one transaction (each piece in its
+     * own savepoint); frames and replies that depend on it wait in outq until it commits. */
+    int in_batch;
+    struct out_item *outq;
+    size_t outq_n, outq_cap;
     waiter waiters[MAX_WAITERS];
     size_t n_waiters;
 };
@@ -157,6 +171,9 @@ void agent_close(agent **a_p)
         zmq_close(a->link);
     if (a->ctx)
         zmq_ctx_term(a->ctx);
+    for (size_t i = 0; i < a->outq_n; i++)
+        free(a->outq[i].data);
+    free(a->outq);
     refex_db_close(&a->db);
     refex_daemon_base_fini(&a->base);
     free(a);
@@ -165,16 +182,120 @@ void agent_close(agent **a_p)
 
 /* ---- control socket replies ------------------------------------------------------- */
 
+static void control_send(agent *a, const uint8_t *rid, size_t rid_len, const char *text, size_t len)
+{
+    zmq_send(a->control, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(a->control, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(a->control, text, len, ZMQ_DONTWAIT);
+}
+
+/* Queues data (taking ownership) until the batch commits. */
+static int outq_push(agent *a, const uint8_t *rid, size_t rid_len, char *data, size_t len)
+{
+    if (a->outq_n == a->outq_cap) {
+        size_t cap = a->outq_cap ? a->outq_cap * 2 : 64;
+        struct out_item *q = realloc(a->outq, cap * sizeof *q);
+        if (!q) {
+            free(data);
+            return REFEX_E_NOMEM;
+        }
+        a->outq = q;
+        a->outq_cap = cap;
+    }
+    struct out_item *it = &a->outq[a->outq_n++];
+    if (rid_len)
+        memcpy(it->rid, rid, rid_len);
+    it->rid_len = rid_len;
+    it->data = data;
+    it->len = len;
+    return REFEX_OK;
+}
+
 static void control_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply)
 {
     char *text = json_dumps(reply, JSON_COMPACT);
     json_decref(reply);
     if (!text)
         return;
-    zmq_send(a->control, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(a->control, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send(a->control, text, strlen(text), ZMQ_DONTWAIT);
+    if (a->in_batch && rid_len) {
+        outq_push(a, rid, rid_len, text, strlen(text));
+        return;
+    }
+    control_send(a, rid, rid_len, text, strlen(text));
     free(text);
+}
+
+/* A frame for the broker: queued while a batch is open, so the broker never hears of
+ * anything (a new message, an ACK, a receipt acknowledgement) before it is committed. */
+static int link_out(agent *a, Refex__V1__Frame *f)
+{
+    if (!a->in_batch)
+        return refex_link_send(a->link, NULL, 0, f);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    f->version = REFEX_PROTOCOL_VERSION;
+    int rc = refex_frame_pack(f, &buf, &len);
+    return rc == REFEX_OK ? outq_push(a, NULL, 0, (char *)buf, len) : rc;
+}
+
+/* ---- batches ------------------------------------------------------------------------- */
+
+/* One unit of work inside the cycle's transaction. */
+static int unit_begin(agent *a)
+{
+    if (!a->in_batch) {
+        int rc = refex_db_begin(a->db);
+        if (rc != REFEX_OK)
+            return rc;
+        a->in_batch = 1;
+    }
+    return refex_db_exec(a->db, "SAVEPOINT unit");
+}
+
+static int unit_end(agent *a, int ok)
+{
+    if (ok)
+        return refex_db_exec(a->db, "RELEASE unit");
+    if (refex_db_exec(a->db, "ROLLBACK TO unit") != REFEX_OK ||
+        refex_db_exec(a->db, "RELEASE unit") != REFEX_OK)
+        return REFEX_E_DB;
+    return REFEX_E_DB;
+}
+
+static json_t *reply_error(int code, const char *detail);
+
+/* Commits the cycle (one fsync for everything in it), then sends what waited for it. If
+ * the commit fails nothing is sent to the broker (it will redeliver; our outbox retries)
+ * and every waiting control client is told. */
+static void batch_end(agent *a)
+{
+    int rc = REFEX_OK;
+    if (a->in_batch) {
+        rc = refex_db_commit(a->db);
+        a->in_batch = 0;
+    }
+    for (size_t i = 0; i < a->outq_n; i++) {
+        struct out_item *it = &a->outq[i];
+        if (rc == REFEX_OK && it->rid_len == 0) {
+            if (zmq_send(a->link, it->data, it->len, ZMQ_DONTWAIT) < 0)
+                refex_log_warn("link: a frame could not be sent now; it will be retried");
+            else
+                a->last_sent_ms = refex_mono_ms();
+        } else if (rc == REFEX_OK) {
+            control_send(a, it->rid, it->rid_len, it->data, it->len);
+        } else if (it->rid_len) {
+            json_t *e = reply_error(REFEX_E_DB, "the agent could not commit; try again");
+            char *text = json_dumps(e, JSON_COMPACT);
+            json_decref(e);
+            if (text)
+                control_send(a, it->rid, it->rid_len, text, strlen(text));
+            free(text);
+        }
+        free(it->data);
+    }
+    if (rc != REFEX_OK && a->outq_n)
+        refex_log_error("batch: commit failed; %zu frame(s) and reply(ies) withheld", a->outq_n);
+    a->outq_n = 0;
 }
 
 static json_t *reply_error(int code, const char *detail)
@@ -245,7 +366,7 @@ static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
     s.envelope = e;
     f.kind_case = REFEX__V1__FRAME__KIND_SEND;
     f.send = &s;
-    int rc = refex_link_send(a->link, NULL, 0, &f);
+    int rc = link_out(a, &f);
     refex__v1__envelope__free_unpacked(e, NULL);
     return rc;
 }
@@ -266,7 +387,7 @@ static void flush_outbox(agent *a, int stale_only)
         return;
     if (refex_db_prepare(a->db, "UPDATE outbox SET sent_ms = ? WHERE message_id = ?", &up) !=
             REFEX_OK ||
-        refex_db_begin(a->db) != REFEX_OK) {
+        unit_begin(a) != REFEX_OK) {
         sqlite3_finalize(st);
         sqlite3_finalize(up);
         return;
@@ -289,7 +410,7 @@ static void flush_outbox(agent *a, int stale_only)
     }
     sqlite3_finalize(st);
     sqlite3_finalize(up);
-    if (refex_db_commit(a->db) != REFEX_OK)
+    if (unit_end(a, 1) != REFEX_OK)
         refex_log_warn("outbox: could not record send times");
     if (n) {
         a->last_sent_ms = refex_mono_ms();
@@ -417,7 +538,7 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     refex_audit_entry ae;
     audit_fill(a, &ae, "send", "success", peers, idhex, type, case_ref, hashhex, &meta);
     sqlite3_stmt *st = NULL;
-    if ((rc = refex_db_begin(a->db)) != REFEX_OK)
+    if ((rc = unit_begin(a)) != REFEX_OK)
         goto out;
     rc = refex_db_prepare(a->db,
                           "INSERT INTO outbox(message_id, recipients, type, case_ref,"
@@ -447,9 +568,9 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     if (rc == REFEX_OK)
         rc = refex_audit_append(a->db, &ae, NULL);
     if (rc == REFEX_OK)
-        rc = refex_db_commit(a->db);
+        rc = unit_end(a, 1);
     else
-        refex_db_rollback(a->db);
+        unit_end(a, 0);
     if (rc != REFEX_OK) {
         snprintf(detail, sizeof detail, "could not commit to the outbox");
         goto out;
@@ -508,7 +629,7 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
                        refex_errname(code));
         goto answer;
     }
-    if ((rc = refex_db_begin(a->db)) != REFEX_OK)
+    if ((rc = unit_begin(a)) != REFEX_OK)
         return;
     rc = refex_db_prepare(a->db,
                           "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
@@ -530,9 +651,9 @@ static void outbox_result(agent *a, const uint8_t id[16], int code, const char *
             rc = audit_outcome(a, "reject", refex_errname(code), peers, idhex, "");
     }
     if (rc == REFEX_OK)
-        rc = refex_db_commit(a->db);
+        rc = unit_end(a, 1);
     else
-        refex_db_rollback(a->db);
+        unit_end(a, 0);
     if (rc != REFEX_OK)
         refex_log_error("outbox: could not record the result for %s", idhex);
     if (code)
@@ -607,7 +728,7 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     ack.receipt = sr;
     f.kind_case = REFEX__V1__FRAME__KIND_ACK;
     f.ack = &ack;
-    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+    if (link_out(a, &f) != REFEX_OK)
         refex_log_warn("ack: could not send for a message from %s", sender);
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
@@ -659,7 +780,7 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
     audit_fill(a, &ae, rc == REFEX_OK ? "receive" : "reject",
                rc == REFEX_OK ? "success" : refex_errname(rc), h->sender, idhex, h->type,
                h->case_ref, hashhex, have_meta ? &meta : NULL);
-    int dbrc = refex_db_begin(a->db), dup = 0;
+    int dbrc = unit_begin(a), dup = 0;
     if (dbrc == REFEX_OK && rc == REFEX_OK) {
         sqlite3_stmt *st = NULL;
         dbrc = refex_db_prepare(a->db,
@@ -684,9 +805,9 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
     if (dbrc == REFEX_OK && !dup)
         dbrc = refex_audit_append(a->db, &ae, NULL);
     if (dbrc == REFEX_OK)
-        dbrc = refex_db_commit(a->db);
+        dbrc = unit_end(a, 1);
     else
-        refex_db_rollback(a->db);
+        unit_end(a, 0);
 
     if (dbrc != REFEX_OK) {
         /* Not committed: no ACK, so the broker keeps it and delivers it again. */
@@ -716,7 +837,7 @@ static void send_receipt_ack(agent *a, const refex_receipt *r)
     ra.recipient = (char *)r->recipient;
     f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
     f.receipt_ack = &ra;
-    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+    if (link_out(a, &f) != REFEX_OK)
         refex_log_warn("receipt: could not acknowledge");
 }
 
@@ -743,7 +864,7 @@ static void handle_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
     size_t len = refex__v1__signed_receipt__get_packed_size(sr);
     uint8_t *blob = malloc(len);
     sqlite3_stmt *st = NULL;
-    if (!blob || refex_db_begin(a->db) != REFEX_OK) {
+    if (!blob || unit_begin(a) != REFEX_OK) {
         free(blob);
         return;
     }
@@ -771,9 +892,9 @@ static void handle_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
                            hashhex);
     }
     if (rc == REFEX_OK)
-        rc = refex_db_commit(a->db);
+        rc = unit_end(a, 1);
     else
-        refex_db_rollback(a->db);
+        unit_end(a, 0);
     free(blob);
     if (rc != REFEX_OK) {
         refex_log_error("receipt: %s from %s not committed; not acknowledged", idhex, r.recipient);
@@ -1172,10 +1293,17 @@ int agent_run(agent *a)
                 break;
             link_readable(a);
         }
-        if (items[2].revents & ZMQ_POLLIN)
+        for (int i = 0; i < 64 && (items[2].revents & ZMQ_POLLIN); i++) {
+            int ev = 0;
+            size_t evlen = sizeof ev;
+            zmq_getsockopt(a->control, ZMQ_EVENTS, &ev, &evlen);
+            if (!(ev & ZMQ_POLLIN))
+                break;
             control_readable(a);
-        expire_waiters(a);
+        }
         timers(a);
+        batch_end(a);
+        expire_waiters(a);
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&
             !refex_directory_find(a->base.dir, a->agency))

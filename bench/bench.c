@@ -148,22 +148,26 @@ static int raw_zmq(const bench_case *c, result *r)
 
 /* ---- refex: sender agent -> broker -> receiver agent, durable at every hop ------------- */
 
-static int refex_run(h_net *net, const bench_case *c, int round, result *r)
+#define CLIENTS 8
+
+typedef struct {
+    char url[800];
+    const char *pad;
+    int n;
+    int failed;
+} client_args;
+
+/* One control-socket client: sends its share of messages, each after the previous one was
+ * committed to the sender's outbox (what `refex send` does). */
+static void *client(void *arg)
 {
-    char url[800], path[700];
-    h_path(net, path, sizeof path, "data/sender/control.sock");
-    snprintf(url, sizeof url, "ipc://%s", path);
+    client_args *ca = arg;
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
-    zmq_connect(s, url);
-    char *pad = malloc(c->size + 1);
-    memset(pad, 'x', c->size);
-    pad[c->size] = 0;
-    long long before = h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox");
-    int64_t t_start = refex_mono_ms();
-    for (int i = 0; i < c->n; i++) {
+    zmq_connect(s, ca->url);
+    for (int i = 0; i < ca->n && !ca->failed; i++) {
         json_t *req = json_pack("{s:s, s:[s], s:s, s:s, s:{s:s, s:s}}", "cmd", "send", "to",
                                 "receiver", "type", "referral", "case", "BENCH", "body", "kind",
-                                "REFERRAL_PRE_BIRTH", "summary", pad);
+                                "REFERRAL_PRE_BIRTH", "summary", ca->pad);
         char *text = json_dumps(req, JSON_COMPACT);
         json_decref(req);
         zmq_send(s, text, strlen(text), 0);
@@ -174,20 +178,45 @@ static int refex_run(h_net *net, const bench_case *c, int round, result *r)
         json_error_t jerr;
         json_t *reply = json_loadb(zmq_msg_data(&m), zmq_msg_size(&m), 0, &jerr);
         zmq_msg_close(&m);
-        int ok = json_is_true(json_object_get(reply, "ok"));
-        if (!ok)
+        if (!json_is_true(json_object_get(reply, "ok"))) {
             fprintf(stderr, "refex-bench: send refused: %s\n",
                     json_string_value(json_object_get(reply, "error")));
+            ca->failed = 1;
+        }
         json_decref(reply);
-        if (!ok)
-            return -1;
     }
-    free(pad);
-    fprintf(stderr, "refex-bench: %d sends took %.1f ms\n", c->n, (double)(refex_mono_ms() - t_start));
     int linger = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(s);
     zmq_ctx_term(ctx);
+    return NULL;
+}
+
+static int refex_run(h_net *net, const bench_case *c, int round, result *r)
+{
+    char path[700];
+    h_path(net, path, sizeof path, "data/sender/control.sock");
+    char *pad = malloc(c->size + 1);
+    memset(pad, 'x', c->size);
+    pad[c->size] = 0;
+    long long before = h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox");
+    pthread_t th[CLIENTS];
+    client_args ca[CLIENTS];
+    int failed = 0;
+    for (int k = 0; k < CLIENTS; k++) {
+        snprintf(ca[k].url, sizeof ca[k].url, "ipc://%s", path);
+        ca[k].pad = pad;
+        ca[k].n = c->n / CLIENTS + (k < c->n % CLIENTS);
+        ca[k].failed = 0;
+        pthread_create(&th[k], NULL, client, &ca[k]);
+    }
+    for (int k = 0; k < CLIENTS; k++) {
+        pthread_join(th[k], NULL);
+        failed |= ca[k].failed;
+    }
+    free(pad);
+    if (failed)
+        return -1;
     long long want = before + c->n;
     int64_t deadline = refex_mono_ms() + 600000;
     while (h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox") < want) {
