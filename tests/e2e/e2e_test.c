@@ -24,6 +24,7 @@
 #include "refex/directory.h"
 #include "refex/envelope.h"
 #include "refex/link.h"
+#include "refex/receipt.h"
 #include "refex/util.h"
 
 static h_net g_net;
@@ -249,13 +250,13 @@ static refex_directory *load_directory(void)
 }
 
 /* Seals a small case update from `sender_keys` claiming `claimed_sender`. */
-static Refex__V1__Envelope *seal_for(refex_keys *sender_keys, const char *claimed_sender,
-                                     const char *recipient, uint8_t id[16])
+static Refex__V1__Envelope *seal_with(refex_keys *sender_keys, const char *claimed_sender,
+                                      const char *recipient, int wrong_key, uint8_t id[16])
 {
     refex_directory *d = load_directory();
     const refex_agency *r = refex_directory_find(d, recipient);
     refex_agency fake;
-    if (!r) { /* an agency the directory does not know: any keys will do */
+    if (!r || wrong_key) { /* unknown agency, or a key that is not the recipient's */
         memset(&fake, 0, sizeof fake);
         snprintf(fake.id, sizeof fake.id, "%s", recipient);
         crypto_box_keypair(fake.enc_pk, (uint8_t[32]){0});
@@ -295,10 +296,39 @@ static void send_envelope(h_client *c, Refex__V1__Envelope *e)
     assert_int_equal(h_client_send(c, &f), 0);
 }
 
+/* Acknowledges a receipt for a raw client, as an agent would. */
+static void ack_receipt(h_client *c, const Refex__V1__Frame *r)
+{
+    Refex__V1__Receipt *rc = refex__v1__receipt__unpack(NULL, r->receipt->receipt->receipt.len,
+                                                        r->receipt->receipt->receipt.data);
+    assert_non_null(rc);
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.message_id = rc->message_id;
+    ra.recipient = rc->recipient;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    f.receipt_ack = &ra;
+    assert_int_equal(h_client_send(c, &f), 0);
+    refex__v1__receipt__free_unpacked(rc, NULL);
+}
+
+/* Next frame for a raw client, acknowledging receipts of earlier messages on the way
+ * unless receipts are what the caller waits for. */
+static Refex__V1__Frame *next_frame(h_client *c, int want_receipt)
+{
+    for (;;) {
+        Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+        if (!r || want_receipt || r->kind_case != REFEX__V1__FRAME__KIND_RECEIPT)
+            return r;
+        ack_receipt(c, r);
+        refex_frame_free(&r);
+    }
+}
+
 /* Expects a REJECTED (for SEND) or ERROR frame carrying `code`. */
 static void expect_refusal(h_client *c, int code)
 {
-    Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+    Refex__V1__Frame *r = next_frame(c, 0);
     if (!r)
         fail_msg("no answer from the broker; wanted %s", refex_errname(code));
     int got = r->kind_case == REFEX__V1__FRAME__KIND_REJECTED ? (int)r->rejected->code
@@ -312,7 +342,7 @@ static void expect_refusal(h_client *c, int code)
 
 static void expect_stored(h_client *c, const uint8_t id[16])
 {
-    Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+    Refex__V1__Frame *r = next_frame(c, 0);
     assert_non_null(r);
     if (r->kind_case != REFEX__V1__FRAME__KIND_STORED)
         fail_msg("wanted STORED, got %s (%s)", refex_frame_kind_name(r),
@@ -321,6 +351,12 @@ static void expect_stored(h_client *c, const uint8_t id[16])
                      : "");
     assert_memory_equal(r->stored->message_id.data, id, 16);
     refex_frame_free(&r);
+}
+
+static Refex__V1__Envelope *seal_for(refex_keys *sender_keys, const char *claimed_sender,
+                                     const char *recipient, uint8_t id[16])
+{
+    return seal_with(sender_keys, claimed_sender, recipient, 0, id);
 }
 
 /* ---- forged sender ------------------------------------------------------------------ */
@@ -528,7 +564,7 @@ static void test_routing_id_reuse_does_not_hijack_a_session(void **state)
     /* Police, back with its own HELLO, gets its backlog. */
     assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
     assert_int_equal(h_client_hello(&police, "police"), 0);
-    r = h_client_recv(&police, H_TIMEOUT_MS);
+    r = next_frame(&police, 0);
     assert_non_null(r);
     assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_DELIVER);
     char got[33];
@@ -611,6 +647,59 @@ static void test_control_socket_bad_requests_get_typed_errors(void **state)
     char path[600];
     h_path(&g_net, path, sizeof path, "logs/midwifery.log");
     assert_false(h_tree_contains(path, "Jane Smith", 10));
+}
+
+/* ---- dead letters ---------------------------------------------------------------------- */
+
+/* A correctly signed message the recipient cannot decrypt is refused for good: the sender
+ * gets the recipient's signed refusal and the broker does not redeliver it. */
+static void test_undecryptable_message_is_dead_lettered(void **state)
+{
+    (void)state;
+    h_client c;
+    uint8_t id[16];
+    assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "police"), 0);
+    Refex__V1__Envelope *e = seal_with(c.keys, "police", "social-care", 1, id);
+    send_envelope(&c, e);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    expect_stored(&c, id);
+
+    refex_receipt rc;
+    refex_directory *d = load_directory();
+    Refex__V1__Frame *r = NULL;
+    for (;;) { /* receipts of earlier messages may come first */
+        r = next_frame(&c, 1);
+        assert_non_null(r);
+        assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_RECEIPT);
+        assert_ok(refex_receipt_verify(r->receipt->receipt, d, &rc));
+        ack_receipt(&c, r);
+        if (memcmp(rc.message_id, id, 16) == 0)
+            break;
+        refex_frame_free(&r);
+    }
+    assert_memory_equal(rc.message_id, id, 16);
+    assert_string_equal(rc.signer, "social-care");
+    assert_string_equal(rc.recipient, "social-care");
+    assert_int_equal(rc.code, REFEX_E_DECRYPT);
+    refex_directory_destroy(&d);
+    refex_frame_free(&r);
+
+    char idhex[33], sql[256];
+    refex_hex_encode(idhex, id, 16);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE message_id = '%s' AND event = 'reject' AND "
+             "outcome = 'E_DECRYPT'",
+             idhex);
+    assert_int_equal(h_sql_int(&g_net, "data/social-care/agent.db", sql), 1);
+    /* Dead-lettered: nothing left to deliver at the broker. */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM deliveries d JOIN messages m ON m.seq = d.seq WHERE "
+             "hex(m.message_id) = upper('%s')",
+             idhex);
+    assert_int_equal(h_sql_int(&g_net, "data/broker/queue.db", sql), 0);
+    h_client_close(&c);
+    assert_daemons_alive();
 }
 
 /* ---- CLI-level refusals ------------------------------------------------------------- */
@@ -743,6 +832,7 @@ int main(void)
         cmocka_unit_test(test_unlisted_transport_key_cannot_connect),
         cmocka_unit_test(test_forged_sender_refused),
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
+        cmocka_unit_test(test_undecryptable_message_is_dead_lettered),
         cmocka_unit_test(test_routing_id_reuse_does_not_hijack_a_session),
         cmocka_unit_test(test_control_socket_bad_requests_get_typed_errors),
         cmocka_unit_test(test_cli_send_errors_are_typed),
