@@ -57,7 +57,7 @@ static int wait_inbox(const char *agency, const char *id)
 static int setup(void **state)
 {
     (void)state;
-    if (h_net_init(&g_net, AGENCIES, LISTED_ONLY, "max_frame = 256K") != 0 ||
+    if (h_net_init(&g_net, AGENCIES, LISTED_ONLY, "max_frame = 256K\nredeliver_seconds = 2") != 0 ||
         h_net_start_broker(&g_net) != 0)
         return -1;
     for (int i = 0; AGENCIES[i]; i++)
@@ -702,6 +702,90 @@ static void test_undecryptable_message_is_dead_lettered(void **state)
     assert_daemons_alive();
 }
 
+/* ---- redelivery ------------------------------------------------------------------------ */
+
+/* A delivery the recipient never acknowledges is sent again after redeliver_seconds of
+ * silence; the recipient's signed ACK then ends it and reaches the sender as a receipt. */
+static void test_unacknowledged_delivery_is_redelivered(void **state)
+{
+    (void)state;
+    char out[4096], idhex[33], got[33];
+    h_client c;
+    assert_int_equal(h_client_open(&c, &g_net, "probation", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "probation"), 0);
+    const char *args[] = {"send",      "--to",          "probation", "--type", "referral",
+                          "--summary", "for probation", "--wait",    "--json", NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, args), 0);
+    json_error_t jerr;
+    json_t *reply = json_loads(out, 0, &jerr);
+    assert_non_null(reply);
+    snprintf(idhex, sizeof idhex, "%s", json_string_value(json_object_get(reply, "message_id")));
+    json_decref(reply);
+
+    Refex__V1__Envelope *env = NULL;
+    for (int round = 0; round < 2; round++) { /* first delivery, then the redelivery */
+        Refex__V1__Frame *r = next_frame(&c, 0);
+        assert_non_null(r);
+        assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_DELIVER);
+        Refex__V1__EnvelopeHeader *h = NULL;
+        assert_ok(refex_envelope_parse_header(r->deliver->envelope, &h));
+        refex_hex_encode(got, h->message_id.data, 16);
+        assert_string_equal(got, idhex);
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+        if (round == 1) {
+            size_t len = refex__v1__envelope__get_packed_size(r->deliver->envelope);
+            uint8_t *buf = malloc(len);
+            refex__v1__envelope__pack(r->deliver->envelope, buf);
+            env = refex__v1__envelope__unpack(NULL, len, buf);
+            free(buf);
+        }
+        refex_frame_free(&r);
+    }
+
+    /* Acknowledge as an agent would: with a receipt signed by probation. */
+    refex_receipt rc;
+    uint8_t *blob = NULL;
+    size_t blen = 0;
+    memset(&rc, 0, sizeof rc);
+    assert_ok(refex_hex_decode(rc.message_id, 16, idhex));
+    strcpy(rc.sender, "midwifery");
+    strcpy(rc.recipient, "probation");
+    strcpy(rc.signer, "probation");
+    rc.time_ms = refex_now_ms();
+    assert_ok(refex_envelope_hash(env, rc.envelope_hash));
+    rc.has_envelope_hash = 1;
+    assert_ok(refex_receipt_sign(&rc, c.keys->sk->sign_sk, &blob, &blen));
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, blen, blob);
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
+    ack.message_id = (ProtobufCBinaryData){16, rc.message_id};
+    ack.sender = "midwifery";
+    ack.receipt = sr;
+    f.kind_case = REFEX__V1__FRAME__KIND_ACK;
+    f.ack = &ack;
+    assert_int_equal(h_client_send(&c, &f), 0);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    refex__v1__envelope__free_unpacked(env, NULL);
+    free(blob);
+
+    /* The sender holds probation's receipt. */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM receipts WHERE message_id = '%s' AND recipient = 'probation' "
+             "AND code = 0",
+             idhex);
+    int64_t deadline = refex_mono_ms() + H_TIMEOUT_MS;
+    while (h_sql_int(&g_net, "data/midwifery/agent.db", sql) != 1 && refex_mono_ms() < deadline)
+        pause_briefly();
+    assert_int_equal(h_sql_int(&g_net, "data/midwifery/agent.db", sql), 1);
+    const char *status[] = {"status", idhex, NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, status), 0);
+    assert_non_null(strstr(out, "delivered"));
+    assert_non_null(strstr(out, "receipt signed by probation"));
+    h_client_close(&c);
+    assert_daemons_alive();
+}
+
 /* ---- CLI-level refusals ------------------------------------------------------------- */
 
 static void test_cli_send_errors_are_typed(void **state)
@@ -833,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_forged_sender_refused),
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
         cmocka_unit_test(test_undecryptable_message_is_dead_lettered),
+        cmocka_unit_test(test_unacknowledged_delivery_is_redelivered),
         cmocka_unit_test(test_routing_id_reuse_does_not_hijack_a_session),
         cmocka_unit_test(test_control_socket_bad_requests_get_typed_errors),
         cmocka_unit_test(test_cli_send_errors_are_typed),
