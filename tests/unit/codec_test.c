@@ -535,6 +535,176 @@ static void test_fuzz(void **state)
     free(orig);
 }
 
+/* A stand-in signed receipt: the codec only checks that one is present with receipt bytes. */
+static void fake_signed_receipt(Refex__V1__SignedReceipt *sr)
+{
+    static uint8_t receipt[] = {0x08, 0x01, 0x12, 0x02, 0xaa, 0xbb};
+    static uint8_t sig[64] = {7, 8, 9};
+    refex__v1__signed_receipt__init(sr);
+    sr->receipt = (ProtobufCBinaryData){sizeof receipt, receipt};
+    sr->signature = (ProtobufCBinaryData){sizeof sig, sig};
+}
+
+static void receipt_frame(Refex__V1__Frame *f, Refex__V1__ReceiptDeliver *rd,
+                          Refex__V1__SignedReceipt *sr)
+{
+    fake_signed_receipt(sr);
+    refex__v1__receipt_deliver__init(rd);
+    rd->receipt = sr;
+    refex__v1__frame__init(f);
+    f->version = REFEX_PROTOCOL_VERSION;
+    f->kind_case = REFEX__V1__FRAME__KIND_RECEIPT;
+    f->receipt = rd;
+}
+
+static void test_receipt(void **state)
+{
+    (void)state;
+    Refex__V1__SignedReceipt sr;
+    Refex__V1__ReceiptDeliver rd;
+    Refex__V1__Frame f;
+    receipt_frame(&f, &rd, &sr);
+    Refex__V1__Frame *got = round_trip(&f, "receipt");
+    assert_non_null(got->receipt);
+    const Refex__V1__SignedReceipt *g = got->receipt->receipt;
+    assert_non_null(g);
+    assert_int_equal(g->receipt.len, sr.receipt.len);
+    assert_memory_equal(g->receipt.data, sr.receipt.data, sr.receipt.len);
+    assert_int_equal(g->signature.len, 64);
+    assert_memory_equal(g->signature.data, sr.signature.data, 64);
+    refex_frame_free(&got);
+
+    /* The codec does not judge the signature: that is refex_receipt_verify's job. */
+    sr.signature = (ProtobufCBinaryData){0, NULL};
+    got = round_trip(&f, "receipt");
+    assert_int_equal(got->receipt->receipt->signature.len, 0);
+    refex_frame_free(&got);
+}
+
+static void test_receipt_ack(void **state)
+{
+    (void)state;
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    ra.recipient = "social-care";
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    f.version = REFEX_PROTOCOL_VERSION;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    f.receipt_ack = &ra;
+    Refex__V1__Frame *got = round_trip(&f, "receipt_ack");
+    assert_non_null(got->receipt_ack);
+    assert_int_equal(got->receipt_ack->message_id.len, 16);
+    assert_memory_equal(got->receipt_ack->message_id.data, MSG_ID, 16);
+    assert_string_equal(got->receipt_ack->recipient, "social-care");
+    refex_frame_free(&got);
+}
+
+static void test_receipt_kind_names(void **state)
+{
+    (void)state;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT;
+    assert_string_equal(refex_frame_kind_name(&f), "receipt");
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    assert_string_equal(refex_frame_kind_name(&f), "receipt_ack");
+}
+
+static void test_receipt_missing_parts(void **state)
+{
+    (void)state;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    f.version = REFEX_PROTOCOL_VERSION;
+
+    /* RECEIPT without a SignedReceipt, with an empty one, and with one whose receipt bytes
+     * are empty but whose signature is not. */
+    Refex__V1__ReceiptDeliver rd = REFEX__V1__RECEIPT_DELIVER__INIT;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT;
+    f.receipt = &rd;
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    Refex__V1__SignedReceipt empty = REFEX__V1__SIGNED_RECEIPT__INIT;
+    rd.receipt = &empty;
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    Refex__V1__SignedReceipt sig_only;
+    fake_signed_receipt(&sig_only);
+    sig_only.receipt = (ProtobufCBinaryData){0, NULL};
+    rd.receipt = &sig_only;
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+
+    /* RECEIPT_ACK with a 15-byte, a 17-byte and a missing message id. */
+    static const uint8_t id17[17] = {1};
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.recipient = "social-care";
+    ra.message_id = (ProtobufCBinaryData){15, (uint8_t *)MSG_ID};
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    f.receipt_ack = &ra;
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    ra.message_id = (ProtobufCBinaryData){17, (uint8_t *)id17};
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    ra.message_id = (ProtobufCBinaryData){0, NULL};
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+
+    /* Both with the wrong protocol version. */
+    Refex__V1__SignedReceipt sr;
+    Refex__V1__Frame rf;
+    receipt_frame(&rf, &rd, &sr);
+    rf.version = 2;
+    expect_unpack_rc(&rf, REFEX_E_MALFORMED);
+    ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    f.version = 0;
+    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+}
+
+/* RECEIPT and RECEIPT_ACK frames cut at every length, and a RECEIPT with random damage. */
+static void test_receipt_truncated_and_fuzz(void **state)
+{
+    (void)state;
+    Refex__V1__SignedReceipt sr;
+    Refex__V1__ReceiptDeliver rd;
+    Refex__V1__Frame frames[2];
+    receipt_frame(&frames[0], &rd, &sr);
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    ra.recipient = "social-care";
+    refex__v1__frame__init(&frames[1]);
+    frames[1].version = REFEX_PROTOCOL_VERSION;
+    frames[1].kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    frames[1].receipt_ack = &ra;
+
+    for (size_t i = 0; i < 2; i++) {
+        size_t len = 0;
+        uint8_t *buf = pack(&frames[i], &len);
+        for (size_t cut = 0; cut < len; cut++) {
+            uint8_t *t = malloc(cut ? cut : 1);
+            assert_non_null(t);
+            memcpy(t, buf, cut);
+            Refex__V1__Frame *got = NULL;
+            int rc = refex_frame_unpack(t, cut, REFEX_DEFAULT_MAX_FRAME, &got);
+            if (rc != REFEX_E_MALFORMED)
+                fail_msg("%s frame cut to %zu of %zu bytes: got %s",
+                         refex_frame_kind_name(&frames[i]), cut, len, refex_errname(rc));
+            assert_null(got);
+            free(t);
+        }
+        free(buf);
+    }
+
+    size_t len = 0;
+    uint8_t *orig = pack(&frames[0], &len);
+    uint8_t *buf = malloc(len);
+    assert_non_null(buf);
+    for (int i = 0; i < 2000; i++) {
+        memcpy(buf, orig, len);
+        uint32_t flips = 1 + randombytes_uniform(4);
+        for (uint32_t k = 0; k < flips; k++)
+            buf[randombytes_uniform((uint32_t)len)] = (uint8_t)randombytes_uniform(256);
+        Refex__V1__Frame *got = NULL;
+        int rc = refex_frame_unpack(buf, len, REFEX_DEFAULT_MAX_FRAME, &got);
+        check_fuzz_result(rc, got);
+    }
+    free(buf);
+    free(orig);
+}
+
 static void test_free_null(void **state)
 {
     (void)state;
@@ -549,15 +719,29 @@ int main(void)
     if (refex_init() != REFEX_OK)
         return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hello),         cmocka_unit_test(test_welcome),
-        cmocka_unit_test(test_send),          cmocka_unit_test(test_deliver),
-        cmocka_unit_test(test_stored),        cmocka_unit_test(test_rejected),
-        cmocka_unit_test(test_ack),           cmocka_unit_test(test_error),
-        cmocka_unit_test(test_ping_pong),     cmocka_unit_test(test_kind_names),
-        cmocka_unit_test(test_too_big),       cmocka_unit_test(test_empty_and_garbage),
-        cmocka_unit_test(test_truncated),     cmocka_unit_test(test_wrong_version),
-        cmocka_unit_test(test_missing_parts), cmocka_unit_test(test_two_commands),
-        cmocka_unit_test(test_fuzz),          cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_hello),
+        cmocka_unit_test(test_welcome),
+        cmocka_unit_test(test_send),
+        cmocka_unit_test(test_deliver),
+        cmocka_unit_test(test_stored),
+        cmocka_unit_test(test_rejected),
+        cmocka_unit_test(test_ack),
+        cmocka_unit_test(test_error),
+        cmocka_unit_test(test_ping_pong),
+        cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_too_big),
+        cmocka_unit_test(test_empty_and_garbage),
+        cmocka_unit_test(test_truncated),
+        cmocka_unit_test(test_wrong_version),
+        cmocka_unit_test(test_missing_parts),
+        cmocka_unit_test(test_two_commands),
+        cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_free_null),
+        cmocka_unit_test(test_receipt),
+        cmocka_unit_test(test_receipt_ack),
+        cmocka_unit_test(test_receipt_kind_names),
+        cmocka_unit_test(test_receipt_missing_parts),
+        cmocka_unit_test(test_receipt_truncated_and_fuzz),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
