@@ -41,6 +41,7 @@ typedef struct {
     int64_t cursor;         /* last delivery seq sent on this session */
     int inflight;           /* deliveries sent and not yet acknowledged */
     int64_t receipt_cursor; /* last receipt seq sent */
+    int receipts_inflight;  /* receipts sent and not yet acknowledged */
     int64_t progress_ms;    /* last ACK or RECEIPT_ACK, or when the window was opened */
     int dirty;              /* new deliveries or receipts may be waiting */
 } session;
@@ -244,7 +245,7 @@ static void batch_end(broker *b)
                                      "the broker could not store the message; retry later");
         for (size_t i = 0; i < b->n_sessions; i++) {
             b->sessions[i].cursor = b->sessions[i].receipt_cursor = 0;
-            b->sessions[i].inflight = 0;
+            b->sessions[i].inflight = b->sessions[i].receipts_inflight = 0;
             b->sessions[i].dirty = 1;
         }
     }
@@ -311,6 +312,7 @@ static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char
         return 1;
     }
     c->s->receipt_cursor = seq;
+    c->s->receipts_inflight++;
     return 0;
 }
 
@@ -344,11 +346,11 @@ static void pump_all(broker *b)
         /* Nothing acknowledged for a while: send everything unacknowledged again (the
          * recipient collapses duplicates by message id). */
         if (now - s->progress_ms > (int64_t)b->redeliver_ms &&
-            (s->inflight > 0 || s->receipt_cursor > 0)) {
+            (s->inflight > 0 || s->receipts_inflight > 0)) {
             refex_log_info("deliver: no acknowledgement from %s for %llu s; redelivering",
                            s->agency, (unsigned long long)(b->redeliver_ms / 1000));
             s->cursor = s->receipt_cursor = 0;
-            s->inflight = 0;
+            s->inflight = s->receipts_inflight = 0;
             s->progress_ms = now;
             s->dirty = 1;
         }
@@ -607,18 +609,26 @@ static void handle_ack(broker *b, const uint8_t *rid, size_t rid_len, const char
     }
 }
 
-static void handle_receipt_ack(broker *b, const char *agency, const Refex__V1__ReceiptAck *ra)
+static void handle_receipt_ack(broker *b, const uint8_t *rid, size_t rid_len, const char *agency,
+                               const Refex__V1__ReceiptAck *ra)
 {
-    if (!refex_id_valid(ra->recipient))
+    if (!refex_id_valid(ra->recipient)) {
+        refex_log_warn("receipt_ack: from %s names no valid recipient", agency);
+        refex_link_send_error(b->router, rid, rid_len, REFEX_E_MALFORMED,
+                              "RECEIPT_ACK needs the recipient's agency id");
         return;
+    }
     int rc = batch_begin(b);
     if (rc == REFEX_OK)
         rc = b->store->ops->receipt_ack(b->store->impl, agency, ra->message_id.data, ra->recipient);
     if (rc == REFEX_E_STORE)
         b->batch_failed = 1;
     session *s = session_by_agency(b, agency);
-    if (s)
+    if (s) {
         s->progress_ms = refex_mono_ms();
+        if (s->receipts_inflight > 0)
+            s->receipts_inflight--;
+    }
 }
 
 static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
@@ -656,7 +666,7 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
         handle_ack(b, rid, rid_len, user, f->ack);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_RECEIPT_ACK) {
-        handle_receipt_ack(b, user, f->receipt_ack);
+        handle_receipt_ack(b, rid, rid_len, user, f->receipt_ack);
     } else {
         refex_log_warn("frame: unexpected %s from %s", refex_frame_kind_name(f), user);
         refex_link_send_error(b->router, rid, rid_len, REFEX_E_PROTOCOL,

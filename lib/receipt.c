@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "refex/keys.h"
+#include "refex/util.h"
 
 static uint8_t *signed_message(const uint8_t *b, size_t len, size_t *out_len)
 {
@@ -28,6 +29,8 @@ int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_
     uint8_t sig[64], *bytes = NULL, *msg = NULL;
     size_t len, mlen = 0;
     Refex__V1__Receipt p = REFEX__V1__RECEIPT__INIT;
+    *out = NULL;
+    *out_len = 0;
     if (!refex_id_valid(r->sender) || !refex_id_valid(r->recipient) || !refex_id_valid(r->signer))
         return REFEX_E_INVAL;
     p.version = 1;
@@ -85,6 +88,11 @@ int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directo
     const refex_agency *signer = refex_directory_find(dir, p->signer);
     if (!signer) {
         rc = REFEX_E_UNKNOWN_AGENCY;
+        goto out;
+    }
+    /* A revoked key speaks for nobody, whatever time it claims to have signed at. */
+    if (refex_agency_usable(signer, refex_now_ms()) != REFEX_OK) {
+        rc = REFEX_E_REVOKED;
         goto out;
     }
     if (!(msg = signed_message(sr->receipt.data, sr->receipt.len, &mlen))) {

@@ -28,7 +28,9 @@ typedef struct {
 /* Packs and signs; *out is a packed SignedReceipt (malloc'd). */
 int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_t **out,
                        size_t *out_len) REFEX_NODISCARD;
-/* Parses a SignedReceipt and verifies it with the signer's key from the directory. */
+/* Parses a SignedReceipt and verifies it with the signer's key from the directory:
+ * REFEX_E_UNKNOWN_AGENCY if the signer is not listed, REFEX_E_REVOKED if its key is not
+ * usable now, REFEX_E_BAD_SIGNATURE, or REFEX_E_MALFORMED. */
 int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directory *dir,
                          refex_receipt *out) REFEX_NODISCARD;
 /* Same, from packed SignedReceipt bytes. */

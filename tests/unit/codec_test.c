@@ -325,8 +325,8 @@ static void test_empty_and_garbage(void **state)
     static const uint8_t version_only[] = {0x08, 0x01};
     assert_rc(refex_frame_unpack(version_only, sizeof version_only, REFEX_DEFAULT_MAX_FRAME, &got),
               REFEX_E_MALFORMED);
-    /* version 1, then a field this protocol does not know (field 20, varint). */
-    static const uint8_t unknown[] = {0x08, 0x01, 0xa0, 0x01, 0x05};
+    /* version 1, then a field this protocol does not know (field 99, varint). */
+    static const uint8_t unknown[] = {0x08, 0x01, 0x98, 0x06, 0x05};
     assert_rc(refex_frame_unpack(unknown, sizeof unknown, REFEX_DEFAULT_MAX_FRAME, &got),
               REFEX_E_MALFORMED);
     assert_null(got);

@@ -381,6 +381,12 @@ static void test_unknown_signer(void **state)
     assert_ok(add_agency(small, rcpt));
     assert_ok(refex_receipt_verify_packed(buf, len, small, &got));
     check_equal(&got, &r);
+    /* Once the signer is revoked, its receipts are refused. */
+    refex_agency revoked;
+    refex_agency_from_pubkeys(&revoked, &rcpt->pub, NULL);
+    revoked.revoked = 1;
+    assert_ok(refex_directory_add(small, &revoked, 1));
+    assert_rc(refex_receipt_verify_packed(buf, len, small, &got), REFEX_E_REVOKED);
     free(buf);
     refex_directory_destroy(&small);
     assert_null(small);
