@@ -468,6 +468,8 @@ static void test_flipped_bytes(void **state)
         uint32_t flips = 1 + randombytes_uniform(4);
         for (uint32_t k = 0; k < flips; k++)
             b[randombytes_uniform((uint32_t)n)] ^= (uint8_t)(1 + randombytes_uniform(255));
+        if (memcmp(b, sr->receipt.data, n) == 0)
+            continue; /* two flips of one byte can cancel out: nothing was damaged */
         int rc = verify_parts(b, n, sr->signature.data, 64, &got);
         check_tampered(rc, b, n, "random damage, iteration", (size_t)i);
     }
