@@ -82,18 +82,6 @@ int refex_directory_add(refex_directory *self, const refex_agency *a, int replac
     return REFEX_OK;
 }
 
-static void signed_message(const uint8_t *bytes, size_t len, uint8_t **out, size_t *out_len)
-{
-    size_t clen = sizeof REFEX_DIRECTORY_CONTEXT; /* includes the NUL separator */
-    *out = malloc(clen + len);
-    if (!*out)
-        return;
-    memcpy(*out, REFEX_DIRECTORY_CONTEXT, clen);
-    if (len)
-        memcpy(*out + clen, bytes, len);
-    *out_len = clen + len;
-}
-
 static int serialize(const refex_directory *self, uint8_t **out, size_t *out_len)
 {
     int rc = REFEX_OK;
@@ -138,19 +126,15 @@ out:
 
 int refex_directory_sign(refex_directory *self, const uint8_t sign_sk[64])
 {
-    uint8_t *msg = NULL;
-    size_t msg_len = 0;
     invalidate(self);
     self->d_serial++;
     self->d_issued_at = refex_now_ms();
     int rc = serialize(self, &self->d_bytes, &self->d_len);
     if (rc != REFEX_OK)
         return rc;
-    signed_message(self->d_bytes, self->d_len, &msg, &msg_len);
-    if (!msg)
-        return REFEX_E_NOMEM;
-    crypto_sign_detached(self->d_sig, NULL, msg, msg_len, sign_sk);
-    free(msg);
+    if ((rc = refex_sign_domain(REFEX_DIRECTORY_CONTEXT, self->d_bytes, self->d_len, sign_sk,
+                                self->d_sig)) != REFEX_OK)
+        return rc;
     self->d_signed = 1;
     return REFEX_OK;
 }
@@ -187,8 +171,8 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
                          char *err, size_t errlen)
 {
     int rc;
-    uint8_t *file = NULL, *msg = NULL;
-    size_t file_len = 0, msg_len = 0;
+    uint8_t *file = NULL;
+    size_t file_len = 0;
     Refex__V1__SignedDirectory *sd = NULL;
     Refex__V1__Directory *d = NULL;
     refex_directory *self = NULL;
@@ -209,12 +193,8 @@ int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_direc
             snprintf(err, errlen, "%s: directory is not signed (run: refex directory sign)", path);
             goto out;
         }
-        signed_message(sd->directory.data, sd->directory.len, &msg, &msg_len);
-        if (!msg) {
-            rc = REFEX_E_NOMEM;
-            goto out;
-        }
-        if (crypto_sign_verify_detached(sd->signature.data, msg, msg_len, anchor_pk) != 0) {
+        if (refex_verify_domain(REFEX_DIRECTORY_CONTEXT, sd->directory.data, sd->directory.len,
+                                sd->signature.data, anchor_pk) != REFEX_OK) {
             snprintf(err, errlen,
                      "%s: directory signature does not verify against the pinned "
                      "trust anchor",
@@ -278,7 +258,6 @@ out:
         refex__v1__directory__free_unpacked(d, NULL);
     if (sd)
         refex__v1__signed_directory__free_unpacked(sd, NULL);
-    free(msg);
     free(file);
     return rc;
 }

@@ -64,25 +64,13 @@ static size_t body_ad(uint8_t *ad, size_t cap, const uint8_t id[16], const char 
     return cl + 16 + sl;
 }
 
-static uint8_t *signed_message(const uint8_t *hdr, size_t len, size_t *out_len)
-{
-    size_t cl = sizeof REFEX_ENVELOPE_CONTEXT;
-    uint8_t *m = malloc(cl + len);
-    if (!m)
-        return NULL;
-    memcpy(m, REFEX_ENVELOPE_CONTEXT, cl);
-    memcpy(m + cl, hdr, len);
-    *out_len = cl + len;
-    return m;
-}
-
 int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
                         uint8_t **out, size_t *out_len, uint8_t id_out[16])
 {
     int rc = REFEX_OK;
     uint8_t id[16], nonce[NONCE_LEN], ct_hash[32], ks_hash[32], ad[128];
-    uint8_t *ckey = NULL, *ct = NULL, *hdr_bytes = NULL, *msg = NULL, *sealed = NULL;
-    size_t hdr_len = 0, msg_len = 0;
+    uint8_t *ckey = NULL, *ct = NULL, *hdr_bytes = NULL, *sealed = NULL;
+    size_t hdr_len = 0;
     unsigned long long ct_len = 0;
     Refex__V1__KeySlot *slots = NULL, **slot_ptrs = NULL;
     char **rcpt = NULL;
@@ -154,11 +142,9 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
         goto out;
     }
     refex__v1__envelope_header__pack(&h, hdr_bytes);
-    if (!(msg = signed_message(hdr_bytes, hdr_len, &msg_len))) {
-        rc = REFEX_E_NOMEM;
+    if ((rc = refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr_bytes, hdr_len, p->sign_sk, sig)) !=
+        REFEX_OK)
         goto out;
-    }
-    crypto_sign_detached(sig, NULL, msg, msg_len, p->sign_sk);
 
     Refex__V1__Envelope env = REFEX__V1__ENVELOPE__INIT;
     env.header = (ProtobufCBinaryData){hdr_len, hdr_bytes};
@@ -182,7 +168,6 @@ out:
     free(rcpt);
     free(sealed);
     free(hdr_bytes);
-    free(msg);
     return rc;
 }
 
@@ -218,16 +203,12 @@ int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__Envel
                           const uint8_t sender_sign_pk[32])
 {
     uint8_t hash[32];
-    size_t msg_len = 0;
     if (env->signature.len != crypto_sign_BYTES)
         return REFEX_E_BAD_SIGNATURE;
-    uint8_t *msg = signed_message(env->header.data, env->header.len, &msg_len);
-    if (!msg)
-        return REFEX_E_NOMEM;
-    int bad = crypto_sign_verify_detached(env->signature.data, msg, msg_len, sender_sign_pk);
-    free(msg);
-    if (bad)
-        return REFEX_E_BAD_SIGNATURE;
+    int rc = refex_verify_domain(REFEX_ENVELOPE_CONTEXT, env->header.data, env->header.len,
+                                 env->signature.data, sender_sign_pk);
+    if (rc != REFEX_OK)
+        return rc;
 
     crypto_hash_sha256(hash, env->ciphertext.data, env->ciphertext.len);
     if (sodium_memcmp(hash, h->ciphertext_hash.data, 32) != 0)

@@ -9,25 +9,12 @@
 #include "refex/keys.h"
 #include "refex/util.h"
 
-static uint8_t *signed_message(const uint8_t *b, size_t len, size_t *out_len)
-{
-    size_t cl = sizeof REFEX_RECEIPT_CONTEXT;
-    uint8_t *m = malloc(cl + len);
-    if (!m)
-        return NULL;
-    memcpy(m, REFEX_RECEIPT_CONTEXT, cl);
-    if (len)
-        memcpy(m + cl, b, len);
-    *out_len = cl + len;
-    return m;
-}
-
 int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_t **out,
                        size_t *out_len)
 {
     int rc = REFEX_OK;
-    uint8_t sig[64], *bytes = NULL, *msg = NULL;
-    size_t len, mlen = 0;
+    uint8_t sig[64], *bytes = NULL;
+    size_t len;
     Refex__V1__Receipt p = REFEX__V1__RECEIPT__INIT;
     *out = NULL;
     *out_len = 0;
@@ -48,11 +35,8 @@ int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_
         goto out;
     }
     refex__v1__receipt__pack(&p, bytes);
-    if (!(msg = signed_message(bytes, len, &mlen))) {
-        rc = REFEX_E_NOMEM;
+    if ((rc = refex_sign_domain(REFEX_RECEIPT_CONTEXT, bytes, len, sign_sk, sig)) != REFEX_OK)
         goto out;
-    }
-    crypto_sign_detached(sig, NULL, msg, mlen, sign_sk);
     Refex__V1__SignedReceipt sr = REFEX__V1__SIGNED_RECEIPT__INIT;
     sr.receipt = (ProtobufCBinaryData){len, bytes};
     sr.signature = (ProtobufCBinaryData){64, sig};
@@ -64,7 +48,6 @@ int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_
     refex__v1__signed_receipt__pack(&sr, *out);
 out:
     free(bytes);
-    free(msg);
     return rc;
 }
 
@@ -72,8 +55,6 @@ int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directo
                          refex_receipt *out)
 {
     int rc = REFEX_OK;
-    size_t mlen = 0;
-    uint8_t *msg = NULL;
     if (!sr || sr->signature.len != 64 || sr->receipt.len == 0)
         return REFEX_E_MALFORMED;
     Refex__V1__Receipt *p = refex__v1__receipt__unpack(NULL, sr->receipt.len, sr->receipt.data);
@@ -95,14 +76,9 @@ int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directo
         rc = REFEX_E_REVOKED;
         goto out;
     }
-    if (!(msg = signed_message(sr->receipt.data, sr->receipt.len, &mlen))) {
-        rc = REFEX_E_NOMEM;
+    if ((rc = refex_verify_domain(REFEX_RECEIPT_CONTEXT, sr->receipt.data, sr->receipt.len,
+                                  sr->signature.data, signer->sign_pk)) != REFEX_OK)
         goto out;
-    }
-    if (crypto_sign_verify_detached(sr->signature.data, msg, mlen, signer->sign_pk) != 0) {
-        rc = REFEX_E_BAD_SIGNATURE;
-        goto out;
-    }
     memset(out, 0, sizeof *out);
     memcpy(out->message_id, p->message_id.data, 16);
     strcpy(out->sender, p->sender); /* lengths checked by refex_id_valid */
@@ -115,7 +91,6 @@ int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directo
         out->has_envelope_hash = 1;
     }
 out:
-    free(msg);
     refex__v1__receipt__free_unpacked(p, NULL);
     return rc;
 }

@@ -160,6 +160,44 @@ int64_t refex_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static uint8_t *domain_message(const char *context, const uint8_t *data, size_t len,
+                               size_t *out_len)
+{
+    size_t cl = strlen(context) + 1; /* with its NUL separator */
+    uint8_t *m = malloc(cl + len);
+    if (!m)
+        return NULL;
+    memcpy(m, context, cl);
+    if (len)
+        memcpy(m + cl, data, len);
+    *out_len = cl + len;
+    return m;
+}
+
+int refex_sign_domain(const char *context, const uint8_t *data, size_t len,
+                      const uint8_t sign_sk[64], uint8_t sig[64])
+{
+    size_t mlen = 0;
+    uint8_t *m = domain_message(context, data, len, &mlen);
+    if (!m)
+        return REFEX_E_NOMEM;
+    crypto_sign_detached(sig, NULL, m, mlen, sign_sk);
+    free(m);
+    return REFEX_OK;
+}
+
+int refex_verify_domain(const char *context, const uint8_t *data, size_t len, const uint8_t sig[64],
+                        const uint8_t sign_pk[32])
+{
+    size_t mlen = 0;
+    uint8_t *m = domain_message(context, data, len, &mlen);
+    if (!m)
+        return REFEX_E_NOMEM;
+    int bad = crypto_sign_verify_detached(sig, m, mlen, sign_pk);
+    free(m);
+    return bad ? REFEX_E_BAD_SIGNATURE : REFEX_OK;
+}
+
 void refex_random_id(uint8_t id[16])
 {
     randombytes_buf(id, 16);

@@ -28,6 +28,14 @@ int64_t refex_now_ms(void);
 /* Monotonic milliseconds, for timeouts. */
 int64_t refex_mono_ms(void);
 
+/* Domain-separated Ed25519: the signature covers context || 0x00 || data, so bytes signed
+ * for one purpose can never pass as another's. */
+int refex_sign_domain(const char *context, const uint8_t *data, size_t len,
+                      const uint8_t sign_sk[64], uint8_t sig[64]) REFEX_NODISCARD;
+/* REFEX_OK, or REFEX_E_BAD_SIGNATURE. */
+int refex_verify_domain(const char *context, const uint8_t *data, size_t len, const uint8_t sig[64],
+                        const uint8_t sign_pk[32]) REFEX_NODISCARD;
+
 /* 16-byte random message id. */
 void refex_random_id(uint8_t id[16]);
 

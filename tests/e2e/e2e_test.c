@@ -34,12 +34,6 @@ static char g_referral_id[33];
 static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", NULL};
 static const char *const LISTED_ONLY[] = {"police", "probation", NULL};
 
-static void pause_briefly(void)
-{
-    struct timespec ts = {0, 20 * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 /* Waits until `agency` has message id in its inbox (polls the agent through the CLI). */
 static int wait_inbox(const char *agency, const char *id)
 {
@@ -49,7 +43,7 @@ static int wait_inbox(const char *agency, const char *id)
     while (refex_mono_ms() < deadline) {
         if (h_cli_agent(&g_net, agency, out, sizeof out, args) == 0)
             return 0;
-        pause_briefly();
+        h_pause();
     }
     return -1;
 }
@@ -776,7 +770,7 @@ static void test_unacknowledged_delivery_is_redelivered(void **state)
              idhex);
     int64_t deadline = refex_mono_ms() + H_TIMEOUT_MS;
     while (h_sql_int(&g_net, "data/midwifery/agent.db", sql) != 1 && refex_mono_ms() < deadline)
-        pause_briefly();
+        h_pause();
     assert_int_equal(h_sql_int(&g_net, "data/midwifery/agent.db", sql), 1);
     const char *status[] = {"status", idhex, NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, status), 0);

@@ -564,3 +564,9 @@ long long h_sql_int(const h_net *n, const char *db_rel, const char *sql)
     sqlite3_close(db);
     return v;
 }
+
+void h_pause(void)
+{
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL);
+}

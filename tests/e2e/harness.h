@@ -88,6 +88,9 @@ int h_client_hello(h_client *c, const char *agency);
 
 #endif
 
+/* A short pause between polls of observable state (never a wait for a fixed time). */
+void h_pause(void);
+
 /* ---- crash and query helpers ------------------------------------------------------- */
 
 /* kill -9 and reap. */

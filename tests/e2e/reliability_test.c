@@ -24,12 +24,6 @@
 
 static h_net g_net;
 
-static void pause_briefly(void)
-{
-    struct timespec ts = {0, 20 * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 static int start_net(const char *const *agencies, const char *const *listed_only,
                      const char *broker_conf)
 {
@@ -101,7 +95,7 @@ static long long wait_count(const char *db, const char *sql, long long want, int
         v = h_sql_int(&g_net, db, sql);
         if (v == want)
             return v;
-        pause_briefly();
+        h_pause();
     }
     return v;
 }

@@ -14,17 +14,10 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "testing.h"
 #include "refex.pb-c.h"
 #include "refex/error.h"
 #include "refex/pbjson.h"
-
-#define assert_rc(expr, want)                                                                      \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ != (want))                                                                         \
-            fail_msg("%s: got %s (%s), want %s", #expr, refex_errname(rc_), refex_strerror(rc_),   \
-                     refex_errname(want));                                                         \
-    } while (0)
 
 /* ---- helpers ---------------------------------------------------------------------- */
 

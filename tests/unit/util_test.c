@@ -7,6 +7,8 @@
 
 #include <cmocka.h>
 
+#include <sodium.h>
+
 #include "testing.h"
 
 #include <dirent.h>
@@ -381,6 +383,35 @@ static void test_mkdirs_rejects(void **state)
 
 /* ---- ids and clocks ---- */
 
+/* Domain separation: a signature made for one context never verifies for another. */
+static void test_sign_domain(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64], sig[64];
+    static const uint8_t data[] = "some exact bytes";
+    crypto_sign_keypair(pk, sk);
+    assert_ok(refex_sign_domain("refex/test/v1", data, sizeof data, sk, sig));
+    assert_ok(refex_verify_domain("refex/test/v1", data, sizeof data, sig, pk));
+    assert_rc(refex_verify_domain("refex/test/v2", data, sizeof data, sig, pk),
+              REFEX_E_BAD_SIGNATURE);
+    assert_rc(refex_verify_domain("refex/test/v1", data, sizeof data - 1, sig, pk),
+              REFEX_E_BAD_SIGNATURE);
+    /* The context is NUL-terminated inside the signed bytes: "ab" + "c..." != "abc" + "...". */
+    static const uint8_t c_data[] = "cdef";
+    assert_ok(refex_sign_domain("ab", c_data, 4, sk, sig));
+    assert_rc(refex_verify_domain("abc", c_data + 1, 3, sig, pk), REFEX_E_BAD_SIGNATURE);
+    /* Same as signing context || 0x00 || data by hand. */
+    uint8_t manual[3 + 4];
+    memcpy(manual, "ab", 3);
+    memcpy(manual + 3, c_data, 4);
+    assert_int_equal(crypto_sign_verify_detached(sig, manual, sizeof manual, pk), 0);
+    sig[0] ^= 1;
+    assert_rc(refex_verify_domain("ab", c_data, 4, sig, pk), REFEX_E_BAD_SIGNATURE);
+    /* An empty payload is allowed. */
+    assert_ok(refex_sign_domain("ab", NULL, 0, sk, sig));
+    assert_ok(refex_verify_domain("ab", NULL, 0, sig, pk));
+}
+
 static void test_random_id_distinct(void **state)
 {
     (void)state;
@@ -437,6 +468,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mkdirs_nested, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mkdirs_rejects, setup, teardown),
         cmocka_unit_test(test_random_id_distinct),
+        cmocka_unit_test(test_sign_domain),
         cmocka_unit_test(test_now_ms_plausible),
         cmocka_unit_test(test_mono_ms_non_decreasing),
     };
