@@ -563,7 +563,7 @@ int cmd_audit(int argc, char **argv)
     if (json) {
         print_json(entries);
     } else {
-        printf("%-5s %-21s %-8s %-16s %-18s %-20s %-32s %-10s %s\n", "SEQ", "TIME", "EVENT",
+        printf("%-5s %-21s %-12s %-16s %-18s %-20s %-32s %-12s %s\n", "SEQ", "TIME", "EVENT",
                "OUTCOME", "PEER", "TYPE", "MESSAGE ID", "CASE", "LAWFUL BASIS");
         json_array_foreach(entries, i, e)
         {
@@ -571,7 +571,7 @@ int cmd_audit(int argc, char **argv)
             cli_format_time(t, sizeof t,
                             (long long)json_integer_value(json_object_get(e, "time_ms")));
             const char *c = json_string_value(json_object_get(e, "case_ref"));
-            printf("%-5lld %-21s %-8s %-16s %-18s %-20s %-32s %-10s %s + %s\n",
+            printf("%-5lld %-21s %-12s %-16s %-18s %-20s %-32s %-12s %s + %s\n",
                    (long long)json_integer_value(json_object_get(e, "seq")), t,
                    json_string_value(json_object_get(e, "event")),
                    json_string_value(json_object_get(e, "outcome")),
