@@ -39,6 +39,7 @@ typedef struct {
     size_t rid_len;
     uint8_t id[16];
     int64_t deadline;
+    int committed; /* its message's batch has committed */
 } waiter;
 
 /* Something to send once the current batch has committed: a frame for the broker
@@ -63,6 +64,7 @@ struct agent {
     /* Group commit: the work of one poll cycle shares one transaction (each piece in its
      * own savepoint); frames and replies that depend on it wait in outq until it commits. */
     int in_batch;
+    int batch_dead; /* SQLite rolled the whole transaction back: refuse work until batch_end */
     struct out_item *outq;
     size_t outq_n, outq_cap;
     waiter waiters[MAX_WAITERS];
@@ -86,6 +88,9 @@ static const char *SCHEMA =
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
+    " PRIMARY KEY (sender, message_id));"
+    "CREATE TABLE IF NOT EXISTS refused ("
+    " sender TEXT NOT NULL, message_id TEXT NOT NULL, code INTEGER NOT NULL,"
     " PRIMARY KEY (sender, message_id));"
     "CREATE TABLE IF NOT EXISTS receipts ("
     " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
@@ -243,6 +248,8 @@ static int link_out(agent *a, Refex__V1__Frame *f)
 /* One unit of work inside the cycle's transaction. */
 static int unit_begin(agent *a)
 {
+    if (a->batch_dead)
+        return REFEX_E_DB;
     if (!a->in_batch) {
         int rc = refex_db_begin(a->db);
         if (rc != REFEX_OK)
@@ -254,12 +261,19 @@ static int unit_begin(agent *a)
 
 static int unit_end(agent *a, int ok)
 {
+    int rc = REFEX_E_DB;
     if (ok)
-        return refex_db_exec(a->db, "RELEASE unit");
-    if (refex_db_exec(a->db, "ROLLBACK TO unit") != REFEX_OK ||
-        refex_db_exec(a->db, "RELEASE unit") != REFEX_OK)
-        return REFEX_E_DB;
-    return REFEX_E_DB;
+        rc = refex_db_exec(a->db, "RELEASE unit");
+    else if (refex_db_exec(a->db, "ROLLBACK TO unit") == REFEX_OK &&
+             refex_db_exec(a->db, "RELEASE unit") != REFEX_OK)
+        refex_log_error("db: could not release a rolled-back unit");
+    /* Some errors (disk full, I/O) make SQLite roll back the whole transaction: then the
+     * batch is lost, and nothing more may be done in it or reported as committed. */
+    if (sqlite3_get_autocommit(a->db)) {
+        a->batch_dead = 1;
+        rc = REFEX_E_DB;
+    }
+    return rc;
 }
 
 static json_t *reply_error(int code, const char *detail);
@@ -270,10 +284,13 @@ static json_t *reply_error(int code, const char *detail);
 static void batch_end(agent *a)
 {
     int rc = REFEX_OK;
-    if (a->in_batch) {
+    if (a->batch_dead) {
+        refex_db_rollback(a->db);
+        rc = REFEX_E_DB;
+    } else if (a->in_batch) {
         rc = refex_db_commit(a->db);
-        a->in_batch = 0;
     }
+    a->in_batch = a->batch_dead = 0;
     for (size_t i = 0; i < a->outq_n; i++) {
         struct out_item *it = &a->outq[i];
         if (rc == REFEX_OK && it->rid_len == 0) {
@@ -296,6 +313,23 @@ static void batch_end(agent *a)
     if (rc != REFEX_OK && a->outq_n)
         refex_log_error("batch: commit failed; %zu frame(s) and reply(ies) withheld", a->outq_n);
     a->outq_n = 0;
+    /* Clients waiting for a STORED: if their message did not commit, tell them now. */
+    for (size_t i = 0; i < a->n_waiters; i++) {
+        waiter *w = &a->waiters[i];
+        if (w->committed)
+            continue;
+        if (rc == REFEX_OK) {
+            w->committed = 1;
+            continue;
+        }
+        json_t *e = reply_error(REFEX_E_DB, "the agent could not commit; nothing was sent");
+        char *text = json_dumps(e, JSON_COMPACT);
+        json_decref(e);
+        if (text)
+            control_send(a, w->rid, w->rid_len, text, strlen(text));
+        free(text);
+        a->waiters[i--] = a->waiters[--a->n_waiters];
+    }
 }
 
 static json_t *reply_error(int code, const char *detail)
@@ -587,6 +621,7 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         w->rid_len = rid_len;
         memcpy(w->id, id, 16);
         w->deadline = refex_mono_ms() + WAIT_DEADLINE;
+        w->committed = 0;
     } else {
         control_reply(a, rid, rid_len,
                       json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state",
@@ -683,7 +718,7 @@ static void expire_waiters(agent *a)
     int64_t now = refex_mono_ms();
     for (size_t i = 0; i < a->n_waiters; i++) {
         waiter *w = &a->waiters[i];
-        if (w->deadline > now)
+        if (w->deadline > now || !w->committed)
             continue;
         char idhex[33];
         refex_hex_encode(idhex, w->id, 16);
@@ -735,6 +770,32 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
 
 /* Verify, decrypt, check the body, then inbox row + audit entry in one transaction, then
  * ACK. A message we cannot accept is audited as a reject and refused with its code. */
+/* Has this (sender, id) been handled before? 1 with *code = 0 and the stored envelope
+ * hash if it is in the inbox, 1 with the refusal code if it was refused, 0 if it is new. */
+static int known_delivery(agent *a, const char *sender, const char *idhex, int *code,
+                          uint8_t hash[32], int *has_hash)
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    *has_hash = 0;
+    if (refex_db_prepare(a->db,
+                         "SELECT 0, envelope_hash FROM inbox WHERE sender = ?1 AND message_id = ?2"
+                         " UNION ALL SELECT code, '' FROM refused WHERE sender = ?1 AND"
+                         " message_id = ?2",
+                         &st) != REFEX_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, idhex, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        found = 1;
+        *code = sqlite3_column_int(st, 0);
+        *has_hash =
+            refex_hex_decode(hash, 32, (const char *)sqlite3_column_text(st, 1)) == REFEX_OK;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
 static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
 {
     Refex__V1__EnvelopeHeader *h = NULL;
@@ -749,6 +810,15 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
         return; /* no id or sender to acknowledge */
     }
     refex_hex_encode(idhex, h->message_id.data, 16);
+    /* Handled before (a redelivery, or our ACK was lost): answer as we answered then,
+     * without a second audit entry, whatever the message's state is now. */
+    int prior_code = 0, prior_has_hash = 0;
+    if (known_delivery(a, h->sender, idhex, &prior_code, hash, &prior_has_hash)) {
+        refex_log_debug("deliver: %s from %s seen before; acknowledged again", idhex, h->sender);
+        send_ack(a, h->message_id.data, h->sender, prior_code, prior_has_hash ? hash : NULL);
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+        return;
+    }
     if (refex_envelope_hash(env, hash) == REFEX_OK)
         refex_hex_encode(hashhex, hash, 32);
     const refex_agency *sender = refex_directory_find(a->base.dir, h->sender);
@@ -797,6 +867,23 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
             sqlite3_bind_int64(st, 6, refex_now_ms());
             sqlite3_bind_text(st, 7, hashhex, -1, SQLITE_STATIC);
             sqlite3_bind_blob(st, 8, body, (int)body_len, SQLITE_STATIC);
+            dbrc = refex_db_err(sqlite3_step(st));
+            dup = dbrc == REFEX_OK && sqlite3_changes(a->db) == 0;
+            sqlite3_finalize(st);
+        }
+    }
+    if (dbrc == REFEX_OK && rc != REFEX_OK) {
+        /* Remember the refusal, so a redelivery is answered the same way and not audited
+         * again. */
+        sqlite3_stmt *st = NULL;
+        dbrc = refex_db_prepare(a->db,
+                                "INSERT INTO refused(sender, message_id, code) VALUES (?,?,?)"
+                                " ON CONFLICT DO NOTHING",
+                                &st);
+        if (dbrc == REFEX_OK) {
+            sqlite3_bind_text(st, 1, h->sender, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, idhex, -1, SQLITE_STATIC);
+            sqlite3_bind_int(st, 3, rc);
             dbrc = refex_db_err(sqlite3_step(st));
             dup = dbrc == REFEX_OK && sqlite3_changes(a->db) == 0;
             sqlite3_finalize(st);

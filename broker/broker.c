@@ -42,7 +42,8 @@ typedef struct {
     int inflight;           /* deliveries sent and not yet acknowledged */
     int64_t receipt_cursor; /* last receipt seq sent */
     int receipts_inflight;  /* receipts sent and not yet acknowledged */
-    int64_t progress_ms;    /* last ACK or RECEIPT_ACK, or when the window was opened */
+    int64_t progress_ms;    /* last ACK, or when the delivery window was opened */
+    int64_t r_progress_ms;  /* last RECEIPT_ACK, or when receipts were first sent */
     int dirty;              /* new deliveries or receipts may be waiting */
 } session;
 
@@ -194,7 +195,7 @@ static int session_bind(broker *b, const char *agency, const uint8_t *rid, size_
     memcpy(s->rid, rid, len);
     s->rid_len = len;
     s->fd = fd;
-    s->progress_ms = refex_mono_ms();
+    s->progress_ms = s->r_progress_ms = refex_mono_ms();
     s->dirty = 1;
     return REFEX_OK;
 }
@@ -312,7 +313,8 @@ static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char
         return 1;
     }
     c->s->receipt_cursor = seq;
-    c->s->receipts_inflight++;
+    if (c->s->receipts_inflight++ == 0)
+        c->s->r_progress_ms = refex_mono_ms();
     return 0;
 }
 
@@ -345,13 +347,22 @@ static void pump_all(broker *b)
         session *s = &b->sessions[i];
         /* Nothing acknowledged for a while: send everything unacknowledged again (the
          * recipient collapses duplicates by message id). */
-        if (now - s->progress_ms > (int64_t)b->redeliver_ms &&
-            (s->inflight > 0 || s->receipts_inflight > 0)) {
+        /* Deliveries and receipts each have their own silence: traffic on one must not
+         * hide a stall of the other. */
+        if (s->inflight > 0 && now - s->progress_ms > (int64_t)b->redeliver_ms) {
             refex_log_info("deliver: no acknowledgement from %s for %llu s; redelivering",
                            s->agency, (unsigned long long)(b->redeliver_ms / 1000));
-            s->cursor = s->receipt_cursor = 0;
-            s->inflight = s->receipts_inflight = 0;
+            s->cursor = 0;
+            s->inflight = 0;
             s->progress_ms = now;
+            s->dirty = 1;
+        }
+        if (s->receipts_inflight > 0 && now - s->r_progress_ms > (int64_t)b->redeliver_ms) {
+            refex_log_info("receipt: no acknowledgement from %s for %llu s; sending again",
+                           s->agency, (unsigned long long)(b->redeliver_ms / 1000));
+            s->receipt_cursor = 0;
+            s->receipts_inflight = 0;
+            s->r_progress_ms = now;
             s->dirty = 1;
         }
         if (s->dirty && pump(b, s) == REFEX_E_UNAVAILABLE)
@@ -541,8 +552,13 @@ static void handle_send(broker *b, const uint8_t *rid, size_t rid_len, const cha
                        (int)h->type, h->n_recipients, len);
         for (size_t i = 0; i < h->n_recipients; i++)
             session_mark(b, h->recipients[i]);
+    } else if (rc == REFEX_E_STORE && b->store->ops->batch_alive(b->store->impl)) {
+        /* Only this message could not be written (e.g. the store is full): refuse it now;
+         * the rest of the batch, ACKs included (which free space), still commits. */
+        snprintf(detail, sizeof detail, "the broker could not store the message; retry later");
+        goto out;
     } else {
-        /* The batch's transaction is no longer trustworthy: refuse all of it at commit. */
+        /* The batch's transaction is gone: refuse all of it at commit. */
         b->batch_failed = 1;
     }
     /* STORED (or E_STORE) is answered when the batch commits. */
@@ -596,7 +612,9 @@ static void handle_ack(broker *b, const uint8_t *rid, size_t rid_len, const char
         s->dirty = 1;
     }
     if (rc == REFEX_E_STORE) {
-        b->batch_failed = 1;
+        /* Not recorded: the delivery stays pending and is redelivered later. */
+        if (!b->store->ops->batch_alive(b->store->impl))
+            b->batch_failed = 1;
     } else if (rc != REFEX_OK) {
         refex_log_debug("ack: %s from %s for %s: nothing pending", idhex, agency, a->sender);
     } else {
@@ -625,7 +643,7 @@ static void handle_receipt_ack(broker *b, const uint8_t *rid, size_t rid_len, co
         b->batch_failed = 1;
     session *s = session_by_agency(b, agency);
     if (s) {
-        s->progress_ms = refex_mono_ms();
+        s->r_progress_ms = refex_mono_ms();
         if (s->receipts_inflight > 0)
             s->receipts_inflight--;
     }

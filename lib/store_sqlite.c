@@ -129,10 +129,41 @@ static void sq_rollback(void *impl)
     s->in_tx = 0;
 }
 
+/* Each write op runs inside a savepoint, so a failure undoes just that op and the rest of
+ * the batch can still commit. */
+static int unit(sq_store *s, int begin, int ok)
+{
+    if (begin)
+        return write_err(s, sqlite3_exec(s->db, "SAVEPOINT op", NULL, NULL, NULL));
+    if (ok)
+        return write_err(s, sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL));
+    if (!sqlite3_get_autocommit(s->db)) {
+        sqlite3_exec(s->db, "ROLLBACK TO op", NULL, NULL, NULL);
+        sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL);
+    }
+    return REFEX_OK;
+}
+
+static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const char *const *rcpt,
+                   size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms);
+
 static int sq_put(void *impl, const uint8_t id[16], const char *sender, const char *const *rcpt,
                   size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms)
 {
     sq_store *s = impl;
+    int rc = unit(s, 1, 0);
+    if (rc != REFEX_OK)
+        return REFEX_E_STORE;
+    rc = put_one(s, id, sender, rcpt, n_rcpt, env, env_len, expires_at_ms);
+    if (rc == REFEX_OK && unit(s, 0, 1) == REFEX_OK)
+        return REFEX_OK;
+    unit(s, 0, 0);
+    return rc == REFEX_OK ? REFEX_E_STORE : rc;
+}
+
+static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const char *const *rcpt,
+                   size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms)
+{
     sqlite3_stmt *st = stmt(s, S_PUT);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
@@ -177,10 +208,25 @@ static int sq_pending(void *impl, const char *recipient, int64_t after, int limi
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? REFEX_OK : refex_db_err(rc);
 }
 
+static int ack_one(sq_store *s, const char *recipient, const char *sender, const uint8_t id[16],
+                   const uint8_t *receipt, size_t receipt_len);
+
 static int sq_ack(void *impl, const char *recipient, const char *sender, const uint8_t id[16],
                   const uint8_t *receipt, size_t receipt_len)
 {
     sq_store *s = impl;
+    if (unit(s, 1, 0) != REFEX_OK)
+        return REFEX_E_STORE;
+    int rc = ack_one(s, recipient, sender, id, receipt, receipt_len);
+    if (rc == REFEX_OK && unit(s, 0, 1) == REFEX_OK)
+        return REFEX_OK;
+    unit(s, 0, 0);
+    return rc == REFEX_OK ? REFEX_E_STORE : rc;
+}
+
+static int ack_one(sq_store *s, const char *recipient, const char *sender, const uint8_t id[16],
+                   const uint8_t *receipt, size_t receipt_len)
+{
     sqlite3_stmt *st = stmt(s, S_FIND);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
@@ -288,6 +334,12 @@ static int64_t sq_count(void *impl)
     return n;
 }
 
+static int sq_batch_alive(void *impl)
+{
+    sq_store *s = impl;
+    return s->in_tx && !sqlite3_get_autocommit(s->db);
+}
+
 static void sq_destroy(void *impl)
 {
     sq_store *s = impl;
@@ -314,6 +366,7 @@ static const refex_store_ops SQ_OPS = {
     .expired = sq_expired,
     .purge = sq_purge,
     .count = sq_count,
+    .batch_alive = sq_batch_alive,
     .destroy = sq_destroy,
 };
 

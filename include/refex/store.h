@@ -46,6 +46,9 @@ typedef struct refex_store_ops {
      * a resend after expiry is refused as expired anyway). */
     int (*purge)(void *impl, int64_t now_ms);
     int64_t (*count)(void *impl); /* pending deliveries */
+    /* After a write failed: is the batch still usable? put and ack undo their own partial
+     * work when they fail, but some failures (I/O, a full disk) end the whole batch. */
+    int (*batch_alive)(void *impl);
     void (*destroy)(void *impl);
 } refex_store_ops;
 

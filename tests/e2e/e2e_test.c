@@ -654,10 +654,22 @@ static void test_undecryptable_message_is_dead_lettered(void **state)
     uint8_t id[16];
     assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
     assert_int_equal(h_client_hello(&c, "police"), 0);
+    /* Freeze the recipient so the broker's redelivery fires: the refusal must then be
+     * answered twice but audited once. */
+    h_proc *sc = &g_net.agents[h_agent_index(&g_net, "social-care")];
+    char log[600];
+    h_path(&g_net, log, sizeof log, "logs/broker.log");
+    int before = h_tree_contains(log, "no acknowledgement from social-care", 35);
+    assert_int_equal(kill(sc->pid, SIGSTOP), 0);
     Refex__V1__Envelope *e = seal_with(c.keys, "police", "social-care", 1, id);
     send_envelope(&c, e);
     refex__v1__envelope__free_unpacked(e, NULL);
     expect_stored(&c, id);
+    int64_t deadline = refex_mono_ms() + H_TIMEOUT_MS;
+    while (!before && !h_tree_contains(log, "no acknowledgement from social-care", 35) &&
+           refex_mono_ms() < deadline)
+        h_pause();
+    assert_int_equal(kill(sc->pid, SIGCONT), 0);
 
     refex_receipt rc;
     refex_directory *d = load_directory();
