@@ -529,7 +529,7 @@ int cmd_outbox(int argc, char **argv)
     return EXIT_OK;
 }
 
-int cmd_audit(int argc, char **argv)
+int cmd_audit_list(int argc, char **argv)
 {
     int json = 0;
     long limit = 0;

@@ -114,6 +114,10 @@ step "midwifery audit log"
 step "social-care audit log"
 "$REFEX" -c "$DEMO/conf/social-care.conf" audit list
 
+step "auditor: verify both audit logs (Merkle tree recomputed from the entries)"
+"$REFEX" audit verify --db "$DEMO/data/midwifery/agent.db"
+"$REFEX" audit verify --db "$DEMO/data/social-care/agent.db"
+
 step "what the broker saw"
 echo "broker log (ids and agencies only; it cannot read the body):"
 sed 's/^/  /' "$DEMO/logs/broker.log"

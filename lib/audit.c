@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "refex/audit_tree.h"
 #include "refex/db.h"
 #include "refex/util.h"
 
@@ -30,7 +31,8 @@ static const char *SCHEMA =
 
 int refex_audit_init(sqlite3 *db)
 {
-    return refex_db_exec(db, SCHEMA);
+    int rc = refex_db_exec(db, SCHEMA);
+    return rc == REFEX_OK ? refex_audit_tree_init(db) : rc;
 }
 
 static const char *nz(const char *s)
@@ -124,9 +126,10 @@ int refex_audit_encode(const refex_audit_entry *e, uint8_t **out, size_t *out_le
 int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out)
 {
     static const char *SQL =
-        "INSERT INTO audit(time_ms, event, outcome, agency, practitioner, peer, message_id,"
+        "INSERT INTO audit(seq, time_ms, event, outcome, agency, practitioner, peer, message_id,"
         " message_type, case_ref, envelope_hash, purpose, article6, article9, consent, entry,"
-        " leaf_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " leaf_hash) VALUES ((SELECT IFNULL(MAX(seq), 0) + 1 FROM audit),"
+        " ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     uint8_t *entry = NULL;
     size_t len = 0;
     uint8_t leaf[32];
@@ -152,8 +155,12 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
     sqlite3_bind_blob(st, 15, entry, (int)len, SQLITE_STATIC);
     sqlite3_bind_blob(st, 16, leaf, 32, SQLITE_STATIC);
     rc = refex_db_err(sqlite3_step(st));
+    int64_t seq = sqlite3_last_insert_rowid(db);
+    /* The Merkle tree over the log grows in the same transaction. */
+    if (rc == REFEX_OK)
+        rc = refex_audit_tree_append(db, (uint64_t)seq - 1, leaf);
     if (rc == REFEX_OK && seq_out)
-        *seq_out = sqlite3_last_insert_rowid(db);
+        *seq_out = seq;
 out:
     sqlite3_finalize(st);
     free(entry);

@@ -286,6 +286,17 @@ static void test_crash_storm_loses_and_duplicates_nothing(void **state)
             h_sql_int(&g_net, senders[k], "SELECT count(*) FROM audit WHERE event = 'receipt'"),
             N / 2);
     }
+    /* Every audit log is still a well-formed Merkle tree after the crashes. */
+    const char *dbs[] = {"data/midwifery/agent.db", "data/substance-misuse/agent.db",
+                         "data/social-care/agent.db"};
+    for (int k = 0; k < 3; k++) {
+        char path[700], out[2048];
+        h_path(&g_net, path, sizeof path, "%s", dbs[k]);
+        const char *args[] = {"audit", "verify", "--db", path, NULL};
+        int rc = h_cli(&g_net, out, sizeof out, args);
+        if (rc != 0)
+            fail_msg("audit verify %s: %s", dbs[k], out);
+    }
     assert_true(h_alive(&g_net.broker));
 }
 

@@ -1,0 +1,358 @@
+/* Merkle tree storage for the audit log. Not the log's row format (audit.c) and not the
+ * proof verifiers (merkle.c): this module keeps and reads the stored subtree hashes. */
+#include "refex/audit_tree.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "refex/audit.h"
+#include "refex/db.h"
+#include "refex/merkle.h"
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS audit_nodes ("
+    " level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,"
+    " PRIMARY KEY (level, idx)) WITHOUT ROWID;"
+    "CREATE TRIGGER IF NOT EXISTS audit_nodes_no_update BEFORE UPDATE ON audit_nodes"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_nodes_no_delete BEFORE DELETE ON audit_nodes"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_nodes_no_replace BEFORE INSERT ON audit_nodes"
+    " WHEN EXISTS (SELECT 1 FROM audit_nodes WHERE level = NEW.level AND idx = NEW.idx)"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;";
+
+int refex_audit_tree_init(sqlite3 *db)
+{
+    return refex_db_exec(db, SCHEMA);
+}
+
+/* Hash of the complete subtree (level, idx): a leaf at level 0, a stored node above. */
+static int node_get(sqlite3 *db, int level, uint64_t idx, uint8_t out[32])
+{
+    sqlite3_stmt *st = NULL;
+    int rc =
+        level == 0
+            ? refex_db_prepare(db, "SELECT leaf_hash FROM audit WHERE seq = ?", &st)
+            : refex_db_prepare(db, "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    if (level == 0) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)idx + 1);
+    } else {
+        sqlite3_bind_int(st, 1, level);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)idx);
+    }
+    rc = REFEX_E_NOTFOUND;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == 32) {
+        memcpy(out, sqlite3_column_blob(st, 0), 32);
+        rc = REFEX_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int refex_audit_tree_append(sqlite3 *db, uint64_t index, const uint8_t leaf[32])
+{
+    uint8_t h[32], left[32];
+    uint64_t j = index;
+    int level = 0, rc;
+    sqlite3_stmt *st = NULL;
+    memcpy(h, leaf, 32);
+    if ((rc = refex_db_prepare(db, "INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)",
+                               &st)) != REFEX_OK)
+        return rc;
+    /* A right child completes its parent: hash upwards while we are a right child. */
+    while (j & 1) {
+        if ((rc = node_get(db, level, j - 1, left)) != REFEX_OK)
+            break;
+        refex_merkle_node_hash(left, h, h);
+        level++;
+        j >>= 1;
+        sqlite3_reset(st);
+        sqlite3_bind_int(st, 1, level);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)j);
+        sqlite3_bind_blob(st, 3, h, 32, SQLITE_STATIC);
+        if ((rc = refex_db_err(sqlite3_step(st))) != REFEX_OK)
+            break;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int refex_audit_tree_size(sqlite3 *db, uint64_t *size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(db, "SELECT IFNULL(MAX(seq), 0) FROM audit", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    *size = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return REFEX_OK;
+}
+
+static uint64_t split_point(uint64_t n) /* largest power of two < n, for n >= 2 */
+{
+    uint64_t k = 1;
+    while (k << 1 < n)
+        k <<= 1;
+    return k;
+}
+
+/* MTH of leaves [start, start+n), from stored complete subtrees where aligned. */
+static int mth(sqlite3 *db, uint64_t start, uint64_t n, uint8_t out[32])
+{
+    if (n == 0) {
+        crypto_hash_sha256(out, (const uint8_t *)"", 0);
+        return REFEX_OK;
+    }
+    if ((n & (n - 1)) == 0 && start % n == 0) {
+        int level = 0;
+        while ((1ull << level) < n)
+            level++;
+        return node_get(db, level, start / n, out);
+    }
+    uint64_t k = split_point(n);
+    uint8_t l[32], r[32];
+    int rc = mth(db, start, k, l);
+    if (rc == REFEX_OK)
+        rc = mth(db, start + k, n - k, r);
+    if (rc == REFEX_OK)
+        refex_merkle_node_hash(l, r, out);
+    return rc;
+}
+
+int refex_audit_tree_root(sqlite3 *db, uint64_t size, uint8_t root[32])
+{
+    uint64_t have = 0;
+    int rc = refex_audit_tree_size(db, &have);
+    if (rc != REFEX_OK)
+        return rc;
+    if (size > have)
+        return REFEX_E_INVAL;
+    return mth(db, 0, size, root);
+}
+
+typedef struct {
+    uint8_t (*h)[32];
+    size_t n;
+} proof_buf;
+
+static int proof_push(proof_buf *p, const uint8_t h[32])
+{
+    uint8_t(*nh)[32] = realloc(p->h, (p->n + 1) * sizeof *nh);
+    if (!nh)
+        return REFEX_E_NOMEM;
+    p->h = nh;
+    memcpy(p->h[p->n++], h, 32);
+    return REFEX_OK;
+}
+
+/* RFC 9162 2.1.3.1 PATH(m, D[start:start+n]), leaf-upwards. */
+static int path(sqlite3 *db, uint64_t m, uint64_t start, uint64_t n, proof_buf *p)
+{
+    uint8_t h[32];
+    if (n <= 1)
+        return REFEX_OK;
+    uint64_t k = split_point(n);
+    int rc;
+    if (m < k) {
+        if ((rc = path(db, m, start, k, p)) == REFEX_OK &&
+            (rc = mth(db, start + k, n - k, h)) == REFEX_OK)
+            rc = proof_push(p, h);
+    } else {
+        if ((rc = path(db, m - k, start + k, n - k, p)) == REFEX_OK &&
+            (rc = mth(db, start, k, h)) == REFEX_OK)
+            rc = proof_push(p, h);
+    }
+    return rc;
+}
+
+/* RFC 9162 2.1.4.1 SUBPROOF(m, D[start:start+n], b). */
+static int subproof(sqlite3 *db, uint64_t m, uint64_t start, uint64_t n, int b, proof_buf *p)
+{
+    uint8_t h[32];
+    int rc;
+    if (m == n) {
+        if (b)
+            return REFEX_OK;
+        if ((rc = mth(db, start, n, h)) != REFEX_OK)
+            return rc;
+        return proof_push(p, h);
+    }
+    uint64_t k = split_point(n);
+    if (m <= k) {
+        if ((rc = subproof(db, m, start, k, b, p)) == REFEX_OK &&
+            (rc = mth(db, start + k, n - k, h)) == REFEX_OK)
+            rc = proof_push(p, h);
+    } else {
+        if ((rc = subproof(db, m - k, start + k, n - k, 0, p)) == REFEX_OK &&
+            (rc = mth(db, start, k, h)) == REFEX_OK)
+            rc = proof_push(p, h);
+    }
+    return rc;
+}
+
+int refex_audit_tree_inclusion(sqlite3 *db, uint64_t index, uint64_t size, uint8_t (**proof)[32],
+                               size_t *len)
+{
+    uint64_t have = 0;
+    proof_buf p = {NULL, 0};
+    int rc = refex_audit_tree_size(db, &have);
+    *proof = NULL;
+    *len = 0;
+    if (rc != REFEX_OK)
+        return rc;
+    if (index >= size || size > have)
+        return REFEX_E_INVAL;
+    if ((rc = path(db, index, 0, size, &p)) != REFEX_OK) {
+        free(p.h);
+        return rc;
+    }
+    *proof = p.h;
+    *len = p.n;
+    return REFEX_OK;
+}
+
+int refex_audit_tree_consistency(sqlite3 *db, uint64_t size1, uint64_t size2, uint8_t (**proof)[32],
+                                 size_t *len)
+{
+    uint64_t have = 0;
+    proof_buf p = {NULL, 0};
+    int rc = refex_audit_tree_size(db, &have);
+    *proof = NULL;
+    *len = 0;
+    if (rc != REFEX_OK)
+        return rc;
+    if (size1 == 0 || size1 > size2 || size2 > have)
+        return REFEX_E_INVAL;
+    if (size1 < size2 && (rc = subproof(db, size1, 0, size2, 1, &p)) != REFEX_OK) {
+        free(p.h);
+        return rc;
+    }
+    *proof = p.h;
+    *len = p.n;
+    return REFEX_OK;
+}
+
+/* ---- verification ----------------------------------------------------------------- */
+
+int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why, size_t whylen)
+{
+    sqlite3_stmt *st = NULL;
+    uint8_t stack[64][32], leaf[32], stored[32], *entry = NULL;
+    int levels[64], depth = 0, rc, step;
+    uint64_t n = 0, expected_nodes = 0, have_nodes = 0;
+    size_t elen = 0;
+    *size = 0;
+    why[0] = 0;
+    rc = refex_db_prepare(db,
+                          "SELECT seq, time_ms, event, outcome, agency, practitioner, peer,"
+                          " message_id, message_type, case_ref, envelope_hash, purpose,"
+                          " article6, article9, consent, entry, leaf_hash FROM audit ORDER BY seq",
+                          &st);
+    if (rc != REFEX_OK)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(st, 0);
+        if ((uint64_t)seq != n + 1) {
+            snprintf(why, whylen,
+                     "entry %llu is missing: the log jumps from seq %llu to %lld (a deleted or "
+                     "reordered row)",
+                     (unsigned long long)n + 1, (unsigned long long)n, (long long)seq);
+            rc = REFEX_E_TAMPERED;
+            goto out;
+        }
+        const char *t[13];
+        for (int i = 0; i < 13; i++)
+            t[i] = (const char *)sqlite3_column_text(st, 2 + i);
+        refex_audit_entry e = {sqlite3_column_int64(st, 1),
+                               t[0],
+                               t[1],
+                               t[2],
+                               t[3],
+                               t[4],
+                               t[5],
+                               t[6],
+                               t[7],
+                               t[8],
+                               t[9],
+                               t[10],
+                               t[11],
+                               t[12]};
+        free(entry);
+        entry = NULL;
+        if (refex_audit_encode(&e, &entry, &elen) != REFEX_OK ||
+            (size_t)sqlite3_column_bytes(st, 15) != elen ||
+            memcmp(sqlite3_column_blob(st, 15), entry, elen) != 0) {
+            snprintf(why, whylen,
+                     "entry %lld: its fields do not match its signed-over bytes (the row was "
+                     "edited)",
+                     (long long)seq);
+            rc = REFEX_E_TAMPERED;
+            goto out;
+        }
+        refex_merkle_leaf_hash(entry, elen, leaf);
+        if (sqlite3_column_bytes(st, 16) != 32 ||
+            sodium_memcmp(sqlite3_column_blob(st, 16), leaf, 32) != 0) {
+            snprintf(why, whylen, "entry %lld: stored leaf hash is not the hash of its bytes",
+                     (long long)seq);
+            rc = REFEX_E_TAMPERED;
+            goto out;
+        }
+        /* Fold into the compact range of complete subtrees, checking each stored node. */
+        memcpy(stack[depth], leaf, 32);
+        levels[depth++] = 0;
+        uint64_t j = n;
+        while (depth >= 2 && levels[depth - 1] == levels[depth - 2]) {
+            refex_merkle_node_hash(stack[depth - 2], stack[depth - 1], stack[depth - 2]);
+            levels[depth - 2]++;
+            depth--;
+            j >>= 1;
+            expected_nodes++;
+            if (node_get(db, levels[depth - 1], j, stored) != REFEX_OK ||
+                sodium_memcmp(stored, stack[depth - 1], 32) != 0) {
+                snprintf(why, whylen,
+                         "subtree hash (level %d, index %llu) after entry %lld is missing or "
+                         "wrong",
+                         levels[depth - 1], (unsigned long long)j, (long long)seq);
+                rc = REFEX_E_TAMPERED;
+                goto out;
+            }
+        }
+        n++;
+    }
+    if (step != SQLITE_DONE) {
+        rc = refex_db_err(step);
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (refex_db_prepare(db, "SELECT count(*) FROM audit_nodes", &st) == REFEX_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        have_nodes = (uint64_t)sqlite3_column_int64(st, 0);
+    if (have_nodes != expected_nodes) {
+        snprintf(why, whylen,
+                 "%llu subtree hashes stored for %llu entries, %llu expected (rows were removed "
+                 "from the end, or hashes added)",
+                 (unsigned long long)have_nodes, (unsigned long long)n,
+                 (unsigned long long)expected_nodes);
+        rc = REFEX_E_TAMPERED;
+        goto out;
+    }
+    /* Root: fold the compact range right to left. */
+    if (depth == 0) {
+        crypto_hash_sha256(root, (const uint8_t *)"", 0);
+    } else {
+        memcpy(root, stack[depth - 1], 32);
+        for (int i = depth - 2; i >= 0; i--)
+            refex_merkle_node_hash(stack[i], root, root);
+    }
+    *size = n;
+    rc = REFEX_OK;
+out:
+    free(entry);
+    sqlite3_finalize(st);
+    return rc;
+}
