@@ -82,7 +82,8 @@ static const char *SCHEMA =
     " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
     " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
     " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
-    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '');"
+    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
+    " subjects TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
     "CREATE TABLE IF NOT EXISTS inbox ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
@@ -359,6 +360,7 @@ static void audit_fill(agent *a, refex_audit_entry *e, const char *event, const 
     e->article6 = m ? m->article6 : "";
     e->article9 = m ? m->article9 : "";
     e->consent = m ? m->consent : "";
+    e->subjects = m ? m->subjects : "";
 }
 
 /* Audits what happened to one of our messages (a refusal, a receipt, a non-delivery)
@@ -370,16 +372,17 @@ static int audit_outcome(agent *a, const char *event, const char *outcome, const
     sqlite3_stmt *st = NULL;
     int rc = refex_db_prepare(a->db,
                               "SELECT type, case_ref, practitioner, purpose, article6, article9,"
-                              " consent FROM outbox WHERE message_id = ?",
+                              " consent, subjects FROM outbox WHERE message_id = ?",
                               &st);
     if (rc != REFEX_OK)
         return rc;
     sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
     int found = sqlite3_step(st) == SQLITE_ROW;
-    const char *col[7];
-    for (int i = 0; i < 7; i++)
+    const char *col[8];
+    for (int i = 0; i < 8; i++)
         col[i] = found ? (const char *)sqlite3_column_text(st, i) : "";
-    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1]};
+    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1], ""};
+    snprintf(m.subjects, sizeof m.subjects, "%s", col[7]);
     refex_audit_entry ae;
     audit_fill(a, &ae, event, outcome, peer, idhex, refex_message_type_parse(col[0]), col[1],
                env_hash, &m);
@@ -577,8 +580,8 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     rc = refex_db_prepare(a->db,
                           "INSERT INTO outbox(message_id, recipients, type, case_ref,"
                           " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
-                          " purpose, article6, article9, consent)"
-                          " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?)",
+                          " purpose, article6, article9, consent, subjects)"
+                          " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?)",
                           &st);
     if (rc == REFEX_OK) {
         sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
@@ -596,6 +599,7 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         sqlite3_bind_text(st, 11, meta.article6, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 12, meta.article9, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 13, meta.consent, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 14, meta.subjects, -1, SQLITE_STATIC);
         rc = refex_db_err(sqlite3_step(st));
         sqlite3_finalize(st);
     }

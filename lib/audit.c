@@ -17,7 +17,7 @@ static const char *SCHEMA =
     " agency TEXT NOT NULL, practitioner TEXT NOT NULL, peer TEXT NOT NULL,"
     " message_id TEXT NOT NULL, message_type TEXT NOT NULL, case_ref TEXT NOT NULL,"
     " envelope_hash TEXT NOT NULL, purpose TEXT NOT NULL, article6 TEXT NOT NULL,"
-    " article9 TEXT NOT NULL, consent TEXT NOT NULL,"
+    " article9 TEXT NOT NULL, consent TEXT NOT NULL, subjects TEXT NOT NULL,"
     " entry BLOB NOT NULL, leaf_hash BLOB NOT NULL);"
     "CREATE INDEX IF NOT EXISTS audit_msg ON audit(message_id);"
     "CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit"
@@ -114,6 +114,7 @@ int refex_audit_encode(const refex_audit_entry *e, uint8_t **out, size_t *out_le
     put_str(&b, e->article6);
     put_str(&b, e->article9);
     put_str(&b, e->consent);
+    put_str(&b, e->subjects);
     if (b.oom) {
         free(b.b);
         return REFEX_E_NOMEM;
@@ -127,9 +128,9 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
 {
     static const char *SQL =
         "INSERT INTO audit(seq, time_ms, event, outcome, agency, practitioner, peer, message_id,"
-        " message_type, case_ref, envelope_hash, purpose, article6, article9, consent, entry,"
-        " leaf_hash) VALUES ((SELECT IFNULL(MAX(seq), 0) + 1 FROM audit),"
-        " ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " message_type, case_ref, envelope_hash, purpose, article6, article9, consent, subjects,"
+        " entry, leaf_hash) VALUES ((SELECT IFNULL(MAX(seq), 0) + 1 FROM audit),"
+        " ?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     uint8_t *entry = NULL;
     size_t len = 0;
     uint8_t leaf[32];
@@ -148,12 +149,12 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
         goto out;
     const char *text[] = {e->event,      e->outcome,      e->agency,   e->practitioner,  e->peer,
                           e->message_id, e->message_type, e->case_ref, e->envelope_hash, e->purpose,
-                          e->article6,   e->article9,     e->consent};
+                          e->article6,   e->article9,     e->consent,  e->subjects};
     sqlite3_bind_int64(st, 1, e->time_ms);
-    for (int i = 0; i < 13; i++)
+    for (int i = 0; i < 14; i++)
         sqlite3_bind_text(st, 2 + i, nz(text[i]), -1, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 15, entry, (int)len, SQLITE_STATIC);
-    sqlite3_bind_blob(st, 16, leaf, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 16, entry, (int)len, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 17, leaf, 32, SQLITE_STATIC);
     rc = refex_db_err(sqlite3_step(st));
     int64_t seq = sqlite3_last_insert_rowid(db);
     /* The Merkle tree over the log grows in the same transaction. */
@@ -172,7 +173,7 @@ int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **ou
     static const char *SQL =
         "SELECT seq, time_ms, event, outcome, agency, practitioner, peer, message_id,"
         " message_type, case_ref, envelope_hash, purpose, article6, article9, consent,"
-        " leaf_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?";
+        " subjects, leaf_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?";
     sqlite3_stmt *st = NULL;
     json_t *arr = json_array();
     int rc, step;
@@ -191,11 +192,11 @@ int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **ou
         }
         json_object_set_new(o, "seq", json_integer(sqlite3_column_int64(st, 0)));
         json_object_set_new(o, "time_ms", json_integer(sqlite3_column_int64(st, 1)));
-        for (int i = 2; i <= 14; i++)
+        for (int i = 2; i <= 15; i++)
             json_object_set_new(o, sqlite3_column_name(st, i),
                                 json_string((const char *)sqlite3_column_text(st, i)));
-        if (sqlite3_column_bytes(st, 15) == 32)
-            refex_hex_encode(leaf, sqlite3_column_blob(st, 15), 32);
+        if (sqlite3_column_bytes(st, 16) == 32)
+            refex_hex_encode(leaf, sqlite3_column_blob(st, 16), 32);
         json_object_set_new(o, "leaf_hash", json_string(leaf));
         json_array_append_new(arr, o);
     }

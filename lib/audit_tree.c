@@ -250,7 +250,8 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
     rc = refex_db_prepare(db,
                           "SELECT seq, time_ms, event, outcome, agency, practitioner, peer,"
                           " message_id, message_type, case_ref, envelope_hash, purpose,"
-                          " article6, article9, consent, entry, leaf_hash FROM audit ORDER BY seq",
+                          " article6, article9, consent, subjects, entry, leaf_hash FROM audit"
+                          " ORDER BY seq",
                           &st);
     if (rc != REFEX_OK)
         return rc;
@@ -264,8 +265,8 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
             rc = REFEX_E_TAMPERED;
             goto out;
         }
-        const char *t[13];
-        for (int i = 0; i < 13; i++)
+        const char *t[14];
+        for (int i = 0; i < 14; i++)
             t[i] = (const char *)sqlite3_column_text(st, 2 + i);
         refex_audit_entry e = {sqlite3_column_int64(st, 1),
                                t[0],
@@ -280,12 +281,13 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
                                t[9],
                                t[10],
                                t[11],
-                               t[12]};
+                               t[12],
+                               t[13]};
         free(entry);
         entry = NULL;
         if (refex_audit_encode(&e, &entry, &elen) != REFEX_OK ||
-            (size_t)sqlite3_column_bytes(st, 15) != elen ||
-            memcmp(sqlite3_column_blob(st, 15), entry, elen) != 0) {
+            (size_t)sqlite3_column_bytes(st, 16) != elen ||
+            memcmp(sqlite3_column_blob(st, 16), entry, elen) != 0) {
             snprintf(why, whylen,
                      "entry %lld: its fields do not match its signed-over bytes (the row was "
                      "edited)",
@@ -294,8 +296,8 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
             goto out;
         }
         refex_merkle_leaf_hash(entry, elen, leaf);
-        if (sqlite3_column_bytes(st, 16) != 32 ||
-            sodium_memcmp(sqlite3_column_blob(st, 16), leaf, 32) != 0) {
+        if (sqlite3_column_bytes(st, 17) != 32 ||
+            sodium_memcmp(sqlite3_column_blob(st, 17), leaf, 32) != 0) {
             snprintf(why, whylen, "entry %lld: stored leaf hash is not the hash of its bytes",
                      (long long)seq);
             rc = REFEX_E_TAMPERED;

@@ -159,4 +159,16 @@ void refex_body_meta_get(const Refex__V1__Body *b, refex_body_meta *m)
     default:
         fill(m, NULL, NULL, 0, 0, "");
     }
+    /* The people a referral is about, by reference only: the subject, then the parents. */
+    m->subjects[0] = 0;
+    if (b->kind_case == REFEX__V1__BODY__KIND_REFERRAL) {
+        const Refex__V1__Referral *r = b->referral;
+        size_t used = 0;
+        if (r->subject && r->subject->reference[0])
+            used += (size_t)snprintf(m->subjects, sizeof m->subjects, "%s", r->subject->reference);
+        for (size_t i = 0; i < r->n_parents && used < sizeof m->subjects; i++)
+            if (r->parents[i]->reference[0])
+                used += (size_t)snprintf(m->subjects + used, sizeof m->subjects - used, "%s%s",
+                                         used ? "," : "", r->parents[i]->reference);
+    }
 }

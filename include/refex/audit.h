@@ -30,6 +30,8 @@ typedef struct {
     const char *article6;      /* Article6Basis name */
     const char *article9;      /* Article9Condition name */
     const char *consent;       /* ConsentStatus name */
+    const char *subjects;      /* pseudonymous references of the people concerned,
+                                  comma-separated (subject first, then parents), or "" */
 } refex_audit_entry;
 
 /* Creates the audit table and its append-only triggers if missing. */

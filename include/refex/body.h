@@ -18,6 +18,7 @@ typedef struct {
     const char *article9;
     const char *consent;
     const char *case_ref; /* the case reference a body names, "" if none */
+    char subjects[512];   /* pseudonymous references of the people concerned, "a,b" */
 } refex_body_meta;
 
 /* "REFERRAL" or "referral" -> REFEX__V1__MESSAGE_TYPE__REFERRAL; 0 if unknown. */

@@ -18,7 +18,7 @@
 
 #define MSG_ID   "00112233445566778899aabbccddeeff"
 #define ENV_HASH "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-#define N_FIELDS 14
+#define N_FIELDS 15
 
 typedef struct {
     char dir[512];
@@ -68,6 +68,7 @@ static refex_audit_entry sample(void)
         .article6 = "ARTICLE6_PUBLIC_TASK",
         .article9 = "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
         .consent = "CONSENT_NOT_SOUGHT_SAFEGUARDING",
+        .subjects = "UB-0001,P-0001",
     };
     return e;
 }
@@ -311,6 +312,7 @@ static void test_encode_layout(void **state)
     expect_str(b, len, &off, "ARTICLE6_PUBLIC_TASK");
     expect_str(b, len, &off, "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST");
     expect_str(b, len, &off, "CONSENT_NOT_SOUGHT_SAFEGUARDING");
+    expect_str(b, len, &off, "UB-0001,P-0001");
     assert_int_equal(off, len); /* nothing after the last field */
 
     /* a length prefix is big-endian: "send" is 00 00 00 04 */
@@ -399,6 +401,7 @@ static void test_encode_every_field_matters(void **state)
         {offsetof(refex_audit_entry, article6), "ARTICLE6_CONSENT"},
         {offsetof(refex_audit_entry, article9), "ARTICLE9_NOT_APPLICABLE"},
         {offsetof(refex_audit_entry, consent), "CONSENT_GIVEN"},
+        {offsetof(refex_audit_entry, subjects), "UB-0002"},
     };
     assert_int_equal(sizeof changes / sizeof changes[0], N_FIELDS - 1);
     for (size_t i = 0; i < N_FIELDS; i++) {
@@ -553,7 +556,7 @@ static void test_append_only(void **state)
     snprintf(sql, sizeof sql,
              "INSERT OR REPLACE INTO audit SELECT seq, time_ms, 'FORGED', outcome, agency,"
              " practitioner, peer, message_id, message_type, case_ref, envelope_hash, purpose,"
-             " article6, article9, consent, entry, leaf_hash FROM audit WHERE seq = %lld",
+             " article6, article9, consent, subjects, entry, leaf_hash FROM audit WHERE seq = %lld",
              (long long)seq);
     assert_int_not_equal(sqlite3_exec(f->db, sql, NULL, NULL, NULL), SQLITE_OK);
     assert_non_null(strstr(sqlite3_errmsg(f->db), "append-only"));
@@ -634,7 +637,8 @@ static void test_list_json(void **state)
         assert_string_equal(json_string_value(json_object_get(o, "leaf_hash")), leaf_hex);
         /* the raw entry bytes are not part of the listing */
         assert_null(json_object_get(o, "entry"));
-        assert_int_equal(json_object_size(o), 16);
+        assert_string_equal(json_string_value(json_object_get(o, "subjects")), "UB-0001,P-0001");
+        assert_int_equal(json_object_size(o), 17);
     }
     json_decref(arr);
 
