@@ -1234,17 +1234,52 @@ static void cmd_message_status(agent *a, const uint8_t *rid, size_t rid_len, jso
     control_reply(a, rid, rid_len, r);
 }
 
+/* Reading the audit log is itself audited: an audit-log-used entry names the tool used
+ * (list, query, export, proof, verify) in its outcome field, never the filter values. */
+static int audit_used(agent *a, const char *what)
+{
+    char outcome[64];
+    snprintf(outcome, sizeof outcome, "success: %s", what);
+    refex_body_meta m = {"", "PURPOSE_AUDIT", "", "", "", "", ""};
+    refex_audit_entry ae;
+    audit_fill(a, &ae, "audit-log-used", outcome, "", "", 0, "", "", &m);
+    int rc = unit_begin(a);
+    if (rc != REFEX_OK)
+        return rc;
+    rc = refex_audit_append(a->db, &ae, NULL);
+    return rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+}
+
 static void cmd_audit(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     json_t *rows = NULL;
     json_int_t after = json_integer_value(json_object_get(req, "after"));
     json_int_t limit = json_integer_value(json_object_get(req, "limit"));
     int rc = refex_audit_list_json(a->db, after, limit, &rows);
+    if (rc == REFEX_OK)
+        rc = audit_used(a, "list");
     if (rc != REFEX_OK) {
+        json_decref(rows);
         control_reply(a, rid, rid_len, reply_error(rc, NULL));
         return;
     }
     control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "entries", rows));
+}
+
+static void cmd_audit_used(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    const char *what = json_string_value(json_object_get(req, "what"));
+    static const char *const allowed[] = {"query", "export", "proof", "verify", "reconcile", NULL};
+    int ok = 0;
+    for (int i = 0; what && allowed[i]; i++)
+        ok |= strcmp(what, allowed[i]) == 0;
+    if (!ok) {
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_INVAL, "unknown audit use"));
+        return;
+    }
+    int rc = audit_used(a, what);
+    control_reply(a, rid, rid_len,
+                  rc == REFEX_OK ? json_pack("{s:b}", "ok", 1) : reply_error(rc, NULL));
 }
 
 static void control_readable(agent *a)
@@ -1289,6 +1324,8 @@ static void control_readable(agent *a)
         cmd_outbox(a, rid, rid_len);
     } else if (strcmp(cmd, "message_status") == 0) {
         cmd_message_status(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "audit_used") == 0) {
+        cmd_audit_used(a, rid, rid_len, req);
     } else if (strcmp(cmd, "audit_list") == 0) {
         cmd_audit(a, rid, rid_len, req);
     } else if (strcmp(cmd, "status") == 0) {
