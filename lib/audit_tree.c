@@ -21,6 +21,17 @@ static const char *SCHEMA =
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_nodes_no_replace BEFORE INSERT ON audit_nodes"
     " WHEN EXISTS (SELECT 1 FROM audit_nodes WHERE level = NEW.level AND idx = NEW.idx)"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    /* Signed checkpoints of the tree (C2SP signed notes), and witnesses' cosigned copies. */
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints ("
+    " size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS audit_cosignatures ("
+    " size INTEGER NOT NULL, witness TEXT NOT NULL, note TEXT NOT NULL,"
+    " received_ms INTEGER NOT NULL, PRIMARY KEY (size, witness));"
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;";
 
 int refex_audit_tree_init(sqlite3 *db)
