@@ -14,6 +14,8 @@
 #include <zmq.h>
 
 #include "refex/audit.h"
+#include "refex/audit_tree.h"
+#include "refex/checkpoint.h"
 #include "refex/body.h"
 #include "refex/codec.h"
 #include "refex/daemon.h"
@@ -60,7 +62,8 @@ struct agent {
     sqlite3 *db;
     void *ctx, *link, *mon, *control;
     int online;
-    int64_t next_retry_ms, last_sent_ms;
+    int64_t next_retry_ms, last_sent_ms, next_checkpoint_ms;
+    uint64_t checkpoint_size; /* size of our latest signed checkpoint */
     /* Group commit: the work of one poll cycle shares one transaction (each piece in its
      * own savepoint); frames and replies that depend on it wait in outq until it commits. */
     int in_batch;
@@ -1016,6 +1019,8 @@ static void send_hello(agent *a)
         refex_log_warn("hello: could not send");
 }
 
+static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs);
+
 static void link_readable(agent *a)
 {
     zmq_msg_t m;
@@ -1070,6 +1075,9 @@ static void link_readable(agent *a)
         break;
     case REFEX__V1__FRAME__KIND_RECEIPT:
         handle_receipt(a, f->receipt->receipt);
+        break;
+    case REFEX__V1__FRAME__KIND_COSIGNED:
+        handle_cosigned(a, f->cosigned);
         break;
     case REFEX__V1__FRAME__KIND_PING:
     case REFEX__V1__FRAME__KIND_PONG:
@@ -1341,6 +1349,124 @@ out:
         zmq_msg_close(&part[i]);
 }
 
+/* ---- checkpoints ------------------------------------------------------------------- */
+
+static int exec_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(db, sql, &st);
+    if (rc != REFEX_OK)
+        return rc;
+    *out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    sqlite3_finalize(st);
+    return REFEX_OK;
+}
+
+/* After a batch that added audit entries (at most once a second): sign a checkpoint of the
+ * log, keep it, and send it to the broker to witness, with a consistency proof from the last
+ * checkpoint the broker cosigned. */
+static void maybe_checkpoint(agent *a)
+{
+    uint64_t size = 0;
+    int64_t now = refex_mono_ms(), witnessed = 0;
+    refex_checkpoint c;
+    char *note = NULL;
+    uint8_t(*proof)[32] = NULL;
+    size_t plen = 0;
+    if (!a->online || now < a->next_checkpoint_ms ||
+        refex_audit_tree_size(a->db, &size) != REFEX_OK || size == 0 || size <= a->checkpoint_size)
+        return;
+    a->next_checkpoint_ms = now + 1000;
+    memset(&c, 0, sizeof c);
+    snprintf(c.origin, sizeof c.origin, "refex/audit/%s", a->agency);
+    c.size = size;
+    if (refex_audit_tree_root(a->db, size, c.root) != REFEX_OK ||
+        refex_checkpoint_sign(&c, a->agency, a->base.keys->sk->sign_sk, &note) != REFEX_OK)
+        return;
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_begin(a->db);
+    if (rc == REFEX_OK)
+        rc = refex_db_prepare(a->db,
+                              "INSERT INTO audit_checkpoints(size, root, note, created_ms)"
+                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                              &st);
+    if (rc == REFEX_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+        sqlite3_bind_blob(st, 2, c.root, 32, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, note, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, refex_now_ms());
+        rc = refex_db_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+    }
+    rc = rc == REFEX_OK ? refex_db_commit(a->db) : (refex_db_rollback(a->db), rc);
+    if (rc != REFEX_OK || exec_int(a->db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures",
+                                   &witnessed) != REFEX_OK) {
+        free(note);
+        return;
+    }
+    a->checkpoint_size = size;
+    if (witnessed > 0 && (uint64_t)witnessed < size &&
+        refex_audit_tree_consistency(a->db, (uint64_t)witnessed, size, &proof, &plen) != REFEX_OK) {
+        free(note);
+        return;
+    }
+    ProtobufCBinaryData *items = calloc(plen ? plen : 1, sizeof *items);
+    if (items) {
+        for (size_t i = 0; i < plen; i++)
+            items[i] = (ProtobufCBinaryData){32, proof[i]};
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__CheckpointSubmit cs = REFEX__V1__CHECKPOINT_SUBMIT__INIT;
+        cs.note = note;
+        cs.old_size = (uint64_t)witnessed < size ? (uint64_t)witnessed : 0;
+        cs.n_consistency = plen;
+        cs.consistency = items;
+        f.kind_case = REFEX__V1__FRAME__KIND_CHECKPOINT;
+        f.checkpoint = &cs;
+        if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+            refex_log_warn("checkpoint: could not send size %llu to the witness",
+                           (unsigned long long)size);
+    }
+    free(items);
+    free(proof);
+    free(note);
+}
+
+/* The broker's cosignature on one of our checkpoints: check both signatures, keep it. */
+static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
+{
+    refex_checkpoint c;
+    uint64_t ts = 0;
+    const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
+    size_t len = strlen(cs->note);
+    if (!br ||
+        refex_checkpoint_open(cs->note, len, a->agency, a->base.keys->pub.sign_pk, &c) !=
+            REFEX_OK ||
+        refex_checkpoint_verify_cosignature(cs->note, len, a->broker_id, br->sign_pk, &ts) !=
+            REFEX_OK) {
+        refex_log_warn("checkpoint: cosignature from the broker does not verify; ignored");
+        return;
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_begin(a->db);
+    if (rc == REFEX_OK)
+        rc = refex_db_prepare(a->db,
+                              "INSERT INTO audit_cosignatures(size, witness, note, received_ms)"
+                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                              &st);
+    if (rc == REFEX_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)c.size);
+        sqlite3_bind_text(st, 2, a->broker_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, cs->note, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, refex_now_ms());
+        rc = refex_db_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+    }
+    rc = rc == REFEX_OK ? refex_db_commit(a->db) : (refex_db_rollback(a->db), rc);
+    if (rc == REFEX_OK)
+        refex_log_info("checkpoint: size %llu witnessed by %s", (unsigned long long)c.size,
+                       a->broker_id);
+}
+
 /* ---- loop -------------------------------------------------------------------------- */
 
 static void timers(agent *a)
@@ -1431,6 +1557,7 @@ int agent_run(agent *a)
         }
         timers(a);
         batch_end(a);
+        maybe_checkpoint(a);
         expire_waiters(a);
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&

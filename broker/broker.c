@@ -23,6 +23,7 @@
 #include "refex/receipt.h"
 #include "refex/store.h"
 #include "refex/util.h"
+#include "witness.h"
 #include "zap.h"
 
 #define MAX_SESSIONS 1024
@@ -58,6 +59,7 @@ struct broker {
     char listen[512];
     refex_daemon_base base;
     refex_store *store;
+    witness *witness;
     uint64_t window, redeliver_ms, store_max;
     void *ctx, *router, *zap, *mon;
     session sessions[MAX_SESSIONS];
@@ -105,6 +107,9 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/queue.db", b->base.data_dir);
     if ((rc = refex_store_sqlite_open(path, b->store_max, &b->store, err, errlen)) != REFEX_OK)
         goto out;
+    snprintf(path, sizeof path, "%s/witness.db", b->base.data_dir);
+    if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)
+        goto out;
     *out = b;
     b = NULL;
 out:
@@ -128,6 +133,7 @@ void broker_close(broker **b_p)
     if (b->ctx)
         zmq_ctx_term(b->ctx);
     refex_store_destroy(&b->store);
+    witness_close(&b->witness);
     refex_daemon_base_fini(&b->base);
     free(b);
     *b_p = NULL;
@@ -649,6 +655,39 @@ static void handle_receipt_ack(broker *b, const uint8_t *rid, size_t rid_len, co
     }
 }
 
+/* Witness an agency's audit-log checkpoint: cosign it if it extends the last one, refuse
+ * and raise an alert if it does not. */
+static void handle_checkpoint(broker *b, const uint8_t *rid, size_t rid_len, const char *agency,
+                              const Refex__V1__CheckpointSubmit *cp)
+{
+    char why[256] = "", *cosigned = NULL;
+    uint64_t size = 0;
+    int rc = witness_submit(b->witness, b->base.dir, b->base.keys, agency, cp, &cosigned, &size,
+                            why, sizeof why);
+    if (rc != REFEX_OK) {
+        if (rc == REFEX_E_TAMPERED)
+            refex_log_error("ALERT witness: audit log of %s is inconsistent with what it showed "
+                            "before: %s",
+                            agency, why);
+        else
+            refex_log_warn("witness: checkpoint from %s refused: %s (%s)", agency,
+                           refex_errname(rc), why);
+        refex_link_send_error(b->router, rid, rid_len, rc, why);
+        return;
+    }
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Cosigned cs = REFEX__V1__COSIGNED__INIT;
+    cs.size = size;
+    cs.note = cosigned;
+    f.kind_case = REFEX__V1__FRAME__KIND_COSIGNED;
+    f.cosigned = &cs;
+    if (refex_link_send(b->router, rid, rid_len, &f) != REFEX_OK)
+        refex_log_warn("witness: could not return the cosignature to %s", agency);
+    refex_log_info("witness: cosigned %s's audit log at size %llu", agency,
+                   (unsigned long long)size);
+    free(cosigned);
+}
+
 static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
                          const uint8_t *data, size_t len)
 {
@@ -683,6 +722,8 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
         handle_send(b, rid, rid_len, user, f->send);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
         handle_ack(b, rid, rid_len, user, f->ack);
+    } else if (f->kind_case == REFEX__V1__FRAME__KIND_CHECKPOINT) {
+        handle_checkpoint(b, rid, rid_len, user, f->checkpoint);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_RECEIPT_ACK) {
         handle_receipt_ack(b, rid, rid_len, user, f->receipt_ack);
     } else {

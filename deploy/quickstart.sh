@@ -114,9 +114,11 @@ step "midwifery audit log"
 step "social-care audit log"
 "$REFEX" -c "$DEMO/conf/social-care.conf" audit list
 
-step "auditor: verify both audit logs (Merkle tree recomputed from the entries)"
-"$REFEX" audit verify --db "$DEMO/data/midwifery/agent.db"
-"$REFEX" audit verify --db "$DEMO/data/social-care/agent.db"
+step "auditor: verify both audit logs (Merkle tree, signed checkpoints, broker-witnessed)"
+for a in midwifery social-care; do
+  "$REFEX" audit verify --db "$DEMO/data/$a/agent.db" --key "$DEMO/keys/$a.public" \
+    --witness "$DEMO/data/broker/witness.db" --witness-key "$DEMO/keys/broker.public"
+done
 
 step "what the broker saw"
 echo "broker log (ids and agencies only; it cannot read the body):"

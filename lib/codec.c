@@ -59,6 +59,14 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
     case REFEX__V1__FRAME__KIND_RECEIPT_ACK:
         ok = ok && f->receipt_ack->message_id.len == 16;
         break;
+    case REFEX__V1__FRAME__KIND_CHECKPOINT:
+        ok = ok && f->checkpoint->note && f->checkpoint->note[0];
+        for (size_t i = 0; ok && i < f->checkpoint->n_consistency; i++)
+            ok = f->checkpoint->consistency[i].len == 32;
+        break;
+    case REFEX__V1__FRAME__KIND_COSIGNED:
+        ok = ok && f->cosigned->note && f->cosigned->note[0];
+        break;
     case REFEX__V1__FRAME__KIND_STORED:
         ok = ok && f->stored->message_id.len == 16;
         break;
@@ -106,6 +114,10 @@ const char *refex_frame_kind_name(const Refex__V1__Frame *f)
         return "receipt";
     case REFEX__V1__FRAME__KIND_RECEIPT_ACK:
         return "receipt_ack";
+    case REFEX__V1__FRAME__KIND_CHECKPOINT:
+        return "checkpoint";
+    case REFEX__V1__FRAME__KIND_COSIGNED:
+        return "cosigned";
     default:
         return "unknown";
     }

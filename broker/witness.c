@@ -1,0 +1,161 @@
+/* Witness state: every checkpoint the broker cosigned, per agency, in its own SQLite file.
+ * Trust on first use: the first checkpoint of an agency is accepted as it comes; every
+ * later one must extend it (RFC 9162 consistency proof) or be identical. */
+#include "witness.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "refex/checkpoint.h"
+#include "refex/db.h"
+#include "refex/log.h"
+#include "refex/merkle.h"
+#include "refex/util.h"
+
+struct witness {
+    sqlite3 *db;
+};
+
+static const char *SCHEMA = "CREATE TABLE IF NOT EXISTS witnessed ("
+                            " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
+                            " note TEXT NOT NULL, cosigned_ms INTEGER NOT NULL,"
+                            " PRIMARY KEY (agency, size));";
+
+int witness_open(const char *path, witness **out, char *err, size_t errlen)
+{
+    witness *w = calloc(1, sizeof *w);
+    int rc;
+    *out = NULL;
+    if (!w)
+        return REFEX_E_NOMEM;
+    if ((rc = refex_db_open(path, 0, &w->db, err, errlen)) != REFEX_OK ||
+        (rc = refex_db_exec(w->db, SCHEMA)) != REFEX_OK) {
+        witness_close(&w);
+        return rc;
+    }
+    *out = w;
+    return REFEX_OK;
+}
+
+void witness_close(witness **w_p)
+{
+    if (!w_p || !*w_p)
+        return;
+    refex_db_close(&(*w_p)->db);
+    free(*w_p);
+    *w_p = NULL;
+}
+
+/* The latest cosigned (size, root) for an agency; 0 if none. */
+static int latest(witness *w, const char *agency, uint64_t *size, uint8_t root[32])
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    if (refex_db_prepare(w->db,
+                         "SELECT size, root FROM witnessed WHERE agency = ?"
+                         " ORDER BY size DESC LIMIT 1",
+                         &st) != REFEX_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
+        *size = (uint64_t)sqlite3_column_int64(st, 0);
+        memcpy(root, sqlite3_column_blob(st, 1), 32);
+        found = 1;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* The submitted proof (checked by the codec to hold 32-byte hashes) from old to new. */
+static int consistent(const Refex__V1__CheckpointSubmit *cp, uint64_t old_size,
+                      const uint8_t old_root[32], const refex_checkpoint *c)
+{
+    if (cp->n_consistency > 128)
+        return 0;
+    uint8_t(*proof)[32] = calloc(cp->n_consistency ? cp->n_consistency : 1, 32);
+    if (!proof)
+        return 0;
+    for (size_t i = 0; i < cp->n_consistency; i++)
+        memcpy(proof[i], cp->consistency[i].data, 32);
+    int ok =
+        refex_merkle_verify_consistency(old_size, c->size, old_root, c->root,
+                                        (const uint8_t(*)[32])proof, cp->n_consistency) == REFEX_OK;
+    free(proof);
+    return ok;
+}
+
+int witness_submit(witness *w, const refex_directory *dir, const refex_keys *broker,
+                   const char *agency, const Refex__V1__CheckpointSubmit *cp, char **cosigned,
+                   uint64_t *size, char *why, size_t whylen)
+{
+    refex_checkpoint c;
+    char origin[128];
+    uint8_t old_root[32];
+    uint64_t old_size = 0;
+    int rc;
+    *cosigned = NULL;
+    const refex_agency *a = refex_directory_find(dir, agency);
+    if (!a) {
+        snprintf(why, whylen, "agency not in the directory");
+        return REFEX_E_UNKNOWN_AGENCY;
+    }
+    rc = refex_checkpoint_open(cp->note, strlen(cp->note), agency, a->sign_pk, &c);
+    if (rc != REFEX_OK) {
+        snprintf(why, whylen, "checkpoint does not verify with %s's key", agency);
+        return rc;
+    }
+    snprintf(origin, sizeof origin, "refex/audit/%s", agency);
+    if (strcmp(c.origin, origin) != 0) {
+        snprintf(why, whylen, "checkpoint origin is not %s", origin);
+        return REFEX_E_MALFORMED;
+    }
+    int have = latest(w, agency, &old_size, old_root);
+    if (have < 0)
+        return REFEX_E_STORE;
+    if (have) {
+        if (c.size < old_size) {
+            snprintf(why, whylen, "size %llu is below the witnessed size %llu (truncated log)",
+                     (unsigned long long)c.size, (unsigned long long)old_size);
+            return REFEX_E_TAMPERED;
+        }
+        if (c.size == old_size) {
+            if (sodium_memcmp(c.root, old_root, 32) != 0) {
+                snprintf(why, whylen, "a different root for the witnessed size %llu (fork)",
+                         (unsigned long long)c.size);
+                return REFEX_E_TAMPERED;
+            }
+        } else if (cp->old_size != old_size || !consistent(cp, old_size, old_root, &c)) {
+            snprintf(why, whylen,
+                     "not consistent with the witnessed checkpoint of size %llu (rewritten "
+                     "history)",
+                     (unsigned long long)old_size);
+            return REFEX_E_TAMPERED;
+        }
+    }
+    if ((rc = refex_checkpoint_cosign(cp->note, broker->pub.agency, broker->sk->sign_sk,
+                                      (uint64_t)(refex_now_ms() / 1000), cosigned)) != REFEX_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    rc = refex_db_prepare(w->db,
+                          "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
+                          " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                          &st);
+    if (rc == REFEX_OK) {
+        sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
+        sqlite3_bind_blob(st, 3, c.root, 32, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, *cosigned, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, refex_now_ms());
+        rc = refex_db_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+    }
+    if (rc != REFEX_OK) {
+        free(*cosigned);
+        *cosigned = NULL;
+        return REFEX_E_STORE;
+    }
+    *size = c.size;
+    return REFEX_OK;
+}
