@@ -63,7 +63,7 @@ struct agent {
     void *ctx, *link, *mon, *control;
     int online;
     int64_t next_retry_ms, last_sent_ms, next_checkpoint_ms;
-    uint64_t checkpoint_size; /* size of our latest signed checkpoint */
+    int64_t checkpoint_wait_until; /* a submitted checkpoint awaits the witness until then */
     /* Group commit: the work of one poll cycle shares one transaction (each piece in its
      * own savepoint); frames and replies that depend on it wait in outq until it commits. */
     int in_batch;
@@ -1362,9 +1362,9 @@ static int exec_int(sqlite3 *db, const char *sql, int64_t *out)
     return REFEX_OK;
 }
 
-/* After a batch that added audit entries (at most once a second): sign a checkpoint of the
- * log, keep it, and send it to the broker to witness, with a consistency proof from the last
- * checkpoint the broker cosigned. */
+/* After a batch that added audit entries (at most once a second, one at a time): sign a
+ * checkpoint of the log, keep it, and send it to the broker to witness, with a consistency
+ * proof from the last checkpoint the broker cosigned. */
 static void maybe_checkpoint(agent *a)
 {
     uint64_t size = 0;
@@ -1373,8 +1373,11 @@ static void maybe_checkpoint(agent *a)
     char *note = NULL;
     uint8_t(*proof)[32] = NULL;
     size_t plen = 0;
-    if (!a->online || now < a->next_checkpoint_ms ||
-        refex_audit_tree_size(a->db, &size) != REFEX_OK || size == 0 || size <= a->checkpoint_size)
+    if (!a->online || now < a->next_checkpoint_ms || now < a->checkpoint_wait_until ||
+        refex_audit_tree_size(a->db, &size) != REFEX_OK || size == 0 ||
+        exec_int(a->db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures", &witnessed) !=
+            REFEX_OK ||
+        size <= (uint64_t)witnessed)
         return;
     a->next_checkpoint_ms = now + 1000;
     memset(&c, 0, sizeof c);
@@ -1398,15 +1401,13 @@ static void maybe_checkpoint(agent *a)
         rc = refex_db_err(sqlite3_step(st));
         sqlite3_finalize(st);
     }
-    rc = rc == REFEX_OK ? refex_db_commit(a->db) : (refex_db_rollback(a->db), rc);
-    if (rc != REFEX_OK || exec_int(a->db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures",
-                                   &witnessed) != REFEX_OK) {
-        free(note);
-        return;
-    }
-    a->checkpoint_size = size;
-    if (witnessed > 0 && (uint64_t)witnessed < size &&
-        refex_audit_tree_consistency(a->db, (uint64_t)witnessed, size, &proof, &plen) != REFEX_OK) {
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
+    if (rc != REFEX_OK ||
+        (witnessed > 0 && refex_audit_tree_consistency(a->db, (uint64_t)witnessed, size, &proof,
+                                                       &plen) != REFEX_OK)) {
         free(note);
         return;
     }
@@ -1417,7 +1418,7 @@ static void maybe_checkpoint(agent *a)
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__CheckpointSubmit cs = REFEX__V1__CHECKPOINT_SUBMIT__INIT;
         cs.note = note;
-        cs.old_size = (uint64_t)witnessed < size ? (uint64_t)witnessed : 0;
+        cs.old_size = (uint64_t)witnessed;
         cs.n_consistency = plen;
         cs.consistency = items;
         f.kind_case = REFEX__V1__FRAME__KIND_CHECKPOINT;
@@ -1425,25 +1426,37 @@ static void maybe_checkpoint(agent *a)
         if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
             refex_log_warn("checkpoint: could not send size %llu to the witness",
                            (unsigned long long)size);
+        else
+            a->checkpoint_wait_until = now + 5000; /* one checkpoint in flight at a time */
     }
     free(items);
     free(proof);
     free(note);
 }
 
-/* The broker's cosignature on one of our checkpoints: check both signatures, keep it. */
+/* The broker's cosignature on one of our checkpoints: check both signatures, and that it
+ * describes our own log, then keep it. */
 static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
 {
     refex_checkpoint c;
     uint64_t ts = 0;
+    uint8_t root[32];
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     size_t len = strlen(cs->note);
+    a->checkpoint_wait_until = 0;
     if (!br ||
         refex_checkpoint_open(cs->note, len, a->agency, a->base.keys->pub.sign_pk, &c) !=
             REFEX_OK ||
         refex_checkpoint_verify_cosignature(cs->note, len, a->broker_id, br->sign_pk, &ts) !=
             REFEX_OK) {
         refex_log_warn("checkpoint: cosignature from the broker does not verify; ignored");
+        return;
+    }
+    if (refex_audit_tree_root(a->db, c.size, root) != REFEX_OK ||
+        sodium_memcmp(root, c.root, 32) != 0) {
+        refex_log_error("ALERT checkpoint: the broker cosigned a checkpoint of size %llu that "
+                        "is not our log",
+                        (unsigned long long)c.size);
         return;
     }
     sqlite3_stmt *st = NULL;
@@ -1461,7 +1474,10 @@ static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
         rc = refex_db_err(sqlite3_step(st));
         sqlite3_finalize(st);
     }
-    rc = rc == REFEX_OK ? refex_db_commit(a->db) : (refex_db_rollback(a->db), rc);
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(a->db);
+    else
+        refex_db_rollback(a->db);
     if (rc == REFEX_OK)
         refex_log_info("checkpoint: size %llu witnessed by %s", (unsigned long long)c.size,
                        a->broker_id);

@@ -68,6 +68,25 @@ static int latest(witness *w, const char *agency, uint64_t *size, uint8_t root[3
     return found;
 }
 
+static int latest_note(witness *w, const char *agency, uint64_t sz, char **note, uint64_t *size)
+{
+    sqlite3_stmt *st = NULL;
+    int rc =
+        refex_db_prepare(w->db, "SELECT note FROM witnessed WHERE agency = ? AND size = ?", &st);
+    if (rc != REFEX_OK)
+        return REFEX_E_STORE;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)sz);
+    rc = REFEX_E_STORE;
+    if (sqlite3_step(st) == SQLITE_ROW &&
+        (*note = strdup((const char *)sqlite3_column_text(st, 0)))) {
+        *size = sz;
+        rc = REFEX_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
 /* The submitted proof (checked by the codec to hold 32-byte hashes) from old to new. */
 static int consistent(const Refex__V1__CheckpointSubmit *cp, uint64_t old_size,
                       const uint8_t old_root[32], const refex_checkpoint *c)
@@ -126,6 +145,9 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
                          (unsigned long long)c.size);
                 return REFEX_E_TAMPERED;
             }
+        } else if (cp->old_size < old_size) {
+            /* The agent has not seen our latest cosignature: send it that one again. */
+            return latest_note(w, agency, old_size, cosigned, size);
         } else if (cp->old_size != old_size || !consistent(cp, old_size, old_root, &c)) {
             snprintf(why, whylen,
                      "not consistent with the witnessed checkpoint of size %llu (rewritten "
