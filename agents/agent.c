@@ -93,6 +93,9 @@ static const char *SCHEMA =
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
     " PRIMARY KEY (sender, message_id));"
+    "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
+    " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
+    " PRIMARY KEY (agency, size));"
     "CREATE TABLE IF NOT EXISTS refused ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, code INTEGER NOT NULL,"
     " PRIMARY KEY (sender, message_id));"
@@ -458,6 +461,82 @@ static void flush_outbox(agent *a, int stale_only)
     }
 }
 
+/* Adds our latest signed audit checkpoint to a sealed envelope. */
+static int attach_checkpoint(agent *a, uint8_t **env, size_t *env_len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = REFEX_OK;
+    if (refex_db_prepare(a->db, "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
+                         &st) != REFEX_OK)
+        return REFEX_OK; /* no checkpoint yet: the envelope goes without one */
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, *env_len, *env);
+        if (!e) {
+            rc = REFEX_E_MALFORMED;
+        } else {
+            e->checkpoint = (char *)sqlite3_column_text(st, 0);
+            size_t n = refex__v1__envelope__get_packed_size(e);
+            uint8_t *buf = malloc(n);
+            if (buf) {
+                refex__v1__envelope__pack(e, buf);
+                free(*env);
+                *env = buf;
+                *env_len = n;
+            } else {
+                rc = REFEX_E_NOMEM;
+            }
+            e->checkpoint = NULL; /* owned by the statement */
+            refex__v1__envelope__free_unpacked(e, NULL);
+        }
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* A checkpoint a sender attached: check it is the sender's, and that no other history of
+ * the same size was seen from that sender before (a fork). Inside the caller's unit. */
+static void note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
+                                 const char *note)
+{
+    refex_checkpoint c;
+    char origin[128];
+    sqlite3_stmt *st = NULL;
+    if (!note || !*note || !sa)
+        return;
+    snprintf(origin, sizeof origin, "refex/audit/%s", sender);
+    if (refex_checkpoint_open(note, strlen(note), sender, sa->sign_pk, &c) != REFEX_OK ||
+        strcmp(c.origin, origin) != 0) {
+        refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
+        return;
+    }
+    if (refex_db_prepare(a->db, "SELECT root FROM peer_checkpoints WHERE agency = ? AND size = ?",
+                         &st) != REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
+    int seen = sqlite3_step(st) == SQLITE_ROW, differs = 0;
+    if (seen)
+        differs = sqlite3_column_bytes(st, 0) != 32 ||
+                  sodium_memcmp(sqlite3_column_blob(st, 0), c.root, 32) != 0;
+    sqlite3_finalize(st);
+    if (differs) {
+        refex_log_error("ALERT checkpoint: %s showed two different audit histories of size %llu "
+                        "(fork)",
+                        sender, (unsigned long long)c.size);
+        return;
+    }
+    if (seen ||
+        refex_db_prepare(a->db, "INSERT INTO peer_checkpoints(agency, size, root) VALUES (?,?,?)",
+                         &st) != REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
+    sqlite3_bind_blob(st, 3, c.root, 32, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        refex_log_warn("checkpoint: could not record %s's checkpoint", sender);
+    sqlite3_finalize(st);
+}
+
 static int resolve_recipients(agent *a, const json_t *to, const refex_agency **out, size_t *n,
                               char *detail, size_t dlen)
 {
@@ -550,7 +629,8 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
                            .case_ref = case_ref,
                            .created_at_ms = refex_now_ms(),
                            .expires_at_ms = ttl > 0 ? refex_now_ms() + ttl * 1000 : 0};
-    if ((rc = refex_envelope_seal(&p, body, body_len, &env, &env_len, id)) != REFEX_OK)
+    if ((rc = refex_envelope_seal(&p, body, body_len, &env, &env_len, id)) != REFEX_OK ||
+        (rc = attach_checkpoint(a, &env, &env_len)) != REFEX_OK)
         goto out;
     uint64_t limit = a->base.max_frame;
     if (a->broker_max_frame && a->broker_max_frame < limit)
@@ -858,6 +938,8 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
                rc == REFEX_OK ? "success" : refex_errname(rc), h->sender, idhex, h->type,
                h->case_ref, hashhex, have_meta ? &meta : NULL);
     int dbrc = unit_begin(a), dup = 0;
+    if (dbrc == REFEX_OK && rc == REFEX_OK)
+        note_peer_checkpoint(a, h->sender, sender, env->checkpoint);
     if (dbrc == REFEX_OK && rc == REFEX_OK) {
         sqlite3_stmt *st = NULL;
         dbrc = refex_db_prepare(a->db,

@@ -20,6 +20,7 @@
 #include "../unit/testing.h"
 #include "harness.h"
 #include "refex/body.h"
+#include "refex/checkpoint.h"
 #include "refex/codec.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
@@ -708,6 +709,46 @@ static void test_undecryptable_message_is_dead_lettered(void **state)
     assert_daemons_alive();
 }
 
+/* ---- checkpoints carried by envelopes ------------------------------------------------- */
+
+/* A sender that shows a recipient two different audit histories of the same size is caught:
+ * the recipient keeps every checkpoint its peers attach and raises an alert on a fork. */
+static void test_recipient_detects_a_forked_sender(void **state)
+{
+    (void)state;
+    h_client c;
+    uint8_t id[16];
+    char log[600];
+    assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "police"), 0);
+    for (int round = 0; round < 2; round++) {
+        refex_checkpoint cp;
+        char *note = NULL;
+        memset(&cp, 0, sizeof cp);
+        strcpy(cp.origin, "refex/audit/police");
+        cp.size = 7;
+        memset(cp.root, round ? 0x22 : 0x11, 32);
+        assert_ok(refex_checkpoint_sign(&cp, "police", c.keys->sk->sign_sk, &note));
+        Refex__V1__Envelope *e = seal_for(c.keys, "police", "social-care", id);
+        e->checkpoint = note;
+        send_envelope(&c, e);
+        e->checkpoint = NULL;
+        refex__v1__envelope__free_unpacked(e, NULL);
+        free(note);
+        expect_stored(&c, id);
+        char idhex[33];
+        refex_hex_encode(idhex, id, 16);
+        assert_int_equal(wait_inbox("social-care", idhex), 0);
+    }
+    h_client_close(&c);
+    assert_int_equal(h_sql_int(&g_net, "data/social-care/agent.db",
+                               "SELECT count(*) FROM peer_checkpoints WHERE agency = 'police'"),
+                     1);
+    h_path(&g_net, log, sizeof log, "logs/social-care.log");
+    assert_true(h_tree_contains(log, "ALERT checkpoint: police showed two different", 45));
+    assert_daemons_alive();
+}
+
 /* ---- redelivery ------------------------------------------------------------------------ */
 
 /* A delivery the recipient never acknowledges is sent again after redeliver_seconds of
@@ -924,6 +965,7 @@ int main(void)
         cmocka_unit_test(test_bad_input_gets_typed_errors_and_nothing_is_lost),
         cmocka_unit_test(test_undecryptable_message_is_dead_lettered),
         cmocka_unit_test(test_unacknowledged_delivery_is_redelivered),
+        cmocka_unit_test(test_recipient_detects_a_forked_sender),
         cmocka_unit_test(test_routing_id_reuse_does_not_hijack_a_session),
         cmocka_unit_test(test_control_socket_bad_requests_get_typed_errors),
         cmocka_unit_test(test_cli_send_errors_are_typed),
