@@ -24,6 +24,10 @@ int cmd_inbox(int argc, char **argv);
 int cmd_outbox(int argc, char **argv);
 int cmd_audit(int argc, char **argv);
 int cmd_audit_list(int argc, char **argv);
+int cmd_audit_query(int argc, char **argv);
+int cmd_audit_export(int argc, char **argv);
+int cmd_audit_proof(int argc, char **argv);
+int cmd_audit_reconcile(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 
 /* Sends one JSON request to the agent named by cli_config and returns its reply in

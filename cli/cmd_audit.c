@@ -17,6 +17,8 @@
 static void audit_usage(FILE *out)
 {
     fprintf(out, "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
+                 "       refex [-c AGENT.conf] audit query|export|proof ... (see --help of each)\n"
+                 "       refex audit reconcile A.db B.db [--sla 24h] [--json]\n"
                  "       refex [-c AGENT.conf] audit verify [--db FILE] [--key AGENCY.public]\n"
                  "                 [--witness FILE --witness-key BROKER.public] [--json]\n"
                  "\n"
@@ -258,6 +260,16 @@ int cmd_audit(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "list") == 0)
         return cmd_audit_list(argc, argv);
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } sub[] = {{"query", cmd_audit_query},
+               {"export", cmd_audit_export},
+               {"proof", cmd_audit_proof},
+               {"reconcile", cmd_audit_reconcile}};
+    for (size_t i = 0; argc >= 2 && i < sizeof sub / sizeof sub[0]; i++)
+        if (strcmp(argv[1], sub[i].name) == 0)
+            return sub[i].fn(argc, argv);
     int help = cli_wants_help(argc, argv);
     audit_usage(help ? stdout : stderr);
     return help ? EXIT_OK : EXIT_USAGE;
