@@ -279,3 +279,21 @@ int refex_merkle_verify_consistency(uint64_t size1, uint64_t size2, const uint8_
     int bad2 = sodium_memcmp(hash2, root2, H) != 0;
     return (bad1 | bad2) ? REFEX_E_TAMPERED : REFEX_OK;
 }
+
+int refex_merkle_verify_consistency_bytes(uint64_t size1, uint64_t size2, const uint8_t *root1,
+                                          size_t root1_len, const uint8_t *root2, size_t root2_len,
+                                          const uint8_t (*proof)[H], size_t proof_len)
+{
+    if (!root1 || !root2 || size2 < size1 || size1 == 0)
+        return REFEX_E_INVAL;
+    if (size1 == size2) {
+        if (proof_len != 0)
+            return REFEX_E_INVAL;
+        return root1_len == root2_len && sodium_memcmp(root1, root2, root1_len) == 0
+                   ? REFEX_OK
+                   : REFEX_E_TAMPERED;
+    }
+    if (root1_len != H || root2_len != H)
+        return REFEX_E_INVAL;
+    return refex_merkle_verify_consistency(size1, size2, root1, root2, proof, proof_len);
+}

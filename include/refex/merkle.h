@@ -49,4 +49,12 @@ int refex_merkle_verify_consistency(uint64_t size1, uint64_t size2,
                                     const uint8_t (*proof)[REFEX_MERKLE_HASH],
                                     size_t proof_len) REFEX_NODISCARD;
 
+/* The same, for roots given as byte strings of any length (as RFC 9162 verifiers and the
+ * transparency-dev vectors treat them): equal sizes need an empty proof and byte-equal
+ * roots; otherwise both roots must be 32 bytes and the proof is checked as above. */
+int refex_merkle_verify_consistency_bytes(uint64_t size1, uint64_t size2, const uint8_t *root1,
+                                          size_t root1_len, const uint8_t *root2, size_t root2_len,
+                                          const uint8_t (*proof)[32],
+                                          size_t proof_len) REFEX_NODISCARD;
+
 #endif
