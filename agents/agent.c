@@ -1542,7 +1542,7 @@ static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
         return;
     }
     sqlite3_stmt *st = NULL;
-    int rc = refex_db_begin(a->db);
+    int rc = unit_begin(a); /* frames from the broker are handled inside the cycle's batch */
     if (rc == REFEX_OK)
         rc = refex_db_prepare(a->db,
                               "INSERT INTO audit_cosignatures(size, witness, note, received_ms)"
@@ -1557,9 +1557,9 @@ static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
         sqlite3_finalize(st);
     }
     if (rc == REFEX_OK)
-        rc = refex_db_commit(a->db);
+        rc = unit_end(a, 1);
     else
-        refex_db_rollback(a->db);
+        unit_end(a, 0);
     if (rc == REFEX_OK)
         refex_log_info("checkpoint: size %llu witnessed by %s", (unsigned long long)c.size,
                        a->broker_id);

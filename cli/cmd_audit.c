@@ -178,6 +178,15 @@ static int audit_verify(int argc, char **argv)
     int rc = audit_db_path(db_arg, path, sizeof path);
     if (rc != EXIT_OK)
         return rc;
+    if (!db_arg) {
+        /* Reading the agency's own log through its agent is itself audited. */
+        json_t *reply = NULL;
+        json_t *req = json_pack("{s:s, s:s}", "cmd", "audit_used", "what", "verify");
+        if (cli_agent_request(req, &reply, 5000) != EXIT_OK)
+            fprintf(stderr, "refex audit verify: this read is not recorded in the audit log\n");
+        json_decref(req);
+        json_decref(reply);
+    }
     if (refex_file_check_private(path) == REFEX_E_NOTFOUND) {
         fprintf(stderr, "refex audit verify: %s: no such file\n", path);
         return EXIT_FAIL;

@@ -84,6 +84,10 @@ static int put_hex(buf_t *b, const char *hex, size_t raw_len)
         put_field(b, raw, 0);
         return REFEX_OK;
     }
+    /* Lowercase only: one spelling per value, so a re-cased id is a different entry. */
+    for (const char *p = hex; *p; p++)
+        if (*p >= 'A' && *p <= 'F')
+            return REFEX_E_INVAL;
     if (raw_len > sizeof raw || refex_hex_decode(raw, raw_len, hex) != REFEX_OK)
         return REFEX_E_INVAL;
     put_field(b, raw, raw_len);

@@ -32,7 +32,17 @@ static const char *SCHEMA =
     "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints"
     " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
     "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints"
-    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;";
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_replace BEFORE INSERT ON audit_checkpoints"
+    " WHEN EXISTS (SELECT 1 FROM audit_checkpoints WHERE size = NEW.size)"
+    " BEGIN SELECT RAISE(IGNORE); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_cosignatures_no_update BEFORE UPDATE ON audit_cosignatures"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_cosignatures_no_delete BEFORE DELETE ON audit_cosignatures"
+    " BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;"
+    "CREATE TRIGGER IF NOT EXISTS audit_cosignatures_no_replace BEFORE INSERT ON"
+    " audit_cosignatures WHEN EXISTS (SELECT 1 FROM audit_cosignatures WHERE size = NEW.size"
+    " AND witness = NEW.witness) BEGIN SELECT RAISE(IGNORE); END;";
 
 int refex_audit_tree_init(sqlite3 *db)
 {
@@ -300,7 +310,7 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
             (size_t)sqlite3_column_bytes(st, 16) != elen ||
             memcmp(sqlite3_column_blob(st, 16), entry, elen) != 0) {
             snprintf(why, whylen,
-                     "entry %lld: its fields do not match its signed-over bytes (the row was "
+                     "entry %lld: its fields do not match its canonical bytes (the row was "
                      "edited)",
                      (long long)seq);
             rc = REFEX_E_TAMPERED;

@@ -1,4 +1,5 @@
-/* The agent's audit log: one row per event (send, receive, reject, receipt, read-of-log),
+/* The agent's audit log: one row per event (send, receive, reject, receipt, non-delivery,
+ * audit-log-used),
  * each with canonical, length-prefixed binary bytes and their RFC 6962 leaf hash, so a
  * Merkle tree can be built over the rows. Rows are append-only (SQL triggers refuse
  * UPDATE and DELETE). Fields follow FHIR AuditEvent / IHE ATNA; people appear only as
@@ -17,8 +18,10 @@
 
 typedef struct {
     int64_t time_ms;
-    const char *event;         /* send | receive | reject | receipt | read-of-log */
-    const char *outcome;       /* success, or the error name (e.g. E_BAD_SIGNATURE) */
+    const char *event;         /* send | receive | reject | receipt | non-delivery |
+                                  audit-log-used */
+    const char *outcome;       /* success, the error name (e.g. E_BAD_SIGNATURE), or for
+                                  audit-log-used "success: <command>" */
     const char *agency;        /* our agency */
     const char *practitioner;  /* practitioner reference, "" if none */
     const char *peer;          /* other agency ids, comma-separated */

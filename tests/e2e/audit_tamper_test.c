@@ -90,13 +90,13 @@ static sqlite3 *copy_log(const char *name, char *path, size_t len)
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
     /* An insider with the file can drop the append-only triggers first. */
-    assert_int_equal(
-        sqlite3_exec(db,
-                     "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;"
-                     "DROP TRIGGER audit_no_replace; DROP TRIGGER "
-                     "audit_nodes_no_delete; DROP TRIGGER audit_checkpoints_no_delete;",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;"
+                                  "DROP TRIGGER audit_no_replace; DROP TRIGGER "
+                                  "audit_nodes_no_delete; DROP TRIGGER audit_checkpoints_no_delete;"
+                                  "DROP TRIGGER audit_cosignatures_no_delete;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
     return db;
 }
 
