@@ -114,15 +114,15 @@ step "midwifery audit log"
 step "social-care audit log"
 "$REFEX" -c "$DEMO/conf/social-care.conf" audit list
 
+step "what the broker saw"
+echo "broker log (ids and agencies only; it cannot read the body):"
+sed 's/^/  /' "$DEMO/logs/broker.log"
+
 step "auditor: verify both audit logs (Merkle tree, signed checkpoints, broker-witnessed)"
 for a in midwifery social-care; do
   "$REFEX" audit verify --db "$DEMO/data/$a/agent.db" --key "$DEMO/keys/$a.public" \
     --witness "$DEMO/data/broker/witness.db" --witness-key "$DEMO/keys/broker.public"
 done
-
-step "what the broker saw"
-echo "broker log (ids and agencies only; it cannot read the body):"
-sed 's/^/  /' "$DEMO/logs/broker.log"
 
 printf '\nquickstart: OK. The referral %s was sent, stored, delivered, verified,\n' "$MSGID"
 printf 'decrypted, receipted and recorded in both audit logs. Demo files: %s\n' "$DEMO"
