@@ -19,6 +19,7 @@ static void audit_usage(FILE *out)
     fprintf(out, "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
                  "       refex [-c AGENT.conf] audit query|export|proof ... (see --help of each)\n"
                  "       refex audit reconcile A.db B.db [--sla 24h] [--json]\n"
+                 "       refex audit witnessed --witness-db BROKER/witness.db --agency ID\n"
                  "       refex [-c AGENT.conf] audit verify [--db FILE] [--key AGENCY.public]\n"
                  "                 [--witness FILE --witness-key BROKER.public] [--json]\n"
                  "\n"
@@ -32,7 +33,9 @@ static void audit_usage(FILE *out)
                  "        --witness: also check the log against the checkpoints the broker\n"
                  "        cosigned (the broker's witness.db, or a JSON array of cosigned\n"
                  "        notes), each cosignature verified with --witness-key. This catches\n"
-                 "        a log truncated below, or rewritten since, a witnessed size.\n");
+                 "        a log truncated below, or rewritten since, a witnessed size.\n"
+                 "witnessed  the checkpoints the broker cosigned for one agency, as a JSON\n"
+                 "        array of notes: the file to give verify --witness.\n");
 }
 
 /* The database an audit command reads: --db FILE, or the agent's own. */
@@ -258,6 +261,37 @@ static int audit_verify(int argc, char **argv)
     return rc == REFEX_OK ? EXIT_OK : EXIT_FAIL;
 }
 
+/* The checkpoints a witness cosigned for one agency, as the JSON array that
+ * `audit verify --witness` reads: what an auditor takes away from the broker. */
+static int audit_witnessed(int argc, char **argv)
+{
+    const char *wdb = NULL, *agency = NULL;
+    for (int k = 2; k < argc; k++) {
+        if (strcmp(argv[k], "--witness-db") == 0 && k + 1 < argc)
+            wdb = argv[++k];
+        else if (strcmp(argv[k], "--agency") == 0 && k + 1 < argc)
+            agency = argv[++k];
+        else {
+            fprintf(stderr, "refex audit witnessed: unknown argument '%s'\n", argv[k]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!wdb || !agency || !refex_id_valid(agency)) {
+        fprintf(stderr, "refex audit witnessed: give --witness-db FILE and --agency ID\n");
+        return EXIT_USAGE;
+    }
+    char why[512] = "";
+    json_t *notes = load_witnessed(wdb, agency, why, sizeof why);
+    if (!notes) {
+        fprintf(stderr, "refex audit witnessed: %s\n", why);
+        return EXIT_FAIL;
+    }
+    json_dumpf(notes, stdout, JSON_INDENT(2));
+    printf("\n");
+    json_decref(notes);
+    return EXIT_OK;
+}
+
 int cmd_audit(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "verify") == 0) {
@@ -269,6 +303,8 @@ int cmd_audit(int argc, char **argv)
     }
     if (argc >= 2 && strcmp(argv[1], "list") == 0)
         return cmd_audit_list(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "witnessed") == 0 && !cli_wants_help(argc, argv))
+        return audit_witnessed(argc, argv);
     static const struct {
         const char *name;
         int (*fn)(int, char **);
