@@ -131,6 +131,24 @@ static void test_intact_log_verifies(void **state)
     printf("  %s", out);
     assert_non_null(strstr(out, "intact, 20 entries"));
     assert_non_null(strstr(out, "witnessed by broker"));
+
+    /* The same check from an exported file of witnessed checkpoints. */
+    char wdb[700], json_path[700], key[700], wkey[700], exported[65536];
+    h_path(&g_net, wdb, sizeof wdb, "data/broker/witness.db");
+    h_path(&g_net, json_path, sizeof json_path, "witnessed.json");
+    const char *exp[] = {"audit", "witnessed", "--witness-db", wdb, "--agency", "midwifery", NULL};
+    assert_int_equal(h_cli(&g_net, exported, sizeof exported, exp), 0);
+    json_error_t jerr;
+    json_t *arr = json_loads(exported, 0, &jerr);
+    assert_true(json_is_array(arr) && json_array_size(arr) >= 1);
+    assert_int_equal(json_dump_file(arr, json_path, 0), 0);
+    json_decref(arr);
+    h_path(&g_net, key, sizeof key, "keys/midwifery.public");
+    h_path(&g_net, wkey, sizeof wkey, "keys/broker.public");
+    const char *args[] = {"audit",     "verify",  "--db",          path, "--key", key,
+                          "--witness", json_path, "--witness-key", wkey, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, args), 0);
+    assert_non_null(strstr(out, "witnessed by broker"));
 }
 
 static void test_edit_a_row(void **state)
