@@ -267,6 +267,15 @@ typedef struct {
     int stop; /* REFEX_E_BUSY or REFEX_E_UNAVAILABLE once sending failed */
 } pump_ctx;
 
+/* Sends one frame of a pump; on failure records why the pump stops. */
+static int pump_send(pump_ctx *c, Refex__V1__Frame *f)
+{
+    int rc = refex_link_send(c->b->router, c->s->rid, c->s->rid_len, f);
+    if (rc != REFEX_OK)
+        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
+    return rc;
+}
+
 static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char *sender,
                        const uint8_t *env, size_t env_len)
 {
@@ -284,12 +293,10 @@ static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     d.envelope = e;
     f.kind_case = REFEX__V1__FRAME__KIND_DELIVER;
     f.deliver = &d;
-    int rc = refex_link_send(c->b->router, c->s->rid, c->s->rid_len, &f);
+    int rc = pump_send(c, &f);
     refex__v1__envelope__free_unpacked(e, NULL);
-    if (rc != REFEX_OK) {
-        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
+    if (rc != REFEX_OK)
         return 1;
-    }
     c->s->cursor = seq;
     c->s->inflight++;
     refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
@@ -312,12 +319,10 @@ static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     rd.receipt = sr;
     f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT;
     f.receipt = &rd;
-    int rc = refex_link_send(c->b->router, c->s->rid, c->s->rid_len, &f);
+    int rc = pump_send(c, &f);
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
-    if (rc != REFEX_OK) {
-        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
+    if (rc != REFEX_OK)
         return 1;
-    }
     c->s->receipt_cursor = seq;
     if (c->s->receipts_inflight++ == 0)
         c->s->r_progress_ms = refex_mono_ms();
