@@ -73,6 +73,10 @@ static int check_note(sqlite3 *db, uint64_t size, const char *note, const refex_
     refex_checkpoint c;
     uint8_t root[32];
     uint64_t ts = 0;
+    if (!note) {
+        snprintf(why, whylen, "a %s row has no note (the log was edited)", what);
+        return REFEX_E_MALFORMED;
+    }
     size_t len = strlen(note);
     if (refex_checkpoint_open(note, len, key->agency, key->sign_pk, &c) != REFEX_OK) {
         snprintf(why, whylen, "%s: not signed by %s's key", what, key->agency);
@@ -122,8 +126,16 @@ static json_t *load_witnessed(const char *path, const char *agency, char *why, s
             refex_db_prepare(db, "SELECT note FROM witnessed WHERE agency = ? ORDER BY size",
                              &st) == REFEX_OK) {
             sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-            while (sqlite3_step(st) == SQLITE_ROW)
-                json_array_append_new(notes, json_string((const char *)sqlite3_column_text(st, 0)));
+            int step;
+            while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+                const char *n = (const char *)sqlite3_column_text(st, 0);
+                json_array_append_new(notes, n ? json_string(n) : json_null());
+            }
+            if (step != SQLITE_DONE) {
+                snprintf(why, whylen, "%s: cannot read the witnessed checkpoints", path);
+                json_decref(notes);
+                notes = NULL;
+            }
         } else {
             snprintf(why, whylen, "%s: not a refex witness database", path);
             json_decref(notes);
@@ -208,14 +220,21 @@ static int audit_verify(int argc, char **argv)
         static const char *const sql[2] = {"SELECT note FROM audit_checkpoints ORDER BY size",
                                            "SELECT note FROM audit_cosignatures ORDER BY size"};
         for (int pass = 0; pass < 2 && rc == REFEX_OK; pass++) {
-            if (refex_db_prepare(db, sql[pass], &st) != REFEX_OK)
-                continue;
-            while (rc == REFEX_OK && sqlite3_step(st) == SQLITE_ROW) {
-                rc = check_note(db, size, (const char *)sqlite3_column_text(st, 0), &key, NULL,
-                                pass ? "cosigned checkpoint" : "checkpoint", why, sizeof why);
-                n_checkpoints++;
+            int step = SQLITE_ERROR;
+            if (refex_db_prepare(db, sql[pass], &st) == REFEX_OK) {
+                while (rc == REFEX_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
+                    rc = check_note(db, size, (const char *)sqlite3_column_text(st, 0), &key, NULL,
+                                    pass ? "cosigned checkpoint" : "checkpoint", why, sizeof why);
+                    n_checkpoints++;
+                }
             }
             sqlite3_finalize(st);
+            st = NULL;
+            if (rc == REFEX_OK && step != SQLITE_DONE) {
+                snprintf(why, sizeof why, "cannot read the log's %s (a table is missing?)",
+                         pass ? "cosignatures" : "checkpoints");
+                rc = REFEX_E_TAMPERED;
+            }
         }
     }
     if (rc == REFEX_OK && witness_arg) {

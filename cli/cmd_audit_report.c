@@ -100,11 +100,19 @@ static void print_json(json_t *v)
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ", an ISO 8601 / FHIR instant. */
 static void iso_time(char *buf, size_t len, long long ms)
 {
+    /* Years 0..9999 only: anything else is not a time this log could have written. */
+    if (ms < -62167219200000LL || ms > 253402300799999LL) {
+        snprintf(buf, len, "invalid");
+        return;
+    }
     long long s = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
     time_t t = (time_t)s;
     struct tm tm;
     char base[32];
-    gmtime_r(&t, &tm);
+    if (!gmtime_r(&t, &tm)) {
+        snprintf(buf, len, "invalid");
+        return;
+    }
     strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf, len, "%s.%03dZ", base, (int)(ms - s * 1000));
 }
@@ -1017,6 +1025,15 @@ int cmd_audit_export(int argc, char **argv)
                  (unsigned long long)size);
     if (!why[0] && (!have_root || memcmp(root, stored, 32) != 0))
         snprintf(why, sizeof why, "the stored tree does not match the entries");
+    if (!why[0]) {
+        /* The exported columns must be what the entries' bytes say (csv and fhir readers
+         * cannot check that themselves). */
+        uint64_t vsize = 0;
+        uint8_t vroot[32];
+        char vwhy[256] = "";
+        if (refex_audit_tree_verify(db, &vsize, vroot, vwhy, sizeof vwhy) != REFEX_OK)
+            snprintf(why, sizeof why, "%s", vwhy[0] ? vwhy : "the log does not verify");
+    }
     if (fmt == F_JSON) {
         json_object_set_new(doc, "agency", agency[0] ? json_string(agency) : json_null());
         json_object_set_new(doc, "size", json_integer((json_int_t)size));

@@ -286,9 +286,26 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
             rc = REFEX_E_TAMPERED;
             goto out;
         }
-        const char *t[14];
+        /* Every column must hold the type it was written with: a BLOB or a text with a NUL
+         * in it would read back as the same text here but match differently in queries. */
+        /* Types first: reading a column as text converts it in place. */
+        int typed = sqlite3_column_type(st, 1) == SQLITE_INTEGER &&
+                    sqlite3_column_type(st, 16) == SQLITE_BLOB &&
+                    sqlite3_column_type(st, 17) == SQLITE_BLOB;
         for (int i = 0; i < 14; i++)
+            typed = typed && sqlite3_column_type(st, 2 + i) == SQLITE_TEXT;
+        const char *t[14];
+        for (int i = 0; i < 14; i++) {
             t[i] = (const char *)sqlite3_column_text(st, 2 + i);
+            typed = typed && t[i] && (size_t)sqlite3_column_bytes(st, 2 + i) == strlen(t[i]);
+        }
+        if (!typed) {
+            snprintf(why, whylen,
+                     "entry %lld: a column holds a value of the wrong type (the row was edited)",
+                     (long long)seq);
+            rc = REFEX_E_TAMPERED;
+            goto out;
+        }
         refex_audit_entry e = {sqlite3_column_int64(st, 1),
                                t[0],
                                t[1],

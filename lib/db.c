@@ -42,7 +42,28 @@ int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size
         return refex_db_err(rc);
     }
     sqlite3_busy_timeout(db, 5000);
-    if (!readonly) {
+    if (readonly) {
+        /* A file given to an auditor is untrusted: no code from its schema, and no views
+         * (refex databases have none) standing in for tables. */
+        sqlite3_stmt *st = NULL;
+        int views = 0;
+        sqlite3_db_config(db, SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, (int *)NULL);
+        sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema WHERE type = 'view'", -1,
+                               &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            views = sqlite3_column_int(st, 0);
+        else
+            views = -1;
+        sqlite3_finalize(st);
+        if (views != 0) {
+            snprintf(err, errlen, "%s: %s", path,
+                     views < 0 ? "not a readable SQLite database"
+                               : "contains views; a refex database has none");
+            sqlite3_close(db);
+            return REFEX_E_DB;
+        }
+    } else {
         const char *pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                               "PRAGMA foreign_keys=ON;";
         char *msg = NULL;

@@ -314,6 +314,52 @@ static void test_replace_with_a_consistent_history_signed_by_the_same_key(void *
     expect_detected(path, "history was rewritten, replaced or forked");
 }
 
+/* A value stored with another type (here a BLOB) reads back as the same text, so the
+ * entry's bytes still match, but queries would no longer find the row. */
+static void test_change_a_column_type(void **state)
+{
+    (void)state;
+    char path[700];
+    sqlite3 *db = copy_log("retype", path, sizeof path);
+    assert_int_equal(sqlite3_exec(db,
+                                  "UPDATE audit SET subjects = CAST(subjects AS BLOB)"
+                                  " WHERE seq = 3",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    expect_detected(path, "entry 3: a column holds a value of the wrong type");
+}
+
+/* A hostile file: a view standing in for the audit table. */
+static void test_a_view_in_place_of_the_table(void **state)
+{
+    (void)state;
+    char path[700];
+    sqlite3 *db = copy_log("view", path, sizeof path);
+    assert_int_equal(sqlite3_exec(db,
+                                  "ALTER TABLE audit RENAME TO audit_real;"
+                                  "CREATE VIEW audit AS SELECT * FROM audit_real;",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    expect_detected(path, "contains views");
+}
+
+/* An export of an edited log says so and fails: csv and FHIR readers cannot check. */
+static void test_export_of_an_edited_log_fails(void **state)
+{
+    (void)state;
+    char path[700], out[65536];
+    sqlite3 *db = copy_log("export-edit", path, sizeof path);
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE audit SET peer = 'police' WHERE seq = 3", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    const char *args[] = {"audit", "export", "--format", "csv", "--db", path, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, args), 1);
+    assert_non_null(strstr(out, "entry 3"));
+}
+
 /* Fork: two different checkpoints of the same size shown to the broker. */
 static void test_broker_refuses_a_fork(void **state)
 {
@@ -367,6 +413,9 @@ int main(void)
         cmocka_unit_test(test_reorder_two_rows),
         cmocka_unit_test(test_truncate_below_witnessed_size),
         cmocka_unit_test(test_replace_with_a_consistent_history_signed_by_the_same_key),
+        cmocka_unit_test(test_change_a_column_type),
+        cmocka_unit_test(test_a_view_in_place_of_the_table),
+        cmocka_unit_test(test_export_of_an_edited_log_fails),
         cmocka_unit_test(test_broker_refuses_a_fork),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
