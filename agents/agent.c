@@ -86,13 +86,16 @@ static const char *SCHEMA =
     " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
     " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
     " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
-    " subjects TEXT NOT NULL DEFAULT '');"
+    " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
     "CREATE TABLE IF NOT EXISTS inbox ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
-    " PRIMARY KEY (sender, message_id));"
+    " conversation_id TEXT NOT NULL DEFAULT '', reply_to TEXT NOT NULL DEFAULT '',"
+    " decision TEXT NOT NULL DEFAULT '', PRIMARY KEY (sender, message_id));"
+    "CREATE INDEX IF NOT EXISTS inbox_reply_to ON inbox(reply_to);"
     "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
     " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
     " PRIMARY KEY (agency, size));"
@@ -387,7 +390,7 @@ static int audit_outcome(agent *a, const char *event, const char *outcome, const
     const char *col[8];
     for (int i = 0; i < 8; i++)
         col[i] = found ? (const char *)sqlite3_column_text(st, i) : "";
-    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1], ""};
+    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1], "", "", "", "", "", ""};
     snprintf(m.subjects, sizeof m.subjects, "%s", col[7]);
     refex_audit_entry ae;
     audit_fill(a, &ae, event, outcome, peer, idhex, refex_message_type_parse(col[0]), col[1],
@@ -663,8 +666,9 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     rc = refex_db_prepare(a->db,
                           "INSERT INTO outbox(message_id, recipients, type, case_ref,"
                           " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
-                          " purpose, article6, article9, consent, subjects)"
-                          " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?)",
+                          " purpose, article6, article9, consent, subjects, conversation_id,"
+                          " request_id, due_date)"
+                          " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?)",
                           &st);
     if (rc == REFEX_OK) {
         sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
@@ -683,6 +687,9 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         sqlite3_bind_text(st, 12, meta.article9, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 13, meta.consent, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 14, meta.subjects, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 15, meta.conversation_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 16, meta.request_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 17, meta.due_date, -1, SQLITE_STATIC);
         rc = refex_db_err(sqlite3_step(st));
         sqlite3_finalize(st);
     }
@@ -944,8 +951,9 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
         sqlite3_stmt *st = NULL;
         dbrc = refex_db_prepare(a->db,
                                 "INSERT INTO inbox(sender, message_id, type, case_ref,"
-                                " created_ms, received_ms, envelope_hash, body)"
-                                " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                                " created_ms, received_ms, envelope_hash, body,"
+                                " conversation_id, reply_to, decision)"
+                                " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                                 &st);
         if (dbrc == REFEX_OK) {
             sqlite3_bind_text(st, 1, h->sender, -1, SQLITE_STATIC);
@@ -956,6 +964,9 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
             sqlite3_bind_int64(st, 6, refex_now_ms());
             sqlite3_bind_text(st, 7, hashhex, -1, SQLITE_STATIC);
             sqlite3_bind_blob(st, 8, body, (int)body_len, SQLITE_STATIC);
+            sqlite3_bind_text(st, 9, meta.conversation_id, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 10, meta.reply_to, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 11, meta.decision, -1, SQLITE_STATIC);
             dbrc = refex_db_err(sqlite3_step(st));
             dup = dbrc == REFEX_OK && sqlite3_changes(a->db) == 0;
             sqlite3_finalize(st);
@@ -1330,7 +1341,7 @@ static int audit_used(agent *a, const char *what)
 {
     char outcome[64];
     snprintf(outcome, sizeof outcome, "success: %s", what);
-    refex_body_meta m = {"", "PURPOSE_AUDIT", "", "", "", "", ""};
+    refex_body_meta m = {"", "PURPOSE_AUDIT", "", "", "", "", "", "", "", "", "", ""};
     refex_audit_entry ae;
     audit_fill(a, &ae, "audit-log-used", outcome, "", "", 0, "", "", &m);
     int rc = unit_begin(a);
@@ -1338,6 +1349,114 @@ static int audit_used(agent *a, const char *what)
         return rc;
     rc = refex_audit_append(a->db, &ae, NULL);
     return rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+}
+
+/* The referrals this agency made, each with where it stands: queued, stored, received by
+ * the recipient (its receipt), and the recipient's decision if one came back (a
+ * ReferralDecision whose referral_message_id names the referral). */
+static void cmd_referrals(agent *a, const uint8_t *rid, size_t rid_len)
+{
+    static const char *SQL =
+        "SELECT o.message_id, o.recipients, o.case_ref, o.created_ms, o.state, o.error_code,"
+        " o.conversation_id,"
+        " (SELECT code FROM receipts r WHERE r.message_id = o.message_id ORDER BY code DESC"
+        "  LIMIT 1),"
+        " d.message_id, d.sender, d.decision, d.case_ref, d.body, d.received_ms"
+        " FROM outbox o LEFT JOIN inbox d ON d.rowid = (SELECT rowid FROM inbox i"
+        "  WHERE i.reply_to = o.message_id AND i.type = 'REFERRAL_DECISION'"
+        "  ORDER BY i.received_ms DESC LIMIT 1)"
+        " WHERE o.type = 'REFERRAL' ORDER BY o.created_ms";
+    sqlite3_stmt *st = NULL;
+    json_t *rows = json_array();
+    if (!rows || refex_db_prepare(a->db, SQL, &st) != REFEX_OK) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_DB, NULL));
+        return;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 4);
+        const char *decision = (const char *)sqlite3_column_text(st, 10);
+        int has_receipt = sqlite3_column_type(st, 7) != SQLITE_NULL;
+        int code = sqlite3_column_int(st, 7);
+        const char *status = strcmp(state, "rejected") == 0 ? "rejected by the broker"
+                             : decision && strcmp(decision, "DECISION_ACCEPTED") == 0 ? "accepted"
+                             : decision && strcmp(decision, "DECISION_DECLINED") == 0 ? "declined"
+                             : decision && strcmp(decision, "DECISION_MORE_INFORMATION") == 0
+                                 ? "more information needed"
+                             : has_receipt && code == REFEX_E_EXPIRED ? "not delivered (expired)"
+                             : has_receipt && code != 0               ? "refused by the recipient"
+                             : has_receipt                  ? "received, awaiting decision"
+                             : strcmp(state, "stored") == 0 ? "stored at the broker"
+                                                            : "queued locally";
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "message_id",
+                              sqlite3_column_text(st, 0), "recipients", sqlite3_column_text(st, 1),
+                              "case_ref", sqlite3_column_text(st, 2), "created_ms",
+                              (json_int_t)sqlite3_column_int64(st, 3), "conversation_id",
+                              sqlite3_column_text(st, 6), "status", status);
+        if (o && decision) {
+            Refex__V1__Body *b = NULL;
+            json_object_set_new(o, "decision_message_id",
+                                json_string((const char *)sqlite3_column_text(st, 8)));
+            json_object_set_new(o, "decided_by",
+                                json_string((const char *)sqlite3_column_text(st, 9)));
+            json_object_set_new(o, "decision_case_ref",
+                                json_string((const char *)sqlite3_column_text(st, 11)));
+            json_object_set_new(o, "decided_ms", json_integer(sqlite3_column_int64(st, 13)));
+            if (refex_body_unpack(REFEX__V1__MESSAGE_TYPE__REFERRAL_DECISION,
+                                  sqlite3_column_blob(st, 12), (size_t)sqlite3_column_bytes(st, 12),
+                                  &b) == REFEX_OK) {
+                json_object_set_new(o, "case_ref_assigned",
+                                    json_string(b->referral_decision->case_ref));
+                json_object_set_new(o, "reason", json_string(b->referral_decision->reason));
+                refex__v1__body__free_unpacked(b, NULL);
+            }
+        }
+        json_array_append_new(rows, o);
+    }
+    sqlite3_finalize(st);
+    control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "referrals", rows));
+}
+
+/* Information requests this agency sent: answered, declined (a response that declines is
+ * still a response), open, or overdue (past the due date with no response). */
+static void cmd_requests(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    static const char *SQL =
+        "SELECT o.message_id, o.recipients, o.case_ref, o.created_ms, o.request_id,"
+        " o.due_date, r.decision, r.message_id, r.received_ms,"
+        " o.due_date <> '' AND o.due_date < date('now') AND r.message_id IS NULL"
+        " FROM outbox o LEFT JOIN inbox r ON r.rowid = (SELECT rowid FROM inbox i"
+        "  WHERE i.reply_to = o.request_id AND i.type = 'INFORMATION_RESPONSE'"
+        "  AND o.request_id <> '' ORDER BY i.received_ms LIMIT 1)"
+        " WHERE o.type = 'INFORMATION_REQUEST' ORDER BY o.due_date, o.created_ms";
+    int only_overdue = json_is_true(json_object_get(req, "overdue"));
+    sqlite3_stmt *st = NULL;
+    json_t *rows = json_array();
+    if (!rows || refex_db_prepare(a->db, SQL, &st) != REFEX_OK) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_DB, NULL));
+        return;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int overdue = sqlite3_column_int(st, 9);
+        const char *answer = (const char *)sqlite3_column_text(st, 6);
+        if (only_overdue && !overdue)
+            continue;
+        const char *status = overdue  ? "overdue"
+                             : answer ? (strcmp(answer, "DECLINED") == 0 ? "declined" : "answered")
+                                      : "open";
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "message_id", sqlite3_column_text(st, 0),
+            "recipients", sqlite3_column_text(st, 1), "case_ref", sqlite3_column_text(st, 2),
+            "created_ms", (json_int_t)sqlite3_column_int64(st, 3), "request_id",
+            sqlite3_column_text(st, 4), "due_date", sqlite3_column_text(st, 5), "status", status);
+        if (o && answer)
+            json_object_set_new(o, "response_message_id",
+                                json_string((const char *)sqlite3_column_text(st, 7)));
+        json_array_append_new(rows, o);
+    }
+    sqlite3_finalize(st);
+    control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "requests", rows));
 }
 
 static void cmd_audit(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
@@ -1414,6 +1533,10 @@ static void control_readable(agent *a)
         cmd_outbox(a, rid, rid_len);
     } else if (strcmp(cmd, "message_status") == 0) {
         cmd_message_status(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "referrals") == 0) {
+        cmd_referrals(a, rid, rid_len);
+    } else if (strcmp(cmd, "requests") == 0) {
+        cmd_requests(a, rid, rid_len, req);
     } else if (strcmp(cmd, "audit_used") == 0) {
         cmd_audit_used(a, rid, rid_len, req);
     } else if (strcmp(cmd, "audit_list") == 0) {

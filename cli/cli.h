@@ -29,6 +29,8 @@ int cmd_audit_export(int argc, char **argv);
 int cmd_audit_proof(int argc, char **argv);
 int cmd_audit_reconcile(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_referrals(int argc, char **argv);
+int cmd_requests(int argc, char **argv);
 
 /* Sends one JSON request to the agent named by cli_config and returns its reply in
  * *reply. Returns an exit code; prints the reason on failure. */

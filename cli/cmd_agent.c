@@ -638,6 +638,9 @@ int cmd_status(int argc, char **argv)
 {
     int json = 0;
     json_t *reply = NULL;
+    for (int k = 1; k < argc; k++)
+        if (strcmp(argv[k], "--overdue") == 0)
+            return cmd_requests(argc, argv);
     if (common_flags(&argc, argv, &json) != EXIT_OK || argc > 2 || cli_wants_help(argc, argv)) {
         int help = cli_wants_help(argc, argv);
         fprintf(help ? stdout : stderr,
@@ -664,6 +667,105 @@ int cmd_status(int argc, char **argv)
         printf("agent %s: %s broker %s\n", json_string_value(json_object_get(reply, "agency")),
                json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
                json_string_value(json_object_get(reply, "broker")));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+/* ---- referrals and information requests -------------------------------------------- */
+
+int cmd_referrals(int argc, char **argv)
+{
+    int json = 0;
+    json_t *reply = NULL, *r;
+    size_t i;
+    if (common_flags(&argc, argv, &json) != EXIT_OK || argc != 1) {
+        int help = cli_wants_help(argc, argv);
+        fprintf(help ? stdout : stderr,
+                "usage: refex [-c AGENT.conf] referrals [--json]\n"
+                "\n"
+                "The referrals this agency made and where each stands: queued locally,\n"
+                "stored at the broker, received (the recipient's signed receipt is held),\n"
+                "then the recipient's decision: accepted (with the new case reference),\n"
+                "declined (with the reason), or more information needed. A decision is\n"
+                "matched by its referral_message_id.\n");
+        return help ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = request(json_pack("{s:s}", "cmd", "referrals"), &reply, 10000);
+    if (rc != EXIT_OK)
+        return rc;
+    json_t *rows = json_object_get(reply, "referrals");
+    if (json) {
+        print_json(rows);
+    } else {
+        printf("%-21s %-18s %-32s %-28s %s\n", "SENT", "TO", "MESSAGE ID", "STATUS", "DETAIL");
+        json_array_foreach(rows, i, r)
+        {
+            char t[32], detail[128] = "";
+            cli_format_time(t, sizeof t,
+                            (long long)json_integer_value(json_object_get(r, "created_ms")));
+            const char *c = json_string_value(json_object_get(r, "case_ref_assigned"));
+            const char *why = json_string_value(json_object_get(r, "reason"));
+            if (c && *c)
+                snprintf(detail, sizeof detail, "case %s", c);
+            else if (why && *why)
+                short_text(detail, sizeof detail, why);
+            printf("%-21s %-18s %-32s %-28s %s\n", t,
+                   json_string_value(json_object_get(r, "recipients")),
+                   json_string_value(json_object_get(r, "message_id")),
+                   json_string_value(json_object_get(r, "status")), detail);
+        }
+        if (json_array_size(rows) == 0)
+            printf("(no referrals sent)\n");
+    }
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+int cmd_requests(int argc, char **argv)
+{
+    int json = 0, overdue = 0, out = 1;
+    json_t *reply = NULL, *r;
+    size_t i;
+    if (common_flags(&argc, argv, &json) != EXIT_OK)
+        return EXIT_USAGE;
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--overdue") == 0) {
+            overdue = 1;
+        } else {
+            int help = cli_wants_help(argc, argv);
+            fprintf(help ? stdout : stderr,
+                    "usage: refex [-c AGENT.conf] requests [--overdue] [--json]\n"
+                    "       refex [-c AGENT.conf] status --overdue [--json]\n"
+                    "\n"
+                    "Information requests this agency sent, by due date: open, answered,\n"
+                    "declined (a refusal to share is also a response), or overdue (past the\n"
+                    "due date with no response). A response is matched by its request_id.\n");
+            return help ? EXIT_OK : EXIT_USAGE;
+        }
+        argv[out++] = argv[k];
+    }
+    int rc = request(json_pack("{s:s, s:b}", "cmd", "requests", "overdue", overdue), &reply, 10000);
+    if (rc != EXIT_OK)
+        return rc;
+    json_t *rows = json_object_get(reply, "requests");
+    if (json) {
+        print_json(rows);
+    } else {
+        printf("%-12s %-18s %-24s %-12s %-32s %s\n", "DUE", "TO", "REQUEST ID", "CASE",
+               "MESSAGE ID", "STATUS");
+        json_array_foreach(rows, i, r)
+        {
+            const char *due = json_string_value(json_object_get(r, "due_date"));
+            const char *c = json_string_value(json_object_get(r, "case_ref"));
+            printf("%-12s %-18s %-24s %-12s %-32s %s\n", due && *due ? due : "-",
+                   json_string_value(json_object_get(r, "recipients")),
+                   json_string_value(json_object_get(r, "request_id")), c && *c ? c : "-",
+                   json_string_value(json_object_get(r, "message_id")),
+                   json_string_value(json_object_get(r, "status")));
+        }
+        if (json_array_size(rows) == 0)
+            printf(overdue ? "(no overdue requests)\n" : "(no requests sent)\n");
+    }
     json_decref(reply);
     return EXIT_OK;
 }

@@ -27,7 +27,10 @@ static void usage(FILE *out)
                  "  inbox           list | show received messages, decrypted\n"
                  "  outbox          list sent messages and whether the broker stored them\n"
                  "  audit           list this agency's audit log\n"
-                 "  status          is the agent running and connected?\n"
+                 "  status          is the agent running and connected? status MSGID: where a\n"
+                 "                  message is; status --overdue: overdue information requests\n"
+                 "  referrals       the referrals sent, with receipts and decisions\n"
+                 "  requests        the information requests sent: open, answered, overdue\n"
                  "\n"
                  "Options:\n"
                  "  -c FILE         the agent's configuration file (or set REFEX_CONFIG)\n"
@@ -77,9 +80,9 @@ int main(int argc, char **argv)
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"keys", cmd_keys},    {"directory", cmd_directory}, {"send", cmd_send},
-                {"inbox", cmd_inbox},  {"outbox", cmd_outbox},       {"audit", cmd_audit},
-                {"status", cmd_status}};
+    } cmds[] = {{"keys", cmd_keys},     {"directory", cmd_directory}, {"send", cmd_send},
+                {"inbox", cmd_inbox},   {"outbox", cmd_outbox},       {"audit", cmd_audit},
+                {"status", cmd_status}, {"referrals", cmd_referrals}, {"requests", cmd_requests}};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
         if (strcmp(cmd, cmds[k].name) == 0)
             return cmds[k].fn(sub_argc, sub_argv);

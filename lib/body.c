@@ -159,6 +159,31 @@ void refex_body_meta_get(const Refex__V1__Body *b, refex_body_meta *m)
     default:
         fill(m, NULL, NULL, 0, 0, "");
     }
+    /* Correlation: which conversation, request or referral a message belongs to. */
+    m->conversation_id = m->reply_to = m->request_id = m->due_date = m->decision = "";
+    switch (b->kind_case) {
+    case REFEX__V1__BODY__KIND_REFERRAL:
+        m->conversation_id = b->referral->conversation_id;
+        break;
+    case REFEX__V1__BODY__KIND_REFERRAL_DECISION:
+        m->conversation_id = b->referral_decision->conversation_id;
+        m->reply_to = b->referral_decision->referral_message_id;
+        m->decision =
+            enum_name(&refex__v1__decision__descriptor, (int)b->referral_decision->decision);
+        break;
+    case REFEX__V1__BODY__KIND_INFORMATION_REQUEST:
+        m->conversation_id = b->information_request->conversation_id;
+        m->request_id = b->information_request->request_id;
+        m->due_date = b->information_request->due_date;
+        break;
+    case REFEX__V1__BODY__KIND_INFORMATION_RESPONSE:
+        m->conversation_id = b->information_response->conversation_id;
+        m->reply_to = b->information_response->request_id;
+        m->decision = b->information_response->declined ? "DECLINED" : "ANSWERED";
+        break;
+    default:
+        break;
+    }
     /* The people a referral is about, by reference only: the subject, then the parents. */
     m->subjects[0] = 0;
     if (b->kind_case == REFEX__V1__BODY__KIND_REFERRAL) {

@@ -17,8 +17,14 @@ typedef struct {
     const char *article6;
     const char *article9;
     const char *consent;
-    const char *case_ref; /* the case reference a body names, "" if none */
-    char subjects[512];   /* pseudonymous references of the people concerned, "a,b" */
+    const char *case_ref;        /* the case reference a body names, "" if none */
+    char subjects[512];          /* pseudonymous references of the people concerned, "a,b" */
+    const char *conversation_id; /* correlates a referral with its decision, "" if none */
+    const char *reply_to;        /* a decision: the referral's message id; a response: the request
+                                    id; "" otherwise */
+    const char *request_id;      /* an information request's own id, "" otherwise */
+    const char *due_date;        /* an information request's due date (YYYY-MM-DD), "" otherwise */
+    const char *decision;        /* a decision's Decision name, "" otherwise */
 } refex_body_meta;
 
 /* "REFERRAL" or "referral" -> REFEX__V1__MESSAGE_TYPE__REFERRAL; 0 if unknown. */
