@@ -950,7 +950,7 @@ int cmd_audit_export(int argc, char **argv)
         return EXIT_USAGE;
     }
 
-    char path[4200], why[160] = "";
+    char path[4200], why[300] = "";
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     json_t *doc = NULL, *entries = NULL;
