@@ -64,6 +64,7 @@ struct agent {
     int online;
     int64_t next_retry_ms, last_sent_ms, next_checkpoint_ms;
     int64_t checkpoint_wait_until; /* a submitted checkpoint awaits the witness until then */
+    uint64_t witness_size;         /* the size the witness last told us it holds, 0 if unknown */
     /* Group commit: the work of one poll cycle shares one transaction (each piece in its
      * own savepoint); frames and replies that depend on it wait in outq until it commits. */
     int in_batch;
@@ -508,7 +509,7 @@ static void note_peer_checkpoint(agent *a, const char *sender, const refex_agenc
         return;
     snprintf(origin, sizeof origin, "refex/audit/%s", sender);
     if (refex_checkpoint_open(note, strlen(note), sender, sa->sign_pk, &c) != REFEX_OK ||
-        strcmp(c.origin, origin) != 0) {
+        strcmp(c.origin, origin) != 0 || c.size > INT64_MAX) {
         refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
         return;
     }
@@ -1581,8 +1582,12 @@ static void maybe_checkpoint(agent *a)
     if (!a->online || now < a->next_checkpoint_ms || now < a->checkpoint_wait_until ||
         refex_audit_tree_size(a->db, &size) != REFEX_OK || size == 0 ||
         exec_int(a->db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures", &witnessed) !=
-            REFEX_OK ||
-        size <= (uint64_t)witnessed)
+            REFEX_OK)
+        return;
+    /* Prove consistency from what the witness says it holds (it may be behind us). */
+    if (a->witness_size && a->witness_size <= size)
+        witnessed = (int64_t)a->witness_size;
+    if (size <= (uint64_t)witnessed)
         return;
     a->next_checkpoint_ms = now + 1000;
     memset(&c, 0, sizeof c);
@@ -1649,6 +1654,7 @@ static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs)
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     size_t len = strlen(cs->note);
     a->checkpoint_wait_until = 0;
+    a->witness_size = cs->size;
     if (!br ||
         refex_checkpoint_open(cs->note, len, a->agency, a->base.keys->pub.sign_pk, &c) !=
             REFEX_OK ||

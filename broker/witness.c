@@ -125,6 +125,10 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
         snprintf(why, whylen, "checkpoint does not verify with %s's key", agency);
         return rc;
     }
+    if (c.size > INT64_MAX) { /* stored as SQLite integers */
+        snprintf(why, whylen, "checkpoint size out of range");
+        return REFEX_E_MALFORMED;
+    }
     snprintf(origin, sizeof origin, "refex/audit/%s", agency);
     if (strcmp(c.origin, origin) != 0) {
         snprintf(why, whylen, "checkpoint origin is not %s", origin);
@@ -145,10 +149,14 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
                          (unsigned long long)c.size);
                 return REFEX_E_TAMPERED;
             }
-        } else if (cp->old_size < old_size) {
-            /* The agent has not seen our latest cosignature: send it that one again. */
+        } else if (cp->old_size != old_size) {
+            /* The agent and we disagree on the last witnessed size: it missed our latest
+             * cosignature, or our state was restored from an older backup. Either way, tell
+             * it what we hold; it must then prove consistency from there. */
+            refex_log_info("witness: %s's proof starts at %llu, ours is %llu; resending ours",
+                           agency, (unsigned long long)cp->old_size, (unsigned long long)old_size);
             return latest_note(w, agency, old_size, cosigned, size);
-        } else if (cp->old_size != old_size || !consistent(cp, old_size, old_root, &c)) {
+        } else if (!consistent(cp, old_size, old_root, &c)) {
             snprintf(why, whylen,
                      "not consistent with the witnessed checkpoint of size %llu (rewritten "
                      "history)",

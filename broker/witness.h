@@ -17,9 +17,9 @@ typedef struct witness witness;
 int witness_open(const char *path, witness **out, char *err, size_t errlen);
 void witness_close(witness **w_p);
 /* Checks and cosigns; on success *cosigned is the cosigned note (malloc'd). If the agent's
- * proof starts from an older witnessed size than the witness now holds (it missed a
- * COSIGNED), the witness's latest cosigned note is returned instead, so the agent can catch
- * up. On refusal
+ * proof starts from another witnessed size than the one the witness holds (it missed a
+ * COSIGNED, or the witness was restored from a backup), the witness's latest cosigned note
+ * is returned instead, so the agent can prove consistency from it next time. On refusal
  * returns REFEX_E_TAMPERED (inconsistent), REFEX_E_BAD_SIGNATURE or REFEX_E_MALFORMED, and
  * explains in why. */
 int witness_submit(witness *w, const refex_directory *dir, const refex_keys *broker,
