@@ -22,6 +22,7 @@
 #include "refex/db.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
+#include "refex/grant.h"
 #include "refex/keys.h"
 #include "refex/link.h"
 #include "refex/log.h"
@@ -97,6 +98,9 @@ static const char *SCHEMA =
     " conversation_id TEXT NOT NULL DEFAULT '', reply_to TEXT NOT NULL DEFAULT '',"
     " decision TEXT NOT NULL DEFAULT '', PRIMARY KEY (sender, message_id));"
     "CREATE INDEX IF NOT EXISTS inbox_reply_to ON inbox(reply_to);"
+    "CREATE TABLE IF NOT EXISTS case_grants ("
+    " case_ref TEXT NOT NULL, member TEXT NOT NULL, lead TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " grant BLOB NOT NULL, PRIMARY KEY (case_ref, member));"
     "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
     " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
     " PRIMARY KEY (agency, size));"
@@ -107,6 +111,16 @@ static const char *SCHEMA =
     " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
     " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
+
+/* Defined with the case and checkpoint code below. */
+static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs);
+static void handle_grant_notice(agent *a, const Refex__V1__SignedGrant *sg);
+static int case_recipients(agent *a, const char *case_ref, int type, const refex_agency **out,
+                           size_t cap, size_t *n);
+static int is_case_member(agent *a, const char *case_ref, const char *agency, int type);
+static int store_grant(agent *a, const refex_grant *g, const uint8_t *blob, size_t len);
+typedef int (*grant_fn)(void *ctx, const refex_grant *g);
+static void each_grant(agent *a, const char *case_ref, grant_fn fn, void *ctx);
 
 /* ---- setup ------------------------------------------------------------------------- */
 
@@ -574,6 +588,48 @@ static int resolve_recipients(agent *a, const json_t *to, const refex_agency **o
     return REFEX_OK;
 }
 
+/* Recipients of a case update: the case's members as its lead's grants say. If the client
+ * named recipients, each must be such a member. A refusal is audited. */
+static int update_recipients(agent *a, const char *case_ref, int update_type,
+                             const refex_agency **rcpt, size_t *n_rcpt, char *detail, size_t dlen)
+{
+    const refex_agency *members[REFEX_MAX_RECIPIENTS];
+    size_t n = 0;
+    int rc = case_ref && case_ref[0]
+                 ? case_recipients(a, case_ref, update_type, members, REFEX_MAX_RECIPIENTS, &n)
+                 : REFEX_E_INVAL;
+    if (rc == REFEX_OK && *n_rcpt > 0) {
+        for (size_t i = 0; i < *n_rcpt && rc == REFEX_OK; i++) {
+            int found = 0;
+            for (size_t j = 0; j < n; j++)
+                found |= members[j] == rcpt[i];
+            if (!found) {
+                snprintf(detail, dlen, "%s is not a member of case %s for this update", rcpt[i]->id,
+                         case_ref);
+                rc = REFEX_E_NOT_MEMBER;
+            }
+        }
+    } else if (rc == REFEX_OK) {
+        memcpy(rcpt, members, n * sizeof *members);
+        *n_rcpt = n;
+    } else if (rc == REFEX_E_NOT_MEMBER) {
+        snprintf(detail, dlen, "%s is not a member of case %s", a->agency, case_ref);
+    } else {
+        snprintf(detail, dlen, "case %s has no other member to publish to",
+                 case_ref && case_ref[0] ? case_ref : "(none)");
+    }
+    if (rc == REFEX_E_NOT_MEMBER && unit_begin(a) == REFEX_OK) {
+        refex_audit_entry ae;
+        audit_fill(a, &ae, "reject", refex_errname(rc), "", "",
+                   REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, case_ref ? case_ref : "", "", NULL);
+        if (refex_audit_append(a->db, &ae, NULL) == REFEX_OK)
+            (void)unit_end(a, 1);
+        else
+            unit_end(a, 0);
+    }
+    return rc;
+}
+
 static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     char detail[512] = "", idhex[33] = "", hashhex[65] = "";
@@ -607,8 +663,10 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         snprintf(detail, sizeof detail, "ttl_seconds must be between 1 and %d", MAX_TTL_SECONDS);
         goto out;
     }
-    if ((rc = resolve_recipients(a, json_object_get(req, "to"), rcpt, &n_rcpt, detail,
-                                 sizeof detail)) != REFEX_OK)
+    json_t *to = json_object_get(req, "to");
+    int is_update = type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE;
+    if ((!is_update || json_array_size(to) > 0) &&
+        (rc = resolve_recipients(a, to, rcpt, &n_rcpt, detail, sizeof detail)) != REFEX_OK)
         goto out;
     if ((rc = refex_body_pack_json(type, json_object_get(req, "body"), &body, &body_len, detail,
                                    sizeof detail)) != REFEX_OK)
@@ -625,6 +683,9 @@ static void cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
                  "letters, digits and . _ : / -");
         goto out;
     }
+    if (is_update && (rc = update_recipients(a, case_ref, (int)parsed->case_update->update_type,
+                                             rcpt, &n_rcpt, detail, sizeof detail)) != REFEX_OK)
+        goto out;
     refex_seal_params p = {.sender = a->agency,
                            .sign_sk = a->base.keys->sk->sign_sk,
                            .recipients = rcpt,
@@ -939,6 +1000,11 @@ static void handle_deliver(agent *a, const Refex__V1__Envelope *env)
     else if ((rc = refex_body_unpack(h->type, body, body_len, &b)) == REFEX_OK) {
         refex_body_meta_get(b, &meta);
         have_meta = 1;
+        /* A case update must come from a member to a member, by the lead's grants here. */
+        if (h->type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE &&
+            (!is_case_member(a, h->case_ref, h->sender, 0) ||
+             !is_case_member(a, h->case_ref, a->agency, (int)b->case_update->update_type)))
+            rc = REFEX_E_NOT_MEMBER;
     }
 
     refex_audit_entry ae;
@@ -1113,8 +1179,6 @@ static void send_hello(agent *a)
         refex_log_warn("hello: could not send");
 }
 
-static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs);
-
 static void link_readable(agent *a)
 {
     zmq_msg_t m;
@@ -1172,6 +1236,9 @@ static void link_readable(agent *a)
         break;
     case REFEX__V1__FRAME__KIND_COSIGNED:
         handle_cosigned(a, f->cosigned);
+        break;
+    case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
+        handle_grant_notice(a, f->grant_notice->grant);
         break;
     case REFEX__V1__FRAME__KIND_PING:
     case REFEX__V1__FRAME__KIND_PONG:
@@ -1460,6 +1527,124 @@ static void cmd_requests(agent *a, const uint8_t *rid, size_t rid_len, json_t *r
     control_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "requests", rows));
 }
 
+/* The lead grants (or revokes) case membership: sign, keep, and hand to the broker. */
+static void cmd_grant(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    refex_grant g;
+    char detail[256] = "";
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc = REFEX_OK;
+    json_t *types = json_object_get(req, "types"), *t;
+    size_t i;
+    memset(&g, 0, sizeof g);
+    const char *case_ref = json_string_value(json_object_get(req, "case"));
+    const char *member = json_string_value(json_object_get(req, "member"));
+    snprintf(g.case_ref, sizeof g.case_ref, "%s", case_ref ? case_ref : "");
+    snprintf(g.lead, sizeof g.lead, "%s", a->agency);
+    snprintf(g.member, sizeof g.member, "%s", member ? member : "");
+    g.revoked = json_is_true(json_object_get(req, "revoke"));
+    g.valid_until_ms = json_integer_value(json_object_get(req, "until_ms"));
+    g.issued_at_ms = refex_now_ms();
+    if (strcmp(a->base.keys->pub.role, REFEX_GRANT_LEAD_ROLE) != 0) {
+        rc = REFEX_E_NOT_MEMBER;
+        snprintf(detail, sizeof detail, "only a %s agency leads cases", REFEX_GRANT_LEAD_ROLE);
+        goto out;
+    }
+    if (!case_ref || !case_ref[0] || !refex_case_ref_valid(case_ref) || !member ||
+        !refex_directory_find(a->base.dir, member) || strcmp(member, a->agency) == 0 ||
+        json_array_size(types) > REFEX_GRANT_MAX_TYPES) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail,
+                 "give a case, and a member from the directory other "
+                 "than this agency");
+        goto out;
+    }
+    json_array_foreach(types, i, t)
+    {
+        const char *name = json_string_value(t);
+        const ProtobufCEnumValue *v = name ? protobuf_c_enum_descriptor_get_value_by_name(
+                                                 &refex__v1__case_update_type__descriptor, name)
+                                           : NULL;
+        if (!v || v->value == 0) {
+            rc = REFEX_E_INVAL;
+            snprintf(detail, sizeof detail, "unknown update type");
+            goto out;
+        }
+        g.types[g.n_types++] = v->value;
+    }
+    /* Serials only grow: the time in ms, or one more than the last one held. */
+    int64_t last = 0;
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(a->db, "SELECT serial FROM case_grants WHERE case_ref = ? AND member = ?",
+                         &st) == REFEX_OK) {
+        sqlite3_bind_text(st, 1, g.case_ref, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, g.member, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            last = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    g.serial = (uint64_t)(g.issued_at_ms > last ? g.issued_at_ms : last + 1);
+    if ((rc = refex_grant_sign(&g, a->base.keys->sk->sign_sk, &blob, &len)) != REFEX_OK)
+        goto out;
+    if ((rc = unit_begin(a)) != REFEX_OK)
+        goto out;
+    rc = store_grant(a, &g, blob, len);
+    rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+    if (rc != REFEX_OK)
+        goto out;
+    Refex__V1__SignedGrant *sg = refex__v1__signed_grant__unpack(NULL, len, blob);
+    if (sg) {
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__GrantSubmit gs = REFEX__V1__GRANT_SUBMIT__INIT;
+        gs.grant = sg;
+        f.kind_case = REFEX__V1__FRAME__KIND_GRANT;
+        f.grant = &gs;
+        rc = link_out(a, &f); /* after commit, with the rest of the batch */
+        refex__v1__signed_grant__free_unpacked(sg, NULL);
+    }
+    refex_log_info("grant: case %s: %s %s (serial %llu)", g.case_ref, g.member,
+                   g.revoked ? "revoked" : "granted", (unsigned long long)g.serial);
+out:
+    free(blob);
+    control_reply(a, rid, rid_len,
+                  rc == REFEX_OK ? json_pack("{s:b, s:s, s:s, s:I}", "ok", 1, "case", g.case_ref,
+                                             "member", g.member, "serial", (json_int_t)g.serial)
+                                 : reply_error(rc, detail));
+}
+
+static int member_row(void *vctx, const refex_grant *g)
+{
+    json_t *rows = vctx;
+    json_t *types = json_array();
+    for (size_t i = 0; i < g->n_types; i++) {
+        const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+            &refex__v1__case_update_type__descriptor, g->types[i]);
+        json_array_append_new(types, json_string(v ? v->name : "?"));
+    }
+    json_array_append_new(
+        rows, json_pack("{s:s, s:s, s:o, s:I, s:b, s:b, s:I}", "member", g->member, "lead", g->lead,
+                        "update_types", types, "valid_until_ms", (json_int_t)g->valid_until_ms,
+                        "revoked", g->revoked, "in_force", refex_grant_allows(g, refex_now_ms(), 0),
+                        "serial", (json_int_t)g->serial));
+    return 0;
+}
+
+/* A case's members as this agent knows them, from grants it has verified. */
+static void cmd_members(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    const char *case_ref = json_string_value(json_object_get(req, "case"));
+    json_t *rows = json_array();
+    if (!case_ref || !refex_case_ref_valid(case_ref)) {
+        json_decref(rows);
+        control_reply(a, rid, rid_len, reply_error(REFEX_E_INVAL, "give a case"));
+        return;
+    }
+    each_grant(a, case_ref, member_row, rows);
+    control_reply(a, rid, rid_len,
+                  json_pack("{s:b, s:s, s:o}", "ok", 1, "case", case_ref, "members", rows));
+}
+
 static void cmd_audit(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     json_t *rows = NULL;
@@ -1534,6 +1719,10 @@ static void control_readable(agent *a)
         cmd_outbox(a, rid, rid_len);
     } else if (strcmp(cmd, "message_status") == 0) {
         cmd_message_status(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "grant") == 0) {
+        cmd_grant(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "members") == 0) {
+        cmd_members(a, rid, rid_len, req);
     } else if (strcmp(cmd, "referrals") == 0) {
         cmd_referrals(a, rid, rid_len);
     } else if (strcmp(cmd, "requests") == 0) {
@@ -1553,6 +1742,163 @@ static void control_readable(agent *a)
 out:
     for (int i = 0; i < n; i++)
         zmq_msg_close(&part[i]);
+}
+
+/* ---- cases -------------------------------------------------------------------------- */
+
+/* Stores a verified grant if it is newer than the one held for (case, member), and only if
+ * it names the lead already known for the case. Inside the caller's unit. */
+static int store_grant(agent *a, const refex_grant *g, const uint8_t *blob, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(
+        a->db, "SELECT 1 FROM case_grants WHERE case_ref = ? AND lead <> ? LIMIT 1", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, g->case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, g->lead, -1, SQLITE_STATIC);
+    int other_lead = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (other_lead) {
+        refex_log_error("ALERT grant: case %s already has another lead; grant by %s ignored",
+                        g->case_ref, g->lead);
+        return REFEX_E_NOT_MEMBER;
+    }
+    rc = refex_db_prepare(a->db,
+                          "INSERT INTO case_grants(case_ref, member, lead, serial, grant)"
+                          " VALUES (?,?,?,?,?) ON CONFLICT (case_ref, member) DO UPDATE SET"
+                          " serial = excluded.serial, grant = excluded.grant"
+                          " WHERE excluded.serial > case_grants.serial",
+                          &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, g->case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, g->member, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, g->lead, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)g->serial);
+    sqlite3_bind_blob(st, 5, blob, (int)len, SQLITE_STATIC);
+    rc = refex_db_err(sqlite3_step(st));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void handle_grant_notice(agent *a, const Refex__V1__SignedGrant *sg)
+{
+    refex_grant g;
+    int rc = refex_grant_verify(sg, a->base.dir, &g);
+    if (rc != REFEX_OK) {
+        refex_log_warn("grant: a grant from the broker does not verify (%s); ignored",
+                       refex_errname(rc));
+        return;
+    }
+    size_t len = refex__v1__signed_grant__get_packed_size(sg);
+    uint8_t *blob = malloc(len ? len : 1);
+    if (!blob || unit_begin(a) != REFEX_OK) {
+        free(blob);
+        return;
+    }
+    refex__v1__signed_grant__pack(sg, blob);
+    rc = store_grant(a, &g, blob, len);
+    if (rc == REFEX_OK)
+        rc = unit_end(a, 1);
+    else
+        unit_end(a, 0);
+    free(blob);
+    if (rc == REFEX_OK)
+        refex_log_info("grant: case %s: %s %s by %s", g.case_ref, g.member,
+                       g.revoked ? "revoked" : "granted", g.lead);
+}
+
+/* The case's verified grants, as (member, grant); fn returns nonzero to stop. */
+
+static void each_grant(agent *a, const char *case_ref, grant_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(a->db, "SELECT grant FROM case_grants WHERE case_ref = ?", &st) !=
+        REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        refex_grant g;
+        /* Checked again on every use: the directory may have changed since it arrived. */
+        int ok = refex_grant_verify_packed(sqlite3_column_blob(st, 0),
+                                           (size_t)sqlite3_column_bytes(st, 0), a->base.dir,
+                                           &g) == REFEX_OK &&
+                 strcmp(g.case_ref, case_ref) == 0;
+        if (ok && fn(ctx, &g))
+            break;
+    }
+    sqlite3_finalize(st);
+}
+
+typedef struct {
+    const char *agency;
+    int type;
+    int64_t now;
+    int found;
+    char lead[REFEX_ID_MAX];
+} member_q;
+
+static int member_check(void *vctx, const refex_grant *g)
+{
+    member_q *q = vctx;
+    snprintf(q->lead, sizeof q->lead, "%s", g->lead);
+    if (strcmp(g->lead, q->agency) == 0 ||
+        (strcmp(g->member, q->agency) == 0 && refex_grant_allows(g, q->now, q->type)))
+        q->found = 1;
+    return 0;
+}
+
+/* Is agency the case's lead, or a member allowed updates of `type` (0: any)? */
+static int is_case_member(agent *a, const char *case_ref, const char *agency, int type)
+{
+    member_q q = {agency, type, refex_now_ms(), 0, ""};
+    each_grant(a, case_ref, member_check, &q);
+    return q.found;
+}
+
+typedef struct {
+    agent *a;
+    int type;
+    int64_t now;
+    const refex_agency **out;
+    size_t n, cap;
+    char lead[REFEX_ID_MAX];
+} recipients_q;
+
+static void add_recipient(recipients_q *q, const char *id)
+{
+    const refex_agency *r = refex_directory_find(q->a->base.dir, id);
+    if (!r || strcmp(id, q->a->agency) == 0 || q->n == q->cap)
+        return;
+    for (size_t i = 0; i < q->n; i++)
+        if (q->out[i] == r)
+            return;
+    q->out[q->n++] = r;
+}
+
+static int recipient_of(void *vctx, const refex_grant *g)
+{
+    recipients_q *q = vctx;
+    snprintf(q->lead, sizeof q->lead, "%s", g->lead);
+    if (refex_grant_allows(g, q->now, q->type))
+        add_recipient(q, g->member);
+    return 0;
+}
+
+/* A case update goes to every member whose grant, signed by the lead, is in force for its
+ * type, and to the lead: computed here, from verified grants, never taken from the broker. */
+static int case_recipients(agent *a, const char *case_ref, int type, const refex_agency **out,
+                           size_t cap, size_t *n)
+{
+    recipients_q q = {a, type, refex_now_ms(), out, 0, cap, ""};
+    if (!is_case_member(a, case_ref, a->agency, 0))
+        return REFEX_E_NOT_MEMBER;
+    each_grant(a, case_ref, recipient_of, &q);
+    if (q.lead[0])
+        add_recipient(&q, q.lead);
+    *n = q.n;
+    return q.n ? REFEX_OK : REFEX_E_INVAL;
 }
 
 /* ---- checkpoints ------------------------------------------------------------------- */

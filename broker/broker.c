@@ -23,6 +23,7 @@
 #include "refex/receipt.h"
 #include "refex/store.h"
 #include "refex/util.h"
+#include "cases.h"
 #include "witness.h"
 #include "zap.h"
 
@@ -60,6 +61,7 @@ struct broker {
     refex_daemon_base base;
     refex_store *store;
     witness *witness;
+    cases *cases;
     uint64_t window, redeliver_ms, store_max;
     void *ctx, *router, *zap, *mon;
     session sessions[MAX_SESSIONS];
@@ -110,6 +112,9 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/witness.db", b->base.data_dir);
     if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)
         goto out;
+    snprintf(path, sizeof path, "%s/cases.db", b->base.data_dir);
+    if ((rc = cases_open(path, &b->cases, err, errlen)) != REFEX_OK)
+        goto out;
     *out = b;
     b = NULL;
 out:
@@ -134,6 +139,7 @@ void broker_close(broker **b_p)
         zmq_ctx_term(b->ctx);
     refex_store_destroy(&b->store);
     witness_close(&b->witness);
+    cases_close(&b->cases);
     refex_daemon_base_fini(&b->base);
     free(b);
     *b_p = NULL;
@@ -448,6 +454,78 @@ out:
     free(set);
 }
 
+/* ---- case grants --------------------------------------------------------------------- */
+
+typedef struct {
+    broker *b;
+    const char *agency;  /* send to this agency's session */
+    const uint8_t *blob; /* or, for parties_notify, this grant to every party */
+    size_t len;
+} grant_ctx;
+
+static void send_grant_blob(broker *b, const char *agency, const uint8_t *blob, size_t len)
+{
+    session *s = session_by_agency(b, agency);
+    if (!s)
+        return; /* it gets every grant of its cases after its next HELLO */
+    Refex__V1__SignedGrant *sg = refex__v1__signed_grant__unpack(NULL, len, blob);
+    if (!sg)
+        return;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__GrantNotice gn = REFEX__V1__GRANT_NOTICE__INIT;
+    gn.grant = sg;
+    f.kind_case = REFEX__V1__FRAME__KIND_GRANT_NOTICE;
+    f.grant_notice = &gn;
+    if (refex_link_send(b->router, s->rid, s->rid_len, &f) != REFEX_OK)
+        refex_log_debug("grant: could not notify %s now", agency);
+    refex__v1__signed_grant__free_unpacked(sg, NULL);
+}
+
+static void grant_to_agency(void *vctx, const uint8_t *blob, size_t len)
+{
+    grant_ctx *g = vctx;
+    send_grant_blob(g->b, g->agency, blob, len);
+}
+
+static void grant_to_party(void *vctx, const char *agency)
+{
+    grant_ctx *g = vctx;
+    send_grant_blob(g->b, agency, g->blob, g->len);
+}
+
+/* A grant from a case's lead: record it, tell every party of the case, and give a new member
+ * the grants of its fellow members. */
+static void handle_grant(broker *b, const uint8_t *rid, size_t rid_len, const char *agency,
+                         const Refex__V1__GrantSubmit *gs)
+{
+    char why[256] = "";
+    refex_grant g;
+    int rc = cases_submit(b->cases, b->base.dir, agency, gs->grant, &g, why, sizeof why);
+    if (rc == REFEX_E_DUPLICATE) {
+        refex_log_debug("grant: %s resent an older grant for %s", agency, why);
+        return;
+    }
+    if (rc != REFEX_OK) {
+        refex_log_warn("grant: from %s refused: %s (%s)", agency, refex_errname(rc), why);
+        refex_link_send_error(b->router, rid, rid_len, rc, why);
+        return;
+    }
+    refex_log_info("grant: case %s: %s %s by %s (serial %llu)", g.case_ref, g.member,
+                   g.revoked ? "revoked" : "granted", g.lead, (unsigned long long)g.serial);
+    size_t len = refex__v1__signed_grant__get_packed_size(gs->grant);
+    uint8_t *blob = malloc(len ? len : 1);
+    if (!blob)
+        return;
+    refex__v1__signed_grant__pack(gs->grant, blob);
+    grant_ctx all = {b, NULL, blob, len};
+    cases_parties(b->cases, g.case_ref, grant_to_party, &all);
+    if (!g.revoked) {
+        grant_ctx one = {b, g.member, NULL, 0};
+        cases_grants_of(b->cases, g.case_ref, grant_to_agency, &one);
+    }
+    free(blob);
+}
+
 /* ---- frame handlers ------------------------------------------------------------------ */
 
 static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, const char *user,
@@ -474,6 +552,9 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
         return;
     refex_log_info("session: %s online (%s)", user,
                    h->software && *h->software ? h->software : "unnamed client");
+    /* The signed grants of every case it leads or belongs to. */
+    grant_ctx gc = {b, user, NULL, 0};
+    cases_grants_for(b->cases, user, grant_to_agency, &gc);
 }
 
 /* Checks everything the broker can see; on failure returns a code and a detail. */
@@ -509,6 +590,20 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
             snprintf(detail, dlen, "recipient %s is revoked", h->recipients[i]);
             return REFEX_E_REVOKED;
         }
+    }
+    /* Case updates go only from and to the case's members, as its lead's grants say. */
+    if (h->type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE) {
+        if (!h->case_ref[0] || !cases_is_member(b->cases, h->case_ref, agency, now)) {
+            snprintf(detail, dlen, "%s is not a member of case %s", agency,
+                     h->case_ref[0] ? h->case_ref : "(none)");
+            return REFEX_E_NOT_MEMBER;
+        }
+        for (size_t i = 0; i < h->n_recipients; i++)
+            if (!cases_is_member(b->cases, h->case_ref, h->recipients[i], now)) {
+                snprintf(detail, dlen, "recipient %s is not a member of case %s", h->recipients[i],
+                         h->case_ref);
+                return REFEX_E_NOT_MEMBER;
+            }
     }
     /* Only the future is suspicious: an envelope that waited in an offline sender's outbox
      * is old but valid until it expires. Replays are caught by the duplicate checks. */
@@ -727,6 +822,8 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
         handle_send(b, rid, rid_len, user, f->send);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
         handle_ack(b, rid, rid_len, user, f->ack);
+    } else if (f->kind_case == REFEX__V1__FRAME__KIND_GRANT) {
+        handle_grant(b, rid, rid_len, user, f->grant);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_CHECKPOINT) {
         handle_checkpoint(b, rid, rid_len, user, f->checkpoint);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_RECEIPT_ACK) {

@@ -30,6 +30,7 @@ int cmd_audit_proof(int argc, char **argv);
 int cmd_audit_reconcile(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_referrals(int argc, char **argv);
+int cmd_case(int argc, char **argv);
 int cmd_requests(int argc, char **argv);
 
 /* Sends one JSON request to the agent named by cli_config and returns its reply in

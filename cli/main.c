@@ -30,6 +30,7 @@ static void usage(FILE *out)
                  "  status          is the agent running and connected? status MSGID: where a\n"
                  "                  message is; status --overdue: overdue information requests\n"
                  "  referrals       the referrals sent, with receipts and decisions\n"
+                 "  case            grant | revoke | members | publish: case membership, updates\n"
                  "  requests        the information requests sent: open, answered, overdue\n"
                  "\n"
                  "Options:\n"
@@ -82,7 +83,8 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = {{"keys", cmd_keys},     {"directory", cmd_directory}, {"send", cmd_send},
                 {"inbox", cmd_inbox},   {"outbox", cmd_outbox},       {"audit", cmd_audit},
-                {"status", cmd_status}, {"referrals", cmd_referrals}, {"requests", cmd_requests}};
+                {"status", cmd_status}, {"referrals", cmd_referrals}, {"requests", cmd_requests},
+                {"case", cmd_case}};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
         if (strcmp(cmd, cmds[k].name) == 0)
             return cmds[k].fn(sub_argc, sub_argv);

@@ -67,6 +67,12 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
     case REFEX__V1__FRAME__KIND_COSIGNED:
         ok = ok && f->cosigned->note && f->cosigned->note[0];
         break;
+    case REFEX__V1__FRAME__KIND_GRANT:
+        ok = ok && f->grant->grant && f->grant->grant->grant.len > 0;
+        break;
+    case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
+        ok = ok && f->grant_notice->grant && f->grant_notice->grant->grant.len > 0;
+        break;
     case REFEX__V1__FRAME__KIND_STORED:
         ok = ok && f->stored->message_id.len == 16;
         break;
@@ -118,6 +124,10 @@ const char *refex_frame_kind_name(const Refex__V1__Frame *f)
         return "checkpoint";
     case REFEX__V1__FRAME__KIND_COSIGNED:
         return "cosigned";
+    case REFEX__V1__FRAME__KIND_GRANT:
+        return "grant";
+    case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
+        return "grant_notice";
     default:
         return "unknown";
     }

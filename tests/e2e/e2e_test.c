@@ -258,18 +258,19 @@ static Refex__V1__Envelope *seal_with(refex_keys *sender_keys, const char *claim
         r = &fake;
     }
     const refex_agency *rcpt[] = {r};
-    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "update_type",
-                             "CASE_UPDATE_OTHER", "summary", "raw client test");
+    /* An information request: not limited to case members, unlike a case update. */
+    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "request_id",
+                             "RQ-RAW", "question", "raw client test");
     uint8_t *b = NULL, *env = NULL;
     size_t blen = 0, elen = 0;
     char err[256];
-    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, body, &b, &blen, err,
-                                   sizeof err));
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__INFORMATION_REQUEST, body, &b, &blen,
+                                   err, sizeof err));
     refex_seal_params p = {.sender = claimed_sender,
                            .sign_sk = sender_keys->sk->sign_sk,
                            .recipients = rcpt,
                            .n_recipients = 1,
-                           .type = REFEX__V1__MESSAGE_TYPE__CASE_UPDATE,
+                           .type = REFEX__V1__MESSAGE_TYPE__INFORMATION_REQUEST,
                            .case_ref = "C-TEST-0002"};
     assert_ok(refex_envelope_seal(&p, b, blen, &env, &elen, id));
     Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, elen, env);

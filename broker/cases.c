@@ -1,0 +1,194 @@
+/* Case membership at the broker, in its own SQLite file. The broker cannot forge or alter a
+ * grant (it has no lead's key); it only keeps the latest one per (case, member). */
+#include "cases.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "refex/db.h"
+#include "refex/util.h"
+
+struct cases {
+    sqlite3 *db;
+};
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS case_leads (case_ref TEXT PRIMARY KEY, lead TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS case_grants ("
+    " case_ref TEXT NOT NULL, member TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " valid_until_ms INTEGER NOT NULL, revoked INTEGER NOT NULL, grant BLOB NOT NULL,"
+    " PRIMARY KEY (case_ref, member));"
+    "CREATE INDEX IF NOT EXISTS case_grants_member ON case_grants(member);";
+
+int cases_open(const char *path, cases **out, char *err, size_t errlen)
+{
+    cases *c = calloc(1, sizeof *c);
+    int rc;
+    *out = NULL;
+    if (!c)
+        return REFEX_E_NOMEM;
+    if ((rc = refex_db_open(path, 0, &c->db, err, errlen)) != REFEX_OK ||
+        (rc = refex_db_exec(c->db, SCHEMA)) != REFEX_OK) {
+        cases_close(&c);
+        return rc;
+    }
+    *out = c;
+    return REFEX_OK;
+}
+
+void cases_close(cases **c_p)
+{
+    if (!c_p || !*c_p)
+        return;
+    refex_db_close(&(*c_p)->db);
+    free(*c_p);
+    *c_p = NULL;
+}
+
+static int lead_of(cases *c, const char *case_ref, char lead[REFEX_ID_MAX])
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    if (refex_db_prepare(c->db, "SELECT lead FROM case_leads WHERE case_ref = ?", &st) != REFEX_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(lead, REFEX_ID_MAX, "%s", sqlite3_column_text(st, 0));
+        found = 1;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+int cases_submit(cases *c, const refex_directory *dir, const char *agency,
+                 const Refex__V1__SignedGrant *sg, refex_grant *g, char *why, size_t whylen)
+{
+    char lead[REFEX_ID_MAX];
+    sqlite3_stmt *st = NULL;
+    int rc = refex_grant_verify(sg, dir, g);
+    if (rc != REFEX_OK) {
+        snprintf(why, whylen, "grant does not verify (%s)", refex_errname(rc));
+        return rc;
+    }
+    if (strcmp(g->lead, agency) != 0) {
+        snprintf(why, whylen, "a grant can only be submitted by its lead");
+        return REFEX_E_SENDER_MISMATCH;
+    }
+    int have = lead_of(c, g->case_ref, lead);
+    if (have < 0)
+        return REFEX_E_STORE;
+    if (have && strcmp(lead, g->lead) != 0) {
+        snprintf(why, whylen, "case %s is led by another agency", g->case_ref);
+        return REFEX_E_NOT_MEMBER;
+    }
+    if ((rc = refex_db_begin(c->db)) != REFEX_OK)
+        return REFEX_E_STORE;
+    if (!have) {
+        rc = refex_db_prepare(c->db, "INSERT INTO case_leads(case_ref, lead) VALUES (?,?)", &st);
+        if (rc == REFEX_OK) {
+            sqlite3_bind_text(st, 1, g->case_ref, -1, SQLITE_STATIC);
+            sqlite3_bind_text(st, 2, g->lead, -1, SQLITE_STATIC);
+            rc = refex_db_err(sqlite3_step(st));
+            sqlite3_finalize(st);
+        }
+    }
+    if (rc == REFEX_OK)
+        rc = refex_db_prepare(c->db,
+                              "INSERT INTO case_grants(case_ref, member, serial, valid_until_ms,"
+                              " revoked, grant) VALUES (?,?,?,?,?,?)"
+                              " ON CONFLICT (case_ref, member) DO UPDATE SET"
+                              " serial = excluded.serial, valid_until_ms = excluded.valid_until_ms,"
+                              " revoked = excluded.revoked, grant = excluded.grant"
+                              " WHERE excluded.serial > case_grants.serial",
+                              &st);
+    int changed = 0;
+    if (rc == REFEX_OK) {
+        sqlite3_bind_text(st, 1, g->case_ref, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, g->member, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)g->serial);
+        sqlite3_bind_int64(st, 4, g->valid_until_ms);
+        sqlite3_bind_int(st, 5, g->revoked);
+        size_t len = refex__v1__signed_grant__get_packed_size(sg);
+        uint8_t *blob = malloc(len ? len : 1);
+        if (!blob) {
+            rc = REFEX_E_NOMEM;
+        } else {
+            refex__v1__signed_grant__pack(sg, blob);
+            sqlite3_bind_blob(st, 6, blob, (int)len, SQLITE_TRANSIENT);
+            free(blob);
+            rc = refex_db_err(sqlite3_step(st));
+            changed = sqlite3_changes(c->db) > 0;
+        }
+        sqlite3_finalize(st);
+    }
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(c->db);
+    else
+        refex_db_rollback(c->db);
+    if (rc != REFEX_OK)
+        return REFEX_E_STORE;
+    if (!changed) {
+        snprintf(why, whylen, "a grant with this or a newer serial is already held");
+        return REFEX_E_DUPLICATE;
+    }
+    return REFEX_OK;
+}
+
+int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t now_ms)
+{
+    char lead[REFEX_ID_MAX];
+    if (lead_of(c, case_ref, lead) == 1 && strcmp(lead, agency) == 0)
+        return 1;
+    sqlite3_stmt *st = NULL;
+    int member = 0;
+    if (refex_db_prepare(c->db,
+                         "SELECT 1 FROM case_grants WHERE case_ref = ? AND member = ? AND"
+                         " revoked = 0 AND (valid_until_ms = 0 OR valid_until_ms > ?)",
+                         &st) != REFEX_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now_ms);
+    member = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return member;
+}
+
+static void each_blob(cases *c, const char *sql, const char *arg, cases_blob_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(c->db, sql, &st) != REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        fn(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    sqlite3_finalize(st);
+}
+
+void cases_grants_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx)
+{
+    each_blob(c,
+              "SELECT grant FROM case_grants WHERE case_ref IN (SELECT case_ref FROM case_grants"
+              " WHERE member = ?1 UNION SELECT case_ref FROM case_leads WHERE lead = ?1)",
+              agency, fn, ctx);
+}
+
+void cases_grants_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx)
+{
+    each_blob(c, "SELECT grant FROM case_grants WHERE case_ref = ?", case_ref, fn, ctx);
+}
+
+void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(c->db,
+                         "SELECT lead FROM case_leads WHERE case_ref = ?1 UNION"
+                         " SELECT member FROM case_grants WHERE case_ref = ?1",
+                         &st) != REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        fn(ctx, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+}

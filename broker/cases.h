@@ -1,0 +1,35 @@
+/* What the broker knows of cases: membership metadata only (case reference, lead, members,
+ * grant serials), taken from grants signed by each case's lead. Used to refuse case updates
+ * from or to non-members, and to give every member the signed grants of its cases. */
+#ifndef REFEX_BROKER_CASES_H
+#define REFEX_BROKER_CASES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex.pb-c.h"
+#include "refex/directory.h"
+#include "refex/grant.h"
+
+typedef struct cases cases;
+
+typedef void (*cases_blob_fn)(void *ctx, const uint8_t *grant, size_t len);
+typedef void (*cases_agency_fn)(void *ctx, const char *agency);
+
+int cases_open(const char *path, cases **out, char *err, size_t errlen);
+void cases_close(cases **c_p);
+/* Records a grant submitted by `agency`, which must be the grant's lead and the case's lead
+ * (the first grant of a case fixes its lead). REFEX_E_DUPLICATE for a serial not newer than
+ * the one held. */
+int cases_submit(cases *c, const refex_directory *dir, const char *agency,
+                 const Refex__V1__SignedGrant *sg, refex_grant *out, char *why, size_t whylen);
+/* The lead, or a member whose grant is in force now. */
+int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t now_ms);
+/* Every grant of every case `agency` leads or belongs to (revoked ones included). */
+void cases_grants_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);
+/* Every grant of one case. */
+void cases_grants_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx);
+/* The lead and every agency holding a grant (revoked ones too, so they hear of it). */
+void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx);
+
+#endif

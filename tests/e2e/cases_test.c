@@ -1,0 +1,225 @@
+/* Case membership and case updates with real processes: the lead (children's social care)
+ * grants membership; updates reach every current member exactly once and in order,
+ * including one that was offline; a non-member can neither publish (refused by its agent,
+ * and by the broker for a raw client) nor receive; a revoked member gets nothing more. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "../unit/testing.h"
+#include "harness.h"
+#include "refex/body.h"
+#include "refex/codec.h"
+#include "refex/directory.h"
+#include "refex/envelope.h"
+#include "refex/util.h"
+
+static h_net g_net;
+static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", "police",
+                                       NULL};
+static const char *const LISTED[] = {"probation", NULL};
+
+static int setup(void **state)
+{
+    (void)state;
+    if (h_net_init(&g_net, AGENCIES, LISTED, NULL) != 0 || h_net_start_broker(&g_net) != 0)
+        return -1;
+    for (int i = 0; AGENCIES[i]; i++)
+        if (h_net_start_agent(&g_net, AGENCIES[i]) != 0)
+            return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_net_fini(&g_net);
+    return 0;
+}
+
+static long long count(const char *agency, const char *sql)
+{
+    char db[128];
+    snprintf(db, sizeof db, "data/%s/agent.db", agency);
+    return h_sql_int(&g_net, db, sql);
+}
+
+static void wait_count(const char *agency, const char *sql, long long want)
+{
+    int64_t deadline = refex_mono_ms() + H_TIMEOUT_MS;
+    while (count(agency, sql) != want && refex_mono_ms() < deadline)
+        h_pause();
+    assert_int_equal(count(agency, sql), want);
+}
+
+static int cli(const char *agency, char *out, size_t len, const char *const *args)
+{
+    return h_cli_agent(&g_net, agency, out, len, args);
+}
+
+static void publish(const char *agency, const char *type, const char *summary)
+{
+    char out[4096];
+    const char *args[] = {"case", "publish",   "--case", "C-STORY-1", "--type",
+                          type,   "--summary", summary,  NULL};
+    int rc = cli(agency, out, sizeof out, args);
+    if (rc != 0)
+        fail_msg("publish by %s exited %d: %s", agency, rc, out);
+}
+
+#define UPDATES "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'"
+
+static void test_grants_reach_members(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *g1[] = {"case", "grant", "--case", "C-STORY-1", "--member", "midwifery", NULL};
+    const char *g2[] = {"case", "grant", "--case", "C-STORY-1", "--member", "substance-misuse",
+                        NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, g1), 0);
+    assert_int_equal(cli("social-care", out, sizeof out, g2), 0);
+    /* Each member learns the whole membership from the lead's signed grants. */
+    wait_count("midwifery", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'", 2);
+    wait_count("substance-misuse", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'",
+               2);
+    /* Only the lead may grant. */
+    const char *bad[] = {"case", "grant", "--case", "C-STORY-1", "--member", "police", NULL};
+    assert_int_equal(cli("midwifery", out, sizeof out, bad), 1);
+    assert_non_null(strstr(out, "E_NOT_MEMBER"));
+}
+
+static void test_updates_reach_every_member_once_in_order(void **state)
+{
+    (void)state;
+    publish("social-care", "assessment-concluded", "pre-birth assessment concluded at 28 weeks");
+    wait_count("midwifery", UPDATES, 1);
+    wait_count("substance-misuse", UPDATES, 1);
+
+    /* Midwifery is offline for the next two updates. */
+    int mw = h_agent_index(&g_net, "midwifery");
+    h_stop(&g_net.agents[mw]);
+    publish("social-care", "child-protection-plan", "child protection plan at 32 weeks");
+    publish("social-care", "birth", "baby born; mother and baby on the ward");
+    wait_count("substance-misuse", UPDATES, 3);
+    assert_int_equal(h_net_start_agent(&g_net, "midwifery"), 0);
+    wait_count("midwifery", UPDATES, 3);
+    /* Exactly once each, and in the order published. */
+    assert_int_equal(count("midwifery", "SELECT count(DISTINCT message_id) FROM inbox WHERE type = "
+                                        "'CASE_UPDATE'"),
+                     3);
+    char out[65536];
+    const char *list[] = {"inbox", "list", "--json", NULL};
+    assert_int_equal(cli("midwifery", out, sizeof out, list), 0);
+    const char *a = strstr(out, "assessment concluded"), *b = strstr(out, "protection plan"),
+               *c = strstr(out, "baby born");
+    assert_true(a && b && c && a < b && b < c);
+    /* Members publish too: midwifery's update reaches the lead and substance misuse. */
+    publish("midwifery", "other", "midwifery visit: mother attending appointments");
+    wait_count("social-care", UPDATES, 1);
+    wait_count("substance-misuse", UPDATES, 4);
+}
+
+static void test_non_member_can_neither_publish_nor_receive(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *args[] = {"case",   "publish", "--case",    "C-STORY-1",
+                          "--type", "other",   "--summary", "not mine to share",
+                          NULL};
+    assert_int_equal(cli("police", out, sizeof out, args), 1);
+    assert_non_null(strstr(out, "E_NOT_MEMBER"));
+    /* The refusal is audited by the agency refused. */
+    assert_int_equal(count("police", "SELECT count(*) FROM audit WHERE event = 'reject' AND"
+                                     " outcome = 'E_NOT_MEMBER' AND case_ref = 'C-STORY-1'"),
+                     1);
+    assert_int_equal(count("police", UPDATES), 0);
+    assert_int_equal(count("police", "SELECT count(*) FROM case_grants"), 0);
+
+    /* A raw client that skips its agent's check meets the broker's. */
+    h_client c;
+    char path[600], err[256];
+    uint8_t id[16];
+    assert_int_equal(h_client_open(&c, &g_net, "probation", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "probation"), 0);
+    refex_directory *d = NULL;
+    h_path(&g_net, path, sizeof path, "directory.rdir");
+    assert_ok(refex_directory_load(path, NULL, &d, err, sizeof err));
+    const refex_agency *rcpt[] = {refex_directory_find(d, "social-care")};
+    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-STORY-1", "update_type",
+                             "CASE_UPDATE_OTHER", "summary", "forged update");
+    uint8_t *bb = NULL, *env = NULL;
+    size_t blen = 0, elen = 0;
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, body, &bb, &blen, err,
+                                   sizeof err));
+    refex_seal_params p = {.sender = "probation",
+                           .sign_sk = c.keys->sk->sign_sk,
+                           .recipients = rcpt,
+                           .n_recipients = 1,
+                           .type = REFEX__V1__MESSAGE_TYPE__CASE_UPDATE,
+                           .case_ref = "C-STORY-1"};
+    assert_ok(refex_envelope_seal(&p, bb, blen, &env, &elen, id));
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, elen, env);
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = e;
+    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+    f.send = &s;
+    assert_int_equal(h_client_send(&c, &f), 0);
+    Refex__V1__Frame *r = h_client_recv(&c, H_TIMEOUT_MS);
+    assert_non_null(r);
+    assert_int_equal(r->kind_case, REFEX__V1__FRAME__KIND_REJECTED);
+    assert_int_equal(r->rejected->code, REFEX_E_NOT_MEMBER);
+    refex_frame_free(&r);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    free(bb);
+    free(env);
+    json_decref(body);
+    refex_directory_destroy(&d);
+    h_client_close(&c);
+}
+
+static void test_revoked_member_receives_nothing_more(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *rv[] = {"case",     "revoke",           "--case", "C-STORY-1",
+                        "--member", "substance-misuse", NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, rv), 0);
+    long long before = count("substance-misuse", UPDATES);
+    long long mw = count("midwifery", UPDATES);
+    publish("social-care", "placement", "placed with mother, supported by family");
+    wait_count("midwifery", UPDATES, mw + 1);
+    assert_int_equal(count("substance-misuse", UPDATES), before);
+    const char *members[] = {"case", "members", "--case", "C-STORY-1", NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, members), 0);
+    assert_non_null(strstr(out, "substance-misuse"));
+    assert_non_null(strstr(out, "revoked"));
+    /* Every step is audited with its lawful basis. */
+    assert_true(count("social-care", "SELECT count(*) FROM audit WHERE event = 'send' AND"
+                                     " message_type = 'CASE_UPDATE' AND"
+                                     " article6 = 'ARTICLE6_PUBLIC_TASK'") >= 4);
+    assert_true(count("midwifery", "SELECT count(*) FROM audit WHERE event = 'receive' AND"
+                                   " message_type = 'CASE_UPDATE' AND"
+                                   " article6 = 'ARTICLE6_PUBLIC_TASK'") >= 4);
+}
+
+int main(void)
+{
+    if (refex_init() != REFEX_OK)
+        return 1;
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grants_reach_members),
+        cmocka_unit_test(test_updates_reach_every_member_once_in_order),
+        cmocka_unit_test(test_non_member_can_neither_publish_nor_receive),
+        cmocka_unit_test(test_revoked_member_receives_nothing_more),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
