@@ -6,77 +6,9 @@
 # recreated each time. All data is invented.
 set -euo pipefail
 
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-BUILD=${REFEX_BUILD_DIR:-$REPO/build}
-DEMO=${REFEX_DEMO_DIR:-$BUILD/demo}
-BIN=$BUILD
 AGENCIES=(midwifery substance-misuse social-care)
-PIDS=()
-
-step() { printf '\n== %s\n' "$*"; }
-die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-# Waits until FILE contains a READY line (the daemons' readiness signal).
-wait_ready() {
-  local file=$1 pid=$2 what=$3 i
-  for i in $(seq 1 300); do
-    if grep -q '^READY' "$file" 2>/dev/null; then return 0; fi
-    kill -0 "$pid" 2>/dev/null || die "$what exited; see $DEMO/logs/"
-    sleep 0.1
-  done
-  die "$what did not become ready within 30 s; see $DEMO/logs/"
-}
-
-step "dependencies"
-"$REPO/deploy/install-deps.sh"
-
-step "build"
-cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" >/dev/null
-echo "built refex, refex-broker, refex-agent in $BUILD"
-
-step "keys and signed directory (in $DEMO)"
-rm -rf "$DEMO"
-mkdir -p "$DEMO/keys" "$DEMO/conf" "$DEMO/logs" "$DEMO/data"
-REFEX="$BIN/refex"
-"$REFEX" keys new --agency operator --role trust-anchor --out "$DEMO/keys"
-"$REFEX" keys new --agency broker --role broker --out "$DEMO/keys"
-for a in "${AGENCIES[@]}"; do "$REFEX" keys new --agency "$a" --role "$a" --out "$DEMO/keys"; done
-DIR="$DEMO/directory.rdir"
-"$REFEX" directory init --file "$DIR"
-"$REFEX" directory add --file "$DIR" --keys "$DEMO/keys/broker.public" --display-name "Eastmere refex broker"
-"$REFEX" directory add --file "$DIR" --keys "$DEMO/keys/midwifery.public" --display-name "Eastmere Maternity Unit"
-"$REFEX" directory add --file "$DIR" --keys "$DEMO/keys/substance-misuse.public" --display-name "Eastmere Recovery Service"
-"$REFEX" directory add --file "$DIR" --keys "$DEMO/keys/social-care.public" --display-name "Eastmere Children's Social Care"
-"$REFEX" directory sign --file "$DIR" --anchor "$DEMO/keys/operator.secret"
-"$REFEX" directory show --file "$DIR" --anchor "$DEMO/keys/operator.public"
-
-step "broker"
-sed -e 's#^listen = .*#listen = tcp://127.0.0.1:*#' -e 's#^data_dir = .*#data_dir = ../data/broker#' \
-    -e 's#^directory = .*#directory = ../directory.rdir#' \
-    -e 's#^trust_anchor = .*#trust_anchor = ../keys/operator.public#' \
-    -e 's#^keys = .*#keys = ../keys/broker.secret#' \
-    "$REPO/deploy/broker.conf.example" > "$DEMO/conf/broker.conf"
-"$BIN/refex-broker" -c "$DEMO/conf/broker.conf" >"$DEMO/logs/broker.ready" 2>"$DEMO/logs/broker.log" &
-PIDS+=($!)
-wait_ready "$DEMO/logs/broker.ready" "$!" broker
-ENDPOINT=$(sed -n 's/^READY //p' "$DEMO/logs/broker.ready")
-echo "broker listening on $ENDPOINT (CurveZMQ; admits only directory keys)"
-
-step "agents"
-for a in "${AGENCIES[@]}"; do
-  sed -e "s#^broker = .*#broker = $ENDPOINT#" "$REPO/agents/profiles/$a.conf" > "$DEMO/conf/$a.conf"
-  "$BIN/refex-agent" -c "$DEMO/conf/$a.conf" >"$DEMO/logs/$a.ready" 2>"$DEMO/logs/$a.log" &
-  PIDS+=($!)
-  wait_ready "$DEMO/logs/$a.ready" "$!" "agent $a"
-  echo "agent $a connected"
-done
+# shellcheck source=deploy/demo-lib.sh
+. "$(dirname "$0")/demo-lib.sh"
 
 step "midwifery sends a pre-birth referral to children's social care"
 echo "synthetic case: unborn baby UB-7F3K-2041, 12 weeks gestation; mother's two earlier"
