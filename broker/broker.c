@@ -481,6 +481,51 @@ static void send_grant_blob(broker *b, const char *agency, const uint8_t *blob, 
     refex__v1__signed_grant__free_unpacked(sg, NULL);
 }
 
+static void send_subscription_blob(broker *b, const char *agency, const uint8_t *blob, size_t len)
+{
+    session *s = session_by_agency(b, agency);
+    if (!s)
+        return; /* it gets the subscriptions of its cases after its next HELLO */
+    Refex__V1__SignedSubscription *ss = refex__v1__signed_subscription__unpack(NULL, len, blob);
+    if (!ss)
+        return;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__SubscriptionNotice sn = REFEX__V1__SUBSCRIPTION_NOTICE__INIT;
+    sn.subscription = ss;
+    f.kind_case = REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE;
+    f.subscription_notice = &sn;
+    if (refex_link_send(b->router, s->rid, s->rid_len, &f) != REFEX_OK)
+        refex_log_debug("subscription: could not notify %s now", agency);
+    refex__v1__signed_subscription__free_unpacked(ss, NULL);
+}
+
+static void subscription_to_agency(void *vctx, const uint8_t *blob, size_t len)
+{
+    grant_ctx *g = vctx;
+    send_subscription_blob(g->b, g->agency, blob, len);
+}
+
+static void subscription_to_party(void *vctx, const char *agency)
+{
+    grant_ctx *g = vctx;
+    send_subscription_blob(g->b, agency, g->blob, g->len);
+}
+
+/* Every party of a case gets the case's relevant subscriptions. */
+static void case_subscriptions_to_party(void *vctx, const char *agency)
+{
+    grant_ctx *g = vctx;
+    grant_ctx one = {g->b, agency, NULL, 0};
+    cases_subscriptions_of(g->b->cases, (const char *)g->blob, subscription_to_agency, &one);
+}
+
+/* An all-cases subscription: every party of every case of the subscriber hears of it. */
+static void subscription_to_case(void *vctx, const char *case_ref)
+{
+    grant_ctx *g = vctx;
+    cases_parties(g->b->cases, case_ref, subscription_to_party, g);
+}
+
 static void grant_to_agency(void *vctx, const uint8_t *blob, size_t len)
 {
     grant_ctx *g = vctx;
@@ -523,6 +568,37 @@ static void handle_grant(broker *b, const uint8_t *rid, size_t rid_len, const ch
         grant_ctx one = {b, g.member, NULL, 0};
         cases_grants_of(b->cases, g.case_ref, grant_to_agency, &one);
     }
+    /* Publishers need the (new) parties' subscriptions too. */
+    grant_ctx subs = {b, NULL, (const uint8_t *)g.case_ref, 0};
+    cases_parties(b->cases, g.case_ref, case_subscriptions_to_party, &subs);
+    free(blob);
+}
+
+/* A member's subscription: record it, and tell the publishers of the cases it covers. */
+static void handle_subscribe(broker *b, const uint8_t *rid, size_t rid_len, const char *agency,
+                             const Refex__V1__SubscribeSubmit *ss)
+{
+    char why[256] = "";
+    refex_subscription sub;
+    size_t len = refex__v1__signed_subscription__get_packed_size(ss->subscription);
+    uint8_t *blob = malloc(len ? len : 1);
+    if (!blob)
+        return;
+    refex__v1__signed_subscription__pack(ss->subscription, blob);
+    int rc = cases_subscribe(b->cases, b->base.dir, agency, blob, len, &sub, why, sizeof why);
+    if (rc == REFEX_OK) {
+        refex_log_info("subscription: %s %s %s", agency,
+                       sub.unsubscribed ? "unsubscribed from" : "subscribed to",
+                       sub.case_ref[0] ? sub.case_ref : "all its cases");
+        grant_ctx g = {b, NULL, blob, len};
+        if (sub.case_ref[0])
+            cases_parties(b->cases, sub.case_ref, subscription_to_party, &g);
+        else
+            cases_of(b->cases, agency, subscription_to_case, &g);
+    } else if (rc != REFEX_E_DUPLICATE) {
+        refex_log_warn("subscription: from %s refused: %s (%s)", agency, refex_errname(rc), why);
+        refex_link_send_error(b->router, rid, rid_len, rc, why);
+    }
     free(blob);
 }
 
@@ -555,6 +631,7 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
     /* The signed grants of every case it leads or belongs to. */
     grant_ctx gc = {b, user, NULL, 0};
     cases_grants_for(b->cases, user, grant_to_agency, &gc);
+    cases_subscriptions_for(b->cases, user, subscription_to_agency, &gc);
 }
 
 /* Checks everything the broker can see; on failure returns a code and a detail. */
@@ -822,6 +899,8 @@ static void handle_frame(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
         handle_send(b, rid, rid_len, user, f->send);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_ACK) {
         handle_ack(b, rid, rid_len, user, f->ack);
+    } else if (f->kind_case == REFEX__V1__FRAME__KIND_SUBSCRIBE) {
+        handle_subscribe(b, rid, rid_len, user, f->subscribe);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_GRANT) {
         handle_grant(b, rid, rid_len, user, f->grant);
     } else if (f->kind_case == REFEX__V1__FRAME__KIND_CHECKPOINT) {

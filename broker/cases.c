@@ -19,7 +19,14 @@ static const char *SCHEMA =
     " case_ref TEXT NOT NULL, member TEXT NOT NULL, serial INTEGER NOT NULL,"
     " valid_until_ms INTEGER NOT NULL, revoked INTEGER NOT NULL, grant BLOB NOT NULL,"
     " PRIMARY KEY (case_ref, member));"
-    "CREATE INDEX IF NOT EXISTS case_grants_member ON case_grants(member);";
+    "CREATE INDEX IF NOT EXISTS case_grants_member ON case_grants(member);"
+    "CREATE TABLE IF NOT EXISTS case_subscriptions ("
+    " agency TEXT NOT NULL, case_ref TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " subscription BLOB NOT NULL, PRIMARY KEY (agency, case_ref));"
+    /* The cases an agency is a party of: led, or holding a grant (even a revoked one). */
+    "CREATE VIEW IF NOT EXISTS case_parties AS"
+    " SELECT case_ref, lead AS agency FROM case_leads"
+    " UNION SELECT case_ref, member AS agency FROM case_grants;";
 
 int cases_open(const char *path, cases **out, char *err, size_t errlen)
 {
@@ -188,6 +195,78 @@ void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx
                          &st) != REFEX_OK)
         return;
     sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        fn(ctx, (const char *)sqlite3_column_text(st, 0));
+    sqlite3_finalize(st);
+}
+
+int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, const uint8_t *blob,
+                    size_t len, refex_subscription *sub, char *why, size_t whylen)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_subscription_verify_packed(blob, len, dir, sub);
+    if (rc != REFEX_OK) {
+        snprintf(why, whylen, "subscription does not verify (%s)", refex_errname(rc));
+        return rc;
+    }
+    if (strcmp(sub->agency, agency) != 0) {
+        snprintf(why, whylen, "an agency subscribes only for itself");
+        return REFEX_E_SENDER_MISMATCH;
+    }
+    if (sub->case_ref[0] && !cases_is_member(c, sub->case_ref, agency, refex_now_ms())) {
+        snprintf(why, whylen, "%s is not a member of case %s", agency, sub->case_ref);
+        return REFEX_E_NOT_MEMBER;
+    }
+    rc = refex_db_prepare(c->db,
+                          "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"
+                          " VALUES (?,?,?,?) ON CONFLICT (agency, case_ref) DO UPDATE SET"
+                          " serial = excluded.serial, subscription = excluded.subscription"
+                          " WHERE excluded.serial > case_subscriptions.serial",
+                          &st);
+    if (rc != REFEX_OK)
+        return REFEX_E_STORE;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, sub->case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)sub->serial);
+    sqlite3_bind_blob(st, 4, blob, (int)len, SQLITE_STATIC);
+    rc = refex_db_err(sqlite3_step(st));
+    int changed = sqlite3_changes(c->db) > 0;
+    sqlite3_finalize(st);
+    if (rc != REFEX_OK)
+        return REFEX_E_STORE;
+    if (!changed) {
+        snprintf(why, whylen, "a subscription with this or a newer serial is already held");
+        return REFEX_E_DUPLICATE;
+    }
+    return REFEX_OK;
+}
+
+void cases_subscriptions_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx)
+{
+    each_blob(c,
+              "SELECT subscription FROM case_subscriptions WHERE case_ref = ?1 OR"
+              " (case_ref = '' AND agency IN (SELECT agency FROM case_parties"
+              " WHERE case_ref = ?1))",
+              case_ref, fn, ctx);
+}
+
+void cases_subscriptions_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx)
+{
+    each_blob(c,
+              "SELECT subscription FROM case_subscriptions s WHERE s.case_ref IN"
+              " (SELECT case_ref FROM case_parties WHERE agency = ?1) OR (s.case_ref = '' AND"
+              " s.agency IN (SELECT p2.agency FROM case_parties p1 JOIN case_parties p2"
+              " ON p1.case_ref = p2.case_ref WHERE p1.agency = ?1))",
+              agency, fn, ctx);
+}
+
+void cases_of(cases *c, const char *agency, cases_agency_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(c->db, "SELECT case_ref FROM case_parties WHERE agency = ?", &st) !=
+        REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)
         fn(ctx, (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);

@@ -29,6 +29,18 @@ int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t 
 void cases_grants_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);
 /* Every grant of one case. */
 void cases_grants_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx);
+/* Records a subscription signed by `agency` (itself); for a named case it must be a party.
+ * REFEX_E_DUPLICATE for a serial not newer than the one held. */
+int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, const uint8_t *blob,
+                    size_t len, refex_subscription *out, char *why, size_t whylen);
+/* Subscriptions that matter to the publishers of one case: those for the case, and the
+ * all-cases subscriptions of its parties. */
+void cases_subscriptions_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx);
+/* The same, for every case `agency` is a party of. */
+void cases_subscriptions_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);
+/* Every case `agency` is a party of. */
+void cases_of(cases *c, const char *agency, cases_agency_fn fn, void *ctx);
+
 /* The lead and every agency holding a grant (revoked ones too, so they hear of it). */
 void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx);
 

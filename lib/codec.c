@@ -73,6 +73,14 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
     case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
         ok = ok && f->grant_notice->grant && f->grant_notice->grant->grant.len > 0;
         break;
+    case REFEX__V1__FRAME__KIND_SUBSCRIBE:
+        ok = ok && f->subscribe->subscription &&
+             f->subscribe->subscription->subscription.len > 0;
+        break;
+    case REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE:
+        ok = ok && f->subscription_notice->subscription &&
+             f->subscription_notice->subscription->subscription.len > 0;
+        break;
     case REFEX__V1__FRAME__KIND_STORED:
         ok = ok && f->stored->message_id.len == 16;
         break;
@@ -128,6 +136,10 @@ const char *refex_frame_kind_name(const Refex__V1__Frame *f)
         return "grant";
     case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
         return "grant_notice";
+    case REFEX__V1__FRAME__KIND_SUBSCRIBE:
+        return "subscribe";
+    case REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE:
+        return "subscription_notice";
     default:
         return "unknown";
     }

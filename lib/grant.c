@@ -117,3 +117,100 @@ int refex_grant_verify_packed(const uint8_t *buf, size_t len, const refex_direct
     refex__v1__signed_grant__free_unpacked(sg, NULL);
     return rc;
 }
+
+/* ---- subscriptions ------------------------------------------------------------------- */
+
+int refex_subscription_sign(const refex_subscription *sub, const uint8_t sign_sk[64], uint8_t **out,
+                            size_t *out_len)
+{
+    int rc;
+    uint8_t sig[64], *bytes = NULL;
+    Refex__V1__CaseUpdateType types[REFEX_GRANT_MAX_TYPES];
+    *out = NULL;
+    *out_len = 0;
+    if (!refex_id_valid(sub->agency) || !refex_case_ref_valid(sub->case_ref) ||
+        sub->n_types > REFEX_GRANT_MAX_TYPES)
+        return REFEX_E_INVAL;
+    Refex__V1__CaseSubscription p = REFEX__V1__CASE_SUBSCRIPTION__INIT;
+    p.version = 1;
+    p.agency = (char *)sub->agency;
+    p.case_ref = (char *)sub->case_ref;
+    for (size_t i = 0; i < sub->n_types; i++)
+        types[i] = (Refex__V1__CaseUpdateType)sub->types[i];
+    p.n_update_types = sub->n_types;
+    p.update_types = types;
+    p.unsubscribed = sub->unsubscribed != 0;
+    p.issued_at_ms = sub->issued_at_ms;
+    p.serial = sub->serial;
+    size_t len = refex__v1__case_subscription__get_packed_size(&p);
+    if (!(bytes = malloc(len ? len : 1)))
+        return REFEX_E_NOMEM;
+    refex__v1__case_subscription__pack(&p, bytes);
+    if ((rc = refex_sign_domain(REFEX_SUBSCRIPTION_CONTEXT, bytes, len, sign_sk, sig)) ==
+        REFEX_OK) {
+        Refex__V1__SignedSubscription ss = REFEX__V1__SIGNED_SUBSCRIPTION__INIT;
+        ss.subscription = (ProtobufCBinaryData){len, bytes};
+        ss.signature = (ProtobufCBinaryData){64, sig};
+        *out_len = refex__v1__signed_subscription__get_packed_size(&ss);
+        if ((*out = malloc(*out_len)))
+            refex__v1__signed_subscription__pack(&ss, *out);
+        else
+            rc = REFEX_E_NOMEM;
+    }
+    free(bytes);
+    return rc;
+}
+
+int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
+                                     refex_subscription *out)
+{
+    int rc = REFEX_OK;
+    Refex__V1__SignedSubscription *ss = refex__v1__signed_subscription__unpack(NULL, len, buf);
+    Refex__V1__CaseSubscription *p = NULL;
+    if (!ss || ss->signature.len != 64 || ss->subscription.len == 0) {
+        rc = REFEX_E_MALFORMED;
+        goto out;
+    }
+    p = refex__v1__case_subscription__unpack(NULL, ss->subscription.len, ss->subscription.data);
+    if (!p || p->version != 1 || !refex_id_valid(p->agency) || !refex_case_ref_valid(p->case_ref) ||
+        p->n_update_types > REFEX_GRANT_MAX_TYPES) {
+        rc = REFEX_E_MALFORMED;
+        goto out;
+    }
+    const refex_agency *a = refex_directory_find(dir, p->agency);
+    if (!a) {
+        rc = REFEX_E_UNKNOWN_AGENCY;
+        goto out;
+    }
+    if ((rc = refex_verify_domain(REFEX_SUBSCRIPTION_CONTEXT, ss->subscription.data,
+                                  ss->subscription.len, ss->signature.data, a->sign_pk)) !=
+        REFEX_OK)
+        goto out;
+    memset(out, 0, sizeof *out);
+    strcpy(out->agency, p->agency); /* lengths checked above */
+    strcpy(out->case_ref, p->case_ref);
+    for (size_t i = 0; i < p->n_update_types; i++)
+        out->types[i] = (int)p->update_types[i];
+    out->n_types = p->n_update_types;
+    out->unsubscribed = p->unsubscribed;
+    out->issued_at_ms = p->issued_at_ms;
+    out->serial = p->serial;
+out:
+    if (p)
+        refex__v1__case_subscription__free_unpacked(p, NULL);
+    if (ss)
+        refex__v1__signed_subscription__free_unpacked(ss, NULL);
+    return rc;
+}
+
+int refex_subscription_wants(const refex_subscription *s, const char *case_ref, int type)
+{
+    if (s->unsubscribed || (s->case_ref[0] && strcmp(s->case_ref, case_ref) != 0))
+        return 0;
+    if (s->n_types == 0 || type == 0)
+        return 1;
+    for (size_t i = 0; i < s->n_types; i++)
+        if (s->types[i] == type)
+            return 1;
+    return 0;
+}

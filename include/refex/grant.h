@@ -37,6 +37,26 @@ int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *
 /* Same, from packed SignedGrant bytes. */
 int refex_grant_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
                               refex_grant *out) REFEX_NODISCARD;
+#define REFEX_SUBSCRIPTION_CONTEXT "refex/subscription/v1"
+
+typedef struct {
+    char agency[REFEX_ID_MAX];
+    char case_ref[128]; /* "" = every case the agency is a member of */
+    int types[REFEX_GRANT_MAX_TYPES];
+    size_t n_types;
+    int unsubscribed;
+    int64_t issued_at_ms;
+    uint64_t serial;
+} refex_subscription;
+
+/* A member's subscription, signed by the member itself. */
+int refex_subscription_sign(const refex_subscription *s, const uint8_t sign_sk[64], uint8_t **out,
+                            size_t *out_len) REFEX_NODISCARD;
+int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
+                                     refex_subscription *out) REFEX_NODISCARD;
+/* Does the subscription ask for updates of `type` in `case_ref`? */
+int refex_subscription_wants(const refex_subscription *s, const char *case_ref, int type);
+
 /* Is the grant in force now for update type `type` (0: any type)? */
 int refex_grant_allows(const refex_grant *g, int64_t now_ms, int type);
 

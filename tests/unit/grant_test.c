@@ -1,6 +1,7 @@
 /* Tests for case grants: a grant verifies only if signed by an active social-care agency
  * naming a member from the directory; any change to its bytes breaks it; and
- * refex_grant_allows honours revocation, expiry and update types. */
+ * refex_grant_allows honours revocation, expiry and update types. Subscriptions likewise
+ * verify only as signed by the subscriber, and say which cases and types it wants. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -160,6 +161,70 @@ static void test_allows(void **state)
     assert_false(refex_grant_allows(&g, 1000, birth));
 }
 
+static refex_subscription sample_sub(void)
+{
+    refex_subscription s;
+    memset(&s, 0, sizeof s);
+    strcpy(s.agency, "midwifery");
+    strcpy(s.case_ref, "C-EAST-0001");
+    s.types[0] = REFEX__V1__CASE_UPDATE_TYPE__CASE_UPDATE_BIRTH;
+    s.n_types = 1;
+    s.issued_at_ms = 1700000000000;
+    s.serial = 3;
+    return s;
+}
+
+static void test_subscription_round_trip_and_tamper(void **state)
+{
+    (void)state;
+    refex_subscription s = sample_sub(), got;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_ok(refex_subscription_sign(&s, member->sk->sign_sk, &buf, &len));
+    assert_ok(refex_subscription_verify_packed(buf, len, dir, &got));
+    assert_string_equal(got.agency, "midwifery");
+    assert_string_equal(got.case_ref, "C-EAST-0001");
+    assert_int_equal(got.n_types, 1);
+    assert_int_equal(got.serial, 3);
+    for (size_t i = 0; i < len; i++) {
+        buf[i] ^= 0x01;
+        if (refex_subscription_verify_packed(buf, len, dir, &got) == REFEX_OK)
+            fail_msg("a subscription with byte %zu changed still verifies", i);
+        buf[i] ^= 0x01;
+    }
+    free(buf);
+    /* Signed by someone else in the member's name. */
+    assert_ok(refex_subscription_sign(&s, other->sk->sign_sk, &buf, &len));
+    assert_rc(refex_subscription_verify_packed(buf, len, dir, &got), REFEX_E_BAD_SIGNATURE);
+    free(buf);
+    strcpy(s.agency, "nobody");
+    assert_ok(refex_subscription_sign(&s, other->sk->sign_sk, &buf, &len));
+    assert_rc(refex_subscription_verify_packed(buf, len, dir, &got), REFEX_E_UNKNOWN_AGENCY);
+    free(buf);
+    s = sample_sub();
+    strcpy(s.case_ref, "Jane Smith");
+    assert_rc(refex_subscription_sign(&s, member->sk->sign_sk, &buf, &len), REFEX_E_INVAL);
+    assert_rc(refex_subscription_verify_packed((const uint8_t *)"garbage", 7, dir, &got),
+              REFEX_E_MALFORMED);
+}
+
+static void test_subscription_wants(void **state)
+{
+    (void)state;
+    refex_subscription s = sample_sub();
+    int birth = REFEX__V1__CASE_UPDATE_TYPE__CASE_UPDATE_BIRTH;
+    int placement = REFEX__V1__CASE_UPDATE_TYPE__CASE_UPDATE_PLACEMENT;
+    assert_true(refex_subscription_wants(&s, "C-EAST-0001", birth));
+    assert_false(refex_subscription_wants(&s, "C-EAST-0001", placement));
+    assert_false(refex_subscription_wants(&s, "C-EAST-0002", birth));
+    s.case_ref[0] = 0; /* every case */
+    assert_true(refex_subscription_wants(&s, "C-EAST-0002", birth));
+    s.n_types = 0;
+    assert_true(refex_subscription_wants(&s, "C-EAST-0002", placement));
+    s.unsubscribed = 1;
+    assert_false(refex_subscription_wants(&s, "C-EAST-0002", placement));
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -171,6 +236,8 @@ int main(void)
         cmocka_unit_test(test_any_changed_byte_breaks_it),
         cmocka_unit_test(test_bad_fields),
         cmocka_unit_test(test_allows),
+        cmocka_unit_test(test_subscription_round_trip_and_tamper),
+        cmocka_unit_test(test_subscription_wants),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
