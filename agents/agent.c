@@ -101,6 +101,9 @@ static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS case_grants ("
     " case_ref TEXT NOT NULL, member TEXT NOT NULL, lead TEXT NOT NULL, serial INTEGER NOT NULL,"
     " grant BLOB NOT NULL, PRIMARY KEY (case_ref, member));"
+    "CREATE TABLE IF NOT EXISTS case_subscriptions ("
+    " agency TEXT NOT NULL, case_ref TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " subscription BLOB NOT NULL, PRIMARY KEY (agency, case_ref));"
     "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
     " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
     " PRIMARY KEY (agency, size));"
@@ -115,6 +118,10 @@ static const char *SCHEMA =
 /* Defined with the case and checkpoint code below. */
 static void handle_cosigned(agent *a, const Refex__V1__Cosigned *cs);
 static void handle_grant_notice(agent *a, const Refex__V1__SignedGrant *sg);
+static void handle_subscription_notice(agent *a, const Refex__V1__SignedSubscription *ss);
+static void cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+static void resend_subscriptions(agent *a);
+static int is_subscribed(agent *a, const char *agency, const char *case_ref, int type);
 static int case_recipients(agent *a, const char *case_ref, int type, const refex_agency **out,
                            size_t cap, size_t *n);
 static int is_case_member(agent *a, const char *case_ref, const char *agency, int type);
@@ -604,7 +611,8 @@ static int update_recipients(agent *a, const char *case_ref, int update_type,
             for (size_t j = 0; j < n; j++)
                 found |= members[j] == rcpt[i];
             if (!found) {
-                snprintf(detail, dlen, "%s is not a member of case %s for this update", rcpt[i]->id,
+                snprintf(detail, dlen, "%s is not a subscribed member of case %s for this update",
+                         rcpt[i]->id,
                          case_ref);
                 rc = REFEX_E_NOT_MEMBER;
             }
@@ -615,7 +623,8 @@ static int update_recipients(agent *a, const char *case_ref, int update_type,
     } else if (rc == REFEX_E_NOT_MEMBER) {
         snprintf(detail, dlen, "%s is not a member of case %s", a->agency, case_ref);
     } else {
-        snprintf(detail, dlen, "case %s has no other member to publish to",
+        snprintf(detail, dlen,
+                 "no other member of case %s is granted and subscribed to this type of update",
                  case_ref && case_ref[0] ? case_ref : "(none)");
     }
     if (rc == REFEX_E_NOT_MEMBER && unit_begin(a) == REFEX_OK) {
@@ -1211,6 +1220,7 @@ static void link_readable(agent *a)
             fflush(stdout);
         }
         flush_outbox(a, 0);
+        resend_subscriptions(a);
         break;
     case REFEX__V1__FRAME__KIND_STORED:
         outbox_result(a, f->stored->message_id.data, 0, NULL);
@@ -1239,6 +1249,9 @@ static void link_readable(agent *a)
         break;
     case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
         handle_grant_notice(a, f->grant_notice->grant);
+        break;
+    case REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE:
+        handle_subscription_notice(a, f->subscription_notice->subscription);
         break;
     case REFEX__V1__FRAME__KIND_PING:
     case REFEX__V1__FRAME__KIND_PONG:
@@ -1539,7 +1552,8 @@ static void cmd_grant(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     size_t i;
     memset(&g, 0, sizeof g);
     const char *case_ref = json_string_value(json_object_get(req, "case"));
-    const char *member = json_string_value(json_object_get(req, "member"));
+    int open = json_is_true(json_object_get(req, "open"));
+    const char *member = open ? a->agency : json_string_value(json_object_get(req, "member"));
     snprintf(g.case_ref, sizeof g.case_ref, "%s", case_ref ? case_ref : "");
     snprintf(g.lead, sizeof g.lead, "%s", a->agency);
     snprintf(g.member, sizeof g.member, "%s", member ? member : "");
@@ -1552,7 +1566,7 @@ static void cmd_grant(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         goto out;
     }
     if (!case_ref || !case_ref[0] || !refex_case_ref_valid(case_ref) || !member ||
-        !refex_directory_find(a->base.dir, member) || strcmp(member, a->agency) == 0 ||
+        !refex_directory_find(a->base.dir, member) || (strcmp(member, a->agency) == 0 && !open) ||
         json_array_size(types) > REFEX_GRANT_MAX_TYPES) {
         rc = REFEX_E_INVAL;
         snprintf(detail, sizeof detail,
@@ -1613,9 +1627,15 @@ out:
                                  : reply_error(rc, detail));
 }
 
+typedef struct {
+    agent *a;
+    json_t *rows;
+} member_rows;
+
 static int member_row(void *vctx, const refex_grant *g)
 {
-    json_t *rows = vctx;
+    member_rows *mr = vctx;
+    json_t *rows = mr->rows;
     json_t *types = json_array();
     for (size_t i = 0; i < g->n_types; i++) {
         const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
@@ -1627,6 +1647,11 @@ static int member_row(void *vctx, const refex_grant *g)
                         "update_types", types, "valid_until_ms", (json_int_t)g->valid_until_ms,
                         "revoked", g->revoked, "in_force", refex_grant_allows(g, refex_now_ms(), 0),
                         "serial", (json_int_t)g->serial));
+    json_t *row = json_array_get(rows, json_array_size(rows) - 1);
+    json_object_set_new(row, "subscribed",
+                        json_boolean(strcmp(g->member, g->lead) == 0 ||
+                                     is_subscribed(mr->a, g->member, g->case_ref, 0)));
+    json_object_set_new(row, "is_lead", json_boolean(strcmp(g->member, g->lead) == 0));
     return 0;
 }
 
@@ -1640,7 +1665,8 @@ static void cmd_members(agent *a, const uint8_t *rid, size_t rid_len, json_t *re
         control_reply(a, rid, rid_len, reply_error(REFEX_E_INVAL, "give a case"));
         return;
     }
-    each_grant(a, case_ref, member_row, rows);
+    member_rows mr = {a, rows};
+    each_grant(a, case_ref, member_row, &mr);
     control_reply(a, rid, rid_len,
                   json_pack("{s:b, s:s, s:o}", "ok", 1, "case", case_ref, "members", rows));
 }
@@ -1723,6 +1749,8 @@ static void control_readable(agent *a)
         cmd_grant(a, rid, rid_len, req);
     } else if (strcmp(cmd, "members") == 0) {
         cmd_members(a, rid, rid_len, req);
+    } else if (strcmp(cmd, "subscribe") == 0) {
+        cmd_subscribe(a, rid, rid_len, req);
     } else if (strcmp(cmd, "referrals") == 0) {
         cmd_referrals(a, rid, rid_len);
     } else if (strcmp(cmd, "requests") == 0) {
@@ -1809,6 +1837,200 @@ static void handle_grant_notice(agent *a, const Refex__V1__SignedGrant *sg)
                        g.revoked ? "revoked" : "granted", g.lead);
 }
 
+/* ---- subscriptions ------------------------------------------------------------------ */
+
+/* Keeps a verified subscription if it is newer than the one held. Inside the caller's unit. */
+static int store_subscription(agent *a, const refex_subscription *s, const uint8_t *blob,
+                              size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(a->db,
+                              "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"
+                              " VALUES (?,?,?,?) ON CONFLICT (agency, case_ref) DO UPDATE SET"
+                              " serial = excluded.serial, subscription = excluded.subscription"
+                              " WHERE excluded.serial > case_subscriptions.serial",
+                              &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, s->agency, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, s->case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)s->serial);
+    sqlite3_bind_blob(st, 4, blob, (int)len, SQLITE_STATIC);
+    rc = refex_db_err(sqlite3_step(st));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static void handle_subscription_notice(agent *a, const Refex__V1__SignedSubscription *ss)
+{
+    refex_subscription s;
+    size_t len = refex__v1__signed_subscription__get_packed_size(ss);
+    uint8_t *blob = malloc(len ? len : 1);
+    if (!blob)
+        return;
+    refex__v1__signed_subscription__pack(ss, blob);
+    int rc = refex_subscription_verify_packed(blob, len, a->base.dir, &s);
+    if (rc != REFEX_OK) {
+        refex_log_warn("subscription: one from the broker does not verify (%s); ignored",
+                       refex_errname(rc));
+    } else if ((rc = unit_begin(a)) == REFEX_OK) {
+        rc = store_subscription(a, &s, blob, len);
+        rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+        if (rc == REFEX_OK)
+            refex_log_info("subscription: %s %s %s", s.agency,
+                           s.unsubscribed ? "unsubscribed from" : "subscribed to",
+                           s.case_ref[0] ? s.case_ref : "all its cases");
+    }
+    free(blob);
+}
+
+/* Has `agency` asked, in a subscription it signed, for updates of `type` in the case? A
+ * subscription to the case itself decides before one to all its cases. */
+static int is_subscribed(agent *a, const char *agency, const char *case_ref, int type)
+{
+    sqlite3_stmt *st = NULL;
+    int wants = 0;
+    if (refex_db_prepare(a->db,
+                         "SELECT subscription FROM case_subscriptions WHERE agency = ?"
+                         " AND case_ref IN (?, '') ORDER BY case_ref DESC",
+                         &st) != REFEX_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, case_ref, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        refex_subscription s;
+        if (refex_subscription_verify_packed(sqlite3_column_blob(st, 0),
+                                             (size_t)sqlite3_column_bytes(st, 0), a->base.dir,
+                                             &s) != REFEX_OK ||
+            strcmp(s.agency, agency) != 0 || (s.case_ref[0] && strcmp(s.case_ref, case_ref) != 0))
+            continue;
+        wants = refex_subscription_wants(&s, case_ref, type);
+        break;
+    }
+    sqlite3_finalize(st);
+    return wants;
+}
+
+static int audit_subscription(agent *a, const char *event, const char *outcome,
+                              const char *case_ref)
+{
+    refex_audit_entry ae;
+    audit_fill(a, &ae, event, outcome, "", "", REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, case_ref, "",
+               NULL);
+    return refex_audit_append(a->db, &ae, NULL);
+}
+
+static void submit_subscription(agent *a, const uint8_t *blob, size_t len)
+{
+    Refex__V1__SignedSubscription *ss = refex__v1__signed_subscription__unpack(NULL, len, blob);
+    if (!ss)
+        return;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__SubscribeSubmit sub = REFEX__V1__SUBSCRIBE_SUBMIT__INIT;
+    sub.subscription = ss;
+    f.kind_case = REFEX__V1__FRAME__KIND_SUBSCRIBE;
+    f.subscribe = &sub;
+    if (link_out(a, &f) != REFEX_OK) /* after commit, with the rest of the batch */
+        refex_log_debug("subscription: not sent now; sent again when next welcomed");
+    refex__v1__signed_subscription__free_unpacked(ss, NULL);
+}
+
+/* On every welcome, our own subscriptions go to the broker again (it ignores ones it has),
+ * so one made while the broker was away still reaches the publishers. */
+static void resend_subscriptions(agent *a)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(a->db, "SELECT subscription FROM case_subscriptions WHERE agency = ?",
+                         &st) != REFEX_OK)
+        return;
+    sqlite3_bind_text(st, 1, a->agency, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        submit_subscription(a, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    sqlite3_finalize(st);
+}
+
+/* A member subscribes to (or unsubscribes from) one case's updates or all its cases'. */
+static void cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    refex_subscription s;
+    char detail[256] = "";
+    uint8_t *blob = NULL;
+    size_t len = 0, i;
+    int rc = REFEX_OK;
+    json_t *types = json_object_get(req, "types"), *t;
+    const char *case_ref = json_string_value(json_object_get(req, "case"));
+    int all = json_is_true(json_object_get(req, "all"));
+    memset(&s, 0, sizeof s);
+    snprintf(s.agency, sizeof s.agency, "%s", a->agency);
+    snprintf(s.case_ref, sizeof s.case_ref, "%s", case_ref && !all ? case_ref : "");
+    s.unsubscribed = json_is_true(json_object_get(req, "unsubscribe"));
+    s.issued_at_ms = refex_now_ms();
+    if ((!all && (!case_ref || !case_ref[0] || !refex_case_ref_valid(case_ref))) ||
+        (all && case_ref) || json_array_size(types) > REFEX_GRANT_MAX_TYPES) {
+        rc = REFEX_E_INVAL;
+        snprintf(detail, sizeof detail, "give a case, or all");
+        goto out;
+    }
+    json_array_foreach(types, i, t)
+    {
+        const char *name = json_string_value(t);
+        const ProtobufCEnumValue *v = name ? protobuf_c_enum_descriptor_get_value_by_name(
+                                                 &refex__v1__case_update_type__descriptor, name)
+                                           : NULL;
+        if (!v || v->value == 0) {
+            rc = REFEX_E_INVAL;
+            snprintf(detail, sizeof detail, "unknown update type");
+            goto out;
+        }
+        s.types[s.n_types++] = v->value;
+    }
+    if ((rc = unit_begin(a)) != REFEX_OK)
+        goto out;
+    if (s.case_ref[0] && !is_case_member(a, s.case_ref, a->agency, 0)) {
+        rc = audit_subscription(a, "reject", refex_errname(REFEX_E_NOT_MEMBER), s.case_ref);
+        rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+        refex_log_warn("subscription: refused, %s is not a member of case %s", a->agency,
+                       s.case_ref);
+        snprintf(detail, sizeof detail, "%s is not a member of case %s", a->agency, s.case_ref);
+        rc = REFEX_E_NOT_MEMBER;
+        goto out;
+    }
+    /* Serials only grow: the time in ms, or one more than the last one held. */
+    int64_t last = 0;
+    sqlite3_stmt *st = NULL;
+    if (refex_db_prepare(a->db,
+                         "SELECT serial FROM case_subscriptions WHERE agency = ? AND case_ref = ?",
+                         &st) == REFEX_OK) {
+        sqlite3_bind_text(st, 1, s.agency, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, s.case_ref, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW)
+            last = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    s.serial = (uint64_t)(s.issued_at_ms > last ? s.issued_at_ms : last + 1);
+    rc = refex_subscription_sign(&s, a->base.keys->sk->sign_sk, &blob, &len);
+    if (rc == REFEX_OK)
+        rc = store_subscription(a, &s, blob, len);
+    if (rc == REFEX_OK)
+        rc = audit_subscription(a, s.unsubscribed ? "unsubscribe" : "subscribe", "ok",
+                                s.case_ref[0] ? s.case_ref : "*");
+    rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
+    if (rc != REFEX_OK)
+        goto out;
+    submit_subscription(a, blob, len);
+    refex_log_info("subscription: %s %s (serial %llu)",
+                   s.unsubscribed ? "unsubscribed from" : "subscribed to",
+                   s.case_ref[0] ? s.case_ref : "all cases", (unsigned long long)s.serial);
+out:
+    free(blob);
+    control_reply(a, rid, rid_len,
+                  rc == REFEX_OK
+                      ? json_pack("{s:b, s:s, s:b, s:I}", "ok", 1, "case",
+                                  s.case_ref[0] ? s.case_ref : "*", "subscribed",
+                                  !s.unsubscribed, "serial", (json_int_t)s.serial)
+                      : reply_error(rc, detail));
+}
+
 /* The case's verified grants, as (member, grant); fn returns nonzero to stop. */
 
 static void each_grant(agent *a, const char *case_ref, grant_fn fn, void *ctx)
@@ -1881,13 +2103,15 @@ static int recipient_of(void *vctx, const refex_grant *g)
 {
     recipients_q *q = vctx;
     snprintf(q->lead, sizeof q->lead, "%s", g->lead);
-    if (refex_grant_allows(g, q->now, q->type))
+    if (refex_grant_allows(g, q->now, q->type) &&
+        is_subscribed(q->a, g->member, g->case_ref, q->type))
         add_recipient(q, g->member);
     return 0;
 }
 
 /* A case update goes to every member whose grant, signed by the lead, is in force for its
- * type, and to the lead: computed here, from verified grants, never taken from the broker. */
+ * type and whose own signed subscription asks for it, and to the lead: computed here, from
+ * verified grants and subscriptions, never taken from the broker. */
 static int case_recipients(agent *a, const char *case_ref, int type, const refex_agency **out,
                            size_t cap, size_t *n)
 {

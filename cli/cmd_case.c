@@ -11,22 +11,37 @@
 
 static void case_usage(FILE *out)
 {
-    fprintf(out, "usage: refex [-c AGENT.conf] case grant --case REF --member ID [--types T,...]\n"
+    fprintf(out, "usage: refex [-c AGENT.conf] case open --case REF\n"
+                 "       refex [-c AGENT.conf] case grant --case REF --member ID [--types T,...]\n"
                  "                                       [--until YYYY-MM-DD]\n"
                  "       refex [-c AGENT.conf] case revoke --case REF --member ID\n"
-                 "       refex [-c AGENT.conf] case members --case REF [--json]\n"
+                 "       refex [-c AGENT.conf] case members|show --case REF [--json]\n"
+                 "       refex [-c AGENT.conf] case subscribe (--case REF | --all) [--types T,...]\n"
+                 "       refex [-c AGENT.conf] case unsubscribe (--case REF | --all)\n"
                  "       refex [-c AGENT.conf] case publish --case REF --type TYPE --summary TEXT\n"
                  "                                       [--effective-date YYYY-MM-DD] [--json]\n"
                  "\n"
-                 "grant    (lead only) let an agency receive the case's updates; --types limits\n"
-                 "         them (assessment-concluded, child-protection-plan, birth, placement,\n"
-                 "         case-closed, other); --until ends the grant at that date (UTC)\n"
-                 "revoke   (lead only) end an agency's membership: later updates do not reach it\n"
-                 "members  the case's members, from the lead's signed grants this agent holds\n"
-                 "publish  send a case update to every current member allowed that type, each\n"
-                 "         grant checked by this agent (the broker cannot add a reader); a\n"
-                 "         non-member gets E_NOT_MEMBER, and the refusal is audited\n");
+                 "open        (lead only) open a case under a pseudonymous reference: this agency\n"
+                 "            becomes its lead, and no other agency can lead it\n"
+                 "grant       (lead only) let an agency receive the case's updates; --types limits\n"
+                 "            them (assessment-concluded, child-protection-plan, birth, placement,\n"
+                 "            case-closed, other); --until ends the grant at that date (UTC)\n"
+                 "revoke      (lead only) end an agency's membership: later updates do not reach it\n"
+                 "members     the case's members, from the lead's signed grants this agent holds,\n"
+                 "            and whether each has subscribed (show is the same)\n"
+                 "subscribe   ask for the updates of one case this agency is a member of, or of\n"
+                 "            all of them (--all), optionally only some types (--types); a\n"
+                 "            non-member gets E_NOT_MEMBER, and the refusal is audited\n"
+                 "unsubscribe stop receiving them (a subscription to the case itself wins over\n"
+                 "            --all, so --all then unsubscribe --case REF leaves out REF)\n"
+                 "publish     send a case update to every current member allowed that type and\n"
+                 "            subscribed to it, and to the lead; each grant and subscription is\n"
+                 "            checked by this agent (the broker cannot add a reader); a\n"
+                 "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
 }
+
+/* "a,b" -> ["CASE_UPDATE_A", "CASE_UPDATE_B"] */
+static json_t *update_types(const char *list);
 
 /* "birth" -> "CASE_UPDATE_BIRTH"; full names pass through. */
 static json_t *update_type(const char *v)
@@ -40,6 +55,16 @@ static json_t *update_type(const char *v)
     for (char *p = buf + 12; *p; p++)
         *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
     return json_string(buf);
+}
+
+static json_t *update_types(const char *list)
+{
+    json_t *arr = json_array();
+    char *dup = strdup(list), *save = NULL;
+    for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(arr, update_type(t));
+    free(dup);
+    return arr;
 }
 
 static long long date_ms(const char *d)
@@ -60,7 +85,7 @@ int cmd_case(int argc, char **argv)
 {
     const char *case_ref = NULL, *member = NULL, *types = NULL, *until = NULL, *type = NULL,
                *summary = NULL, *effective = NULL;
-    int json = 0, opt;
+    int json = 0, all = 0, opt;
     static const struct option opts[] = {{"case", required_argument, 0, 'C'},
                                          {"member", required_argument, 0, 'm'},
                                          {"types", required_argument, 0, 't'},
@@ -69,6 +94,7 @@ int cmd_case(int argc, char **argv)
                                          {"summary", required_argument, 0, 's'},
                                          {"effective-date", required_argument, 0, 'e'},
                                          {"json", no_argument, 0, 'j'},
+                                         {"all", no_argument, 0, 'a'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     if (argc < 2 || cli_wants_help(argc, argv)) {
@@ -106,15 +132,22 @@ int cmd_case(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'a':
+            all = 1;
+            break;
         default:
             case_usage(stderr);
             return EXIT_USAGE;
         }
     }
-    if (!case_ref) {
-        fprintf(stderr, "refex case %s: --case is required\n", sub);
+    int subscribing = strcmp(sub, "subscribe") == 0 || strcmp(sub, "unsubscribe") == 0;
+    if (subscribing ? !case_ref == !all : !case_ref) {
+        fprintf(stderr, "refex case %s: %s\n", sub,
+                subscribing ? "give --case REF or --all" : "--case is required");
         return EXIT_USAGE;
     }
+    if (strcmp(sub, "show") == 0)
+        sub = "members";
     json_t *req = NULL, *reply = NULL;
     int rc;
     if (strcmp(sub, "grant") == 0 || strcmp(sub, "revoke") == 0) {
@@ -124,14 +157,8 @@ int cmd_case(int argc, char **argv)
         }
         req = json_pack("{s:s, s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "member", member,
                         "revoke", strcmp(sub, "revoke") == 0);
-        if (types) {
-            json_t *arr = json_array();
-            char *dup = strdup(types), *save = NULL;
-            for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save))
-                json_array_append_new(arr, update_type(t));
-            free(dup);
-            json_object_set_new(req, "types", arr);
-        }
+        if (types)
+            json_object_set_new(req, "types", update_types(types));
         if (until) {
             long long ms = date_ms(until);
             if (ms < 0) {
@@ -141,6 +168,15 @@ int cmd_case(int argc, char **argv)
             }
             json_object_set_new(req, "until_ms", json_integer(ms));
         }
+    } else if (strcmp(sub, "open") == 0) {
+        req = json_pack("{s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "open", 1);
+    } else if (subscribing) {
+        req = json_pack("{s:s, s:b, s:b}", "cmd", "subscribe", "all", all, "unsubscribe",
+                        strcmp(sub, "unsubscribe") == 0);
+        if (case_ref)
+            json_object_set_new(req, "case", json_string(case_ref));
+        if (types)
+            json_object_set_new(req, "types", update_types(types));
     } else if (strcmp(sub, "members") == 0) {
         req = json_pack("{s:s, s:s}", "cmd", "members", "case", case_ref);
     } else if (strcmp(sub, "publish") == 0) {
@@ -176,8 +212,8 @@ int cmd_case(int argc, char **argv)
     } else if (strcmp(sub, "members") == 0) {
         json_t *m;
         size_t i;
-        printf("case %s\n%-20s %-10s %-12s %s\n", case_ref, "MEMBER", "STATUS", "UNTIL",
-               "UPDATE TYPES");
+        printf("case %s\n%-20s %-10s %-11s %-12s %s\n", case_ref, "MEMBER", "STATUS",
+               "SUBSCRIBED", "UNTIL", "UPDATE TYPES");
         json_array_foreach(json_object_get(reply, "members"), i, m)
         {
             char until_s[32] = "-", typ[256] = "all";
@@ -193,15 +229,24 @@ int cmd_case(int argc, char **argv)
                 if (used >= sizeof typ)
                     break;
             }
-            printf("%-20s %-10s %-12.10s %s\n", json_string_value(json_object_get(m, "member")),
-                   json_is_true(json_object_get(m, "revoked"))    ? "revoked"
+            printf("%-20s %-10s %-11s %-12.10s %s\n",
+                   json_string_value(json_object_get(m, "member")),
+                   json_is_true(json_object_get(m, "is_lead"))    ? "lead"
+                   : json_is_true(json_object_get(m, "revoked"))  ? "revoked"
                    : json_is_true(json_object_get(m, "in_force")) ? "member"
                                                                   : "expired",
-                   until_s, typ);
+                   json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no", until_s, typ);
         }
     } else if (strcmp(sub, "publish") == 0) {
         printf("case update %s published to the members of %s\n",
                json_string_value(json_object_get(reply, "message_id")), case_ref);
+    } else if (strcmp(sub, "open") == 0) {
+        printf("case %s opened; this agency leads it\n", case_ref);
+    } else if (subscribing) {
+        printf("%s %s (serial %lld)\n",
+               strcmp(sub, "unsubscribe") == 0 ? "unsubscribed from" : "subscribed to",
+               case_ref ? case_ref : "every case this agency is a member of",
+               (long long)json_integer_value(json_object_get(reply, "serial")));
     } else {
         printf("%s %s on case %s (serial %lld)\n", member,
                strcmp(sub, "revoke") == 0 ? "revoked" : "granted", case_ref,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # refex case demo: the pre-birth story, end to end, with real daemons on loopback. Midwifery
 # refers an unborn baby at 12 weeks; children's social care accepts, opens a case and grants
-# membership to midwifery and the substance-misuse service; asks substance misuse about the
+# membership to midwifery and the substance-misuse service, which subscribe; asks substance misuse about the
 # mother's treatment and gets an answer; publishes the case's updates (one while midwifery
 # is offline); the police, never granted, are refused; substance misuse is revoked and
 # hears nothing more; every log verifies. All names and data are invented.
@@ -13,14 +13,19 @@ DEMO_NAME=demo-case
 . "$(dirname "$0")/demo-lib.sh"
 
 as() { local who=$1; shift; "$REFEX" -c "$DEMO/conf/$who.conf" "$@"; }
-# Waits (up to 20 s) until an agency's inbox holds N messages of a type.
-wait_inbox() {
-  local who=$1 type=$2 want=$3 i
+# Waits until a query on WHO's database gives at least WANT.
+wait_sql() {
+  local who=$1 sql=$2 want=$3 i
   for i in $(seq 1 200); do
-    [ "$(sqlite3 "$DEMO/data/$who/agent.db" "select count(*) from inbox where type='$type'")" -ge "$want" ] && return 0
+    [ "$(sqlite3 "$DEMO/data/$who/agent.db" "$sql")" -ge "$want" ] && return 0
     sleep 0.1
   done
-  die "$who did not receive $want $type message(s)"
+  die "$who: '$sql' did not reach $want"
+}
+
+# Waits (up to 20 s) until an agency's inbox holds N messages of a type.
+wait_inbox() {
+  wait_sql "$1" "select count(*) from inbox where type='$2'" "$3"
 }
 
 step "midwifery refers the unborn baby at 12 weeks"
@@ -42,10 +47,18 @@ as social-care send --to midwifery --type referral-decision --body "$DEMO/decisi
 wait_inbox midwifery REFERRAL_DECISION 1
 as midwifery referrals
 
-step "social care grants membership of C-EAST-0001"
+step "social care opens case C-EAST-0001 and grants membership"
+as social-care case open --case C-EAST-0001
 as social-care case grant --case C-EAST-0001 --member midwifery
 as social-care case grant --case C-EAST-0001 --member substance-misuse
-as social-care case members --case C-EAST-0001
+
+step "the members subscribe: midwifery to this case, substance misuse to all its cases"
+wait_sql midwifery "select count(*) from case_grants where case_ref='C-EAST-0001'" 3
+wait_sql substance-misuse "select count(*) from case_grants where case_ref='C-EAST-0001'" 3
+as midwifery case subscribe --case C-EAST-0001
+as substance-misuse case subscribe --all
+wait_sql social-care "select count(*) from case_subscriptions" 2
+as social-care case show --case C-EAST-0001
 
 step "social care asks substance misuse about the mother's treatment"
 cat > "$DEMO/request.json" <<JSON
@@ -75,7 +88,8 @@ wait_inbox midwifery CASE_UPDATE 3
 echo "midwifery is back and has all three, in order:"
 as midwifery inbox list | grep -E 'RECEIVED|CASE_UPDATE'
 
-step "the police were never granted: publishing is refused, and nothing reached them"
+step "the police were never granted: subscribing and publishing are refused, and nothing reached them"
+as police case subscribe --case C-EAST-0001 || true
 as police case publish --case C-EAST-0001 --type other --summary "not ours to share" || true
 echo "police inbox:"; as police inbox list
 

@@ -1,7 +1,8 @@
 /* Case membership and case updates with real processes: the lead (children's social care)
  * grants membership; updates reach every current member exactly once and in order,
  * including one that was offline; a non-member can neither publish (refused by its agent,
- * and by the broker for a raw client) nor receive; a revoked member gets nothing more. */
+ * and by the broker for a raw client) nor subscribe nor receive; a revoked member gets nothing
+ * more; a member's signed subscription decides which update types reach it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 #include "refex/codec.h"
 #include "refex/directory.h"
 #include "refex/envelope.h"
+#include "refex/grant.h"
 #include "refex/util.h"
 
 static h_net g_net;
@@ -80,15 +82,33 @@ static void test_grants_reach_members(void **state)
 {
     (void)state;
     char out[4096];
+    const char *open[] = {"case", "open", "--case", "C-STORY-1", NULL};
     const char *g1[] = {"case", "grant", "--case", "C-STORY-1", "--member", "midwifery", NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, open), 0);
     const char *g2[] = {"case", "grant", "--case", "C-STORY-1", "--member", "substance-misuse",
                         NULL};
     assert_int_equal(cli("social-care", out, sizeof out, g1), 0);
     assert_int_equal(cli("social-care", out, sizeof out, g2), 0);
     /* Each member learns the whole membership from the lead's signed grants. */
-    wait_count("midwifery", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'", 2);
+    wait_count("midwifery", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'", 3);
     wait_count("substance-misuse", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'",
-               2);
+               3);
+    /* Granted but not yet subscribed: there is no one to publish to. */
+    const char *pub[] = {"case",   "publish", "--case",    "C-STORY-1",
+                         "--type", "other",   "--summary", "too early", NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, pub), 1);
+    assert_non_null(strstr(out, "subscribed"));
+    /* Midwifery subscribes to this case, substance misuse to all its cases; every party
+     * learns both signed subscriptions. */
+    const char *s1[] = {"case", "subscribe", "--case", "C-STORY-1", NULL};
+    const char *s2[] = {"case", "subscribe", "--all", NULL};
+    assert_int_equal(cli("midwifery", out, sizeof out, s1), 0);
+    assert_int_equal(cli("substance-misuse", out, sizeof out, s2), 0);
+    for (int i = 0; i < 3; i++)
+        wait_count(AGENCIES[i], "SELECT count(*) FROM case_subscriptions", 2);
+    const char *members[] = {"case", "show", "--case", "C-STORY-1", NULL};
+    assert_int_equal(cli("social-care", out, sizeof out, members), 0);
+    assert_non_null(strstr(out, "SUBSCRIBED"));
     /* Only the lead may grant. */
     const char *bad[] = {"case", "grant", "--case", "C-STORY-1", "--member", "police", NULL};
     assert_int_equal(cli("midwifery", out, sizeof out, bad), 1);
@@ -141,6 +161,16 @@ static void test_non_member_can_neither_publish_nor_receive(void **state)
                      1);
     assert_int_equal(count("police", UPDATES), 0);
     assert_int_equal(count("police", "SELECT count(*) FROM case_grants"), 0);
+    /* Nor subscribe: refused by its agent, and audited. */
+    const char *sub[] = {"case", "subscribe", "--case", "C-STORY-1", NULL};
+    assert_int_equal(cli("police", out, sizeof out, sub), 1);
+    assert_non_null(strstr(out, "E_NOT_MEMBER"));
+    assert_int_equal(count("police", "SELECT count(*) FROM audit WHERE event = 'reject' AND"
+                                     " outcome = 'E_NOT_MEMBER' AND case_ref = 'C-STORY-1'"),
+                     2);
+    assert_int_equal(count("social-care", "SELECT count(*) FROM case_subscriptions"
+                                          " WHERE agency = 'police'"),
+                     0);
 
     /* A raw client that skips its agent's check meets the broker's. */
     h_client c;
@@ -151,6 +181,25 @@ static void test_non_member_can_neither_publish_nor_receive(void **state)
     refex_directory *d = NULL;
     h_path(&g_net, path, sizeof path, "directory.rdir");
     assert_ok(refex_directory_load(path, NULL, &d, err, sizeof err));
+    /* Its subscription, validly signed, is refused by the broker too. */
+    refex_subscription psub = {.agency = "probation", .case_ref = "C-STORY-1", .serial = 1};
+    uint8_t *sb = NULL;
+    size_t sblen = 0;
+    assert_ok(refex_subscription_sign(&psub, c.keys->sk->sign_sk, &sb, &sblen));
+    Refex__V1__Frame sf = REFEX__V1__FRAME__INIT;
+    Refex__V1__SubscribeSubmit ssub = REFEX__V1__SUBSCRIBE_SUBMIT__INIT;
+    ssub.subscription = refex__v1__signed_subscription__unpack(NULL, sblen, sb);
+    sf.kind_case = REFEX__V1__FRAME__KIND_SUBSCRIBE;
+    sf.subscribe = &ssub;
+    assert_int_equal(h_client_send(&c, &sf), 0);
+    Refex__V1__Frame *er = h_client_recv(&c, H_TIMEOUT_MS);
+    assert_non_null(er);
+    assert_int_equal(er->kind_case, REFEX__V1__FRAME__KIND_ERROR);
+    assert_int_equal(er->error->code, REFEX_E_NOT_MEMBER);
+    refex_frame_free(&er);
+    refex__v1__signed_subscription__free_unpacked(ssub.subscription, NULL);
+    free(sb);
+
     const refex_agency *rcpt[] = {refex_directory_find(d, "social-care")};
     json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-STORY-1", "update_type",
                              "CASE_UPDATE_OTHER", "summary", "forged update");
@@ -210,6 +259,53 @@ static void test_revoked_member_receives_nothing_more(void **state)
                                    " article6 = 'ARTICLE6_PUBLIC_TASK'") >= 4);
 }
 
+/* Parses "(serial N)" from a subscribe command's output. */
+static long long serial_of(const char *out)
+{
+    const char *p = strstr(out, "(serial ");
+    return p ? atoll(p + 8) : -1;
+}
+
+static void subscribe(const char *agency, const char *verb, const char *types)
+{
+    char out[4096], sql[256];
+    const char *args[] = {"case", verb, "--case", "C-STORY-1", types ? "--types" : NULL, types,
+                          NULL};
+    assert_int_equal(cli(agency, out, sizeof out, args), 0);
+    long long serial = serial_of(out);
+    assert_true(serial > 0);
+    /* The publisher (the lead) holds the new subscription. */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM case_subscriptions WHERE agency = '%s' AND serial = %lld",
+             agency, serial);
+    wait_count("social-care", sql, 1);
+}
+
+static void test_subscription_filters_and_unsubscribe(void **state)
+{
+    (void)state;
+    char out[4096];
+    const char *pub_other[] = {"case",   "publish", "--case",    "C-STORY-1",
+                               "--type", "other",   "--summary", "health visitor allocated",
+                               NULL};
+    const char *pub_closed[] = {"case",   "publish",     "--case",    "C-STORY-1",
+                                "--type", "case-closed", "--summary", "case closed", NULL};
+    long long mw = count("midwifery", UPDATES);
+    /* Midwifery now wants only case closures: an "other" update has no one left to go to
+     * (substance misuse is revoked), a closure reaches it. */
+    subscribe("midwifery", "subscribe", "case-closed");
+    assert_int_equal(cli("social-care", out, sizeof out, pub_other), 1);
+    assert_non_null(strstr(out, "subscribed"));
+    assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 0);
+    wait_count("midwifery", UPDATES, mw + 1);
+    /* After unsubscribing, nothing more reaches it. */
+    subscribe("midwifery", "unsubscribe", NULL);
+    assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 1);
+    assert_int_equal(count("midwifery", UPDATES), mw + 1);
+    assert_true(count("midwifery", "SELECT count(*) FROM audit WHERE event IN"
+                                   " ('subscribe', 'unsubscribe')") >= 3);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -220,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_updates_reach_every_member_once_in_order),
         cmocka_unit_test(test_non_member_can_neither_publish_nor_receive),
         cmocka_unit_test(test_revoked_member_receives_nothing_more),
+        cmocka_unit_test(test_subscription_filters_and_unsubscribe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
