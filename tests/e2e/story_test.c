@@ -1,8 +1,15 @@
-/* Case membership and case updates with real processes: the lead (children's social care)
- * grants membership; updates reach every current member exactly once and in order,
- * including one that was offline; a non-member can neither publish (refused by its agent,
- * and by the broker for a raw client) nor subscribe nor receive; a revoked member gets nothing
- * more; a member's signed subscription decides which update types reach it. */
+/* The pre-birth story, end to end with real processes (broker and four agents):
+ * 1. midwifery refers an unborn baby at 12 weeks; social care's receipt acknowledges it, and
+ *    social care accepts, opens case C-STORY-1 and grants midwifery and substance misuse,
+ *    which subscribe;
+ * 2. social care asks substance misuse about the mother's treatment and gets the answer;
+ * 3-4. social care publishes four updates; every member sees each exactly once and in order,
+ *    including midwifery, offline for two of them;
+ * 5. police, in the directory but never granted, receives nothing, and its subscribe and
+ *    publish attempts are refused (by its agent, audited, and by the broker for a raw client);
+ * 6. after substance misuse is revoked, later updates do not reach it;
+ * 7. every step is in the audit logs of the agents involved, with its lawful basis.
+ * Then: a member's signed subscription decides which update types reach it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,6 +84,92 @@ static void publish(const char *agency, const char *type, const char *summary)
 }
 
 #define UPDATES "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'"
+
+/* Sends type/body from one agency to another through its control socket; the message id. */
+static void send_json(const char *from, const char *to, const char *type, json_t *body, char id[33])
+{
+    json_t *req =
+        json_pack("{s:s, s:[s], s:s, s:o}", "cmd", "send", "to", to, "type", type, "body", body);
+    json_t *r = h_control(&g_net, from, req);
+    json_decref(req);
+    assert_non_null(r);
+    if (!json_is_true(json_object_get(r, "ok")))
+        fail_msg("send %s refused: %s", type, json_string_value(json_object_get(r, "detail")));
+    snprintf(id, 33, "%s", json_string_value(json_object_get(r, "message_id")));
+    json_decref(r);
+}
+
+static json_t *lawful(const char *article9)
+{
+    return json_pack("{s:s, s:s}", "article6", "ARTICLE6_PUBLIC_TASK", "article9", article9);
+}
+
+/* The first field of the first row of a CLI command's JSON output. */
+static void assert_first_row(const char *agency, const char *const *args, const char *field,
+                             const char *want)
+{
+    char out[65536];
+    json_error_t jerr;
+    assert_int_equal(cli(agency, out, sizeof out, args), 0);
+    json_t *rows = json_loads(out, 0, &jerr);
+    assert_non_null(rows);
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), field)), want);
+    json_decref(rows);
+}
+
+/* 1. Midwifery refers at 12 weeks; social care's agent acknowledges on receipt (a signed
+ * receipt), and social care accepts, opening case C-STORY-1. */
+static void test_referral_acknowledged_and_accepted(void **state)
+{
+    (void)state;
+    char ref[33], dec[33], sql[256];
+    send_json("midwifery", "social-care", "referral",
+              json_pack("{s:s, s:{s:s, s:i}, s:s, s:s, s:o}", "kind", "REFERRAL_PRE_BIRTH",
+                        "subject", "reference", "UB-STORY-0001", "gestation_weeks", 12, "summary",
+                        "synthetic: mother's two older children were removed into care",
+                        "conversation_id", "conv-story-1", "lawful_basis",
+                        lawful("ARTICLE9_HEALTH_SOCIAL_CARE")),
+              ref);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM receipts WHERE message_id = '%s'", ref);
+    wait_count("midwifery", sql, 1);
+    send_json("social-care", "midwifery", "referral-decision",
+              json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "referral_message_id", ref, "decision",
+                        "DECISION_ACCEPTED", "case_ref", "C-STORY-1", "conversation_id",
+                        "conv-story-1", "reason", "pre-birth assessment to start", "lawful_basis",
+                        lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
+              dec);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", dec);
+    wait_count("midwifery", sql, 1);
+    const char *referrals[] = {"referrals", "--json", NULL};
+    assert_first_row("midwifery", referrals, "status", "accepted");
+    assert_first_row("midwifery", referrals, "case_ref_assigned", "C-STORY-1");
+}
+
+/* 2. Social care asks substance misuse about the mother's engagement with treatment. */
+static void test_information_request_answered(void **state)
+{
+    (void)state;
+    char req[33], resp[33], sql[256];
+    send_json("social-care", "substance-misuse", "information-request",
+              json_pack("{s:s, s:s, s:s, s:s, s:o}", "request_id", "RQ-STORY-1", "case_ref",
+                        "C-STORY-1", "question", "Is the mother engaged with treatment?",
+                        "due_date", "2099-01-01", "lawful_basis",
+                        lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
+              req);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", req);
+    wait_count("substance-misuse", sql, 1);
+    send_json("substance-misuse", "social-care", "information-response",
+              json_pack("{s:s, s:s, s:o}", "request_id", "RQ-STORY-1", "answer",
+                        "synthetic: engaged since week 14, attends weekly", "lawful_basis",
+                        lawful("ARTICLE9_HEALTH_SOCIAL_CARE")),
+              resp);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", resp);
+    wait_count("social-care", sql, 1);
+    const char *requests[] = {"requests", "--json", NULL};
+    assert_first_row("social-care", requests, "status", "answered");
+    assert_first_row("social-care", requests, "response_message_id", resp);
+}
 
 static void test_grants_reach_members(void **state)
 {
@@ -250,7 +343,28 @@ static void test_revoked_member_receives_nothing_more(void **state)
     assert_int_equal(cli("social-care", out, sizeof out, members), 0);
     assert_non_null(strstr(out, "substance-misuse"));
     assert_non_null(strstr(out, "revoked"));
-    /* Every step is audited with its lawful basis. */
+    /* 7. Every step is audited, by each agent involved, with its lawful basis. */
+    static const char *const steps[][3] = {
+        {"midwifery", "send", "REFERRAL"},
+        {"social-care", "receive", "REFERRAL"},
+        {"social-care", "send", "REFERRAL_DECISION"},
+        {"midwifery", "receive", "REFERRAL_DECISION"},
+        {"social-care", "send", "INFORMATION_REQUEST"},
+        {"substance-misuse", "receive", "INFORMATION_REQUEST"},
+        {"substance-misuse", "send", "INFORMATION_RESPONSE"},
+        {"social-care", "receive", "INFORMATION_RESPONSE"},
+        {"substance-misuse", "receive", "CASE_UPDATE"},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM audit WHERE event = '%s' AND message_type = '%s' AND"
+                 " article6 = 'ARTICLE6_PUBLIC_TASK' AND article9 <> ''",
+                 steps[i][1], steps[i][2]);
+        if (count(steps[i][0], sql) < 1)
+            fail_msg("%s has no audited %s of a %s with its lawful basis", steps[i][0],
+                     steps[i][1], steps[i][2]);
+    }
     assert_true(count("social-care", "SELECT count(*) FROM audit WHERE event = 'send' AND"
                                      " message_type = 'CASE_UPDATE' AND"
                                      " article6 = 'ARTICLE6_PUBLIC_TASK'") >= 4);
@@ -312,7 +426,9 @@ int main(void)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_referral_acknowledged_and_accepted),
         cmocka_unit_test(test_grants_reach_members),
+        cmocka_unit_test(test_information_request_answered),
         cmocka_unit_test(test_updates_reach_every_member_once_in_order),
         cmocka_unit_test(test_non_member_can_neither_publish_nor_receive),
         cmocka_unit_test(test_revoked_member_receives_nothing_more),
