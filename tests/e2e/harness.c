@@ -570,3 +570,19 @@ void h_pause(void)
     struct timespec ts = {0, 20 * 1000000};
     nanosleep(&ts, NULL);
 }
+
+int h_send_json(const h_net *n, const char *from, const char *to, const char *type, json_t *body,
+                char id[33])
+{
+    json_t *req =
+        json_pack("{s:s, s:[s], s:s, s:o}", "cmd", "send", "to", to, "type", type, "body", body);
+    json_t *r = req ? h_control(n, from, req) : NULL;
+    int ok = json_is_true(json_object_get(r, "ok"));
+    if (!ok)
+        fprintf(stderr, "send %s refused: %s\n", type,
+                r ? json_string_value(json_object_get(r, "detail")) : "no answer");
+    snprintf(id, 33, "%s", ok ? json_string_value(json_object_get(r, "message_id")) : "");
+    json_decref(req);
+    json_decref(r);
+    return ok ? 0 : -1;
+}

@@ -101,6 +101,10 @@ int h_net_restart_broker(h_net *n);
 int h_agent_index(const h_net *n, const char *agency);
 /* One JSON request on an agent's control socket; NULL if it does not answer. */
 json_t *h_control(const h_net *n, const char *agency, json_t *request);
+/* Sends `body` (JSON form, reference stolen) of `type` from one agency to another through
+ * the sender's control socket; the message id into id. -1 (and a line on stderr) if refused. */
+int h_send_json(const h_net *n, const char *from, const char *to, const char *type, json_t *body,
+                char id[33]);
 /* Runs a single-value SQL query (read-only) on a file under the test tree, e.g.
  * "data/social-care/agent.db"; returns the integer result or -1. */
 long long h_sql_int(const h_net *n, const char *db_rel, const char *sql);

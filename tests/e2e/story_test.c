@@ -85,18 +85,10 @@ static void publish(const char *agency, const char *type, const char *summary)
 
 #define UPDATES "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'"
 
-/* Sends type/body from one agency to another through its control socket; the message id. */
+/* Sends type/body from one agency to another; the message id. */
 static void send_json(const char *from, const char *to, const char *type, json_t *body, char id[33])
 {
-    json_t *req =
-        json_pack("{s:s, s:[s], s:s, s:o}", "cmd", "send", "to", to, "type", type, "body", body);
-    json_t *r = h_control(&g_net, from, req);
-    json_decref(req);
-    assert_non_null(r);
-    if (!json_is_true(json_object_get(r, "ok")))
-        fail_msg("send %s refused: %s", type, json_string_value(json_object_get(r, "detail")));
-    snprintf(id, 33, "%s", json_string_value(json_object_get(r, "message_id")));
-    json_decref(r);
+    assert_int_equal(h_send_json(&g_net, from, to, type, body, id), 0);
 }
 
 static json_t *lawful(const char *article9)
