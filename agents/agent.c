@@ -612,8 +612,7 @@ static int update_recipients(agent *a, const char *case_ref, int update_type,
                 found |= members[j] == rcpt[i];
             if (!found) {
                 snprintf(detail, dlen, "%s is not a subscribed member of case %s for this update",
-                         rcpt[i]->id,
-                         case_ref);
+                         rcpt[i]->id, case_ref);
                 rc = REFEX_E_NOT_MEMBER;
             }
         }
@@ -1642,16 +1641,17 @@ static int member_row(void *vctx, const refex_grant *g)
             &refex__v1__case_update_type__descriptor, g->types[i]);
         json_array_append_new(types, json_string(v ? v->name : "?"));
     }
-    json_array_append_new(
-        rows, json_pack("{s:s, s:s, s:o, s:I, s:b, s:b, s:I}", "member", g->member, "lead", g->lead,
-                        "update_types", types, "valid_until_ms", (json_int_t)g->valid_until_ms,
-                        "revoked", g->revoked, "in_force", refex_grant_allows(g, refex_now_ms(), 0),
-                        "serial", (json_int_t)g->serial));
-    json_t *row = json_array_get(rows, json_array_size(rows) - 1);
+    json_t *row = json_pack(
+        "{s:s, s:s, s:o, s:I, s:b, s:b, s:I}", "member", g->member, "lead", g->lead, "update_types",
+        types, "valid_until_ms", (json_int_t)g->valid_until_ms, "revoked", g->revoked, "in_force",
+        refex_grant_allows(g, refex_now_ms(), 0), "serial", (json_int_t)g->serial);
+    if (!row)
+        return 0;
     json_object_set_new(row, "subscribed",
                         json_boolean(strcmp(g->member, g->lead) == 0 ||
                                      is_subscribed(mr->a, g->member, g->case_ref, 0)));
     json_object_set_new(row, "is_lead", json_boolean(strcmp(g->member, g->lead) == 0));
+    json_array_append_new(rows, row);
     return 0;
 }
 
@@ -1844,12 +1844,13 @@ static int store_subscription(agent *a, const refex_subscription *s, const uint8
                               size_t len)
 {
     sqlite3_stmt *st = NULL;
-    int rc = refex_db_prepare(a->db,
-                              "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"
-                              " VALUES (?,?,?,?) ON CONFLICT (agency, case_ref) DO UPDATE SET"
-                              " serial = excluded.serial, subscription = excluded.subscription"
-                              " WHERE excluded.serial > case_subscriptions.serial",
-                              &st);
+    int rc =
+        refex_db_prepare(a->db,
+                         "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"
+                         " VALUES (?,?,?,?) ON CONFLICT (agency, case_ref) DO UPDATE SET"
+                         " serial = excluded.serial, subscription = excluded.subscription"
+                         " WHERE excluded.serial > case_subscriptions.serial",
+                         &st);
     if (rc != REFEX_OK)
         return rc;
     sqlite3_bind_text(st, 1, s->agency, -1, SQLITE_STATIC);
@@ -1897,15 +1898,14 @@ static int is_subscribed(agent *a, const char *agency, const char *case_ref, int
         return 0;
     sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, case_ref, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    /* The first row decides: one that no longer verifies (say, after a key change) means
+     * "not subscribed", never a fall back to the all-cases one against the member's wish. */
+    if (sqlite3_step(st) == SQLITE_ROW) {
         refex_subscription s;
-        if (refex_subscription_verify_packed(sqlite3_column_blob(st, 0),
-                                             (size_t)sqlite3_column_bytes(st, 0), a->base.dir,
-                                             &s) != REFEX_OK ||
-            strcmp(s.agency, agency) != 0 || (s.case_ref[0] && strcmp(s.case_ref, case_ref) != 0))
-            continue;
-        wants = refex_subscription_wants(&s, case_ref, type);
-        break;
+        wants = refex_subscription_verify_packed(sqlite3_column_blob(st, 0),
+                                                 (size_t)sqlite3_column_bytes(st, 0), a->base.dir,
+                                                 &s) == REFEX_OK &&
+                strcmp(s.agency, agency) == 0 && refex_subscription_wants(&s, case_ref, type);
     }
     sqlite3_finalize(st);
     return wants;
@@ -1940,12 +1940,21 @@ static void submit_subscription(agent *a, const uint8_t *blob, size_t len)
 static void resend_subscriptions(agent *a)
 {
     sqlite3_stmt *st = NULL;
-    if (refex_db_prepare(a->db, "SELECT subscription FROM case_subscriptions WHERE agency = ?",
+    if (refex_db_prepare(a->db,
+                         "SELECT subscription, case_ref FROM case_subscriptions WHERE agency = ?",
                          &st) != REFEX_OK)
         return;
     sqlite3_bind_text(st, 1, a->agency, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW)
-        submit_subscription(a, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        refex_subscription s;
+        const uint8_t *blob = sqlite3_column_blob(st, 0);
+        size_t len = (size_t)sqlite3_column_bytes(st, 0);
+        /* Not for a case it has left: the broker would only refuse it. */
+        if (refex_subscription_verify_packed(blob, len, a->base.dir, &s) != REFEX_OK ||
+            (s.case_ref[0] && !s.unsubscribed && !is_case_member(a, s.case_ref, a->agency, 0)))
+            continue;
+        submit_subscription(a, blob, len);
+    }
     sqlite3_finalize(st);
 }
 
@@ -1986,7 +1995,7 @@ static void cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *
     }
     if ((rc = unit_begin(a)) != REFEX_OK)
         goto out;
-    if (s.case_ref[0] && !is_case_member(a, s.case_ref, a->agency, 0)) {
+    if (s.case_ref[0] && !s.unsubscribed && !is_case_member(a, s.case_ref, a->agency, 0)) {
         rc = audit_subscription(a, "reject", refex_errname(REFEX_E_NOT_MEMBER), s.case_ref);
         rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
         refex_log_warn("subscription: refused, %s is not a member of case %s", a->agency,
@@ -2012,7 +2021,7 @@ static void cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *
     if (rc == REFEX_OK)
         rc = store_subscription(a, &s, blob, len);
     if (rc == REFEX_OK)
-        rc = audit_subscription(a, s.unsubscribed ? "unsubscribe" : "subscribe", "ok",
+        rc = audit_subscription(a, s.unsubscribed ? "unsubscribe" : "subscribe", "success",
                                 s.case_ref[0] ? s.case_ref : "*");
     rc = rc == REFEX_OK ? unit_end(a, 1) : (unit_end(a, 0), rc);
     if (rc != REFEX_OK)
@@ -2024,11 +2033,10 @@ static void cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *
 out:
     free(blob);
     control_reply(a, rid, rid_len,
-                  rc == REFEX_OK
-                      ? json_pack("{s:b, s:s, s:b, s:I}", "ok", 1, "case",
-                                  s.case_ref[0] ? s.case_ref : "*", "subscribed",
-                                  !s.unsubscribed, "serial", (json_int_t)s.serial)
-                      : reply_error(rc, detail));
+                  rc == REFEX_OK ? json_pack("{s:b, s:s, s:b, s:I}", "ok", 1, "case",
+                                             s.case_ref[0] ? s.case_ref : "*", "subscribed",
+                                             !s.unsubscribed, "serial", (json_int_t)s.serial)
+                                 : reply_error(rc, detail));
 }
 
 /* The case's verified grants, as (member, grant); fn returns nonzero to stop. */

@@ -523,7 +523,7 @@ static void case_subscriptions_to_party(void *vctx, const char *agency)
 static void subscription_to_case(void *vctx, const char *case_ref)
 {
     grant_ctx *g = vctx;
-    cases_parties(g->b->cases, case_ref, subscription_to_party, g);
+    cases_current_parties(g->b->cases, case_ref, subscription_to_party, g);
 }
 
 static void grant_to_agency(void *vctx, const uint8_t *blob, size_t len)
@@ -570,7 +570,7 @@ static void handle_grant(broker *b, const uint8_t *rid, size_t rid_len, const ch
     }
     /* Publishers need the (new) parties' subscriptions too. */
     grant_ctx subs = {b, NULL, (const uint8_t *)g.case_ref, 0};
-    cases_parties(b->cases, g.case_ref, case_subscriptions_to_party, &subs);
+    cases_current_parties(b->cases, g.case_ref, case_subscriptions_to_party, &subs);
     free(blob);
 }
 
@@ -592,7 +592,7 @@ static void handle_subscribe(broker *b, const uint8_t *rid, size_t rid_len, cons
                        sub.case_ref[0] ? sub.case_ref : "all its cases");
         grant_ctx g = {b, NULL, blob, len};
         if (sub.case_ref[0])
-            cases_parties(b->cases, sub.case_ref, subscription_to_party, &g);
+            cases_current_parties(b->cases, sub.case_ref, subscription_to_party, &g);
         else
             cases_of(b->cases, agency, subscription_to_case, &g);
     } else if (rc != REFEX_E_DUPLICATE) {

@@ -26,7 +26,11 @@ static const char *SCHEMA =
     /* The cases an agency is a party of: led, or holding a grant (even a revoked one). */
     "CREATE VIEW IF NOT EXISTS case_parties AS"
     " SELECT case_ref, lead AS agency FROM case_leads"
-    " UNION SELECT case_ref, member AS agency FROM case_grants;";
+    " UNION SELECT case_ref, member AS agency FROM case_grants;"
+    /* The same without revoked members: who hears of subscriptions. */
+    "CREATE VIEW IF NOT EXISTS case_current_parties AS"
+    " SELECT case_ref, lead AS agency FROM case_leads"
+    " UNION SELECT case_ref, member AS agency FROM case_grants WHERE revoked = 0;";
 
 int cases_open(const char *path, cases **out, char *err, size_t errlen)
 {
@@ -186,18 +190,25 @@ void cases_grants_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx
     each_blob(c, "SELECT grant FROM case_grants WHERE case_ref = ?", case_ref, fn, ctx);
 }
 
-void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx)
+static void each_text(cases *c, const char *sql, const char *arg, cases_agency_fn fn, void *ctx)
 {
     sqlite3_stmt *st = NULL;
-    if (refex_db_prepare(c->db,
-                         "SELECT lead FROM case_leads WHERE case_ref = ?1 UNION"
-                         " SELECT member FROM case_grants WHERE case_ref = ?1",
-                         &st) != REFEX_OK)
+    if (refex_db_prepare(c->db, sql, &st) != REFEX_OK)
         return;
-    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
     while (sqlite3_step(st) == SQLITE_ROW)
         fn(ctx, (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
+}
+
+void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx)
+{
+    each_text(c, "SELECT agency FROM case_parties WHERE case_ref = ?", case_ref, fn, ctx);
+}
+
+void cases_current_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx)
+{
+    each_text(c, "SELECT agency FROM case_current_parties WHERE case_ref = ?", case_ref, fn, ctx);
 }
 
 int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, const uint8_t *blob,
@@ -213,7 +224,9 @@ int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, co
         snprintf(why, whylen, "an agency subscribes only for itself");
         return REFEX_E_SENDER_MISMATCH;
     }
-    if (sub->case_ref[0] && !cases_is_member(c, sub->case_ref, agency, refex_now_ms())) {
+    /* Anyone may unsubscribe, member or not any more. */
+    if (sub->case_ref[0] && !sub->unsubscribed &&
+        !cases_is_member(c, sub->case_ref, agency, refex_now_ms())) {
         snprintf(why, whylen, "%s is not a member of case %s", agency, sub->case_ref);
         return REFEX_E_NOT_MEMBER;
     }
@@ -245,29 +258,23 @@ void cases_subscriptions_of(cases *c, const char *case_ref, cases_blob_fn fn, vo
 {
     each_blob(c,
               "SELECT subscription FROM case_subscriptions WHERE case_ref = ?1 OR"
-              " (case_ref = '' AND agency IN (SELECT agency FROM case_parties"
+              " (case_ref = '' AND agency IN (SELECT agency FROM case_current_parties"
               " WHERE case_ref = ?1))",
               case_ref, fn, ctx);
 }
 
 void cases_subscriptions_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx)
 {
-    each_blob(c,
-              "SELECT subscription FROM case_subscriptions s WHERE s.case_ref IN"
-              " (SELECT case_ref FROM case_parties WHERE agency = ?1) OR (s.case_ref = '' AND"
-              " s.agency IN (SELECT p2.agency FROM case_parties p1 JOIN case_parties p2"
-              " ON p1.case_ref = p2.case_ref WHERE p1.agency = ?1))",
-              agency, fn, ctx);
+    each_blob(
+        c,
+        "SELECT subscription FROM case_subscriptions s WHERE s.case_ref IN"
+        " (SELECT case_ref FROM case_current_parties WHERE agency = ?1) OR (s.case_ref = '' AND"
+        " s.agency IN (SELECT p2.agency FROM case_current_parties p1 JOIN case_current_parties p2"
+        " ON p1.case_ref = p2.case_ref WHERE p1.agency = ?1))",
+        agency, fn, ctx);
 }
 
 void cases_of(cases *c, const char *agency, cases_agency_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = NULL;
-    if (refex_db_prepare(c->db, "SELECT case_ref FROM case_parties WHERE agency = ?", &st) !=
-        REFEX_OK)
-        return;
-    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW)
-        fn(ctx, (const char *)sqlite3_column_text(st, 0));
-    sqlite3_finalize(st);
+    each_text(c, "SELECT case_ref FROM case_current_parties WHERE agency = ?", agency, fn, ctx);
 }

@@ -38,10 +38,12 @@ int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, co
 void cases_subscriptions_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx);
 /* The same, for every case `agency` is a party of. */
 void cases_subscriptions_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);
-/* Every case `agency` is a party of. */
+/* Every case `agency` is a current (not revoked) party of. */
 void cases_of(cases *c, const char *agency, cases_agency_fn fn, void *ctx);
 
 /* The lead and every agency holding a grant (revoked ones too, so they hear of it). */
 void cases_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx);
+/* The lead and every agency holding a grant not revoked: who hears of subscriptions. */
+void cases_current_parties(cases *c, const char *case_ref, cases_agency_fn fn, void *ctx);
 
 #endif

@@ -11,33 +11,34 @@
 
 static void case_usage(FILE *out)
 {
-    fprintf(out, "usage: refex [-c AGENT.conf] case open --case REF\n"
-                 "       refex [-c AGENT.conf] case grant --case REF --member ID [--types T,...]\n"
-                 "                                       [--until YYYY-MM-DD]\n"
-                 "       refex [-c AGENT.conf] case revoke --case REF --member ID\n"
-                 "       refex [-c AGENT.conf] case members|show --case REF [--json]\n"
-                 "       refex [-c AGENT.conf] case subscribe (--case REF | --all) [--types T,...]\n"
-                 "       refex [-c AGENT.conf] case unsubscribe (--case REF | --all)\n"
-                 "       refex [-c AGENT.conf] case publish --case REF --type TYPE --summary TEXT\n"
-                 "                                       [--effective-date YYYY-MM-DD] [--json]\n"
-                 "\n"
-                 "open        (lead only) open a case under a pseudonymous reference: this agency\n"
-                 "            becomes its lead, and no other agency can lead it\n"
-                 "grant       (lead only) let an agency receive the case's updates; --types limits\n"
-                 "            them (assessment-concluded, child-protection-plan, birth, placement,\n"
-                 "            case-closed, other); --until ends the grant at that date (UTC)\n"
-                 "revoke      (lead only) end an agency's membership: later updates do not reach it\n"
-                 "members     the case's members, from the lead's signed grants this agent holds,\n"
-                 "            and whether each has subscribed (show is the same)\n"
-                 "subscribe   ask for the updates of one case this agency is a member of, or of\n"
-                 "            all of them (--all), optionally only some types (--types); a\n"
-                 "            non-member gets E_NOT_MEMBER, and the refusal is audited\n"
-                 "unsubscribe stop receiving them (a subscription to the case itself wins over\n"
-                 "            --all, so --all then unsubscribe --case REF leaves out REF)\n"
-                 "publish     send a case update to every current member allowed that type and\n"
-                 "            subscribed to it, and to the lead; each grant and subscription is\n"
-                 "            checked by this agent (the broker cannot add a reader); a\n"
-                 "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
+    fprintf(out,
+            "usage: refex [-c AGENT.conf] case open --case REF\n"
+            "       refex [-c AGENT.conf] case grant --case REF --member ID [--types T,...]\n"
+            "                                       [--until YYYY-MM-DD]\n"
+            "       refex [-c AGENT.conf] case revoke --case REF --member ID\n"
+            "       refex [-c AGENT.conf] case members|show --case REF [--json]\n"
+            "       refex [-c AGENT.conf] case subscribe (--case REF | --all) [--types T,...]\n"
+            "       refex [-c AGENT.conf] case unsubscribe (--case REF | --all)\n"
+            "       refex [-c AGENT.conf] case publish --case REF --type TYPE --summary TEXT\n"
+            "                                       [--effective-date YYYY-MM-DD] [--json]\n"
+            "\n"
+            "open        (lead only) open a case under a pseudonymous reference: this agency\n"
+            "            becomes its lead, and no other agency can lead it\n"
+            "grant       (lead only) let an agency receive the case's updates; --types limits\n"
+            "            them (assessment-concluded, child-protection-plan, birth, placement,\n"
+            "            case-closed, other); --until ends the grant at that date (UTC)\n"
+            "revoke      (lead only) end an agency's membership: later updates do not reach it\n"
+            "members     the case's members, from the lead's signed grants this agent holds,\n"
+            "            and whether each has subscribed (show is the same)\n"
+            "subscribe   ask for the updates of one case this agency is a member of, or of\n"
+            "            all of them (--all), optionally only some types (--types); a\n"
+            "            non-member gets E_NOT_MEMBER, and the refusal is audited\n"
+            "unsubscribe stop receiving them (a subscription to the case itself wins over\n"
+            "            --all, so --all then unsubscribe --case REF leaves out REF)\n"
+            "publish     send a case update to every current member allowed that type and\n"
+            "            subscribed to it, and to the lead; each grant and subscription is\n"
+            "            checked by this agent (the broker cannot add a reader); a\n"
+            "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
 }
 
 /* "a,b" -> ["CASE_UPDATE_A", "CASE_UPDATE_B"] */
@@ -212,8 +213,8 @@ int cmd_case(int argc, char **argv)
     } else if (strcmp(sub, "members") == 0) {
         json_t *m;
         size_t i;
-        printf("case %s\n%-20s %-10s %-11s %-12s %s\n", case_ref, "MEMBER", "STATUS",
-               "SUBSCRIBED", "UNTIL", "UPDATE TYPES");
+        printf("case %s\n%-20s %-10s %-11s %-12s %s\n", case_ref, "MEMBER", "STATUS", "SUBSCRIBED",
+               "UNTIL", "UPDATE TYPES");
         json_array_foreach(json_object_get(reply, "members"), i, m)
         {
             char until_s[32] = "-", typ[256] = "all";

@@ -179,8 +179,8 @@ static void test_grants_reach_members(void **state)
     wait_count("substance-misuse", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'",
                3);
     /* Granted but not yet subscribed: there is no one to publish to. */
-    const char *pub[] = {"case",   "publish", "--case",    "C-STORY-1",
-                         "--type", "other",   "--summary", "too early", NULL};
+    const char *pub[] = {"case",  "publish",   "--case",    "C-STORY-1", "--type",
+                         "other", "--summary", "too early", NULL};
     assert_int_equal(cli("social-care", out, sizeof out, pub), 1);
     assert_non_null(strstr(out, "subscribed"));
     /* Midwifery subscribes to this case, substance misuse to all its cases; every party
@@ -354,8 +354,8 @@ static void test_revoked_member_receives_nothing_more(void **state)
                  " article6 = 'ARTICLE6_PUBLIC_TASK' AND article9 <> ''",
                  steps[i][1], steps[i][2]);
         if (count(steps[i][0], sql) < 1)
-            fail_msg("%s has no audited %s of a %s with its lawful basis", steps[i][0],
-                     steps[i][1], steps[i][2]);
+            fail_msg("%s has no audited %s of a %s with its lawful basis", steps[i][0], steps[i][1],
+                     steps[i][2]);
     }
     assert_true(count("social-care", "SELECT count(*) FROM audit WHERE event = 'send' AND"
                                      " message_type = 'CASE_UPDATE' AND"
@@ -372,11 +372,16 @@ static long long serial_of(const char *out)
     return p ? atoll(p + 8) : -1;
 }
 
-static void subscribe(const char *agency, const char *verb, const char *types)
+/* Subscribes (or unsubscribes) to C-STORY-1, or with case_ref NULL to all cases, and waits
+ * until the lead holds the new subscription. */
+static void subscribe(const char *agency, const char *verb, const char *case_ref, const char *types)
 {
     char out[4096], sql[256];
-    const char *args[] = {"case", verb, "--case", "C-STORY-1", types ? "--types" : NULL, types,
-                          NULL};
+    const char *args[] = {"case", verb, case_ref ? "--case" : "--all", case_ref, NULL, NULL, NULL};
+    if (types) {
+        args[case_ref ? 4 : 3] = "--types";
+        args[case_ref ? 5 : 4] = types;
+    }
     assert_int_equal(cli(agency, out, sizeof out, args), 0);
     long long serial = serial_of(out);
     assert_true(serial > 0);
@@ -394,20 +399,32 @@ static void test_subscription_filters_and_unsubscribe(void **state)
     const char *pub_other[] = {"case",   "publish", "--case",    "C-STORY-1",
                                "--type", "other",   "--summary", "health visitor allocated",
                                NULL};
-    const char *pub_closed[] = {"case",   "publish",     "--case",    "C-STORY-1",
-                                "--type", "case-closed", "--summary", "case closed", NULL};
+    const char *pub_closed[] = {"case",        "publish",   "--case",      "C-STORY-1", "--type",
+                                "case-closed", "--summary", "case closed", NULL};
     long long mw = count("midwifery", UPDATES);
     /* Midwifery now wants only case closures: an "other" update has no one left to go to
      * (substance misuse is revoked), a closure reaches it. */
-    subscribe("midwifery", "subscribe", "case-closed");
+    subscribe("midwifery", "subscribe", "C-STORY-1", "case-closed");
     assert_int_equal(cli("social-care", out, sizeof out, pub_other), 1);
     assert_non_null(strstr(out, "subscribed"));
     assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 0);
     wait_count("midwifery", UPDATES, mw + 1);
     /* After unsubscribing, nothing more reaches it. */
-    subscribe("midwifery", "unsubscribe", NULL);
+    subscribe("midwifery", "unsubscribe", "C-STORY-1", NULL);
     assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 1);
     assert_int_equal(count("midwifery", UPDATES), mw + 1);
+    /* "All my cases except this one": the case's own subscription decides. */
+    subscribe("midwifery", "subscribe", NULL, NULL);
+    assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 1);
+    assert_int_equal(count("midwifery", UPDATES), mw + 1);
+    subscribe("midwifery", "subscribe", "C-STORY-1", NULL);
+    assert_int_equal(cli("social-care", out, sizeof out, pub_closed), 0);
+    wait_count("midwifery", UPDATES, mw + 2);
+    /* A revoked member may still unsubscribe (but not subscribe). */
+    const char *resub[] = {"case", "subscribe", "--case", "C-STORY-1", NULL};
+    assert_int_equal(cli("substance-misuse", out, sizeof out, resub), 1);
+    assert_non_null(strstr(out, "E_NOT_MEMBER"));
+    subscribe("substance-misuse", "unsubscribe", "C-STORY-1", NULL);
     assert_true(count("midwifery", "SELECT count(*) FROM audit WHERE event IN"
                                    " ('subscribe', 'unsubscribe')") >= 3);
 }
