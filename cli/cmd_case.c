@@ -29,7 +29,8 @@ static void case_usage(FILE *out)
             "            case-closed, other); --until ends the grant at that date (UTC)\n"
             "revoke      (lead only) end an agency's membership: later updates do not reach it\n"
             "members     the case's members, from the lead's signed grants this agent holds,\n"
-            "            and whether each has subscribed (show is the same)\n"
+            "            and whether each has subscribed\n"
+            "show        the same, then the case's updates this agency has received\n"
             "subscribe   ask for the updates of one case this agency is a member of, or of\n"
             "            all of them (--all), optionally only some types (--types); a\n"
             "            non-member gets E_NOT_MEMBER, and the refusal is audited\n"
@@ -80,6 +81,39 @@ static long long date_ms(const char *d)
     long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + day - 1;
     long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     return (era * 146097 + doe - 719468) * 86400000LL;
+}
+
+/* The case updates this agency has received for the case, oldest first. */
+static void show_updates(const char *case_ref)
+{
+    json_t *req = json_pack("{s:s}", "cmd", "inbox_list"), *reply = NULL, *m;
+    size_t i, n = 0;
+    int rc = cli_agent_request(req, &reply, 35000);
+    json_decref(req);
+    if (rc != EXIT_OK || !json_is_true(json_object_get(reply, "ok"))) {
+        json_decref(reply);
+        return;
+    }
+    printf("\nupdates received\n%-21s %-18s %-22s %s\n", "RECEIVED", "FROM", "TYPE", "SUMMARY");
+    json_array_foreach(json_object_get(reply, "messages"), i, m)
+    {
+        const char *c = json_string_value(json_object_get(m, "case_ref"));
+        const char *t = json_string_value(json_object_get(m, "type"));
+        if (!c || !t || strcmp(c, case_ref) != 0 || strcmp(t, "CASE_UPDATE") != 0)
+            continue;
+        char when[32];
+        json_t *body = json_object_get(m, "body");
+        const char *ut = json_string_value(json_object_get(body, "update_type"));
+        const char *sum = json_string_value(json_object_get(body, "summary"));
+        cli_format_time(when, sizeof when,
+                        (long long)json_integer_value(json_object_get(m, "received_ms")));
+        printf("%-21s %-18s %-22s %s\n", when, json_string_value(json_object_get(m, "sender")),
+               ut && strlen(ut) > 12 ? ut + 12 : "?", sum ? sum : "");
+        n++;
+    }
+    if (!n)
+        printf("(none)\n");
+    json_decref(reply);
 }
 
 int cmd_case(int argc, char **argv)
@@ -147,7 +181,8 @@ int cmd_case(int argc, char **argv)
                 subscribing ? "give --case REF or --all" : "--case is required");
         return EXIT_USAGE;
     }
-    if (strcmp(sub, "show") == 0)
+    int show = strcmp(sub, "show") == 0;
+    if (show)
         sub = "members";
     json_t *req = NULL, *reply = NULL;
     int rc;
@@ -238,6 +273,8 @@ int cmd_case(int argc, char **argv)
                                                                   : "expired",
                    json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no", until_s, typ);
         }
+        if (show)
+            show_updates(case_ref);
     } else if (strcmp(sub, "publish") == 0) {
         printf("case update %s published to the members of %s\n",
                json_string_value(json_object_get(reply, "message_id")), case_ref);

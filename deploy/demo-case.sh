@@ -37,7 +37,7 @@ echo "social care has it; midwifery holds its signed receipt:"
 for i in $(seq 1 100); do as midwifery referrals | grep -q 'received' && break; sleep 0.1; done
 as midwifery referrals
 
-step "social care accepts, opening case C-EAST-0001"
+step "social care accepts, under case reference C-EAST-0001"
 cat > "$DEMO/decision.json" <<JSON
 {"referral_message_id": "$REF", "decision": "DECISION_ACCEPTED", "case_ref": "C-EAST-0001",
  "reason": "pre-birth assessment to start", "conversation_id": "conv-prebirth-2041",
@@ -86,7 +86,7 @@ as social-care case publish --case C-EAST-0001 --type birth --summary "Baby born
 start_agent midwifery
 wait_inbox midwifery CASE_UPDATE 3
 echo "midwifery is back and has all three, in order:"
-as midwifery inbox list | grep -E 'RECEIVED|CASE_UPDATE'
+as midwifery case show --case C-EAST-0001
 
 step "the police were never granted: subscribing and publishing are refused, and nothing reached them"
 as police case subscribe --case C-EAST-0001 || true

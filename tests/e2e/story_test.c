@@ -225,6 +225,12 @@ static void test_updates_reach_every_member_once_in_order(void **state)
     const char *a = strstr(out, "assessment concluded"), *b = strstr(out, "protection plan"),
                *c = strstr(out, "baby born");
     assert_true(a && b && c && a < b && b < c);
+    const char *show[] = {"case", "show", "--case", "C-STORY-1", NULL};
+    assert_int_equal(cli("midwifery", out, sizeof out, show), 0);
+    a = strstr(out, "ASSESSMENT_CONCLUDED");
+    b = strstr(out, "CHILD_PROTECTION_PLAN");
+    c = strstr(out, "BIRTH");
+    assert_true(a && b && c && a < b && b < c);
     /* Members publish too: midwifery's update reaches the lead and substance misuse. */
     publish("midwifery", "other", "midwifery visit: mother attending appointments");
     wait_count("social-care", UPDATES, 1);
