@@ -1940,8 +1940,7 @@ static void submit_subscription(agent *a, const uint8_t *blob, size_t len)
 static void resend_subscriptions(agent *a)
 {
     sqlite3_stmt *st = NULL;
-    if (refex_db_prepare(a->db,
-                         "SELECT subscription, case_ref FROM case_subscriptions WHERE agency = ?",
+    if (refex_db_prepare(a->db, "SELECT subscription FROM case_subscriptions WHERE agency = ?",
                          &st) != REFEX_OK)
         return;
     sqlite3_bind_text(st, 1, a->agency, -1, SQLITE_STATIC);

@@ -461,6 +461,7 @@ typedef struct {
     const char *agency;  /* send to this agency's session */
     const uint8_t *blob; /* or, for parties_notify, this grant to every party */
     size_t len;
+    const char *case_ref; /* for case_subscriptions_to_party */
 } grant_ctx;
 
 static void send_grant_blob(broker *b, const char *agency, const uint8_t *blob, size_t len)
@@ -515,8 +516,8 @@ static void subscription_to_party(void *vctx, const char *agency)
 static void case_subscriptions_to_party(void *vctx, const char *agency)
 {
     grant_ctx *g = vctx;
-    grant_ctx one = {g->b, agency, NULL, 0};
-    cases_subscriptions_of(g->b->cases, (const char *)g->blob, subscription_to_agency, &one);
+    grant_ctx one = {g->b, agency, NULL, 0, NULL};
+    cases_subscriptions_of(g->b->cases, g->case_ref, subscription_to_agency, &one);
 }
 
 /* An all-cases subscription: every party of every case of the subscriber hears of it. */
@@ -562,14 +563,14 @@ static void handle_grant(broker *b, const uint8_t *rid, size_t rid_len, const ch
     if (!blob)
         return;
     refex__v1__signed_grant__pack(gs->grant, blob);
-    grant_ctx all = {b, NULL, blob, len};
+    grant_ctx all = {b, NULL, blob, len, NULL};
     cases_parties(b->cases, g.case_ref, grant_to_party, &all);
     if (!g.revoked) {
-        grant_ctx one = {b, g.member, NULL, 0};
+        grant_ctx one = {b, g.member, NULL, 0, NULL};
         cases_grants_of(b->cases, g.case_ref, grant_to_agency, &one);
     }
     /* Publishers need the (new) parties' subscriptions too. */
-    grant_ctx subs = {b, NULL, (const uint8_t *)g.case_ref, 0};
+    grant_ctx subs = {b, NULL, NULL, 0, g.case_ref};
     cases_current_parties(b->cases, g.case_ref, case_subscriptions_to_party, &subs);
     free(blob);
 }
@@ -590,7 +591,7 @@ static void handle_subscribe(broker *b, const uint8_t *rid, size_t rid_len, cons
         refex_log_info("subscription: %s %s %s", agency,
                        sub.unsubscribed ? "unsubscribed from" : "subscribed to",
                        sub.case_ref[0] ? sub.case_ref : "all its cases");
-        grant_ctx g = {b, NULL, blob, len};
+        grant_ctx g = {b, NULL, blob, len, NULL};
         if (sub.case_ref[0])
             cases_current_parties(b->cases, sub.case_ref, subscription_to_party, &g);
         else
@@ -629,7 +630,7 @@ static void handle_hello(broker *b, const uint8_t *rid, size_t rid_len, int fd, 
     refex_log_info("session: %s online (%s)", user,
                    h->software && *h->software ? h->software : "unnamed client");
     /* The signed grants of every case it leads or belongs to. */
-    grant_ctx gc = {b, user, NULL, 0};
+    grant_ctx gc = {b, user, NULL, 0, NULL};
     cases_grants_for(b->cases, user, grant_to_agency, &gc);
     cases_subscriptions_for(b->cases, user, subscription_to_agency, &gc);
 }
