@@ -74,8 +74,7 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
         ok = ok && f->grant_notice->grant && f->grant_notice->grant->grant.len > 0;
         break;
     case REFEX__V1__FRAME__KIND_SUBSCRIBE:
-        ok = ok && f->subscribe->subscription &&
-             f->subscribe->subscription->subscription.len > 0;
+        ok = ok && f->subscribe->subscription && f->subscribe->subscription->subscription.len > 0;
         break;
     case REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE:
         ok = ok && f->subscription_notice->subscription &&

@@ -35,7 +35,7 @@
     X(E_REVOKED, 27, "agency key revoked or outside its validity period")                          \
     X(E_TYPE_MISMATCH, 28, "body does not match the message type")                                 \
     X(E_JSON, 29, "invalid JSON body")                                                             \
-    X(E_BUSY, 30, "peer's send queue is full; try again later")                           \
+    X(E_BUSY, 30, "peer's send queue is full; try again later")                                    \
     X(E_NOT_MEMBER, 31, "not a member of this case")
 
 typedef enum {

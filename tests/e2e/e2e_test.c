@@ -259,8 +259,8 @@ static Refex__V1__Envelope *seal_with(refex_keys *sender_keys, const char *claim
     }
     const refex_agency *rcpt[] = {r};
     /* An information request: not limited to case members, unlike a case update. */
-    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "request_id",
-                             "RQ-RAW", "question", "raw client test");
+    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "request_id", "RQ-RAW",
+                             "question", "raw client test");
     uint8_t *b = NULL, *env = NULL;
     size_t blen = 0, elen = 0;
     char err[256];
