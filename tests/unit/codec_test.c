@@ -714,6 +714,49 @@ static void test_free_null(void **state)
     assert_null(f);
 }
 
+/* Grant and subscription frames: each carries non-empty signed bytes, or is malformed. */
+static void test_case_frames(void **state)
+{
+    (void)state;
+    uint8_t bytes[] = {0x08, 0x01};
+    Refex__V1__SignedGrant sg = REFEX__V1__SIGNED_GRANT__INIT;
+    Refex__V1__SignedSubscription ss = REFEX__V1__SIGNED_SUBSCRIPTION__INIT;
+    Refex__V1__GrantSubmit gs = REFEX__V1__GRANT_SUBMIT__INIT;
+    Refex__V1__GrantNotice gn = REFEX__V1__GRANT_NOTICE__INIT;
+    Refex__V1__SubscribeSubmit su = REFEX__V1__SUBSCRIBE_SUBMIT__INIT;
+    Refex__V1__SubscriptionNotice sn = REFEX__V1__SUBSCRIPTION_NOTICE__INIT;
+    Refex__V1__Frame f[4];
+    static const char *const names[] = {"grant", "grant_notice", "subscribe",
+                                        "subscription_notice"};
+    for (int i = 0; i < 4; i++) {
+        refex__v1__frame__init(&f[i]);
+        f[i].version = REFEX_PROTOCOL_VERSION;
+    }
+    f[0].kind_case = REFEX__V1__FRAME__KIND_GRANT;
+    f[0].grant = &gs;
+    f[1].kind_case = REFEX__V1__FRAME__KIND_GRANT_NOTICE;
+    f[1].grant_notice = &gn;
+    f[2].kind_case = REFEX__V1__FRAME__KIND_SUBSCRIBE;
+    f[2].subscribe = &su;
+    f[3].kind_case = REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE;
+    f[3].subscription_notice = &sn;
+    /* Nothing inside: malformed. */
+    for (int i = 0; i < 4; i++)
+        expect_unpack_rc(&f[i], REFEX_E_MALFORMED);
+    /* A signed object with empty bytes: malformed. */
+    gs.grant = gn.grant = &sg;
+    su.subscription = sn.subscription = &ss;
+    for (int i = 0; i < 4; i++)
+        expect_unpack_rc(&f[i], REFEX_E_MALFORMED);
+    /* With bytes: the frame round-trips (the signature is checked later, by its reader). */
+    sg.grant = (ProtobufCBinaryData){sizeof bytes, bytes};
+    ss.subscription = (ProtobufCBinaryData){sizeof bytes, bytes};
+    for (int i = 0; i < 4; i++) {
+        Refex__V1__Frame *got = round_trip(&f[i], names[i]);
+        refex_frame_free(&got);
+    }
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -742,6 +785,7 @@ int main(void)
         cmocka_unit_test(test_receipt_kind_names),
         cmocka_unit_test(test_receipt_missing_parts),
         cmocka_unit_test(test_receipt_truncated_and_fuzz),
+        cmocka_unit_test(test_case_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
