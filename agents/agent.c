@@ -13,21 +13,21 @@
 #include <sys/stat.h>
 #include <zmq.h>
 
-#include "refex/audit.h"
-#include "refex/audit_tree.h"
-#include "refex/checkpoint.h"
-#include "refex/body.h"
-#include "refex/codec.h"
-#include "refex/daemon.h"
-#include "refex/db.h"
-#include "refex/directory.h"
-#include "refex/envelope.h"
-#include "refex/grant.h"
-#include "refex/keys.h"
-#include "refex/link.h"
-#include "refex/log.h"
-#include "refex/receipt.h"
-#include "refex/util.h"
+#include "audit.h"
+#include "audit_tree.h"
+#include "checkpoint.h"
+#include "body.h"
+#include "codec.h"
+#include "daemon.h"
+#include "db.h"
+#include "directory.h"
+#include "envelope.h"
+#include "grant.h"
+#include "keys.h"
+#include "link.h"
+#include "log.h"
+#include "receipt.h"
+#include "util.h"
 
 #define MAX_WAITERS     64
 #define RID_MAX         256

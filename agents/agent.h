@@ -4,7 +4,7 @@
 #ifndef REFEX_AGENT_H
 #define REFEX_AGENT_H
 
-#include "refex/config.h"
+#include "config.h"
 
 typedef struct agent agent;
 

@@ -1,6 +1,6 @@
 /* refex-agent command line: the shared daemon main with the agent's loop. */
 #include "agent.h"
-#include "refex/daemon.h"
+#include "daemon.h"
 
 static const char USAGE[] =
     "usage: refex-agent -c FILE [-n] [-f]\n"

@@ -14,7 +14,7 @@
 #include <zmq.h>
 
 #include "../tests/e2e/harness.h"
-#include "refex/util.h"
+#include "util.h"
 
 typedef struct {
     size_t size;

@@ -4,7 +4,7 @@
 #ifndef REFEX_BROKER_H
 #define REFEX_BROKER_H
 
-#include "refex/config.h"
+#include "config.h"
 
 typedef struct broker broker;
 

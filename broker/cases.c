@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/db.h"
-#include "refex/util.h"
+#include "db.h"
+#include "util.h"
 
 struct cases {
     sqlite3 *db;

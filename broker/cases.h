@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
-#include "refex/grant.h"
+#include "directory.h"
+#include "grant.h"
 
 typedef struct cases cases;
 

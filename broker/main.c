@@ -1,6 +1,6 @@
 /* refex-broker command line: the shared daemon main with the broker's loop. */
 #include "broker.h"
-#include "refex/daemon.h"
+#include "daemon.h"
 
 static const char USAGE[] =
     "usage: refex-broker -c FILE [-n] [-f]\n"

@@ -8,11 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/checkpoint.h"
-#include "refex/db.h"
-#include "refex/log.h"
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "checkpoint.h"
+#include "db.h"
+#include "log.h"
+#include "merkle.h"
+#include "util.h"
 
 struct witness {
     sqlite3 *db;

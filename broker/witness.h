@@ -8,9 +8,9 @@
 #include <stdint.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
+#include "directory.h"
 #include "refex/error.h"
-#include "refex/keys.h"
+#include "keys.h"
 
 typedef struct witness witness;
 

@@ -6,8 +6,8 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "refex/log.h"
-#include "refex/util.h"
+#include "log.h"
+#include "util.h"
 
 static void zap_reply(void *zap, const zmq_msg_t *req_id, const char *code, const char *text,
                       const char *user)

@@ -42,5 +42,11 @@ int cli_print_error(const json_t *reply);
 void cli_format_time(char *buf, size_t len, long long ms);
 /* True if argv[i] is -h or --help. */
 int cli_wants_help(int argc, char **argv);
+/* Prints v as indented JSON and a newline on stdout. */
+void cli_print_json(json_t *v);
+/* The data_dir of the agent named by cli_config; prints why not and returns an exit code. */
+int cli_data_dir(char *buf, size_t len);
+/* db if given, else the agent's own agent.db under its data_dir. */
+int cli_agent_db(const char *cmd, const char *db, char *buf, size_t len);
 
 #endif

@@ -10,52 +10,17 @@
 #include <zmq.h>
 
 #include "cli.h"
-#include "refex/config.h"
+#include "config.h"
 #include "refex/error.h"
-
-int cli_wants_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-            return 1;
-    return 0;
-}
-
-void cli_format_time(char *buf, size_t len, long long ms)
-{
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(buf, len, "%Y-%m-%d %H:%M:%SZ", &tm);
-}
-
-int cli_print_error(const json_t *reply)
-{
-    fprintf(stderr, "refex: %s: %s\n", json_string_value(json_object_get(reply, "error")),
-            json_string_value(json_object_get(reply, "detail")));
-    return EXIT_FAIL;
-}
 
 int cli_agent_request(json_t *req, json_t **reply, int timeout_ms)
 {
-    char dir[4096], ep[4200], err[512];
-    refex_config *cfg = NULL;
+    char dir[4096], ep[4200];
     struct stat st;
     *reply = NULL;
-    if (!cli_config) {
-        fprintf(stderr, "refex: which agent? give -c AGENT.conf or set REFEX_CONFIG\n");
-        return EXIT_USAGE;
-    }
-    if (refex_config_open(cli_config, &cfg, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex: %s\n", err);
-        return EXIT_KEYS;
-    }
-    int rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
-    refex_config_close(&cfg);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex: %s has no data_dir\n", cli_config);
-        return EXIT_KEYS;
-    }
+    int rc = cli_data_dir(dir, sizeof dir);
+    if (rc != EXIT_OK)
+        return rc;
     snprintf(ep, sizeof ep, "%s/control.sock", dir);
     if (stat(ep, &st) != 0) {
         fprintf(stderr, "refex: the agent is not running (no control socket at %s)\n", ep);
@@ -127,12 +92,6 @@ static int common_flags(int *argc, char **argv, int *json)
     }
     *argc = out;
     return EXIT_OK;
-}
-
-static void print_json(json_t *v)
-{
-    json_dumpf(v, stdout, JSON_INDENT(2));
-    printf("\n");
 }
 
 /* ---- send -------------------------------------------------------------------------- */
@@ -391,7 +350,7 @@ int cmd_send(int argc, char **argv)
     if (exit_code != EXIT_OK)
         goto out;
     if (json) {
-        print_json(reply);
+        cli_print_json(reply);
     } else {
         const char *state = json_string_value(json_object_get(reply, "state"));
         printf("message %s: %s\n", json_string_value(json_object_get(reply, "message_id")),
@@ -452,7 +411,7 @@ int cmd_inbox(int argc, char **argv)
     json_t *msgs = json_object_get(reply, "messages"), *m;
     size_t i;
     if (json) {
-        print_json(show ? json_array_get(msgs, 0) : msgs);
+        cli_print_json(show ? json_array_get(msgs, 0) : msgs);
     } else if (show) {
         m = json_array_get(msgs, 0);
         char t[32];
@@ -465,7 +424,7 @@ int cmd_inbox(int argc, char **argv)
                json_string_value(json_object_get(m, "type")),
                json_string_value(json_object_get(m, "case_ref")), t,
                json_string_value(json_object_get(m, "envelope_hash")));
-        print_json(json_object_get(m, "body"));
+        cli_print_json(json_object_get(m, "body"));
     } else {
         printf("%-21s %-18s %-20s %-12s %-32s %s\n", "RECEIVED", "FROM", "TYPE", "CASE",
                "MESSAGE ID", "SUMMARY");
@@ -508,7 +467,7 @@ int cmd_outbox(int argc, char **argv)
         return rc;
     json_t *msgs = json_object_get(reply, "messages");
     if (json) {
-        print_json(msgs);
+        cli_print_json(msgs);
     } else {
         printf("%-21s %-24s %-20s %-32s %s\n", "CREATED", "TO", "TYPE", "MESSAGE ID", "STATE");
         json_array_foreach(msgs, i, m)
@@ -561,7 +520,7 @@ int cmd_audit_list(int argc, char **argv)
         return rc;
     json_t *entries = json_object_get(reply, "entries");
     if (json) {
-        print_json(entries);
+        cli_print_json(entries);
     } else {
         printf("%-5s %-21s %-12s %-16s %-18s %-20s %-32s %-12s %s\n", "SEQ", "TIME", "EVENT",
                "OUTCOME", "PEER", "TYPE", "MESSAGE ID", "CASE", "LAWFUL BASIS");
@@ -660,7 +619,7 @@ int cmd_status(int argc, char **argv)
     if (rc != EXIT_OK)
         return rc;
     if (json)
-        print_json(reply);
+        cli_print_json(reply);
     else if (argc == 2)
         print_message_status(reply);
     else
@@ -695,7 +654,7 @@ int cmd_referrals(int argc, char **argv)
         return rc;
     json_t *rows = json_object_get(reply, "referrals");
     if (json) {
-        print_json(rows);
+        cli_print_json(rows);
     } else {
         printf("%-21s %-18s %-32s %-28s %s\n", "SENT", "TO", "MESSAGE ID", "STATUS", "DETAIL");
         json_array_foreach(rows, i, r)
@@ -749,7 +708,7 @@ int cmd_requests(int argc, char **argv)
         return rc;
     json_t *rows = json_object_get(reply, "requests");
     if (json) {
-        print_json(rows);
+        cli_print_json(rows);
     } else {
         printf("%-12s %-18s %-24s %-12s %-32s %s\n", "DUE", "TO", "REQUEST ID", "CASE",
                "MESSAGE ID", "STATUS");

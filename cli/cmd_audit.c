@@ -5,12 +5,12 @@
 #include <string.h>
 
 #include "cli.h"
-#include "refex/audit_tree.h"
-#include "refex/checkpoint.h"
-#include "refex/keys.h"
-#include "refex/config.h"
-#include "refex/db.h"
-#include "refex/util.h"
+#include "audit_tree.h"
+#include "checkpoint.h"
+#include "keys.h"
+#include "config.h"
+#include "db.h"
+#include "util.h"
 
 #include <sodium.h>
 
@@ -36,33 +36,6 @@ static void audit_usage(FILE *out)
                  "        a log truncated below, or rewritten since, a witnessed size.\n"
                  "witnessed  the checkpoints the broker cosigned for one agency, as a JSON\n"
                  "        array of notes: the file to give verify --witness.\n");
-}
-
-/* The database an audit command reads: --db FILE, or the agent's own. */
-static int audit_db_path(const char *db, char *buf, size_t len)
-{
-    char err[512], dir[4096];
-    refex_config *cfg = NULL;
-    if (db) {
-        snprintf(buf, len, "%s", db);
-        return EXIT_OK;
-    }
-    if (!cli_config) {
-        fprintf(stderr, "refex audit: give --db FILE, or -c AGENT.conf\n");
-        return EXIT_USAGE;
-    }
-    if (refex_config_open(cli_config, &cfg, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex: %s\n", err);
-        return EXIT_KEYS;
-    }
-    int rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
-    refex_config_close(&cfg);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex: %s has no data_dir\n", cli_config);
-        return EXIT_KEYS;
-    }
-    snprintf(buf, len, "%s/agent.db", dir);
-    return EXIT_OK;
 }
 
 /* A checkpoint (signed by the agency; cosigned by the witness if wpk) must describe this
@@ -190,7 +163,7 @@ static int audit_verify(int argc, char **argv)
         fprintf(stderr, "refex audit verify: %s\n", err);
         return EXIT_KEYS;
     }
-    int rc = audit_db_path(db_arg, path, sizeof path);
+    int rc = cli_agent_db("audit verify", db_arg, path, sizeof path);
     if (rc != EXIT_OK)
         return rc;
     if (!db_arg) {

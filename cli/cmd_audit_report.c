@@ -15,12 +15,12 @@
 
 #include "cli.h"
 #include "refex.pb-c.h"
-#include "refex/audit_tree.h"
-#include "refex/body.h"
-#include "refex/config.h"
-#include "refex/db.h"
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "audit_tree.h"
+#include "body.h"
+#include "config.h"
+#include "db.h"
+#include "merkle.h"
+#include "util.h"
 
 /* Code systems for what DICOM and HL7 have no code for. */
 #define SYS_REFEX        "https://refex.example/"
@@ -91,12 +91,6 @@ static json_t *json_b64(const void *p, size_t n)
     return v;
 }
 
-static void print_json(json_t *v)
-{
-    json_dumpf(v, stdout, JSON_INDENT(2));
-    printf("\n");
-}
-
 /* "YYYY-MM-DDTHH:MM:SS.mmmZ", an ISO 8601 / FHIR instant. */
 static void iso_time(char *buf, size_t len, long long ms)
 {
@@ -115,29 +109,6 @@ static void iso_time(char *buf, size_t len, long long ms)
     }
     strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf, len, "%s.%03dZ", base, (int)(ms - s * 1000));
-}
-
-/* The database a command reads when there is no --db: the agent's own (as in cmd_audit.c). */
-static int agent_db_path(const char *cmd, char *buf, size_t len)
-{
-    char err[512], dir[4096];
-    refex_config *cfg = NULL;
-    if (!cli_config) {
-        fprintf(stderr, "refex audit %s: give --db FILE, or -c AGENT.conf\n", cmd);
-        return EXIT_USAGE;
-    }
-    if (refex_config_open(cli_config, &cfg, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex: %s\n", err);
-        return EXIT_KEYS;
-    }
-    int rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
-    refex_config_close(&cfg);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex: %s has no data_dir\n", cli_config);
-        return EXIT_KEYS;
-    }
-    snprintf(buf, len, "%s/agent.db", dir);
-    return EXIT_OK;
 }
 
 /* Reading an agency's own log through its config is itself audited: the agent appends an
@@ -211,7 +182,7 @@ static int log_open(const char *cmd, const char *db_arg, sqlite3 **out, char *pa
     *out = NULL;
     if (db_arg)
         snprintf(path, len, "%s", db_arg);
-    else if ((rc = agent_db_path(cmd, path, len)) != EXIT_OK)
+    else if ((rc = cli_agent_db(cmd, NULL, path, len)) != EXIT_OK)
         return rc;
     if ((rc = check_file(cmd, path)) != EXIT_OK)
         return rc;
@@ -586,7 +557,7 @@ int cmd_audit_query(int argc, char **argv)
         goto out;
     }
     if (json)
-        print_json(arr);
+        cli_print_json(arr);
     else
         printf("(%d matching %s)\n", count, count == 1 ? "entry" : "entries");
     rc = EXIT_OK;
@@ -1230,7 +1201,7 @@ static int proof_bundle(sqlite3 *db, uint64_t entry, uint64_t want_size, int jso
                             json_string("unsigned: no checkpoint covers this entry; the root is "
                                         "the current tree of this copy of the log"));
     if (json) {
-        print_json(out);
+        cli_print_json(out);
     } else {
         printf("entry       %llu (leaf index %llu)\n", (unsigned long long)entry,
                (unsigned long long)(entry - 1));
@@ -1571,7 +1542,7 @@ int cmd_audit_reconcile(int argc, char **argv)
                         "discrepancies", found);
         if (!doc)
             goto out;
-        print_json(doc);
+        cli_print_json(doc);
     } else {
         char t1[1024], t2[1024], t3[1024];
         printf("reconcile A = %s (%s) with B = %s (%s), SLA %s\n", a, files[0], b, files[1], sla_s);

@@ -4,9 +4,9 @@
 #include <string.h>
 
 #include "cli.h"
-#include "refex/directory.h"
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "directory.h"
+#include "keys.h"
+#include "util.h"
 
 static void keys_usage(FILE *out)
 {

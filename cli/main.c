@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "cli.h"
-#include "refex/log.h"
-#include "refex/util.h"
+#include "log.h"
+#include "util.h"
 
 const char *cli_config;
 

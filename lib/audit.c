@@ -1,14 +1,14 @@
 /* Audit log rows and their canonical bytes. The Merkle tree and checkpoints that make
  * the log tamper-evident build on the leaf hashes stored here. */
-#include "refex/audit.h"
+#include "audit.h"
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/audit_tree.h"
-#include "refex/db.h"
-#include "refex/util.h"
+#include "audit_tree.h"
+#include "db.h"
+#include "util.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS audit ("

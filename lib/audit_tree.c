@@ -1,15 +1,15 @@
 /* Merkle tree storage for the audit log. Not the log's row format (audit.c) and not the
  * proof verifiers (merkle.c): this module keeps and reads the stored subtree hashes. */
-#include "refex/audit_tree.h"
+#include "audit_tree.h"
 
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/audit.h"
-#include "refex/db.h"
-#include "refex/merkle.h"
+#include "audit.h"
+#include "db.h"
+#include "merkle.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS audit_nodes ("

@@ -1,13 +1,13 @@
 /* Body helpers. The mapping from message type to Body member is by name: the member of
  * Body for type REFERRAL_DECISION is `referral_decision`, and so on. */
-#include "refex/body.h"
+#include "body.h"
 
 #include <ctype.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "refex/pbjson.h"
+#include "pbjson.h"
 
 int refex_message_type_parse(const char *name)
 {

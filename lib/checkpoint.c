@@ -1,7 +1,7 @@
 /* C2SP checkpoints for the audit log: tlog-checkpoint bodies in signed notes, Ed25519 log
  * signatures and tlog-cosignature witness cosignatures, parsed as untrusted text with hard
  * size limits. It does not decide which checkpoints are consistent; that is the witness's job. */
-#include "refex/checkpoint.h"
+#include "checkpoint.h"
 
 #include <inttypes.h>
 #include <sodium.h>

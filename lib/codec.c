@@ -1,6 +1,6 @@
 /* Frame codec. Everything that arrives from a socket passes through refex_frame_unpack
  * first, so the daemons only ever see structurally valid frames. */
-#include "refex/codec.h"
+#include "codec.h"
 
 #include <stdlib.h>
 

@@ -1,6 +1,6 @@
 /* Parser for the small `key = value` config files of refex-broker and refex-agent.
  * Not a general INI parser: no sections, no quoting, one value per key. */
-#include "refex/config.h"
+#include "config.h"
 
 #include <ctype.h>
 #include <errno.h>

@@ -1,6 +1,6 @@
 /* Shared main() of refex-broker and refex-agent, so both take the same flags and report
  * configuration errors the same way. The event loops themselves live with each daemon. */
-#include "refex/daemon.h"
+#include "daemon.h"
 
 #include <signal.h>
 #include <stdio.h>
@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "refex/codec.h"
+#include "codec.h"
 
-#include "refex/log.h"
-#include "refex/util.h"
+#include "log.h"
+#include "util.h"
 
 int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
 {

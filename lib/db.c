@@ -1,10 +1,10 @@
 /* The one place that talks to SQLite's C API directly for connection setup and error
  * mapping. Table layouts belong to the modules that own them (audit.c, the agent). */
-#include "refex/db.h"
+#include "db.h"
 
 #include <stdio.h>
 
-#include "refex/log.h"
+#include "log.h"
 
 int refex_db_err(int rc)
 {

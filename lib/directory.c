@@ -1,7 +1,7 @@
 /* Signed directory: load, verify, edit, sign, save. The signature covers the exact
  * serialized Directory bytes kept in the file, prefixed by a domain-separation string,
  * so no canonical re-encoding is ever needed to verify. */
-#include "refex/directory.h"
+#include "directory.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "refex.pb-c.h"
-#include "refex/util.h"
+#include "util.h"
 
 #define MAX_AGENCIES 4096
 

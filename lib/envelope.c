@@ -1,14 +1,14 @@
 /* Envelope sealing and opening. The signed bytes are exactly Envelope.header, so a
  * verifier never re-encodes anything; every other part of the envelope is bound to the
  * header by a hash the header carries. */
-#include "refex/envelope.h"
+#include "envelope.h"
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "keys.h"
+#include "util.h"
 
 #define DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
 #define NONCE_LEN      crypto_aead_xchacha20poly1305_ietf_NPUBBYTES

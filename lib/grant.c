@@ -1,13 +1,13 @@
 /* Case grants: signing and verification, like receipts: the signature covers the exact
  * serialized bytes carried in the message, behind a domain-separation prefix. */
-#include "refex/grant.h"
+#include "grant.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/envelope.h"
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "envelope.h"
+#include "keys.h"
+#include "util.h"
 
 int refex_grant_sign(const refex_grant *g, const uint8_t sign_sk[64], uint8_t **out,
                      size_t *out_len)

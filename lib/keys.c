@@ -1,7 +1,7 @@
 /* Key generation and key files. Files are `key = value` text (parsed by config.c) so an
  * operator can read a .public file; secrets never leave sodium_malloc'd memory except
  * while being written or parsed, and those buffers are wiped. */
-#include "refex/keys.h"
+#include "keys.h"
 
 #include <ctype.h>
 #include <sodium.h>
@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "refex/config.h"
-#include "refex/util.h"
+#include "config.h"
+#include "util.h"
 
 int refex_id_valid(const char *id)
 {

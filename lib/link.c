@@ -1,5 +1,5 @@
 /* ZeroMQ socket plumbing. Knows frames and keys, not routing or policy. */
-#include "refex/link.h"
+#include "link.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -7,8 +7,8 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "refex/codec.h"
-#include "refex/log.h"
+#include "codec.h"
+#include "log.h"
 
 int refex_link_curve_server(void *sock, const refex_keys *k)
 {

@@ -1,5 +1,5 @@
 /* stderr logger. Not for audit: the audit log is a separate, tamper-evident store. */
-#include "refex/log.h"
+#include "log.h"
 
 #include <stdarg.h>
 #include <stdio.h>

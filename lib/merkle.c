@@ -1,7 +1,7 @@
 /* RFC 6962 / RFC 9162 Merkle tree arithmetic for the audit log: tree roots, inclusion and
  * consistency proofs, and their verification against untrusted proofs. It knows nothing of
  * log entries, storage or checkpoints; callers hand it leaf hashes. */
-#include "refex/merkle.h"
+#include "merkle.h"
 
 #include <assert.h>
 #include <sodium.h>

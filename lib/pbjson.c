@@ -3,7 +3,7 @@
  * code. It does not validate business rules (which fields a body must carry); it only
  * guarantees that what it builds is a well-formed message that
  * protobuf_c_message_free_unpacked(msg, NULL) releases completely, even on error. */
-#include "refex/pbjson.h"
+#include "pbjson.h"
 
 #include <float.h>
 #include <inttypes.h>

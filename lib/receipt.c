@@ -1,13 +1,13 @@
 /* Receipt signing and verification. Like envelopes, the signature covers the exact
  * serialized bytes carried in the message, behind a domain-separation prefix. */
-#include "refex/receipt.h"
+#include "receipt.h"
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "keys.h"
+#include "util.h"
 
 int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_t **out,
                        size_t *out_len)

@@ -1,6 +1,6 @@
 /* Store lifecycle shared by every backend. The operations themselves are called through
  * store->ops; see store.h for their contracts. */
-#include "refex/store.h"
+#include "store.h"
 
 #include <stdlib.h>
 

@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "refex/db.h"
-#include "refex/log.h"
-#include "refex/store.h"
+#include "db.h"
+#include "log.h"
+#include "store.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS messages ("

@@ -1,6 +1,6 @@
 /* Shared helpers: hex coding, whole-file I/O with explicit modes, clocks. Nothing here
  * knows about the protocol. */
-#include "refex/util.h"
+#include "util.h"
 
 #include <errno.h>
 #include <fcntl.h>

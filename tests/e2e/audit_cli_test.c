@@ -18,8 +18,8 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "merkle.h"
+#include "util.h"
 
 #define OUT_MAX (1 << 20)
 

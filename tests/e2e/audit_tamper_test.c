@@ -17,13 +17,13 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/audit.h"
-#include "refex/audit_tree.h"
-#include "refex/checkpoint.h"
-#include "refex/codec.h"
-#include "refex/db.h"
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "audit.h"
+#include "audit_tree.h"
+#include "checkpoint.h"
+#include "codec.h"
+#include "db.h"
+#include "merkle.h"
+#include "util.h"
 
 static h_net g_net;
 static uint64_t g_witnessed; /* size of midwifery's log the broker last cosigned */

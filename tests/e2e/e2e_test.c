@@ -19,14 +19,14 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/body.h"
-#include "refex/checkpoint.h"
-#include "refex/codec.h"
-#include "refex/directory.h"
-#include "refex/envelope.h"
-#include "refex/link.h"
-#include "refex/receipt.h"
-#include "refex/util.h"
+#include "body.h"
+#include "checkpoint.h"
+#include "codec.h"
+#include "directory.h"
+#include "envelope.h"
+#include "link.h"
+#include "receipt.h"
+#include "util.h"
 
 static h_net g_net;
 static char g_marker[64]; /* unique text placed in the referral body */

@@ -18,9 +18,9 @@
 #include <sqlite3.h>
 #include <zmq.h>
 
-#include "refex/codec.h"
-#include "refex/link.h"
-#include "refex/util.h"
+#include "codec.h"
+#include "link.h"
+#include "util.h"
 
 void h_path(const h_net *n, char *buf, size_t len, const char *fmt, ...)
 {

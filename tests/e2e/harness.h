@@ -12,7 +12,7 @@
 #include <jansson.h>
 
 #include "refex.pb-c.h"
-#include "refex/keys.h"
+#include "keys.h"
 
 #define H_MAX_AGENTS 8
 #define H_TIMEOUT_MS 20000

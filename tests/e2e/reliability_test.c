@@ -18,7 +18,7 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/util.h"
+#include "util.h"
 
 #define STORM_TIMEOUT_MS 240000
 

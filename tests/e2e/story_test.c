@@ -23,12 +23,12 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/body.h"
-#include "refex/codec.h"
-#include "refex/directory.h"
-#include "refex/envelope.h"
-#include "refex/grant.h"
-#include "refex/util.h"
+#include "body.h"
+#include "codec.h"
+#include "directory.h"
+#include "envelope.h"
+#include "grant.h"
+#include "util.h"
 
 static h_net g_net;
 static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", "police",

@@ -13,7 +13,7 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
-#include "refex/util.h"
+#include "util.h"
 
 static h_net g_net;
 static const char *const AGENCIES[] = {"midwifery", "social-care", "substance-misuse", NULL};

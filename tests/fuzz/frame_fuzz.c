@@ -3,8 +3,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "refex/codec.h"
-#include "refex/envelope.h"
+#include "codec.h"
+#include "envelope.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

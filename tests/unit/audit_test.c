@@ -12,9 +12,9 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
-#include "refex/audit.h"
-#include "refex/db.h"
-#include "refex/util.h"
+#include "audit.h"
+#include "db.h"
+#include "util.h"
 
 #define MSG_ID   "00112233445566778899aabbccddeeff"
 #define ENV_HASH "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"

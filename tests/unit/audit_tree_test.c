@@ -10,11 +10,11 @@
 
 #include "testing.h"
 
-#include "refex/audit.h"
-#include "refex/audit_tree.h"
-#include "refex/db.h"
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "audit.h"
+#include "audit_tree.h"
+#include "db.h"
+#include "merkle.h"
+#include "util.h"
 
 typedef struct {
     char dir[256];

@@ -9,8 +9,8 @@
 
 #include "testing.h"
 
-#include "refex/body.h"
-#include "refex/util.h"
+#include "body.h"
+#include "util.h"
 
 static const char *REFERRAL_JSON =
     "{"

@@ -12,8 +12,8 @@
 
 #include <sodium.h>
 
-#include "refex/checkpoint.h"
-#include "refex/util.h"
+#include "checkpoint.h"
+#include "util.h"
 
 /* U+2014 em dash, which opens every signature line. */
 #define EM "\xe2\x80\x94"

@@ -11,8 +11,8 @@
 
 #include <unistd.h>
 
-#include "refex/config.h"
-#include "refex/util.h"
+#include "config.h"
+#include "util.h"
 
 typedef struct {
     char dir[512];

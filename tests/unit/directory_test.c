@@ -12,9 +12,9 @@
 #include <sodium.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "directory.h"
+#include "keys.h"
+#include "util.h"
 
 #define N_AGENCIES 3
 

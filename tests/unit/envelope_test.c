@@ -11,10 +11,10 @@
 
 #include <sodium.h>
 
-#include "refex/directory.h"
-#include "refex/envelope.h"
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "directory.h"
+#include "envelope.h"
+#include "keys.h"
+#include "util.h"
 
 /* Sender, two recipients and an outsider who is in no recipient list. */
 static refex_keys *sender, *rcpt1, *rcpt2, *outsider;

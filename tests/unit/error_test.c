@@ -10,7 +10,7 @@
 #include "testing.h"
 
 #include "refex/error.h"
-#include "refex/util.h"
+#include "util.h"
 
 typedef struct {
     const char *name;

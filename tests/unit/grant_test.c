@@ -11,8 +11,8 @@
 
 #include "testing.h"
 
-#include "refex/grant.h"
-#include "refex/util.h"
+#include "grant.h"
+#include "util.h"
 
 static refex_keys *lead, *member, *other;
 static refex_directory *dir;

@@ -12,8 +12,8 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
-#include "refex/keys.h"
-#include "refex/util.h"
+#include "keys.h"
+#include "util.h"
 
 static char tmpdir[4096];
 

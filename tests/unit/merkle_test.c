@@ -17,8 +17,8 @@
 #include <sodium.h>
 #include <sys/stat.h>
 
-#include "refex/merkle.h"
-#include "refex/util.h"
+#include "merkle.h"
+#include "util.h"
 
 #define H     REFEX_MERKLE_HASH
 #define MAX_N 70

@@ -17,7 +17,7 @@
 #include "testing.h"
 #include "refex.pb-c.h"
 #include "refex/error.h"
-#include "refex/pbjson.h"
+#include "pbjson.h"
 
 /* ---- helpers ---------------------------------------------------------------------- */
 

@@ -11,10 +11,10 @@
 
 #include <sodium.h>
 
-#include "refex/directory.h"
-#include "refex/keys.h"
-#include "refex/receipt.h"
-#include "refex/util.h"
+#include "directory.h"
+#include "keys.h"
+#include "receipt.h"
+#include "util.h"
 
 /* Sender, recipient (the usual signer), a third agency and the broker are in the directory;
  * the outsider is not. */

@@ -15,8 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "refex/store.h"
-#include "refex/util.h"
+#include "store.h"
+#include "util.h"
 
 #define MAX_ROWS 128
 #define DATA_MAX 4096

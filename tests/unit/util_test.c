@@ -17,7 +17,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "refex/util.h"
+#include "util.h"
 
 /* 2020-01-01T00:00:00Z and 2100-01-01T00:00:00Z in Unix milliseconds. */
 #define EPOCH_2020_MS INT64_C(1577836800000)

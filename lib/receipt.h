@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
+#include "directory.h"
 #include "refex/error.h"
 
 #define REFEX_RECEIPT_CONTEXT "refex/receipt/v1"

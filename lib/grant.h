@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
+#include "directory.h"
 #include "refex/error.h"
 
 #define REFEX_GRANT_CONTEXT   "refex/grant/v1"

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "refex.pb-c.h"
-#include "refex/directory.h"
+#include "directory.h"
 #include "refex/error.h"
 
 #define REFEX_ENVELOPE_CONTEXT "refex/envelope/v1"

@@ -8,7 +8,7 @@
 #include <stdint.h>
 
 #include "refex/error.h"
-#include "refex/keys.h"
+#include "keys.h"
 
 #define REFEX_DIRECTORY_CONTEXT   "refex/directory/v1"
 #define REFEX_DIRECTORY_MAX_BYTES (4u * 1024 * 1024)

@@ -9,7 +9,7 @@
 
 #include "refex.pb-c.h"
 #include "refex/error.h"
-#include "refex/keys.h"
+#include "keys.h"
 
 #define REFEX_ZAP_DOMAIN "refex"
 

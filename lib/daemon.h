@@ -7,9 +7,9 @@
 
 #include <stdint.h>
 
-#include "refex/config.h"
-#include "refex/directory.h"
-#include "refex/keys.h"
+#include "config.h"
+#include "directory.h"
+#include "keys.h"
 
 typedef struct {
     const char *name;  /* e.g. "refex-broker": log ident and messages */
