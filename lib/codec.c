@@ -4,16 +4,21 @@
 
 #include <stdlib.h>
 
-int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len)
+int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
 {
-    size_t n = refex__v1__frame__get_packed_size(f);
+    size_t n = protobuf_c_message_get_packed_size(m);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf)
         return REFEX_E_NOMEM;
-    refex__v1__frame__pack(f, buf);
+    protobuf_c_message_pack(m, buf);
     *out = buf;
     *out_len = n;
     return REFEX_OK;
+}
+
+int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len)
+{
+    return refex_pb_pack(&f->base, out, out_len);
 }
 
 void refex_frame_free(Refex__V1__Frame **f_p)

@@ -13,6 +13,8 @@
 #define REFEX_PROTOCOL_VERSION  1
 #define REFEX_DEFAULT_MAX_FRAME (16u * 1024 * 1024)
 
+/* Packs any protobuf-c message into a fresh malloc'd buffer (free() it). */
+int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 /* REFEX_E_TOO_BIG over max, REFEX_E_MALFORMED for anything that is not a version-1
  * frame carrying exactly one known command with its required parts. */

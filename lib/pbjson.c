@@ -18,6 +18,8 @@
 
 #include <sodium.h>
 
+#include "util.h"
+
 _Static_assert(sizeof(json_int_t) == sizeof(int64_t), "jansson must use 64-bit integers");
 
 #define PATH_BUF  512 /* field path kept for error messages, truncated beyond this */
@@ -285,50 +287,6 @@ static bool field_present(const ProtobufCMessage *msg, const ProtobufCFieldDescr
     }
 }
 
-/* Strict UTF-8 check (no overlongs, surrogates or code points above U+10FFFF), used
- * only to tell a bad string from an allocation failure when jansson refuses one. */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned ch = s[i];
-        size_t need;
-        uint32_t cp, min;
-
-        if (ch < 0x80) {
-            i++;
-            continue;
-        }
-        if (ch >= 0xc2 && ch <= 0xdf) {
-            need = 1;
-            cp = ch & 0x1f;
-            min = 0x80;
-        } else if ((ch & 0xf0) == 0xe0) {
-            need = 2;
-            cp = ch & 0x0f;
-            min = 0x800;
-        } else if (ch >= 0xf0 && ch <= 0xf4) {
-            need = 3;
-            cp = ch & 0x07;
-            min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i - 1 < need)
-            return false;
-        for (size_t k = 1; k <= need; k++) {
-            if ((s[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += need + 1;
-    }
-    return true;
-}
-
 static int msg_to_json(const ProtobufCMessage *msg, int depth, json_t **out);
 
 static int bytes_to_json(const ProtobufCBinaryData *bd, json_t **out)
@@ -419,7 +377,7 @@ static int value_to_json(const ProtobufCFieldDescriptor *f, const void *member, 
             s = "";
         *out = json_string(s);
         if (*out == NULL)
-            return utf8_valid((const unsigned char *)s, strlen(s)) ? REFEX_E_NOMEM : REFEX_E_JSON;
+            return refex_utf8_valid(s, strlen(s)) ? REFEX_E_NOMEM : REFEX_E_JSON;
         break;
     }
     case PROTOBUF_C_TYPE_BYTES:

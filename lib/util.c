@@ -202,3 +202,55 @@ void refex_random_id(uint8_t id[16])
 {
     randombytes_buf(id, 16);
 }
+
+void refex_base64_encode(char *out, const uint8_t *in, size_t len)
+{
+    sodium_bin2base64(out, REFEX_BASE64_LEN(len), in, len, sodium_base64_VARIANT_ORIGINAL);
+}
+
+int refex_base64_decode(uint8_t *out, size_t cap, size_t *out_len, const char *in,
+                        size_t in_len)
+{
+    const char *end = NULL;
+    size_t n = 0;
+    if (sodium_base642bin(out, cap, in, in_len, NULL, &n, &end,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        end != in + in_len)
+        return REFEX_E_MALFORMED;
+    *out_len = n;
+    return REFEX_OK;
+}
+
+int refex_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            k = 1, cp = c & 0x1F, min = 0x80;
+        } else if ((c & 0xF0) == 0xE0) {
+            k = 2, cp = c & 0x0F, min = 0x800;
+        } else if ((c & 0xF8) == 0xF0) {
+            k = 3, cp = c & 0x07, min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i <= k)
+            return 0;
+        for (size_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += k + 1;
+    }
+    return 1;
+}

@@ -15,6 +15,18 @@ void refex_hex_encode(char *out, const uint8_t *in, size_t len);
 /* Decodes exactly `len` bytes from a 2*len hex string; REFEX_E_INVAL otherwise. */
 int refex_hex_decode(uint8_t *out, size_t len, const char *hex) REFEX_NODISCARD;
 
+/* Standard base64 (RFC 4648 alphabet, padded). Encode: out must hold
+ * REFEX_BASE64_LEN(len) bytes, NUL included. Decode: exactly the whole input, at most
+ * cap bytes out; REFEX_E_MALFORMED for anything else (bad characters, bad padding,
+ * whitespace, too long). */
+#define REFEX_BASE64_LEN(n) ((((n) + 2) / 3) * 4 + 1)
+void refex_base64_encode(char *out, const uint8_t *in, size_t len);
+int refex_base64_decode(uint8_t *out, size_t cap, size_t *out_len, const char *in,
+                        size_t in_len) REFEX_NODISCARD;
+
+/* Strict UTF-8: no overlong forms, surrogates or code points above U+10FFFF. */
+int refex_utf8_valid(const char *s, size_t len);
+
 /* Reads a whole file (at most max bytes) into a malloc'd buffer, NUL-terminated. */
 int refex_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 /* Writes a file atomically (temp + rename) with the given mode. */

@@ -447,6 +447,51 @@ static void test_mono_ms_non_decreasing(void **state)
     }
 }
 
+static void test_base64_round_trip(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *raw, *b64;
+    } v[] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"}, {"foobar", "Zm9vYmFy"}};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char out[32];
+        uint8_t back[16];
+        size_t n = 99;
+        refex_base64_encode(out, (const uint8_t *)v[i].raw, strlen(v[i].raw));
+        assert_string_equal(out, v[i].b64);
+        assert_int_equal(refex_base64_decode(back, sizeof back, &n, out, strlen(out)), REFEX_OK);
+        assert_int_equal(n, strlen(v[i].raw));
+        assert_memory_equal(back, v[i].raw, n);
+    }
+}
+
+static void test_base64_decode_rejects(void **state)
+{
+    (void)state;
+    uint8_t out[4];
+    size_t n = 0;
+    /* bad character, missing padding, whitespace, trailing garbage, too long for out */
+    static const char *const bad[] = {"Zm9*", "Zg", "Zm9v Zm9v", "Zm9v=", "Zm9vYmFy"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(refex_base64_decode(out, sizeof out, &n, bad[i], strlen(bad[i])),
+                         REFEX_E_MALFORMED);
+}
+
+static void test_utf8_valid(void **state)
+{
+    (void)state;
+    assert_true(refex_utf8_valid("", 0));
+    assert_true(refex_utf8_valid("plain", 5));
+    assert_true(refex_utf8_valid("\xc3\xa9", 2));         /* U+00E9 */
+    assert_true(refex_utf8_valid("\xf0\x9f\x98\x80", 4)); /* U+1F600 */
+    assert_false(refex_utf8_valid("\xc0\xaf", 2));        /* overlong '/' */
+    assert_false(refex_utf8_valid("\xed\xa0\x80", 3));    /* surrogate */
+    assert_false(refex_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
+    assert_false(refex_utf8_valid("\xe2\x82", 2));        /* truncated */
+    assert_false(refex_utf8_valid("\x80", 1));             /* lone continuation */
+    assert_false(refex_utf8_valid("\xff", 1));
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -471,6 +516,9 @@ int main(void)
         cmocka_unit_test(test_sign_domain),
         cmocka_unit_test(test_now_ms_plausible),
         cmocka_unit_test(test_mono_ms_non_decreasing),
+        cmocka_unit_test(test_base64_round_trip),
+        cmocka_unit_test(test_base64_decode_rejects),
+        cmocka_unit_test(test_utf8_valid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
