@@ -7,6 +7,7 @@ PKGS=(
   build-essential cmake pkg-config
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libjansson-dev
+  universal-ctags
 )
 
 missing=()
