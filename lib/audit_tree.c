@@ -259,13 +259,129 @@ int refex_audit_tree_consistency(sqlite3 *db, uint64_t size1, uint64_t size2, ui
 
 /* ---- verification ----------------------------------------------------------------- */
 
+/* One row of the audit table, as verify reads it: every column must hold the type it was
+ * written with, its fields must encode to its canonical bytes, and its stored leaf hash
+ * must be the hash of those bytes. Fills leaf on success. */
+static int check_row(sqlite3_stmt *st, int64_t seq, uint8_t leaf[32], char *why, size_t whylen)
+{
+    uint8_t *entry = NULL;
+    size_t elen = 0;
+    /* Types first: reading a column as text converts it in place. A BLOB or a text with a
+     * NUL in it would read back as the same text here but match differently in queries. */
+    int typed = sqlite3_column_type(st, 1) == SQLITE_INTEGER &&
+                sqlite3_column_type(st, 16) == SQLITE_BLOB &&
+                sqlite3_column_type(st, 17) == SQLITE_BLOB;
+    for (int i = 0; i < 14; i++)
+        typed = typed && sqlite3_column_type(st, 2 + i) == SQLITE_TEXT;
+    const char *t[14];
+    for (int i = 0; i < 14; i++) {
+        t[i] = (const char *)sqlite3_column_text(st, 2 + i);
+        typed = typed && t[i] && (size_t)sqlite3_column_bytes(st, 2 + i) == strlen(t[i]);
+    }
+    if (!typed) {
+        snprintf(why, whylen,
+                 "entry %lld: a column holds a value of the wrong type (the row was edited)",
+                 (long long)seq);
+        return REFEX_E_TAMPERED;
+    }
+    refex_audit_entry e = {sqlite3_column_int64(st, 1),
+                           t[0],
+                           t[1],
+                           t[2],
+                           t[3],
+                           t[4],
+                           t[5],
+                           t[6],
+                           t[7],
+                           t[8],
+                           t[9],
+                           t[10],
+                           t[11],
+                           t[12],
+                           t[13]};
+    int rc = refex_audit_encode(&e, &entry, &elen);
+    if (rc == REFEX_E_NOMEM)
+        return rc;
+    if (rc != REFEX_OK || (size_t)sqlite3_column_bytes(st, 16) != elen ||
+        memcmp(sqlite3_column_blob(st, 16), entry, elen) != 0) {
+        free(entry);
+        snprintf(why, whylen,
+                 "entry %lld: its fields do not match its canonical bytes (the row was edited)",
+                 (long long)seq);
+        return REFEX_E_TAMPERED;
+    }
+    refex_merkle_leaf_hash(entry, elen, leaf);
+    free(entry);
+    if (sqlite3_column_bytes(st, 17) != 32 ||
+        sodium_memcmp(sqlite3_column_blob(st, 17), leaf, 32) != 0) {
+        snprintf(why, whylen, "entry %lld: stored leaf hash is not the hash of its bytes",
+                 (long long)seq);
+        return REFEX_E_TAMPERED;
+    }
+    return REFEX_OK;
+}
+
+/* The compact range of complete subtrees while verify folds the log in, leaf by leaf. */
+typedef struct {
+    uint8_t stack[64][32];
+    int levels[64];
+    int depth;
+    uint64_t nodes; /* subtree hashes the log must have stored so far */
+} compact_range;
+
+/* Folds leaf number n (0-based) into r, checking each completed subtree hash against the
+ * one stored. */
+static int fold_leaf(sqlite3 *db, compact_range *r, uint64_t n, int64_t seq, const uint8_t leaf[32],
+                     char *why, size_t whylen)
+{
+    uint8_t stored[32];
+    memcpy(r->stack[r->depth], leaf, 32);
+    r->levels[r->depth++] = 0;
+    uint64_t j = n;
+    while (r->depth >= 2 && r->levels[r->depth - 1] == r->levels[r->depth - 2]) {
+        refex_merkle_node_hash(r->stack[r->depth - 2], r->stack[r->depth - 1],
+                               r->stack[r->depth - 2]);
+        r->levels[r->depth - 2]++;
+        r->depth--;
+        j >>= 1;
+        r->nodes++;
+        if (node_get(db, r->levels[r->depth - 1], j, stored) != REFEX_OK ||
+            sodium_memcmp(stored, r->stack[r->depth - 1], 32) != 0) {
+            snprintf(why, whylen,
+                     "subtree hash (level %d, index %llu) after entry %lld is missing or wrong",
+                     r->levels[r->depth - 1], (unsigned long long)j, (long long)seq);
+            return REFEX_E_TAMPERED;
+        }
+    }
+    return REFEX_OK;
+}
+
+/* The stored subtree hashes must be exactly those the rows need: no more, no fewer. */
+static int check_node_count(sqlite3 *db, const compact_range *r, uint64_t n, char *why,
+                            size_t whylen)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t have = 0;
+    if (refex_db_prepare(db, "SELECT count(*) FROM audit_nodes", &st) == REFEX_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        have = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (have == r->nodes)
+        return REFEX_OK;
+    snprintf(why, whylen,
+             "%llu subtree hashes stored for %llu entries, %llu expected (rows were removed "
+             "from the end, or hashes added)",
+             (unsigned long long)have, (unsigned long long)n, (unsigned long long)r->nodes);
+    return REFEX_E_TAMPERED;
+}
+
 int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why, size_t whylen)
 {
     sqlite3_stmt *st = NULL;
-    uint8_t stack[64][32], leaf[32], stored[32], *entry = NULL;
-    int levels[64], depth = 0, rc, step;
-    uint64_t n = 0, expected_nodes = 0, have_nodes = 0;
-    size_t elen = 0;
+    compact_range r = {.depth = 0, .nodes = 0};
+    uint8_t leaf[32];
+    int rc, step;
+    uint64_t n = 0;
     *size = 0;
     why[0] = 0;
     rc = refex_db_prepare(db,
@@ -286,113 +402,28 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
             rc = REFEX_E_TAMPERED;
             goto out;
         }
-        /* Every column must hold the type it was written with: a BLOB or a text with a NUL
-         * in it would read back as the same text here but match differently in queries. */
-        /* Types first: reading a column as text converts it in place. */
-        int typed = sqlite3_column_type(st, 1) == SQLITE_INTEGER &&
-                    sqlite3_column_type(st, 16) == SQLITE_BLOB &&
-                    sqlite3_column_type(st, 17) == SQLITE_BLOB;
-        for (int i = 0; i < 14; i++)
-            typed = typed && sqlite3_column_type(st, 2 + i) == SQLITE_TEXT;
-        const char *t[14];
-        for (int i = 0; i < 14; i++) {
-            t[i] = (const char *)sqlite3_column_text(st, 2 + i);
-            typed = typed && t[i] && (size_t)sqlite3_column_bytes(st, 2 + i) == strlen(t[i]);
-        }
-        if (!typed) {
-            snprintf(why, whylen,
-                     "entry %lld: a column holds a value of the wrong type (the row was edited)",
-                     (long long)seq);
-            rc = REFEX_E_TAMPERED;
+        if ((rc = check_row(st, seq, leaf, why, whylen)) != REFEX_OK ||
+            (rc = fold_leaf(db, &r, n, seq, leaf, why, whylen)) != REFEX_OK)
             goto out;
-        }
-        refex_audit_entry e = {sqlite3_column_int64(st, 1),
-                               t[0],
-                               t[1],
-                               t[2],
-                               t[3],
-                               t[4],
-                               t[5],
-                               t[6],
-                               t[7],
-                               t[8],
-                               t[9],
-                               t[10],
-                               t[11],
-                               t[12],
-                               t[13]};
-        free(entry);
-        entry = NULL;
-        if (refex_audit_encode(&e, &entry, &elen) != REFEX_OK ||
-            (size_t)sqlite3_column_bytes(st, 16) != elen ||
-            memcmp(sqlite3_column_blob(st, 16), entry, elen) != 0) {
-            snprintf(why, whylen,
-                     "entry %lld: its fields do not match its canonical bytes (the row was "
-                     "edited)",
-                     (long long)seq);
-            rc = REFEX_E_TAMPERED;
-            goto out;
-        }
-        refex_merkle_leaf_hash(entry, elen, leaf);
-        if (sqlite3_column_bytes(st, 17) != 32 ||
-            sodium_memcmp(sqlite3_column_blob(st, 17), leaf, 32) != 0) {
-            snprintf(why, whylen, "entry %lld: stored leaf hash is not the hash of its bytes",
-                     (long long)seq);
-            rc = REFEX_E_TAMPERED;
-            goto out;
-        }
-        /* Fold into the compact range of complete subtrees, checking each stored node. */
-        memcpy(stack[depth], leaf, 32);
-        levels[depth++] = 0;
-        uint64_t j = n;
-        while (depth >= 2 && levels[depth - 1] == levels[depth - 2]) {
-            refex_merkle_node_hash(stack[depth - 2], stack[depth - 1], stack[depth - 2]);
-            levels[depth - 2]++;
-            depth--;
-            j >>= 1;
-            expected_nodes++;
-            if (node_get(db, levels[depth - 1], j, stored) != REFEX_OK ||
-                sodium_memcmp(stored, stack[depth - 1], 32) != 0) {
-                snprintf(why, whylen,
-                         "subtree hash (level %d, index %llu) after entry %lld is missing or "
-                         "wrong",
-                         levels[depth - 1], (unsigned long long)j, (long long)seq);
-                rc = REFEX_E_TAMPERED;
-                goto out;
-            }
-        }
         n++;
     }
     if (step != SQLITE_DONE) {
         rc = refex_db_err(step);
         goto out;
     }
-    sqlite3_finalize(st);
-    st = NULL;
-    if (refex_db_prepare(db, "SELECT count(*) FROM audit_nodes", &st) == REFEX_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        have_nodes = (uint64_t)sqlite3_column_int64(st, 0);
-    if (have_nodes != expected_nodes) {
-        snprintf(why, whylen,
-                 "%llu subtree hashes stored for %llu entries, %llu expected (rows were removed "
-                 "from the end, or hashes added)",
-                 (unsigned long long)have_nodes, (unsigned long long)n,
-                 (unsigned long long)expected_nodes);
-        rc = REFEX_E_TAMPERED;
+    if ((rc = check_node_count(db, &r, n, why, whylen)) != REFEX_OK)
         goto out;
-    }
     /* Root: fold the compact range right to left. */
-    if (depth == 0) {
+    if (r.depth == 0) {
         crypto_hash_sha256(root, (const uint8_t *)"", 0);
     } else {
-        memcpy(root, stack[depth - 1], 32);
-        for (int i = depth - 2; i >= 0; i--)
-            refex_merkle_node_hash(stack[i], root, root);
+        memcpy(root, r.stack[r.depth - 1], 32);
+        for (int i = r.depth - 2; i >= 0; i--)
+            refex_merkle_node_hash(r.stack[i], root, root);
     }
     *size = n;
     rc = REFEX_OK;
 out:
-    free(entry);
     sqlite3_finalize(st);
     return rc;
 }
