@@ -3,6 +3,7 @@
 #include "codec.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
 {
@@ -19,6 +20,28 @@ int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
 int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len)
 {
     return refex_pb_pack(&f->base, out, out_len);
+}
+
+/* Descriptor-driven, so one helper serves every carrier message: the field's number gives
+ * its slot, its type must be m's, and a oneof member also sets the oneof's case. */
+int refex_pb_set_message(ProtobufCMessage *outer, unsigned field, const ProtobufCMessage *m)
+{
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(outer->descriptor, field);
+    if (!fd || !m || fd->type != PROTOBUF_C_TYPE_MESSAGE || fd->label == PROTOBUF_C_LABEL_REPEATED ||
+        fd->descriptor != m->descriptor)
+        return REFEX_E_INVAL;
+    memcpy((char *)outer + fd->offset, &m, sizeof m);
+    if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        memcpy((char *)outer + fd->quantifier_offset, &(uint32_t){field}, sizeof(uint32_t));
+    return REFEX_OK;
+}
+
+int refex_frame_wrap(Refex__V1__Frame *f, Refex__V1__Frame__KindCase kind,
+                     const ProtobufCMessage *m)
+{
+    refex__v1__frame__init(f);
+    return refex_pb_set_message(&f->base, (unsigned)kind, m);
 }
 
 void refex_frame_free(Refex__V1__Frame **f_p)

@@ -1,0 +1,212 @@
+/* Sessions and the delivery pump: which agency is on which connection, and what each has
+ * been sent. Each agency gets at most `window` unacknowledged deliveries at a time, read
+ * from disk as the window opens, so memory stays bounded whatever the backlog. Not for
+ * deciding what is stored (queue.c) or checking frames (broker.c). */
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "broker.h"
+#include "link.h"
+#include "log.h"
+#include "util.h"
+
+session *session_by_rid(broker *b, const uint8_t *rid, size_t len)
+{
+    for (size_t i = 0; i < b->n_sessions; i++)
+        if (b->sessions[i].rid_len == len && memcmp(b->sessions[i].rid, rid, len) == 0)
+            return &b->sessions[i];
+    return NULL;
+}
+
+session *session_by_agency(broker *b, const char *agency)
+{
+    for (size_t i = 0; i < b->n_sessions; i++)
+        if (strcmp(b->sessions[i].agency, agency) == 0)
+            return &b->sessions[i];
+    return NULL;
+}
+
+void session_drop(broker *b, session *s)
+{
+    refex_log_info("session: %s offline", s->agency);
+    *s = b->sessions[--b->n_sessions];
+}
+
+void session_mark(broker *b, const char *agency)
+{
+    session *s = session_by_agency(b, agency);
+    if (s)
+        s->dirty = 1;
+}
+
+void session_rewind_all(broker *b)
+{
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        b->sessions[i].cursor = b->sessions[i].receipt_cursor = 0;
+        b->sessions[i].inflight = b->sessions[i].receipts_inflight = 0;
+        b->sessions[i].dirty = 1;
+    }
+}
+
+/* Connection events: a closed connection ends its session at once, before its routing id
+ * can be taken by anyone else. */
+void session_monitor_drain(broker *b)
+{
+    int ev, fd = -1;
+    while ((ev = refex_link_monitor_event(b->mon, &fd)) >= 0) {
+        if (ev != ZMQ_EVENT_DISCONNECTED)
+            continue;
+        for (size_t i = 0; i < b->n_sessions; i++)
+            if (b->sessions[i].fd == fd)
+                session_drop(b, &b->sessions[i--]);
+    }
+}
+
+int session_bind(broker *b, const peer *p)
+{
+    session *s = session_by_agency(b, p->agency);
+    session *other = session_by_rid(b, p->rid, p->rid_len);
+    if (other && other != s)
+        session_drop(b, other);
+    s = session_by_agency(b, p->agency);
+    if (!s) {
+        if (b->n_sessions == MAX_SESSIONS)
+            return REFEX_E_UNAVAILABLE;
+        s = &b->sessions[b->n_sessions++];
+    }
+    memset(s, 0, sizeof *s);
+    snprintf(s->agency, sizeof s->agency, "%s", p->agency);
+    memcpy(s->rid, p->rid, p->rid_len);
+    s->rid_len = p->rid_len;
+    s->fd = p->fd;
+    s->progress_ms = s->r_progress_ms = refex_mono_ms();
+    s->dirty = 1;
+    return REFEX_OK;
+}
+
+int session_send(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
+                 const ProtobufCMessage *m)
+{
+    return refex_link_send_msg(b->router, s->rid, s->rid_len, kind, m);
+}
+
+/* ---- delivery ------------------------------------------------------------------------ */
+
+typedef struct {
+    broker *b;
+    session *s;
+    int stop; /* REFEX_E_BUSY or REFEX_E_UNAVAILABLE once sending failed */
+} pump_ctx;
+
+/* Sends one frame of a pump; on failure records why the pump stops. */
+static int pump_send(pump_ctx *c, Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m)
+{
+    int rc = session_send(c->b, c->s, kind, m);
+    if (rc != REFEX_OK)
+        c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
+    return rc;
+}
+
+static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char *sender,
+                       const uint8_t *env, size_t env_len)
+{
+    pump_ctx *c = vctx;
+    char idhex[33];
+    refex_hex_encode(idhex, id, 16);
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, env_len, env);
+    if (!e) {
+        refex_log_error("deliver: stored envelope %s from %s is unreadable", idhex, sender);
+        c->s->cursor = seq;
+        return 0;
+    }
+    Refex__V1__Deliver d = REFEX__V1__DELIVER__INIT;
+    d.envelope = e;
+    int rc = pump_send(c, REFEX__V1__FRAME__KIND_DELIVER, &d.base);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    if (rc != REFEX_OK)
+        return 1;
+    c->s->cursor = seq;
+    c->s->inflight++;
+    refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
+    return 0;
+}
+
+static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char *recipient,
+                       const uint8_t *receipt, size_t len)
+{
+    pump_ctx *c = vctx;
+    (void)id;
+    (void)recipient;
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, receipt);
+    if (!sr) {
+        c->s->receipt_cursor = seq;
+        return 0;
+    }
+    Refex__V1__ReceiptDeliver rd = REFEX__V1__RECEIPT_DELIVER__INIT;
+    rd.receipt = sr;
+    int rc = pump_send(c, REFEX__V1__FRAME__KIND_RECEIPT, &rd.base);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    if (rc != REFEX_OK)
+        return 1;
+    c->s->receipt_cursor = seq;
+    if (c->s->receipts_inflight++ == 0)
+        c->s->r_progress_ms = refex_mono_ms();
+    return 0;
+}
+
+/* Fills the session's delivery window from the store, and sends waiting receipts.
+ * Returns REFEX_E_UNAVAILABLE if the peer is gone (the caller ends the session). */
+static int pump(broker *b, session *s)
+{
+    pump_ctx c = {b, s, 0};
+    s->dirty = 0;
+    if ((uint64_t)s->inflight < b->window) {
+        if (s->inflight == 0)
+            s->progress_ms = refex_mono_ms();
+        if (refex_store_pending(b->store, s->agency, s->cursor,
+                                (int)(b->window - (uint64_t)s->inflight), deliver_one,
+                                &c) != REFEX_OK)
+            refex_log_error("deliver: cannot read the backlog of %s", s->agency);
+    }
+    if (!c.stop && refex_store_receipts(b->store, s->agency, s->receipt_cursor, (int)b->window,
+                                        receipt_one, &c) != REFEX_OK)
+        refex_log_error("receipt: cannot read the receipts of %s", s->agency);
+    if (c.stop == REFEX_E_BUSY)
+        s->dirty = 1; /* try again next cycle */
+    return c.stop == REFEX_E_UNAVAILABLE ? REFEX_E_UNAVAILABLE : REFEX_OK;
+}
+
+/* Nothing acknowledged for a while: send everything unacknowledged again (the recipient
+ * collapses duplicates by message id). Deliveries and receipts each have their own
+ * silence: traffic on one must not hide a stall of the other. */
+static void redeliver_stalled(broker *b, session *s, int64_t now)
+{
+    if (s->inflight > 0 && now - s->progress_ms > (int64_t)b->redeliver_ms) {
+        refex_log_info("deliver: no acknowledgement from %s for %llu s; redelivering", s->agency,
+                       (unsigned long long)(b->redeliver_ms / 1000));
+        s->cursor = 0;
+        s->inflight = 0;
+        s->progress_ms = now;
+        s->dirty = 1;
+    }
+    if (s->receipts_inflight > 0 && now - s->r_progress_ms > (int64_t)b->redeliver_ms) {
+        refex_log_info("receipt: no acknowledgement from %s for %llu s; sending again", s->agency,
+                       (unsigned long long)(b->redeliver_ms / 1000));
+        s->receipt_cursor = 0;
+        s->receipts_inflight = 0;
+        s->r_progress_ms = now;
+        s->dirty = 1;
+    }
+}
+
+void session_pump_all(broker *b)
+{
+    int64_t now = refex_mono_ms();
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        session *s = &b->sessions[i];
+        redeliver_stalled(b, s, now);
+        if (s->dirty && pump(b, s) == REFEX_E_UNAVAILABLE)
+            session_drop(b, &b->sessions[i--]);
+    }
+}
