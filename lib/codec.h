@@ -15,6 +15,12 @@
 
 /* Packs any protobuf-c message into a fresh malloc'd buffer (free() it). */
 int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
+/* Packs m, signs its bytes under context (refex_sign_domain) and packs the signed wrapper:
+ * a message whose two fields are those bytes and the signature (SignedReceipt, SignedGrant,
+ * SignedSubscription). REFEX_E_INVAL if wrapper is not of that shape. */
+int refex_pb_pack_signed(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *wrapper,
+                         const char *context, const uint8_t sign_sk[64], uint8_t **out,
+                         size_t *out_len) REFEX_NODISCARD;
 int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len) REFEX_NODISCARD;
 /* Points outer's message field number `field` at m (borrowed, not copied), setting the case
  * of a oneof member. REFEX_E_INVAL if there is no such singular message field of m's type. */
