@@ -101,6 +101,11 @@ void session_monitor_drain(broker *b);
 /* Sends command m of the given kind on the session (see refex_link_send). */
 int session_send(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
                  const ProtobufCMessage *m);
+/* Sends a stored object (packed: an envelope, a signed receipt, grant or subscription) in
+ * the frame kind whose command carries it as its one field: DELIVER, RECEIPT, GRANT_NOTICE,
+ * SUBSCRIPTION_NOTICE. REFEX_E_MALFORMED if the bytes do not unpack, else as session_send. */
+int session_send_packed(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
+                        const uint8_t *blob, size_t len);
 /* Redelivers what went unacknowledged too long and fills every open delivery window. */
 void session_pump_all(broker *b);
 

@@ -10,41 +10,27 @@
 #include "link.h"
 #include "log.h"
 
-/* What a signed object travels as: its frame kind, its message types, a name for logs. */
+/* What a signed object travels as: its frame kind, and a name for logs. */
 typedef struct {
     Refex__V1__Frame__KindCase kind;
-    const ProtobufCMessageDescriptor *signed_desc; /* SignedGrant, SignedSubscription */
-    const ProtobufCMessageDescriptor *notice_desc; /* GrantNotice...: field 1 holds it */
     const char *what;
 } notice_kind;
 
-static const notice_kind GRANT = {REFEX__V1__FRAME__KIND_GRANT_NOTICE,
-                                  &refex__v1__signed_grant__descriptor,
-                                  &refex__v1__grant_notice__descriptor, "grant"};
-static const notice_kind SUBSCRIPTION = {
-    REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE, &refex__v1__signed_subscription__descriptor,
-    &refex__v1__subscription_notice__descriptor, "subscription"};
+static const notice_kind GRANT = {REFEX__V1__FRAME__KIND_GRANT_NOTICE, "grant"};
+static const notice_kind SUBSCRIPTION = {REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE,
+                                         "subscription"};
 
 /* Sends one signed object (packed) to an agency, if it is online: it gets every grant and
  * subscription of its cases after its next HELLO anyway. */
 static void notice_send(broker *b, const notice_kind *k, const char *agency, const uint8_t *blob,
                         size_t len)
 {
-    union {
-        Refex__V1__GrantNotice grant;
-        Refex__V1__SubscriptionNotice subscription;
-    } notice;
     session *s = session_by_agency(b, agency);
     if (!s)
         return;
-    ProtobufCMessage *obj = protobuf_c_message_unpack(k->signed_desc, NULL, len, blob);
-    if (!obj)
-        return;
-    protobuf_c_message_init(k->notice_desc, &notice);
-    if (refex_pb_set_message((ProtobufCMessage *)&notice, 1, obj) != REFEX_OK ||
-        session_send(b, s, k->kind, (const ProtobufCMessage *)&notice) != REFEX_OK)
+    int rc = session_send_packed(b, s, k->kind, blob, len);
+    if (rc != REFEX_OK && rc != REFEX_E_MALFORMED)
         refex_log_debug("%s: could not notify %s now", k->what, agency);
-    protobuf_c_message_free_unpacked(obj, NULL);
 }
 
 /* Context of the cases_* walks: send `blob` to each agency walked, or each blob walked to

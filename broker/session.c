@@ -7,6 +7,7 @@
 #include <zmq.h>
 
 #include "broker.h"
+#include "codec.h"
 #include "link.h"
 #include "log.h"
 #include "util.h"
@@ -91,6 +92,32 @@ int session_send(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
     return refex_link_send_msg(b->router, s->rid, s->rid_len, kind, m);
 }
 
+int session_send_packed(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
+                        const uint8_t *blob, size_t len)
+{
+    union {
+        Refex__V1__Deliver deliver;
+        Refex__V1__ReceiptDeliver receipt;
+        Refex__V1__GrantNotice grant;
+        Refex__V1__SubscriptionNotice subscription;
+    } carrier;
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(&refex__v1__frame__descriptor, (unsigned)kind);
+    const ProtobufCMessageDescriptor *cd = fd ? fd->descriptor : NULL;
+    if (!cd || cd->n_fields != 1 || cd->fields[0].type != PROTOBUF_C_TYPE_MESSAGE ||
+        cd->sizeof_message > sizeof carrier)
+        return REFEX_E_INVAL;
+    ProtobufCMessage *obj = protobuf_c_message_unpack(cd->fields[0].descriptor, NULL, len, blob);
+    if (!obj)
+        return REFEX_E_MALFORMED;
+    protobuf_c_message_init(cd, &carrier);
+    int rc = refex_pb_set_message((ProtobufCMessage *)&carrier, cd->fields[0].id, obj);
+    if (rc == REFEX_OK)
+        rc = session_send(b, s, kind, (const ProtobufCMessage *)&carrier);
+    protobuf_c_message_free_unpacked(obj, NULL);
+    return rc;
+}
+
 /* ---- delivery ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -99,11 +126,12 @@ typedef struct {
     int stop; /* REFEX_E_BUSY or REFEX_E_UNAVAILABLE once sending failed */
 } pump_ctx;
 
-/* Sends one frame of a pump; on failure records why the pump stops. */
-static int pump_send(pump_ctx *c, Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m)
+/* Sends one stored object of a pump (REFEX_E_MALFORMED: unreadable, to be skipped); if
+ * sending failed, records why the pump stops. */
+static int pump_send(pump_ctx *c, Refex__V1__Frame__KindCase kind, const uint8_t *blob, size_t len)
 {
-    int rc = session_send(c->b, c->s, kind, m);
-    if (rc != REFEX_OK)
+    int rc = session_send_packed(c->b, c->s, kind, blob, len);
+    if (rc != REFEX_OK && rc != REFEX_E_MALFORMED)
         c->stop = rc == REFEX_E_BUSY ? REFEX_E_BUSY : REFEX_E_UNAVAILABLE;
     return rc;
 }
@@ -114,19 +142,14 @@ static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     pump_ctx *c = vctx;
     char idhex[33];
     refex_hex_encode(idhex, id, 16);
-    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, env_len, env);
-    if (!e) {
-        refex_log_error("deliver: stored envelope %s from %s is unreadable", idhex, sender);
-        c->s->cursor = seq;
-        return 0;
-    }
-    Refex__V1__Deliver d = REFEX__V1__DELIVER__INIT;
-    d.envelope = e;
-    int rc = pump_send(c, REFEX__V1__FRAME__KIND_DELIVER, &d.base);
-    refex__v1__envelope__free_unpacked(e, NULL);
-    if (rc != REFEX_OK)
+    int rc = pump_send(c, REFEX__V1__FRAME__KIND_DELIVER, env, env_len);
+    if (c->stop)
         return 1;
     c->s->cursor = seq;
+    if (rc == REFEX_E_MALFORMED) {
+        refex_log_error("deliver: stored envelope %s from %s is unreadable", idhex, sender);
+        return 0;
+    }
     c->s->inflight++;
     refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
     return 0;
@@ -138,19 +161,11 @@ static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     pump_ctx *c = vctx;
     (void)id;
     (void)recipient;
-    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, receipt);
-    if (!sr) {
-        c->s->receipt_cursor = seq;
-        return 0;
-    }
-    Refex__V1__ReceiptDeliver rd = REFEX__V1__RECEIPT_DELIVER__INIT;
-    rd.receipt = sr;
-    int rc = pump_send(c, REFEX__V1__FRAME__KIND_RECEIPT, &rd.base);
-    refex__v1__signed_receipt__free_unpacked(sr, NULL);
-    if (rc != REFEX_OK)
+    int rc = pump_send(c, REFEX__V1__FRAME__KIND_RECEIPT, receipt, len);
+    if (c->stop)
         return 1;
     c->s->receipt_cursor = seq;
-    if (c->s->receipts_inflight++ == 0)
+    if (rc == REFEX_OK && c->s->receipts_inflight++ == 0)
         c->s->r_progress_ms = refex_mono_ms();
     return 0;
 }
