@@ -248,13 +248,13 @@ out:
     zmq_msg_close(&body);
 }
 
-int broker_run(broker *b)
+/* Binds the ZAP handler, then the agent-facing ROUTER with its monitor; writes the bound
+ * endpoint to <data_dir>/broker.endpoint and announces READY. */
+static int listen_sockets(broker *b)
 {
-    char endpoint[512];
+    char endpoint[512], path[4200];
     size_t elen = sizeof endpoint;
-    int one = 1, linger0 = 0, rc = REFEX_OK;
-    refex_daemon_signals_install();
-
+    int one = 1, linger0 = 0;
     b->ctx = zmq_ctx_new();
     b->zap = zmq_socket(b->ctx, ZMQ_REP);
     if (b->zap)
@@ -277,7 +277,6 @@ int broker_run(broker *b)
         return REFEX_E_IO;
     }
     zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, endpoint, &elen);
-    char path[4200];
     snprintf(path, sizeof path, "%s/broker.endpoint", b->base.data_dir);
     if (refex_file_write(path, endpoint, strlen(endpoint), 0644) != REFEX_OK)
         refex_log_warn("cannot write %s", path);
@@ -288,7 +287,15 @@ int broker_run(broker *b)
                    (long long)refex_store_count(b->store));
     printf("READY %s\n", endpoint);
     fflush(stdout);
+    return REFEX_OK;
+}
 
+int broker_run(broker *b)
+{
+    int rc;
+    refex_daemon_signals_install();
+    if ((rc = listen_sockets(b)) != REFEX_OK)
+        return rc;
     while (!refex_daemon_stopping()) {
         zmq_pollitem_t items[] = {
             {b->zap, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
