@@ -24,6 +24,13 @@
 #define RID_MAX      256
 #define BATCH_MAX    256
 
+/* One stream a session is sent, deliveries or receipts, each acknowledged on its own. */
+typedef struct {
+    int64_t cursor;      /* last seq sent on this session */
+    int inflight;        /* sent and not yet acknowledged */
+    int64_t progress_ms; /* last acknowledgement, or when sending last (re)started */
+} session_flow;
+
 /* A HELLO binds an agency to one connection: its routing id and, because a client may
  * choose its own routing id, the file descriptor it arrived on. Frames from that routing id
  * by another identity or fd, and the connection's DISCONNECTED event, end the session. */
@@ -32,13 +39,9 @@ typedef struct {
     uint8_t rid[RID_MAX];
     size_t rid_len;
     int fd;
-    int64_t cursor;         /* last delivery seq sent on this session */
-    int inflight;           /* deliveries sent and not yet acknowledged */
-    int64_t receipt_cursor; /* last receipt seq sent */
-    int receipts_inflight;  /* receipts sent and not yet acknowledged */
-    int64_t progress_ms;    /* last ACK, or when the delivery window was opened */
-    int64_t r_progress_ms;  /* last RECEIPT_ACK, or when receipts were first sent */
-    int dirty;              /* new deliveries or receipts may be waiting */
+    session_flow deliveries; /* progress: last ACK, or when the window was opened */
+    session_flow receipts;   /* progress: last RECEIPT_ACK, or when receipts were first sent */
+    int dirty;               /* new deliveries or receipts may be waiting */
 } session;
 
 /* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */

@@ -338,9 +338,9 @@ void queue_handle_ack(broker *b, const peer *p, const Refex__V1__Frame *f)
     free(blob);
     session *s = session_by_agency(b, agency);
     if (s) {
-        if (s->inflight > 0)
-            s->inflight--;
-        s->progress_ms = refex_mono_ms();
+        if (s->deliveries.inflight > 0)
+            s->deliveries.inflight--;
+        s->deliveries.progress_ms = refex_mono_ms();
         s->dirty = 1;
     }
     if (rc == REFEX_E_STORE) {
@@ -375,8 +375,8 @@ void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *
         b->batch_failed = 1;
     session *s = session_by_agency(b, p->agency);
     if (s) {
-        s->r_progress_ms = refex_mono_ms();
-        if (s->receipts_inflight > 0)
-            s->receipts_inflight--;
+        s->receipts.progress_ms = refex_mono_ms();
+        if (s->receipts.inflight > 0)
+            s->receipts.inflight--;
     }
 }

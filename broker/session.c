@@ -44,8 +44,8 @@ void session_mark(broker *b, const char *agency)
 void session_rewind_all(broker *b)
 {
     for (size_t i = 0; i < b->n_sessions; i++) {
-        b->sessions[i].cursor = b->sessions[i].receipt_cursor = 0;
-        b->sessions[i].inflight = b->sessions[i].receipts_inflight = 0;
+        b->sessions[i].deliveries.cursor = b->sessions[i].receipts.cursor = 0;
+        b->sessions[i].deliveries.inflight = b->sessions[i].receipts.inflight = 0;
         b->sessions[i].dirty = 1;
     }
 }
@@ -81,7 +81,7 @@ int session_bind(broker *b, const peer *p)
     memcpy(s->rid, p->rid, p->rid_len);
     s->rid_len = p->rid_len;
     s->fd = p->fd;
-    s->progress_ms = s->r_progress_ms = refex_mono_ms();
+    s->deliveries.progress_ms = s->receipts.progress_ms = refex_mono_ms();
     s->dirty = 1;
     return REFEX_OK;
 }
@@ -145,12 +145,12 @@ static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     int rc = pump_send(c, REFEX__V1__FRAME__KIND_DELIVER, env, env_len);
     if (c->stop)
         return 1;
-    c->s->cursor = seq;
+    c->s->deliveries.cursor = seq;
     if (rc == REFEX_E_MALFORMED) {
         refex_log_error("deliver: stored envelope %s from %s is unreadable", idhex, sender);
         return 0;
     }
-    c->s->inflight++;
+    c->s->deliveries.inflight++;
     refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
     return 0;
 }
@@ -164,9 +164,9 @@ static int receipt_one(void *vctx, int64_t seq, const uint8_t id[16], const char
     int rc = pump_send(c, REFEX__V1__FRAME__KIND_RECEIPT, receipt, len);
     if (c->stop)
         return 1;
-    c->s->receipt_cursor = seq;
-    if (rc == REFEX_OK && c->s->receipts_inflight++ == 0)
-        c->s->r_progress_ms = refex_mono_ms();
+    c->s->receipts.cursor = seq;
+    if (rc == REFEX_OK && c->s->receipts.inflight++ == 0)
+        c->s->receipts.progress_ms = refex_mono_ms();
     return 0;
 }
 
@@ -176,15 +176,16 @@ static int pump(broker *b, session *s)
 {
     pump_ctx c = {b, s, 0};
     s->dirty = 0;
-    if ((uint64_t)s->inflight < b->window) {
-        if (s->inflight == 0)
-            s->progress_ms = refex_mono_ms();
-        if (refex_store_pending(b->store, s->agency, s->cursor,
-                                (int)(b->window - (uint64_t)s->inflight), deliver_one,
+    session_flow *d = &s->deliveries;
+    if ((uint64_t)d->inflight < b->window) {
+        if (d->inflight == 0)
+            d->progress_ms = refex_mono_ms();
+        if (refex_store_pending(b->store, s->agency, d->cursor,
+                                (int)(b->window - (uint64_t)d->inflight), deliver_one,
                                 &c) != REFEX_OK)
             refex_log_error("deliver: cannot read the backlog of %s", s->agency);
     }
-    if (!c.stop && refex_store_receipts(b->store, s->agency, s->receipt_cursor, (int)b->window,
+    if (!c.stop && refex_store_receipts(b->store, s->agency, s->receipts.cursor, (int)b->window,
                                         receipt_one, &c) != REFEX_OK)
         refex_log_error("receipt: cannot read the receipts of %s", s->agency);
     if (c.stop == REFEX_E_BUSY)
@@ -195,24 +196,17 @@ static int pump(broker *b, session *s)
 /* Nothing acknowledged for a while: send everything unacknowledged again (the recipient
  * collapses duplicates by message id). Deliveries and receipts each have their own
  * silence: traffic on one must not hide a stall of the other. */
-static void redeliver_stalled(broker *b, session *s, int64_t now)
+static void restart_if_stalled(broker *b, session *s, session_flow *f, const char *what,
+                               const char *action, int64_t now)
 {
-    if (s->inflight > 0 && now - s->progress_ms > (int64_t)b->redeliver_ms) {
-        refex_log_info("deliver: no acknowledgement from %s for %llu s; redelivering", s->agency,
-                       (unsigned long long)(b->redeliver_ms / 1000));
-        s->cursor = 0;
-        s->inflight = 0;
-        s->progress_ms = now;
-        s->dirty = 1;
-    }
-    if (s->receipts_inflight > 0 && now - s->r_progress_ms > (int64_t)b->redeliver_ms) {
-        refex_log_info("receipt: no acknowledgement from %s for %llu s; sending again", s->agency,
-                       (unsigned long long)(b->redeliver_ms / 1000));
-        s->receipt_cursor = 0;
-        s->receipts_inflight = 0;
-        s->r_progress_ms = now;
-        s->dirty = 1;
-    }
+    if (f->inflight <= 0 || now - f->progress_ms <= (int64_t)b->redeliver_ms)
+        return;
+    refex_log_info("%s: no acknowledgement from %s for %llu s; %s", what, s->agency,
+                   (unsigned long long)(b->redeliver_ms / 1000), action);
+    f->cursor = 0;
+    f->inflight = 0;
+    f->progress_ms = now;
+    s->dirty = 1;
 }
 
 void session_pump_all(broker *b)
@@ -220,7 +214,8 @@ void session_pump_all(broker *b)
     int64_t now = refex_mono_ms();
     for (size_t i = 0; i < b->n_sessions; i++) {
         session *s = &b->sessions[i];
-        redeliver_stalled(b, s, now);
+        restart_if_stalled(b, s, &s->deliveries, "deliver", "redelivering", now);
+        restart_if_stalled(b, s, &s->receipts, "receipt", "sending again", now);
         if (s->dirty && pump(b, s) == REFEX_E_UNAVAILABLE)
             session_drop(b, &b->sessions[i--]);
     }
