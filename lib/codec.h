@@ -1,6 +1,8 @@
 /* Frame codec: protobuf bytes <-> Refex__V1__Frame, with the size limit and the
- * structural checks every receiver needs (version, exactly one command). Knows nothing
- * about sockets or keys. */
+ * structural checks every receiver needs (version, exactly one command), and the packing
+ * helpers every sender shares (any message, a command wrapped in a frame, a Signed*
+ * wrapper). Knows nothing about sockets; it holds no keys, only uses the one it is given
+ * for refex_pb_pack_signed. */
 #ifndef REFEX_CODEC_H
 #define REFEX_CODEC_H
 
