@@ -1,17 +1,131 @@
 /* refex-broker: authenticates agencies (CurveZMQ + ZAP against the signed directory),
  * checks envelopes it can see the outside of, queues and routes them. It never holds a
- * key that opens a body. */
+ * key that opens a body.
+ *
+ * This private header joins the broker's files, one concern each: broker.c (the loop, the
+ * frame table, HELLO/PING/CHECKPOINT), session.c (agency <-> connection, delivery pump),
+ * queue.c (SEND/ACK/RECEIPT_ACK, expiry, group commit) and notice.c (GRANT/SUBSCRIBE and
+ * the notices that spread them to a case's parties). */
 #ifndef REFEX_BROKER_H
 #define REFEX_BROKER_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex.pb-c.h"
+#include "cases.h"
 #include "config.h"
+#include "daemon.h"
+#include "directory.h"
+#include "store.h"
+#include "witness.h"
 
-typedef struct broker broker;
+#define MAX_SESSIONS 1024
+#define RID_MAX      256
+#define BATCH_MAX    256
 
+/* One stream a session is sent, deliveries or receipts, each acknowledged on its own. */
+typedef struct {
+    int64_t cursor;      /* last seq sent on this session */
+    int inflight;        /* sent and not yet acknowledged */
+    int64_t progress_ms; /* last acknowledgement, or when sending last (re)started */
+} session_flow;
+
+/* A HELLO binds an agency to one connection: its routing id and, because a client may
+ * choose its own routing id, the file descriptor it arrived on. Frames from that routing id
+ * by another identity or fd, and the connection's DISCONNECTED event, end the session. */
+typedef struct {
+    char agency[REFEX_ID_MAX];
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    int fd;
+    session_flow deliveries; /* progress: last ACK, or when the window was opened */
+    session_flow receipts;   /* progress: last RECEIPT_ACK, or when receipts were first sent */
+    int dirty;               /* new deliveries or receipts may be waiting */
+} session;
+
+/* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */
+typedef struct {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    uint8_t id[16];
+} reply;
+
+/* Where a frame came from: its routing id and fd, and the agency the transport
+ * authenticated. */
+typedef struct {
+    const uint8_t *rid;
+    size_t rid_len;
+    int fd;
+    const char *agency;
+} peer;
+
+typedef struct broker {
+    char listen[512];
+    refex_daemon_base base;
+    refex_store *store;
+    witness *witness;
+    cases *cases;
+    uint64_t window, redeliver_ms, store_max;
+    void *ctx, *router, *zap, *mon;
+    session sessions[MAX_SESSIONS];
+    size_t n_sessions;
+    reply replies[BATCH_MAX];
+    size_t n_replies;
+    int in_batch, batch_failed;
+    int64_t next_expiry_ms, next_purge_ms;
+} broker;
+
+/* A handler of one kind of frame from an agent (a row of broker.c's frame table). */
+typedef void (*broker_frame_fn)(broker *b, const peer *p, const Refex__V1__Frame *f);
+
+/* broker.c */
 int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen);
 /* Runs the event loop until SIGTERM/SIGINT. Prints "READY <endpoint>" on stdout once
  * bound. */
 int broker_run(broker *b);
 void broker_close(broker **b_p);
+/* Sends command m of the given kind back to the peer a frame came from. */
+int broker_reply(broker *b, const peer *p, Refex__V1__Frame__KindCase kind,
+                 const ProtobufCMessage *m);
+
+/* session.c */
+session *session_by_rid(broker *b, const uint8_t *rid, size_t len);
+session *session_by_agency(broker *b, const char *agency);
+/* REFEX_E_UNAVAILABLE when every session slot is taken. */
+int session_bind(broker *b, const peer *p);
+void session_drop(broker *b, session *s);
+/* New deliveries or receipts may be waiting for agency, if it is online. */
+void session_mark(broker *b, const char *agency);
+/* Every session starts over from its oldest pending delivery and receipt. */
+void session_rewind_all(broker *b);
+/* Ends the sessions of connections the monitor reports closed. */
+void session_monitor_drain(broker *b);
+/* Sends command m of the given kind on the session (see refex_link_send). */
+int session_send(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
+                 const ProtobufCMessage *m);
+/* Sends a stored object (packed: an envelope, a signed receipt, grant or subscription) in
+ * the frame kind whose command carries it as its one field: DELIVER, RECEIPT, GRANT_NOTICE,
+ * SUBSCRIPTION_NOTICE. REFEX_E_MALFORMED if the bytes do not unpack, else as session_send. */
+int session_send_packed(broker *b, const session *s, Refex__V1__Frame__KindCase kind,
+                        const uint8_t *blob, size_t len);
+/* Redelivers what went unacknowledged too long and fills every open delivery window. */
+void session_pump_all(broker *b);
+
+/* queue.c */
+int queue_batch_begin(broker *b);
+/* Commits the cycle's writes, then answers STORED (or REJECTED for all of them). */
+void queue_batch_end(broker *b);
+/* Expiry every second, purge every minute. */
+void queue_timers(broker *b);
+void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f);
+void queue_handle_ack(broker *b, const peer *p, const Refex__V1__Frame *f);
+void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *f);
+
+/* notice.c */
+void notice_handle_grant(broker *b, const peer *p, const Refex__V1__Frame *f);
+void notice_handle_subscribe(broker *b, const peer *p, const Refex__V1__Frame *f);
+/* A new session gets the grants and subscriptions of every case it is a party of. */
+void notice_welcome(broker *b, const char *agency);
 
 #endif

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "db.h"
 #include "util.h"
 
@@ -120,12 +121,9 @@ int cases_submit(cases *c, const refex_directory *dir, const char *agency,
         sqlite3_bind_int64(st, 3, (sqlite3_int64)g->serial);
         sqlite3_bind_int64(st, 4, g->valid_until_ms);
         sqlite3_bind_int(st, 5, g->revoked);
-        size_t len = refex__v1__signed_grant__get_packed_size(sg);
-        uint8_t *blob = malloc(len ? len : 1);
-        if (!blob) {
-            rc = REFEX_E_NOMEM;
-        } else {
-            refex__v1__signed_grant__pack(sg, blob);
+        uint8_t *blob = NULL;
+        size_t len = 0;
+        if ((rc = refex_pb_pack(&sg->base, &blob, &len)) == REFEX_OK) {
             sqlite3_bind_blob(st, 6, blob, (int)len, SQLITE_TRANSIENT);
             free(blob);
             rc = refex_db_err(sqlite3_step(st));

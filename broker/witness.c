@@ -105,6 +105,26 @@ static int consistent(const Refex__V1__CheckpointSubmit *cp, uint64_t old_size,
     return ok;
 }
 
+/* Keeps what was cosigned, so the next checkpoint of the agency is checked against it. */
+static int record(witness *w, const char *agency, const refex_checkpoint *c, const char *cosigned)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_prepare(w->db,
+                              "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
+                              " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                              &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->size);
+    sqlite3_bind_blob(st, 3, c->root, 32, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, cosigned, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 5, refex_now_ms());
+    rc = refex_db_err(sqlite3_step(st));
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int witness_submit(witness *w, const refex_directory *dir, const refex_keys *broker,
                    const char *agency, const Refex__V1__CheckpointSubmit *cp, char **cosigned,
                    uint64_t *size, char *why, size_t whylen)
@@ -167,20 +187,7 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
     if ((rc = refex_checkpoint_cosign(cp->note, broker->pub.agency, broker->sk->sign_sk,
                                       (uint64_t)(refex_now_ms() / 1000), cosigned)) != REFEX_OK)
         return rc;
-    sqlite3_stmt *st = NULL;
-    rc = refex_db_prepare(w->db,
-                          "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
-                          " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-                          &st);
-    if (rc == REFEX_OK) {
-        sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
-        sqlite3_bind_blob(st, 3, c.root, 32, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, *cosigned, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 5, refex_now_ms());
-        rc = refex_db_err(sqlite3_step(st));
-        sqlite3_finalize(st);
-    }
+    rc = record(w, agency, &c, *cosigned);
     if (rc != REFEX_OK) {
         free(*cosigned);
         *cosigned = NULL;

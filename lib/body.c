@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "codec.h"
 #include "pbjson.h"
 
 int refex_message_type_parse(const char *name)
@@ -62,15 +63,9 @@ int refex_body_pack_json(int type, const json_t *obj, uint8_t **out, size_t *out
     json_decref(wrap);
     if (rc != REFEX_OK)
         return rc;
-    *out_len = protobuf_c_message_get_packed_size(msg);
-    *out = malloc(*out_len ? *out_len : 1);
-    if (!*out) {
-        protobuf_c_message_free_unpacked(msg, NULL);
-        return REFEX_E_NOMEM;
-    }
-    protobuf_c_message_pack(msg, *out);
+    rc = refex_pb_pack(msg, out, out_len);
     protobuf_c_message_free_unpacked(msg, NULL);
-    return REFEX_OK;
+    return rc;
 }
 
 int refex_body_unpack(int type, const uint8_t *buf, size_t len, Refex__V1__Body **out)

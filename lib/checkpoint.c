@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #define ROOT_LEN   32
 #define KEY_ID_LEN 4
 #define TS_LEN     8
@@ -20,7 +22,6 @@
 /* key ID || signature, and key ID || timestamp || signature. */
 #define SIG_RAW_LEN   (KEY_ID_LEN + crypto_sign_BYTES)
 #define COSIG_RAW_LEN (KEY_ID_LEN + TS_LEN + crypto_sign_BYTES)
-#define B64_LEN(n)    sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL)
 /* "cosignature/v1\ntime " + at most 19 digits (timestamps stay below 2^63) + "\n". */
 #define COSIG_PREFIX_MAX (sizeof "cosignature/v1\ntime " - 1 + 19 + 1)
 
@@ -202,8 +203,7 @@ static int parse_body(const char *text, size_t len, refex_checkpoint *cp)
             if (!parse_size(p, n, &cp->size))
                 return REFEX_E_MALFORMED;
         } else if (nlines == 2) {
-            if (sodium_base642bin(cp->root, ROOT_LEN, p, n, NULL, &root_len, NULL,
-                                  sodium_base64_VARIANT_ORIGINAL) != 0 ||
+            if (refex_base64_decode(cp->root, ROOT_LEN, &root_len, p, n) != REFEX_OK ||
                 root_len != ROOT_LEN)
                 return REFEX_E_MALFORMED;
         }
@@ -255,8 +255,8 @@ static int parse_note(const char *note, size_t len, struct note *n)
         if (!sp || !name_ok(name, (size_t)(sp - name)) || sp + 1 == nl)
             return REFEX_E_MALFORMED;
         b64 = sp + 1;
-        if (sodium_base642bin(n->scratch + used, cap - used, b64, (size_t)(nl - b64), NULL,
-                              &raw_len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        if (refex_base64_decode(n->scratch + used, cap - used, &raw_len, b64, (size_t)(nl - b64)) !=
+                REFEX_OK ||
             raw_len < KEY_ID_LEN + 1)
             return REFEX_E_MALFORMED;
         s = &n->sigs[n->nsigs++];
@@ -300,20 +300,20 @@ static char *put_sigline(char *p, const char *name, const uint8_t *raw, size_t r
     memcpy(p, name, n);
     p += n;
     *p++ = ' ';
-    sodium_bin2base64(p, B64_LEN(raw_len), raw, raw_len, sodium_base64_VARIANT_ORIGINAL);
-    p += B64_LEN(raw_len) - 1;
+    refex_base64_encode(p, raw, raw_len);
+    p += REFEX_BASE64_LEN(raw_len) - 1;
     *p++ = '\n';
     return p;
 }
 
 static size_t sigline_len(const char *name, size_t raw_len)
 {
-    return SIG_PREFIX_LEN + strlen(name) + 1 + (B64_LEN(raw_len) - 1) + 1;
+    return SIG_PREFIX_LEN + strlen(name) + 1 + (REFEX_BASE64_LEN(raw_len) - 1) + 1;
 }
 
 int refex_checkpoint_body(const refex_checkpoint *c, char **out)
 {
-    char root64[B64_LEN(ROOT_LEN)];
+    char root64[REFEX_BASE64_LEN(ROOT_LEN)];
     size_t olen, total;
     int k;
 
@@ -328,7 +328,7 @@ int refex_checkpoint_body(const refex_checkpoint *c, char **out)
         if (ch <= 0x20 || ch >= 0x7f || ch == '+')
             return REFEX_E_INVAL;
     }
-    sodium_bin2base64(root64, sizeof root64, c->root, ROOT_LEN, sodium_base64_VARIANT_ORIGINAL);
+    refex_base64_encode(root64, c->root, ROOT_LEN);
     /* origin \n up to 20 digits \n root \n NUL */
     total = olen + 1 + 20 + 1 + (sizeof root64 - 1) + 1 + 1;
     *out = malloc(total);

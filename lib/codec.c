@@ -1,8 +1,12 @@
 /* Frame codec. Everything that arrives from a socket passes through refex_frame_unpack
- * first, so the daemons only ever see structurally valid frames. */
+ * first, so the daemons only ever see structurally valid frames. The packing helpers here
+ * are descriptor-driven, so one serves every message type. */
 #include "codec.h"
 
 #include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
 
 int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
 {
@@ -16,9 +20,59 @@ int refex_pb_pack(const ProtobufCMessage *m, uint8_t **out, size_t *out_len)
     return REFEX_OK;
 }
 
+int refex_pb_pack_signed(const ProtobufCMessage *m, const ProtobufCMessageDescriptor *wrapper,
+                         const char *context, const uint8_t sign_sk[64], uint8_t **out,
+                         size_t *out_len)
+{
+    uint8_t sig[64], *bytes = NULL;
+    size_t len = 0;
+    ProtobufCMessage *w = NULL;
+    int rc = REFEX_E_INVAL;
+    if (wrapper->n_fields != 2 || wrapper->fields[0].type != PROTOBUF_C_TYPE_BYTES ||
+        wrapper->fields[1].type != PROTOBUF_C_TYPE_BYTES)
+        goto out;
+    if ((rc = refex_pb_pack(m, &bytes, &len)) != REFEX_OK ||
+        (rc = refex_sign_domain(context, bytes, len, sign_sk, sig)) != REFEX_OK)
+        goto out;
+    rc = REFEX_E_NOMEM;
+    if (!(w = malloc(wrapper->sizeof_message)))
+        goto out;
+    protobuf_c_message_init(wrapper, w);
+    ProtobufCBinaryData fields[2] = {{len, bytes}, {sizeof sig, sig}};
+    for (int i = 0; i < 2; i++)
+        memcpy((char *)w + wrapper->fields[i].offset, &fields[i], sizeof fields[i]);
+    rc = refex_pb_pack(w, out, out_len);
+out:
+    free(w);
+    free(bytes);
+    return rc;
+}
+
 int refex_frame_pack(const Refex__V1__Frame *f, uint8_t **out, size_t *out_len)
 {
     return refex_pb_pack(&f->base, out, out_len);
+}
+
+/* Descriptor-driven, so one helper serves every carrier message: the field's number gives
+ * its slot, its type must be m's, and a oneof member also sets the oneof's case. */
+int refex_pb_set_message(ProtobufCMessage *outer, unsigned field, const ProtobufCMessage *m)
+{
+    const ProtobufCFieldDescriptor *fd =
+        protobuf_c_message_descriptor_get_field(outer->descriptor, field);
+    if (!fd || !m || fd->type != PROTOBUF_C_TYPE_MESSAGE ||
+        fd->label == PROTOBUF_C_LABEL_REPEATED || fd->descriptor != m->descriptor)
+        return REFEX_E_INVAL;
+    memcpy((char *)outer + fd->offset, &m, sizeof m);
+    if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        memcpy((char *)outer + fd->quantifier_offset, &(uint32_t){field}, sizeof(uint32_t));
+    return REFEX_OK;
+}
+
+int refex_frame_wrap(Refex__V1__Frame *f, Refex__V1__Frame__KindCase kind,
+                     const ProtobufCMessage *m)
+{
+    refex__v1__frame__init(f);
+    return refex_pb_set_message(&f->base, (unsigned)kind, m);
 }
 
 void refex_frame_free(Refex__V1__Frame **f_p)

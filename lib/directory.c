@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "refex.pb-c.h"
+#include "codec.h"
 #include "util.h"
 
 #define MAX_AGENCIES 4096
@@ -111,13 +112,7 @@ static int serialize(const refex_directory *self, uint8_t **out, size_t *out_len
     d.issued_at_ms = self->d_issued_at;
     d.n_agencies = self->d_n;
     d.agencies = ptrs;
-    *out_len = refex__v1__directory__get_packed_size(&d);
-    *out = malloc(*out_len ? *out_len : 1);
-    if (!*out) {
-        rc = REFEX_E_NOMEM;
-        goto out;
-    }
-    refex__v1__directory__pack(&d, *out);
+    rc = refex_pb_pack(&d.base, out, out_len);
 out:
     free(items);
     free(ptrs);
@@ -153,15 +148,9 @@ int refex_directory_save(const refex_directory *self, const char *path)
             return rc;
         sd.directory = (ProtobufCBinaryData){len, bytes};
     }
-    size_t n = refex__v1__signed_directory__get_packed_size(&sd);
-    buf = malloc(n ? n : 1);
-    if (!buf) {
-        rc = REFEX_E_NOMEM;
-        goto out;
-    }
-    refex__v1__signed_directory__pack(&sd, buf);
-    rc = refex_file_write(path, buf, n, 0644);
-out:
+    size_t n = 0;
+    if ((rc = refex_pb_pack(&sd.base, &buf, &n)) == REFEX_OK)
+        rc = refex_file_write(path, buf, n, 0644);
     free(bytes);
     free(buf);
     return rc;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "keys.h"
 #include "util.h"
 
@@ -135,13 +136,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     h.nonce = (ProtobufCBinaryData){NONCE_LEN, nonce};
     h.ciphertext_hash = (ProtobufCBinaryData){32, ct_hash};
     h.key_slots_hash = (ProtobufCBinaryData){32, ks_hash};
-    hdr_len = refex__v1__envelope_header__get_packed_size(&h);
-    hdr_bytes = malloc(hdr_len);
-    if (!hdr_bytes) {
-        rc = REFEX_E_NOMEM;
+    if ((rc = refex_pb_pack(&h.base, &hdr_bytes, &hdr_len)) != REFEX_OK)
         goto out;
-    }
-    refex__v1__envelope_header__pack(&h, hdr_bytes);
     if ((rc = refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr_bytes, hdr_len, p->sign_sk, sig)) !=
         REFEX_OK)
         goto out;
@@ -152,13 +148,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     env.ciphertext = (ProtobufCBinaryData){(size_t)ct_len, ct};
     env.n_key_slots = p->n_recipients;
     env.key_slots = slot_ptrs;
-    *out_len = refex__v1__envelope__get_packed_size(&env);
-    *out = malloc(*out_len);
-    if (!*out) {
-        rc = REFEX_E_NOMEM;
+    if ((rc = refex_pb_pack(&env.base, out, out_len)) != REFEX_OK)
         goto out;
-    }
-    refex__v1__envelope__pack(&env, *out);
     memcpy(id_out, id, 16);
 out:
     sodium_free(ckey);
@@ -271,11 +262,11 @@ out:
 
 int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
 {
-    size_t n = refex__v1__envelope__get_packed_size(env);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf)
-        return REFEX_E_NOMEM;
-    refex__v1__envelope__pack(env, buf);
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    int rc = refex_pb_pack(&env->base, &buf, &n);
+    if (rc != REFEX_OK)
+        return rc;
     crypto_hash_sha256(out, buf, n);
     free(buf);
     return REFEX_OK;

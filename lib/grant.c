@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "envelope.h"
 #include "keys.h"
 #include "util.h"
@@ -12,8 +13,6 @@
 int refex_grant_sign(const refex_grant *g, const uint8_t sign_sk[64], uint8_t **out,
                      size_t *out_len)
 {
-    int rc;
-    uint8_t sig[64], *bytes = NULL;
     Refex__V1__CaseUpdateType types[REFEX_GRANT_MAX_TYPES];
     *out = NULL;
     *out_len = 0;
@@ -33,22 +32,8 @@ int refex_grant_sign(const refex_grant *g, const uint8_t sign_sk[64], uint8_t **
     p.revoked = g->revoked != 0;
     p.issued_at_ms = g->issued_at_ms;
     p.serial = g->serial;
-    size_t len = refex__v1__case_grant__get_packed_size(&p);
-    if (!(bytes = malloc(len)))
-        return REFEX_E_NOMEM;
-    refex__v1__case_grant__pack(&p, bytes);
-    if ((rc = refex_sign_domain(REFEX_GRANT_CONTEXT, bytes, len, sign_sk, sig)) == REFEX_OK) {
-        Refex__V1__SignedGrant sg = REFEX__V1__SIGNED_GRANT__INIT;
-        sg.grant = (ProtobufCBinaryData){len, bytes};
-        sg.signature = (ProtobufCBinaryData){64, sig};
-        *out_len = refex__v1__signed_grant__get_packed_size(&sg);
-        if ((*out = malloc(*out_len)))
-            refex__v1__signed_grant__pack(&sg, *out);
-        else
-            rc = REFEX_E_NOMEM;
-    }
-    free(bytes);
-    return rc;
+    return refex_pb_pack_signed(&p.base, &refex__v1__signed_grant__descriptor, REFEX_GRANT_CONTEXT,
+                                sign_sk, out, out_len);
 }
 
 int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *dir,
@@ -123,8 +108,6 @@ int refex_grant_verify_packed(const uint8_t *buf, size_t len, const refex_direct
 int refex_subscription_sign(const refex_subscription *sub, const uint8_t sign_sk[64], uint8_t **out,
                             size_t *out_len)
 {
-    int rc;
-    uint8_t sig[64], *bytes = NULL;
     Refex__V1__CaseUpdateType types[REFEX_GRANT_MAX_TYPES];
     *out = NULL;
     *out_len = 0;
@@ -142,23 +125,8 @@ int refex_subscription_sign(const refex_subscription *sub, const uint8_t sign_sk
     p.unsubscribed = sub->unsubscribed != 0;
     p.issued_at_ms = sub->issued_at_ms;
     p.serial = sub->serial;
-    size_t len = refex__v1__case_subscription__get_packed_size(&p);
-    if (!(bytes = malloc(len ? len : 1)))
-        return REFEX_E_NOMEM;
-    refex__v1__case_subscription__pack(&p, bytes);
-    if ((rc = refex_sign_domain(REFEX_SUBSCRIPTION_CONTEXT, bytes, len, sign_sk, sig)) ==
-        REFEX_OK) {
-        Refex__V1__SignedSubscription ss = REFEX__V1__SIGNED_SUBSCRIPTION__INIT;
-        ss.subscription = (ProtobufCBinaryData){len, bytes};
-        ss.signature = (ProtobufCBinaryData){64, sig};
-        *out_len = refex__v1__signed_subscription__get_packed_size(&ss);
-        if ((*out = malloc(*out_len)))
-            refex__v1__signed_subscription__pack(&ss, *out);
-        else
-            rc = REFEX_E_NOMEM;
-    }
-    free(bytes);
-    return rc;
+    return refex_pb_pack_signed(&p.base, &refex__v1__signed_subscription__descriptor,
+                                REFEX_SUBSCRIPTION_CONTEXT, sign_sk, out, out_len);
 }
 
 int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,

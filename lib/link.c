@@ -68,29 +68,31 @@ out:
     return rc;
 }
 
+int refex_link_send_msg(void *sock, const void *rid, size_t rid_len,
+                        Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m)
+{
+    Refex__V1__Frame f;
+    int rc = refex_frame_wrap(&f, kind, m);
+    return rc != REFEX_OK ? rc : refex_link_send(sock, rid, rid_len, &f);
+}
+
 int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code, const char *detail)
 {
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Error e = REFEX__V1__ERROR__INIT;
     e.code = (uint32_t)code;
     e.detail = (char *)(detail ? detail : refex_strerror(code));
-    f.kind_case = REFEX__V1__FRAME__KIND_ERROR;
-    f.error = &e;
-    return refex_link_send(sock, rid, rid_len, &f);
+    return refex_link_send_msg(sock, rid, rid_len, REFEX__V1__FRAME__KIND_ERROR, &e.base);
 }
 
 int refex_link_send_rejected(void *sock, const void *rid, size_t rid_len, const uint8_t *id,
                              int code, const char *detail)
 {
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Rejected r = REFEX__V1__REJECTED__INIT;
     uint8_t zero[16] = {0};
     r.message_id = (ProtobufCBinaryData){16, (uint8_t *)(id ? id : zero)};
     r.code = (uint32_t)code;
     r.detail = (char *)(detail ? detail : refex_strerror(code));
-    f.kind_case = REFEX__V1__FRAME__KIND_REJECTED;
-    f.rejected = &r;
-    return refex_link_send(sock, rid, rid_len, &f);
+    return refex_link_send_msg(sock, rid, rid_len, REFEX__V1__FRAME__KIND_REJECTED, &r.base);
 }
 
 int refex_link_monitor(void *ctx, void *sock, void **mon_out)

@@ -23,6 +23,9 @@ void refex_link_tune(void *sock, size_t max_frame);
  * REFEX_E_UNAVAILABLE if the peer is gone, REFEX_E_BUSY if its queue is full. */
 int refex_link_send(void *sock, const void *rid, size_t rid_len,
                     Refex__V1__Frame *f) REFEX_NODISCARD;
+/* Sends the command m as a frame of the given kind (see refex_frame_wrap). */
+int refex_link_send_msg(void *sock, const void *rid, size_t rid_len,
+                        Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m) REFEX_NODISCARD;
 int refex_link_send_error(void *sock, const void *rid, size_t rid_len, int code,
                           const char *detail);
 int refex_link_send_rejected(void *sock, const void *rid, size_t rid_len, const uint8_t *id,

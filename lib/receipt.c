@@ -6,15 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "keys.h"
 #include "util.h"
 
 int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_t **out,
                        size_t *out_len)
 {
-    int rc = REFEX_OK;
-    uint8_t sig[64], *bytes = NULL;
-    size_t len;
     Refex__V1__Receipt p = REFEX__V1__RECEIPT__INIT;
     *out = NULL;
     *out_len = 0;
@@ -29,26 +27,8 @@ int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_
     if (r->has_envelope_hash)
         p.envelope_hash = (ProtobufCBinaryData){32, (uint8_t *)r->envelope_hash};
     p.signer = (char *)r->signer;
-    len = refex__v1__receipt__get_packed_size(&p);
-    if (!(bytes = malloc(len))) {
-        rc = REFEX_E_NOMEM;
-        goto out;
-    }
-    refex__v1__receipt__pack(&p, bytes);
-    if ((rc = refex_sign_domain(REFEX_RECEIPT_CONTEXT, bytes, len, sign_sk, sig)) != REFEX_OK)
-        goto out;
-    Refex__V1__SignedReceipt sr = REFEX__V1__SIGNED_RECEIPT__INIT;
-    sr.receipt = (ProtobufCBinaryData){len, bytes};
-    sr.signature = (ProtobufCBinaryData){64, sig};
-    *out_len = refex__v1__signed_receipt__get_packed_size(&sr);
-    if (!(*out = malloc(*out_len))) {
-        rc = REFEX_E_NOMEM;
-        goto out;
-    }
-    refex__v1__signed_receipt__pack(&sr, *out);
-out:
-    free(bytes);
-    return rc;
+    return refex_pb_pack_signed(&p.base, &refex__v1__signed_receipt__descriptor,
+                                REFEX_RECEIPT_CONTEXT, sign_sk, out, out_len);
 }
 
 int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directory *dir,

@@ -1,5 +1,5 @@
 /* Store lifecycle shared by every backend. The operations themselves are called through
- * store->ops; see store.h for their contracts. */
+ * the refex_store_* wrappers over store->ops; see store.h for their contracts. */
 #include "store.h"
 
 #include <stdlib.h>

@@ -57,6 +57,68 @@ typedef struct refex_store {
     void *impl;
 } refex_store;
 
+/* One-line wrappers over the ops table, so callers write refex_store_put(s, ...) rather than
+ * s->ops->put(s->impl, ...). Contracts as in refex_store_ops above. */
+static inline const char *refex_store_name(const refex_store *s)
+{
+    return s->ops->name;
+}
+static inline int refex_store_begin(refex_store *s)
+{
+    return s->ops->begin(s->impl);
+}
+static inline int refex_store_commit(refex_store *s)
+{
+    return s->ops->commit(s->impl);
+}
+static inline void refex_store_rollback(refex_store *s)
+{
+    s->ops->rollback(s->impl);
+}
+static inline int refex_store_put(refex_store *s, const uint8_t id[16], const char *sender,
+                                  const char *const *rcpt, size_t n_rcpt, const uint8_t *env,
+                                  size_t env_len, int64_t expires_at_ms)
+{
+    return s->ops->put(s->impl, id, sender, rcpt, n_rcpt, env, env_len, expires_at_ms);
+}
+static inline int refex_store_pending(refex_store *s, const char *recipient, int64_t after,
+                                      int limit, refex_store_msg_fn fn, void *ctx)
+{
+    return s->ops->pending(s->impl, recipient, after, limit, fn, ctx);
+}
+static inline int refex_store_ack(refex_store *s, const char *recipient, const char *sender,
+                                  const uint8_t id[16], const uint8_t *receipt, size_t receipt_len)
+{
+    return s->ops->ack(s->impl, recipient, sender, id, receipt, receipt_len);
+}
+static inline int refex_store_receipts(refex_store *s, const char *sender, int64_t after, int limit,
+                                       refex_store_receipt_fn fn, void *ctx)
+{
+    return s->ops->receipts(s->impl, sender, after, limit, fn, ctx);
+}
+static inline int refex_store_receipt_ack(refex_store *s, const char *sender, const uint8_t id[16],
+                                          const char *recipient)
+{
+    return s->ops->receipt_ack(s->impl, sender, id, recipient);
+}
+static inline int refex_store_expired(refex_store *s, int64_t now_ms, int limit,
+                                      refex_store_expired_fn fn, void *ctx)
+{
+    return s->ops->expired(s->impl, now_ms, limit, fn, ctx);
+}
+static inline int refex_store_purge(refex_store *s, int64_t now_ms)
+{
+    return s->ops->purge(s->impl, now_ms);
+}
+static inline int64_t refex_store_count(refex_store *s)
+{
+    return s->ops->count(s->impl);
+}
+static inline int refex_store_batch_alive(refex_store *s)
+{
+    return s->ops->batch_alive(s->impl);
+}
+
 /* Opens (creating) the SQLite store at path: WAL, synchronous=FULL. max_bytes > 0 caps the
  * database size (writes beyond it fail with REFEX_E_STORE, as on a full disk). */
 int refex_store_sqlite_open(const char *path, uint64_t max_bytes, refex_store **out, char *err,

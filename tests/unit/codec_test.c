@@ -757,6 +757,151 @@ static void test_case_frames(void **state)
     }
 }
 
+/* ---- refex_pb_set_message, refex_frame_wrap, refex_pb_pack_signed ------------------------ */
+
+/* Every command of the frame's oneof: wrap an empty message of the field's type, check the
+ * case and the slot, and that the packed frame unpacks (as plain protobuf, since an empty
+ * command may lack parts refex_frame_unpack requires) to the same kind. */
+static void test_wrap_every_kind(void **state)
+{
+    (void)state;
+    const ProtobufCMessageDescriptor *fd = &refex__v1__frame__descriptor;
+    size_t n_kinds = 0;
+    for (unsigned i = 0; i < fd->n_fields; i++) {
+        const ProtobufCFieldDescriptor *field = &fd->fields[i];
+        if (!(field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF))
+            continue;
+        const ProtobufCMessageDescriptor *md = field->descriptor;
+        n_kinds++;
+        ProtobufCMessage *m = calloc(1, md->sizeof_message);
+        assert_non_null(m);
+        protobuf_c_message_init(md, m);
+        Refex__V1__Frame f;
+        assert_ok(refex_frame_wrap(&f, (Refex__V1__Frame__KindCase)field->id, m));
+        assert_int_equal(f.kind_case, field->id);
+        assert_ptr_equal(f.hello, (void *)m); /* every member shares the union's slot */
+        f.version = REFEX_PROTOCOL_VERSION;
+        size_t len = 0;
+        uint8_t *buf = pack(&f, &len);
+        Refex__V1__Frame *got = refex__v1__frame__unpack(NULL, len, buf);
+        assert_non_null(got);
+        assert_int_equal(got->kind_case, field->id);
+        assert_non_null(got->hello);
+        assert_ptr_equal(got->hello->base.descriptor, md);
+        refex__v1__frame__free_unpacked(got, NULL);
+        free(buf);
+        free(m);
+    }
+    assert_int_equal(n_kinds, 18);
+}
+
+/* A wrapped STORED and REJECTED pass the full codec checks with their contents intact. */
+static void test_wrap_round_trip(void **state)
+{
+    (void)state;
+    Refex__V1__Stored st = REFEX__V1__STORED__INIT;
+    st.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    Refex__V1__Frame f;
+    assert_ok(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_STORED, &st.base));
+    f.version = REFEX_PROTOCOL_VERSION;
+    Refex__V1__Frame *got = round_trip(&f, "stored");
+    assert_int_equal(got->stored->message_id.len, 16);
+    assert_memory_equal(got->stored->message_id.data, MSG_ID, 16);
+    refex_frame_free(&got);
+
+    Refex__V1__Rejected r = REFEX__V1__REJECTED__INIT;
+    r.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    r.code = REFEX_E_EXPIRED;
+    r.detail = "too late";
+    assert_ok(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_REJECTED, &r.base));
+    f.version = REFEX_PROTOCOL_VERSION;
+    got = round_trip(&f, "rejected");
+    assert_int_equal(got->rejected->code, REFEX_E_EXPIRED);
+    assert_string_equal(got->rejected->detail, "too late");
+    assert_memory_equal(got->rejected->message_id.data, MSG_ID, 16);
+    refex_frame_free(&got);
+}
+
+/* A message of the wrong type, no message, no command or a non-message field: refused, and
+ * the frame is left initialised with no command. */
+static void test_wrap_refuses(void **state)
+{
+    (void)state;
+    Refex__V1__Stored st = REFEX__V1__STORED__INIT;
+    Refex__V1__Frame f;
+    assert_rc(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_ACK, &st.base), REFEX_E_INVAL);
+    assert_int_equal(f.kind_case, REFEX__V1__FRAME__KIND__NOT_SET);
+    assert_null(f.ack);
+    assert_rc(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_STORED, NULL), REFEX_E_INVAL);
+    assert_rc(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND__NOT_SET, &st.base), REFEX_E_INVAL);
+    assert_rc(refex_frame_wrap(&f, (Refex__V1__Frame__KindCase)1, &st.base), REFEX_E_INVAL);
+    assert_rc(refex_frame_wrap(&f, (Refex__V1__Frame__KindCase)999, &st.base), REFEX_E_INVAL);
+    assert_int_equal(f.kind_case, REFEX__V1__FRAME__KIND__NOT_SET);
+}
+
+/* Outside a oneof: a notice's one field, and nothing else. */
+static void test_set_message(void **state)
+{
+    (void)state;
+    Refex__V1__GrantNotice gn = REFEX__V1__GRANT_NOTICE__INIT;
+    Refex__V1__SignedGrant sg = REFEX__V1__SIGNED_GRANT__INIT;
+    Refex__V1__SignedSubscription ss = REFEX__V1__SIGNED_SUBSCRIPTION__INIT;
+    assert_rc(refex_pb_set_message(&gn.base, 1, &ss.base), REFEX_E_INVAL);
+    assert_rc(refex_pb_set_message(&gn.base, 2, &sg.base), REFEX_E_INVAL);
+    assert_null(gn.grant);
+    assert_ok(refex_pb_set_message(&gn.base, 1, &sg.base));
+    assert_ptr_equal(gn.grant, &sg);
+    /* bytes fields are not messages */
+    assert_rc(refex_pb_set_message(&sg.base, 1, &ss.base), REFEX_E_INVAL);
+}
+
+static void test_pack_signed(void **state)
+{
+    (void)state;
+    static const char CONTEXT[] = "refex/codec-test/v1";
+    uint8_t pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    crypto_sign_keypair(pk, sk);
+    Refex__V1__Receipt r = REFEX__V1__RECEIPT__INIT;
+    r.version = 1;
+    r.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
+    r.sender = "midwifery";
+    r.recipient = "social-care";
+    r.signer = "social-care";
+    uint8_t *inner = NULL, *out = NULL;
+    size_t inner_len = 0, out_len = 0;
+    assert_ok(refex_pb_pack(&r.base, &inner, &inner_len));
+    assert_ok(refex_pb_pack_signed(&r.base, &refex__v1__signed_receipt__descriptor, CONTEXT, sk,
+                                   &out, &out_len));
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, out_len, out);
+    assert_non_null(sr);
+    assert_int_equal(sr->receipt.len, inner_len);
+    assert_memory_equal(sr->receipt.data, inner, inner_len);
+    assert_int_equal(sr->signature.len, 64);
+    assert_ok(
+        refex_verify_domain(CONTEXT, sr->receipt.data, sr->receipt.len, sr->signature.data, pk));
+    assert_rc(refex_verify_domain("refex/other/v1", sr->receipt.data, sr->receipt.len,
+                                  sr->signature.data, pk),
+              REFEX_E_BAD_SIGNATURE);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    free(out);
+
+    /* The same wrapper shape under another type (grants), and a wrapper of another shape. */
+    assert_ok(refex_pb_pack_signed(&r.base, &refex__v1__signed_grant__descriptor, CONTEXT, sk, &out,
+                                   &out_len));
+    Refex__V1__SignedGrant *sg = refex__v1__signed_grant__unpack(NULL, out_len, out);
+    assert_non_null(sg);
+    assert_memory_equal(sg->grant.data, inner, inner_len);
+    refex__v1__signed_grant__free_unpacked(sg, NULL);
+    free(out);
+    out = NULL;
+    assert_rc(
+        refex_pb_pack_signed(&r.base, &refex__v1__stored__descriptor, CONTEXT, sk, &out, &out_len),
+        REFEX_E_INVAL);
+    assert_null(out);
+    free(inner);
+    sodium_memzero(sk, sizeof sk);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -786,6 +931,11 @@ int main(void)
         cmocka_unit_test(test_receipt_missing_parts),
         cmocka_unit_test(test_receipt_truncated_and_fuzz),
         cmocka_unit_test(test_case_frames),
+        cmocka_unit_test(test_wrap_every_kind),
+        cmocka_unit_test(test_wrap_round_trip),
+        cmocka_unit_test(test_wrap_refuses),
+        cmocka_unit_test(test_set_message),
+        cmocka_unit_test(test_pack_signed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1148,6 +1148,68 @@ static void test_destroy_null_and_twice(void **state)
     assert_int_equal(count(f), 0);
 }
 
+/* ---- the inline wrappers in store.h --------------------------------------------------- */
+
+/* The refex_store_* wrappers reach the same operations as the ops table: one message from
+ * put to purge, every step through a wrapper. */
+static void test_wrappers(void **state)
+{
+    fixture *f = *state;
+    refex_store *st = f->st;
+    uint8_t a[16];
+    make_id(a, 1);
+    assert_string_equal(refex_store_name(st), st->ops->name);
+    assert_int_equal(refex_store_count(st), 0);
+
+    assert_ok(refex_store_begin(st));
+    assert_ok(refex_store_put(st, a, SENDER, ONE, 1, ENV, sizeof ENV, 1000));
+    assert_rc(refex_store_put(st, a, SENDER, ONE, 1, ENV, sizeof ENV, 1000), REFEX_E_DUPLICATE);
+    assert_true(refex_store_batch_alive(st));
+    assert_ok(refex_store_commit(st));
+    assert_int_equal(refex_store_count(st), 1);
+
+    reset_seen(f, 0);
+    assert_ok(refex_store_pending(st, ONE[0], 0, 10, on_msg, &f->seen));
+    assert_int_equal(f->seen.n, 1);
+    assert_memory_equal(f->seen.r[0].id, a, 16);
+    assert_int_equal(f->seen.r[0].len, sizeof ENV);
+    assert_memory_equal(f->seen.r[0].data, ENV, sizeof ENV);
+
+    reset_seen(f, 0);
+    assert_ok(refex_store_expired(st, 2000, 10, on_expired, &f->seen));
+    assert_int_equal(f->seen.n, 1);
+    assert_true(has_expired(&f->seen, a, SENDER, ONE[0]));
+
+    /* an ack rolled back through the wrapper leaves the delivery pending */
+    assert_ok(refex_store_begin(st));
+    assert_ok(refex_store_ack(st, ONE[0], SENDER, a, RECEIPT, sizeof RECEIPT));
+    refex_store_rollback(st);
+    assert_int_equal(refex_store_count(st), 1);
+
+    assert_ok(refex_store_begin(st));
+    assert_ok(refex_store_ack(st, ONE[0], SENDER, a, RECEIPT, sizeof RECEIPT));
+    assert_ok(refex_store_commit(st));
+    assert_int_equal(refex_store_count(st), 0);
+    reset_seen(f, 0);
+    assert_ok(refex_store_receipts(st, SENDER, 0, 10, on_receipt, &f->seen));
+    assert_int_equal(f->seen.n, 1);
+    assert_int_equal(f->seen.r[0].len, sizeof RECEIPT);
+    assert_memory_equal(f->seen.r[0].data, RECEIPT, sizeof RECEIPT);
+
+    assert_ok(refex_store_begin(st));
+    assert_ok(refex_store_receipt_ack(st, SENDER, a, ONE[0]));
+    assert_rc(refex_store_receipt_ack(st, SENDER, a, ONE[0]), REFEX_E_NOTFOUND);
+    assert_ok(refex_store_purge(st, 2000));
+    assert_ok(refex_store_commit(st));
+    assert_int_equal(receipts(f, SENDER, 0, 10), 0);
+
+    /* purged: the id is no longer a duplicate */
+    assert_ok(refex_store_begin(st));
+    assert_ok(refex_store_put(st, a, SENDER, ONE, 1, ENV, sizeof ENV, FAR));
+    assert_ok(refex_store_commit(st));
+    assert_int_equal(refex_store_count(st), 1);
+}
+
 #define T(fn)  cmocka_unit_test_setup_teardown(fn, setup, teardown)
 #define TC(fn) cmocka_unit_test_setup_teardown(fn, setup_closed, teardown)
 
@@ -1179,6 +1241,7 @@ int main(void)
         T(test_envelope_dropped_after_all_acks),
         TC(test_store_max),
         T(test_destroy_null_and_twice),
+        T(test_wrappers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,382 @@
+/* The broker's queue side: SEND is checked as far as the broker can see (signature, sender,
+ * recipients, case membership, clock) and stored; ACK and RECEIPT_ACK end deliveries and
+ * receipts; undelivered messages expire into broker-signed non-delivery reports. Writes of
+ * one poll cycle share one store transaction (group commit), and STORED answers go out only
+ * after that commit. Not for sending deliveries (session.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker.h"
+#include "codec.h"
+#include "envelope.h"
+#include "keys.h"
+#include "link.h"
+#include "log.h"
+#include "receipt.h"
+#include "util.h"
+
+#define EXPIRE_BATCH 256
+
+/* ---- batches: one transaction per poll cycle ------------------------------------------ */
+
+int queue_batch_begin(broker *b)
+{
+    if (b->in_batch)
+        return b->batch_failed ? REFEX_E_STORE : REFEX_OK;
+    int rc = refex_store_begin(b->store);
+    b->in_batch = 1;
+    b->batch_failed = rc != REFEX_OK;
+    return rc;
+}
+
+static void send_stored(broker *b, const reply *r)
+{
+    Refex__V1__Stored st = REFEX__V1__STORED__INIT;
+    st.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->id};
+    if (refex_link_send_msg(b->router, r->rid, r->rid_len, REFEX__V1__FRAME__KIND_STORED,
+                            &st.base) != REFEX_OK)
+        refex_log_warn("send: could not answer STORED (sender gone); it will retry");
+}
+
+/* Commits the cycle's writes; only then are STORED answers sent. If the store cannot
+ * commit, every message of the batch is refused with E_STORE and stays in its sender's
+ * outbox, and every session starts over from the oldest pending delivery. */
+void queue_batch_end(broker *b)
+{
+    if (!b->in_batch)
+        return;
+    int rc = b->batch_failed ? REFEX_E_STORE : refex_store_commit(b->store);
+    if (b->batch_failed)
+        refex_store_rollback(b->store);
+    b->in_batch = 0;
+    b->batch_failed = 0;
+    if (rc == REFEX_OK) {
+        for (size_t i = 0; i < b->n_replies; i++)
+            send_stored(b, &b->replies[i]);
+    } else {
+        refex_log_error("store: commit failed; refusing %zu message(s) with E_STORE", b->n_replies);
+        for (size_t i = 0; i < b->n_replies; i++)
+            refex_link_send_rejected(b->router, b->replies[i].rid, b->replies[i].rid_len,
+                                     b->replies[i].id, REFEX_E_STORE,
+                                     "the broker could not store the message; retry later");
+        session_rewind_all(b);
+    }
+    b->n_replies = 0;
+}
+
+/* ---- expiry ---------------------------------------------------------------------------- */
+
+typedef struct {
+    uint8_t id[16];
+    char sender[REFEX_ID_MAX];
+    char recipient[REFEX_ID_MAX];
+} expired_row;
+
+typedef struct {
+    expired_row rows[EXPIRE_BATCH];
+    int n;
+} expired_set;
+
+static int collect_expired(void *vctx, const uint8_t id[16], const char *sender,
+                           const char *recipient)
+{
+    expired_set *set = vctx;
+    expired_row *r = &set->rows[set->n++];
+    memcpy(r->id, id, 16);
+    snprintf(r->sender, sizeof r->sender, "%s", sender);
+    snprintf(r->recipient, sizeof r->recipient, "%s", recipient);
+    return set->n == EXPIRE_BATCH;
+}
+
+/* Ends one expired delivery with a non-delivery report signed by the broker. */
+static int expire_one(broker *b, const expired_row *r, int64_t now)
+{
+    refex_receipt nd;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    char idhex[33];
+    memset(&nd, 0, sizeof nd);
+    memcpy(nd.message_id, r->id, 16);
+    snprintf(nd.sender, sizeof nd.sender, "%s", r->sender);
+    snprintf(nd.recipient, sizeof nd.recipient, "%s", r->recipient);
+    snprintf(nd.signer, sizeof nd.signer, "%s", b->base.keys->pub.agency);
+    nd.code = REFEX_E_EXPIRED;
+    nd.time_ms = now;
+    refex_hex_encode(idhex, r->id, 16);
+    if (refex_receipt_sign(&nd, b->base.keys->sk->sign_sk, &blob, &len) != REFEX_OK)
+        return REFEX_OK;
+    int rc = refex_store_ack(b->store, r->recipient, r->sender, r->id, blob, len);
+    free(blob);
+    if (rc == REFEX_E_STORE)
+        return rc;
+    refex_log_warn("expire: %s from %s to %s expired undelivered; non-delivery report "
+                   "queued",
+                   idhex, r->sender, r->recipient);
+    session_mark(b, r->sender);
+    return REFEX_OK;
+}
+
+/* Undelivered messages past their expiry: end the delivery and leave the sender a
+ * non-delivery report signed by the broker. */
+static void expire(broker *b)
+{
+    int64_t now = refex_now_ms();
+    expired_set *set = calloc(1, sizeof *set);
+    if (!set)
+        return;
+    if (refex_store_expired(b->store, now, EXPIRE_BATCH, collect_expired, set) != REFEX_OK ||
+        set->n == 0 || queue_batch_begin(b) != REFEX_OK)
+        goto out;
+    for (int i = 0; i < set->n; i++)
+        if (expire_one(b, &set->rows[i], now) == REFEX_E_STORE) {
+            b->batch_failed = 1;
+            break;
+        }
+out:
+    free(set);
+}
+
+void queue_timers(broker *b)
+{
+    int64_t now = refex_mono_ms();
+    if (now >= b->next_expiry_ms) {
+        b->next_expiry_ms = now + 1000;
+        expire(b);
+    }
+    if (now >= b->next_purge_ms) {
+        b->next_purge_ms = now + 60000;
+        if (queue_batch_begin(b) == REFEX_OK &&
+            refex_store_purge(b->store, refex_now_ms()) != REFEX_OK)
+            b->batch_failed = 1;
+    }
+}
+
+/* ---- SEND ---------------------------------------------------------------------------- */
+
+/* The sender is the authenticated agency, in the directory and not revoked, and its
+ * signature verifies. */
+static int check_sender(broker *b, const char *agency, const Refex__V1__Envelope *env,
+                        const Refex__V1__EnvelopeHeader *h, int64_t now, char *detail, size_t dlen)
+{
+    if (strcmp(h->sender, agency) != 0) {
+        snprintf(detail, dlen, "envelope sender is not the authenticated agency %s", agency);
+        return REFEX_E_SENDER_MISMATCH;
+    }
+    const refex_agency *sa = refex_directory_find(b->base.dir, agency);
+    if (!sa) {
+        snprintf(detail, dlen, "sender %s is not in the directory", agency);
+        return REFEX_E_UNKNOWN_AGENCY;
+    }
+    if (refex_agency_usable(sa, now) != REFEX_OK) {
+        snprintf(detail, dlen, "sender %s is revoked", agency);
+        return REFEX_E_REVOKED;
+    }
+    int rc = refex_envelope_verify(env, h, sa->sign_pk);
+    if (rc != REFEX_OK)
+        snprintf(detail, dlen, "%s", refex_strerror(rc));
+    return rc;
+}
+
+/* Every recipient is a usable agency (not the broker or a trust anchor); case updates go
+ * only from and to the case's members, as its lead's grants say. */
+static int check_recipients(broker *b, const char *agency, const Refex__V1__EnvelopeHeader *h,
+                            int64_t now, char *detail, size_t dlen)
+{
+    for (size_t i = 0; i < h->n_recipients; i++) {
+        const refex_agency *ra = refex_directory_find(b->base.dir, h->recipients[i]);
+        if (!ra || strcmp(ra->role, "broker") == 0 || strcmp(ra->role, "trust-anchor") == 0) {
+            snprintf(detail, dlen, "unknown recipient %s", h->recipients[i]);
+            return REFEX_E_UNKNOWN_AGENCY;
+        }
+        if (refex_agency_usable(ra, now) != REFEX_OK) {
+            snprintf(detail, dlen, "recipient %s is revoked", h->recipients[i]);
+            return REFEX_E_REVOKED;
+        }
+    }
+    if (h->type != REFEX__V1__MESSAGE_TYPE__CASE_UPDATE)
+        return REFEX_OK;
+    if (!h->case_ref[0] || !cases_is_member(b->cases, h->case_ref, agency, now)) {
+        snprintf(detail, dlen, "%s is not a member of case %s", agency,
+                 h->case_ref[0] ? h->case_ref : "(none)");
+        return REFEX_E_NOT_MEMBER;
+    }
+    for (size_t i = 0; i < h->n_recipients; i++)
+        if (!cases_is_member(b->cases, h->case_ref, h->recipients[i], now)) {
+            snprintf(detail, dlen, "recipient %s is not a member of case %s", h->recipients[i],
+                     h->case_ref);
+            return REFEX_E_NOT_MEMBER;
+        }
+    return REFEX_OK;
+}
+
+/* Checks everything the broker can see; on failure returns a code and a detail. */
+static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelope *env,
+                          const Refex__V1__EnvelopeHeader *h, char *detail, size_t dlen)
+{
+    int64_t now = refex_now_ms();
+    int rc = check_sender(b, agency, env, h, now, detail, dlen);
+    if (rc == REFEX_OK)
+        rc = check_recipients(b, agency, h, now, detail, dlen);
+    if (rc != REFEX_OK)
+        return rc;
+    /* Only the future is suspicious: an envelope that waited in an offline sender's outbox
+     * is old but valid until it expires. Replays are caught by the duplicate checks. */
+    if (h->created_at_ms > now + b->base.skew_ms) {
+        snprintf(detail, dlen,
+                 "created_at is ahead of the broker's clock by more than the "
+                 "allowed skew");
+        return REFEX_E_CLOCK_SKEW;
+    }
+    if (h->expires_at_ms <= now) {
+        snprintf(detail, dlen, "message expired before it reached the broker");
+        return REFEX_E_EXPIRED;
+    }
+    return REFEX_OK;
+}
+
+/* Holds the STORED answer for the batch's commit. */
+static void reply_at_commit(broker *b, const peer *p, const uint8_t id[16])
+{
+    reply *r = &b->replies[b->n_replies++];
+    memcpy(r->rid, p->rid, p->rid_len);
+    r->rid_len = p->rid_len;
+    memcpy(r->id, id, 16);
+}
+
+void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
+{
+    const Refex__V1__Send *s = f->send;
+    Refex__V1__EnvelopeHeader *h = NULL;
+    uint8_t *packed = NULL;
+    size_t len = 0;
+    char detail[256] = "", idhex[33] = "?";
+    const uint8_t *id = NULL;
+    int rc = refex_envelope_parse_header(s->envelope, &h);
+    if (rc != REFEX_OK) {
+        snprintf(detail, sizeof detail, "envelope header is malformed");
+        goto out;
+    }
+    id = h->message_id.data;
+    refex_hex_encode(idhex, id, 16);
+    if ((rc = check_envelope(b, p->agency, s->envelope, h, detail, sizeof detail)) != REFEX_OK)
+        goto out;
+    if (b->n_replies == BATCH_MAX) { /* cannot happen: batches are at most BATCH_MAX frames */
+        rc = REFEX_E_BUSY;
+        goto out;
+    }
+    if ((rc = refex_pb_pack(&s->envelope->base, &packed, &len)) != REFEX_OK)
+        goto out;
+    if ((rc = queue_batch_begin(b)) == REFEX_OK)
+        rc = refex_store_put(b->store, id, p->agency, (const char *const *)h->recipients,
+                             h->n_recipients, packed, len, h->expires_at_ms);
+    if (rc == REFEX_E_DUPLICATE) {
+        /* A retry of something already accepted: answer STORED again, route nothing. */
+        refex_log_info("send: %s from %s is a duplicate; already stored", idhex, p->agency);
+    } else if (rc == REFEX_OK) {
+        refex_log_info("send: %s from %s, type %d, %zu recipient(s), %zu bytes", idhex, p->agency,
+                       (int)h->type, h->n_recipients, len);
+        for (size_t i = 0; i < h->n_recipients; i++)
+            session_mark(b, h->recipients[i]);
+    } else if (rc == REFEX_E_STORE && refex_store_batch_alive(b->store)) {
+        /* Only this message could not be written (e.g. the store is full): refuse it now;
+         * the rest of the batch, ACKs included (which free space), still commits. */
+        snprintf(detail, sizeof detail, "the broker could not store the message; retry later");
+        goto out;
+    } else {
+        /* The batch's transaction is gone: refuse all of it at commit. */
+        b->batch_failed = 1;
+    }
+    /* STORED (or E_STORE) is answered when the batch commits. */
+    reply_at_commit(b, p, id);
+    rc = REFEX_OK;
+out:
+    if (rc != REFEX_OK) {
+        refex_log_warn("send: rejected %s from %s: %s (%s)", idhex, p->agency, refex_errname(rc),
+                       detail);
+        refex_link_send_rejected(b->router, p->rid, p->rid_len, id, rc, detail);
+    }
+    free(packed);
+    if (h)
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+}
+
+/* ---- ACK and RECEIPT_ACK --------------------------------------------------------------- */
+
+/* The recipient's ACK carries its signed receipt; check it is the recipient's own word
+ * about this very message before ending the delivery. */
+static int check_ack_receipt(broker *b, const char *agency, const Refex__V1__Ack *a)
+{
+    refex_receipt r;
+    int rc = a->receipt ? refex_receipt_verify(a->receipt, b->base.dir, &r) : REFEX_E_MALFORMED;
+    if (rc == REFEX_OK &&
+        (memcmp(r.message_id, a->message_id.data, 16) != 0 || strcmp(r.sender, a->sender) != 0 ||
+         strcmp(r.recipient, agency) != 0 || strcmp(r.signer, agency) != 0 || r.code != a->code))
+        rc = REFEX_E_MALFORMED;
+    return rc;
+}
+
+void queue_handle_ack(broker *b, const peer *p, const Refex__V1__Frame *f)
+{
+    const Refex__V1__Ack *a = f->ack;
+    const char *agency = p->agency;
+    char idhex[33];
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    refex_hex_encode(idhex, a->message_id.data, 16);
+    int rc = check_ack_receipt(b, agency, a);
+    if (rc != REFEX_OK) {
+        refex_log_warn("ack: %s from %s refused: receipt %s", idhex, agency, refex_errname(rc));
+        refex_link_send_error(b->router, p->rid, p->rid_len, rc,
+                              "ACK needs the recipient's receipt");
+        return;
+    }
+    if (refex_pb_pack(&a->receipt->base, &blob, &len) != REFEX_OK)
+        return;
+    if ((rc = queue_batch_begin(b)) == REFEX_OK)
+        rc = refex_store_ack(b->store, agency, a->sender, a->message_id.data, blob, len);
+    free(blob);
+    session *s = session_by_agency(b, agency);
+    if (s) {
+        if (s->deliveries.inflight > 0)
+            s->deliveries.inflight--;
+        s->deliveries.progress_ms = refex_mono_ms();
+        s->dirty = 1;
+    }
+    if (rc == REFEX_E_STORE) {
+        /* Not recorded: the delivery stays pending and is redelivered later. */
+        if (!refex_store_batch_alive(b->store))
+            b->batch_failed = 1;
+    } else if (rc != REFEX_OK) {
+        refex_log_debug("ack: %s from %s for %s: nothing pending", idhex, agency, a->sender);
+    } else {
+        if (a->code != 0)
+            refex_log_warn("ack: %s refused by %s: %s; dead-lettered, negative receipt queued",
+                           idhex, agency, refex_errname((int)a->code));
+        else
+            refex_log_info("ack: %s delivered to %s", idhex, agency);
+        session_mark(b, a->sender);
+    }
+}
+
+void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *f)
+{
+    const Refex__V1__ReceiptAck *ra = f->receipt_ack;
+    if (!refex_id_valid(ra->recipient)) {
+        refex_log_warn("receipt_ack: from %s names no valid recipient", p->agency);
+        refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_MALFORMED,
+                              "RECEIPT_ACK needs the recipient's agency id");
+        return;
+    }
+    int rc = queue_batch_begin(b);
+    if (rc == REFEX_OK)
+        rc = refex_store_receipt_ack(b->store, p->agency, ra->message_id.data, ra->recipient);
+    if (rc == REFEX_E_STORE)
+        b->batch_failed = 1;
+    session *s = session_by_agency(b, p->agency);
+    if (s) {
+        s->receipts.progress_ms = refex_mono_ms();
+        if (s->receipts.inflight > 0)
+            s->receipts.inflight--;
+    }
+}
