@@ -1,6 +1,8 @@
-/* `refex audit`: the auditor's commands. `list` asks the running agent; `verify` reads an
- * audit database directly (read-only), so an auditor can check a copy of an agency's log
- * without that agency's keys or daemon. */
+/* `refex audit`: the auditor's commands, dispatched from one table, and the two that check
+ * a log's integrity. `verify` reads an audit database directly (read-only), so an auditor
+ * can check a copy of an agency's log without that agency's keys or daemon; `witnessed`
+ * hands over what the broker cosigned. The reports live in cmd_audit_<name>.c; `list`,
+ * which asks the running agent, in cmd_agent.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -206,6 +206,8 @@ static int prepare_query(sqlite3 *db, const refex_audit_cond *conds, size_t n, s
             (!CONDS[conds[i].field].is_time && !conds[i].text))
             return REFEX_E_INVAL;
         used += (size_t)snprintf(sql + used, sizeof sql - used, "%s", CONDS[conds[i].field].sql);
+        if (used >= sizeof sql - 16)
+            return REFEX_E_INVAL; /* cannot happen within REFEX_AUDIT_MAX_CONDS */
     }
     snprintf(sql + used, sizeof sql - used, " ORDER BY seq");
     int rc = refex_db_prepare(db, sql, st);
