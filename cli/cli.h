@@ -49,4 +49,9 @@ int cli_data_dir(char *buf, size_t len);
 /* db if given, else the agent's own agent.db under its data_dir. */
 int cli_agent_db(const char *cmd, const char *db, char *buf, size_t len);
 
+/* ---- CSV ---- */
+/* Writes one RFC 4180 field (quoted if it holds a comma, quote or line break), then a comma,
+ * or CRLF after the last field of a row. */
+void cli_csv_field(FILE *f, const char *s, int last);
+
 #endif

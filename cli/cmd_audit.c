@@ -1,18 +1,19 @@
-/* `refex audit`: the auditor's commands. `list` asks the running agent; `verify` reads an
- * audit database directly (read-only), so an auditor can check a copy of an agency's log
- * without that agency's keys or daemon. */
+/* `refex audit`: the auditor's commands, dispatched from one table, and the two that check
+ * a log's integrity. `verify` reads an audit database directly (read-only), so an auditor
+ * can check a copy of an agency's log without that agency's keys or daemon; `witnessed`
+ * hands over what the broker cosigned. The reports live in cmd_audit_<name>.c; `list`,
+ * which asks the running agent, in cmd_agent.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "cli.h"
-#include "audit_tree.h"
+#include "cmd_audit.h"
 #include "checkpoint.h"
 #include "keys.h"
-#include "config.h"
-#include "db.h"
 #include "util.h"
-
-#include <sodium.h>
 
 static void audit_usage(FILE *out)
 {
@@ -38,10 +39,11 @@ static void audit_usage(FILE *out)
                  "        array of notes: the file to give verify --witness.\n");
 }
 
-/* A checkpoint (signed by the agency; cosigned by the witness if wpk) must describe this
+/* A checkpoint (signed by the agency; cosigned by the witness if wkey) must describe this
  * very log: its size at most the log's, its root the recomputed root at that size. */
-static int check_note(sqlite3 *db, uint64_t size, const char *note, const refex_pubkeys *key,
-                      const refex_pubkeys *wkey, const char *what, char *why, size_t whylen)
+static int check_note(refex_audit_reader *r, uint64_t size, const char *note,
+                      const refex_pubkeys *key, const refex_pubkeys *wkey, const char *what,
+                      char *why, size_t whylen)
 {
     refex_checkpoint c;
     uint8_t root[32];
@@ -69,7 +71,7 @@ static int check_note(sqlite3 *db, uint64_t size, const char *note, const refex_
                  wkey ? "witnessed" : "checkpointed");
         return REFEX_E_TAMPERED;
     }
-    if (refex_audit_tree_root(db, c.size, root) != REFEX_OK ||
+    if (refex_audit_reader_root(r, c.size, root) != REFEX_OK ||
         sodium_memcmp(root, c.root, 32) != 0) {
         snprintf(why, whylen,
                  "the log's first %llu entries are not what the %s of that size says (the "
@@ -78,6 +80,12 @@ static int check_note(sqlite3 *db, uint64_t size, const char *note, const refex_
         return REFEX_E_TAMPERED;
     }
     return REFEX_OK;
+}
+
+static int add_note(const char *note, void *arg)
+{
+    return json_array_append_new(arg, note ? json_string(note) : json_null()) ? REFEX_E_NOMEM
+                                                                              : REFEX_OK;
 }
 
 /* Cosigned notes from the broker's witness.db (SQLite) or a JSON array of notes. */
@@ -91,31 +99,12 @@ static json_t *load_witnessed(const char *path, const char *agency, char *why, s
         return NULL;
     }
     if (len >= 16 && memcmp(data, "SQLite format 3", 16) == 0) {
-        sqlite3 *db = NULL;
-        sqlite3_stmt *st = NULL;
-        char err[256];
         notes = json_array();
-        if (refex_db_open(path, 1, &db, err, sizeof err) == REFEX_OK &&
-            refex_db_prepare(db, "SELECT note FROM witnessed WHERE agency = ? ORDER BY size",
-                             &st) == REFEX_OK) {
-            sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-            int step;
-            while ((step = sqlite3_step(st)) == SQLITE_ROW) {
-                const char *n = (const char *)sqlite3_column_text(st, 0);
-                json_array_append_new(notes, n ? json_string(n) : json_null());
-            }
-            if (step != SQLITE_DONE) {
-                snprintf(why, whylen, "%s: cannot read the witnessed checkpoints", path);
-                json_decref(notes);
-                notes = NULL;
-            }
-        } else {
-            snprintf(why, whylen, "%s: not a refex witness database", path);
+        if (notes &&
+            refex_audit_reader_witnessed(path, agency, add_note, notes, why, whylen) != REFEX_OK) {
             json_decref(notes);
             notes = NULL;
         }
-        sqlite3_finalize(st);
-        refex_db_close(&db);
     } else {
         json_error_t jerr;
         notes = json_loadb((const char *)data, len, 0, &jerr);
@@ -129,185 +118,241 @@ static json_t *load_witnessed(const char *path, const char *agency, char *why, s
     return notes;
 }
 
-static int audit_verify(int argc, char **argv)
+/* ---- verify -------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *db, *key, *witness, *wkey;
+    int json;
+    refex_pubkeys k, w;
+} verify_args;
+
+typedef struct {
+    refex_audit_reader *r;
+    const verify_args *a;
+    uint64_t size;
+    const char *what;
+    size_t n;
+    char *why;
+    size_t whylen;
+} verify_walk;
+
+static int verify_checkpoint(const refex_audit_checkpoint_row *cp, void *arg)
 {
-    const char *db_arg = NULL, *key_arg = NULL, *witness_arg = NULL, *wkey_arg = NULL;
-    refex_pubkeys key, wkey;
-    size_t n_checkpoints = 0, n_witnessed = 0;
-    int json = 0;
-    char path[4200], err[512], why[512] = "", rootb64[64];
-    for (int k = 2; k < argc; k++) {
-        if (strcmp(argv[k], "--db") == 0 && k + 1 < argc) {
-            db_arg = argv[++k];
-        } else if (strcmp(argv[k], "--key") == 0 && k + 1 < argc) {
-            key_arg = argv[++k];
-        } else if (strcmp(argv[k], "--witness") == 0 && k + 1 < argc) {
-            witness_arg = argv[++k];
-        } else if (strcmp(argv[k], "--witness-key") == 0 && k + 1 < argc) {
-            wkey_arg = argv[++k];
-        } else if (strcmp(argv[k], "--json") == 0) {
-            json = 1;
-        } else if (strcmp(argv[k], "-c") == 0 && k + 1 < argc) {
-            cli_config = argv[++k];
-        } else {
-            fprintf(stderr, "refex audit verify: unknown argument '%s'\n", argv[k]);
-            return EXIT_USAGE;
-        }
+    verify_walk *v = arg;
+    v->n++;
+    return check_note(v->r, v->size, cp->note, &v->a->k, NULL, v->what, v->why, v->whylen);
+}
+
+static int verify_cosignature(const refex_audit_cosignature_row *cs, void *arg)
+{
+    verify_walk *v = arg;
+    v->n++;
+    return check_note(v->r, v->size, cs->note, &v->a->k, NULL, v->what, v->why, v->whylen);
+}
+
+/* The log's own checkpoints, and the cosigned copies it holds, each signed by the agency
+ * and matching the recomputed tree. */
+static int verify_own_notes(verify_walk *v)
+{
+    int rc;
+    v->what = "checkpoint";
+    rc = refex_audit_reader_checkpoints(v->r, verify_checkpoint, v);
+    if (rc != REFEX_OK && !v->why[0]) {
+        snprintf(v->why, v->whylen, "cannot read the log's checkpoints (a table is missing?)");
+        return REFEX_E_TAMPERED;
     }
-    if ((witness_arg && (!wkey_arg || !key_arg)) || (wkey_arg && !witness_arg)) {
-        fprintf(stderr, "refex audit verify: --witness needs --witness-key and --key\n");
-        return EXIT_USAGE;
-    }
-    if ((key_arg && refex_pubkeys_load(key_arg, &key, err, sizeof err) != REFEX_OK) ||
-        (wkey_arg && refex_pubkeys_load(wkey_arg, &wkey, err, sizeof err) != REFEX_OK)) {
-        fprintf(stderr, "refex audit verify: %s\n", err);
-        return EXIT_KEYS;
-    }
-    int rc = cli_agent_db("audit verify", db_arg, path, sizeof path);
-    if (rc != EXIT_OK)
-        return rc;
-    if (!db_arg) {
-        /* Reading the agency's own log through its agent is itself audited. */
-        json_t *reply = NULL;
-        json_t *req = json_pack("{s:s, s:s}", "cmd", "audit_used", "what", "verify");
-        if (cli_agent_request(req, &reply, 5000) != EXIT_OK)
-            fprintf(stderr, "refex audit verify: this read is not recorded in the audit log\n");
-        json_decref(req);
-        json_decref(reply);
-    }
-    if (refex_file_check_private(path) == REFEX_E_NOTFOUND) {
-        fprintf(stderr, "refex audit verify: %s: no such file\n", path);
-        return EXIT_FAIL;
-    }
-    sqlite3 *db = NULL;
-    if (refex_db_open(path, 1, &db, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex audit verify: %s\n", err);
-        return EXIT_FAIL;
-    }
-    uint64_t size = 0;
-    uint8_t root[32];
-    rc = refex_audit_tree_verify(db, &size, root, why, sizeof why);
-    if (rc == REFEX_OK && key_arg) {
-        /* The log's own checkpoints, and the cosigned copies it holds. */
-        sqlite3_stmt *st = NULL;
-        static const char *const sql[2] = {"SELECT note FROM audit_checkpoints ORDER BY size",
-                                           "SELECT note FROM audit_cosignatures ORDER BY size"};
-        for (int pass = 0; pass < 2 && rc == REFEX_OK; pass++) {
-            int step = SQLITE_ERROR;
-            if (refex_db_prepare(db, sql[pass], &st) == REFEX_OK) {
-                while (rc == REFEX_OK && (step = sqlite3_step(st)) == SQLITE_ROW) {
-                    rc = check_note(db, size, (const char *)sqlite3_column_text(st, 0), &key, NULL,
-                                    pass ? "cosigned checkpoint" : "checkpoint", why, sizeof why);
-                    n_checkpoints++;
-                }
-            }
-            sqlite3_finalize(st);
-            st = NULL;
-            if (rc == REFEX_OK && step != SQLITE_DONE) {
-                snprintf(why, sizeof why, "cannot read the log's %s (a table is missing?)",
-                         pass ? "cosignatures" : "checkpoints");
-                rc = REFEX_E_TAMPERED;
-            }
-        }
-    }
-    if (rc == REFEX_OK && witness_arg) {
-        json_t *notes = load_witnessed(witness_arg, key.agency, why, sizeof why), *v;
-        size_t i;
-        if (!notes)
-            rc = REFEX_E_INVAL;
-        json_array_foreach(notes, i, v)
-        {
-            if (rc != REFEX_OK)
-                break;
-            rc = json_is_string(v) ? check_note(db, size, json_string_value(v), &key, &wkey,
-                                                "witnessed checkpoint", why, sizeof why)
-                                   : REFEX_E_MALFORMED;
-            n_witnessed++;
-        }
-        json_decref(notes);
-    }
-    refex_db_close(&db);
+    v->what = "cosigned checkpoint";
     if (rc == REFEX_OK)
-        sodium_bin2base64(rootb64, sizeof rootb64, root, 32, sodium_base64_VARIANT_ORIGINAL);
-    if (json) {
+        rc = refex_audit_reader_cosignatures(v->r, 0, verify_cosignature, v);
+    if (rc != REFEX_OK && !v->why[0]) {
+        snprintf(v->why, v->whylen, "cannot read the log's cosignatures (a table is missing?)");
+        return REFEX_E_TAMPERED;
+    }
+    return rc;
+}
+
+/* The checkpoints the witness cosigned: this log must be consistent with every one. */
+static int verify_witnessed(verify_walk *v, size_t *n)
+{
+    json_t *notes = load_witnessed(v->a->witness, v->a->k.agency, v->why, v->whylen), *x;
+    size_t i;
+    int rc = notes ? REFEX_OK : REFEX_E_INVAL;
+    json_array_foreach(notes, i, x)
+    {
+        if (rc != REFEX_OK)
+            break;
+        rc = json_is_string(x) ? check_note(v->r, v->size, json_string_value(x), &v->a->k, &v->a->w,
+                                            "witnessed checkpoint", v->why, v->whylen)
+                               : REFEX_E_MALFORMED;
+        (*n)++;
+    }
+    json_decref(notes);
+    return rc;
+}
+
+static void verify_print(const verify_args *a, const char *path, int rc, uint64_t size,
+                         const uint8_t root[32], size_t n_cp, size_t n_wit, const char *why)
+{
+    char rootb64[REFEX_BASE64_LEN(32)] = "";
+    if (rc == REFEX_OK)
+        refex_base64_encode(rootb64, root, 32);
+    if (a->json) {
         json_t *o = rc == REFEX_OK
                         ? json_pack("{s:b, s:s, s:I, s:s, s:I, s:I}", "ok", 1, "db", path, "size",
                                     (json_int_t)size, "root", rootb64, "checkpoints",
-                                    (json_int_t)n_checkpoints, "witnessed", (json_int_t)n_witnessed)
+                                    (json_int_t)n_cp, "witnessed", (json_int_t)n_wit)
                         : json_pack("{s:b, s:s, s:s, s:s}", "ok", 0, "db", path, "error",
                                     refex_errname(rc), "detail", why[0] ? why : refex_strerror(rc));
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        printf("\n");
+        cli_print_json(o);
         json_decref(o);
     } else if (rc == REFEX_OK) {
         printf("audit log %s: intact, %llu entries, root %s", path, (unsigned long long)size,
                rootb64);
-        if (key_arg)
-            printf("; %zu checkpoint(s) signed by %s match", n_checkpoints, key.agency);
-        if (witness_arg)
-            printf("; consistent with %zu checkpoint(s) witnessed by %s", n_witnessed, wkey.agency);
+        if (a->key)
+            printf("; %zu checkpoint(s) signed by %s match", n_cp, a->k.agency);
+        if (a->witness)
+            printf("; consistent with %zu checkpoint(s) witnessed by %s", n_wit, a->w.agency);
         printf("\n");
     } else {
         printf("audit log %s: NOT intact: %s\n", path, why[0] ? why : refex_strerror(rc));
     }
+}
+
+static int verify_parse(int argc, char **argv, verify_args *a)
+{
+    static const struct option opts[] = {
+        {"db", required_argument, NULL, 'd'},      {"key", required_argument, NULL, 'k'},
+        {"witness", required_argument, NULL, 'w'}, {"witness-key", required_argument, NULL, 'W'},
+        {"json", no_argument, NULL, 'j'},          {0}};
+    cli_audit_opts o = {"verify", argc, argv, "c:", opts, 0};
+    const char *v;
+    char err[512];
+    int c;
+    while ((c = cli_audit_getopt(&o, &v)) != -1) {
+        if (c == 'd')
+            a->db = v;
+        else if (c == 'k')
+            a->key = v;
+        else if (c == 'w')
+            a->witness = v;
+        else if (c == 'W')
+            a->wkey = v;
+        else if (c == 'j')
+            a->json = 1;
+        else if (c == 'c')
+            cli_config = v;
+        else
+            return c == 1 ? cli_audit_unknown("verify", v) : EXIT_USAGE;
+    }
+    if ((a->witness && (!a->wkey || !a->key)) || (a->wkey && !a->witness)) {
+        fprintf(stderr, "refex audit verify: --witness needs --witness-key and --key\n");
+        return EXIT_USAGE;
+    }
+    if ((a->key && refex_pubkeys_load(a->key, &a->k, err, sizeof err) != REFEX_OK) ||
+        (a->wkey && refex_pubkeys_load(a->wkey, &a->w, err, sizeof err) != REFEX_OK)) {
+        fprintf(stderr, "refex audit verify: %s\n", err);
+        return EXIT_KEYS;
+    }
+    return EXIT_OK;
+}
+
+/* Reading the agency's own log through its agent is itself audited. */
+static void verify_tell_agent(void)
+{
+    json_t *reply = NULL;
+    json_t *req = json_pack("{s:s, s:s}", "cmd", "audit_used", "what", "verify");
+    if (cli_agent_request(req, &reply, 5000) != EXIT_OK)
+        fprintf(stderr, "refex audit verify: this read is not recorded in the audit log\n");
+    json_decref(req);
+    json_decref(reply);
+}
+
+static int audit_verify(int argc, char **argv)
+{
+    verify_args a = {0};
+    refex_audit_reader *r = NULL;
+    char path[4200], err[4600], why[512] = "";
+    uint8_t root[32];
+    size_t n_witnessed = 0;
+    int rc = verify_parse(argc, argv, &a);
+    if (rc != EXIT_OK || (rc = cli_agent_db("audit verify", a.db, path, sizeof path)) != EXIT_OK)
+        return rc;
+    if (!a.db)
+        verify_tell_agent();
+    if (refex_file_check_private(path) == REFEX_E_NOTFOUND) {
+        fprintf(stderr, "refex audit verify: %s: no such file\n", path);
+        return EXIT_FAIL;
+    }
+    if (refex_audit_reader_open(path, REFEX_AUDIT_READER_ANY, &r, err, sizeof err) != REFEX_OK) {
+        fprintf(stderr, "refex audit verify: %s\n", err);
+        return EXIT_FAIL;
+    }
+    verify_walk v = {r, &a, 0, NULL, 0, why, sizeof why};
+    rc = refex_audit_reader_verify(r, &v.size, root, why, sizeof why);
+    if (rc == REFEX_OK && a.key)
+        rc = verify_own_notes(&v);
+    if (rc == REFEX_OK && a.witness)
+        rc = verify_witnessed(&v, &n_witnessed);
+    refex_audit_reader_close(&r);
+    verify_print(&a, path, rc, v.size, root, v.n, n_witnessed, why);
     return rc == REFEX_OK ? EXIT_OK : EXIT_FAIL;
 }
+
+/* ---- witnessed ----------------------------------------------------------------------- */
 
 /* The checkpoints a witness cosigned for one agency, as the JSON array that
  * `audit verify --witness` reads: what an auditor takes away from the broker. */
 static int audit_witnessed(int argc, char **argv)
 {
-    const char *wdb = NULL, *agency = NULL;
-    for (int k = 2; k < argc; k++) {
-        if (strcmp(argv[k], "--witness-db") == 0 && k + 1 < argc)
-            wdb = argv[++k];
-        else if (strcmp(argv[k], "--agency") == 0 && k + 1 < argc)
-            agency = argv[++k];
-        else {
-            fprintf(stderr, "refex audit witnessed: unknown argument '%s'\n", argv[k]);
-            return EXIT_USAGE;
-        }
+    static const struct option opts[] = {{"witness-db", required_argument, NULL, 'w'},
+                                         {"agency", required_argument, NULL, 'a'},
+                                         {0}};
+    cli_audit_opts o = {"witnessed", argc, argv, "", opts, 0};
+    const char *wdb = NULL, *agency = NULL, *v;
+    int c;
+    while ((c = cli_audit_getopt(&o, &v)) != -1) {
+        if (c == 'w')
+            wdb = v;
+        else if (c == 'a')
+            agency = v;
+        else
+            return c == 1 ? cli_audit_unknown("witnessed", v) : EXIT_USAGE;
     }
     if (!wdb || !agency || !refex_id_valid(agency)) {
         fprintf(stderr, "refex audit witnessed: give --witness-db FILE and --agency ID\n");
         return EXIT_USAGE;
     }
-    char why[512] = "";
+    char why[4600] = "";
     json_t *notes = load_witnessed(wdb, agency, why, sizeof why);
     if (!notes) {
         fprintf(stderr, "refex audit witnessed: %s\n", why);
         return EXIT_FAIL;
     }
-    json_dumpf(notes, stdout, JSON_INDENT(2));
-    printf("\n");
+    cli_print_json(notes);
     json_decref(notes);
     return EXIT_OK;
 }
 
+/* ---- dispatch ------------------------------------------------------------------------ */
+
+/* verify and witnessed answer --help with the family's usage; the others have their own. */
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    int family_help;
+} SUBCOMMANDS[] = {
+    {"list", cmd_audit_list, 0},           {"verify", audit_verify, 1},
+    {"witnessed", audit_witnessed, 1},     {"query", cmd_audit_query, 0},
+    {"export", cmd_audit_export, 0},       {"proof", cmd_audit_proof, 0},
+    {"reconcile", cmd_audit_reconcile, 0},
+};
+
 int cmd_audit(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "verify") == 0) {
-        if (cli_wants_help(argc, argv)) {
-            audit_usage(stdout);
-            return EXIT_OK;
-        }
-        return audit_verify(argc, argv);
-    }
-    if (argc >= 2 && strcmp(argv[1], "list") == 0)
-        return cmd_audit_list(argc, argv);
-    if (argc >= 2 && strcmp(argv[1], "witnessed") == 0 && !cli_wants_help(argc, argv))
-        return audit_witnessed(argc, argv);
-    static const struct {
-        const char *name;
-        int (*fn)(int, char **);
-    } sub[] = {{"query", cmd_audit_query},
-               {"export", cmd_audit_export},
-               {"proof", cmd_audit_proof},
-               {"reconcile", cmd_audit_reconcile}};
-    for (size_t i = 0; argc >= 2 && i < sizeof sub / sizeof sub[0]; i++)
-        if (strcmp(argv[1], sub[i].name) == 0)
-            return sub[i].fn(argc, argv);
     int help = cli_wants_help(argc, argv);
+    for (size_t i = 0; argc >= 2 && i < sizeof SUBCOMMANDS / sizeof SUBCOMMANDS[0]; i++)
+        if (strcmp(argv[1], SUBCOMMANDS[i].name) == 0 && !(help && SUBCOMMANDS[i].family_help))
+            return SUBCOMMANDS[i].fn(argc, argv);
     audit_usage(help ? stdout : stderr);
     return help ? EXIT_OK : EXIT_USAGE;
 }

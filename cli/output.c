@@ -78,3 +78,21 @@ int cli_agent_db(const char *cmd, const char *db, char *buf, size_t len)
     }
     return EXIT_OK;
 }
+
+/* ---- CSV ---- */
+
+void cli_csv_field(FILE *f, const char *s, int last)
+{
+    if (strpbrk(s, ",\"\r\n")) {
+        fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(s, f);
+    }
+    fputs(last ? "\r\n" : ",", f);
+}

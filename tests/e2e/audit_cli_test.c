@@ -642,6 +642,78 @@ static void test_bad_input(void **state)
            (const char *[]){"audit", "query", "--help", NULL});
 }
 
+/* Every audit subcommand parses with getopt_long: --opt=value and --opt value alike; an
+ * unknown option, a missing or bad value, or a long option abbreviated is a usage error
+ * (exit 2) that names the option. */
+static void test_options(void **state)
+{
+    (void)state;
+    char db_eq[800], conf[600], key[600], key_eq[700];
+    snprintf(db_eq, sizeof db_eq, "--db=%s", g_mw);
+    h_path(&g_net, conf, sizeof conf, "conf/midwifery.conf");
+    h_path(&g_net, key, sizeof key, "keys/midwifery.public");
+    snprintf(key_eq, sizeof key_eq, "--key=%s", key);
+
+    /* The = form gives the same answers as the separate form. */
+    assert_int_equal(query_count(g_mw, (const char *[]){"--case=CASE-B", NULL}), 2);
+    assert_int_equal(
+        query_count(g_mw, (const char *[]){"--peer=social-care", "--event", "send", NULL}), 3);
+    const char *q_eq[] = {"audit", "query", "--subject=UB-7F3K-2041", "--json", db_eq, NULL};
+    assert_int_equal(cli(q_eq), 0);
+    json_t *j = parse_out();
+    assert_int_equal(json_array_size(j), 4);
+    json_decref(j);
+    expect(0, "\"tree_size\": 5",
+           (const char *[]){"audit", "proof", "--entry=3", "--size=5", db_eq, "--json", NULL});
+    expect(0, "seq,time,time_ms,",
+           (const char *[]){"audit", "export", "--format=csv", db_eq, NULL});
+    expect(0, "0 discrepancies",
+           (const char *[]){"audit", "reconcile", g_mw, g_sc, "--sla=1h", NULL});
+    expect(0, "checkpoint(s) signed by midwifery match",
+           (const char *[]){"audit", "verify", db_eq, key_eq, NULL});
+    /* -c FILE inside the subcommand still names the agent (and the read is recorded). */
+    expect(0, "matching", (const char *[]){"audit", "query", "-c", conf, "--case", "CASE-A", NULL});
+    assert_null(strstr(g_out, "not recorded"));
+
+    /* Unknown options, named. */
+    expect(2, "unknown argument '--jsn'",
+           (const char *[]){"audit", "query", "--jsn", "--db", g_mw, NULL});
+    expect(2, "refex audit export: unknown argument '--fromat'",
+           (const char *[]){"audit", "export", "--fromat", "json", "--db", g_mw, NULL});
+    expect(2, "refex audit proof: unknown argument '--entries'",
+           (const char *[]){"audit", "proof", "--entries=1", "--db", g_mw, NULL});
+    expect(2, "refex audit reconcile: unknown argument '--json-out'",
+           (const char *[]){"audit", "reconcile", g_mw, g_sc, "--json-out", NULL});
+    expect(2, "refex audit verify: unknown argument '-x'",
+           (const char *[]){"audit", "verify", "-x", "--db", g_mw, NULL});
+    expect(2, "refex audit witnessed: unknown argument '--db'",
+           (const char *[]){"audit", "witnessed", "--db", g_mw, NULL});
+    /* A prefix of a real option is not that option. */
+    expect(2, "unknown argument '--js'",
+           (const char *[]){"audit", "query", "--js", "--db", g_mw, NULL});
+    expect(2, "unknown argument '--ent'",
+           (const char *[]){"audit", "proof", "--ent", "1", "--db", g_mw, NULL});
+    /* A stray positional argument. */
+    expect(2, "unknown argument 'extra'",
+           (const char *[]){"audit", "query", "--db", g_mw, "extra", NULL});
+    /* Missing values, values where none is taken, bad values: named. */
+    expect(2, "--case needs a value",
+           (const char *[]){"audit", "query", "--db", g_mw, "--case", NULL});
+    expect(2, "--db needs a value",
+           (const char *[]){"audit", "export", "--format", "json", "--db", NULL});
+    expect(2, "--json takes no value",
+           (const char *[]){"audit", "query", "--json=yes", "--db", g_mw, NULL});
+    expect(2, "--entry", (const char *[]){"audit", "proof", "--entry=abc", "--db", g_mw, NULL});
+    expect(2, "--entry", (const char *[]){"audit", "proof", "--entry", "1x", "--db", g_mw, NULL});
+    expect(2, "--size",
+           (const char *[]){"audit", "proof", "--entry", "1", "--size=-3", db_eq, NULL});
+    expect(2, "--sla '5x'", (const char *[]){"audit", "reconcile", g_mw, g_sc, "--sla=5x", NULL});
+    expect(2, "--since '2025-02-30'",
+           (const char *[]){"audit", "query", "--since=2025-02-30", db_eq, NULL});
+    expect(2, "unknown --format 'xml'",
+           (const char *[]){"audit", "export", "--format=xml", db_eq, NULL});
+}
+
 /* Last: with the agent stopped, a read of its log still works and says it is not recorded. */
 static void test_agent_not_running(void **state)
 {
@@ -666,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_proof),
         cmocka_unit_test(test_reconcile),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_options),
         cmocka_unit_test(test_agent_not_running),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
