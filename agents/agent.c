@@ -165,6 +165,94 @@ static void send_hello(agent *a)
         refex_log_warn("hello: could not send");
 }
 
+/* ---- frames from the broker ------------------------------------------------------- */
+
+static void on_welcome(agent *a, const Refex__V1__Frame *f)
+{
+    a->broker_max_frame = f->welcome->max_frame_bytes;
+    if (!a->online) {
+        a->online = 1;
+        refex_log_info("link: welcomed by the broker as %s", a->agency);
+        printf("READY %s\n", a->agency);
+        fflush(stdout);
+    }
+    outbox_flush(a, 0);
+    cases_resend_subscriptions(a);
+}
+
+static void on_stored(agent *a, const Refex__V1__Frame *f)
+{
+    outbox_result(a, f->stored->message_id.data, 0, NULL);
+}
+
+static void on_rejected(agent *a, const Refex__V1__Frame *f)
+{
+    if (f->rejected->message_id.len == 16)
+        outbox_result(a, f->rejected->message_id.data, (int)f->rejected->code, f->rejected->detail);
+}
+
+static void on_deliver(agent *a, const Refex__V1__Frame *f)
+{
+    inbox_deliver(a, f->deliver->envelope);
+}
+
+static void on_error(agent *a, const Refex__V1__Frame *f)
+{
+    refex_log_warn("link: broker reported %s", refex_errname((int)f->error->code));
+    if (f->error->code == REFEX_E_NOT_READY) {
+        /* The broker ended our session (e.g. our queue was full): bind again. */
+        a->online = 0;
+        send_hello(a);
+    }
+}
+
+static void on_receipt(agent *a, const Refex__V1__Frame *f)
+{
+    inbox_receipt(a, f->receipt->receipt);
+}
+
+static void on_cosigned(agent *a, const Refex__V1__Frame *f)
+{
+    journal_cosigned(a, f->cosigned);
+}
+
+static void on_grant_notice(agent *a, const Refex__V1__Frame *f)
+{
+    cases_grant_notice(a, f->grant_notice->grant);
+}
+
+static void on_subscription_notice(agent *a, const Refex__V1__Frame *f)
+{
+    cases_subscription_notice(a, f->subscription_notice->subscription);
+}
+
+/* What the agent does with each kind of frame the broker sends; a NULL handler means the
+ * frame is expected and needs nothing (liveness). Anything else is logged and dropped. */
+static const struct frame_handler {
+    Refex__V1__Frame__KindCase kind;
+    void (*fn)(agent *a, const Refex__V1__Frame *f);
+} FRAME_HANDLERS[] = {
+    {REFEX__V1__FRAME__KIND_WELCOME, on_welcome},
+    {REFEX__V1__FRAME__KIND_STORED, on_stored},
+    {REFEX__V1__FRAME__KIND_REJECTED, on_rejected},
+    {REFEX__V1__FRAME__KIND_DELIVER, on_deliver},
+    {REFEX__V1__FRAME__KIND_ERROR, on_error},
+    {REFEX__V1__FRAME__KIND_RECEIPT, on_receipt},
+    {REFEX__V1__FRAME__KIND_COSIGNED, on_cosigned},
+    {REFEX__V1__FRAME__KIND_GRANT_NOTICE, on_grant_notice},
+    {REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE, on_subscription_notice},
+    {REFEX__V1__FRAME__KIND_PING, NULL},
+    {REFEX__V1__FRAME__KIND_PONG, NULL},
+};
+
+static const struct frame_handler *find_frame_handler(Refex__V1__Frame__KindCase kind)
+{
+    for (size_t i = 0; i < sizeof FRAME_HANDLERS / sizeof FRAME_HANDLERS[0]; i++)
+        if (FRAME_HANDLERS[i].kind == kind)
+            return &FRAME_HANDLERS[i];
+    return NULL;
+}
+
 static void link_readable(agent *a)
 {
     zmq_msg_t m;
@@ -187,55 +275,11 @@ static void link_readable(agent *a)
         refex_log_warn("link: frame from the broker refused: %s", refex_errname(rc));
         return;
     }
-    switch (f->kind_case) {
-    case REFEX__V1__FRAME__KIND_WELCOME:
-        a->broker_max_frame = f->welcome->max_frame_bytes;
-        if (!a->online) {
-            a->online = 1;
-            refex_log_info("link: welcomed by the broker as %s", a->agency);
-            printf("READY %s\n", a->agency);
-            fflush(stdout);
-        }
-        outbox_flush(a, 0);
-        cases_resend_subscriptions(a);
-        break;
-    case REFEX__V1__FRAME__KIND_STORED:
-        outbox_result(a, f->stored->message_id.data, 0, NULL);
-        break;
-    case REFEX__V1__FRAME__KIND_REJECTED:
-        if (f->rejected->message_id.len == 16)
-            outbox_result(a, f->rejected->message_id.data, (int)f->rejected->code,
-                          f->rejected->detail);
-        break;
-    case REFEX__V1__FRAME__KIND_DELIVER:
-        inbox_deliver(a, f->deliver->envelope);
-        break;
-    case REFEX__V1__FRAME__KIND_ERROR:
-        refex_log_warn("link: broker reported %s", refex_errname((int)f->error->code));
-        if (f->error->code == REFEX_E_NOT_READY) {
-            /* The broker ended our session (e.g. our queue was full): bind again. */
-            a->online = 0;
-            send_hello(a);
-        }
-        break;
-    case REFEX__V1__FRAME__KIND_RECEIPT:
-        inbox_receipt(a, f->receipt->receipt);
-        break;
-    case REFEX__V1__FRAME__KIND_COSIGNED:
-        journal_cosigned(a, f->cosigned);
-        break;
-    case REFEX__V1__FRAME__KIND_GRANT_NOTICE:
-        cases_grant_notice(a, f->grant_notice->grant);
-        break;
-    case REFEX__V1__FRAME__KIND_SUBSCRIPTION_NOTICE:
-        cases_subscription_notice(a, f->subscription_notice->subscription);
-        break;
-    case REFEX__V1__FRAME__KIND_PING:
-    case REFEX__V1__FRAME__KIND_PONG:
-        break;
-    default:
+    const struct frame_handler *h = find_frame_handler(f->kind_case);
+    if (h && h->fn)
+        h->fn(a, f);
+    else if (!h)
         refex_log_warn("link: unexpected %s frame from the broker", refex_frame_kind_name(f));
-    }
     refex_frame_free(&f);
 }
 

@@ -60,7 +60,7 @@ static json_t *inbox_row(sqlite3_stmt *st)
     return o;
 }
 
-static void cmd_inbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int show)
+static void inbox_query(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int show)
 {
     sqlite3_stmt *st = NULL;
     const char *id = json_string_value(json_object_get(req, "id"));
@@ -91,8 +91,19 @@ static void cmd_inbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req,
     batch_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
 }
 
-static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len)
+static void cmd_inbox_list(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
+    inbox_query(a, rid, rid_len, req, 0);
+}
+
+static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    inbox_query(a, rid, rid_len, req, 1);
+}
+
+static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    (void)req;
     sqlite3_stmt *st = NULL;
     json_t *rows = json_array();
     if (!rows || refex_db_prepare(a->db,
@@ -167,8 +178,9 @@ static void cmd_message_status(agent *a, const uint8_t *rid, size_t rid_len, jso
 /* The referrals this agency made, each with where it stands: queued, stored, received by
  * the recipient (its receipt), and the recipient's decision if one came back (a
  * ReferralDecision whose referral_message_id names the referral). */
-static void cmd_referrals(agent *a, const uint8_t *rid, size_t rid_len)
+static void cmd_referrals(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
+    (void)req;
     static const char *SQL =
         "SELECT o.message_id, o.recipients, o.case_ref, o.created_ms, o.state, o.error_code,"
         " o.conversation_id,"
@@ -305,6 +317,42 @@ static void cmd_audit_used(agent *a, const uint8_t *rid, size_t rid_len, json_t 
                 rc == REFEX_OK ? json_pack("{s:b}", "ok", 1) : control_error(rc, NULL));
 }
 
+static void cmd_status(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    (void)req;
+    batch_reply(a, rid, rid_len,
+                json_pack("{s:b, s:s, s:b, s:s}", "ok", 1, "agency", a->agency, "online", a->online,
+                          "broker", a->broker_ep));
+}
+
+/* Every control command, by the name a client puts in "cmd". */
+static const struct command {
+    const char *name;
+    agent_cmd_fn fn;
+} COMMANDS[] = {
+    {"send", outbox_cmd_send},
+    {"inbox_list", cmd_inbox_list},
+    {"inbox_show", cmd_inbox_show},
+    {"outbox_list", cmd_outbox},
+    {"message_status", cmd_message_status},
+    {"grant", cases_cmd_grant},
+    {"members", cases_cmd_members},
+    {"subscribe", cases_cmd_subscribe},
+    {"referrals", cmd_referrals},
+    {"requests", cmd_requests},
+    {"audit_used", cmd_audit_used},
+    {"audit_list", cmd_audit},
+    {"status", cmd_status},
+};
+
+static const struct command *find_command(const char *name)
+{
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(COMMANDS[i].name, name) == 0)
+            return &COMMANDS[i];
+    return NULL;
+}
+
 void control_readable(agent *a)
 {
     zmq_msg_t part[3];
@@ -333,41 +381,14 @@ void control_readable(agent *a)
     json_error_t jerr;
     json_t *req = json_loadb(zmq_msg_data(&part[2]), zmq_msg_size(&part[2]), 0, &jerr);
     const char *cmd = json_string_value(json_object_get(req, "cmd"));
-    if (!req || !cmd) {
+    const struct command *c = cmd ? find_command(cmd) : NULL;
+    if (!req || !cmd)
         batch_reply(a, rid, rid_len,
-                    control_error(REFEX_E_JSON, "request must be a JSON "
-                                                "object with a 'cmd'"));
-    } else if (strcmp(cmd, "send") == 0) {
-        outbox_cmd_send(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "inbox_list") == 0) {
-        cmd_inbox(a, rid, rid_len, req, 0);
-    } else if (strcmp(cmd, "inbox_show") == 0) {
-        cmd_inbox(a, rid, rid_len, req, 1);
-    } else if (strcmp(cmd, "outbox_list") == 0) {
-        cmd_outbox(a, rid, rid_len);
-    } else if (strcmp(cmd, "message_status") == 0) {
-        cmd_message_status(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "grant") == 0) {
-        cases_cmd_grant(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "members") == 0) {
-        cases_cmd_members(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "subscribe") == 0) {
-        cases_cmd_subscribe(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "referrals") == 0) {
-        cmd_referrals(a, rid, rid_len);
-    } else if (strcmp(cmd, "requests") == 0) {
-        cmd_requests(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "audit_used") == 0) {
-        cmd_audit_used(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "audit_list") == 0) {
-        cmd_audit(a, rid, rid_len, req);
-    } else if (strcmp(cmd, "status") == 0) {
-        batch_reply(a, rid, rid_len,
-                    json_pack("{s:b, s:s, s:b, s:s}", "ok", 1, "agency", a->agency, "online",
-                              a->online, "broker", a->broker_ep));
-    } else {
+                    control_error(REFEX_E_JSON, "request must be a JSON object with a 'cmd'"));
+    else if (!c)
         batch_reply(a, rid, rid_len, control_error(REFEX_E_INVAL, "unknown command"));
-    }
+    else
+        c->fn(a, rid, rid_len, req);
     json_decref(req);
 out:
     for (int i = 0; i < n; i++)
