@@ -31,41 +31,6 @@
 static const char *const CONFIG_KEYS[] = {"agency", "broker", "broker_id", REFEX_DAEMON_BASE_KEYS,
                                           NULL};
 
-static const char *SCHEMA =
-    "CREATE TABLE IF NOT EXISTS outbox ("
-    " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
-    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
-    " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
-    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
-    " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
-    " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
-    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
-    " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
-    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '');"
-    "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
-    "CREATE TABLE IF NOT EXISTS inbox ("
-    " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
-    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
-    " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
-    " conversation_id TEXT NOT NULL DEFAULT '', reply_to TEXT NOT NULL DEFAULT '',"
-    " decision TEXT NOT NULL DEFAULT '', PRIMARY KEY (sender, message_id));"
-    "CREATE INDEX IF NOT EXISTS inbox_reply_to ON inbox(reply_to);"
-    "CREATE TABLE IF NOT EXISTS case_grants ("
-    " case_ref TEXT NOT NULL, member TEXT NOT NULL, lead TEXT NOT NULL, serial INTEGER NOT NULL,"
-    " grant BLOB NOT NULL, PRIMARY KEY (case_ref, member));"
-    "CREATE TABLE IF NOT EXISTS case_subscriptions ("
-    " agency TEXT NOT NULL, case_ref TEXT NOT NULL, serial INTEGER NOT NULL,"
-    " subscription BLOB NOT NULL, PRIMARY KEY (agency, case_ref));"
-    "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
-    " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
-    " PRIMARY KEY (agency, size));"
-    "CREATE TABLE IF NOT EXISTS refused ("
-    " sender TEXT NOT NULL, message_id TEXT NOT NULL, code INTEGER NOT NULL,"
-    " PRIMARY KEY (sender, message_id));"
-    "CREATE TABLE IF NOT EXISTS receipts ("
-    " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
-    " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
-    " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
 /* ---- setup ------------------------------------------------------------------------- */
 
 int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
@@ -114,13 +79,8 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
         goto out;
     }
     snprintf(path, sizeof path, "%s/agent.db", a->base.data_dir);
-    if ((rc = refex_db_open(path, 0, &a->db, err, errlen)) != REFEX_OK)
+    if ((rc = agent_store_open(path, &a->store, err, errlen)) != REFEX_OK)
         goto out;
-    if ((rc = refex_db_exec(a->db, SCHEMA)) != REFEX_OK ||
-        (rc = refex_audit_init(a->db)) != REFEX_OK) {
-        snprintf(err, errlen, "%s: cannot create tables", path);
-        goto out;
-    }
     *out = a;
     a = NULL;
     rc = REFEX_OK;
@@ -148,7 +108,7 @@ void agent_close(agent **a_p)
     for (size_t i = 0; i < a->outq_n; i++)
         free(a->outq[i].data);
     free(a->outq);
-    refex_db_close(&a->db);
+    agent_store_close(&a->store);
     refex_daemon_base_fini(&a->base);
     free(a);
     *a_p = NULL;

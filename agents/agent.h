@@ -9,10 +9,10 @@
 #define REFEX_AGENT_H
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent_store.h"
 #include "audit.h"
 #include "body.h"
 #include "config.h"
@@ -62,7 +62,7 @@ struct agent {
     char broker_id[REFEX_ID_MAX];
     refex_daemon_base base;
     uint64_t broker_max_frame; /* the broker's limit, from WELCOME */
-    sqlite3 *db;
+    agent_store *store;
     void *ctx, *link, *mon, *control;
     int online;
     int64_t next_retry_ms, last_sent_ms, next_checkpoint_ms;
@@ -121,6 +121,8 @@ int cases_recipients(agent *a, const char *case_ref, int type, const refex_agenc
 void journal_fill(agent *a, refex_audit_entry *e, const char *event, const char *outcome,
                   const char *peer, const char *idhex, int type, const char *case_ref,
                   const char *env_hash, const refex_body_meta *m);
+/* Appends to the audit log, inside the caller's unit. */
+int journal_append(agent *a, const refex_audit_entry *e);
 int journal_outcome(agent *a, const char *event, const char *outcome, const char *peer,
                     const char *idhex, const char *env_hash);
 int journal_used(agent *a, const char *what);

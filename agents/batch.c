@@ -92,25 +92,24 @@ int batch_unit_begin(agent *a)
     if (a->batch_dead)
         return REFEX_E_DB;
     if (!a->in_batch) {
-        int rc = refex_db_begin(a->db);
+        int rc = agent_store_begin(a->store);
         if (rc != REFEX_OK)
             return rc;
         a->in_batch = 1;
     }
-    return refex_db_exec(a->db, "SAVEPOINT unit");
+    return agent_store_savepoint(a->store);
 }
 
 int batch_unit_end(agent *a, int ok)
 {
     int rc = REFEX_E_DB;
     if (ok)
-        rc = refex_db_exec(a->db, "RELEASE unit");
-    else if (refex_db_exec(a->db, "ROLLBACK TO unit") == REFEX_OK &&
-             refex_db_exec(a->db, "RELEASE unit") != REFEX_OK)
+        rc = agent_store_release(a->store);
+    else if (agent_store_undo(a->store) != REFEX_OK)
         refex_log_error("db: could not release a rolled-back unit");
     /* Some errors (disk full, I/O) make SQLite roll back the whole transaction: then the
      * batch is lost, and nothing more may be done in it or reported as committed. */
-    if (sqlite3_get_autocommit(a->db)) {
+    if (agent_store_autocommit(a->store)) {
         a->batch_dead = 1;
         rc = REFEX_E_DB;
     }
@@ -124,10 +123,10 @@ void batch_end(agent *a)
 {
     int rc = REFEX_OK;
     if (a->batch_dead) {
-        refex_db_rollback(a->db);
+        agent_store_rollback(a->store);
         rc = REFEX_E_DB;
     } else if (a->in_batch) {
-        rc = refex_db_commit(a->db);
+        rc = agent_store_commit(a->store);
     }
     a->in_batch = a->batch_dead = 0;
     for (size_t i = 0; i < a->outq_n; i++) {

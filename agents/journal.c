@@ -3,27 +3,16 @@
  * Not the log format (lib/audit.c) nor the Merkle tree (lib/audit_tree.c). */
 #include "agent.h"
 
-#include <errno.h>
-#include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zmq.h>
 
-#include "audit.h"
 #include "audit_tree.h"
-#include "body.h"
 #include "checkpoint.h"
 #include "codec.h"
-#include "db.h"
-#include "directory.h"
-#include "envelope.h"
-#include "grant.h"
-#include "keys.h"
 #include "link.h"
 #include "log.h"
-#include "receipt.h"
 #include "util.h"
 
 /* ---- audit ------------------------------------------------------------------------- */
@@ -50,108 +39,33 @@ void journal_fill(agent *a, refex_audit_entry *e, const char *event, const char 
     e->subjects = m ? m->subjects : "";
 }
 
+int journal_append(agent *a, const refex_audit_entry *e)
+{
+    return refex_audit_append(agent_store_db(a->store), e, NULL);
+}
+
+typedef struct {
+    agent *a;
+    const char *event, *outcome, *peer, *idhex, *env_hash;
+} outcome_ctx;
+
+static int append_outcome(void *vctx, const char *type, const refex_body_meta *m)
+{
+    outcome_ctx *o = vctx;
+    refex_audit_entry ae;
+    journal_fill(o->a, &ae, o->event, o->outcome, o->peer, o->idhex, refex_message_type_parse(type),
+                 m->case_ref, o->env_hash, m);
+    return journal_append(o->a, &ae);
+}
+
 /* Audits what happened to one of our messages (a refusal, a receipt, a non-delivery)
  * with the type, case and lawful basis recorded when it was sent. Inside the caller's
  * transaction. */
 int journal_outcome(agent *a, const char *event, const char *outcome, const char *peer,
                     const char *idhex, const char *env_hash)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = refex_db_prepare(a->db,
-                              "SELECT type, case_ref, practitioner, purpose, article6, article9,"
-                              " consent, subjects FROM outbox WHERE message_id = ?",
-                              &st);
-    if (rc != REFEX_OK)
-        return rc;
-    sqlite3_bind_text(st, 1, idhex, -1, SQLITE_STATIC);
-    int found = sqlite3_step(st) == SQLITE_ROW;
-    const char *col[8];
-    for (int i = 0; i < 8; i++)
-        col[i] = found ? (const char *)sqlite3_column_text(st, i) : "";
-    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1], "", "", "", "", "", ""};
-    snprintf(m.subjects, sizeof m.subjects, "%s", col[7]);
-    refex_audit_entry ae;
-    journal_fill(a, &ae, event, outcome, peer, idhex, refex_message_type_parse(col[0]), col[1],
-                 env_hash, &m);
-    rc = refex_audit_append(a->db, &ae, NULL);
-    sqlite3_finalize(st);
-    return rc;
-}
-
-/* Adds our latest signed audit checkpoint to a sealed envelope. */
-int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = REFEX_OK;
-    if (refex_db_prepare(a->db, "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
-                         &st) != REFEX_OK)
-        return REFEX_OK; /* no checkpoint yet: the envelope goes without one */
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, *env_len, *env);
-        if (!e) {
-            rc = REFEX_E_MALFORMED;
-        } else {
-            e->checkpoint = (char *)sqlite3_column_text(st, 0);
-            size_t n = refex__v1__envelope__get_packed_size(e);
-            uint8_t *buf = malloc(n);
-            if (buf) {
-                refex__v1__envelope__pack(e, buf);
-                free(*env);
-                *env = buf;
-                *env_len = n;
-            } else {
-                rc = REFEX_E_NOMEM;
-            }
-            e->checkpoint = NULL; /* owned by the statement */
-            refex__v1__envelope__free_unpacked(e, NULL);
-        }
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
-/* A checkpoint a sender attached: check it is the sender's, and that no other history of
- * the same size was seen from that sender before (a fork). Inside the caller's unit. */
-void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
-                                  const char *note)
-{
-    refex_checkpoint c;
-    char origin[128];
-    sqlite3_stmt *st = NULL;
-    if (!note || !*note || !sa)
-        return;
-    snprintf(origin, sizeof origin, "refex/audit/%s", sender);
-    if (refex_checkpoint_open(note, strlen(note), sender, sa->sign_pk, &c) != REFEX_OK ||
-        strcmp(c.origin, origin) != 0 || c.size > INT64_MAX) {
-        refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
-        return;
-    }
-    if (refex_db_prepare(a->db, "SELECT root FROM peer_checkpoints WHERE agency = ? AND size = ?",
-                         &st) != REFEX_OK)
-        return;
-    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
-    int seen = sqlite3_step(st) == SQLITE_ROW, differs = 0;
-    if (seen)
-        differs = sqlite3_column_bytes(st, 0) != 32 ||
-                  sodium_memcmp(sqlite3_column_blob(st, 0), c.root, 32) != 0;
-    sqlite3_finalize(st);
-    if (differs) {
-        refex_log_error("ALERT checkpoint: %s showed two different audit histories of size %llu "
-                        "(fork)",
-                        sender, (unsigned long long)c.size);
-        return;
-    }
-    if (seen ||
-        refex_db_prepare(a->db, "INSERT INTO peer_checkpoints(agency, size, root) VALUES (?,?,?)",
-                         &st) != REFEX_OK)
-        return;
-    sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)c.size);
-    sqlite3_bind_blob(st, 3, c.root, 32, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        refex_log_warn("checkpoint: could not record %s's checkpoint", sender);
-    sqlite3_finalize(st);
+    outcome_ctx o = {a, event, outcome, peer, idhex, env_hash};
+    return agent_store_outbox_meta(a->store, idhex, append_outcome, &o);
 }
 
 /* Reading the audit log is itself audited: an audit-log-used entry names the tool used
@@ -166,76 +80,100 @@ int journal_used(agent *a, const char *what)
     int rc = batch_unit_begin(a);
     if (rc != REFEX_OK)
         return rc;
-    rc = refex_audit_append(a->db, &ae, NULL);
+    rc = journal_append(a, &ae);
     return rc == REFEX_OK ? batch_unit_end(a, 1) : (batch_unit_end(a, 0), rc);
 }
 
 /* ---- checkpoints ------------------------------------------------------------------- */
 
-static int exec_int(sqlite3 *db, const char *sql, int64_t *out)
+/* Adds our latest signed audit checkpoint to a sealed envelope. */
+int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = refex_db_prepare(db, sql, &st);
-    if (rc != REFEX_OK)
-        return rc;
-    *out = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    return REFEX_OK;
+    char *note = NULL;
+    uint8_t *buf = NULL;
+    size_t n = 0;
+    if (refex_audit_tree_latest_checkpoint(agent_store_db(a->store), &note) != REFEX_OK)
+        return REFEX_OK; /* no checkpoint yet: the envelope goes without one */
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, *env_len, *env);
+    int rc = e ? REFEX_OK : REFEX_E_MALFORMED;
+    if (e) {
+        e->checkpoint = note;
+        rc = refex_pb_pack(&e->base, &buf, &n);
+        e->checkpoint = NULL; /* ours, freed below */
+        refex__v1__envelope__free_unpacked(e, NULL);
+    }
+    if (rc == REFEX_OK) {
+        free(*env);
+        *env = buf;
+        *env_len = n;
+    }
+    free(note);
+    return rc;
 }
 
-/* After a batch that added audit entries (at most once a second, one at a time): sign a
- * checkpoint of the log, keep it, and send it to the broker to witness, with a consistency
- * proof from the last checkpoint the broker cosigned. */
-void journal_checkpoint(agent *a)
+/* A checkpoint a sender attached: check it is the sender's, and that no other history of
+ * the same size was seen from that sender before (a fork). Inside the caller's unit. */
+void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
+                                  const char *note)
 {
-    uint64_t size = 0;
-    int64_t now = refex_mono_ms(), witnessed = 0;
     refex_checkpoint c;
-    char *note = NULL;
-    uint8_t(*proof)[32] = NULL;
-    size_t plen = 0;
-    if (!a->online || now < a->next_checkpoint_ms || now < a->checkpoint_wait_until ||
-        refex_audit_tree_size(a->db, &size) != REFEX_OK || size == 0 ||
-        exec_int(a->db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures", &witnessed) !=
-            REFEX_OK)
+    char origin[128];
+    int seen = 0, differs = 0;
+    if (!note || !*note || !sa)
         return;
-    /* Prove consistency from what the witness says it holds (it may be behind us). */
-    if (a->witness_size && a->witness_size <= size)
-        witnessed = (int64_t)a->witness_size;
-    if (size <= (uint64_t)witnessed)
+    snprintf(origin, sizeof origin, "refex/audit/%s", sender);
+    if (refex_checkpoint_open(note, strlen(note), sender, sa->sign_pk, &c) != REFEX_OK ||
+        strcmp(c.origin, origin) != 0 || c.size > INT64_MAX) {
+        refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
         return;
-    a->next_checkpoint_ms = now + 1000;
+    }
+    if (agent_store_peer_checkpoint_check(a->store, sender, c.size, c.root, &seen, &differs) !=
+        REFEX_OK)
+        return;
+    if (differs) {
+        refex_log_error("ALERT checkpoint: %s showed two different audit histories of size %llu "
+                        "(fork)",
+                        sender, (unsigned long long)c.size);
+        return;
+    }
+    if (!seen && agent_store_peer_checkpoint_put(a->store, sender, c.size, c.root) != REFEX_OK)
+        refex_log_warn("checkpoint: could not record %s's checkpoint", sender);
+}
+
+/* Signs a checkpoint of the first `size` entries and keeps it, in its own transaction
+ * (this runs after the cycle's batch). *note is malloc'd. */
+static int sign_and_keep(agent *a, uint64_t size, char **note)
+{
+    sqlite3 *db = agent_store_db(a->store);
+    refex_checkpoint c;
     memset(&c, 0, sizeof c);
     snprintf(c.origin, sizeof c.origin, "refex/audit/%s", a->agency);
     c.size = size;
-    if (refex_audit_tree_root(a->db, size, c.root) != REFEX_OK ||
-        refex_checkpoint_sign(&c, a->agency, a->base.keys->sk->sign_sk, &note) != REFEX_OK)
-        return;
-    sqlite3_stmt *st = NULL;
-    int rc = refex_db_begin(a->db);
+    int rc = refex_audit_tree_root(db, size, c.root);
     if (rc == REFEX_OK)
-        rc = refex_db_prepare(a->db,
-                              "INSERT INTO audit_checkpoints(size, root, note, created_ms)"
-                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                              &st);
-    if (rc == REFEX_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
-        sqlite3_bind_blob(st, 2, c.root, 32, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, note, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, refex_now_ms());
-        rc = refex_db_err(sqlite3_step(st));
-        sqlite3_finalize(st);
-    }
+        rc = refex_checkpoint_sign(&c, a->agency, a->base.keys->sk->sign_sk, note);
+    if (rc != REFEX_OK)
+        return rc;
+    rc = agent_store_begin(a->store);
     if (rc == REFEX_OK)
-        rc = refex_db_commit(a->db);
+        rc = refex_audit_tree_add_checkpoint(db, size, c.root, *note, refex_now_ms());
+    if (rc == REFEX_OK)
+        rc = agent_store_commit(a->store);
     else
-        refex_db_rollback(a->db);
-    if (rc != REFEX_OK ||
-        (witnessed > 0 && refex_audit_tree_consistency(a->db, (uint64_t)witnessed, size, &proof,
-                                                       &plen) != REFEX_OK)) {
-        free(note);
-        return;
-    }
+        agent_store_rollback(a->store);
+    return rc;
+}
+
+/* Hands a checkpoint to the broker to witness, with the proof that it extends the one of
+ * size `witnessed` (0: none yet). */
+static int submit_checkpoint(agent *a, char *note, uint64_t witnessed, uint64_t size)
+{
+    uint8_t(*proof)[32] = NULL;
+    size_t plen = 0;
+    if (witnessed > 0 && refex_audit_tree_consistency(agent_store_db(a->store), witnessed, size,
+                                                      &proof, &plen) != REFEX_OK)
+        return REFEX_E_DB;
+    int rc = REFEX_E_NOMEM;
     ProtobufCBinaryData *items = calloc(plen ? plen : 1, sizeof *items);
     if (items) {
         for (size_t i = 0; i < plen; i++)
@@ -243,19 +181,43 @@ void journal_checkpoint(agent *a)
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__CheckpointSubmit cs = REFEX__V1__CHECKPOINT_SUBMIT__INIT;
         cs.note = note;
-        cs.old_size = (uint64_t)witnessed;
+        cs.old_size = witnessed;
         cs.n_consistency = plen;
         cs.consistency = items;
         f.kind_case = REFEX__V1__FRAME__KIND_CHECKPOINT;
         f.checkpoint = &cs;
-        if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+        rc = refex_link_send(a->link, NULL, 0, &f);
+        if (rc != REFEX_OK)
             refex_log_warn("checkpoint: could not send size %llu to the witness",
                            (unsigned long long)size);
-        else
-            a->checkpoint_wait_until = now + 5000; /* one checkpoint in flight at a time */
     }
     free(items);
     free(proof);
+    return rc;
+}
+
+/* After a batch that added audit entries (at most once a second, one at a time): sign a
+ * checkpoint of the log, keep it, and send it to the broker to witness, with a consistency
+ * proof from the last checkpoint the broker cosigned. */
+void journal_checkpoint(agent *a)
+{
+    uint64_t size = 0, witnessed = 0;
+    int64_t now = refex_mono_ms();
+    char *note = NULL;
+    sqlite3 *db = agent_store_db(a->store);
+    if (!a->online || now < a->next_checkpoint_ms || now < a->checkpoint_wait_until ||
+        refex_audit_tree_size(db, &size) != REFEX_OK || size == 0 ||
+        refex_audit_tree_witnessed_size(db, &witnessed) != REFEX_OK)
+        return;
+    /* Prove consistency from what the witness says it holds (it may be behind us). */
+    if (a->witness_size && a->witness_size <= size)
+        witnessed = a->witness_size;
+    if (size <= witnessed)
+        return;
+    a->next_checkpoint_ms = now + 1000;
+    if (sign_and_keep(a, size, &note) == REFEX_OK &&
+        submit_checkpoint(a, note, witnessed, size) == REFEX_OK)
+        a->checkpoint_wait_until = now + 5000; /* one checkpoint in flight at a time */
     free(note);
 }
 
@@ -268,6 +230,7 @@ void journal_cosigned(agent *a, const Refex__V1__Cosigned *cs)
     uint8_t root[32];
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     size_t len = strlen(cs->note);
+    sqlite3 *db = agent_store_db(a->store);
     a->checkpoint_wait_until = 0;
     a->witness_size = cs->size;
     if (!br ||
@@ -278,28 +241,16 @@ void journal_cosigned(agent *a, const Refex__V1__Cosigned *cs)
         refex_log_warn("checkpoint: cosignature from the broker does not verify; ignored");
         return;
     }
-    if (refex_audit_tree_root(a->db, c.size, root) != REFEX_OK ||
+    if (refex_audit_tree_root(db, c.size, root) != REFEX_OK ||
         sodium_memcmp(root, c.root, 32) != 0) {
         refex_log_error("ALERT checkpoint: the broker cosigned a checkpoint of size %llu that "
                         "is not our log",
                         (unsigned long long)c.size);
         return;
     }
-    sqlite3_stmt *st = NULL;
     int rc = batch_unit_begin(a); /* frames from the broker are handled inside the cycle's batch */
     if (rc == REFEX_OK)
-        rc = refex_db_prepare(a->db,
-                              "INSERT INTO audit_cosignatures(size, witness, note, received_ms)"
-                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
-                              &st);
-    if (rc == REFEX_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)c.size);
-        sqlite3_bind_text(st, 2, a->broker_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, cs->note, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, refex_now_ms());
-        rc = refex_db_err(sqlite3_step(st));
-        sqlite3_finalize(st);
-    }
+        rc = refex_audit_tree_add_cosignature(db, c.size, a->broker_id, cs->note, refex_now_ms());
     if (rc == REFEX_OK)
         rc = batch_unit_end(a, 1);
     else
