@@ -6,26 +6,14 @@
 #include "agent.h"
 
 #include <errno.h>
-#include <jansson.h>
-#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
-#include "audit.h"
-#include "audit_tree.h"
-#include "body.h"
-#include "checkpoint.h"
 #include "codec.h"
-#include "db.h"
-#include "directory.h"
-#include "envelope.h"
-#include "grant.h"
-#include "keys.h"
 #include "link.h"
 #include "log.h"
-#include "receipt.h"
 #include "util.h"
 
 static const char *const CONFIG_KEYS[] = {"agency", "broker", "broker_id", REFEX_DAEMON_BASE_KEYS,
@@ -287,11 +275,10 @@ static void timers(agent *a)
     }
 }
 
-int agent_run(agent *a)
+/* The broker link (CurveZMQ, monitored) and the control socket, bound at
+ * ipc://<data_dir>/control.sock, whose endpoint goes to ep. */
+static int open_sockets(agent *a, char *ep, size_t eplen)
 {
-    char ep[4200];
-    refex_daemon_signals_install();
-
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     a->ctx = zmq_ctx_new();
     a->link = zmq_socket(a->ctx, ZMQ_DEALER);
@@ -314,13 +301,32 @@ int agent_run(agent *a)
     /* Replies to a CLI that has gone away must not hold up shutdown. */
     zmq_setsockopt(a->control, ZMQ_LINGER, &linger0, sizeof linger0);
     zmq_setsockopt(a->mon, ZMQ_LINGER, &linger0, sizeof linger0);
-    snprintf(ep, sizeof ep, "%s/control.sock", a->base.data_dir);
+    snprintf(ep, eplen, "%s/control.sock", a->base.data_dir);
     remove(ep); /* a stale socket from an unclean stop */
-    snprintf(ep, sizeof ep, "ipc://%s/control.sock", a->base.data_dir);
+    snprintf(ep, eplen, "ipc://%s/control.sock", a->base.data_dir);
     if (zmq_bind(a->control, ep) != 0) {
         refex_log_error("control: cannot bind %s: %s", ep, zmq_strerror(errno));
         return REFEX_E_IO;
     }
+    return REFEX_OK;
+}
+
+/* Is a message waiting on sock right now? (zmq_poll's answer may be stale mid-cycle.) */
+static int has_input(void *sock)
+{
+    int ev = 0;
+    size_t evlen = sizeof ev;
+    zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &evlen);
+    return ev & ZMQ_POLLIN;
+}
+
+int agent_run(agent *a)
+{
+    char ep[4200];
+    refex_daemon_signals_install();
+    int rc = open_sockets(a, ep, sizeof ep);
+    if (rc != REFEX_OK)
+        return rc;
     refex_log_info("agency %s: broker %s, control %s", a->agency, a->broker_ep, ep);
 
     while (!refex_daemon_stopping()) {
@@ -336,22 +342,11 @@ int agent_run(agent *a)
         }
         if (items[1].revents & ZMQ_POLLIN)
             monitor_readable(a);
-        for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN); i++) {
-            int ev = 0;
-            size_t evlen = sizeof ev;
-            zmq_getsockopt(a->link, ZMQ_EVENTS, &ev, &evlen);
-            if (!(ev & ZMQ_POLLIN))
-                break;
+        for (int i = 0; i < 256 && (items[0].revents & ZMQ_POLLIN) && has_input(a->link); i++)
             link_readable(a);
-        }
-        for (int i = 0; i < 64 && (items[2].revents & ZMQ_POLLIN); i++) {
-            int ev = 0;
-            size_t evlen = sizeof ev;
-            zmq_getsockopt(a->control, ZMQ_EVENTS, &ev, &evlen);
-            if (!(ev & ZMQ_POLLIN))
-                break;
+        for (int i = 0; i < 64 && (items[2].revents & ZMQ_POLLIN) && has_input(a->control); i++)
             control_readable(a);
-        }
+        /* One commit for the cycle, then what waits on it. */
         timers(a);
         batch_end(a);
         journal_checkpoint(a);

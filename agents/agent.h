@@ -3,7 +3,8 @@
  * one SQLite database, and serves the local CLI on an ipc:// control socket.
  *
  * The daemon's private header (as redis's server.h): struct agent, shared constants and
- * the prototypes of every module, grouped by file. agents/main.c uses only agent_open,
+ * the prototypes of every module, grouped by file; the storage module's (the only one
+ * that touches SQLite) are in agent_store.h. agents/main.c uses only agent_open,
  * agent_run and agent_close. */
 #ifndef REFEX_AGENT_H
 #define REFEX_AGENT_H
@@ -78,7 +79,7 @@ struct agent {
     size_t n_waiters;
 };
 
-/* A control command's handler: answers through batch_reply. */
+/* A control command's handler, a row in control.c's table: answers through batch_reply. */
 typedef void (*agent_cmd_fn)(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
 
 /* batch.c: group commit */

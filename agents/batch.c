@@ -3,30 +3,16 @@
  * in the out queue until it commits. Not the work itself. */
 #include "agent.h"
 
-#include <errno.h>
-#include <jansson.h>
-#include <sodium.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
-#include "audit.h"
-#include "audit_tree.h"
-#include "body.h"
-#include "checkpoint.h"
 #include "codec.h"
-#include "db.h"
-#include "directory.h"
-#include "envelope.h"
-#include "grant.h"
-#include "keys.h"
 #include "link.h"
 #include "log.h"
-#include "receipt.h"
 #include "util.h"
 
-/* ---- control socket replies ------------------------------------------------------- */
+/* ---- replies and frames held for the commit ------------------------------------------ */
 
 static void control_send(agent *a, const uint8_t *rid, size_t rid_len, const char *text, size_t len)
 {

@@ -16,7 +16,7 @@ json_t *control_error(int code, const char *detail)
                      "detail", detail && *detail ? detail : refex_strerror(code));
 }
 
-/* ---- control socket ---------------------------------------------------------------- */
+/* ---- commands -------------------------------------------------------------------- */
 
 static void inbox_query(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int show)
 {
