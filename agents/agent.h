@@ -1,10 +1,27 @@
 /* refex-agent: one agency's daemon. Holds the agency's keys, seals what the agency
  * sends, verifies and opens what it receives, keeps the outbox, inbox and audit log in
- * one SQLite database, and serves the local CLI on an ipc:// control socket. */
+ * one SQLite database, and serves the local CLI on an ipc:// control socket.
+ *
+ * The daemon's private header (as redis's server.h): struct agent, shared constants and
+ * the prototypes of every module, grouped by file; the storage module's (the only one
+ * that touches SQLite) are in agent_store.h. agents/main.c uses only agent_open,
+ * agent_run and agent_close. */
 #ifndef REFEX_AGENT_H
 #define REFEX_AGENT_H
 
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent_store.h"
+#include "audit.h"
+#include "body.h"
 #include "config.h"
+#include "daemon.h"
+#include "directory.h"
+#include "grant.h"
+#include "keys.h"
+#include "refex.pb-c.h"
 
 typedef struct agent agent;
 
@@ -13,5 +30,107 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen);
  * WELCOME. */
 int agent_run(agent *a);
 void agent_close(agent **a_p);
+
+#define MAX_WAITERS     64
+#define RID_MAX         256
+#define CONTROL_MAX     (64u * 1024 * 1024)
+#define WAIT_DEADLINE   30000
+#define MAX_TTL_SECONDS (366 * 24 * 3600)
+#define RETRY_MS        5000  /* resend what the broker has not answered after this long */
+#define PING_MS         10000 /* application-level ping when the link is otherwise idle */
+
+/* A control client waiting for the broker's STORED for one of its messages. */
+typedef struct {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    uint8_t id[16];
+    int64_t deadline;
+    int committed; /* its message's batch has committed */
+} waiter;
+
+/* Something to send once the current batch has committed: a frame for the broker
+ * (rid_len == 0) or a reply for a control client. */
+struct out_item {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    char *data;
+    size_t len;
+};
+
+struct agent {
+    char agency[REFEX_ID_MAX];
+    char broker_ep[512];
+    char broker_id[REFEX_ID_MAX];
+    refex_daemon_base base;
+    uint64_t broker_max_frame; /* the broker's limit, from WELCOME */
+    agent_store *store;
+    void *ctx, *link, *mon, *control;
+    int online;
+    int64_t next_retry_ms, last_sent_ms, next_checkpoint_ms;
+    int64_t checkpoint_wait_until; /* a submitted checkpoint awaits the witness until then */
+    uint64_t witness_size;         /* the size the witness last told us it holds, 0 if unknown */
+    /* Group commit: the work of one poll cycle shares one transaction (each piece in its
+     * own savepoint); frames and replies that depend on it wait in outq until it commits. */
+    int in_batch;
+    int batch_dead; /* SQLite rolled the whole transaction back: refuse work until batch_end */
+    struct out_item *outq;
+    size_t outq_n, outq_cap;
+    waiter waiters[MAX_WAITERS];
+    size_t n_waiters;
+};
+
+/* A control command's handler, a row in control.c's table: answers through batch_reply. */
+typedef void (*agent_cmd_fn)(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+
+/* batch.c: group commit */
+int batch_unit_begin(agent *a);
+int batch_unit_end(agent *a, int ok);
+void batch_end(agent *a);
+/* Replies to a control client (taking the reply), held until commit inside a batch. */
+void batch_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply);
+/* A frame for the broker, held until commit inside a batch. */
+int batch_link_out(agent *a, Refex__V1__Frame *f);
+
+/* control.c: the control socket */
+json_t *control_error(int code, const char *detail);
+void control_readable(agent *a);
+
+/* outbox.c: sending */
+void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+void outbox_flush(agent *a, int stale_only);
+void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail);
+void outbox_expire_waiters(agent *a);
+
+/* inbox.c: receiving */
+void inbox_deliver(agent *a, const Refex__V1__Envelope *env);
+void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr);
+
+/* cases.c: grants, subscriptions, membership */
+void cases_cmd_grant(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+void cases_cmd_members(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+void cases_cmd_subscribe(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+void cases_grant_notice(agent *a, const Refex__V1__SignedGrant *sg);
+void cases_subscription_notice(agent *a, const Refex__V1__SignedSubscription *ss);
+void cases_resend_subscriptions(agent *a);
+int cases_is_subscribed(agent *a, const char *agency, const char *case_ref, int type);
+/* Is agency the case's lead, or a member allowed updates of `type` (0: any)? */
+int cases_is_member(agent *a, const char *case_ref, const char *agency, int type);
+int cases_recipients(agent *a, const char *case_ref, int type, const refex_agency **out, size_t cap,
+                     size_t *n);
+
+/* journal.c: the audit journal and checkpoints */
+void journal_fill(agent *a, refex_audit_entry *e, const char *event, const char *outcome,
+                  const char *peer, const char *idhex, int type, const char *case_ref,
+                  const char *env_hash, const refex_body_meta *m);
+/* Appends to the audit log, inside the caller's unit. */
+int journal_append(agent *a, const refex_audit_entry *e);
+int journal_outcome(agent *a, const char *event, const char *outcome, const char *peer,
+                    const char *idhex, const char *env_hash);
+int journal_used(agent *a, const char *what);
+int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len);
+void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
+                                  const char *note);
+void journal_checkpoint(agent *a);
+void journal_cosigned(agent *a, const Refex__V1__Cosigned *cs);
 
 #endif

@@ -113,6 +113,81 @@ int refex_audit_tree_size(sqlite3 *db, uint64_t *size)
     return REFEX_OK;
 }
 
+int refex_audit_tree_latest_checkpoint(sqlite3 *db, char **note)
+{
+    sqlite3_stmt *st = NULL;
+    *note = NULL;
+    int rc =
+        refex_db_prepare(db, "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 0);
+        *note = strdup(text ? text : "");
+        rc = *note ? REFEX_OK : REFEX_E_NOMEM;
+    } else {
+        rc = step == SQLITE_DONE ? REFEX_E_NOTFOUND : refex_db_err(step);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int refex_audit_tree_witnessed_size(sqlite3 *db, uint64_t *size)
+{
+    sqlite3_stmt *st = NULL;
+    *size = 0;
+    int rc = refex_db_prepare(db, "SELECT IFNULL(MAX(size), 0) FROM audit_cosignatures", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *size = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return REFEX_OK;
+}
+
+int refex_audit_tree_add_checkpoint(sqlite3 *db, uint64_t size, const uint8_t root[32],
+                                    const char *note, int64_t created_ms)
+{
+    sqlite3_stmt *st = NULL;
+    if (size > INT64_MAX)
+        return REFEX_E_INVAL;
+    int rc = refex_db_prepare(db,
+                              "INSERT INTO audit_checkpoints(size, root, note, created_ms)"
+                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                              &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+    sqlite3_bind_blob(st, 2, root, 32, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, note, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, created_ms);
+    rc = refex_db_err(sqlite3_step(st));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int refex_audit_tree_add_cosignature(sqlite3 *db, uint64_t size, const char *witness,
+                                     const char *note, int64_t received_ms)
+{
+    sqlite3_stmt *st = NULL;
+    if (size > INT64_MAX)
+        return REFEX_E_INVAL;
+    int rc = refex_db_prepare(db,
+                              "INSERT INTO audit_cosignatures(size, witness, note, received_ms)"
+                              " VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                              &st);
+    if (rc != REFEX_OK)
+        return rc;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+    sqlite3_bind_text(st, 2, witness, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, note, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, received_ms);
+    rc = refex_db_err(sqlite3_step(st));
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static uint64_t split_point(uint64_t n) /* largest power of two < n, for n >= 2 */
 {
     uint64_t k = 1;

@@ -26,6 +26,19 @@ int refex_audit_tree_inclusion(sqlite3 *db, uint64_t index, uint64_t size, uint8
 int refex_audit_tree_consistency(sqlite3 *db, uint64_t size1, uint64_t size2, uint8_t (**proof)[32],
                                  size_t *len) REFEX_NODISCARD;
 
+/* Signed checkpoints of the tree and witnesses' cosignatures of them. */
+/* The note of the largest checkpoint kept, malloc'd into *note; REFEX_E_NOTFOUND if none. */
+int refex_audit_tree_latest_checkpoint(sqlite3 *db, char **note) REFEX_NODISCARD;
+/* The largest size any witness has cosigned, 0 if none. */
+int refex_audit_tree_witnessed_size(sqlite3 *db, uint64_t *size) REFEX_NODISCARD;
+/* Keeps a signed checkpoint of `size` leaves; one already kept for that size stays.
+ * Inside the caller's transaction. */
+int refex_audit_tree_add_checkpoint(sqlite3 *db, uint64_t size, const uint8_t root[32],
+                                    const char *note, int64_t created_ms) REFEX_NODISCARD;
+/* Keeps a witness's cosigned note of the checkpoint of `size`; a repeat is ignored. */
+int refex_audit_tree_add_cosignature(sqlite3 *db, uint64_t size, const char *witness,
+                                     const char *note, int64_t received_ms) REFEX_NODISCARD;
+
 /* Recomputes the log from its rows: contiguous seqs, each row's canonical bytes from its
  * columns, each leaf hash, every stored subtree hash. On failure returns REFEX_E_TAMPERED
  * and says what and where in `why`. *size and root get the verified tree. */

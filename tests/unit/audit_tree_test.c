@@ -240,6 +240,50 @@ static void test_nodes_are_append_only(void **state)
         REFEX_OK);
 }
 
+/* Checkpoints: none yet is NOTFOUND; the largest size is the latest; a second note for a
+ * size already kept is ignored (the first stays). */
+static void test_checkpoints_latest_and_first_kept(void **state)
+{
+    fixture *f = *state;
+    uint8_t root[32] = {1};
+    char *note = NULL;
+    assert_rc(refex_audit_tree_latest_checkpoint(f->db, &note), REFEX_E_NOTFOUND);
+    assert_null(note);
+    assert_ok(refex_audit_tree_add_checkpoint(f->db, 3, root, "note-3", 1000));
+    assert_ok(refex_audit_tree_add_checkpoint(f->db, 7, root, "note-7", 2000));
+    assert_ok(refex_audit_tree_add_checkpoint(f->db, 5, root, "note-5", 3000));
+    assert_ok(refex_audit_tree_add_checkpoint(f->db, 7, root, "another-7", 4000));
+    assert_ok(refex_audit_tree_latest_checkpoint(f->db, &note));
+    assert_string_equal(note, "note-7");
+    free(note);
+    assert_rc(refex_audit_tree_add_checkpoint(f->db, (uint64_t)INT64_MAX + 1, root, "x", 0),
+              REFEX_E_INVAL);
+}
+
+/* Cosignatures: the witnessed size is the largest any witness cosigned, 0 before any; a
+ * repeat from the same witness is ignored; the table stays append-only. */
+static void test_cosignatures_witnessed_size(void **state)
+{
+    fixture *f = *state;
+    uint64_t size = 99;
+    assert_ok(refex_audit_tree_witnessed_size(f->db, &size));
+    assert_int_equal(size, 0);
+    assert_ok(refex_audit_tree_add_cosignature(f->db, 4, "broker", "cosigned-4", 1000));
+    assert_ok(refex_audit_tree_add_cosignature(f->db, 9, "broker", "cosigned-9", 2000));
+    assert_ok(refex_audit_tree_add_cosignature(f->db, 9, "broker", "again-9", 3000));
+    assert_ok(refex_audit_tree_add_cosignature(f->db, 6, "witness-2", "cosigned-6", 4000));
+    assert_ok(refex_audit_tree_witnessed_size(f->db, &size));
+    assert_int_equal(size, 9);
+    sqlite3_stmt *st = NULL;
+    assert_ok(refex_db_prepare(
+        f->db, "SELECT count(*), min(note) FROM audit_cosignatures WHERE size = 9", &st));
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 1);
+    assert_string_equal((const char *)sqlite3_column_text(st, 1), "cosigned-9");
+    sqlite3_finalize(st);
+    assert_int_not_equal(refex_db_exec(f->db, "DELETE FROM audit_cosignatures"), REFEX_OK);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -253,6 +297,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reorder_two_rows, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncate_the_tail, setup, teardown),
         cmocka_unit_test_setup_teardown(test_nodes_are_append_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_latest_and_first_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cosignatures_witnessed_size, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,472 @@
+/* The agent's storage: schema, the prepared-statement table, transactions, and typed
+ * access to the outbox, inbox, refusals, receipts, peers' checkpoints, grants and
+ * subscriptions. The only file in agents/ (with agent_store_json.c, its listings) that
+ * calls SQLite. Not policy: whether a grant or a subscription is valid is cases.c's to
+ * decide; this file keeps bytes and serials. */
+#include "agent_store.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_store_sql.h"
+#include "audit.h"
+#include "db.h"
+#include "util.h"
+
+static const char *SCHEMA =
+    "CREATE TABLE IF NOT EXISTS outbox ("
+    " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
+    " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
+    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
+    " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
+    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
+    " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
+    "CREATE TABLE IF NOT EXISTS inbox ("
+    " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+    " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
+    " conversation_id TEXT NOT NULL DEFAULT '', reply_to TEXT NOT NULL DEFAULT '',"
+    " decision TEXT NOT NULL DEFAULT '', PRIMARY KEY (sender, message_id));"
+    "CREATE INDEX IF NOT EXISTS inbox_reply_to ON inbox(reply_to);"
+    "CREATE TABLE IF NOT EXISTS case_grants ("
+    " case_ref TEXT NOT NULL, member TEXT NOT NULL, lead TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " grant BLOB NOT NULL, PRIMARY KEY (case_ref, member));"
+    "CREATE TABLE IF NOT EXISTS case_subscriptions ("
+    " agency TEXT NOT NULL, case_ref TEXT NOT NULL, serial INTEGER NOT NULL,"
+    " subscription BLOB NOT NULL, PRIMARY KEY (agency, case_ref));"
+    "CREATE TABLE IF NOT EXISTS peer_checkpoints ("
+    " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
+    " PRIMARY KEY (agency, size));"
+    "CREATE TABLE IF NOT EXISTS refused ("
+    " sender TEXT NOT NULL, message_id TEXT NOT NULL, code INTEGER NOT NULL,"
+    " PRIMARY KEY (sender, message_id));"
+    "CREATE TABLE IF NOT EXISTS receipts ("
+    " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
+    " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+    " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
+
+#define INBOX_COLUMNS                                                                              \
+    "SELECT sender, message_id, type, case_ref, created_ms, received_ms, envelope_hash, body"      \
+    " FROM inbox"
+
+static const char *const SQL[S_N] = {
+    [S_OUTBOX_INSERT] = "INSERT INTO outbox(message_id, recipients, type, case_ref,"
+                        " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
+                        " purpose, article6, article9, consent, subjects, conversation_id,"
+                        " request_id, due_date)"
+                        " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?)",
+    [S_OUTBOX_PENDING] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
+                         " AND sent_ms <= ? ORDER BY created_ms, rowid LIMIT 500",
+    [S_OUTBOX_MARK_SENT] = "UPDATE outbox SET sent_ms = ? WHERE message_id = ?",
+    [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
+                        " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
+                        " RETURNING recipients",
+    [S_OUTBOX_META] = "SELECT type, case_ref, practitioner, purpose, article6, article9,"
+                      " consent, subjects FROM outbox WHERE message_id = ?",
+    [S_KNOWN_DELIVERY] = "SELECT 0, envelope_hash FROM inbox WHERE sender = ?1 AND"
+                         " message_id = ?2 UNION ALL SELECT code, '' FROM refused WHERE"
+                         " sender = ?1 AND message_id = ?2",
+    [S_INBOX_INSERT] = "INSERT INTO inbox(sender, message_id, type, case_ref,"
+                       " created_ms, received_ms, envelope_hash, body,"
+                       " conversation_id, reply_to, decision)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    [S_REFUSED_INSERT] = "INSERT INTO refused(sender, message_id, code) VALUES (?,?,?)"
+                         " ON CONFLICT DO NOTHING",
+    [S_RECEIPT_INSERT] = "INSERT INTO receipts(message_id, recipient, code, signer, time_ms,"
+                         " received_ms, receipt) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+    [S_PEER_CP_GET] = "SELECT root FROM peer_checkpoints WHERE agency = ? AND size = ?",
+    [S_PEER_CP_PUT] = "INSERT INTO peer_checkpoints(agency, size, root) VALUES (?,?,?)",
+    [S_GRANT_PUT] = "INSERT INTO case_grants(case_ref, member, serial, grant, lead)"
+                    " VALUES (?,?,?,?,?) ON CONFLICT (case_ref, member) DO UPDATE SET"
+                    " serial = excluded.serial, grant = excluded.grant"
+                    " WHERE excluded.serial > case_grants.serial",
+    [S_SUBSCRIPTION_PUT] = "INSERT INTO case_subscriptions(agency, case_ref, serial,"
+                           " subscription) VALUES (?,?,?,?) ON CONFLICT (agency, case_ref)"
+                           " DO UPDATE SET serial = excluded.serial,"
+                           " subscription = excluded.subscription"
+                           " WHERE excluded.serial > case_subscriptions.serial",
+    [S_GRANT_SERIAL] = "SELECT serial FROM case_grants WHERE case_ref = ? AND member = ?",
+    [S_SUBSCRIPTION_SERIAL] = "SELECT serial FROM case_subscriptions WHERE agency = ?"
+                              " AND case_ref = ?",
+    [S_GRANT_OTHER_LEAD] = "SELECT 1 FROM case_grants WHERE case_ref = ? AND lead <> ? LIMIT 1",
+    [S_GRANTS_OF_CASE] = "SELECT grant FROM case_grants WHERE case_ref = ?",
+    [S_SUBSCRIPTIONS_FOR] = "SELECT subscription FROM case_subscriptions WHERE agency = ?"
+                            " AND case_ref IN (?, '') ORDER BY case_ref DESC",
+    [S_SUBSCRIPTIONS_OF] = "SELECT subscription FROM case_subscriptions WHERE agency = ?",
+    [S_INBOX_LIST] = INBOX_COLUMNS " ORDER BY received_ms, rowid",
+    [S_INBOX_SHOW] = INBOX_COLUMNS " WHERE message_id = ?",
+    [S_OUTBOX_LIST] = "SELECT message_id, recipients, type, case_ref, created_ms,"
+                      " state, error_code, error_detail FROM outbox ORDER BY created_ms",
+    [S_MESSAGE_STATUS] = "SELECT recipients, type, case_ref, created_ms, state, error_code,"
+                         " error_detail FROM outbox WHERE message_id = ?",
+    [S_MESSAGE_RECEIPTS] = "SELECT recipient, code, signer, time_ms FROM receipts"
+                           " WHERE message_id = ? ORDER BY recipient",
+    /* Each referral with its best receipt code and the latest decision that answers it. */
+    [S_REFERRALS] = "SELECT o.message_id, o.recipients, o.case_ref, o.created_ms, o.state,"
+                    " o.error_code, o.conversation_id,"
+                    " (SELECT code FROM receipts r WHERE r.message_id = o.message_id"
+                    "  ORDER BY code DESC LIMIT 1),"
+                    " d.message_id, d.sender, d.decision, d.case_ref, d.body, d.received_ms"
+                    " FROM outbox o LEFT JOIN inbox d ON d.rowid = (SELECT rowid FROM inbox i"
+                    "  WHERE i.reply_to = o.message_id AND i.type = 'REFERRAL_DECISION'"
+                    "  ORDER BY i.received_ms DESC LIMIT 1)"
+                    " WHERE o.type = 'REFERRAL' ORDER BY o.created_ms",
+    /* Each information request with its first response and whether it is overdue. */
+    [S_REQUESTS] = "SELECT o.message_id, o.recipients, o.case_ref, o.created_ms, o.request_id,"
+                   " o.due_date, r.decision, r.message_id, r.received_ms,"
+                   " o.due_date <> '' AND o.due_date < date('now') AND r.message_id IS NULL"
+                   " FROM outbox o LEFT JOIN inbox r ON r.rowid = (SELECT rowid FROM inbox i"
+                   "  WHERE i.reply_to = o.request_id AND i.type = 'INFORMATION_RESPONSE'"
+                   "  AND o.request_id <> '' ORDER BY i.received_ms LIMIT 1)"
+                   " WHERE o.type = 'INFORMATION_REQUEST' ORDER BY o.due_date, o.created_ms",
+};
+
+/* ---- open, close, transactions ------------------------------------------------------ */
+
+int agent_store_open(const char *path, agent_store **out, char *err, size_t errlen)
+{
+    int rc;
+    agent_store *s = calloc(1, sizeof *s);
+    *out = NULL;
+    if (!s)
+        return REFEX_E_NOMEM;
+    if ((rc = refex_db_open(path, 0, &s->db, err, errlen)) != REFEX_OK)
+        goto out;
+    if ((rc = refex_db_exec(s->db, SCHEMA)) != REFEX_OK ||
+        (rc = refex_audit_init(s->db)) != REFEX_OK) {
+        snprintf(err, errlen, "%s: cannot create tables", path);
+        goto out;
+    }
+    for (int i = 0; i < S_N; i++)
+        if ((rc = refex_db_prepare(s->db, SQL[i], &s->st[i])) != REFEX_OK) {
+            snprintf(err, errlen, "%s: cannot prepare the agent's statements", path);
+            goto out;
+        }
+    *out = s;
+    s = NULL;
+out:
+    agent_store_close(&s);
+    return rc;
+}
+
+void agent_store_close(agent_store **s_p)
+{
+    if (!s_p || !*s_p)
+        return;
+    agent_store *s = *s_p;
+    for (int i = 0; i < S_N; i++)
+        sqlite3_finalize(s->st[i]);
+    refex_db_close(&s->db);
+    free(s);
+    *s_p = NULL;
+}
+
+sqlite3 *agent_store_db(agent_store *s)
+{
+    return s->db;
+}
+
+int agent_store_begin(agent_store *s)
+{
+    return refex_db_begin(s->db);
+}
+
+int agent_store_commit(agent_store *s)
+{
+    return refex_db_commit(s->db);
+}
+
+void agent_store_rollback(agent_store *s)
+{
+    refex_db_rollback(s->db);
+}
+
+int agent_store_savepoint(agent_store *s)
+{
+    return refex_db_exec(s->db, "SAVEPOINT unit");
+}
+
+int agent_store_release(agent_store *s)
+{
+    return refex_db_exec(s->db, "RELEASE unit");
+}
+
+int agent_store_undo(agent_store *s)
+{
+    int rc = refex_db_exec(s->db, "ROLLBACK TO unit");
+    return rc == REFEX_OK ? refex_db_exec(s->db, "RELEASE unit") : rc;
+}
+
+int agent_store_autocommit(agent_store *s)
+{
+    return sqlite3_get_autocommit(s->db);
+}
+
+/* Steps a write; *changed says whether it changed a row. */
+static int write_step(agent_store *s, sqlite3_stmt *st, int *changed)
+{
+    int rc = refex_db_err(sqlite3_step(st));
+    if (changed)
+        *changed = rc == REFEX_OK && sqlite3_changes(s->db) > 0;
+    return agent_store_done(st, rc);
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
+}
+
+static const char *column_text(sqlite3_stmt *st, int i)
+{
+    const char *v = (const char *)sqlite3_column_text(st, i);
+    return v ? v : "";
+}
+
+/* ---- outbox ------------------------------------------------------------------------- */
+
+int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_INSERT);
+    const refex_body_meta *m = r->meta;
+    bind_text(st, 1, r->message_id);
+    bind_text(st, 2, r->recipients);
+    bind_text(st, 3, r->type);
+    bind_text(st, 4, r->case_ref);
+    sqlite3_bind_int64(st, 5, r->created_ms);
+    sqlite3_bind_blob(st, 6, r->envelope, (int)r->envelope_len, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 7, r->created_ms);
+    sqlite3_bind_int64(st, 8, r->sent_ms);
+    bind_text(st, 9, m->practitioner);
+    bind_text(st, 10, m->purpose);
+    bind_text(st, 11, m->article6);
+    bind_text(st, 12, m->article9);
+    bind_text(st, 13, m->consent);
+    bind_text(st, 14, m->subjects);
+    bind_text(st, 15, m->conversation_id);
+    bind_text(st, 16, m->request_id);
+    bind_text(st, 17, m->due_date);
+    return write_step(s, st, NULL);
+}
+
+int agent_store_outbox_pending(agent_store *s, int64_t sent_before, agent_store_envelope_fn fn,
+                               void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_PENDING);
+    int step;
+    sqlite3_bind_int64(st, 1, sent_before);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ctx, column_text(st, 0), sqlite3_column_blob(st, 1),
+               (size_t)sqlite3_column_bytes(st, 1)))
+            break;
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_outbox_mark_sent(agent_store *s, const char *message_id, int64_t sent_ms)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_MARK_SENT);
+    sqlite3_bind_int64(st, 1, sent_ms);
+    bind_text(st, 2, message_id);
+    return write_step(s, st, NULL);
+}
+
+int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, const char *detail,
+                              int64_t now_ms, char *recipients, size_t rlen, int *settled)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_SETTLE);
+    sqlite3_bind_text(st, 1, code ? "rejected" : "stored", -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, 2, code);
+    bind_text(st, 3, detail);
+    sqlite3_bind_int64(st, 4, now_ms);
+    bind_text(st, 5, message_id);
+    int step = sqlite3_step(st);
+    *settled = step == SQLITE_ROW;
+    if (*settled && rlen)
+        snprintf(recipients, rlen, "%s", column_text(st, 0));
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_outbox_meta(agent_store *s, const char *message_id, agent_store_meta_fn fn,
+                            void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_META);
+    const char *col[8];
+    bind_text(st, 1, message_id);
+    int found = sqlite3_step(st) == SQLITE_ROW;
+    for (int i = 0; i < 8; i++)
+        col[i] = found ? column_text(st, i) : "";
+    refex_body_meta m = {col[2], col[3], col[4], col[5], col[6], col[1], "", "", "", "", "", ""};
+    snprintf(m.subjects, sizeof m.subjects, "%s", col[7]);
+    return agent_store_done(st, fn(ctx, col[0], &m));
+}
+
+/* ---- inbox, refusals, receipts ------------------------------------------------------ */
+
+int agent_store_known_delivery(agent_store *s, const char *sender, const char *message_id,
+                               int *code, uint8_t hash[32], int *has_hash)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_KNOWN_DELIVERY);
+    int found = 0;
+    *has_hash = 0;
+    bind_text(st, 1, sender);
+    bind_text(st, 2, message_id);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        found = 1;
+        *code = sqlite3_column_int(st, 0);
+        *has_hash = refex_hex_decode(hash, 32, column_text(st, 1)) == REFEX_OK;
+    }
+    return agent_store_done(st, found);
+}
+
+int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_INSERT);
+    int changed = 0;
+    bind_text(st, 1, r->sender);
+    bind_text(st, 2, r->message_id);
+    bind_text(st, 3, r->type);
+    bind_text(st, 4, r->case_ref);
+    sqlite3_bind_int64(st, 5, r->created_ms);
+    sqlite3_bind_int64(st, 6, r->received_ms);
+    bind_text(st, 7, r->envelope_hash);
+    sqlite3_bind_blob(st, 8, r->body, (int)r->body_len, SQLITE_STATIC);
+    bind_text(st, 9, r->meta->conversation_id);
+    bind_text(st, 10, r->meta->reply_to);
+    bind_text(st, 11, r->meta->decision);
+    int rc = write_step(s, st, &changed);
+    *dup = rc == REFEX_OK && !changed;
+    return rc;
+}
+
+int agent_store_refused_insert(agent_store *s, const char *sender, const char *message_id, int code,
+                               int *dup)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_REFUSED_INSERT);
+    int changed = 0;
+    bind_text(st, 1, sender);
+    bind_text(st, 2, message_id);
+    sqlite3_bind_int(st, 3, code);
+    int rc = write_step(s, st, &changed);
+    *dup = rc == REFEX_OK && !changed;
+    return rc;
+}
+
+int agent_store_receipt_insert(agent_store *s, const agent_receipt_row *r, int *fresh)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_RECEIPT_INSERT);
+    bind_text(st, 1, r->message_id);
+    bind_text(st, 2, r->recipient);
+    sqlite3_bind_int(st, 3, r->code);
+    bind_text(st, 4, r->signer);
+    sqlite3_bind_int64(st, 5, r->time_ms);
+    sqlite3_bind_int64(st, 6, r->received_ms);
+    sqlite3_bind_blob(st, 7, r->receipt, (int)r->len, SQLITE_STATIC);
+    return write_step(s, st, fresh);
+}
+
+/* ---- peers' checkpoints ------------------------------------------------------------- */
+
+int agent_store_peer_checkpoint_check(agent_store *s, const char *agency, uint64_t size,
+                                      const uint8_t root[32], int *seen, int *differs)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_PEER_CP_GET);
+    if (size > INT64_MAX)
+        return REFEX_E_INVAL;
+    bind_text(st, 1, agency);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+    int step = sqlite3_step(st);
+    *seen = step == SQLITE_ROW;
+    *differs = *seen && (sqlite3_column_bytes(st, 0) != 32 ||
+                         sodium_memcmp(sqlite3_column_blob(st, 0), root, 32) != 0);
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_peer_checkpoint_put(agent_store *s, const char *agency, uint64_t size,
+                                    const uint8_t root[32])
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_PEER_CP_PUT);
+    if (size > INT64_MAX)
+        return REFEX_E_INVAL;
+    bind_text(st, 1, agency);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+    sqlite3_bind_blob(st, 3, root, 32, SQLITE_STATIC);
+    return write_step(s, st, NULL);
+}
+
+/* ---- grants and subscriptions ------------------------------------------------------- */
+
+int agent_store_signed_put(agent_store *s, const agent_signed_obj *o)
+{
+    int grant = o->kind == AGENT_SIGNED_GRANT;
+    sqlite3_stmt *st = agent_store_stmt(s, grant ? S_GRANT_PUT : S_SUBSCRIPTION_PUT);
+    if (o->serial > INT64_MAX)
+        return REFEX_E_INVAL;
+    bind_text(st, 1, o->key1);
+    bind_text(st, 2, o->key2);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)o->serial);
+    sqlite3_bind_blob(st, 4, o->blob, (int)o->len, SQLITE_STATIC);
+    if (grant)
+        bind_text(st, 5, o->lead);
+    return write_step(s, st, NULL);
+}
+
+int agent_store_signed_serial(agent_store *s, agent_signed_kind kind, const char *key1,
+                              const char *key2, int64_t *serial)
+{
+    sqlite3_stmt *st =
+        agent_store_stmt(s, kind == AGENT_SIGNED_GRANT ? S_GRANT_SERIAL : S_SUBSCRIPTION_SERIAL);
+    bind_text(st, 1, key1);
+    bind_text(st, 2, key2);
+    int step = sqlite3_step(st);
+    *serial = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_grant_other_lead(agent_store *s, const char *case_ref, const char *lead, int *other)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_GRANT_OTHER_LEAD);
+    bind_text(st, 1, case_ref);
+    bind_text(st, 2, lead);
+    int step = sqlite3_step(st);
+    *other = step == SQLITE_ROW;
+    return agent_store_done(st, refex_db_err(step));
+}
+
+/* Runs fn over the first column of each row of a bound statement. */
+static int each_blob(sqlite3_stmt *st, agent_store_blob_fn fn, void *ctx)
+{
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0)))
+            break;
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_grants_each(agent_store *s, const char *case_ref, agent_store_blob_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_GRANTS_OF_CASE);
+    bind_text(st, 1, case_ref);
+    return each_blob(st, fn, ctx);
+}
+
+int agent_store_subscriptions_for(agent_store *s, const char *agency, const char *case_ref,
+                                  agent_store_blob_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_SUBSCRIPTIONS_FOR);
+    bind_text(st, 1, agency);
+    bind_text(st, 2, case_ref);
+    return each_blob(st, fn, ctx);
+}
+
+int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store_blob_fn fn,
+                                 void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_SUBSCRIPTIONS_OF);
+    bind_text(st, 1, agency);
+    return each_blob(st, fn, ctx);
+}

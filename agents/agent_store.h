@@ -1,0 +1,163 @@
+/* The agent's storage: the one place in agents/ that talks to SQLite. It owns the schema,
+ * a table of statements prepared once at open, the transaction primitives the batch
+ * module builds group commit from, and typed functions for each table the agent keeps.
+ * It knows nothing of keys, envelopes or the broker: callers pass plain values and get
+ * refex codes back. The audit log's own tables belong to lib/audit.c and lib/audit_tree.c,
+ * reached through agent_store_db(). */
+#ifndef REFEX_AGENT_STORE_H
+#define REFEX_AGENT_STORE_H
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "body.h"
+#include "refex/error.h"
+
+typedef struct agent_store agent_store;
+
+/* Opens (creating if needed) the database at path with the agent's tables and the audit
+ * log's, and prepares every statement. */
+int agent_store_open(const char *path, agent_store **out, char *err, size_t errlen) REFEX_NODISCARD;
+void agent_store_close(agent_store **s_p);
+/* The handle, for lib modules that keep their own tables in it (the audit log). */
+sqlite3 *agent_store_db(agent_store *s);
+
+/* Transactions: one per poll cycle, one savepoint per unit of work inside it. */
+int agent_store_begin(agent_store *s) REFEX_NODISCARD;
+int agent_store_commit(agent_store *s) REFEX_NODISCARD;
+void agent_store_rollback(agent_store *s);
+int agent_store_savepoint(agent_store *s) REFEX_NODISCARD;
+int agent_store_release(agent_store *s) REFEX_NODISCARD;
+/* Undoes the savepoint's work and ends it. */
+int agent_store_undo(agent_store *s) REFEX_NODISCARD;
+/* No transaction is open (SQLite may have rolled one back by itself, e.g. disk full). */
+int agent_store_autocommit(agent_store *s);
+
+/* ---- outbox: messages this agency sent ---- */
+typedef struct {
+    const char *message_id; /* hex */
+    const char *recipients; /* "a,b" */
+    const char *type;       /* message type name */
+    const char *case_ref;
+    int64_t created_ms;
+    int64_t sent_ms; /* 0: not handed to the broker yet */
+    const uint8_t *envelope;
+    size_t envelope_len;
+    const refex_body_meta *meta; /* kept so receipts and refusals are audited alike */
+} agent_outbox_row;
+
+/* Adds a pending message; REFEX_E_EXISTS if the id is taken. */
+int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r) REFEX_NODISCARD;
+typedef int (*agent_store_envelope_fn)(void *ctx, const char *message_id, const uint8_t *env,
+                                       size_t len);
+/* Pending messages last handed over at or before sent_before, oldest first, at most 500;
+ * fn returns nonzero to stop. */
+int agent_store_outbox_pending(agent_store *s, int64_t sent_before, agent_store_envelope_fn fn,
+                               void *ctx) REFEX_NODISCARD;
+int agent_store_outbox_mark_sent(agent_store *s, const char *message_id,
+                                 int64_t sent_ms) REFEX_NODISCARD;
+/* A pending message becomes stored (code 0) or rejected (code, detail). *settled is 0 if it
+ * was not pending (unknown, or settled before); else its recipients are copied out. */
+int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, const char *detail,
+                              int64_t now_ms, char *recipients, size_t rlen,
+                              int *settled) REFEX_NODISCARD;
+/* The type and metadata recorded with one of our messages ("" throughout if unknown),
+ * valid during fn; returns what fn returns. */
+typedef int (*agent_store_meta_fn)(void *ctx, const char *type, const refex_body_meta *m);
+int agent_store_outbox_meta(agent_store *s, const char *message_id, agent_store_meta_fn fn,
+                            void *ctx) REFEX_NODISCARD;
+
+/* ---- inbox: messages received, and those refused ---- */
+typedef struct {
+    const char *sender;
+    const char *message_id;
+    const char *type;
+    const char *case_ref;
+    int64_t created_ms;
+    int64_t received_ms;
+    const char *envelope_hash; /* hex */
+    const uint8_t *body;
+    size_t body_len;
+    const refex_body_meta *meta;
+} agent_inbox_row;
+
+/* Has (sender, id) been handled? 1 with *code 0 and the stored envelope hash if it is in
+ * the inbox, 1 with the refusal code if refused, 0 if new (or on a read error). */
+int agent_store_known_delivery(agent_store *s, const char *sender, const char *message_id,
+                               int *code, uint8_t hash[32], int *has_hash);
+/* *dup is 1 if (sender, id) was there already (nothing changed). */
+int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup) REFEX_NODISCARD;
+int agent_store_refused_insert(agent_store *s, const char *sender, const char *message_id, int code,
+                               int *dup) REFEX_NODISCARD;
+
+/* ---- receipts for our messages ---- */
+typedef struct {
+    const char *message_id;
+    const char *recipient;
+    int code;
+    const char *signer;
+    int64_t time_ms;
+    int64_t received_ms;
+    const uint8_t *receipt; /* the signed receipt as received */
+    size_t len;
+} agent_receipt_row;
+
+/* *fresh is 0 if a receipt from this recipient was held already. */
+int agent_store_receipt_insert(agent_store *s, const agent_receipt_row *r,
+                               int *fresh) REFEX_NODISCARD;
+
+/* ---- checkpoints peers attached ---- */
+/* *seen: one of this size from agency is held; *differs: with another root. */
+int agent_store_peer_checkpoint_check(agent_store *s, const char *agency, uint64_t size,
+                                      const uint8_t root[32], int *seen,
+                                      int *differs) REFEX_NODISCARD;
+int agent_store_peer_checkpoint_put(agent_store *s, const char *agency, uint64_t size,
+                                    const uint8_t root[32]) REFEX_NODISCARD;
+
+/* ---- signed case objects: grants and subscriptions, newest serial wins ---- */
+typedef enum { AGENT_SIGNED_GRANT, AGENT_SIGNED_SUBSCRIPTION } agent_signed_kind;
+
+/* A grant is keyed by (case_ref, member) and names its lead; a subscription is keyed by
+ * (agency, case_ref), case_ref "" meaning all the agency's cases. */
+typedef struct {
+    agent_signed_kind kind;
+    const char *key1, *key2;
+    const char *lead; /* grants only */
+    uint64_t serial;
+    const uint8_t *blob; /* the signed bytes */
+    size_t len;
+} agent_signed_obj;
+
+/* Keeps o unless one with the same key and a serial at least as high is held. */
+int agent_store_signed_put(agent_store *s, const agent_signed_obj *o) REFEX_NODISCARD;
+/* The serial held for the key, 0 if none. */
+int agent_store_signed_serial(agent_store *s, agent_signed_kind kind, const char *key1,
+                              const char *key2, int64_t *serial) REFEX_NODISCARD;
+/* Is a grant for case_ref held from a lead other than `lead`? */
+int agent_store_grant_other_lead(agent_store *s, const char *case_ref, const char *lead,
+                                 int *other) REFEX_NODISCARD;
+
+/* Signed bytes, valid during the call; fn returns nonzero to stop. */
+typedef int (*agent_store_blob_fn)(void *ctx, const uint8_t *blob, size_t len);
+/* Every grant held for the case. */
+int agent_store_grants_each(agent_store *s, const char *case_ref, agent_store_blob_fn fn,
+                            void *ctx) REFEX_NODISCARD;
+/* agency's subscriptions to case_ref and to all its cases, the case's own first. */
+int agent_store_subscriptions_for(agent_store *s, const char *agency, const char *case_ref,
+                                  agent_store_blob_fn fn, void *ctx) REFEX_NODISCARD;
+/* Every subscription agency made. */
+int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store_blob_fn fn,
+                                 void *ctx) REFEX_NODISCARD;
+
+/* ---- listings for the control socket (agent_store_json.c), rows as the replies carry them */
+/* The inbox oldest first, or (id non-NULL) the messages with that id. */
+int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows) REFEX_NODISCARD;
+int agent_store_outbox_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
+/* One of our messages with its receipts, as the message_status reply; REFEX_E_NOTFOUND. */
+int agent_store_message_status_json(agent_store *s, const char *id, json_t **out) REFEX_NODISCARD;
+int agent_store_referrals_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
+int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows) REFEX_NODISCARD;
+
+#endif

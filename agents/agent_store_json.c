@@ -1,0 +1,192 @@
+/* The agent's listings for the control socket: inbox, outbox, one message's status,
+ * referrals and information requests, as the JSON rows the replies carry. Part of the
+ * storage module (it shares agent_store.c's statement table); the replies' framing is
+ * control.c's. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_store.h"
+#include "agent_store_sql.h"
+#include "body.h"
+
+static json_t *inbox_row(sqlite3_stmt *st)
+{
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender", sqlite3_column_text(st, 0), "message_id",
+        sqlite3_column_text(st, 1), "type", sqlite3_column_text(st, 2), "case_ref",
+        sqlite3_column_text(st, 3), "created_ms", (json_int_t)sqlite3_column_int64(st, 4),
+        "received_ms", (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
+        sqlite3_column_text(st, 6));
+    if (!o)
+        return o;
+    Refex__V1__Body *b = NULL;
+    json_t *bj = NULL;
+    int type = refex_message_type_parse((const char *)sqlite3_column_text(st, 2));
+    int rc = refex_body_unpack(type, sqlite3_column_blob(st, 7),
+                               (size_t)sqlite3_column_bytes(st, 7), &b);
+    if (rc == REFEX_OK)
+        rc = refex_body_to_json(b, &bj);
+    if (rc == REFEX_OK)
+        json_object_set_new(o, "body", bj);
+    else /* stored and acknowledged, but not displayable as JSON: say so, never drop it */
+        json_object_set_new(o, "body_error", json_string(refex_errname(rc)));
+    if (b)
+        refex__v1__body__free_unpacked(b, NULL);
+    return o;
+}
+
+int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, id ? S_INBOX_SHOW : S_INBOX_LIST);
+    if (!(*rows = json_array()))
+        return REFEX_E_NOMEM;
+    if (id)
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(*rows, inbox_row(st));
+    return agent_store_done(st, REFEX_OK);
+}
+
+int agent_store_outbox_json(agent_store *s, json_t **rows)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_LIST);
+    if (!(*rows = json_array()))
+        return REFEX_E_NOMEM;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(
+            *rows,
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
+                      sqlite3_column_text(st, 0), "recipients", sqlite3_column_text(st, 1), "type",
+                      sqlite3_column_text(st, 2), "case_ref", sqlite3_column_text(st, 3),
+                      "created_ms", (json_int_t)sqlite3_column_int64(st, 4), "state",
+                      sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
+                      "error_detail", sqlite3_column_text(st, 7)));
+    return agent_store_done(st, REFEX_OK);
+}
+
+static json_t *receipts_json(agent_store *s, const char *id)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_MESSAGE_RECEIPTS);
+    json_t *receipts = json_array();
+    if (!receipts)
+        return NULL;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(receipts, json_pack("{s:s, s:i, s:s, s:s, s:I}", "recipient",
+                                                  sqlite3_column_text(st, 0), "code",
+                                                  sqlite3_column_int(st, 1), "error",
+                                                  refex_errname(sqlite3_column_int(st, 1)),
+                                                  "signer", sqlite3_column_text(st, 2), "time_ms",
+                                                  (json_int_t)sqlite3_column_int64(st, 3)));
+    agent_store_done(st, REFEX_OK);
+    return receipts;
+}
+
+int agent_store_message_status_json(agent_store *s, const char *id, json_t **out)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_MESSAGE_STATUS);
+    json_t *r = NULL, *receipts;
+    *out = NULL;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        r = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "ok", 1, "message_id", id,
+                      "recipients", sqlite3_column_text(st, 0), "type", sqlite3_column_text(st, 1),
+                      "case_ref", sqlite3_column_text(st, 2), "created_ms",
+                      (json_int_t)sqlite3_column_int64(st, 3), "state", sqlite3_column_text(st, 4),
+                      "error_code", sqlite3_column_int(st, 5), "error_detail",
+                      sqlite3_column_text(st, 6));
+    agent_store_done(st, REFEX_OK);
+    if (!r)
+        return REFEX_E_NOTFOUND;
+    receipts = receipts_json(s, id);
+    json_object_set_new(r, "receipts", receipts ? receipts : json_array());
+    *out = r;
+    return REFEX_OK;
+}
+
+/* One referral and where it stands. */
+static json_t *referral_row(sqlite3_stmt *st)
+{
+    const char *state = (const char *)sqlite3_column_text(st, 4);
+    const char *decision = (const char *)sqlite3_column_text(st, 10);
+    int has_receipt = sqlite3_column_type(st, 7) != SQLITE_NULL;
+    int code = sqlite3_column_int(st, 7);
+    const char *status = strcmp(state, "rejected") == 0 ? "rejected by the broker"
+                         : decision && strcmp(decision, "DECISION_ACCEPTED") == 0 ? "accepted"
+                         : decision && strcmp(decision, "DECISION_DECLINED") == 0 ? "declined"
+                         : decision && strcmp(decision, "DECISION_MORE_INFORMATION") == 0
+                             ? "more information needed"
+                         : has_receipt && code == REFEX_E_EXPIRED ? "not delivered (expired)"
+                         : has_receipt && code != 0               ? "refused by the recipient"
+                         : has_receipt                            ? "received, awaiting decision"
+                         : strcmp(state, "stored") == 0           ? "stored at the broker"
+                                                                  : "queued locally";
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "message_id", sqlite3_column_text(st, 0),
+                  "recipients", sqlite3_column_text(st, 1), "case_ref", sqlite3_column_text(st, 2),
+                  "created_ms", (json_int_t)sqlite3_column_int64(st, 3), "conversation_id",
+                  sqlite3_column_text(st, 6), "status", status);
+    if (o && decision) {
+        Refex__V1__Body *b = NULL;
+        json_object_set_new(o, "decision_message_id",
+                            json_string((const char *)sqlite3_column_text(st, 8)));
+        json_object_set_new(o, "decided_by", json_string((const char *)sqlite3_column_text(st, 9)));
+        json_object_set_new(o, "decision_case_ref",
+                            json_string((const char *)sqlite3_column_text(st, 11)));
+        json_object_set_new(o, "decided_ms", json_integer(sqlite3_column_int64(st, 13)));
+        if (refex_body_unpack(REFEX__V1__MESSAGE_TYPE__REFERRAL_DECISION,
+                              sqlite3_column_blob(st, 12), (size_t)sqlite3_column_bytes(st, 12),
+                              &b) == REFEX_OK) {
+            json_object_set_new(o, "case_ref_assigned",
+                                json_string(b->referral_decision->case_ref));
+            json_object_set_new(o, "reason", json_string(b->referral_decision->reason));
+            refex__v1__body__free_unpacked(b, NULL);
+        }
+    }
+    return o;
+}
+
+int agent_store_referrals_json(agent_store *s, json_t **rows)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_REFERRALS);
+    if (!(*rows = json_array()))
+        return REFEX_E_NOMEM;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(*rows, referral_row(st));
+    return agent_store_done(st, REFEX_OK);
+}
+
+/* One information request and where it stands; NULL if filtered out. */
+static json_t *request_row(sqlite3_stmt *st, int only_overdue)
+{
+    int overdue = sqlite3_column_int(st, 9);
+    const char *answer = (const char *)sqlite3_column_text(st, 6);
+    if (only_overdue && !overdue)
+        return NULL;
+    const char *status = overdue  ? "overdue"
+                         : answer ? (strcmp(answer, "DECLINED") == 0 ? "declined" : "answered")
+                                  : "open";
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s, s:I, s:s, s:s, s:s}", "message_id", sqlite3_column_text(st, 0),
+        "recipients", sqlite3_column_text(st, 1), "case_ref", sqlite3_column_text(st, 2),
+        "created_ms", (json_int_t)sqlite3_column_int64(st, 3), "request_id",
+        sqlite3_column_text(st, 4), "due_date", sqlite3_column_text(st, 5), "status", status);
+    if (o && answer)
+        json_object_set_new(o, "response_message_id",
+                            json_string((const char *)sqlite3_column_text(st, 7)));
+    return o;
+}
+
+int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_REQUESTS);
+    if (!(*rows = json_array()))
+        return REFEX_E_NOMEM;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *o = request_row(st, only_overdue);
+        if (o)
+            json_array_append_new(*rows, o);
+    }
+    return agent_store_done(st, REFEX_OK);
+}

@@ -1,0 +1,259 @@
+/* Receiving: a delivery is verified, decrypted and stored with its audit entry before it
+ * is acknowledged with our signed receipt; receipts for our own messages are recorded and
+ * acknowledged. Not sending (outbox.c). */
+#include "agent.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "body.h"
+#include "codec.h"
+#include "envelope.h"
+#include "log.h"
+#include "receipt.h"
+#include "util.h"
+
+/* One delivery on its way from the broker to the inbox. */
+typedef struct {
+    const Refex__V1__Envelope *env;
+    Refex__V1__EnvelopeHeader *h;
+    const refex_agency *sender;
+    Refex__V1__Body *b;
+    uint8_t *body, hash[32];
+    size_t body_len;
+    char idhex[33], hashhex[65];
+    refex_body_meta meta;
+    int have_meta;
+} delivery;
+
+/* ACK with our signed receipt: the sender's proof of what happened here. */
+static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
+                     const uint8_t *env_hash)
+{
+    refex_receipt r;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    memset(&r, 0, sizeof r);
+    memcpy(r.message_id, id, 16);
+    snprintf(r.sender, sizeof r.sender, "%s", sender);
+    snprintf(r.recipient, sizeof r.recipient, "%s", a->agency);
+    snprintf(r.signer, sizeof r.signer, "%s", a->agency);
+    r.code = (uint32_t)code;
+    r.time_ms = refex_now_ms();
+    if (env_hash) {
+        memcpy(r.envelope_hash, env_hash, 32);
+        r.has_envelope_hash = 1;
+    }
+    if (refex_receipt_sign(&r, a->base.keys->sk->sign_sk, &blob, &len) != REFEX_OK)
+        return;
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
+    free(blob);
+    if (!sr)
+        return;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
+    ack.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
+    ack.sender = (char *)sender;
+    ack.code = (uint32_t)code;
+    ack.receipt = sr;
+    f.kind_case = REFEX__V1__FRAME__KIND_ACK;
+    f.ack = &ack;
+    if (batch_link_out(a, &f) != REFEX_OK)
+        refex_log_warn("ack: could not send for a message from %s", sender);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+}
+
+/* Recipients never rely on the broker: is it for us, from a known, unrevoked agency, in
+ * time, signed by the sender, openable by us, a well-formed body, and (a case update)
+ * from a member to a member by the lead's grants here? REFEX_OK or why not. */
+static int check_delivery(agent *a, delivery *d)
+{
+    const Refex__V1__EnvelopeHeader *h = d->h;
+    int rc, mine = 0;
+    d->sender = refex_directory_find(a->base.dir, h->sender);
+    for (size_t i = 0; i < h->n_recipients; i++)
+        mine |= strcmp(h->recipients[i], a->agency) == 0;
+    int64_t now = refex_now_ms();
+    if (!mine)
+        return REFEX_E_NOT_RECIPIENT;
+    if (!d->sender)
+        return REFEX_E_UNKNOWN_AGENCY;
+    if (refex_agency_usable(d->sender, now) != REFEX_OK)
+        return REFEX_E_REVOKED;
+    if (h->created_at_ms > now + a->base.skew_ms)
+        return REFEX_E_CLOCK_SKEW; /* from the future; old backlog is fine */
+    if (h->expires_at_ms <= now)
+        return REFEX_E_EXPIRED;
+    if ((rc = refex_envelope_verify(d->env, h, d->sender->sign_pk)) != REFEX_OK ||
+        (rc = refex_envelope_open(d->env, h, a->agency, a->base.keys->pub.enc_pk,
+                                  a->base.keys->sk->enc_sk, &d->body, &d->body_len)) != REFEX_OK ||
+        (rc = refex_body_unpack(h->type, d->body, d->body_len, &d->b)) != REFEX_OK)
+        return rc;
+    refex_body_meta_get(d->b, &d->meta);
+    d->have_meta = 1;
+    if (h->type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE &&
+        (!cases_is_member(a, h->case_ref, h->sender, 0) ||
+         !cases_is_member(a, h->case_ref, a->agency, (int)d->b->case_update->update_type)))
+        return REFEX_E_NOT_MEMBER;
+    return REFEX_OK;
+}
+
+/* Inbox row (or, refused with `code`, the refusal) and audit entry in one unit; a
+ * duplicate (*dup) gets no second audit entry. */
+static int commit_delivery(agent *a, delivery *d, int code, int *dup)
+{
+    const Refex__V1__EnvelopeHeader *h = d->h;
+    refex_audit_entry ae;
+    journal_fill(a, &ae, code == REFEX_OK ? "receive" : "reject",
+                 code == REFEX_OK ? "success" : refex_errname(code), h->sender, d->idhex, h->type,
+                 h->case_ref, d->hashhex, d->have_meta ? &d->meta : NULL);
+    agent_inbox_row row = {h->sender,   d->idhex,         refex_message_type_name(h->type),
+                           h->case_ref, h->created_at_ms, refex_now_ms(),
+                           d->hashhex,  d->body,          d->body_len,
+                           &d->meta};
+    int rc = batch_unit_begin(a);
+    *dup = 0;
+    if (rc == REFEX_OK && code == REFEX_OK) {
+        journal_note_peer_checkpoint(a, h->sender, d->sender, d->env->checkpoint);
+        rc = agent_store_inbox_insert(a->store, &row, dup);
+    } else if (rc == REFEX_OK) {
+        /* Remember the refusal, so a redelivery is answered the same way and not audited
+         * again. */
+        rc = agent_store_refused_insert(a->store, h->sender, d->idhex, code, dup);
+    }
+    if (rc == REFEX_OK && !*dup)
+        rc = journal_append(a, &ae);
+    if (rc == REFEX_OK)
+        rc = batch_unit_end(a, 1);
+    else
+        batch_unit_end(a, 0);
+    return rc;
+}
+
+/* Verify, decrypt, check the body, then inbox row + audit entry in one transaction, then
+ * ACK. A message we cannot accept is audited as a reject and refused with its code. */
+void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
+{
+    delivery d;
+    memset(&d, 0, sizeof d);
+    d.env = env;
+    if (refex_envelope_parse_header(env, &d.h) != REFEX_OK) {
+        refex_log_warn("deliver: malformed envelope header; dropped");
+        return; /* no id or sender to acknowledge */
+    }
+    const Refex__V1__EnvelopeHeader *h = d.h;
+    refex_hex_encode(d.idhex, h->message_id.data, 16);
+    /* Handled before (a redelivery, or our ACK was lost): answer as we answered then,
+     * without a second audit entry, whatever the message's state is now. */
+    int prior_code = 0, prior_has_hash = 0, dup = 0;
+    if (agent_store_known_delivery(a->store, h->sender, d.idhex, &prior_code, d.hash,
+                                   &prior_has_hash)) {
+        refex_log_debug("deliver: %s from %s seen before; acknowledged again", d.idhex, h->sender);
+        send_ack(a, h->message_id.data, h->sender, prior_code, prior_has_hash ? d.hash : NULL);
+        goto out;
+    }
+    if (refex_envelope_hash(env, d.hash) == REFEX_OK)
+        refex_hex_encode(d.hashhex, d.hash, 32);
+    int rc = check_delivery(a, &d);
+    int dbrc = commit_delivery(a, &d, rc, &dup);
+    if (dbrc != REFEX_OK) {
+        /* Not committed: no ACK, so the broker keeps it and delivers it again. */
+        refex_log_error("deliver: %s from %s not committed (%s); not acknowledged", d.idhex,
+                        h->sender, refex_strerror(dbrc));
+        goto out;
+    }
+    if (rc == REFEX_OK)
+        refex_log_info("deliver: %s %s from %s %s", d.idhex, refex_message_type_name(h->type),
+                       h->sender, dup ? "was a duplicate" : "verified, decrypted, stored");
+    else
+        refex_log_warn("deliver: %s from %s refused: %s", d.idhex, h->sender, refex_errname(rc));
+    send_ack(a, h->message_id.data, h->sender, rc, d.hashhex[0] ? d.hash : NULL);
+out:
+    if (d.b)
+        refex__v1__body__free_unpacked(d.b, NULL);
+    if (d.body)
+        sodium_memzero(d.body, d.body_len);
+    free(d.body);
+    refex__v1__envelope_header__free_unpacked(d.h, NULL);
+}
+
+static void send_receipt_ack(agent *a, const refex_receipt *r)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
+    ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->message_id};
+    ra.recipient = (char *)r->recipient;
+    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
+    f.receipt_ack = &ra;
+    if (batch_link_out(a, &f) != REFEX_OK)
+        refex_log_warn("receipt: could not acknowledge");
+}
+
+/* A receipt for one of our messages: verify the signer (the recipient, or the broker for a
+ * non-delivery), record it with an audit entry in one transaction, then acknowledge it. A
+ * receipt seen before is acknowledged again without a second audit entry. */
+static int verify_receipt(agent *a, const Refex__V1__SignedReceipt *sr, refex_receipt *r)
+{
+    int rc = refex_receipt_verify(sr, a->base.dir, r);
+    if (rc == REFEX_OK && strcmp(r->sender, a->agency) != 0)
+        rc = REFEX_E_NOT_RECIPIENT;
+    if (rc == REFEX_OK && strcmp(r->signer, r->recipient) != 0 &&
+        !(strcmp(r->signer, a->broker_id) == 0 && r->code == REFEX_E_EXPIRED))
+        rc = REFEX_E_BAD_SIGNATURE; /* only the recipient speaks for the recipient */
+    return rc;
+}
+
+static void log_receipt(const refex_receipt *r, const char *idhex)
+{
+    if (r->code == REFEX_E_EXPIRED)
+        refex_log_warn("receipt: %s was not delivered to %s before it expired", idhex,
+                       r->recipient);
+    else if (r->code)
+        refex_log_warn("receipt: %s refused by %s: %s", idhex, r->recipient,
+                       refex_errname((int)r->code));
+    else
+        refex_log_debug("receipt: %s delivered to %s", idhex, r->recipient);
+}
+
+void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
+{
+    refex_receipt r;
+    char idhex[33], hashhex[65] = "";
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int fresh = 0, rc = verify_receipt(a, sr, &r);
+    if (rc != REFEX_OK) {
+        refex_log_warn("receipt: refused: %s", refex_errname(rc));
+        return;
+    }
+    refex_hex_encode(idhex, r.message_id, 16);
+    if (r.has_envelope_hash)
+        refex_hex_encode(hashhex, r.envelope_hash, 32);
+    if (refex_pb_pack(&sr->base, &blob, &len) != REFEX_OK)
+        return;
+    if (batch_unit_begin(a) != REFEX_OK) {
+        free(blob);
+        return;
+    }
+    agent_receipt_row row = {idhex,     r.recipient,    (int)r.code, r.signer,
+                             r.time_ms, refex_now_ms(), blob,        len};
+    rc = agent_store_receipt_insert(a->store, &row, &fresh);
+    if (rc == REFEX_OK && fresh)
+        rc = journal_outcome(a, r.code == REFEX_E_EXPIRED ? "non-delivery" : "receipt",
+                             r.code ? refex_errname((int)r.code) : "success", r.recipient, idhex,
+                             hashhex);
+    if (rc == REFEX_OK)
+        rc = batch_unit_end(a, 1);
+    else
+        batch_unit_end(a, 0);
+    free(blob);
+    if (rc != REFEX_OK) {
+        refex_log_error("receipt: %s from %s not committed; not acknowledged", idhex, r.recipient);
+        return;
+    }
+    if (fresh)
+        log_receipt(&r, idhex);
+    send_receipt_ack(a, &r);
+}

@@ -1,0 +1,395 @@
+/* Sending: a control client's send becomes a sealed envelope in the outbox and the audit
+ * log in one unit, then goes to the broker; STORED/REJECTED settle it and answer waiting
+ * clients. Not receiving (inbox.c). */
+#include "agent.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "body.h"
+#include "codec.h"
+#include "envelope.h"
+#include "log.h"
+#include "util.h"
+
+/* One send request on its way from the control socket to the outbox. */
+typedef struct {
+    int type, wait;
+    const char *case_ref;
+    json_int_t ttl;
+    const refex_agency *rcpt[REFEX_MAX_RECIPIENTS];
+    size_t n_rcpt;
+    uint8_t *body, *env, id[16];
+    size_t body_len, env_len;
+    Refex__V1__Body *parsed;
+    refex_body_meta meta;
+    int64_t created_ms;
+    char idhex[33], hashhex[65];
+    char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX];
+    char detail[512]; /* for the client: may quote what the user typed, never logged */
+} send_req;
+
+static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
+{
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
+    if (!e)
+        return REFEX_E_MALFORMED;
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = e;
+    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+    f.send = &s;
+    int rc = batch_link_out(a, &f);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    return rc;
+}
+
+typedef struct {
+    agent *a;
+    int64_t now;
+    int n;
+} flush_ctx;
+
+static int flush_one(void *vctx, const char *message_id, const uint8_t *env, size_t len)
+{
+    flush_ctx *fc = vctx;
+    int rc = send_envelope_bytes(fc->a, env, len);
+    if (rc != REFEX_OK) {
+        refex_log_warn("outbox: %s not sent yet: %s", message_id, refex_errname(rc));
+        return 1;
+    }
+    if (agent_store_outbox_mark_sent(fc->a->store, message_id, fc->now) != REFEX_OK)
+        return 1;
+    fc->n++;
+    return 0;
+}
+
+/* Hands the broker what it has not stored yet, oldest first (which keeps per-sender
+ * order): everything after a WELCOME, and on the retry timer whatever has waited longer
+ * than RETRY_MS for its STORED. */
+void outbox_flush(agent *a, int stale_only)
+{
+    flush_ctx fc = {a, refex_now_ms(), 0};
+    if (batch_unit_begin(a) != REFEX_OK)
+        return;
+    if (agent_store_outbox_pending(a->store, stale_only ? fc.now - RETRY_MS : INT64_MAX, flush_one,
+                                   &fc) != REFEX_OK)
+        refex_log_debug("outbox: the pending list was not read to its end");
+    if (batch_unit_end(a, 1) != REFEX_OK)
+        refex_log_warn("outbox: could not record send times");
+    if (fc.n) {
+        a->last_sent_ms = refex_mono_ms();
+        refex_log_info("outbox: %d pending message(s) handed to the broker", fc.n);
+    }
+}
+
+static int resolve_recipients(agent *a, const json_t *to, const refex_agency **out, size_t *n,
+                              char *detail, size_t dlen)
+{
+    size_t i;
+    json_t *v;
+    *n = 0;
+    if (!json_is_array(to) || json_array_size(to) == 0 ||
+        json_array_size(to) > REFEX_MAX_RECIPIENTS) {
+        snprintf(detail, dlen, "'to' must list 1 to %d agency ids", REFEX_MAX_RECIPIENTS);
+        return REFEX_E_INVAL;
+    }
+    json_array_foreach(to, i, v)
+    {
+        const char *id = json_string_value(v);
+        const refex_agency *r = id ? refex_directory_find(a->base.dir, id) : NULL;
+        if (!r || strcmp(r->role, "broker") == 0 || strcmp(r->role, "trust-anchor") == 0) {
+            snprintf(detail, dlen, "unknown recipient '%s'", id ? id : "?");
+            return REFEX_E_UNKNOWN_AGENCY;
+        }
+        if (refex_agency_usable(r, refex_now_ms()) != REFEX_OK) {
+            snprintf(detail, dlen, "recipient '%s' is revoked", id);
+            return REFEX_E_REVOKED;
+        }
+        for (size_t j = 0; j < *n; j++)
+            if (out[j] == r) {
+                snprintf(detail, dlen, "recipient '%s' listed twice", id);
+                return REFEX_E_INVAL;
+            }
+        out[(*n)++] = r;
+    }
+    return REFEX_OK;
+}
+
+/* Recipients of a case update: the case's members as its lead's grants say. If the client
+ * named recipients, each must be such a member. A refusal is audited. */
+static int update_recipients(agent *a, const char *case_ref, int update_type,
+                             const refex_agency **rcpt, size_t *n_rcpt, char *detail, size_t dlen)
+{
+    const refex_agency *members[REFEX_MAX_RECIPIENTS];
+    size_t n = 0;
+    int rc = case_ref && case_ref[0]
+                 ? cases_recipients(a, case_ref, update_type, members, REFEX_MAX_RECIPIENTS, &n)
+                 : REFEX_E_INVAL;
+    if (rc == REFEX_OK && *n_rcpt > 0) {
+        for (size_t i = 0; i < *n_rcpt && rc == REFEX_OK; i++) {
+            int found = 0;
+            for (size_t j = 0; j < n; j++)
+                found |= members[j] == rcpt[i];
+            if (!found) {
+                snprintf(detail, dlen, "%s is not a subscribed member of case %s for this update",
+                         rcpt[i]->id, case_ref);
+                rc = REFEX_E_NOT_MEMBER;
+            }
+        }
+    } else if (rc == REFEX_OK) {
+        memcpy(rcpt, members, n * sizeof *members);
+        *n_rcpt = n;
+    } else if (rc == REFEX_E_NOT_MEMBER) {
+        snprintf(detail, dlen, "%s is not a member of case %s", a->agency, case_ref);
+    } else {
+        snprintf(detail, dlen,
+                 "no other member of case %s is granted and subscribed to this type of update",
+                 case_ref && case_ref[0] ? case_ref : "(none)");
+    }
+    if (rc == REFEX_E_NOT_MEMBER && batch_unit_begin(a) == REFEX_OK) {
+        refex_audit_entry ae;
+        journal_fill(a, &ae, "reject", refex_errname(rc), "", "",
+                     REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, case_ref ? case_ref : "", "", NULL);
+        if (journal_append(a, &ae) == REFEX_OK)
+            (void)batch_unit_end(a, 1);
+        else
+            batch_unit_end(a, 0);
+    }
+    return rc;
+}
+
+static int send_invalid(send_req *s, const char *detail)
+{
+    snprintf(s->detail, sizeof s->detail, "%s", detail);
+    return REFEX_E_INVAL;
+}
+
+/* Checks the request and builds its body; for a case update, works out its recipients. */
+static int parse_send(agent *a, json_t *req, send_req *s)
+{
+    int rc;
+    s->type = refex_message_type_parse(json_string_value(json_object_get(req, "type")));
+    s->case_ref = json_string_value(json_object_get(req, "case"));
+    s->ttl = json_integer_value(json_object_get(req, "ttl_seconds"));
+    s->wait = json_is_true(json_object_get(req, "wait"));
+    if (!s->type)
+        return send_invalid(s, "unknown message type");
+    if (s->case_ref && !refex_case_ref_valid(s->case_ref))
+        return send_invalid(s, "a case reference is at most 127 letters, digits and . _ : / -");
+    if (s->ttl < 0 || s->ttl > MAX_TTL_SECONDS) {
+        snprintf(s->detail, sizeof s->detail, "ttl_seconds must be between 1 and %d",
+                 MAX_TTL_SECONDS);
+        return REFEX_E_INVAL;
+    }
+    json_t *to = json_object_get(req, "to");
+    int is_update = s->type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE;
+    if ((!is_update || json_array_size(to) > 0) &&
+        (rc = resolve_recipients(a, to, s->rcpt, &s->n_rcpt, s->detail, sizeof s->detail)) !=
+            REFEX_OK)
+        return rc;
+    if ((rc = refex_body_pack_json(s->type, json_object_get(req, "body"), &s->body, &s->body_len,
+                                   s->detail, sizeof s->detail)) != REFEX_OK ||
+        (rc = refex_body_unpack(s->type, s->body, s->body_len, &s->parsed)) != REFEX_OK)
+        return rc;
+    refex_body_meta_get(s->parsed, &s->meta);
+    if (!s->case_ref || !*s->case_ref)
+        s->case_ref = s->meta.case_ref;
+    if (!refex_case_ref_valid(s->case_ref))
+        return send_invalid(s, "the body's case reference has characters outside "
+                               "letters, digits and . _ : / -");
+    if (is_update)
+        return update_recipients(a, s->case_ref, (int)s->parsed->case_update->update_type, s->rcpt,
+                                 &s->n_rcpt, s->detail, sizeof s->detail);
+    return REFEX_OK;
+}
+
+/* Encrypts to the recipients, signs, attaches our checkpoint, and checks the size. */
+static int seal_send(agent *a, send_req *s)
+{
+    uint8_t hash[32];
+    int rc;
+    s->created_ms = refex_now_ms();
+    refex_seal_params p = {.sender = a->agency,
+                           .sign_sk = a->base.keys->sk->sign_sk,
+                           .recipients = s->rcpt,
+                           .n_recipients = s->n_rcpt,
+                           .type = (Refex__V1__MessageType)s->type,
+                           .case_ref = s->case_ref,
+                           .created_at_ms = s->created_ms,
+                           .expires_at_ms = s->ttl > 0 ? refex_now_ms() + s->ttl * 1000 : 0};
+    if ((rc = refex_envelope_seal(&p, s->body, s->body_len, &s->env, &s->env_len, s->id)) !=
+            REFEX_OK ||
+        (rc = journal_attach_checkpoint(a, &s->env, &s->env_len)) != REFEX_OK)
+        return rc;
+    uint64_t limit = a->base.max_frame;
+    if (a->broker_max_frame && a->broker_max_frame < limit)
+        limit = a->broker_max_frame;
+    if (s->env_len + 64 > limit) {
+        snprintf(s->detail, sizeof s->detail, "message is %zu bytes; the limit is %llu", s->env_len,
+                 (unsigned long long)limit);
+        return REFEX_E_TOO_BIG;
+    }
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, s->env_len, s->env);
+    if (!e)
+        return REFEX_E_MALFORMED;
+    rc = refex_envelope_hash(e, hash);
+    refex__v1__envelope__free_unpacked(e, NULL);
+    if (rc != REFEX_OK)
+        return rc;
+    refex_hex_encode(s->idhex, s->id, 16);
+    refex_hex_encode(s->hashhex, hash, 32);
+    for (size_t i = 0; i < s->n_rcpt; i++) {
+        size_t used = strlen(s->peers);
+        snprintf(s->peers + used, sizeof s->peers - used, "%s%s", i ? "," : "", s->rcpt[i]->id);
+    }
+    return REFEX_OK;
+}
+
+/* Outbox row and audit entry commit together, before the broker sees anything. */
+static int commit_send(agent *a, send_req *s)
+{
+    refex_audit_entry ae;
+    journal_fill(a, &ae, "send", "success", s->peers, s->idhex, s->type, s->case_ref, s->hashhex,
+                 &s->meta);
+    /* Sent right after commit if online; the retry timer covers a lost send. */
+    agent_outbox_row row = {s->idhex,    s->peers,      refex_message_type_name(s->type),
+                            s->case_ref, s->created_ms, a->online ? s->created_ms : 0,
+                            s->env,      s->env_len,    &s->meta};
+    int rc = batch_unit_begin(a);
+    if (rc != REFEX_OK)
+        return rc;
+    rc = agent_store_outbox_insert(a->store, &row);
+    if (rc == REFEX_OK)
+        rc = journal_append(a, &ae);
+    if (rc == REFEX_OK)
+        rc = batch_unit_end(a, 1);
+    else
+        batch_unit_end(a, 0);
+    return rc;
+}
+
+/* Hands the committed message to the broker, then answers now or when it is stored. */
+static void answer_send(agent *a, const uint8_t *rid, size_t rid_len, const send_req *s)
+{
+    int sent = a->online && send_envelope_bytes(a, s->env, s->env_len) == REFEX_OK;
+    if (sent)
+        a->last_sent_ms = refex_mono_ms();
+    if (s->wait && a->n_waiters < MAX_WAITERS) {
+        waiter *w = &a->waiters[a->n_waiters++];
+        memcpy(w->rid, rid, rid_len);
+        w->rid_len = rid_len;
+        memcpy(w->id, s->id, 16);
+        w->deadline = refex_mono_ms() + WAIT_DEADLINE;
+        w->committed = 0;
+        return;
+    }
+    batch_reply(a, rid, rid_len,
+                json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", s->idhex, "state",
+                          sent ? "sent" : "pending"));
+}
+
+void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    send_req *s = calloc(1, sizeof *s);
+    int rc = s ? parse_send(a, req, s) : REFEX_E_NOMEM;
+    if (rc == REFEX_OK)
+        rc = seal_send(a, s);
+    if (rc == REFEX_OK && (rc = commit_send(a, s)) != REFEX_OK)
+        snprintf(s->detail, sizeof s->detail, "could not commit to the outbox");
+    if (rc == REFEX_OK) {
+        refex_log_info("send: %s %s to %s committed to outbox", s->idhex,
+                       refex_message_type_name(s->type), s->peers);
+        answer_send(a, rid, rid_len, s);
+    } else {
+        refex_log_warn("send: refused: %s", refex_errname(rc));
+        batch_reply(a, rid, rid_len, control_error(rc, s ? s->detail : ""));
+    }
+    if (!s)
+        return;
+    if (s->parsed)
+        refex__v1__body__free_unpacked(s->parsed, NULL);
+    free(s->env);
+    if (s->body)
+        sodium_memzero(s->body, s->body_len);
+    free(s->body);
+    free(s);
+}
+
+/* Refusals that say "not now" rather than "never": the message stays pending and is
+ * resent. */
+static int transient(int code)
+{
+    return code == REFEX_E_STORE || code == REFEX_E_BUSY || code == REFEX_E_UNAVAILABLE ||
+           code == REFEX_E_NOMEM;
+}
+
+/* Answers the control clients waiting for this message. */
+static void answer_waiters(agent *a, const uint8_t id[16], const char *idhex, int code,
+                           const char *detail)
+{
+    for (size_t i = 0; i < a->n_waiters; i++) {
+        waiter *w = &a->waiters[i];
+        if (memcmp(w->id, id, 16) != 0)
+            continue;
+        json_t *r =
+            code ? control_error(code, detail)
+                 : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "stored");
+        if (code && r) {
+            json_object_set_new(r, "message_id", json_string(idhex));
+            if (transient(code))
+                json_object_set_new(r, "state", json_string("pending"));
+        }
+        batch_reply(a, w->rid, w->rid_len, r);
+        a->waiters[i--] = a->waiters[--a->n_waiters];
+    }
+}
+
+/* A STORED or REJECTED for one of ours: update the outbox, audit a refusal, answer any
+ * CLI that waits for it. */
+void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
+{
+    char idhex[33], peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX] = "";
+    int rc, settled = 0;
+    refex_hex_encode(idhex, id, 16);
+    if (transient(code)) {
+        refex_log_warn("outbox: %s not stored by the broker yet (%s); will retry", idhex,
+                       refex_errname(code));
+        answer_waiters(a, id, idhex, code, detail);
+        return;
+    }
+    if ((rc = batch_unit_begin(a)) != REFEX_OK)
+        return;
+    rc = agent_store_outbox_settle(a->store, idhex, code, detail, refex_now_ms(), peers,
+                                   sizeof peers, &settled);
+    if (rc == REFEX_OK && settled && code)
+        rc = journal_outcome(a, "reject", refex_errname(code), peers, idhex, "");
+    if (rc == REFEX_OK)
+        rc = batch_unit_end(a, 1);
+    else
+        batch_unit_end(a, 0);
+    if (rc != REFEX_OK)
+        refex_log_error("outbox: could not record the result for %s", idhex);
+    if (code)
+        refex_log_warn("outbox: %s rejected by the broker: %s", idhex, refex_errname(code));
+    else
+        refex_log_debug("outbox: %s stored by the broker", idhex);
+    answer_waiters(a, id, idhex, code, detail);
+}
+
+void outbox_expire_waiters(agent *a)
+{
+    int64_t now = refex_mono_ms();
+    for (size_t i = 0; i < a->n_waiters; i++) {
+        waiter *w = &a->waiters[i];
+        if (w->deadline > now || !w->committed)
+            continue;
+        char idhex[33];
+        refex_hex_encode(idhex, w->id, 16);
+        batch_reply(a, w->rid, w->rid_len,
+                    json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "pending"));
+        a->waiters[i--] = a->waiters[--a->n_waiters];
+    }
+}

@@ -1,0 +1,220 @@
+/* Tests for the agent's inbox (agents/inbox.c over agents/agent_store.c), against a real
+ * SQLite file: duplicate detection (known_delivery) for stored and refused messages, a
+ * verified delivery stored with one audit entry and acknowledged with code 0, a
+ * redelivery acknowledged the same way without a second entry, a refusal remembered and
+ * answered the same way again, and receipts recorded once. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "testing.h"
+
+#include "agent_testing.h"
+#include "body.h"
+#include "envelope.h"
+
+static int setup(void **state)
+{
+    *state = agent_fixture_new(T_LEAD);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    agent_fixture *f = *state;
+    agent_fixture_destroy(&f);
+    return 0;
+}
+
+static void insert(agent_fixture *f, const char *sender, const char *id, const char *hashhex,
+                   int *dup)
+{
+    static const uint8_t body[] = "body";
+    refex_body_meta m = {"", "", "", "", "", "", "", "CONV-1", "", "", "", ""};
+    agent_inbox_row r = {sender, id,      "REFERRAL", "CASE-1",    1000,
+                         2000,   hashhex, body,       sizeof body, &m};
+    assert_ok(agent_store_inbox_insert(f->a.store, &r, dup));
+}
+
+static void test_known_delivery_stored(void **state)
+{
+    agent_fixture *f = *state;
+    char hashhex[65];
+    uint8_t hash[32], got[32];
+    int code = -1, has_hash = -1, dup = -1;
+    for (int i = 0; i < 32; i++)
+        hash[i] = (uint8_t)(i * 7);
+    refex_hex_encode(hashhex, hash, 32);
+    assert_false(agent_store_known_delivery(f->a.store, "midwifery", "aa", &code, got, &has_hash));
+    insert(f, "midwifery", "aa", hashhex, &dup);
+    assert_int_equal(dup, 0);
+    assert_true(agent_store_known_delivery(f->a.store, "midwifery", "aa", &code, got, &has_hash));
+    assert_int_equal(code, 0);
+    assert_true(has_hash);
+    assert_memory_equal(got, hash, 32);
+    /* Same id from another sender is another message. */
+    assert_false(agent_store_known_delivery(f->a.store, "police", "aa", &code, got, &has_hash));
+    insert(f, "midwifery", "aa", hashhex, &dup);
+    assert_int_equal(dup, 1);
+    json_t *rows = NULL;
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 1);
+    /* Not a valid Body: listed with body_error, never dropped. */
+    assert_non_null(json_object_get(json_array_get(rows, 0), "body_error"));
+    json_decref(rows);
+}
+
+static void test_known_delivery_refused(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t got[32];
+    int code = -1, has_hash = -1, dup = -1;
+    assert_ok(agent_store_refused_insert(f->a.store, "police", "bb", REFEX_E_NOT_MEMBER, &dup));
+    assert_int_equal(dup, 0);
+    assert_true(agent_store_known_delivery(f->a.store, "police", "bb", &code, got, &has_hash));
+    assert_int_equal(code, REFEX_E_NOT_MEMBER);
+    assert_false(has_hash);
+    assert_ok(agent_store_refused_insert(f->a.store, "police", "bb", REFEX_E_EXPIRED, &dup));
+    assert_int_equal(dup, 1);
+    assert_true(agent_store_known_delivery(f->a.store, "police", "bb", &code, got, &has_hash));
+    assert_int_equal(code, REFEX_E_NOT_MEMBER); /* the first answer stands */
+}
+
+static void test_receipt_recorded_once(void **state)
+{
+    agent_fixture *f = *state;
+    static const uint8_t blob[] = "signed-receipt";
+    int fresh = -1;
+    agent_receipt_row r = {"aa", "social-care", 0, "social-care", 1000, 2000, blob, sizeof blob};
+    assert_ok(agent_store_receipt_insert(f->a.store, &r, &fresh));
+    assert_int_equal(fresh, 1);
+    assert_ok(agent_store_receipt_insert(f->a.store, &r, &fresh));
+    assert_int_equal(fresh, 0);
+    r.recipient = "police";
+    assert_ok(agent_store_receipt_insert(f->a.store, &r, &fresh));
+    assert_int_equal(fresh, 1);
+}
+
+/* A referral sealed by midwifery for `to`. */
+static Refex__V1__Envelope *seal(agent_fixture *f, const char *to, uint8_t id[16])
+{
+    uint8_t *body = NULL, *env = NULL;
+    size_t body_len = 0, env_len = 0;
+    char err[256];
+    json_t *j = json_pack("{s:s}", "summary", "x");
+    assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, j, &body, &body_len, err,
+                                   sizeof err));
+    json_decref(j);
+    const refex_agency *rcpt[1] = {refex_directory_find(f->directory, to)};
+    refex_seal_params p = {.sender = "midwifery",
+                           .sign_sk = f->keys[T_MIDWIFERY]->sk->sign_sk,
+                           .recipients = rcpt,
+                           .n_recipients = 1,
+                           .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
+                           .case_ref = "CASE-1",
+                           .created_at_ms = refex_now_ms(),
+                           .expires_at_ms = 0};
+    assert_ok(refex_envelope_seal(&p, body, body_len, &env, &env_len, id));
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, env_len, env);
+    assert_non_null(e);
+    free(body);
+    free(env);
+    return e;
+}
+
+/* Delivers env inside an open batch (so that even an ACK that needs no commit, for a
+ * redelivery, is queued where the test can read it, not sent on the absent link), checks
+ * the one ACK queued for the broker, and commits. */
+static void deliver_expect_ack(agent_fixture *f, const Refex__V1__Envelope *env,
+                               const uint8_t id[16], int code)
+{
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    inbox_deliver(&f->a, env);
+    assert_int_equal(f->a.outq_n, 1);
+    Refex__V1__Frame *fr = agent_fixture_frame(f, 0);
+    assert_int_equal(fr->kind_case, REFEX__V1__FRAME__KIND_ACK);
+    assert_int_equal(fr->ack->code, (uint32_t)code);
+    assert_string_equal(fr->ack->sender, "midwifery");
+    assert_int_equal(fr->ack->message_id.len, 16);
+    assert_memory_equal(fr->ack->message_id.data, id, 16);
+    assert_non_null(fr->ack->receipt); /* our signed receipt, in every case */
+    refex_frame_free(&fr);
+    agent_fixture_commit(f);
+}
+
+static void test_deliver_stores_then_redelivery_acks_again(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    json_t *rows = NULL;
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 1);
+    json_t *row = json_array_get(rows, 0);
+    assert_string_equal(json_string_value(json_object_get(row, "sender")), "midwifery");
+    assert_string_equal(json_string_value(json_object_get(row, "case_ref")), "CASE-1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(row, "body"), "summary")),
+                        "x");
+    json_decref(rows);
+    /* The broker delivers it again (our ACK was lost): same answer, no second entry. */
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+static void test_refusal_remembered(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal(f, "police", id); /* not for us */
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_ack(f, env, id, REFEX_E_NOT_RECIPIENT);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1); /* the reject is audited */
+    deliver_expect_ack(f, env, id, REFEX_E_NOT_RECIPIENT);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    json_t *rows = NULL;
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* A delivery whose commit fails is not acknowledged: the broker keeps it. */
+static void test_no_ack_without_commit(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    f->a.batch_dead = 1; /* as after SQLite rolled the transaction back by itself */
+    inbox_deliver(&f->a, env);
+    assert_int_equal(f->a.outq_n, 0);
+    agent_fixture_commit(f);
+    deliver_expect_ack(f, env, id, REFEX_OK); /* delivered again, now stored */
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+int main(void)
+{
+    if (refex_init() != REFEX_OK)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_known_delivery_stored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_known_delivery_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_recorded_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_deliver_stores_then_redelivery_acks_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_refusal_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
