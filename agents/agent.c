@@ -103,13 +103,10 @@ void agent_close(agent **a_p)
 }
 static void send_hello(agent *a)
 {
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Hello h = REFEX__V1__HELLO__INIT;
     h.agency = a->agency;
     h.software = "refex-agent/0.1";
-    f.kind_case = REFEX__V1__FRAME__KIND_HELLO;
-    f.hello = &h;
-    if (refex_link_send(a->link, NULL, 0, &f) != REFEX_OK)
+    if (refex_link_send_msg(a->link, NULL, 0, REFEX__V1__FRAME__KIND_HELLO, &h.base) != REFEX_OK)
         refex_log_warn("hello: could not send");
 }
 
@@ -265,12 +262,9 @@ static void timers(agent *a)
     }
     if (now - a->last_sent_ms >= PING_MS) {
         /* Application-level liveness on top of ZMTP heartbeats: any traffic counts. */
-        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__Ping p = REFEX__V1__PING__INIT;
         p.nonce = (uint64_t)now;
-        f.kind_case = REFEX__V1__FRAME__KIND_PING;
-        f.ping = &p;
-        if (refex_link_send(a->link, NULL, 0, &f) == REFEX_OK)
+        if (refex_link_send_msg(a->link, NULL, 0, REFEX__V1__FRAME__KIND_PING, &p.base) == REFEX_OK)
             a->last_sent_ms = now;
     }
 }

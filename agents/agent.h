@@ -88,8 +88,8 @@ int batch_unit_end(agent *a, int ok);
 void batch_end(agent *a);
 /* Replies to a control client (taking the reply), held until commit inside a batch. */
 void batch_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply);
-/* A frame for the broker, held until commit inside a batch. */
-int batch_link_out(agent *a, Refex__V1__Frame *f);
+/* The command m as a frame for the broker, held until commit inside a batch. */
+int batch_link_out(agent *a, Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m);
 
 /* control.c: the control socket */
 json_t *control_error(int code, const char *detail);

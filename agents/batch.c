@@ -59,14 +59,16 @@ void batch_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply)
 
 /* A frame for the broker: queued while a batch is open, so the broker never hears of
  * anything (a new message, an ACK, a receipt acknowledgement) before it is committed. */
-int batch_link_out(agent *a, Refex__V1__Frame *f)
+int batch_link_out(agent *a, Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m)
 {
-    if (!a->in_batch)
-        return refex_link_send(a->link, NULL, 0, f);
+    Refex__V1__Frame f;
+    int rc = refex_frame_wrap(&f, kind, m);
+    if (rc != REFEX_OK || !a->in_batch)
+        return rc != REFEX_OK ? rc : refex_link_send(a->link, NULL, 0, &f);
     uint8_t *buf = NULL;
     size_t len = 0;
-    f->version = REFEX_PROTOCOL_VERSION;
-    int rc = refex_frame_pack(f, &buf, &len);
+    f.version = REFEX_PROTOCOL_VERSION;
+    rc = refex_frame_pack(&f, &buf, &len);
     return rc == REFEX_OK ? outq_push(a, NULL, 0, (char *)buf, len) : rc;
 }
 

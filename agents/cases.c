@@ -125,12 +125,9 @@ static int submit_grant(agent *a, const uint8_t *blob, size_t len)
     Refex__V1__SignedGrant *sg = refex__v1__signed_grant__unpack(NULL, len, blob);
     int rc = REFEX_OK;
     if (sg) {
-        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__GrantSubmit gs = REFEX__V1__GRANT_SUBMIT__INIT;
         gs.grant = sg;
-        f.kind_case = REFEX__V1__FRAME__KIND_GRANT;
-        f.grant = &gs;
-        rc = batch_link_out(a, &f);
+        rc = batch_link_out(a, REFEX__V1__FRAME__KIND_GRANT, &gs.base);
         refex__v1__signed_grant__free_unpacked(sg, NULL);
     }
     return rc;
@@ -295,12 +292,10 @@ static void submit_subscription(agent *a, const uint8_t *blob, size_t len)
     Refex__V1__SignedSubscription *ss = refex__v1__signed_subscription__unpack(NULL, len, blob);
     if (!ss)
         return;
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__SubscribeSubmit sub = REFEX__V1__SUBSCRIBE_SUBMIT__INIT;
     sub.subscription = ss;
-    f.kind_case = REFEX__V1__FRAME__KIND_SUBSCRIBE;
-    f.subscribe = &sub;
-    if (batch_link_out(a, &f) != REFEX_OK) /* after commit, with the rest of the batch */
+    if (batch_link_out(a, REFEX__V1__FRAME__KIND_SUBSCRIBE, &sub.base) !=
+        REFEX_OK) /* after commit, with the rest of the batch */
         refex_log_debug("subscription: not sent now; sent again when next welcomed");
     refex__v1__signed_subscription__free_unpacked(ss, NULL);
 }

@@ -52,15 +52,12 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     free(blob);
     if (!sr)
         return;
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
     ack.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
     ack.sender = (char *)sender;
     ack.code = (uint32_t)code;
     ack.receipt = sr;
-    f.kind_case = REFEX__V1__FRAME__KIND_ACK;
-    f.ack = &ack;
-    if (batch_link_out(a, &f) != REFEX_OK)
+    if (batch_link_out(a, REFEX__V1__FRAME__KIND_ACK, &ack.base) != REFEX_OK)
         refex_log_warn("ack: could not send for a message from %s", sender);
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
@@ -181,13 +178,10 @@ out:
 
 static void send_receipt_ack(agent *a, const refex_receipt *r)
 {
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__ReceiptAck ra = REFEX__V1__RECEIPT_ACK__INIT;
     ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->message_id};
     ra.recipient = (char *)r->recipient;
-    f.kind_case = REFEX__V1__FRAME__KIND_RECEIPT_ACK;
-    f.receipt_ack = &ra;
-    if (batch_link_out(a, &f) != REFEX_OK)
+    if (batch_link_out(a, REFEX__V1__FRAME__KIND_RECEIPT_ACK, &ra.base) != REFEX_OK)
         refex_log_warn("receipt: could not acknowledge");
 }
 

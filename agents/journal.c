@@ -178,15 +178,12 @@ static int submit_checkpoint(agent *a, char *note, uint64_t witnessed, uint64_t 
     if (items) {
         for (size_t i = 0; i < plen; i++)
             items[i] = (ProtobufCBinaryData){32, proof[i]};
-        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__CheckpointSubmit cs = REFEX__V1__CHECKPOINT_SUBMIT__INIT;
         cs.note = note;
         cs.old_size = witnessed;
         cs.n_consistency = plen;
         cs.consistency = items;
-        f.kind_case = REFEX__V1__FRAME__KIND_CHECKPOINT;
-        f.checkpoint = &cs;
-        rc = refex_link_send(a->link, NULL, 0, &f);
+        rc = refex_link_send_msg(a->link, NULL, 0, REFEX__V1__FRAME__KIND_CHECKPOINT, &cs.base);
         if (rc != REFEX_OK)
             refex_log_warn("checkpoint: could not send size %llu to the witness",
                            (unsigned long long)size);

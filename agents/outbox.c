@@ -36,12 +36,9 @@ static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
     Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
     if (!e)
         return REFEX_E_MALFORMED;
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     Refex__V1__Send s = REFEX__V1__SEND__INIT;
     s.envelope = e;
-    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
-    f.send = &s;
-    int rc = batch_link_out(a, &f);
+    int rc = batch_link_out(a, REFEX__V1__FRAME__KIND_SEND, &s.base);
     refex__v1__envelope__free_unpacked(e, NULL);
     return rc;
 }
