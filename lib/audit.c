@@ -172,12 +172,15 @@ out:
     return rc;
 }
 
+refex_audit_entry refex_audit_entry_of(int64_t time_ms, const char *const t[REFEX_AUDIT_N_TEXT])
+{
+    return (refex_audit_entry){time_ms, t[0], t[1], t[2],  t[3],  t[4],  t[5], t[6],
+                               t[7],    t[8], t[9], t[10], t[11], t[12], t[13]};
+}
+
 int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **out)
 {
-    static const char *SQL =
-        "SELECT seq, time_ms, event, outcome, agency, practitioner, peer, message_id,"
-        " message_type, case_ref, envelope_hash, purpose, article6, article9, consent,"
-        " subjects, leaf_hash FROM audit WHERE seq > ? ORDER BY seq LIMIT ?";
+    static const char *SQL = REFEX_AUDIT_SELECT " WHERE seq > ? ORDER BY seq LIMIT ?";
     sqlite3_stmt *st = NULL;
     json_t *arr = json_array();
     int rc, step;
@@ -194,13 +197,14 @@ int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **ou
             rc = REFEX_E_NOMEM;
             goto out;
         }
-        json_object_set_new(o, "seq", json_integer(sqlite3_column_int64(st, 0)));
-        json_object_set_new(o, "time_ms", json_integer(sqlite3_column_int64(st, 1)));
-        for (int i = 2; i <= 15; i++)
+        json_object_set_new(o, "seq", json_integer(sqlite3_column_int64(st, REFEX_AUDIT_COL_SEQ)));
+        json_object_set_new(o, "time_ms",
+                            json_integer(sqlite3_column_int64(st, REFEX_AUDIT_COL_TIME)));
+        for (int i = REFEX_AUDIT_COL_TEXT; i < REFEX_AUDIT_COL_ENTRY; i++)
             json_object_set_new(o, sqlite3_column_name(st, i),
                                 json_string((const char *)sqlite3_column_text(st, i)));
-        if (sqlite3_column_bytes(st, 16) == 32)
-            refex_hex_encode(leaf, sqlite3_column_blob(st, 16), 32);
+        if (sqlite3_column_bytes(st, REFEX_AUDIT_COL_LEAF) == 32)
+            refex_hex_encode(leaf, sqlite3_column_blob(st, REFEX_AUDIT_COL_LEAF), 32);
         json_object_set_new(o, "leaf_hash", json_string(leaf));
         json_array_append_new(arr, o);
     }

@@ -37,6 +37,25 @@ typedef struct {
                                   comma-separated (subject first, then parents), or "" */
 } refex_audit_entry;
 
+/* What readers select from the audit table, and the column numbers it gives: seq, time,
+ * the 14 text fields in refex_audit_entry's order (event .. subjects), entry, leaf_hash.
+ * The one place the column list is written. */
+#define REFEX_AUDIT_SELECT                                                                         \
+    "SELECT seq, time_ms, event, outcome, agency, practitioner, peer, message_id, message_type,"   \
+    " case_ref, envelope_hash, purpose, article6, article9, consent, subjects, entry, leaf_hash"   \
+    " FROM audit"
+enum {
+    REFEX_AUDIT_COL_SEQ,
+    REFEX_AUDIT_COL_TIME,
+    REFEX_AUDIT_COL_TEXT, /* the first of REFEX_AUDIT_N_TEXT */
+    REFEX_AUDIT_COL_ENTRY = REFEX_AUDIT_COL_TEXT + 14,
+    REFEX_AUDIT_COL_LEAF,
+};
+#define REFEX_AUDIT_N_TEXT 14
+
+/* An entry whose text fields point at t[0..13] (borrowed), in the order above. */
+refex_audit_entry refex_audit_entry_of(int64_t time_ms, const char *const t[REFEX_AUDIT_N_TEXT]);
+
 /* Creates the audit table and its append-only triggers if missing. */
 int refex_audit_init(sqlite3 *db) REFEX_NODISCARD;
 /* Canonical leaf bytes: the context string with its NUL, then each field as a 4-byte

@@ -15,12 +15,6 @@ struct refex_audit_reader {
     int in_txn;
 };
 
-/* Every column of the audit table, in table order. */
-#define AUDIT_COLS                                                                                 \
-    "seq, time_ms, event, outcome, agency, practitioner, peer, message_id, message_type,"          \
-    " case_ref, envelope_hash, purpose, article6, article9, consent, subjects, entry, leaf_hash"
-enum { C_SEQ, C_TIME, C_FIRST_TEXT, C_ENTRY = 16, C_LEAF };
-
 static const char *col(sqlite3_stmt *st, int i)
 {
     const char *s = (const char *)sqlite3_column_text(st, i);
@@ -172,35 +166,22 @@ static const struct {
 
 static void row_read(sqlite3_stmt *st, refex_audit_row *row)
 {
-    const char *t[14];
-    for (int i = 0; i < 14; i++)
-        t[i] = col(st, C_FIRST_TEXT + i);
-    row->seq = sqlite3_column_int64(st, C_SEQ);
-    row->e = (refex_audit_entry){sqlite3_column_int64(st, C_TIME),
-                                 t[0],
-                                 t[1],
-                                 t[2],
-                                 t[3],
-                                 t[4],
-                                 t[5],
-                                 t[6],
-                                 t[7],
-                                 t[8],
-                                 t[9],
-                                 t[10],
-                                 t[11],
-                                 t[12],
-                                 t[13]};
-    row->entry = sqlite3_column_blob(st, C_ENTRY);
-    row->entry_len = (size_t)sqlite3_column_bytes(st, C_ENTRY);
-    row->leaf_hash =
-        sqlite3_column_bytes(st, C_LEAF) == 32 ? sqlite3_column_blob(st, C_LEAF) : NULL;
+    const char *t[REFEX_AUDIT_N_TEXT];
+    for (int i = 0; i < REFEX_AUDIT_N_TEXT; i++)
+        t[i] = col(st, REFEX_AUDIT_COL_TEXT + i);
+    row->seq = sqlite3_column_int64(st, REFEX_AUDIT_COL_SEQ);
+    row->e = refex_audit_entry_of(sqlite3_column_int64(st, REFEX_AUDIT_COL_TIME), t);
+    row->entry = sqlite3_column_blob(st, REFEX_AUDIT_COL_ENTRY);
+    row->entry_len = (size_t)sqlite3_column_bytes(st, REFEX_AUDIT_COL_ENTRY);
+    row->leaf_hash = sqlite3_column_bytes(st, REFEX_AUDIT_COL_LEAF) == 32
+                         ? sqlite3_column_blob(st, REFEX_AUDIT_COL_LEAF)
+                         : NULL;
 }
 
 static int prepare_query(sqlite3 *db, const refex_audit_cond *conds, size_t n, sqlite3_stmt **st)
 {
     char sql[2048];
-    size_t used = (size_t)snprintf(sql, sizeof sql, "SELECT " AUDIT_COLS " FROM audit WHERE 1");
+    size_t used = (size_t)snprintf(sql, sizeof sql, REFEX_AUDIT_SELECT " WHERE 1");
     for (size_t i = 0; i < n; i++) {
         if ((unsigned)conds[i].field >= sizeof CONDS / sizeof CONDS[0] ||
             (!CONDS[conds[i].field].is_time && !conds[i].text))

@@ -343,15 +343,16 @@ static int check_row(sqlite3_stmt *st, int64_t seq, uint8_t leaf[32], char *why,
     size_t elen = 0;
     /* Types first: reading a column as text converts it in place. A BLOB or a text with a
      * NUL in it would read back as the same text here but match differently in queries. */
-    int typed = sqlite3_column_type(st, 1) == SQLITE_INTEGER &&
-                sqlite3_column_type(st, 16) == SQLITE_BLOB &&
-                sqlite3_column_type(st, 17) == SQLITE_BLOB;
-    for (int i = 0; i < 14; i++)
-        typed = typed && sqlite3_column_type(st, 2 + i) == SQLITE_TEXT;
-    const char *t[14];
-    for (int i = 0; i < 14; i++) {
-        t[i] = (const char *)sqlite3_column_text(st, 2 + i);
-        typed = typed && t[i] && (size_t)sqlite3_column_bytes(st, 2 + i) == strlen(t[i]);
+    int typed = sqlite3_column_type(st, REFEX_AUDIT_COL_TIME) == SQLITE_INTEGER &&
+                sqlite3_column_type(st, REFEX_AUDIT_COL_ENTRY) == SQLITE_BLOB &&
+                sqlite3_column_type(st, REFEX_AUDIT_COL_LEAF) == SQLITE_BLOB;
+    for (int i = 0; i < REFEX_AUDIT_N_TEXT; i++)
+        typed = typed && sqlite3_column_type(st, REFEX_AUDIT_COL_TEXT + i) == SQLITE_TEXT;
+    const char *t[REFEX_AUDIT_N_TEXT];
+    for (int i = 0; i < REFEX_AUDIT_N_TEXT; i++) {
+        int c = REFEX_AUDIT_COL_TEXT + i;
+        t[i] = (const char *)sqlite3_column_text(st, c);
+        typed = typed && t[i] && (size_t)sqlite3_column_bytes(st, c) == strlen(t[i]);
     }
     if (!typed) {
         snprintf(why, whylen,
@@ -359,26 +360,12 @@ static int check_row(sqlite3_stmt *st, int64_t seq, uint8_t leaf[32], char *why,
                  (long long)seq);
         return REFEX_E_TAMPERED;
     }
-    refex_audit_entry e = {sqlite3_column_int64(st, 1),
-                           t[0],
-                           t[1],
-                           t[2],
-                           t[3],
-                           t[4],
-                           t[5],
-                           t[6],
-                           t[7],
-                           t[8],
-                           t[9],
-                           t[10],
-                           t[11],
-                           t[12],
-                           t[13]};
+    refex_audit_entry e = refex_audit_entry_of(sqlite3_column_int64(st, REFEX_AUDIT_COL_TIME), t);
     int rc = refex_audit_encode(&e, &entry, &elen);
     if (rc == REFEX_E_NOMEM)
         return rc;
-    if (rc != REFEX_OK || (size_t)sqlite3_column_bytes(st, 16) != elen ||
-        memcmp(sqlite3_column_blob(st, 16), entry, elen) != 0) {
+    if (rc != REFEX_OK || (size_t)sqlite3_column_bytes(st, REFEX_AUDIT_COL_ENTRY) != elen ||
+        memcmp(sqlite3_column_blob(st, REFEX_AUDIT_COL_ENTRY), entry, elen) != 0) {
         free(entry);
         snprintf(why, whylen,
                  "entry %lld: its fields do not match its canonical bytes (the row was edited)",
@@ -387,8 +374,8 @@ static int check_row(sqlite3_stmt *st, int64_t seq, uint8_t leaf[32], char *why,
     }
     refex_merkle_leaf_hash(entry, elen, leaf);
     free(entry);
-    if (sqlite3_column_bytes(st, 17) != 32 ||
-        sodium_memcmp(sqlite3_column_blob(st, 17), leaf, 32) != 0) {
+    if (sqlite3_column_bytes(st, REFEX_AUDIT_COL_LEAF) != 32 ||
+        sodium_memcmp(sqlite3_column_blob(st, REFEX_AUDIT_COL_LEAF), leaf, 32) != 0) {
         snprintf(why, whylen, "entry %lld: stored leaf hash is not the hash of its bytes",
                  (long long)seq);
         return REFEX_E_TAMPERED;
@@ -459,12 +446,7 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
     uint64_t n = 0;
     *size = 0;
     why[0] = 0;
-    rc = refex_db_prepare(db,
-                          "SELECT seq, time_ms, event, outcome, agency, practitioner, peer,"
-                          " message_id, message_type, case_ref, envelope_hash, purpose,"
-                          " article6, article9, consent, subjects, entry, leaf_hash FROM audit"
-                          " ORDER BY seq",
-                          &st);
+    rc = refex_db_prepare(db, REFEX_AUDIT_SELECT " ORDER BY seq", &st);
     if (rc != REFEX_OK)
         return rc;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
