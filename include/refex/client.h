@@ -51,8 +51,9 @@ void refex_client_free(void *p);
 /* Sends one request (a JSON object with a "cmd") and returns the agent's whole reply as
  * JSON text in *reply. Returns REFEX_OK for {"ok":true}; the agent's own code for
  * {"ok":false,...} (then *reply holds that error reply too); E_TIMEOUT if it did not
- * answer in time; E_IO if it could not be reached; E_MALFORMED for a reply that is not a
- * JSON object; E_JSON if json_text is not a JSON object. *reply is NULL whenever the
+ * answer in time; E_UNAVAILABLE if nobody accepted the request on the socket (the agent
+ * died); E_MALFORMED for a reply that is not a JSON object; E_JSON if json_text is not a
+ * JSON object. *reply is NULL whenever the
  * agent did not answer. The socket is reset after a timeout, so the client stays usable. */
 int refex_client_request(refex_client *c, const char *json_text, char **reply);
 
