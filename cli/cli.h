@@ -41,11 +41,15 @@ typedef struct refex_client refex_client;
 /* Opens librefex-client on the agent named by cli_config with a reply timeout; prints why
  * not and returns an exit code (usage, keys/config, or no agent). */
 int cli_client_open(refex_client **c, int timeout_ms);
-/* Parses a reply text returned by the library (taking it); NULL text means the agent did
- * not answer: prints the client's error and returns EXIT_NOAGENT. */
-int cli_client_reply(refex_client *c, char *text, json_t **reply);
-/* cli_agent_request, then: takes req, and prints a failed reply and returns EXIT_FAIL. */
-int cli_request(json_t *req, json_t **reply, int timeout_ms);
+/* Parses a reply text returned by a library call with code rc (taking the text). NULL
+ * text: the agent did not answer (prints the client's error, EXIT_NOAGENT), or the
+ * library refused the call itself (EXIT_FAIL). An {"ok":false} reply is EXIT_OK here. */
+int cli_client_reply(refex_client *c, int rc, char *text, json_t **reply);
+/* One typed library call: fn(c, arg, &text), e.g. refex_client_inbox_list. */
+typedef int (*cli_call_fn)(refex_client *c, const void *arg, char **out);
+/* Opens the client, makes the call, parses the reply; a failed reply is printed and is
+ * EXIT_FAIL. */
+int cli_call(int timeout_ms, cli_call_fn fn, const void *arg, json_t **reply);
 /* Call before the first cli_getopt of a command. */
 void cli_getopt_reset(void);
 /* getopt_long over argv (argv[0] the command's own name) that handles -c FILE itself,

@@ -25,13 +25,24 @@ int cli_client_open(refex_client **c, int timeout_ms)
     return rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT;
 }
 
-int cli_client_reply(refex_client *c, char *text, json_t **reply)
+/* Codes for which the agent did not answer (readably): the CLI's "no agent" exit. */
+static int no_answer(int rc)
+{
+    return rc == REFEX_E_TIMEOUT || rc == REFEX_E_UNAVAILABLE || rc == REFEX_E_IO ||
+           rc == REFEX_E_MALFORMED;
+}
+
+int cli_client_reply(refex_client *c, int rc, char *text, json_t **reply)
 {
     json_error_t jerr;
     *reply = NULL;
-    if (!text) { /* the agent did not answer, or not readably */
+    if (!text && no_answer(rc)) {
         fprintf(stderr, "refex: %s\n", refex_client_error_detail(c));
         return EXIT_NOAGENT;
+    }
+    if (!text) { /* refused by the library before anything was sent */
+        fprintf(stderr, "refex: %s\n", refex_client_error(c));
+        return EXIT_FAIL;
     }
     *reply = json_loads(text, 0, &jerr);
     refex_client_free(text);
@@ -55,20 +66,26 @@ int cli_agent_request(json_t *req, json_t **reply, int timeout_ms)
         refex_client_close(&c);
         return EXIT_FAIL;
     }
-    (void)refex_client_request(c, text, &out); /* an {"ok":false} reply is the caller's */
+    /* An {"ok":false} reply is the caller's to print. */
+    int lib_rc = refex_client_request(c, text, &out);
     free(text);
-    rc = cli_client_reply(c, out, reply);
+    rc = cli_client_reply(c, lib_rc, out, reply);
     refex_client_close(&c);
     return rc;
 }
 
-int cli_request(json_t *req, json_t **reply, int timeout_ms)
+int cli_call(int timeout_ms, cli_call_fn fn, const void *arg, json_t **reply)
 {
-    int rc = cli_agent_request(req, reply, timeout_ms);
-    json_decref(req);
+    refex_client *c = NULL;
+    char *text = NULL;
+    *reply = NULL;
+    int rc = cli_client_open(&c, timeout_ms);
     if (rc != EXIT_OK)
         return rc;
-    if (!json_is_true(json_object_get(*reply, "ok"))) {
+    rc = fn(c, arg, &text); /* before text is read: argument order is unspecified */
+    rc = cli_client_reply(c, rc, text, reply);
+    refex_client_close(&c);
+    if (rc == EXIT_OK && !json_is_true(json_object_get(*reply, "ok"))) {
         rc = cli_print_error(*reply);
         json_decref(*reply);
         *reply = NULL;

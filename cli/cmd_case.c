@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "refex/client.h"
 
 static void case_usage(FILE *out)
 {
@@ -42,28 +43,34 @@ static void case_usage(FILE *out)
             "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
 }
 
-/* "birth" -> "CASE_UPDATE_BIRTH"; full names pass through. */
-static json_t *update_type(const char *v)
-{
-    char buf[96];
-    if (strncmp(v, "CASE_UPDATE_", 12) == 0)
-        return json_string(v);
-    int n = snprintf(buf, sizeof buf, "CASE_UPDATE_%s", v);
-    if (n < 0 || (size_t)n >= sizeof buf)
-        return json_string(v);
-    for (char *p = buf + 12; *p; p++)
-        *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
-    return json_string(buf);
-}
+#define MAX_TYPES 32 /* the agent takes 16, and says so for more */
 
-static json_t *update_types(const char *list)
+/* "birth,placement" -> {"CASE_UPDATE_BIRTH", "CASE_UPDATE_PLACEMENT"}; full names, and
+ * names too long to be real, pass through for the agent to judge. */
+typedef struct {
+    char buf[MAX_TYPES][96];
+    const char *v[MAX_TYPES];
+    size_t n;
+    char *dup;
+} update_types;
+
+static void update_types_parse(update_types *t, const char *list)
 {
-    json_t *arr = json_array();
-    char *dup = strdup(list), *save = NULL;
-    for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
-        json_array_append_new(arr, update_type(t));
-    free(dup);
-    return arr;
+    char *save = NULL;
+    t->n = 0;
+    t->dup = list ? strdup(list) : NULL;
+    for (char *v = t->dup ? strtok_r(t->dup, ",", &save) : NULL; v && t->n < MAX_TYPES;
+         v = strtok_r(NULL, ",", &save)) {
+        char *b = t->buf[t->n];
+        int n = snprintf(b, sizeof t->buf[0], "CASE_UPDATE_%s", v);
+        if (strncmp(v, "CASE_UPDATE_", 12) == 0 || n < 0 || (size_t)n >= sizeof t->buf[0]) {
+            t->v[t->n++] = v;
+            continue;
+        }
+        for (char *p = b + 12; *p; p++)
+            *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
+        t->v[t->n++] = b;
+    }
 }
 
 static long long date_ms(const char *d)
@@ -80,17 +87,19 @@ static long long date_ms(const char *d)
     return (era * 146097 + doe - 719468) * 86400000LL;
 }
 
+static int call_inbox_list(refex_client *c, const void *arg, char **out)
+{
+    (void)arg;
+    return refex_client_inbox_list(c, out);
+}
+
 /* The case updates this agency has received for the case, oldest first. */
 static void show_updates(const char *case_ref)
 {
-    json_t *req = json_pack("{s:s}", "cmd", "inbox_list"), *reply = NULL, *m;
+    json_t *reply = NULL, *m;
     size_t i, n = 0;
-    int rc = cli_agent_request(req, &reply, 35000);
-    json_decref(req);
-    if (rc != EXIT_OK || !json_is_true(json_object_get(reply, "ok"))) {
-        json_decref(reply);
+    if (cli_call(35000, call_inbox_list, NULL, &reply) != EXIT_OK)
         return;
-    }
     printf("\nupdates received\n%-21s %-18s %-22s %s\n", "RECEIVED", "FROM", "TYPE", "SUMMARY");
     json_array_foreach(json_object_get(reply, "messages"), i, m)
     {
@@ -116,6 +125,7 @@ static void show_updates(const char *case_ref)
 typedef struct {
     const char *sub, *case_ref, *member, *types, *until, *type, *summary, *effective;
     int json, all, show;
+    long long until_ms; /* --until, parsed */
 } case_args;
 
 static const struct option OPTS[] = {{"case", required_argument, 0, 'C'},
@@ -165,66 +175,82 @@ static int is_subscribing(const case_args *a)
     return strcmp(a->sub, "subscribe") == 0 || strcmp(a->sub, "unsubscribe") == 0;
 }
 
-/* ---- requests: each builds the agent request for one subcommand ---------------------- */
+/* ---- calls: each makes the library call for one subcommand ---------------------------- */
 
-static int req_grant(const case_args *a, json_t **req)
+static int call_grant(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->types);
+    int rc = refex_client_case_grant(c, a->case_ref, a->member, t.v, t.n, a->until_ms,
+                                     strcmp(a->sub, "revoke") == 0, out);
+    free(t.dup);
+    return rc;
+}
+
+static int call_open(refex_client *c, const void *arg, char **out)
+{
+    return refex_client_case_open(c, ((const case_args *)arg)->case_ref, out);
+}
+
+static int call_subscribe(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->types);
+    int rc = refex_client_case_subscribe(c, a->all ? NULL : a->case_ref, t.v, t.n,
+                                         strcmp(a->sub, "unsubscribe") == 0, out);
+    free(t.dup);
+    return rc;
+}
+
+static int call_members(refex_client *c, const void *arg, char **out)
+{
+    return refex_client_case_members(c, ((const case_args *)arg)->case_ref, out);
+}
+
+/* A case update: the agent picks the recipients from the case's grants and subscriptions. */
+static int call_publish(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->type);
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s}", "case_ref", a->case_ref, "update_type",
+                  t.n == 1 && !strchr(a->type, ',') ? t.v[0] : a->type, "summary", a->summary,
+                  "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
+                  "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "purpose", "PURPOSE_CASE_MANAGEMENT");
+    if (body && a->effective)
+        json_object_set_new(body, "effective_date", json_string(a->effective));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    refex_client_message m = {.type = "case-update", .case_ref = a->case_ref, .body_json = text};
+    int rc = text ? refex_client_send(c, &m, NULL, out) : REFEX_E_NOMEM;
+    free(text);
+    json_decref(body);
+    free(t.dup);
+    return rc;
+}
+
+/* Usage errors the agent need not see. */
+static int check_grant(case_args *a)
 {
     if (!a->member) {
         fprintf(stderr, "refex case %s: --member is required\n", a->sub);
         return EXIT_USAGE;
     }
-    long long ms = 0;
-    if (a->until && (ms = date_ms(a->until)) < 0) {
+    if (a->until && (a->until_ms = date_ms(a->until)) < 0) {
         fprintf(stderr, "refex case grant: --until takes YYYY-MM-DD\n");
         return EXIT_USAGE;
     }
-    *req = json_pack("{s:s, s:s, s:s, s:b}", "cmd", "grant", "case", a->case_ref, "member",
-                     a->member, "revoke", strcmp(a->sub, "revoke") == 0);
-    if (a->types)
-        json_object_set_new(*req, "types", update_types(a->types));
-    if (a->until)
-        json_object_set_new(*req, "until_ms", json_integer(ms));
     return EXIT_OK;
 }
 
-static int req_open(const case_args *a, json_t **req)
-{
-    *req = json_pack("{s:s, s:s, s:b}", "cmd", "grant", "case", a->case_ref, "open", 1);
-    return EXIT_OK;
-}
-
-static int req_subscribe(const case_args *a, json_t **req)
-{
-    *req = json_pack("{s:s, s:b, s:b}", "cmd", "subscribe", "all", a->all, "unsubscribe",
-                     strcmp(a->sub, "unsubscribe") == 0);
-    if (a->case_ref)
-        json_object_set_new(*req, "case", json_string(a->case_ref));
-    if (a->types)
-        json_object_set_new(*req, "types", update_types(a->types));
-    return EXIT_OK;
-}
-
-static int req_members(const case_args *a, json_t **req)
-{
-    *req = json_pack("{s:s, s:s}", "cmd", "members", "case", a->case_ref);
-    return EXIT_OK;
-}
-
-static int req_publish(const case_args *a, json_t **req)
+static int check_publish(case_args *a)
 {
     if (!a->type || !a->summary) {
         fprintf(stderr, "refex case publish: --type and --summary are required\n");
         return EXIT_USAGE;
     }
-    json_t *body =
-        json_pack("{s:s, s:o, s:s, s:{s:s, s:s}, s:s}", "case_ref", a->case_ref, "update_type",
-                  update_type(a->type), "summary", a->summary, "lawful_basis", "article6",
-                  "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
-                  "purpose", "PURPOSE_CASE_MANAGEMENT");
-    if (a->effective)
-        json_object_set_new(body, "effective_date", json_string(a->effective));
-    *req = json_pack("{s:s, s:s, s:s, s:o}", "cmd", "send", "type", "case-update", "case",
-                     a->case_ref, "body", body);
     return EXIT_OK;
 }
 
@@ -298,23 +324,24 @@ static void print_grant(const case_args *a, const json_t *reply)
 
 static const struct {
     const char *name;
-    int (*build)(const case_args *, json_t **);
+    int (*check)(case_args *);
+    cli_call_fn call;
     void (*print)(const case_args *, const json_t *);
 } SUBS[] = {
-    {"open", req_open, print_open},
-    {"grant", req_grant, print_grant},
-    {"revoke", req_grant, print_grant},
-    {"members", req_members, print_members},
-    {"show", req_members, print_members},
-    {"subscribe", req_subscribe, print_subscribe},
-    {"unsubscribe", req_subscribe, print_subscribe},
-    {"publish", req_publish, print_publish},
+    {"open", NULL, call_open, print_open},
+    {"grant", check_grant, call_grant, print_grant},
+    {"revoke", check_grant, call_grant, print_grant},
+    {"members", NULL, call_members, print_members},
+    {"show", NULL, call_members, print_members},
+    {"subscribe", NULL, call_subscribe, print_subscribe},
+    {"unsubscribe", NULL, call_subscribe, print_subscribe},
+    {"publish", check_publish, call_publish, print_publish},
 };
 
 int cmd_case(int argc, char **argv)
 {
     case_args a = {0};
-    json_t *req = NULL, *reply = NULL;
+    json_t *reply = NULL;
     if (argc < 2 || cli_wants_help(argc, argv)) {
         case_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
@@ -336,10 +363,10 @@ int cmd_case(int argc, char **argv)
         fprintf(stderr, "refex case: unknown subcommand '%s'\n", a.sub);
         return EXIT_USAGE;
     }
-    int rc = SUBS[k].build(&a, &req);
+    int rc = SUBS[k].check ? SUBS[k].check(&a) : EXIT_OK;
     if (rc != EXIT_OK)
         return rc;
-    if ((rc = cli_request(req, &reply, 35000)) != EXIT_OK)
+    if ((rc = cli_call(35000, SUBS[k].call, &a, &reply)) != EXIT_OK)
         return rc;
     if (a.json)
         cli_print_json(reply);

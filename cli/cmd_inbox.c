@@ -6,8 +6,25 @@
 #include <string.h>
 
 #include "cli.h"
+#include "refex/client.h"
 
 #define LIMIT_MAX 1000000000L
+
+static int call_inbox(refex_client *c, const void *id, char **out)
+{
+    return id ? refex_client_inbox_show(c, id, out) : refex_client_inbox_list(c, out);
+}
+
+static int call_outbox(refex_client *c, const void *arg, char **out)
+{
+    (void)arg;
+    return refex_client_outbox_list(c, out);
+}
+
+static int call_audit_list(refex_client *c, const void *limit, char **out)
+{
+    return refex_client_audit_list(c, 0, *(const long *)limit, out);
+}
 
 static const struct option LIST_OPTS[] = {{"json", no_argument, 0, 'j'},
                                           {"limit", required_argument, 0, 'l'},
@@ -116,9 +133,7 @@ int cmd_inbox(int argc, char **argv)
         fprintf(stderr, "refex inbox list: unknown argument '%s'\n", argv[optind + 1]);
         return EXIT_USAGE;
     }
-    json_t *req = show ? json_pack("{s:s, s:s}", "cmd", "inbox_show", "id", argv[optind + 1])
-                       : json_pack("{s:s}", "cmd", "inbox_list");
-    int rc = cli_request(req, &reply, 10000);
+    int rc = cli_call(10000, call_inbox, show ? argv[optind + 1] : NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *msgs = json_object_get(reply, "messages");
@@ -166,7 +181,7 @@ int cmd_outbox(int argc, char **argv)
                 "the broker), stored, or rejected with the broker's typed error.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
-    int rc = cli_request(json_pack("{s:s}", "cmd", "outbox_list"), &reply, 10000);
+    int rc = cli_call(10000, call_outbox, NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *msgs = json_object_get(reply, "messages");
@@ -221,8 +236,7 @@ int cmd_audit_list(int argc, char **argv)
                 "People appear only as references. --json adds each entry's leaf hash.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
-    int rc = cli_request(json_pack("{s:s, s:I}", "cmd", "audit_list", "limit", (json_int_t)a.limit),
-                         &reply, 10000);
+    int rc = cli_call(10000, call_audit_list, &a.limit, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *entries = json_object_get(reply, "entries");

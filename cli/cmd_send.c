@@ -288,8 +288,8 @@ static int submit(const send_args *a, const char *body_text)
     int rc = cli_client_open(&c, 35000);
     if (rc != EXIT_OK)
         goto out;
-    (void)refex_client_send(c, &m, NULL, &text); /* a refusal is in the reply */
-    if ((rc = cli_client_reply(c, text, &reply)) != EXIT_OK)
+    rc = refex_client_send(c, &m, NULL, &text); /* a refusal is in the reply */
+    if ((rc = cli_client_reply(c, rc, text, &reply)) != EXIT_OK)
         goto out;
     if (!json_is_true(json_object_get(reply, "ok")))
         rc = cli_print_error(reply);

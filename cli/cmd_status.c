@@ -6,7 +6,24 @@
 #include <string.h>
 
 #include "cli.h"
+#include "refex/client.h"
 #include "refex/error.h"
+
+static int call_status(refex_client *c, const void *id, char **out)
+{
+    return id ? refex_client_message_status(c, id, out) : refex_client_status(c, out);
+}
+
+static int call_referrals(refex_client *c, const void *arg, char **out)
+{
+    (void)arg;
+    return refex_client_referrals(c, out);
+}
+
+static int call_requests(refex_client *c, const void *overdue, char **out)
+{
+    return refex_client_requests(c, *(const int *)overdue, out);
+}
 
 static const struct option OPTS[] = {{"json", no_argument, 0, 'j'},
                                      {"overdue", no_argument, 0, 'o'},
@@ -106,9 +123,7 @@ int cmd_status(int argc, char **argv)
                 "(the broker's signed non-delivery report is held).\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
-    json_t *req = words == 1 ? json_pack("{s:s, s:s}", "cmd", "message_status", "id", argv[optind])
-                             : json_pack("{s:s}", "cmd", "status");
-    int rc = cli_request(req, &reply, 5000);
+    int rc = cli_call(5000, call_status, words == 1 ? argv[optind] : NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
     if (a.json)
@@ -166,7 +181,7 @@ int cmd_referrals(int argc, char **argv)
                 "matched by its referral_message_id.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
-    int rc = cli_request(json_pack("{s:s}", "cmd", "referrals"), &reply, 10000);
+    int rc = cli_call(10000, call_referrals, NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *rows = json_object_get(reply, "referrals");
@@ -215,8 +230,7 @@ int cmd_requests(int argc, char **argv)
                 "due date with no response). A response is matched by its request_id.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
-    int rc = cli_request(json_pack("{s:s, s:b}", "cmd", "requests", "overdue", a.overdue), &reply,
-                         10000);
+    int rc = cli_call(10000, call_requests, &a.overdue, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *rows = json_object_get(reply, "requests");
