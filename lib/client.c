@@ -13,6 +13,7 @@
 
 #include "client_priv.h"
 #include "config.h"
+#include "util.h"
 #include "refex/client.h"
 
 #define ENDPOINT_MAX 4200
@@ -90,6 +91,8 @@ static int connect_socket(refex_client *c)
 
 static refex_client *client_new(void)
 {
+    if (refex_init() != REFEX_OK) /* libsodium, for the hex and base64 of bodies */
+        return NULL;
     refex_client *c = calloc(1, sizeof *c);
     if (c)
         c->timeout_ms = REFEX_CLIENT_TIMEOUT_MS;
@@ -185,6 +188,9 @@ static int exchange(refex_client *c, const char *text, char **reply)
     if (zmq_msg_recv(&m, c->sock, 0) < 0) {
         zmq_msg_close(&m);
         connect_socket(c);
+        if (c->timeout_ms % 1000)
+            return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d ms",
+                                     c->timeout_ms);
         return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d s",
                                  c->timeout_ms / 1000);
     }
