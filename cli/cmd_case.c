@@ -223,8 +223,7 @@ static int call_publish(refex_client *c, const void *arg, char **out)
     if (body && a->effective)
         json_object_set_new(body, "effective_date", json_string(a->effective));
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    refex_client_message m = {.type = "case-update", .case_ref = a->case_ref, .body_json = text};
-    int rc = text ? refex_client_send(c, &m, NULL, out) : REFEX_E_NOMEM;
+    int rc = text ? refex_client_case_publish(c, a->case_ref, text, NULL, out) : REFEX_E_NOMEM;
     free(text);
     json_decref(body);
     free(t.dup);

@@ -212,6 +212,23 @@ int refex_client_case_grant(refex_client *c, const char *case_ref, const char *m
     return refex_client_call(c, req, out);
 }
 
+int refex_client_case_revoke(refex_client *c, const char *case_ref, const char *member, char **out)
+{
+    return refex_client_case_grant(c, case_ref, member, NULL, 0, 0, 1, out);
+}
+
+int refex_client_case_publish(refex_client *c, const char *case_ref, const char *body_json,
+                              char id[33], char **out)
+{
+    int rc = need_case(c, case_ref, out);
+    if (id)
+        id[0] = '\0';
+    if (rc)
+        return rc;
+    refex_client_message m = {.type = "case-update", .case_ref = case_ref, .body_json = body_json};
+    return refex_client_send(c, &m, id, out);
+}
+
 int refex_client_case_members(refex_client *c, const char *case_ref, char **out)
 {
     int rc = need_case(c, case_ref, out);

@@ -101,7 +101,13 @@ int refex_client_case_open(refex_client *c, const char *case_ref, char **out);
 int refex_client_case_grant(refex_client *c, const char *case_ref, const char *member,
                             const char *const *types, size_t n_types, long long until_ms,
                             int revoke, char **out);
+/* Lead only: ends member's membership; later updates do not reach it. */
+int refex_client_case_revoke(refex_client *c, const char *case_ref, const char *member, char **out);
 int refex_client_case_members(refex_client *c, const char *case_ref, char **out);
+/* Publishes a case update (body_json: a CaseUpdate object) to the case's current members
+ * that are granted and subscribed to its type, and to the lead; the agent picks them. */
+int refex_client_case_publish(refex_client *c, const char *case_ref, const char *body_json,
+                              char id[33], char **out);
 /* Subscribes to (or with unsubscribe, stops) one case's updates, or every case this
  * agency is a member of when case_ref is NULL. */
 int refex_client_case_subscribe(refex_client *c, const char *case_ref, const char *const *types,

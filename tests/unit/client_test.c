@@ -228,6 +228,24 @@ static void test_calls_send_documented_fields(void **state)
     assert_true(json_is_false(json_object_get(e, "revoke")));
     json_decref(e);
 
+    assert_ok(refex_client_case_revoke(c, "C-1", "police", &reply));
+    e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "cmd")), "grant");
+    assert_true(json_is_true(json_object_get(e, "revoke")));
+    assert_null(json_object_get(e, "types"));
+    json_decref(e);
+
+    char id[33];
+    assert_ok(
+        refex_client_case_publish(c, "C-1", "{\"summary\":\"Synthetic update\"}", id, &reply));
+    assert_string_equal(id, "00112233445566778899aabbccddeeff");
+    e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "type")), "case-update");
+    assert_string_equal(json_string_value(json_object_get(e, "case")), "C-1");
+    assert_null(json_object_get(e, "to"));
+    json_decref(e);
+    assert_rc(refex_client_case_publish(c, NULL, "{}", id, &reply), REFEX_E_INVAL);
+
     assert_ok(refex_client_case_subscribe(c, NULL, NULL, 0, 1, &reply));
     e = echoed(reply);
     assert_true(json_is_true(json_object_get(e, "all")));
