@@ -33,6 +33,37 @@ int cmd_referrals(int argc, char **argv);
 int cmd_case(int argc, char **argv);
 int cmd_requests(int argc, char **argv);
 
+/* ---- the agent client and option parsing (cli/client.c, cli/options.c) ------------- */
+
+struct option;
+typedef struct refex_client refex_client;
+
+/* Opens librefex-client on the agent named by cli_config with a reply timeout; prints why
+ * not and returns an exit code (usage, keys/config, or no agent). */
+int cli_client_open(refex_client **c, int timeout_ms);
+/* Parses a reply text returned by a library call with code rc (taking the text). NULL
+ * text: the agent did not answer (prints the client's error, EXIT_NOAGENT), or the
+ * library refused the call itself (EXIT_FAIL). An {"ok":false} reply is EXIT_OK here. */
+int cli_client_reply(refex_client *c, int rc, char *text, json_t **reply);
+/* One typed library call: fn(c, arg, &text), e.g. refex_client_inbox_list. */
+typedef int (*cli_call_fn)(refex_client *c, const void *arg, char **out);
+/* Opens the client, makes the call, parses the reply; a failed reply is printed and is
+ * EXIT_FAIL. */
+int cli_call(int timeout_ms, cli_call_fn fn, const void *arg, json_t **reply);
+/* Call before the first cli_getopt of a command. */
+void cli_getopt_reset(void);
+/* getopt_long over argv (argv[0] the command's own name) that handles -c FILE itself,
+ * returns 'h' for -h, and on an unknown option or a missing value prints a message naming
+ * it and returns '?' (a usage error). */
+int cli_getopt(const char *cmd, int argc, char **argv, const struct option *opts);
+/* A whole number in [min, max] into *out: 0, or -1 (nothing printed) if arg is not one. */
+int cli_parse_long(const char *arg, long min, long max, long *out);
+/* Parses a whole number in [min, max] for option opt; prints and returns EXIT_USAGE if
+ * it is not one. */
+int cli_number(const char *cmd, const char *opt, const char *arg, long min, long max, long *out);
+/* s, one line, cut to len with "..." (cli/output.c). */
+void cli_short_text(char *out, size_t len, const char *s);
+
 /* Sends one JSON request to the agent named by cli_config and returns its reply in
  * *reply. Returns an exit code; prints the reason on failure. */
 int cli_agent_request(json_t *req, json_t **reply, int timeout_ms);

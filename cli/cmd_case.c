@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "refex/client.h"
 
 static void case_usage(FILE *out)
 {
@@ -42,31 +43,34 @@ static void case_usage(FILE *out)
             "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
 }
 
-/* "a,b" -> ["CASE_UPDATE_A", "CASE_UPDATE_B"] */
-static json_t *update_types(const char *list);
+#define MAX_TYPES 32 /* the agent takes 16, and says so for more */
 
-/* "birth" -> "CASE_UPDATE_BIRTH"; full names pass through. */
-static json_t *update_type(const char *v)
-{
-    char buf[96];
-    if (strncmp(v, "CASE_UPDATE_", 12) == 0)
-        return json_string(v);
-    int n = snprintf(buf, sizeof buf, "CASE_UPDATE_%s", v);
-    if (n < 0 || (size_t)n >= sizeof buf)
-        return json_string(v);
-    for (char *p = buf + 12; *p; p++)
-        *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
-    return json_string(buf);
-}
+/* "birth,placement" -> {"CASE_UPDATE_BIRTH", "CASE_UPDATE_PLACEMENT"}; full names, and
+ * names too long to be real, pass through for the agent to judge. */
+typedef struct {
+    char buf[MAX_TYPES][96];
+    const char *v[MAX_TYPES];
+    size_t n;
+    char *dup;
+} update_types;
 
-static json_t *update_types(const char *list)
+static void update_types_parse(update_types *t, const char *list)
 {
-    json_t *arr = json_array();
-    char *dup = strdup(list), *save = NULL;
-    for (char *t = dup ? strtok_r(dup, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
-        json_array_append_new(arr, update_type(t));
-    free(dup);
-    return arr;
+    char *save = NULL;
+    t->n = 0;
+    t->dup = list ? strdup(list) : NULL;
+    for (char *v = t->dup ? strtok_r(t->dup, ",", &save) : NULL; v && t->n < MAX_TYPES;
+         v = strtok_r(NULL, ",", &save)) {
+        char *b = t->buf[t->n];
+        int n = snprintf(b, sizeof t->buf[0], "CASE_UPDATE_%s", v);
+        if (strncmp(v, "CASE_UPDATE_", 12) == 0 || n < 0 || (size_t)n >= sizeof t->buf[0]) {
+            t->v[t->n++] = v;
+            continue;
+        }
+        for (char *p = b + 12; *p; p++)
+            *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
+        t->v[t->n++] = b;
+    }
 }
 
 static long long date_ms(const char *d)
@@ -83,17 +87,19 @@ static long long date_ms(const char *d)
     return (era * 146097 + doe - 719468) * 86400000LL;
 }
 
+static int call_inbox_list(refex_client *c, const void *arg, char **out)
+{
+    (void)arg;
+    return refex_client_inbox_list(c, out);
+}
+
 /* The case updates this agency has received for the case, oldest first. */
 static void show_updates(const char *case_ref)
 {
-    json_t *req = json_pack("{s:s}", "cmd", "inbox_list"), *reply = NULL, *m;
+    json_t *reply = NULL, *m;
     size_t i, n = 0;
-    int rc = cli_agent_request(req, &reply, 35000);
-    json_decref(req);
-    if (rc != EXIT_OK || !json_is_true(json_object_get(reply, "ok"))) {
-        json_decref(reply);
+    if (cli_call(35000, call_inbox_list, NULL, &reply) != EXIT_OK)
         return;
-    }
     printf("\nupdates received\n%-21s %-18s %-22s %s\n", "RECEIVED", "FROM", "TYPE", "SUMMARY");
     json_array_foreach(json_object_get(reply, "messages"), i, m)
     {
@@ -116,180 +122,255 @@ static void show_updates(const char *case_ref)
     json_decref(reply);
 }
 
+typedef struct {
+    const char *sub, *case_ref, *member, *types, *until, *type, *summary, *effective;
+    int json, all, show;
+    long long until_ms; /* --until, parsed */
+} case_args;
+
+static const struct option OPTS[] = {{"case", required_argument, 0, 'C'},
+                                     {"member", required_argument, 0, 'm'},
+                                     {"types", required_argument, 0, 't'},
+                                     {"until", required_argument, 0, 'u'},
+                                     {"type", required_argument, 0, 'y'},
+                                     {"summary", required_argument, 0, 's'},
+                                     {"effective-date", required_argument, 0, 'e'},
+                                     {"json", no_argument, 0, 'j'},
+                                     {"all", no_argument, 0, 'a'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+
+/* Options after the subcommand (argv[1], which getopt sees as argv[0]). */
+static int parse_case(int argc, char **argv, case_args *a)
+{
+    int opt;
+    cli_getopt_reset();
+    while ((opt = cli_getopt("case", argc - 1, argv + 1, OPTS)) != -1) {
+        const char **slot = opt == 'C'   ? &a->case_ref
+                            : opt == 'm' ? &a->member
+                            : opt == 't' ? &a->types
+                            : opt == 'u' ? &a->until
+                            : opt == 'y' ? &a->type
+                            : opt == 's' ? &a->summary
+                            : opt == 'e' ? &a->effective
+                                         : NULL;
+        if (slot)
+            *slot = optarg;
+        else if (opt == 'j')
+            a->json = 1;
+        else if (opt == 'a')
+            a->all = 1;
+        else
+            return EXIT_USAGE;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "refex case %s: unknown argument '%s'\n", a->sub, argv[optind + 1]);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int is_subscribing(const case_args *a)
+{
+    return strcmp(a->sub, "subscribe") == 0 || strcmp(a->sub, "unsubscribe") == 0;
+}
+
+/* ---- calls: each makes the library call for one subcommand ---------------------------- */
+
+static int call_grant(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->types);
+    int rc = refex_client_case_grant(c, a->case_ref, a->member, t.v, t.n, a->until_ms,
+                                     strcmp(a->sub, "revoke") == 0, out);
+    free(t.dup);
+    return rc;
+}
+
+static int call_open(refex_client *c, const void *arg, char **out)
+{
+    return refex_client_case_open(c, ((const case_args *)arg)->case_ref, out);
+}
+
+static int call_subscribe(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->types);
+    int rc = refex_client_case_subscribe(c, a->all ? NULL : a->case_ref, t.v, t.n,
+                                         strcmp(a->sub, "unsubscribe") == 0, out);
+    free(t.dup);
+    return rc;
+}
+
+static int call_members(refex_client *c, const void *arg, char **out)
+{
+    return refex_client_case_members(c, ((const case_args *)arg)->case_ref, out);
+}
+
+/* A case update: the agent picks the recipients from the case's grants and subscriptions. */
+static int call_publish(refex_client *c, const void *arg, char **out)
+{
+    const case_args *a = arg;
+    update_types t;
+    update_types_parse(&t, a->type);
+    json_t *body =
+        json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s}", "case_ref", a->case_ref, "update_type",
+                  t.n == 1 && !strchr(a->type, ',') ? t.v[0] : a->type, "summary", a->summary,
+                  "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
+                  "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "purpose", "PURPOSE_CASE_MANAGEMENT");
+    if (body && a->effective)
+        json_object_set_new(body, "effective_date", json_string(a->effective));
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    int rc = text ? refex_client_case_publish(c, a->case_ref, text, NULL, out) : REFEX_E_NOMEM;
+    free(text);
+    json_decref(body);
+    free(t.dup);
+    return rc;
+}
+
+/* Usage errors the agent need not see. */
+static int check_grant(case_args *a)
+{
+    if (!a->member) {
+        fprintf(stderr, "refex case %s: --member is required\n", a->sub);
+        return EXIT_USAGE;
+    }
+    if (a->until && (a->until_ms = date_ms(a->until)) < 0) {
+        fprintf(stderr, "refex case grant: --until takes YYYY-MM-DD\n");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+static int check_publish(case_args *a)
+{
+    if (!a->type || !a->summary) {
+        fprintf(stderr, "refex case publish: --type and --summary are required\n");
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* ---- replies ----------------------------------------------------------------------- */
+
+/* "CASE_UPDATE_BIRTH,CASE_UPDATE_PLACEMENT" -> "BIRTH,PLACEMENT"; "all" if none. */
+static void type_list(const json_t *ts, char *typ, size_t len)
+{
+    json_t *t;
+    size_t k, used = 0;
+    snprintf(typ, len, "all");
+    json_array_foreach(ts, k, t)
+    {
+        used += (size_t)snprintf(typ + (k ? used : 0), len - (k ? used : 0), "%s%s", k ? "," : "",
+                                 json_string_value(t) + 12);
+        if (used >= len)
+            break;
+    }
+}
+
+static void print_members(const case_args *a, const json_t *reply)
+{
+    json_t *m;
+    size_t i;
+    printf("case %s\n%-20s %-10s %-11s %-12s %s\n", a->case_ref, "MEMBER", "STATUS", "SUBSCRIBED",
+           "UNTIL", "UPDATE TYPES");
+    json_array_foreach(json_object_get(reply, "members"), i, m)
+    {
+        char until_s[32] = "-", typ[256];
+        long long u = (long long)json_integer_value(json_object_get(m, "valid_until_ms"));
+        if (u)
+            cli_format_time(until_s, sizeof until_s, u);
+        type_list(json_object_get(m, "update_types"), typ, sizeof typ);
+        printf("%-20s %-10s %-11s %-12.10s %s\n", json_string_value(json_object_get(m, "member")),
+               json_is_true(json_object_get(m, "is_lead"))    ? "lead"
+               : json_is_true(json_object_get(m, "revoked"))  ? "revoked"
+               : json_is_true(json_object_get(m, "in_force")) ? "member"
+                                                              : "expired",
+               json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no", until_s, typ);
+    }
+    if (a->show)
+        show_updates(a->case_ref);
+}
+
+static void print_publish(const case_args *a, const json_t *reply)
+{
+    printf("case update %s published to the members of %s\n",
+           json_string_value(json_object_get(reply, "message_id")), a->case_ref);
+}
+
+static void print_open(const case_args *a, const json_t *reply)
+{
+    (void)reply;
+    printf("case %s opened; this agency leads it\n", a->case_ref);
+}
+
+static void print_subscribe(const case_args *a, const json_t *reply)
+{
+    printf("%s %s (serial %lld)\n",
+           strcmp(a->sub, "unsubscribe") == 0 ? "unsubscribed from" : "subscribed to",
+           a->case_ref ? a->case_ref : "every case this agency is a member of",
+           (long long)json_integer_value(json_object_get(reply, "serial")));
+}
+
+static void print_grant(const case_args *a, const json_t *reply)
+{
+    printf("%s %s on case %s (serial %lld)\n", a->member,
+           strcmp(a->sub, "revoke") == 0 ? "revoked" : "granted", a->case_ref,
+           (long long)json_integer_value(json_object_get(reply, "serial")));
+}
+
+static const struct {
+    const char *name;
+    int (*check)(case_args *);
+    cli_call_fn call;
+    void (*print)(const case_args *, const json_t *);
+} SUBS[] = {
+    {"open", NULL, call_open, print_open},
+    {"grant", check_grant, call_grant, print_grant},
+    {"revoke", check_grant, call_grant, print_grant},
+    {"members", NULL, call_members, print_members},
+    {"show", NULL, call_members, print_members},
+    {"subscribe", NULL, call_subscribe, print_subscribe},
+    {"unsubscribe", NULL, call_subscribe, print_subscribe},
+    {"publish", check_publish, call_publish, print_publish},
+};
+
 int cmd_case(int argc, char **argv)
 {
-    const char *case_ref = NULL, *member = NULL, *types = NULL, *until = NULL, *type = NULL,
-               *summary = NULL, *effective = NULL;
-    int json = 0, all = 0, opt;
-    static const struct option opts[] = {{"case", required_argument, 0, 'C'},
-                                         {"member", required_argument, 0, 'm'},
-                                         {"types", required_argument, 0, 't'},
-                                         {"until", required_argument, 0, 'u'},
-                                         {"type", required_argument, 0, 'y'},
-                                         {"summary", required_argument, 0, 's'},
-                                         {"effective-date", required_argument, 0, 'e'},
-                                         {"json", no_argument, 0, 'j'},
-                                         {"all", no_argument, 0, 'a'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    case_args a = {0};
+    json_t *reply = NULL;
     if (argc < 2 || cli_wants_help(argc, argv)) {
         case_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    const char *sub = argv[1];
-    optind = 1;
-    while ((opt = getopt_long(argc - 1, argv + 1, "c:h", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c':
-            cli_config = optarg;
-            break;
-        case 'C':
-            case_ref = optarg;
-            break;
-        case 'm':
-            member = optarg;
-            break;
-        case 't':
-            types = optarg;
-            break;
-        case 'u':
-            until = optarg;
-            break;
-        case 'y':
-            type = optarg;
-            break;
-        case 's':
-            summary = optarg;
-            break;
-        case 'e':
-            effective = optarg;
-            break;
-        case 'j':
-            json = 1;
-            break;
-        case 'a':
-            all = 1;
-            break;
-        default:
-            case_usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    int subscribing = strcmp(sub, "subscribe") == 0 || strcmp(sub, "unsubscribe") == 0;
-    if (subscribing ? !case_ref == !all : !case_ref) {
-        fprintf(stderr, "refex case %s: %s\n", sub,
+    a.sub = argv[1];
+    a.show = strcmp(a.sub, "show") == 0;
+    if (parse_case(argc, argv, &a) != EXIT_OK)
+        return EXIT_USAGE;
+    int subscribing = is_subscribing(&a);
+    if (subscribing ? !a.case_ref == !a.all : !a.case_ref) {
+        fprintf(stderr, "refex case %s: %s\n", a.sub,
                 subscribing ? "give --case REF or --all" : "--case is required");
         return EXIT_USAGE;
     }
-    int show = strcmp(sub, "show") == 0;
-    if (show)
-        sub = "members";
-    json_t *req = NULL, *reply = NULL;
-    int rc;
-    if (strcmp(sub, "grant") == 0 || strcmp(sub, "revoke") == 0) {
-        if (!member) {
-            fprintf(stderr, "refex case %s: --member is required\n", sub);
-            return EXIT_USAGE;
-        }
-        req = json_pack("{s:s, s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "member", member,
-                        "revoke", strcmp(sub, "revoke") == 0);
-        if (types)
-            json_object_set_new(req, "types", update_types(types));
-        if (until) {
-            long long ms = date_ms(until);
-            if (ms < 0) {
-                json_decref(req);
-                fprintf(stderr, "refex case grant: --until takes YYYY-MM-DD\n");
-                return EXIT_USAGE;
-            }
-            json_object_set_new(req, "until_ms", json_integer(ms));
-        }
-    } else if (strcmp(sub, "open") == 0) {
-        req = json_pack("{s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "open", 1);
-    } else if (subscribing) {
-        req = json_pack("{s:s, s:b, s:b}", "cmd", "subscribe", "all", all, "unsubscribe",
-                        strcmp(sub, "unsubscribe") == 0);
-        if (case_ref)
-            json_object_set_new(req, "case", json_string(case_ref));
-        if (types)
-            json_object_set_new(req, "types", update_types(types));
-    } else if (strcmp(sub, "members") == 0) {
-        req = json_pack("{s:s, s:s}", "cmd", "members", "case", case_ref);
-    } else if (strcmp(sub, "publish") == 0) {
-        if (!type || !summary) {
-            fprintf(stderr, "refex case publish: --type and --summary are required\n");
-            return EXIT_USAGE;
-        }
-        json_t *body =
-            json_pack("{s:s, s:o, s:s, s:{s:s, s:s}, s:s}", "case_ref", case_ref, "update_type",
-                      update_type(type), "summary", summary, "lawful_basis", "article6",
-                      "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
-                      "purpose", "PURPOSE_CASE_MANAGEMENT");
-        if (effective)
-            json_object_set_new(body, "effective_date", json_string(effective));
-        req = json_pack("{s:s, s:s, s:s, s:o}", "cmd", "send", "type", "case-update", "case",
-                        case_ref, "body", body);
-    } else {
-        fprintf(stderr, "refex case: unknown subcommand '%s'\n", sub);
+    size_t k = 0, n = sizeof SUBS / sizeof SUBS[0];
+    while (k < n && strcmp(SUBS[k].name, a.sub) != 0)
+        k++;
+    if (k == n) {
+        fprintf(stderr, "refex case: unknown subcommand '%s'\n", a.sub);
         return EXIT_USAGE;
     }
-    rc = cli_agent_request(req, &reply, 35000);
-    json_decref(req);
+    int rc = SUBS[k].check ? SUBS[k].check(&a) : EXIT_OK;
     if (rc != EXIT_OK)
         return rc;
-    if (!json_is_true(json_object_get(reply, "ok"))) {
-        rc = cli_print_error(reply);
-        json_decref(reply);
+    if ((rc = cli_call(35000, SUBS[k].call, &a, &reply)) != EXIT_OK)
         return rc;
-    }
-    if (json) {
-        json_dumpf(reply, stdout, JSON_INDENT(2));
-        printf("\n");
-    } else if (strcmp(sub, "members") == 0) {
-        json_t *m;
-        size_t i;
-        printf("case %s\n%-20s %-10s %-11s %-12s %s\n", case_ref, "MEMBER", "STATUS", "SUBSCRIBED",
-               "UNTIL", "UPDATE TYPES");
-        json_array_foreach(json_object_get(reply, "members"), i, m)
-        {
-            char until_s[32] = "-", typ[256] = "all";
-            long long u = (long long)json_integer_value(json_object_get(m, "valid_until_ms"));
-            if (u)
-                cli_format_time(until_s, sizeof until_s, u);
-            json_t *ts = json_object_get(m, "update_types"), *t;
-            size_t k, used = 0;
-            json_array_foreach(ts, k, t)
-            {
-                used += (size_t)snprintf(typ + (k ? used : 0), sizeof typ - (k ? used : 0), "%s%s",
-                                         k ? "," : "", json_string_value(t) + 12);
-                if (used >= sizeof typ)
-                    break;
-            }
-            printf("%-20s %-10s %-11s %-12.10s %s\n",
-                   json_string_value(json_object_get(m, "member")),
-                   json_is_true(json_object_get(m, "is_lead"))    ? "lead"
-                   : json_is_true(json_object_get(m, "revoked"))  ? "revoked"
-                   : json_is_true(json_object_get(m, "in_force")) ? "member"
-                                                                  : "expired",
-                   json_is_true(json_object_get(m, "subscribed")) ? "yes" : "no", until_s, typ);
-        }
-        if (show)
-            show_updates(case_ref);
-    } else if (strcmp(sub, "publish") == 0) {
-        printf("case update %s published to the members of %s\n",
-               json_string_value(json_object_get(reply, "message_id")), case_ref);
-    } else if (strcmp(sub, "open") == 0) {
-        printf("case %s opened; this agency leads it\n", case_ref);
-    } else if (subscribing) {
-        printf("%s %s (serial %lld)\n",
-               strcmp(sub, "unsubscribe") == 0 ? "unsubscribed from" : "subscribed to",
-               case_ref ? case_ref : "every case this agency is a member of",
-               (long long)json_integer_value(json_object_get(reply, "serial")));
-    } else {
-        printf("%s %s on case %s (serial %lld)\n", member,
-               strcmp(sub, "revoke") == 0 ? "revoked" : "granted", case_ref,
-               (long long)json_integer_value(json_object_get(reply, "serial")));
-    }
+    if (a.json)
+        cli_print_json(reply);
+    else
+        SUBS[k].print(&a, reply);
     json_decref(reply);
     return EXIT_OK;
 }

@@ -43,8 +43,8 @@ int cmd_keys(int argc, char **argv)
         return EXIT_USAGE;
     }
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
+    cli_getopt_reset();
+    while ((opt = cli_getopt("keys new", argc - 1, argv + 1, opts)) != -1) {
         switch (opt) {
         case 'a':
             agency = optarg;
@@ -59,9 +59,12 @@ int cmd_keys(int argc, char **argv)
             keys_usage(stdout);
             return EXIT_OK;
         default:
-            keys_usage(stderr);
             return EXIT_USAGE;
         }
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "refex keys new: unknown argument '%s'\n", argv[optind + 1]);
+        return EXIT_USAGE;
     }
     if (!agency || !role || !out) {
         fprintf(stderr, "refex keys new: --agency, --role and --out are required\n");
@@ -155,11 +158,91 @@ static int dir_show(const char *file, const char *anchor, int json)
     return EXIT_OK;
 }
 
-int cmd_directory(int argc, char **argv)
+static int dir_init(const char *file)
 {
-    const char *file = NULL, *keys = NULL, *display = NULL, *anchor = NULL;
-    int replace = 0, revoked = 0, json = 0, opt, rc;
+    refex_directory *d = NULL;
+    if (refex_file_check_private(file) != REFEX_E_NOTFOUND) {
+        fprintf(stderr, "refex directory init: %s already exists\n", file);
+        return EXIT_KEYS;
+    }
+    int rc = refex_directory_new(&d);
+    if (rc == REFEX_OK)
+        rc = refex_directory_save(d, file);
+    refex_directory_destroy(&d);
+    if (rc != REFEX_OK) {
+        fprintf(stderr, "refex directory init: %s: %s\n", file, refex_strerror(rc));
+        return EXIT_KEYS;
+    }
+    printf("created empty directory %s\n", file);
+    return EXIT_OK;
+}
+
+typedef struct {
+    const char *file, *keys, *display, *anchor;
+    int replace, revoked, json;
+} dir_args;
+
+static int dir_add(refex_directory *d, const dir_args *o)
+{
     char err[512];
+    refex_pubkeys p;
+    refex_agency a;
+    if (!o->keys) {
+        fprintf(stderr, "refex directory add: --keys ID.public is required\n");
+        return EXIT_USAGE;
+    }
+    if (refex_pubkeys_load(o->keys, &p, err, sizeof err) != REFEX_OK) {
+        fprintf(stderr, "refex directory add: %s\n", err);
+        return EXIT_KEYS;
+    }
+    refex_agency_from_pubkeys(&a, &p, o->display);
+    a.revoked = o->revoked;
+    int rc = refex_directory_add(d, &a, o->replace);
+    if (rc == REFEX_E_EXISTS) {
+        fprintf(stderr,
+                "refex directory add: '%s' or its transport key is already listed "
+                "(use --replace to update it)\n",
+                a.id);
+        return EXIT_KEYS;
+    }
+    if (rc == REFEX_OK)
+        rc = refex_directory_save(d, o->file);
+    if (rc != REFEX_OK) {
+        fprintf(stderr, "refex directory add: %s\n", refex_strerror(rc));
+        return EXIT_KEYS;
+    }
+    printf("added %s (%s) to %s; the directory is now unsigned\n", a.id, a.role, o->file);
+    return EXIT_OK;
+}
+
+static int dir_sign(refex_directory *d, const dir_args *o)
+{
+    char err[512];
+    refex_keys *k = NULL;
+    if (!o->anchor) {
+        fprintf(stderr, "refex directory sign: --anchor ANCHOR.secret is required\n");
+        return EXIT_USAGE;
+    }
+    if (refex_keys_load(o->anchor, &k, err, sizeof err) != REFEX_OK) {
+        fprintf(stderr, "refex directory sign: %s\n", err);
+        return EXIT_KEYS;
+    }
+    int rc = refex_directory_sign(d, k->sk->sign_sk);
+    refex_keys_destroy(&k);
+    if (rc == REFEX_OK)
+        rc = refex_directory_save(d, o->file);
+    if (rc != REFEX_OK) {
+        fprintf(stderr, "refex directory sign: %s\n", refex_strerror(rc));
+        return EXIT_KEYS;
+    }
+    printf("signed %s: serial %llu, %zu agencies\n", o->file,
+           (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
+    return EXIT_OK;
+}
+
+/* Options after the subcommand; -1 when help was printed. */
+static int dir_options(int argc, char **argv, dir_args *o)
+{
     static const struct option opts[] = {{"file", required_argument, 0, 'f'},
                                          {"keys", required_argument, 0, 'k'},
                                          {"display-name", required_argument, 0, 'd'},
@@ -169,133 +252,66 @@ int cmd_directory(int argc, char **argv)
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
+    int opt;
+    cli_getopt_reset();
+    while ((opt = cli_getopt("directory", argc - 1, argv + 1, opts)) != -1) {
+        if (opt == 'f')
+            o->file = optarg;
+        else if (opt == 'k')
+            o->keys = optarg;
+        else if (opt == 'd')
+            o->display = optarg;
+        else if (opt == 'a')
+            o->anchor = optarg;
+        else if (opt == 'r')
+            o->replace = 1;
+        else if (opt == 'R')
+            o->revoked = 1;
+        else if (opt == 'j')
+            o->json = 1;
+        else if (opt == 'h') {
+            dir_usage(stdout);
+            return -1;
+        } else
+            return EXIT_USAGE;
+    }
+    if (optind + 1 < argc) {
+        fprintf(stderr, "refex directory: unknown argument '%s'\n", argv[optind + 1]);
+        return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+int cmd_directory(int argc, char **argv)
+{
+    char err[512];
+    dir_args o = {0};
     if (argc < 2 || cli_wants_help(2, argv)) {
         dir_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     const char *sub = argv[1];
-    optind = 1;
-    while ((opt = getopt_long(argc - 1, argv + 1, "h", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'f':
-            file = optarg;
-            break;
-        case 'k':
-            keys = optarg;
-            break;
-        case 'd':
-            display = optarg;
-            break;
-        case 'a':
-            anchor = optarg;
-            break;
-        case 'r':
-            replace = 1;
-            break;
-        case 'R':
-            revoked = 1;
-            break;
-        case 'j':
-            json = 1;
-            break;
-        case 'h':
-            dir_usage(stdout);
-            return EXIT_OK;
-        default:
-            dir_usage(stderr);
-            return EXIT_USAGE;
-        }
-    }
-    if (!file) {
+    int rc = dir_options(argc, argv, &o);
+    if (rc != EXIT_OK)
+        return rc < 0 ? EXIT_OK : rc;
+    if (!o.file) {
         fprintf(stderr, "refex directory %s: --file is required\n", sub);
         return EXIT_USAGE;
     }
     if (strcmp(sub, "show") == 0)
-        return dir_show(file, anchor, json);
-
-    refex_directory *d = NULL;
-    if (strcmp(sub, "init") == 0) {
-        if (refex_file_check_private(file) != REFEX_E_NOTFOUND) {
-            fprintf(stderr, "refex directory init: %s already exists\n", file);
-            return EXIT_KEYS;
-        }
-        rc = refex_directory_new(&d);
-        if (rc == REFEX_OK)
-            rc = refex_directory_save(d, file);
-        refex_directory_destroy(&d);
-        if (rc != REFEX_OK) {
-            fprintf(stderr, "refex directory init: %s: %s\n", file, refex_strerror(rc));
-            return EXIT_KEYS;
-        }
-        printf("created empty directory %s\n", file);
-        return EXIT_OK;
-    }
+        return dir_show(o.file, o.anchor, o.json);
+    if (strcmp(sub, "init") == 0)
+        return dir_init(o.file);
     if (strcmp(sub, "add") != 0 && strcmp(sub, "sign") != 0) {
         fprintf(stderr, "refex directory: unknown subcommand '%s'\n", sub);
         return EXIT_USAGE;
     }
-    if (refex_directory_load(file, NULL, &d, err, sizeof err) != REFEX_OK) {
+    refex_directory *d = NULL;
+    if (refex_directory_load(o.file, NULL, &d, err, sizeof err) != REFEX_OK) {
         fprintf(stderr, "refex directory %s: %s\n", sub, err);
         return EXIT_KEYS;
     }
-    int exit_code = EXIT_OK;
-    if (strcmp(sub, "add") == 0) {
-        refex_pubkeys p;
-        refex_agency a;
-        if (!keys) {
-            fprintf(stderr, "refex directory add: --keys ID.public is required\n");
-            exit_code = EXIT_USAGE;
-            goto out;
-        }
-        if (refex_pubkeys_load(keys, &p, err, sizeof err) != REFEX_OK) {
-            fprintf(stderr, "refex directory add: %s\n", err);
-            exit_code = EXIT_KEYS;
-            goto out;
-        }
-        refex_agency_from_pubkeys(&a, &p, display);
-        a.revoked = revoked;
-        rc = refex_directory_add(d, &a, replace);
-        if (rc == REFEX_E_EXISTS) {
-            fprintf(stderr,
-                    "refex directory add: '%s' or its transport key is already listed "
-                    "(use --replace to update it)\n",
-                    a.id);
-            exit_code = EXIT_KEYS;
-            goto out;
-        }
-        if (rc == REFEX_OK)
-            rc = refex_directory_save(d, file);
-        if (rc != REFEX_OK) {
-            fprintf(stderr, "refex directory add: %s\n", refex_strerror(rc));
-            exit_code = EXIT_KEYS;
-            goto out;
-        }
-        printf("added %s (%s) to %s; the directory is now unsigned\n", a.id, a.role, file);
-    } else {
-        refex_keys *k = NULL;
-        if (!anchor) {
-            fprintf(stderr, "refex directory sign: --anchor ANCHOR.secret is required\n");
-            exit_code = EXIT_USAGE;
-            goto out;
-        }
-        if (refex_keys_load(anchor, &k, err, sizeof err) != REFEX_OK) {
-            fprintf(stderr, "refex directory sign: %s\n", err);
-            exit_code = EXIT_KEYS;
-            goto out;
-        }
-        rc = refex_directory_sign(d, k->sk->sign_sk);
-        refex_keys_destroy(&k);
-        if (rc == REFEX_OK)
-            rc = refex_directory_save(d, file);
-        if (rc != REFEX_OK) {
-            fprintf(stderr, "refex directory sign: %s\n", refex_strerror(rc));
-            exit_code = EXIT_KEYS;
-            goto out;
-        }
-        printf("signed %s: serial %llu, %zu agencies\n", file,
-               (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
-    }
-out:
+    rc = strcmp(sub, "add") == 0 ? dir_add(d, &o) : dir_sign(d, &o);
     refex_directory_destroy(&d);
-    return exit_code;
+    return rc;
 }

@@ -1,6 +1,7 @@
 /* refex: the command line for operators, agencies and auditors. Key and directory
  * commands work on files; message commands talk to the local agent over its control
  * socket. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,20 +58,26 @@ int main(int argc, char **argv)
         return EXIT_FAIL;
     }
     cli_config = getenv("REFEX_CONFIG");
-    int i = 1;
-    while (i < argc && argv[i][0] == '-') {
-        if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
-            cli_config = argv[i + 1];
-            i += 2;
-        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+    /* Options before the command only ('+'): the command parses its own. */
+    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "+:c:h", opts, NULL)) != -1) {
+        if (opt == 'c') {
+            cli_config = optarg;
+        } else if (opt == 'h') {
             usage(stdout);
             return EXIT_OK;
         } else {
-            fprintf(stderr, "refex: unknown option '%s'\n\n", argv[i]);
+            if (opt == ':')
+                fprintf(stderr, "refex: option '%s' needs a value\n\n", argv[optind - 1]);
+            else
+                fprintf(stderr, "refex: unknown option '%s'\n\n", argv[optind - 1]);
             usage(stderr);
             return EXIT_USAGE;
         }
     }
+    int i = optind;
     if (i >= argc) {
         usage(stderr);
         return EXIT_USAGE;

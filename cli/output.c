@@ -37,6 +37,16 @@ void cli_print_json(json_t *v)
     printf("\n");
 }
 
+void cli_short_text(char *out, size_t len, const char *s)
+{
+    snprintf(out, len, "%s", s ? s : "");
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    if (s && strlen(s) >= len && len > 4)
+        memcpy(out + len - 4, "...", 4);
+}
+
 int cli_data_dir(char *buf, size_t len)
 {
     char err[512];

@@ -1,0 +1,94 @@
+/* The CLI's one way to the local agent: librefex-client, opened from the -c config, with
+ * the CLI's exit codes and messages for each way a request can fail. Formatting of what
+ * comes back is the commands' business, not this file's. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli.h"
+#include "refex/client.h"
+
+int cli_client_open(refex_client **c, int timeout_ms)
+{
+    *c = NULL;
+    if (!cli_config) {
+        fprintf(stderr, "refex: which agent? give -c AGENT.conf or set REFEX_CONFIG\n");
+        return EXIT_USAGE;
+    }
+    int rc = refex_client_open(cli_config, c);
+    if (rc == REFEX_OK)
+        rc = refex_client_set_timeout(*c, timeout_ms);
+    if (rc == REFEX_OK)
+        return EXIT_OK;
+    fprintf(stderr, "refex: %s\n",
+            *c ? refex_client_error_detail(*c) : refex_strerror(REFEX_E_NOMEM));
+    refex_client_close(c);
+    return rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT;
+}
+
+/* Codes for which the agent did not answer (readably): the CLI's "no agent" exit. */
+static int no_answer(int rc)
+{
+    return rc == REFEX_E_TIMEOUT || rc == REFEX_E_UNAVAILABLE || rc == REFEX_E_IO ||
+           rc == REFEX_E_MALFORMED;
+}
+
+int cli_client_reply(refex_client *c, int rc, char *text, json_t **reply)
+{
+    json_error_t jerr;
+    *reply = NULL;
+    if (!text && no_answer(rc)) {
+        fprintf(stderr, "refex: %s\n", refex_client_error_detail(c));
+        return EXIT_NOAGENT;
+    }
+    if (!text) { /* refused by the library before anything was sent */
+        fprintf(stderr, "refex: %s\n", refex_client_error(c));
+        return EXIT_FAIL;
+    }
+    *reply = json_loads(text, 0, &jerr);
+    refex_client_free(text);
+    if (!*reply) {
+        fprintf(stderr, "refex: unreadable answer from the agent\n");
+        return EXIT_NOAGENT;
+    }
+    return EXIT_OK;
+}
+
+int cli_agent_request(json_t *req, json_t **reply, int timeout_ms)
+{
+    refex_client *c = NULL;
+    char *text = NULL, *out = NULL;
+    *reply = NULL;
+    int rc = cli_client_open(&c, timeout_ms);
+    if (rc != EXIT_OK)
+        return rc;
+    if (!(text = json_dumps(req, JSON_COMPACT))) {
+        fprintf(stderr, "refex: out of memory\n");
+        refex_client_close(&c);
+        return EXIT_FAIL;
+    }
+    /* An {"ok":false} reply is the caller's to print. */
+    int lib_rc = refex_client_request(c, text, &out);
+    free(text);
+    rc = cli_client_reply(c, lib_rc, out, reply);
+    refex_client_close(&c);
+    return rc;
+}
+
+int cli_call(int timeout_ms, cli_call_fn fn, const void *arg, json_t **reply)
+{
+    refex_client *c = NULL;
+    char *text = NULL;
+    *reply = NULL;
+    int rc = cli_client_open(&c, timeout_ms);
+    if (rc != EXIT_OK)
+        return rc;
+    rc = fn(c, arg, &text); /* before text is read: argument order is unspecified */
+    rc = cli_client_reply(c, rc, text, reply);
+    refex_client_close(&c);
+    if (rc == EXIT_OK && !json_is_true(json_object_get(*reply, "ok"))) {
+        rc = cli_print_error(*reply);
+        json_decref(*reply);
+        *reply = NULL;
+    }
+    return rc;
+}

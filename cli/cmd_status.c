@@ -1,0 +1,243 @@
+/* `refex status`, `refex referrals` and `refex requests`: whether the agent is up, where
+ * one sent message is, and how the referrals and information requests sent are doing. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "refex/client.h"
+#include "refex/error.h"
+
+static int call_status(refex_client *c, const void *id, char **out)
+{
+    return id ? refex_client_message_status(c, id, out) : refex_client_status(c, out);
+}
+
+static int call_referrals(refex_client *c, const void *arg, char **out)
+{
+    (void)arg;
+    return refex_client_referrals(c, out);
+}
+
+static int call_requests(refex_client *c, const void *overdue, char **out)
+{
+    return refex_client_requests(c, *(const int *)overdue, out);
+}
+
+static const struct option OPTS[] = {{"json", no_argument, 0, 'j'},
+                                     {"overdue", no_argument, 0, 'o'},
+                                     {"help", no_argument, 0, 'h'},
+                                     {0, 0, 0, 0}};
+
+typedef struct {
+    int json, overdue, help;
+} status_args;
+
+/* Options; the words left over are argv[optind..argc). EXIT_USAGE for a bad option. */
+static int parse(const char *cmd, int argc, char **argv, status_args *a)
+{
+    int opt;
+    cli_getopt_reset();
+    while ((opt = cli_getopt(cmd, argc, argv, OPTS)) != -1) {
+        if (opt == 'j')
+            a->json = 1;
+        else if (opt == 'o')
+            a->overdue = 1;
+        else if (opt == 'h')
+            a->help = 1;
+        else
+            return EXIT_USAGE;
+    }
+    return EXIT_OK;
+}
+
+/* One recipient's line, from its receipt; "awaiting delivery" where none has come yet. */
+static void print_recipient(const json_t *m, const char *who, const char *state)
+{
+    const json_t *found = NULL, *r;
+    size_t i;
+    char t[32];
+    json_array_foreach(json_object_get(m, "receipts"), i, r)
+    {
+        if (strcmp(json_string_value(json_object_get(r, "recipient")), who) == 0)
+            found = r;
+    }
+    if (!found) {
+        printf("  %-20s %s\n", who, strcmp(state, "stored") == 0 ? "awaiting delivery" : "-");
+        return;
+    }
+    cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(found, "time_ms")));
+    int code = (int)json_integer_value(json_object_get(found, "code"));
+    const char *signer = json_string_value(json_object_get(found, "signer"));
+    if (code == 0)
+        printf("  %-20s delivered %s (receipt signed by %s)\n", who, t, signer);
+    else if (code == REFEX_E_EXPIRED)
+        printf("  %-20s NOT delivered: expired %s (non-delivery report signed by %s)\n", who, t,
+               signer);
+    else
+        printf("  %-20s refused by the recipient %s: %s (signed by %s)\n", who, t,
+               refex_errname(code), signer);
+}
+
+static void print_message_status(const json_t *m)
+{
+    const char *state = json_string_value(json_object_get(m, "state"));
+    char t[32];
+    cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "created_ms")));
+    printf("message    %s\ntype       %s\ncase       %s\ncreated    %s\n",
+           json_string_value(json_object_get(m, "message_id")),
+           json_string_value(json_object_get(m, "type")),
+           json_string_value(json_object_get(m, "case_ref")), t);
+    if (strcmp(state, "pending") == 0)
+        printf("state      queued locally: the broker has not stored it yet (retrying)\n");
+    else if (strcmp(state, "rejected") == 0)
+        printf("state      rejected by the broker: %s (%s)\n",
+               refex_errname((int)json_integer_value(json_object_get(m, "error_code"))),
+               json_string_value(json_object_get(m, "error_detail")));
+    else
+        printf("state      stored at the broker\n");
+    char *rc = strdup(json_string_value(json_object_get(m, "recipients"))), *save = NULL;
+    for (char *who = rc ? strtok_r(rc, ",", &save) : NULL; who; who = strtok_r(NULL, ",", &save))
+        print_recipient(m, who, state);
+    free(rc);
+}
+
+int cmd_status(int argc, char **argv)
+{
+    status_args a = {0};
+    json_t *reply = NULL;
+    int bad = parse("status", argc, argv, &a) != EXIT_OK;
+    if (!bad && a.overdue)
+        return cmd_requests(argc, argv);
+    int words = argc - optind;
+    if (bad || words > 1 || a.help) {
+        fprintf(a.help && !bad ? stdout : stderr,
+                "usage: refex [-c AGENT.conf] status [MESSAGE_ID] [--json]\n"
+                "\n"
+                "Without an id: whether the agent is running and connected to its broker.\n"
+                "With the id of a message this agency sent: where it is. Queued locally (not\n"
+                "yet stored by the broker), stored at the broker, rejected by the broker with\n"
+                "a reason, and for each recipient: delivered (its signed receipt is held),\n"
+                "refused by the recipient with a reason, or not delivered before it expired\n"
+                "(the broker's signed non-delivery report is held).\n");
+        return a.help && !bad ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = cli_call(5000, call_status, words == 1 ? argv[optind] : NULL, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    if (a.json)
+        cli_print_json(reply);
+    else if (words == 1)
+        print_message_status(reply);
+    else
+        printf("agent %s: %s broker %s\n", json_string_value(json_object_get(reply, "agency")),
+               json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
+               json_string_value(json_object_get(reply, "broker")));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static void print_referrals(const json_t *rows)
+{
+    json_t *r;
+    size_t i;
+    printf("%-21s %-18s %-32s %-28s %s\n", "SENT", "TO", "MESSAGE ID", "STATUS", "DETAIL");
+    json_array_foreach(rows, i, r)
+    {
+        char t[32], detail[128] = "";
+        cli_format_time(t, sizeof t,
+                        (long long)json_integer_value(json_object_get(r, "created_ms")));
+        const char *c = json_string_value(json_object_get(r, "case_ref_assigned"));
+        const char *why = json_string_value(json_object_get(r, "reason"));
+        if (c && *c)
+            snprintf(detail, sizeof detail, "case %s", c);
+        else if (why && *why)
+            cli_short_text(detail, sizeof detail, why);
+        printf("%-21s %-18s %-32s %-28s %s\n", t,
+               json_string_value(json_object_get(r, "recipients")),
+               json_string_value(json_object_get(r, "message_id")),
+               json_string_value(json_object_get(r, "status")), detail);
+    }
+    if (json_array_size(rows) == 0)
+        printf("(no referrals sent)\n");
+}
+
+int cmd_referrals(int argc, char **argv)
+{
+    status_args a = {0};
+    json_t *reply = NULL;
+    int bad = parse("referrals", argc, argv, &a) != EXIT_OK || a.overdue;
+    if (bad || a.help || optind != argc) {
+        if (a.overdue)
+            fprintf(stderr, "refex referrals: unknown option '--overdue'\n");
+        fprintf(a.help && !bad ? stdout : stderr,
+                "usage: refex [-c AGENT.conf] referrals [--json]\n"
+                "\n"
+                "The referrals this agency made and where each stands: queued locally,\n"
+                "stored at the broker, received (the recipient's signed receipt is held),\n"
+                "then the recipient's decision: accepted (with the new case reference),\n"
+                "declined (with the reason), or more information needed. A decision is\n"
+                "matched by its referral_message_id.\n");
+        return a.help && !bad ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = cli_call(10000, call_referrals, NULL, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    json_t *rows = json_object_get(reply, "referrals");
+    if (a.json)
+        cli_print_json(rows);
+    else
+        print_referrals(rows);
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static void print_requests(const json_t *rows, int overdue)
+{
+    json_t *r;
+    size_t i;
+    printf("%-12s %-18s %-24s %-12s %-32s %s\n", "DUE", "TO", "REQUEST ID", "CASE", "MESSAGE ID",
+           "STATUS");
+    json_array_foreach(rows, i, r)
+    {
+        const char *due = json_string_value(json_object_get(r, "due_date"));
+        const char *c = json_string_value(json_object_get(r, "case_ref"));
+        printf("%-12s %-18s %-24s %-12s %-32s %s\n", due && *due ? due : "-",
+               json_string_value(json_object_get(r, "recipients")),
+               json_string_value(json_object_get(r, "request_id")), c && *c ? c : "-",
+               json_string_value(json_object_get(r, "message_id")),
+               json_string_value(json_object_get(r, "status")));
+    }
+    if (json_array_size(rows) == 0)
+        printf(overdue ? "(no overdue requests)\n" : "(no requests sent)\n");
+}
+
+/* Also `refex status --overdue`, so argv[0] may be "status". */
+int cmd_requests(int argc, char **argv)
+{
+    status_args a = {0};
+    json_t *reply = NULL;
+    const char *cmd = strcmp(argv[0], "status") == 0 ? "status" : "requests";
+    int bad = parse(cmd, argc, argv, &a) != EXIT_OK;
+    if (bad || a.help || optind != argc) {
+        fprintf(a.help && !bad ? stdout : stderr,
+                "usage: refex [-c AGENT.conf] requests [--overdue] [--json]\n"
+                "       refex [-c AGENT.conf] status --overdue [--json]\n"
+                "\n"
+                "Information requests this agency sent, by due date: open, answered,\n"
+                "declined (a refusal to share is also a response), or overdue (past the\n"
+                "due date with no response). A response is matched by its request_id.\n");
+        return a.help && !bad ? EXIT_OK : EXIT_USAGE;
+    }
+    int rc = cli_call(10000, call_requests, &a.overdue, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    json_t *rows = json_object_get(reply, "requests");
+    if (a.json)
+        cli_print_json(rows);
+    else
+        print_requests(rows, a.overdue);
+    json_decref(reply);
+    return EXIT_OK;
+}

@@ -1,0 +1,120 @@
+/* librefex-client: the public C API for talking to a local refex-agent over its control
+ * socket (ipc://DATA_DIR/control.sock, one JSON object per request and per reply; see
+ * "Control protocol" in docs/protocol.md). It is what the refex CLI uses and what a
+ * maternity or case-management system links with. It is not a network client: sealing,
+ * signing and the broker link stay inside the agent.
+ *
+ * Every call returns a refex error code (REFEX_OK = 0, see refex/error.h). After a failure,
+ * refex_client_error() says why, as "E_NAME: detail" (for a refusal by the agent, its own
+ * typed error, e.g. "E_NOT_MEMBER: social-care is not a member of case C-1").
+ * Results are JSON text, allocated by the library: free them with refex_client_free().
+ * A client is not thread-safe: use one per thread. */
+#ifndef REFEX_CLIENT_H
+#define REFEX_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "refex/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct refex_client refex_client;
+
+/* Default time to wait for a reply, in milliseconds. */
+#define REFEX_CLIENT_TIMEOUT_MS 35000
+
+/* Opens a client for the agent whose configuration file is config_path: its data_dir
+ * names the socket. Like sqlite3_open, *out is set even on failure (unless memory ran
+ * out), so refex_client_error(*out) can say why; close it in every case. Errors:
+ * E_INVAL (NULL argument), E_CONFIG (unreadable config, or no data_dir), E_UNAVAILABLE
+ * (no control socket: the agent is not running), E_IO, E_NOMEM. */
+int refex_client_open(const char *config_path, refex_client **out);
+/* The same, given the socket's path (without "ipc://") instead of a config file. */
+int refex_client_open_socket(const char *socket_path, refex_client **out);
+/* Closes the connection and frees the client. Accepts NULL and a NULL *c, and sets *c to
+ * NULL, so calling it twice is harmless. */
+void refex_client_close(refex_client **c);
+/* How long each call waits for the agent's reply (milliseconds, > 0). E_INVAL otherwise. */
+int refex_client_set_timeout(refex_client *c, int timeout_ms);
+
+/* The last error as "E_NAME: detail"; "" after a success. Never NULL (also for c NULL).
+ * Valid until the next call on c. */
+const char *refex_client_error(const refex_client *c);
+/* Only the detail part of the last error. Never NULL. */
+const char *refex_client_error_detail(const refex_client *c);
+/* Frees text returned by the library. NULL is fine. */
+void refex_client_free(void *p);
+
+/* Sends one request (a JSON object with a "cmd") and returns the agent's whole reply as
+ * JSON text in *reply. Returns REFEX_OK for {"ok":true}; the agent's own code for
+ * {"ok":false,...} (then *reply holds that error reply too); E_TIMEOUT if it did not
+ * answer in time; E_UNAVAILABLE if nobody accepted the request on the socket (the agent
+ * died); E_MALFORMED for a reply that is not a JSON object; E_JSON if json_text is not a
+ * JSON object. *reply is NULL whenever the
+ * agent did not answer. The socket is reset after a timeout, so the client stays usable. */
+int refex_client_request(refex_client *c, const char *json_text, char **reply);
+
+/* ---- send --------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *type;      /* "referral", "information-request", "case-update", ... */
+    const char *const *to; /* recipient agency ids; may be empty for a case update */
+    size_t n_to;
+    const char *case_ref;   /* pseudonymous case reference, or NULL */
+    const char *body_json;  /* the body as JSON (e.g. a Referral object), or NULL ... */
+    const uint8_t *body_pb; /* ... a serialized refex.v1.Body (its member must match */
+    size_t body_pb_len;     /*     type); exactly one of the two */
+    long ttl_seconds;       /* 0: the agent's default (7 days) */
+    int wait;               /* non-zero: wait until the broker has STORED it */
+} refex_client_message;
+
+/* Hands a message to the agent, which checks, seals, signs, records and sends it. The
+ * lawful basis, purpose, consent and practitioner travel inside the body. id (33 bytes,
+ * may be NULL) receives the 32-hex-character message id; reply (may be NULL) the whole
+ * reply, whose "state" is "sent", "pending" or, with wait, "stored". A refusal by the
+ * broker while waiting returns its code, with id still set. */
+int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply);
+
+/* ---- queries: each returns the agent's whole reply as JSON text in *out ------------- */
+
+int refex_client_status(refex_client *c, char **out);
+/* Where a message this agency sent is: broker state and each recipient's receipt. */
+int refex_client_message_status(refex_client *c, const char *message_id, char **out);
+int refex_client_inbox_list(refex_client *c, char **out);
+int refex_client_inbox_show(refex_client *c, const char *message_id, char **out);
+int refex_client_outbox_list(refex_client *c, char **out);
+int refex_client_referrals(refex_client *c, char **out);
+/* Information requests sent; only the overdue ones if overdue is non-zero. */
+int refex_client_requests(refex_client *c, int overdue, char **out);
+/* Audit entries with seq > after, at most limit (0: all). */
+int refex_client_audit_list(refex_client *c, long long after, long long limit, char **out);
+
+/* ---- cases -------------------------------------------------------------------------- */
+
+/* Lead only: opens a case under a pseudonymous reference. */
+int refex_client_case_open(refex_client *c, const char *case_ref, char **out);
+/* Lead only: grants member the case's updates (types: CaseUpdateType names, NULL/0 for
+ * all; until_ms 0 for no end), or revokes the membership if revoke is non-zero. */
+int refex_client_case_grant(refex_client *c, const char *case_ref, const char *member,
+                            const char *const *types, size_t n_types, long long until_ms,
+                            int revoke, char **out);
+/* Lead only: ends member's membership; later updates do not reach it. */
+int refex_client_case_revoke(refex_client *c, const char *case_ref, const char *member, char **out);
+int refex_client_case_members(refex_client *c, const char *case_ref, char **out);
+/* Publishes a case update (body_json: a CaseUpdate object) to the case's current members
+ * that are granted and subscribed to its type, and to the lead; the agent picks them. */
+int refex_client_case_publish(refex_client *c, const char *case_ref, const char *body_json,
+                              char id[33], char **out);
+/* Subscribes to (or with unsubscribe, stops) one case's updates, or every case this
+ * agency is a member of when case_ref is NULL. */
+int refex_client_case_subscribe(refex_client *c, const char *case_ref, const char *const *types,
+                                size_t n_types, int unsubscribe, char **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,282 @@
+/* The connection half of librefex-client: finding an agent's control socket, one REQ/REP
+ * exchange of JSON text, and the typed error left behind by each call. It knows nothing
+ * about individual commands: those are built in client_calls.c. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+#include <zmq.h>
+
+#include "client_priv.h"
+#include "config.h"
+#include "util.h"
+#include "refex/client.h"
+
+#define ENDPOINT_MAX 4200
+
+struct refex_client {
+    void *ctx, *sock;
+    char endpoint[ENDPOINT_MAX]; /* ipc://... */
+    int timeout_ms;
+    char detail[1024];
+    char error[1100]; /* "E_NAME: detail" */
+};
+
+int refex_client_fail(refex_client *c, int code, const char *fmt, ...)
+{
+    if (!c)
+        return code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->detail, sizeof c->detail, fmt, ap);
+    va_end(ap);
+    if (!c->detail[0])
+        snprintf(c->detail, sizeof c->detail, "%s", refex_strerror(code));
+    snprintf(c->error, sizeof c->error, "%s: %s", refex_errname(code), c->detail);
+    return code;
+}
+
+static void clear_error(refex_client *c)
+{
+    c->detail[0] = '\0';
+    c->error[0] = '\0';
+}
+
+const char *refex_client_error(const refex_client *c)
+{
+    return c ? c->error : "E_INVAL: no client";
+}
+
+const char *refex_client_error_detail(const refex_client *c)
+{
+    return c ? c->detail : "no client";
+}
+
+void refex_client_free(void *p)
+{
+    free(p);
+}
+
+static void drop_socket(refex_client *c)
+{
+    if (c->sock)
+        zmq_close(c->sock);
+    c->sock = NULL;
+}
+
+/* A REQ socket that has sent and not received cannot send again: a fresh one after a
+ * timeout keeps the client usable. */
+static int connect_socket(refex_client *c)
+{
+    int linger = 0, immediate = 1;
+    drop_socket(c);
+    c->sock = zmq_socket(c->ctx, ZMQ_REQ);
+    if (!c->sock)
+        return refex_client_fail(c, REFEX_E_IO, "cannot reach the agent at %s", c->endpoint);
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
+    /* Queue nothing for an agent that is not there: a send then times out instead. */
+    zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    if (zmq_connect(c->sock, c->endpoint) != 0) {
+        drop_socket(c);
+        return refex_client_fail(c, REFEX_E_IO, "cannot reach the agent at %s", c->endpoint);
+    }
+    return REFEX_OK;
+}
+
+static refex_client *client_new(void)
+{
+    if (refex_init() != REFEX_OK) /* libsodium, for the hex and base64 of bodies */
+        return NULL;
+    refex_client *c = calloc(1, sizeof *c);
+    if (c)
+        c->timeout_ms = REFEX_CLIENT_TIMEOUT_MS;
+    return c;
+}
+
+static int open_socket(refex_client *c, const char *socket_path)
+{
+    struct stat st;
+    if (!socket_path || !socket_path[0])
+        return refex_client_fail(c, REFEX_E_INVAL, "no control socket path given");
+    if (stat(socket_path, &st) != 0)
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE,
+                                 "the agent is not running (no control socket at %s)", socket_path);
+    if ((size_t)snprintf(c->endpoint, sizeof c->endpoint, "ipc://%s", socket_path) >=
+        sizeof c->endpoint)
+        return refex_client_fail(c, REFEX_E_INVAL, "control socket path too long");
+    if (!(c->ctx = zmq_ctx_new()))
+        return refex_client_fail(c, REFEX_E_IO, "cannot reach the agent at %s", c->endpoint);
+    return connect_socket(c);
+}
+
+int refex_client_open_socket(const char *socket_path, refex_client **out)
+{
+    if (!out)
+        return REFEX_E_INVAL;
+    if (!(*out = client_new()))
+        return REFEX_E_NOMEM;
+    return open_socket(*out, socket_path);
+}
+
+int refex_client_open(const char *config_path, refex_client **out)
+{
+    char err[512], dir[4096], path[4200];
+    refex_config *cfg = NULL;
+    if (!out)
+        return REFEX_E_INVAL;
+    refex_client *c = *out = client_new();
+    if (!c)
+        return REFEX_E_NOMEM;
+    if (!config_path || !config_path[0])
+        return refex_client_fail(c, REFEX_E_INVAL, "no agent configuration file given");
+    if (refex_config_open(config_path, &cfg, err, sizeof err) != REFEX_OK)
+        return refex_client_fail(c, REFEX_E_CONFIG, "%s", err);
+    int rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
+    refex_config_close(&cfg);
+    if (rc != REFEX_OK)
+        return refex_client_fail(c, REFEX_E_CONFIG, "%s has no data_dir", config_path);
+    if ((size_t)snprintf(path, sizeof path, "%s/control.sock", dir) >= sizeof path)
+        return refex_client_fail(c, REFEX_E_CONFIG, "%s: data_dir path too long", config_path);
+    return open_socket(c, path);
+}
+
+void refex_client_close(refex_client **c_p)
+{
+    if (!c_p || !*c_p)
+        return;
+    refex_client *c = *c_p;
+    drop_socket(c);
+    if (c->ctx)
+        zmq_ctx_term(c->ctx);
+    free(c);
+    *c_p = NULL;
+}
+
+int refex_client_set_timeout(refex_client *c, int timeout_ms)
+{
+    if (!c)
+        return REFEX_E_INVAL;
+    if (timeout_ms <= 0)
+        return refex_client_fail(c, REFEX_E_INVAL, "the timeout must be positive");
+    c->timeout_ms = timeout_ms;
+    clear_error(c);
+    if (c->sock) {
+        zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+        zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    }
+    return REFEX_OK;
+}
+
+/* One request out, one reply back as a new NUL-terminated string. */
+static int exchange(refex_client *c, const char *text, char **reply)
+{
+    zmq_msg_t m;
+    if (!c->sock && (!c->ctx || connect_socket(c) != REFEX_OK))
+        return refex_client_fail(c, REFEX_E_IO, "cannot reach the agent at %s", c->endpoint);
+    if (zmq_send(c->sock, text, strlen(text), 0) < 0) {
+        connect_socket(c);
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE, "cannot reach the agent at %s",
+                                 c->endpoint);
+    }
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, c->sock, 0) < 0) {
+        zmq_msg_close(&m);
+        connect_socket(c);
+        if (c->timeout_ms % 1000)
+            return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d ms",
+                                     c->timeout_ms);
+        return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d s",
+                                 c->timeout_ms / 1000);
+    }
+    size_t len = zmq_msg_size(&m);
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, zmq_msg_data(&m), len);
+        s[len] = '\0';
+    }
+    zmq_msg_close(&m);
+    if (!s)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    *reply = s;
+    return REFEX_OK;
+}
+
+/* The code a reply stands for: OK, or the agent's typed error (also left in c). */
+static int reply_code(refex_client *c, const char *text, int *readable)
+{
+    json_error_t jerr;
+    json_t *r = json_loads(text, 0, &jerr);
+    int rc = REFEX_OK;
+    *readable = json_is_object(r);
+    if (!*readable) {
+        rc = refex_client_fail(c, REFEX_E_MALFORMED, "unreadable answer from the agent");
+    } else if (!json_is_true(json_object_get(r, "ok"))) {
+        json_int_t code = json_integer_value(json_object_get(r, "code"));
+        const char *detail = json_string_value(json_object_get(r, "detail"));
+        rc = code > 0 && code <= 0xffff ? (int)code : REFEX_E_PROTOCOL;
+        refex_client_fail(c, rc, "%s", detail ? detail : "");
+        /* The agent's own name wins, should this library be older than the agent. */
+        const char *name = json_string_value(json_object_get(r, "error"));
+        if (name)
+            snprintf(c->error, sizeof c->error, "%s: %s", name, c->detail);
+    }
+    json_decref(r);
+    return rc;
+}
+
+int refex_client_request(refex_client *c, const char *json_text, char **reply)
+{
+    char *text = NULL;
+    if (!c || !json_text || !reply)
+        return refex_client_fail(c, REFEX_E_INVAL, "NULL argument");
+    *reply = NULL;
+    clear_error(c);
+    json_error_t jerr;
+    json_t *req = json_loads(json_text, 0, &jerr);
+    int is_obj = json_is_object(req);
+    json_decref(req);
+    if (!is_obj)
+        return refex_client_fail(c, REFEX_E_JSON, "the request must be a JSON object: %s",
+                                 jerr.text);
+    int rc = exchange(c, json_text, &text);
+    if (rc != REFEX_OK)
+        return rc;
+    int readable = 0;
+    rc = reply_code(c, text, &readable);
+    if (!readable) {
+        free(text);
+        return rc;
+    }
+    *reply = text;
+    return rc;
+}
+
+int refex_client_call(refex_client *c, json_t *req, char **out)
+{
+    if (out)
+        *out = NULL;
+    if (!c) {
+        json_decref(req);
+        return REFEX_E_INVAL;
+    }
+    if (!req)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    if (!text)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    char *reply = NULL;
+    int rc = refex_client_request(c, text, &reply);
+    free(text);
+    if (out)
+        *out = reply;
+    else
+        free(reply);
+    return rc;
+}

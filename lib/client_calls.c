@@ -1,0 +1,250 @@
+/* The commands of librefex-client: each typed call builds one control request (the fields
+ * are those of "Control protocol" in docs/protocol.md) and hands it to client.c. A body
+ * given as a serialized protobuf Body is turned into its JSON form here, so the control
+ * protocol stays JSON. No command logic lives here: the agent decides. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "body.h"
+#include "client_priv.h"
+#include "refex/client.h"
+
+static json_t *string_array(const char *const *v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++) {
+        if (!v[i] || json_array_append_new(a, json_string(v[i])) != 0) {
+            json_decref(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* The message's body as a JSON object, from whichever form the caller gave. */
+static int body_of(refex_client *c, const refex_client_message *m, json_t **out)
+{
+    json_error_t jerr;
+    Refex__V1__Body *b = NULL;
+    *out = NULL;
+    if (!m->body_json == !m->body_pb)
+        return refex_client_fail(c, REFEX_E_INVAL, "give the body as JSON or as protobuf, once");
+    if (m->body_json) {
+        *out = json_loads(m->body_json, 0, &jerr);
+        if (json_is_object(*out))
+            return REFEX_OK;
+        json_decref(*out);
+        *out = NULL;
+        return refex_client_fail(c, REFEX_E_JSON, "the body must be a JSON object: %s", jerr.text);
+    }
+    int type = refex_message_type_parse(m->type);
+    if (!type)
+        return refex_client_fail(c, REFEX_E_INVAL, "unknown message type");
+    int rc = refex_body_unpack(type, m->body_pb, m->body_pb_len, &b);
+    if (rc != REFEX_OK)
+        return refex_client_fail(c, rc, "the protobuf body: %s", refex_strerror(rc));
+    rc = refex_body_to_json(b, out);
+    refex__v1__body__free_unpacked(b, NULL);
+    if (rc != REFEX_OK)
+        return refex_client_fail(c, rc, "the protobuf body has no JSON form: %s",
+                                 refex_strerror(rc));
+    return REFEX_OK;
+}
+
+static json_t *send_request(const refex_client_message *m, json_t *body)
+{
+    json_t *req = json_pack("{s:s, s:s, s:o, s:b}", "cmd", "send", "type", m->type, "body", body,
+                            "wait", m->wait != 0);
+    if (!req)
+        return NULL;
+    int bad = 0;
+    if (m->n_to) {
+        json_t *to = string_array(m->to, m->n_to);
+        bad |= !to || json_object_set_new(req, "to", to) != 0;
+    }
+    if (m->case_ref)
+        bad |= json_object_set_new(req, "case", json_string(m->case_ref)) != 0;
+    if (m->ttl_seconds)
+        bad |= json_object_set_new(req, "ttl_seconds", json_integer(m->ttl_seconds)) != 0;
+    if (bad) {
+        json_decref(req);
+        return NULL;
+    }
+    return req;
+}
+
+/* The message id of a send reply, also of a refusal by the broker while waiting. */
+static void reply_id(const char *text, char id[33])
+{
+    json_error_t jerr;
+    json_t *r = text ? json_loads(text, 0, &jerr) : NULL;
+    const char *s = json_string_value(json_object_get(r, "message_id"));
+    if (s && strlen(s) == 32)
+        memcpy(id, s, 33);
+    json_decref(r);
+}
+
+int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply)
+{
+    json_t *body = NULL;
+    char *text = NULL;
+    if (id)
+        id[0] = '\0';
+    if (reply)
+        *reply = NULL;
+    if (!c || !m || !m->type || (m->n_to && !m->to))
+        return refex_client_fail(c, REFEX_E_INVAL, "give a client and a message with a type");
+    int rc = body_of(c, m, &body);
+    if (rc != REFEX_OK)
+        return rc;
+    json_t *req = send_request(m, body); /* takes body, even on failure */
+    rc = refex_client_call(c, req, &text);
+    if (id)
+        reply_id(text, id);
+    if (reply)
+        *reply = text;
+    else
+        free(text);
+    return rc;
+}
+
+/* ---- queries ------------------------------------------------------------------------ */
+
+int refex_client_status(refex_client *c, char **out)
+{
+    return refex_client_call(c, json_pack("{s:s}", "cmd", "status"), out);
+}
+
+static int with_id(refex_client *c, const char *cmd, const char *id, char **out)
+{
+    if (!id) {
+        if (out)
+            *out = NULL;
+        return refex_client_fail(c, REFEX_E_INVAL, "give a message id");
+    }
+    return refex_client_call(c, json_pack("{s:s, s:s}", "cmd", cmd, "id", id), out);
+}
+
+int refex_client_message_status(refex_client *c, const char *message_id, char **out)
+{
+    return with_id(c, "message_status", message_id, out);
+}
+
+int refex_client_inbox_list(refex_client *c, char **out)
+{
+    return refex_client_call(c, json_pack("{s:s}", "cmd", "inbox_list"), out);
+}
+
+int refex_client_inbox_show(refex_client *c, const char *message_id, char **out)
+{
+    return with_id(c, "inbox_show", message_id, out);
+}
+
+int refex_client_outbox_list(refex_client *c, char **out)
+{
+    return refex_client_call(c, json_pack("{s:s}", "cmd", "outbox_list"), out);
+}
+
+int refex_client_referrals(refex_client *c, char **out)
+{
+    return refex_client_call(c, json_pack("{s:s}", "cmd", "referrals"), out);
+}
+
+int refex_client_requests(refex_client *c, int overdue, char **out)
+{
+    return refex_client_call(c, json_pack("{s:s, s:b}", "cmd", "requests", "overdue", overdue != 0),
+                             out);
+}
+
+int refex_client_audit_list(refex_client *c, long long after, long long limit, char **out)
+{
+    return refex_client_call(c,
+                             json_pack("{s:s, s:I, s:I}", "cmd", "audit_list", "after",
+                                       (json_int_t)after, "limit", (json_int_t)limit),
+                             out);
+}
+
+/* ---- cases -------------------------------------------------------------------------- */
+
+/* Adds key to *req (value stolen); on failure drops *req, which the call then reports as
+ * out of memory. */
+static void set_or_drop(json_t **req, const char *key, json_t *value)
+{
+    if (json_object_set_new(*req, key, value) != 0) { /* frees value, also for *req NULL */
+        json_decref(*req);
+        *req = NULL;
+    }
+}
+
+static int need_case(refex_client *c, const char *case_ref, char **out)
+{
+    if (out)
+        *out = NULL;
+    return case_ref ? REFEX_OK : refex_client_fail(c, REFEX_E_INVAL, "give a case reference");
+}
+
+int refex_client_case_open(refex_client *c, const char *case_ref, char **out)
+{
+    int rc = need_case(c, case_ref, out);
+    return rc ? rc
+              : refex_client_call(
+                    c, json_pack("{s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "open", 1),
+                    out);
+}
+
+int refex_client_case_grant(refex_client *c, const char *case_ref, const char *member,
+                            const char *const *types, size_t n_types, long long until_ms,
+                            int revoke, char **out)
+{
+    int rc = need_case(c, case_ref, out);
+    if (rc)
+        return rc;
+    if (!member)
+        return refex_client_fail(c, REFEX_E_INVAL, "give a member");
+    json_t *req = json_pack("{s:s, s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "member",
+                            member, "revoke", revoke != 0);
+    if (n_types)
+        set_or_drop(&req, "types", string_array(types, n_types));
+    if (until_ms)
+        set_or_drop(&req, "until_ms", json_integer(until_ms));
+    return refex_client_call(c, req, out);
+}
+
+int refex_client_case_revoke(refex_client *c, const char *case_ref, const char *member, char **out)
+{
+    return refex_client_case_grant(c, case_ref, member, NULL, 0, 0, 1, out);
+}
+
+int refex_client_case_publish(refex_client *c, const char *case_ref, const char *body_json,
+                              char id[33], char **out)
+{
+    int rc = need_case(c, case_ref, out);
+    if (id)
+        id[0] = '\0';
+    if (rc)
+        return rc;
+    refex_client_message m = {.type = "case-update", .case_ref = case_ref, .body_json = body_json};
+    return refex_client_send(c, &m, id, out);
+}
+
+int refex_client_case_members(refex_client *c, const char *case_ref, char **out)
+{
+    int rc = need_case(c, case_ref, out);
+    return rc ? rc
+              : refex_client_call(c, json_pack("{s:s, s:s}", "cmd", "members", "case", case_ref),
+                                  out);
+}
+
+int refex_client_case_subscribe(refex_client *c, const char *case_ref, const char *const *types,
+                                size_t n_types, int unsubscribe, char **out)
+{
+    json_t *req = json_pack("{s:s, s:b, s:b}", "cmd", "subscribe", "all", case_ref == NULL,
+                            "unsubscribe", unsubscribe != 0);
+    if (case_ref)
+        set_or_drop(&req, "case", json_string(case_ref));
+    if (n_types)
+        set_or_drop(&req, "types", string_array(types, n_types));
+    return refex_client_call(c, req, out);
+}
