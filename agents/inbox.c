@@ -26,6 +26,7 @@ typedef struct {
     char idhex[33], hashhex[65];
     refex_body_meta meta;
     int have_meta;
+    int verified; /* the named sender's key signed these header bytes */
 } delivery;
 
 /* ACK with our signed receipt: the sender's proof of what happened here. */
@@ -62,29 +63,32 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
 
-/* Recipients never rely on the broker: is it for us, from a known, unrevoked agency, in
- * time, signed by the sender, openable by us, a well-formed body, and (a case update)
- * from a member to a member by the lead's grants here? REFEX_OK or why not. */
+/* Recipients never rely on the broker: from a known agency and signed by it (checked
+ * first, so that only what the sender really signed is ever remembered), for us, from an
+ * unrevoked agency, in time, openable by us, a well-formed body, and (a case update) from
+ * a member to a member by the lead's grants here? REFEX_OK or why not. */
 static int check_delivery(agent *a, delivery *d)
 {
     const Refex__V1__EnvelopeHeader *h = d->h;
     int rc, mine = 0;
     d->sender = refex_directory_find(a->base.dir, h->sender);
+    if (!d->sender)
+        return REFEX_E_UNKNOWN_AGENCY;
+    if ((rc = refex_envelope_verify(d->env, h, d->sender->sign_pk)) != REFEX_OK)
+        return rc;
+    d->verified = 1;
     for (size_t i = 0; i < h->n_recipients; i++)
         mine |= strcmp(h->recipients[i], a->agency) == 0;
     int64_t now = refex_now_ms();
     if (!mine)
         return REFEX_E_NOT_RECIPIENT;
-    if (!d->sender)
-        return REFEX_E_UNKNOWN_AGENCY;
     if (refex_agency_usable(d->sender, now) != REFEX_OK)
         return REFEX_E_REVOKED;
     if (h->created_at_ms > now + a->base.skew_ms)
         return REFEX_E_CLOCK_SKEW; /* from the future; old backlog is fine */
     if (h->expires_at_ms <= now)
         return REFEX_E_EXPIRED;
-    if ((rc = refex_envelope_verify(d->env, h, d->sender->sign_pk)) != REFEX_OK ||
-        (rc = refex_envelope_open(d->env, h, a->agency, a->base.keys->pub.enc_pk,
+    if ((rc = refex_envelope_open(d->env, h, a->agency, a->base.keys->pub.enc_pk,
                                   a->base.keys->sk->enc_sk, &d->body, &d->body_len)) != REFEX_OK ||
         (rc = refex_body_unpack(h->type, d->body, d->body_len, &d->b)) != REFEX_OK)
         return rc;
@@ -115,9 +119,10 @@ static int commit_delivery(agent *a, delivery *d, int code, int *dup)
     if (rc == REFEX_OK && code == REFEX_OK) {
         journal_note_peer_checkpoint(a, h->sender, d->sender, d->env->checkpoint);
         rc = agent_store_inbox_insert(a->store, &row, dup);
-    } else if (rc == REFEX_OK) {
+    } else if (rc == REFEX_OK && d->verified) {
         /* Remember the refusal, so a redelivery is answered the same way and not audited
-         * again. */
+         * again. Only for what the sender signed: a forgery remembered under the sender's
+         * name and id would shadow the genuine message when it came. */
         rc = agent_store_refused_insert(a->store, h->sender, d->idhex, code, dup);
     }
     if (rc == REFEX_OK && !*dup)

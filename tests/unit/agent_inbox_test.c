@@ -189,6 +189,35 @@ static void test_refusal_remembered(void **state)
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
+/* A forged delivery (the sender's name and the id of a real message, a signature that does
+ * not verify) is refused and audited, but not remembered: the genuine message, delivered
+ * after it, is verified, stored and acknowledged, not answered from the forgery's refusal. */
+static void test_forgery_does_not_shadow_genuine(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    uint8_t *sig = env->signature.data;
+    uint64_t before = agent_fixture_audit_size(f);
+    sig[0] ^= 0x01;
+    deliver_expect_ack(f, env, id, REFEX_E_BAD_SIGNATURE);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1); /* the reject is audited */
+    int code = -1, has_hash = -1;
+    uint8_t hash[32];
+    char idhex[33];
+    refex_hex_encode(idhex, id, 16);
+    assert_false(
+        agent_store_known_delivery(f->a.store, "midwifery", idhex, &code, hash, &has_hash));
+    sig[0] ^= 0x01; /* now the genuine envelope */
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    json_t *rows = NULL;
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 1);
+    json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
 /* A delivery whose commit fails is not acknowledged: the broker keeps it. */
 static void test_no_ack_without_commit(void **state)
 {
@@ -215,6 +244,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusal_remembered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
