@@ -73,6 +73,9 @@ int cli_print_error(const json_t *reply);
 void cli_format_time(char *buf, size_t len, long long ms);
 /* True if argv[i] is -h or --help. */
 int cli_wants_help(int argc, char **argv);
+/* obj[key] as a string; "" when missing or not a string, so a short reply never crashes a
+ * printf or strcmp. */
+const char *cli_str(const json_t *obj, const char *key);
 /* Prints v as indented JSON and a newline on stdout. */
 void cli_print_json(json_t *v);
 /* The data_dir of the agent named by cli_config; prints why not and returns an exit code. */

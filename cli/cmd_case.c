@@ -103,17 +103,17 @@ static void show_updates(const char *case_ref)
     printf("\nupdates received\n%-21s %-18s %-22s %s\n", "RECEIVED", "FROM", "TYPE", "SUMMARY");
     json_array_foreach(json_object_get(reply, "messages"), i, m)
     {
-        const char *c = json_string_value(json_object_get(m, "case_ref"));
-        const char *t = json_string_value(json_object_get(m, "type"));
+        const char *c = cli_str(m, "case_ref");
+        const char *t = cli_str(m, "type");
         if (!c || !t || strcmp(c, case_ref) != 0 || strcmp(t, "CASE_UPDATE") != 0)
             continue;
         char when[32];
         json_t *body = json_object_get(m, "body");
-        const char *ut = json_string_value(json_object_get(body, "update_type"));
-        const char *sum = json_string_value(json_object_get(body, "summary"));
+        const char *ut = cli_str(body, "update_type");
+        const char *sum = cli_str(body, "summary");
         cli_format_time(when, sizeof when,
                         (long long)json_integer_value(json_object_get(m, "received_ms")));
-        printf("%-21s %-18s %-22s %s\n", when, json_string_value(json_object_get(m, "sender")),
+        printf("%-21s %-18s %-22s %s\n", when, cli_str(m, "sender"),
                ut && strlen(ut) > 12 ? ut + 12 : "?", sum ? sum : "");
         n++;
     }
@@ -283,7 +283,7 @@ static void print_members(const case_args *a, const json_t *reply)
         if (u)
             cli_format_time(until_s, sizeof until_s, u);
         type_list(json_object_get(m, "update_types"), typ, sizeof typ);
-        printf("%-20s %-10s %-11s %-12.10s %s\n", json_string_value(json_object_get(m, "member")),
+        printf("%-20s %-10s %-11s %-12.10s %s\n", cli_str(m, "member"),
                json_is_true(json_object_get(m, "is_lead"))    ? "lead"
                : json_is_true(json_object_get(m, "revoked"))  ? "revoked"
                : json_is_true(json_object_get(m, "in_force")) ? "member"
@@ -296,8 +296,8 @@ static void print_members(const case_args *a, const json_t *reply)
 
 static void print_publish(const case_args *a, const json_t *reply)
 {
-    printf("case update %s published to the members of %s\n",
-           json_string_value(json_object_get(reply, "message_id")), a->case_ref);
+    printf("case update %s published to the members of %s\n", cli_str(reply, "message_id"),
+           a->case_ref);
 }
 
 static void print_open(const case_args *a, const json_t *reply)

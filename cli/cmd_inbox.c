@@ -72,11 +72,8 @@ static void print_inbox_message(const json_t *m)
     cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "received_ms")));
     printf("message   %s\nfrom      %s\ntype      %s\ncase      %s\nreceived  %s\n"
            "envelope  sha256:%s\nverified  signature and encryption OK\nbody:\n",
-           json_string_value(json_object_get(m, "message_id")),
-           json_string_value(json_object_get(m, "sender")),
-           json_string_value(json_object_get(m, "type")),
-           json_string_value(json_object_get(m, "case_ref")), t,
-           json_string_value(json_object_get(m, "envelope_hash")));
+           cli_str(m, "message_id"), cli_str(m, "sender"), cli_str(m, "type"),
+           cli_str(m, "case_ref"), t, cli_str(m, "envelope_hash"));
     cli_print_json(json_object_get(m, "body"));
 }
 
@@ -91,13 +88,10 @@ static void print_inbox_table(const json_t *msgs)
         char t[32], sum[41];
         cli_format_time(t, sizeof t,
                         (long long)json_integer_value(json_object_get(m, "received_ms")));
-        cli_short_text(sum, sizeof sum,
-                       json_string_value(json_object_get(json_object_get(m, "body"), "summary")));
-        const char *c = json_string_value(json_object_get(m, "case_ref"));
-        printf("%-21s %-18s %-20s %-12s %-32s %s\n", t,
-               json_string_value(json_object_get(m, "sender")),
-               json_string_value(json_object_get(m, "type")), c && *c ? c : "-",
-               json_string_value(json_object_get(m, "message_id")), sum);
+        cli_short_text(sum, sizeof sum, cli_str(json_object_get(m, "body"), "summary"));
+        const char *c = cli_str(m, "case_ref");
+        printf("%-21s %-18s %-20s %-12s %-32s %s\n", t, cli_str(m, "sender"), cli_str(m, "type"),
+               c && *c ? c : "-", cli_str(m, "message_id"), sum);
     }
     if (json_array_size(msgs) == 0)
         printf("(inbox is empty)\n");
@@ -158,13 +152,10 @@ static void print_outbox_table(const json_t *msgs)
         char t[32];
         cli_format_time(t, sizeof t,
                         (long long)json_integer_value(json_object_get(m, "created_ms")));
-        printf("%-21s %-24s %-20s %-32s %s%s%s\n", t,
-               json_string_value(json_object_get(m, "recipients")),
-               json_string_value(json_object_get(m, "type")),
-               json_string_value(json_object_get(m, "message_id")),
-               json_string_value(json_object_get(m, "state")),
+        printf("%-21s %-24s %-20s %-32s %s%s%s\n", t, cli_str(m, "recipients"), cli_str(m, "type"),
+               cli_str(m, "message_id"), cli_str(m, "state"),
                json_integer_value(json_object_get(m, "error_code")) ? ": " : "",
-               json_string_value(json_object_get(m, "error_detail")));
+               cli_str(m, "error_detail"));
     }
 }
 
@@ -203,16 +194,12 @@ static void print_audit_table(const json_t *entries)
     {
         char t[32];
         cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(e, "time_ms")));
-        const char *c = json_string_value(json_object_get(e, "case_ref"));
+        const char *c = cli_str(e, "case_ref");
         printf("%-5lld %-21s %-12s %-16s %-18s %-20s %-32s %-12s %s + %s\n",
-               (long long)json_integer_value(json_object_get(e, "seq")), t,
-               json_string_value(json_object_get(e, "event")),
-               json_string_value(json_object_get(e, "outcome")),
-               json_string_value(json_object_get(e, "peer")),
-               json_string_value(json_object_get(e, "message_type")),
-               json_string_value(json_object_get(e, "message_id")), c && *c ? c : "-",
-               json_string_value(json_object_get(e, "article6")),
-               json_string_value(json_object_get(e, "article9")));
+               (long long)json_integer_value(json_object_get(e, "seq")), t, cli_str(e, "event"),
+               cli_str(e, "outcome"), cli_str(e, "peer"), cli_str(e, "message_type"),
+               cli_str(e, "message_id"), c && *c ? c : "-", cli_str(e, "article6"),
+               cli_str(e, "article9"));
     }
 }
 

@@ -259,8 +259,8 @@ static int build_body(const send_args *a, json_t **out)
 
 static void print_result(const json_t *reply)
 {
-    const char *state = json_string_value(json_object_get(reply, "state"));
-    printf("message %s: %s\n", json_string_value(json_object_get(reply, "message_id")),
+    const char *state = cli_str(reply, "state");
+    printf("message %s: %s\n", cli_str(reply, "message_id"),
            strcmp(state, "stored") == 0 ? "stored by the broker"
            : strcmp(state, "sent") == 0 ? "sent to the broker"
                                         : "queued in the agent's outbox (broker not "

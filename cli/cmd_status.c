@@ -60,7 +60,7 @@ static void print_recipient(const json_t *m, const char *who, const char *state)
     char t[32];
     json_array_foreach(json_object_get(m, "receipts"), i, r)
     {
-        if (strcmp(json_string_value(json_object_get(r, "recipient")), who) == 0)
+        if (strcmp(cli_str(r, "recipient"), who) == 0)
             found = r;
     }
     if (!found) {
@@ -69,7 +69,7 @@ static void print_recipient(const json_t *m, const char *who, const char *state)
     }
     cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(found, "time_ms")));
     int code = (int)json_integer_value(json_object_get(found, "code"));
-    const char *signer = json_string_value(json_object_get(found, "signer"));
+    const char *signer = cli_str(found, "signer");
     if (code == 0)
         printf("  %-20s delivered %s (receipt signed by %s)\n", who, t, signer);
     else if (code == REFEX_E_EXPIRED)
@@ -82,22 +82,20 @@ static void print_recipient(const json_t *m, const char *who, const char *state)
 
 static void print_message_status(const json_t *m)
 {
-    const char *state = json_string_value(json_object_get(m, "state"));
+    const char *state = cli_str(m, "state");
     char t[32];
     cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "created_ms")));
-    printf("message    %s\ntype       %s\ncase       %s\ncreated    %s\n",
-           json_string_value(json_object_get(m, "message_id")),
-           json_string_value(json_object_get(m, "type")),
-           json_string_value(json_object_get(m, "case_ref")), t);
+    printf("message    %s\ntype       %s\ncase       %s\ncreated    %s\n", cli_str(m, "message_id"),
+           cli_str(m, "type"), cli_str(m, "case_ref"), t);
     if (strcmp(state, "pending") == 0)
         printf("state      queued locally: the broker has not stored it yet (retrying)\n");
     else if (strcmp(state, "rejected") == 0)
         printf("state      rejected by the broker: %s (%s)\n",
                refex_errname((int)json_integer_value(json_object_get(m, "error_code"))),
-               json_string_value(json_object_get(m, "error_detail")));
+               cli_str(m, "error_detail"));
     else
         printf("state      stored at the broker\n");
-    char *rc = strdup(json_string_value(json_object_get(m, "recipients"))), *save = NULL;
+    char *rc = strdup(cli_str(m, "recipients")), *save = NULL;
     for (char *who = rc ? strtok_r(rc, ",", &save) : NULL; who; who = strtok_r(NULL, ",", &save))
         print_recipient(m, who, state);
     free(rc);
@@ -131,9 +129,9 @@ int cmd_status(int argc, char **argv)
     else if (words == 1)
         print_message_status(reply);
     else
-        printf("agent %s: %s broker %s\n", json_string_value(json_object_get(reply, "agency")),
+        printf("agent %s: %s broker %s\n", cli_str(reply, "agency"),
                json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
-               json_string_value(json_object_get(reply, "broker")));
+               cli_str(reply, "broker"));
     json_decref(reply);
     return EXIT_OK;
 }
@@ -148,16 +146,14 @@ static void print_referrals(const json_t *rows)
         char t[32], detail[128] = "";
         cli_format_time(t, sizeof t,
                         (long long)json_integer_value(json_object_get(r, "created_ms")));
-        const char *c = json_string_value(json_object_get(r, "case_ref_assigned"));
-        const char *why = json_string_value(json_object_get(r, "reason"));
+        const char *c = cli_str(r, "case_ref_assigned");
+        const char *why = cli_str(r, "reason");
         if (c && *c)
             snprintf(detail, sizeof detail, "case %s", c);
         else if (why && *why)
             cli_short_text(detail, sizeof detail, why);
-        printf("%-21s %-18s %-32s %-28s %s\n", t,
-               json_string_value(json_object_get(r, "recipients")),
-               json_string_value(json_object_get(r, "message_id")),
-               json_string_value(json_object_get(r, "status")), detail);
+        printf("%-21s %-18s %-32s %-28s %s\n", t, cli_str(r, "recipients"),
+               cli_str(r, "message_id"), cli_str(r, "status"), detail);
     }
     if (json_array_size(rows) == 0)
         printf("(no referrals sent)\n");
@@ -201,13 +197,11 @@ static void print_requests(const json_t *rows, int overdue)
            "STATUS");
     json_array_foreach(rows, i, r)
     {
-        const char *due = json_string_value(json_object_get(r, "due_date"));
-        const char *c = json_string_value(json_object_get(r, "case_ref"));
+        const char *due = cli_str(r, "due_date");
+        const char *c = cli_str(r, "case_ref");
         printf("%-12s %-18s %-24s %-12s %-32s %s\n", due && *due ? due : "-",
-               json_string_value(json_object_get(r, "recipients")),
-               json_string_value(json_object_get(r, "request_id")), c && *c ? c : "-",
-               json_string_value(json_object_get(r, "message_id")),
-               json_string_value(json_object_get(r, "status")));
+               cli_str(r, "recipients"), cli_str(r, "request_id"), c && *c ? c : "-",
+               cli_str(r, "message_id"), cli_str(r, "status"));
     }
     if (json_array_size(rows) == 0)
         printf(overdue ? "(no overdue requests)\n" : "(no requests sent)\n");

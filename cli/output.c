@@ -31,6 +31,12 @@ int cli_print_error(const json_t *reply)
     return EXIT_FAIL;
 }
 
+const char *cli_str(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "";
+}
+
 void cli_print_json(json_t *v)
 {
     json_dumpf(v, stdout, JSON_INDENT(2));

@@ -1,18 +1,22 @@
 /* send_referral: the smallest integration with a local refex-agent. Sends a synthetic
  * pre-birth referral and prints its message id.
  *   cc send_referral.c $(pkg-config --cflags --libs refex-client) -o send_referral
- *   ./send_referral /etc/refex/midwifery.conf [RECIPIENT] */
+ *   ./send_referral /etc/refex/midwifery.conf [RECIPIENT]
+ * (for a prefix outside the loader's path, add -Wl,-rpath,PREFIX/lib) */
 #include <stdio.h>
 
 #include <refex/client.h>
 
-/* Invented data: a pseudonymous subject reference, never a name. */
+/* Invented data: pseudonymous references, never a name. Purpose, lawful basis and the
+ * referring practitioner go into both agencies' audit logs. */
 static const char *BODY =
     "{\"kind\": \"REFERRAL_PRE_BIRTH\","
     " \"subject\": {\"kind\": \"SUBJECT_UNBORN\", \"reference\": \"UB-EXAMPLE-0001\","
     "              \"gestation_weeks\": 12},"
     " \"concerns\": [\"CONCERN_SUBSTANCE_MISUSE\"],"
     " \"summary\": \"Synthetic example referral from the booking appointment\","
+    " \"referrer\": {\"reference\": \"MW-EXAMPLE-01\", \"role\": \"community midwife\"},"
+    " \"purpose\": \"PURPOSE_SAFEGUARDING\","
     " \"lawful_basis\": {\"article6\": \"ARTICLE6_PUBLIC_TASK\","
     "                    \"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\"},"
     " \"consent\": \"CONSENT_NOT_SOUGHT_SAFEGUARDING\"}";

@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <zmq.h>
@@ -17,6 +20,9 @@
 #include "refex/client.h"
 
 #define ENDPOINT_MAX 4200
+/* The largest request sent and reply taken: the agent's own limit on control messages. A
+ * peer that answers more is cut off by ZeroMQ, and the call times out. */
+#define REPLY_MAX (64 * 1024 * 1024)
 
 struct refex_client {
     void *ctx, *sock;
@@ -73,6 +79,7 @@ static void drop_socket(refex_client *c)
 static int connect_socket(refex_client *c)
 {
     int linger = 0, immediate = 1;
+    int64_t max = REPLY_MAX;
     drop_socket(c);
     c->sock = zmq_socket(c->ctx, ZMQ_REQ);
     if (!c->sock)
@@ -80,6 +87,7 @@ static int connect_socket(refex_client *c)
     zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
     /* Queue nothing for an agent that is not there: a send then times out instead. */
     zmq_setsockopt(c->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    zmq_setsockopt(c->sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
     zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
     zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
     if (zmq_connect(c->sock, c->endpoint) != 0) {
@@ -89,14 +97,31 @@ static int connect_socket(refex_client *c)
     return REFEX_OK;
 }
 
-static refex_client *client_new(void)
+static int client_new(refex_client **out)
 {
     if (refex_init() != REFEX_OK) /* libsodium, for the hex and base64 of bodies */
-        return NULL;
-    refex_client *c = calloc(1, sizeof *c);
-    if (c)
-        c->timeout_ms = REFEX_CLIENT_TIMEOUT_MS;
-    return c;
+        return REFEX_E_CRYPTO;
+    refex_client *c = *out = calloc(1, sizeof *c);
+    if (!c)
+        return REFEX_E_NOMEM;
+    c->timeout_ms = REFEX_CLIENT_TIMEOUT_MS;
+    return REFEX_OK;
+}
+
+/* A control socket left behind by an agent that died refuses connections: say so now,
+ * rather than let the first call wait out its whole timeout. */
+static int socket_listening(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path)
+        return 1; /* ZeroMQ reports what it makes of it */
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 1;
+    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno != ECONNREFUSED;
+    close(fd);
+    return ok;
 }
 
 static int open_socket(refex_client *c, const char *socket_path)
@@ -107,6 +132,9 @@ static int open_socket(refex_client *c, const char *socket_path)
     if (stat(socket_path, &st) != 0)
         return refex_client_fail(c, REFEX_E_UNAVAILABLE,
                                  "the agent is not running (no control socket at %s)", socket_path);
+    if (!socket_listening(socket_path))
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE,
+                                 "the agent is not running (nothing listens on %s)", socket_path);
     if ((size_t)snprintf(c->endpoint, sizeof c->endpoint, "ipc://%s", socket_path) >=
         sizeof c->endpoint)
         return refex_client_fail(c, REFEX_E_INVAL, "control socket path too long");
@@ -119,9 +147,9 @@ int refex_client_open_socket(const char *socket_path, refex_client **out)
 {
     if (!out)
         return REFEX_E_INVAL;
-    if (!(*out = client_new()))
-        return REFEX_E_NOMEM;
-    return open_socket(*out, socket_path);
+    *out = NULL;
+    int rc = client_new(out);
+    return rc != REFEX_OK ? rc : open_socket(*out, socket_path);
 }
 
 int refex_client_open(const char *config_path, refex_client **out)
@@ -130,14 +158,16 @@ int refex_client_open(const char *config_path, refex_client **out)
     refex_config *cfg = NULL;
     if (!out)
         return REFEX_E_INVAL;
-    refex_client *c = *out = client_new();
-    if (!c)
-        return REFEX_E_NOMEM;
+    *out = NULL;
+    int rc = client_new(out);
+    refex_client *c = *out;
+    if (rc != REFEX_OK)
+        return rc;
     if (!config_path || !config_path[0])
         return refex_client_fail(c, REFEX_E_INVAL, "no agent configuration file given");
     if (refex_config_open(config_path, &cfg, err, sizeof err) != REFEX_OK)
         return refex_client_fail(c, REFEX_E_CONFIG, "%s", err);
-    int rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
+    rc = refex_config_path(cfg, "data_dir", dir, sizeof dir);
     refex_config_close(&cfg);
     if (rc != REFEX_OK)
         return refex_client_fail(c, REFEX_E_CONFIG, "%s has no data_dir", config_path);
@@ -173,19 +203,58 @@ int refex_client_set_timeout(refex_client *c, int timeout_ms)
     return REFEX_OK;
 }
 
+/* Receives the first part of a reply, within the timeout even if signals interrupt it. */
+static int recv_first(refex_client *c, zmq_msg_t *m)
+{
+    int64_t deadline = refex_mono_ms() + c->timeout_ms;
+    int rc;
+    while ((rc = zmq_msg_recv(m, c->sock, 0)) < 0 && errno == EINTR) {
+        int left = (int)(deadline - refex_mono_ms());
+        if (left <= 0)
+            break;
+        zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &left, sizeof left);
+    }
+    zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    return rc;
+}
+
+/* A reply is one part of text: further parts are read off (so the socket can send again)
+ * and the reply refused, as is one with a NUL inside. */
+static int reply_shape(refex_client *c, zmq_msg_t *m)
+{
+    int more = 0, bad = memchr(zmq_msg_data(m), 0, zmq_msg_size(m)) != NULL;
+    size_t len = sizeof more;
+    while (zmq_getsockopt(c->sock, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        bad = 1;
+        int got = zmq_msg_recv(&extra, c->sock, 0);
+        zmq_msg_close(&extra);
+        if (got < 0) {
+            connect_socket(c);
+            break;
+        }
+        len = sizeof more;
+    }
+    return bad ? refex_client_fail(c, REFEX_E_MALFORMED,
+                                   "unreadable answer from the agent (not one part of text)")
+               : REFEX_OK;
+}
+
 /* One request out, one reply back as a new NUL-terminated string. */
 static int exchange(refex_client *c, const char *text, char **reply)
 {
     zmq_msg_t m;
     if (!c->sock && (!c->ctx || connect_socket(c) != REFEX_OK))
-        return refex_client_fail(c, REFEX_E_IO, "cannot reach the agent at %s", c->endpoint);
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE, "cannot reach the agent at %s",
+                                 c->endpoint);
     if (zmq_send(c->sock, text, strlen(text), 0) < 0) {
         connect_socket(c);
         return refex_client_fail(c, REFEX_E_UNAVAILABLE, "cannot reach the agent at %s",
                                  c->endpoint);
     }
     zmq_msg_init(&m);
-    if (zmq_msg_recv(&m, c->sock, 0) < 0) {
+    if (recv_first(c, &m) < 0) {
         zmq_msg_close(&m);
         connect_socket(c);
         if (c->timeout_ms % 1000)
@@ -193,6 +262,10 @@ static int exchange(refex_client *c, const char *text, char **reply)
                                      c->timeout_ms);
         return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d s",
                                  c->timeout_ms / 1000);
+    }
+    if (reply_shape(c, &m) != REFEX_OK) {
+        zmq_msg_close(&m);
+        return REFEX_E_MALFORMED;
     }
     size_t len = zmq_msg_size(&m);
     char *s = malloc(len + 1);
@@ -237,6 +310,9 @@ int refex_client_request(refex_client *c, const char *json_text, char **reply)
         return refex_client_fail(c, REFEX_E_INVAL, "NULL argument");
     *reply = NULL;
     clear_error(c);
+    if (strlen(json_text) > REPLY_MAX)
+        return refex_client_fail(c, REFEX_E_TOO_BIG, "the request is over the agent's %d MiB limit",
+                                 REPLY_MAX / (1024 * 1024));
     json_error_t jerr;
     json_t *req = json_loads(json_text, 0, &jerr);
     int is_obj = json_is_object(req);

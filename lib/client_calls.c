@@ -11,8 +11,11 @@
 #include "client_priv.h"
 #include "refex/client.h"
 
+/* A JSON array of n strings; NULL for no memory, or a NULL list or entry (n > 0). */
 static json_t *string_array(const char *const *v, size_t n)
 {
+    if (n && !v)
+        return NULL;
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++) {
         if (!v[i] || json_array_append_new(a, json_string(v[i])) != 0) {
@@ -203,6 +206,8 @@ int refex_client_case_grant(refex_client *c, const char *case_ref, const char *m
         return rc;
     if (!member)
         return refex_client_fail(c, REFEX_E_INVAL, "give a member");
+    if (n_types && !types)
+        return refex_client_fail(c, REFEX_E_INVAL, "n_types is %zu but types is NULL", n_types);
     json_t *req = json_pack("{s:s, s:s, s:s, s:b}", "cmd", "grant", "case", case_ref, "member",
                             member, "revoke", revoke != 0);
     if (n_types)
@@ -240,6 +245,10 @@ int refex_client_case_members(refex_client *c, const char *case_ref, char **out)
 int refex_client_case_subscribe(refex_client *c, const char *case_ref, const char *const *types,
                                 size_t n_types, int unsubscribe, char **out)
 {
+    if (out)
+        *out = NULL;
+    if (n_types && !types)
+        return refex_client_fail(c, REFEX_E_INVAL, "n_types is %zu but types is NULL", n_types);
     json_t *req = json_pack("{s:s, s:b, s:b}", "cmd", "subscribe", "all", case_ref == NULL,
                             "unsubscribe", unsubscribe != 0);
     if (case_ref)

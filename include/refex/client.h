@@ -30,7 +30,8 @@ typedef struct refex_client refex_client;
  * names the socket. Like sqlite3_open, *out is set even on failure (unless memory ran
  * out), so refex_client_error(*out) can say why; close it in every case. Errors:
  * E_INVAL (NULL argument), E_CONFIG (unreadable config, or no data_dir), E_UNAVAILABLE
- * (no control socket: the agent is not running), E_IO, E_NOMEM. */
+ * (no control socket, or one nobody listens on: the agent is not running), E_IO, E_NOMEM,
+ * E_CRYPTO (libsodium would not start). */
 int refex_client_open(const char *config_path, refex_client **out);
 /* The same, given the socket's path (without "ipc://") instead of a config file. */
 int refex_client_open_socket(const char *socket_path, refex_client **out);
@@ -52,9 +53,10 @@ void refex_client_free(void *p);
  * JSON text in *reply. Returns REFEX_OK for {"ok":true}; the agent's own code for
  * {"ok":false,...} (then *reply holds that error reply too); E_TIMEOUT if it did not
  * answer in time; E_UNAVAILABLE if nobody accepted the request on the socket (the agent
- * died); E_MALFORMED for a reply that is not a JSON object; E_JSON if json_text is not a
- * JSON object. *reply is NULL whenever the
- * agent did not answer. The socket is reset after a timeout, so the client stays usable. */
+ * died); E_MALFORMED for a reply that is not one JSON object; E_JSON if json_text is not a
+ * JSON object; E_TOO_BIG if it is over the agent's 64 MiB limit. *reply is NULL whenever
+ * the agent did not answer. The socket is reset after a timeout, so the client stays
+ * usable. */
 int refex_client_request(refex_client *c, const char *json_text, char **reply);
 
 /* ---- send --------------------------------------------------------------------------- */
@@ -75,7 +77,10 @@ typedef struct {
  * lawful basis, purpose, consent and practitioner travel inside the body. id (33 bytes,
  * may be NULL) receives the 32-hex-character message id; reply (may be NULL) the whole
  * reply, whose "state" is "sent", "pending" or, with wait, "stored". A refusal by the
- * broker while waiting returns its code, with id still set. */
+ * broker while waiting returns its code, with id still set.
+ * E_TIMEOUT means the outcome is unknown: the agent may have committed and sent the
+ * message after the client stopped waiting. Check refex_client_outbox_list before sending
+ * again, or the recipient gets it twice. */
 int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply);
 
 /* ---- queries: each returns the agent's whole reply as JSON text in *out ------------- */

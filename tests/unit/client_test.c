@@ -22,6 +22,7 @@
 #include "codec.h"
 #include "refex.pb-c.h"
 #include "refex/client.h"
+#include "util.h"
 
 typedef struct {
     char dir[512], sock[600], conf[600];
@@ -108,7 +109,8 @@ static void test_close_is_idempotent(void **state)
     refex_client_free(NULL);
 }
 
-/* A socket file with nobody behind it (an agent that died): E_UNAVAILABLE, not a hang. */
+/* A socket file with nobody behind it (an agent that died): E_UNAVAILABLE at once, not a
+ * hang; the failed client still answers calls with typed errors. */
 static void test_dead_socket_is_unavailable(void **state)
 {
     fixture *f = *state;
@@ -121,7 +123,11 @@ static void test_dead_socket_is_unavailable(void **state)
     assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     close(fd); /* the file stays, nobody listens */
     write_file(f->conf, "data_dir = .\n");
-    assert_ok(refex_client_open(f->conf, &c));
+    int64_t t0 = refex_mono_ms();
+    assert_rc(refex_client_open(f->conf, &c), REFEX_E_UNAVAILABLE);
+    assert_true(refex_mono_ms() - t0 < 5000);
+    assert_non_null(c);
+    assert_non_null(strstr(refex_client_error(c), "E_UNAVAILABLE: the agent is not running"));
     assert_rc(refex_client_set_timeout(c, 0), REFEX_E_INVAL);
     assert_ok(refex_client_set_timeout(c, 300));
     assert_rc(refex_client_request(c, "{\"cmd\":\"status\"}", &reply), REFEX_E_UNAVAILABLE);
@@ -135,7 +141,8 @@ static void test_dead_socket_is_unavailable(void **state)
 /* ---- a fake agent ------------------------------------------------------------------- */
 
 /* Answers {"cmd":"refuse"} with a typed error, {"cmd":"garbage"} with text that is not
- * JSON, anything else with {"ok":true,"message_id":...,"echo":REQUEST}; stops after
+ * JSON, {"cmd":"multipart"} with a reply of two parts, {"cmd":"nul"} with a NUL inside
+ * otherwise good JSON, anything else with {"ok":true,"message_id":...,"echo":REQUEST}; stops after
  * {"cmd":"stop"}. */
 static void *fake_agent(void *arg)
 {
@@ -156,6 +163,13 @@ static void *fake_agent(void *arg)
                          "\"detail\":\"social-care is not a member of case C-1\"}");
         } else if (cmd && strcmp(cmd, "garbage") == 0) {
             out = strdup("not json");
+        } else if (cmd && strcmp(cmd, "multipart") == 0) {
+            zmq_send(f->rep, "{\"ok\":true}", 11, ZMQ_SNDMORE);
+            out = strdup("{\"ok\":true}");
+        } else if (cmd && strcmp(cmd, "nul") == 0) {
+            json_decref(req);
+            zmq_send(f->rep, "{\"ok\":true}\0{}", 14, 0);
+            continue;
         } else {
             json_t *r = json_pack("{s:b, s:s, s:O}", "ok", 1, "message_id",
                                   "00112233445566778899aabbccddeeff", "echo", req);
@@ -334,6 +348,25 @@ static void test_refusal_and_garbage_are_typed(void **state)
     assert_string_equal(refex_client_error(c),
                         "E_NOT_MEMBER: social-care is not a member of case C-1");
     assert_rc(refex_client_request(c, "{\"cmd\":\"garbage\"}", &reply), REFEX_E_MALFORMED);
+    assert_null(reply);
+    /* Not one part of text: refused, and the client can still talk afterwards. */
+    assert_rc(refex_client_request(c, "{\"cmd\":\"multipart\"}", &reply), REFEX_E_MALFORMED);
+    assert_null(reply);
+    assert_rc(refex_client_request(c, "{\"cmd\":\"nul\"}", &reply), REFEX_E_MALFORMED);
+    assert_null(reply);
+    /* Over the agent's limit: refused here, at once, not left to time out. */
+    size_t big = 64u * 1024 * 1024 + 16;
+    char *huge = malloc(big + 1);
+    assert_non_null(huge);
+    memset(huge, ' ', big);
+    memcpy(huge, "{\"cmd\":\"status\"}", 16);
+    huge[big] = '\0';
+    assert_rc(refex_client_request(c, huge, &reply), REFEX_E_TOO_BIG);
+    assert_null(reply);
+    free(huge);
+    /* A NULL type list with a count is the caller's mistake, typed, not a crash. */
+    assert_rc(refex_client_case_grant(c, "C-1", "midwifery", NULL, 2, 0, 0, &reply), REFEX_E_INVAL);
+    assert_rc(refex_client_case_subscribe(c, "C-1", NULL, 1, 0, &reply), REFEX_E_INVAL);
     assert_null(reply);
     assert_ok(refex_client_status(c, &reply));
     assert_string_equal(refex_client_error(c), "");
