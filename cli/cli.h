@@ -50,6 +50,10 @@ typedef int (*cli_call_fn)(refex_client *c, const void *arg, char **out);
 /* Opens the client, makes the call, parses the reply; a failed reply is printed and is
  * EXIT_FAIL. */
 int cli_call(int timeout_ms, cli_call_fn fn, const void *arg, json_t **reply);
+/* True if tok ("--name" or "--name=value") spells the long option name in full:
+ * getopt_long also takes unambiguous prefixes, and a typo that happens to be a prefix
+ * should not quietly mean something else. */
+int cli_spelt_in_full(const char *name, const char *tok);
 /* Call before the first cli_getopt of a command. */
 void cli_getopt_reset(void);
 /* getopt_long over argv (argv[0] the command's own name) that handles -c FILE itself,

@@ -43,14 +43,6 @@ static int usage_error(const cli_audit_opts *o, int c, const char *tok)
     return '?';
 }
 
-/* The long option spelt exactly: getopt_long also takes unambiguous prefixes, and a typo
- * that happens to be a prefix should not quietly mean something else. */
-static int spelt_in_full(const char *name, const char *tok)
-{
-    size_t n = strcspn(tok + 2, "=");
-    return strlen(name) == n && strncmp(tok + 2, name, n) == 0;
-}
-
 int cli_audit_getopt(cli_audit_opts *o, const char **arg)
 {
     char **av = o->argv + 1, spec[32]; /* av[0] is the subcommand, as getopt expects */
@@ -73,7 +65,7 @@ int cli_audit_getopt(cli_audit_opts *o, const char **arg)
                 return c;
             /* The option's own token: before its value if that was a separate argument. */
             const char *tok = av[optind - 1 - (optarg && optarg == av[optind - 1])];
-            if (spelt_in_full(o->longopts[idx].name, tok))
+            if (cli_spelt_in_full(o->longopts[idx].name, tok))
                 return c;
             char name[64];
             opt_name(name, sizeof name, tok);

@@ -18,14 +18,31 @@ static void option_name(char *buf, size_t len, const char *arg)
         *eq = '\0';
 }
 
+int cli_spelt_in_full(const char *name, const char *tok)
+{
+    size_t n = strcspn(tok + 2, "=");
+    return strlen(name) == n && strncmp(tok + 2, name, n) == 0;
+}
+
 int cli_getopt(const char *cmd, int argc, char **argv, const struct option *opts)
 {
     char name[128];
     for (;;) {
-        int opt = getopt_long(argc, argv, ":c:h", opts, NULL);
+        int idx = -1;
+        int opt = getopt_long(argc, argv, ":c:h", opts, &idx);
         if (opt == 'c') {
             cli_config = optarg;
             continue;
+        }
+        if (opt != '?' && opt != ':' && idx >= 0) {
+            /* The option's own token: before its value if that was a separate argument. */
+            const char *tok = argv[optind - 1 - (optarg && optarg == argv[optind - 1])];
+            if (cli_spelt_in_full(opts[idx].name, tok))
+                return opt;
+            option_name(name, sizeof name, tok);
+            fprintf(stderr, "refex %s: unknown option '%s' (see refex %s --help)\n", cmd, name,
+                    cmd);
+            return '?';
         }
         if (opt != '?' && opt != ':')
             return opt;

@@ -71,6 +71,9 @@ static void test_options_are_parsed_strictly(void **state)
     expect(2, "--case", (const char *[]){"case", "members", "--case", NULL});
     expect(2, "--agent", (const char *[]){"keys", "new", "--agent=x", NULL});
     expect(2, "--fyle", (const char *[]){"directory", "show", "--fyle=x", NULL});
+    /* A long option is spelt in full: a prefix is not quietly taken for it. */
+    expect(2, "--lim", (const char *[]){"inbox", "list", "--lim", "2", NULL});
+    expect(2, "--js", (const char *[]){"status", "--js", NULL});
     expect(0, "usage: refex", (const char *[]){"inbox", "--help", NULL});
 }
 
