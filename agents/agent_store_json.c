@@ -9,6 +9,7 @@
 #include "agent_store.h"
 #include "agent_store_sql.h"
 #include "body.h"
+#include "db.h"
 
 static json_t *inbox_row(sqlite3_stmt *st)
 {
@@ -39,21 +40,23 @@ static json_t *inbox_row(sqlite3_stmt *st)
 int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows)
 {
     sqlite3_stmt *st = agent_store_stmt(s, id ? S_INBOX_SHOW : S_INBOX_LIST);
+    int step;
     if (!(*rows = json_array()))
         return REFEX_E_NOMEM;
     if (id)
         sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(*rows, inbox_row(st));
-    return agent_store_done(st, REFEX_OK);
+    return agent_store_done(st, refex_db_err(step));
 }
 
 int agent_store_outbox_json(agent_store *s, json_t **rows)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_LIST);
+    int step;
     if (!(*rows = json_array()))
         return REFEX_E_NOMEM;
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(
             *rows,
             json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
@@ -62,24 +65,28 @@ int agent_store_outbox_json(agent_store *s, json_t **rows)
                       "created_ms", (json_int_t)sqlite3_column_int64(st, 4), "state",
                       sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
                       "error_detail", sqlite3_column_text(st, 7)));
-    return agent_store_done(st, REFEX_OK);
+    return agent_store_done(st, refex_db_err(step));
 }
 
 static json_t *receipts_json(agent_store *s, const char *id)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_MESSAGE_RECEIPTS);
+    int step;
     json_t *receipts = json_array();
     if (!receipts)
         return NULL;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(receipts, json_pack("{s:s, s:i, s:s, s:s, s:I}", "recipient",
                                                   sqlite3_column_text(st, 0), "code",
                                                   sqlite3_column_int(st, 1), "error",
                                                   refex_errname(sqlite3_column_int(st, 1)),
                                                   "signer", sqlite3_column_text(st, 2), "time_ms",
                                                   (json_int_t)sqlite3_column_int64(st, 3)));
-    agent_store_done(st, REFEX_OK);
+    if (agent_store_done(st, refex_db_err(step)) != REFEX_OK) {
+        json_decref(receipts); /* a partial list would misreport delivery */
+        return NULL;
+    }
     return receipts;
 }
 
@@ -99,8 +106,11 @@ int agent_store_message_status_json(agent_store *s, const char *id, json_t **out
     agent_store_done(st, REFEX_OK);
     if (!r)
         return REFEX_E_NOTFOUND;
-    receipts = receipts_json(s, id);
-    json_object_set_new(r, "receipts", receipts ? receipts : json_array());
+    if (!(receipts = receipts_json(s, id))) {
+        json_decref(r);
+        return REFEX_E_DB;
+    }
+    json_object_set_new(r, "receipts", receipts);
     *out = r;
     return REFEX_OK;
 }
@@ -150,11 +160,12 @@ static json_t *referral_row(sqlite3_stmt *st)
 int agent_store_referrals_json(agent_store *s, json_t **rows)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_REFERRALS);
+    int step;
     if (!(*rows = json_array()))
         return REFEX_E_NOMEM;
-    while (sqlite3_step(st) == SQLITE_ROW)
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(*rows, referral_row(st));
-    return agent_store_done(st, REFEX_OK);
+    return agent_store_done(st, refex_db_err(step));
 }
 
 /* One information request and where it stands; NULL if filtered out. */
@@ -181,12 +192,13 @@ static json_t *request_row(sqlite3_stmt *st, int only_overdue)
 int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_REQUESTS);
+    int step;
     if (!(*rows = json_array()))
         return REFEX_E_NOMEM;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         json_t *o = request_row(st, only_overdue);
         if (o)
             json_array_append_new(*rows, o);
     }
-    return agent_store_done(st, REFEX_OK);
+    return agent_store_done(st, refex_db_err(step));
 }

@@ -73,6 +73,15 @@ static void update_types_parse(update_types *t, const char *list)
     }
 }
 
+/* How many names a comma-separated list holds (empty names between commas do not count). */
+static size_t count_names(const char *list)
+{
+    size_t n = 0;
+    for (const char *p = list; *p; p++)
+        n += *p != ',' && (p == list || p[-1] == ',');
+    return n;
+}
+
 static long long date_ms(const char *d)
 {
     int y, m, day;
@@ -165,6 +174,12 @@ static int parse_case(int argc, char **argv, case_args *a)
     }
     if (optind + 1 < argc) {
         fprintf(stderr, "refex case %s: unknown argument '%s'\n", a->sub, argv[optind + 1]);
+        return EXIT_USAGE;
+    }
+    /* An empty list would mean every type: widening a grant by accident is refused. */
+    if (a->types && (count_names(a->types) == 0 || count_names(a->types) > MAX_TYPES)) {
+        fprintf(stderr, "refex case %s: --types takes 1 to %d update types, not '%s'\n", a->sub,
+                MAX_TYPES, a->types);
         return EXIT_USAGE;
     }
     return EXIT_OK;

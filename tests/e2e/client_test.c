@@ -69,6 +69,9 @@ static void test_options_are_parsed_strictly(void **state)
                             "--ttl=soon", NULL});
     expect(2, "--nope", (const char *[]){"case", "members", "--case=C-1", "--nope", NULL});
     expect(2, "--case", (const char *[]){"case", "members", "--case", NULL});
+    expect(2, "--types",
+           (const char *[]){"case", "grant", "--case=C-1", "--member=x", "--types=,", NULL});
+    expect(2, "--types", (const char *[]){"case", "subscribe", "--all", "--types", "", NULL});
     expect(2, "--agent", (const char *[]){"keys", "new", "--agent=x", NULL});
     expect(2, "--fyle", (const char *[]){"directory", "show", "--fyle=x", NULL});
     /* A long option is spelt in full: a prefix is not quietly taken for it. */
