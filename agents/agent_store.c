@@ -25,7 +25,8 @@ static const char *SCHEMA =
     " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
     " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
     " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
-    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '');"
+    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '',"
+    " local_id TEXT NOT NULL DEFAULT '', submission_hash TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
     "CREATE TABLE IF NOT EXISTS inbox ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
@@ -51,22 +52,40 @@ static const char *SCHEMA =
     " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
 
+/* Columns added to the outbox after its first release: a database made before them gets
+ * them at open (ALTER TABLE), then the index that needs them. */
+static const struct {
+    const char *name, *ddl;
+} OUTBOX_ADDED[] = {
+    {"local_id", "ALTER TABLE outbox ADD COLUMN local_id TEXT NOT NULL DEFAULT ''"},
+    {"submission_hash", "ALTER TABLE outbox ADD COLUMN submission_hash TEXT NOT NULL DEFAULT ''"},
+};
+/* A caller's local id names one message for as long as its outbox row is kept. */
+static const char *OUTBOX_INDEXES =
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_local_id ON outbox(local_id) WHERE local_id <> '';";
+
 #define INBOX_COLUMNS                                                                              \
     "SELECT sender, message_id, type, case_ref, created_ms, received_ms, envelope_hash, body"      \
     " FROM inbox"
+
+#define MESSAGE_STATUS_COLUMNS                                                                     \
+    "SELECT message_id, recipients, type, case_ref, created_ms, state, error_code,"                \
+    " error_detail, local_id FROM outbox"
 
 static const char *const SQL[S_N] = {
     [S_OUTBOX_INSERT] = "INSERT INTO outbox(message_id, recipients, type, case_ref,"
                         " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
                         " purpose, article6, article9, consent, subjects, conversation_id,"
-                        " request_id, due_date)"
-                        " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?)",
+                        " request_id, due_date, local_id, submission_hash)"
+                        " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_OUTBOX_PENDING] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
                          " AND sent_ms <= ? ORDER BY created_ms, rowid LIMIT 500",
     [S_OUTBOX_MARK_SENT] = "UPDATE outbox SET sent_ms = ? WHERE message_id = ?",
     [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
                         " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
                         " RETURNING recipients",
+    [S_OUTBOX_BY_LOCAL_ID] = "SELECT message_id, submission_hash, state, sent_ms, error_code,"
+                             " error_detail FROM outbox WHERE local_id = ?1 AND local_id <> ''",
     [S_OUTBOX_META] = "SELECT type, case_ref, practitioner, purpose, article6, article9,"
                       " consent, subjects FROM outbox WHERE message_id = ?",
     [S_KNOWN_DELIVERY] = "SELECT 0, envelope_hash FROM inbox WHERE sender = ?1 AND"
@@ -102,9 +121,9 @@ static const char *const SQL[S_N] = {
     [S_INBOX_LIST] = INBOX_COLUMNS " ORDER BY received_ms, rowid",
     [S_INBOX_SHOW] = INBOX_COLUMNS " WHERE message_id = ?",
     [S_OUTBOX_LIST] = "SELECT message_id, recipients, type, case_ref, created_ms,"
-                      " state, error_code, error_detail FROM outbox ORDER BY created_ms",
-    [S_MESSAGE_STATUS] = "SELECT recipients, type, case_ref, created_ms, state, error_code,"
-                         " error_detail FROM outbox WHERE message_id = ?",
+                      " state, error_code, error_detail, local_id FROM outbox ORDER BY created_ms",
+    [S_MESSAGE_STATUS] = MESSAGE_STATUS_COLUMNS " WHERE message_id = ?1",
+    [S_MESSAGE_STATUS_LOCAL] = MESSAGE_STATUS_COLUMNS " WHERE local_id = ?1 AND local_id <> ''",
     [S_MESSAGE_RECEIPTS] = "SELECT recipient, code, signer, time_ms FROM receipts"
                            " WHERE message_id = ? ORDER BY recipient",
     /* Each referral with its best receipt code and the latest decision that answers it. */
@@ -129,6 +148,27 @@ static const char *const SQL[S_N] = {
 
 /* ---- open, close, transactions ------------------------------------------------------ */
 
+/* Adds the outbox columns an older database lacks (PRAGMA table_info says which). */
+static int upgrade_outbox(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int have[sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]] = {0}, step;
+    int rc = refex_db_prepare(db, "PRAGMA table_info(outbox)", &st);
+    if (rc != REFEX_OK)
+        return rc;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        for (size_t i = 0; name && i < sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]; i++)
+            have[i] |= strcmp(name, OUTBOX_ADDED[i].name) == 0;
+    }
+    rc = refex_db_err(step);
+    sqlite3_finalize(st);
+    for (size_t i = 0; rc == REFEX_OK && i < sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]; i++)
+        if (!have[i])
+            rc = refex_db_exec(db, OUTBOX_ADDED[i].ddl);
+    return rc;
+}
+
 int agent_store_open(const char *path, agent_store **out, char *err, size_t errlen)
 {
     int rc;
@@ -139,6 +179,8 @@ int agent_store_open(const char *path, agent_store **out, char *err, size_t errl
     if ((rc = refex_db_open(path, 0, &s->db, err, errlen)) != REFEX_OK)
         goto out;
     if ((rc = refex_db_exec(s->db, SCHEMA)) != REFEX_OK ||
+        (rc = upgrade_outbox(s->db)) != REFEX_OK ||
+        (rc = refex_db_exec(s->db, OUTBOX_INDEXES)) != REFEX_OK ||
         (rc = refex_audit_init(s->db)) != REFEX_OK) {
         snprintf(err, errlen, "%s: cannot create tables", path);
         goto out;
@@ -251,7 +293,28 @@ int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r)
     bind_text(st, 15, m->conversation_id);
     bind_text(st, 16, m->request_id);
     bind_text(st, 17, m->due_date);
+    bind_text(st, 18, r->local_id);
+    bind_text(st, 19, r->submission_hash);
     return write_step(s, st, NULL);
+}
+
+int agent_store_outbox_by_local_id(agent_store *s, const char *local_id, agent_outbox_local *out,
+                                   int *found)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_BY_LOCAL_ID);
+    memset(out, 0, sizeof *out);
+    bind_text(st, 1, local_id);
+    int step = sqlite3_step(st);
+    *found = step == SQLITE_ROW;
+    if (*found) {
+        snprintf(out->message_id, sizeof out->message_id, "%s", column_text(st, 0));
+        snprintf(out->submission_hash, sizeof out->submission_hash, "%s", column_text(st, 1));
+        snprintf(out->state, sizeof out->state, "%s", column_text(st, 2));
+        out->sent_ms = sqlite3_column_int64(st, 3);
+        out->error_code = sqlite3_column_int(st, 4);
+        snprintf(out->error_detail, sizeof out->error_detail, "%s", column_text(st, 5));
+    }
+    return agent_store_done(st, refex_db_err(step));
 }
 
 int agent_store_outbox_pending(agent_store *s, int64_t sent_before, agent_store_envelope_fn fn,

@@ -46,10 +46,26 @@ typedef struct {
     const uint8_t *envelope;
     size_t envelope_len;
     const refex_body_meta *meta; /* kept so receipts and refusals are audited alike */
+    const char *local_id;        /* the caller's own id for it, or NULL / "" for none */
+    const char *submission_hash; /* hex SHA-256 of what was asked for under local_id */
 } agent_outbox_row;
 
-/* Adds a pending message; REFEX_E_EXISTS if the id is taken. */
+/* Adds a pending message; REFEX_E_EXISTS if the id, or a non-empty local id, is taken. */
 int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r) REFEX_NODISCARD;
+
+/* The message a caller's local id names, as an idempotent resubmission needs it. */
+typedef struct {
+    char message_id[33];
+    char submission_hash[65];
+    char state[16]; /* pending, stored, rejected */
+    int64_t sent_ms;
+    int error_code;
+    char error_detail[512];
+} agent_outbox_local;
+
+/* *found is 1 and *out filled if a kept outbox row has this (non-empty) local id. */
+int agent_store_outbox_by_local_id(agent_store *s, const char *local_id, agent_outbox_local *out,
+                                   int *found) REFEX_NODISCARD;
 typedef int (*agent_store_envelope_fn)(void *ctx, const char *message_id, const uint8_t *env,
                                        size_t len);
 /* Pending messages last handed over at or before sent_before, oldest first, at most 500;
@@ -155,7 +171,8 @@ int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store
 /* The inbox oldest first, or (id non-NULL) the messages with that id. */
 int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows) REFEX_NODISCARD;
 int agent_store_outbox_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
-/* One of our messages with its receipts, as the message_status reply; REFEX_E_NOTFOUND. */
+/* One of our messages with its receipts, as the message_status reply; id is its message id,
+ * or else the caller's local id for it (a message id is tried first). REFEX_E_NOTFOUND. */
 int agent_store_message_status_json(agent_store *s, const char *id, json_t **out) REFEX_NODISCARD;
 int agent_store_referrals_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
 int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows) REFEX_NODISCARD;

@@ -59,12 +59,13 @@ int agent_store_outbox_json(agent_store *s, json_t **rows)
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(
             *rows,
-            json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "message_id",
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s, s:s}", "message_id",
                       sqlite3_column_text(st, 0), "recipients", sqlite3_column_text(st, 1), "type",
                       sqlite3_column_text(st, 2), "case_ref", sqlite3_column_text(st, 3),
                       "created_ms", (json_int_t)sqlite3_column_int64(st, 4), "state",
                       sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
-                      "error_detail", sqlite3_column_text(st, 7)));
+                      "error_detail", sqlite3_column_text(st, 7), "local_id",
+                      sqlite3_column_text(st, 8)));
     return agent_store_done(st, refex_db_err(step));
 }
 
@@ -90,23 +91,45 @@ static json_t *receipts_json(agent_store *s, const char *id)
     return receipts;
 }
 
+/* Is id shaped like a message id (32 lower-case hex digits)? */
+static int is_message_id(const char *id)
+{
+    return strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32;
+}
+
+/* The outbox row that `which` finds for key, as the reply; NULL if none. Its message id
+ * into mid. */
+static json_t *status_row(agent_store *s, int which, const char *key, char mid[33])
+{
+    sqlite3_stmt *st = agent_store_stmt(s, which);
+    json_t *r = NULL;
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        snprintf(mid, 33, "%s", (const char *)sqlite3_column_text(st, 0));
+        r = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s, s:s}", "ok", 1, "message_id",
+                      mid, "recipients", sqlite3_column_text(st, 1), "type",
+                      sqlite3_column_text(st, 2), "case_ref", sqlite3_column_text(st, 3),
+                      "created_ms", (json_int_t)sqlite3_column_int64(st, 4), "state",
+                      sqlite3_column_text(st, 5), "error_code", sqlite3_column_int(st, 6),
+                      "error_detail", sqlite3_column_text(st, 7), "local_id",
+                      sqlite3_column_text(st, 8));
+    }
+    agent_store_done(st, REFEX_OK);
+    return r;
+}
+
 int agent_store_message_status_json(agent_store *s, const char *id, json_t **out)
 {
-    sqlite3_stmt *st = agent_store_stmt(s, S_MESSAGE_STATUS);
+    char mid[33] = "";
     json_t *r = NULL, *receipts;
     *out = NULL;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        r = json_pack("{s:b, s:s, s:s, s:s, s:s, s:I, s:s, s:i, s:s}", "ok", 1, "message_id", id,
-                      "recipients", sqlite3_column_text(st, 0), "type", sqlite3_column_text(st, 1),
-                      "case_ref", sqlite3_column_text(st, 2), "created_ms",
-                      (json_int_t)sqlite3_column_int64(st, 3), "state", sqlite3_column_text(st, 4),
-                      "error_code", sqlite3_column_int(st, 5), "error_detail",
-                      sqlite3_column_text(st, 6));
-    agent_store_done(st, REFEX_OK);
+    if (is_message_id(id))
+        r = status_row(s, S_MESSAGE_STATUS, id, mid);
+    if (!r && *id)
+        r = status_row(s, S_MESSAGE_STATUS_LOCAL, id, mid);
     if (!r)
         return REFEX_E_NOTFOUND;
-    if (!(receipts = receipts_json(s, id))) {
+    if (!(receipts = receipts_json(s, mid))) {
         json_decref(r);
         return REFEX_E_DB;
     }

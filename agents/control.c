@@ -67,19 +67,22 @@ static void cmd_outbox(agent *a, const uint8_t *rid, size_t rid_len, json_t *req
 }
 
 /* Where one of our messages is: queued here, stored at the broker, rejected, and what
- * each recipient's receipt (or the broker's non-delivery report) says. */
+ * each recipient's receipt (or the broker's non-delivery report) says. The id is its
+ * message id or the local id the caller sent it under (a message id is tried first). */
 static void cmd_message_status(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     const char *id = json_string_value(json_object_get(req, "id"));
     json_t *r = NULL;
     if (!id) {
-        batch_reply(a, rid, rid_len, control_error(REFEX_E_INVAL, "give a message id"));
+        batch_reply(a, rid, rid_len,
+                    control_error(REFEX_E_INVAL, "give a message id or a local id"));
         return;
     }
     int rc = agent_store_message_status_json(a->store, id, &r);
     if (rc == REFEX_E_NOTFOUND)
         batch_reply(a, rid, rid_len,
-                    control_error(REFEX_E_NOTFOUND, "no message with this id was sent from here"));
+                    control_error(REFEX_E_NOTFOUND,
+                                  "no message with this id or local id was sent from here"));
     else if (rc != REFEX_OK)
         batch_reply(a, rid, rid_len, control_error(rc, NULL));
     else

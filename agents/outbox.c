@@ -28,7 +28,11 @@ typedef struct {
     int64_t created_ms;
     char idhex[33], hashhex[65];
     char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX];
-    char detail[512]; /* for the client: may quote what the user typed, never logged */
+    char detail[512];     /* for the client: may quote what the user typed, never logged */
+    const char *local_id; /* the caller's own id for the message, or NULL */
+    char subhash[65];     /* hex SHA-256 of what was asked for under local_id */
+    int repeat;           /* local_id names a message already kept: first is it */
+    agent_outbox_local first;
 } send_req;
 
 static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
@@ -254,7 +258,8 @@ static int commit_send(agent *a, send_req *s)
     /* Sent right after commit if online; the retry timer covers a lost send. */
     agent_outbox_row row = {s->idhex,    s->peers,      refex_message_type_name(s->type),
                             s->case_ref, s->created_ms, a->online ? s->created_ms : 0,
-                            s->env,      s->env_len,    &s->meta};
+                            s->env,      s->env_len,    &s->meta,
+                            s->local_id, s->subhash};
     int rc = batch_unit_begin(a);
     if (rc != REFEX_OK)
         return rc;
@@ -268,21 +273,156 @@ static int commit_send(agent *a, send_req *s)
     return rc;
 }
 
+/* Registers a client to be answered when the broker stores message id; 0 if too many
+ * wait already (then it is answered at once, as without wait). */
+static int add_waiter(agent *a, const uint8_t *rid, size_t rid_len, const uint8_t id[16])
+{
+    if (a->n_waiters >= MAX_WAITERS)
+        return 0;
+    waiter *w = &a->waiters[a->n_waiters++];
+    memcpy(w->rid, rid, rid_len);
+    w->rid_len = rid_len;
+    memcpy(w->id, id, 16);
+    w->deadline = refex_mono_ms() + WAIT_DEADLINE;
+    w->committed = 0;
+    return 1;
+}
+
+/* ---- idempotent submit: the caller's local id --------------------------------------- */
+
+#define LOCAL_ID_MAX 64
+
+/* Domain separation for the hash of a submission (it is kept only in the outbox). */
+static const char SUBMISSION_CONTEXT[] = "refex/submission/v1"; /* hashed with its NUL */
+
+/* 1 to 64 printable ASCII characters, none of them a space. */
+static int local_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] <= ' ' || (unsigned char)id[i] > '~')
+            return 0;
+    return n >= 1 && n <= LOCAL_ID_MAX;
+}
+
+static int by_string(const void *x, const void *y)
+{
+    const char *a = json_string_value(*(json_t *const *)x);
+    const char *b = json_string_value(*(json_t *const *)y);
+    return strcmp(a ? a : "", b ? b : "");
+}
+
+/* The recipients as asked for, sorted (order does not make another submission). */
+static json_t *sorted_recipients(const json_t *to)
+{
+    json_t *v[REFEX_MAX_RECIPIENTS], *out;
+    size_t n = json_array_size(to), i;
+    if (!to || json_is_null(to))
+        return json_array();
+    if (!json_is_array(to) || n > REFEX_MAX_RECIPIENTS) /* refused later; never matches */
+        return json_deep_copy(to);
+    for (i = 0; i < n; i++)
+        v[i] = json_array_get(to, i);
+    qsort(v, n, sizeof v[0], by_string);
+    out = json_array();
+    for (i = 0; out && i < n; i++)
+        json_array_append(out, v[i]);
+    return out;
+}
+
+/* SHA-256 over the context and a canonical form of what a send asks for: its type (by
+ * its canonical name), the recipients sorted, the case as given, and the body; all as one
+ * JSON object dumped with sorted keys, compact. Not the ttl, nor whether to wait. */
+static int submission_hash(json_t *req, char hex[65])
+{
+    const char *type = json_string_value(json_object_get(req, "type"));
+    const char *case_ref = json_string_value(json_object_get(req, "case"));
+    int t = refex_message_type_parse(type);
+    json_t *body = json_object_get(req, "body");
+    json_t *canon = json_pack("{s:s, s:o, s:s, s:O}", "type",
+                              t ? refex_message_type_name(t) : (type ? type : ""), "to",
+                              sorted_recipients(json_object_get(req, "to")), "case",
+                              case_ref ? case_ref : "", "body", body ? body : json_null());
+    char *text = canon ? json_dumps(canon, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
+    json_decref(canon);
+    if (!text)
+        return REFEX_E_NOMEM;
+    crypto_hash_sha256_state st;
+    uint8_t hash[32];
+    crypto_hash_sha256_init(&st);
+    crypto_hash_sha256_update(&st, (const uint8_t *)SUBMISSION_CONTEXT, sizeof SUBMISSION_CONTEXT);
+    crypto_hash_sha256_update(&st, (const uint8_t *)text, strlen(text));
+    crypto_hash_sha256_final(&st, hash);
+    refex_hex_encode(hex, hash, 32);
+    free(text);
+    return REFEX_OK;
+}
+
+/* A send with a local id: if a kept message has it, the same submission is a repeat
+ * (s->repeat, s->first) and anything else under it is E_DUPLICATE. Without one, nothing. */
+static int local_id_lookup(agent *a, json_t *req, send_req *s)
+{
+    json_t *v = json_object_get(req, "local_id");
+    int found = 0, rc;
+    if (!v || json_is_null(v))
+        return REFEX_OK;
+    s->local_id = json_string_value(v);
+    if (!local_id_valid(s->local_id))
+        return send_invalid(s, "a local id is 1 to 64 printable ASCII characters, no spaces");
+    if ((rc = submission_hash(req, s->subhash)) != REFEX_OK)
+        return rc;
+    if ((rc = agent_store_outbox_by_local_id(a->store, s->local_id, &s->first, &found)) !=
+        REFEX_OK) {
+        snprintf(s->detail, sizeof s->detail, "could not read the outbox");
+        return rc;
+    }
+    if (found && strcmp(s->first.submission_hash, s->subhash) != 0) {
+        snprintf(s->detail, sizeof s->detail,
+                 "this local id is taken by message %s, sent with another type, recipients, "
+                 "case or body",
+                 s->first.message_id);
+        return REFEX_E_DUPLICATE;
+    }
+    s->repeat = found;
+    return REFEX_OK;
+}
+
+/* Answers a repeat with the first message's id and where it is now; nothing is sent or
+ * recorded. With wait, a pending one is answered when the broker stores it. */
+static void answer_repeat(agent *a, const uint8_t *rid, size_t rid_len, json_t *req,
+                          const send_req *s)
+{
+    const agent_outbox_local *f = &s->first;
+    uint8_t id[16];
+    json_t *r;
+    refex_log_info("send: a repeat of %s (same local id and submission); nothing sent",
+                   f->message_id);
+    if (strcmp(f->state, "rejected") == 0) {
+        r = control_error(f->error_code, f->error_detail);
+        json_object_set_new(r, "message_id", json_string(f->message_id));
+        json_object_set_new(r, "state", json_string("rejected"));
+    } else if (strcmp(f->state, "pending") == 0 && json_is_true(json_object_get(req, "wait")) &&
+               refex_hex_decode(id, 16, f->message_id) == REFEX_OK &&
+               add_waiter(a, rid, rid_len, id)) {
+        return;
+    } else {
+        const char *state = strcmp(f->state, "stored") == 0 ? "stored"
+                            : f->sent_ms                    ? "sent"
+                                                            : "pending";
+        r = json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", f->message_id, "state", state);
+    }
+    json_object_set_new(r, "repeat", json_true());
+    batch_reply(a, rid, rid_len, r);
+}
+
 /* Hands the committed message to the broker, then answers now or when it is stored. */
 static void answer_send(agent *a, const uint8_t *rid, size_t rid_len, const send_req *s)
 {
     int sent = a->online && send_envelope_bytes(a, s->env, s->env_len) == REFEX_OK;
     if (sent)
         a->last_sent_ms = refex_mono_ms();
-    if (s->wait && a->n_waiters < MAX_WAITERS) {
-        waiter *w = &a->waiters[a->n_waiters++];
-        memcpy(w->rid, rid, rid_len);
-        w->rid_len = rid_len;
-        memcpy(w->id, s->id, 16);
-        w->deadline = refex_mono_ms() + WAIT_DEADLINE;
-        w->committed = 0;
+    if (s->wait && add_waiter(a, rid, rid_len, s->id))
         return;
-    }
     batch_reply(a, rid, rid_len,
                 json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", s->idhex, "state",
                           sent ? "sent" : "pending"));
@@ -291,7 +431,13 @@ static void answer_send(agent *a, const uint8_t *rid, size_t rid_len, const send
 void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     send_req *s = calloc(1, sizeof *s);
-    int rc = s ? parse_send(a, req, s) : REFEX_E_NOMEM;
+    int rc = s ? local_id_lookup(a, req, s) : REFEX_E_NOMEM;
+    if (rc == REFEX_OK && s->repeat) {
+        answer_repeat(a, rid, rid_len, req, s);
+        goto out;
+    }
+    if (rc == REFEX_OK)
+        rc = parse_send(a, req, s);
     if (rc == REFEX_OK)
         rc = seal_send(a, s);
     if (rc == REFEX_OK && (rc = commit_send(a, s)) != REFEX_OK)
@@ -304,6 +450,7 @@ void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         refex_log_warn("send: refused: %s", refex_errname(rc));
         batch_reply(a, rid, rid_len, control_error(rc, s ? s->detail : ""));
     }
+out:
     if (!s)
         return;
     if (s->parsed)

@@ -146,14 +146,17 @@ static void print_outbox_table(const json_t *msgs)
 {
     json_t *m;
     size_t i;
-    printf("%-21s %-24s %-20s %-32s %s\n", "CREATED", "TO", "TYPE", "MESSAGE ID", "STATE");
+    printf("%-21s %-24s %-20s %-32s %-16s %s\n", "CREATED", "TO", "TYPE", "MESSAGE ID", "LOCAL ID",
+           "STATE");
     json_array_foreach(msgs, i, m)
     {
         char t[32];
         cli_format_time(t, sizeof t,
                         (long long)json_integer_value(json_object_get(m, "created_ms")));
-        printf("%-21s %-24s %-20s %-32s %s%s%s\n", t, cli_str(m, "recipients"), cli_str(m, "type"),
-               cli_str(m, "message_id"), cli_str(m, "state"),
+        const char *local = cli_str(m, "local_id");
+        printf("%-21s %-24s %-20s %-32s %-16s %s%s%s\n", t, cli_str(m, "recipients"),
+               cli_str(m, "type"), cli_str(m, "message_id"), *local ? local : "-",
+               cli_str(m, "state"),
                json_integer_value(json_object_get(m, "error_code")) ? ": " : "",
                cli_str(m, "error_detail"));
     }
@@ -169,7 +172,8 @@ int cmd_outbox(int argc, char **argv)
                 "usage: refex [-c AGENT.conf] outbox list [--json]\n"
                 "\n"
                 "Messages this agency sent, with their state: pending (not yet stored by\n"
-                "the broker), stored, or rejected with the broker's typed error.\n");
+                "the broker), stored, or rejected with the broker's typed error, and the\n"
+                "local id each was sent under (send --local-id), '-' if none.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
     int rc = cli_call(10000, call_outbox, NULL, &reply);

@@ -13,7 +13,8 @@ static void send_usage(FILE *out)
 {
     fprintf(out,
             "usage: refex [-c AGENT.conf] send --to ID[,ID...] --type TYPE [--case REF]\n"
-            "             (--body FILE.json | REFERRAL FLAGS) [--ttl SECONDS] [--wait] [--json]\n"
+            "             (--body FILE.json | REFERRAL FLAGS) [--local-id ID] [--ttl SECONDS]\n"
+            "             [--wait] [--json]\n"
             "\n"
             "Seals a message for its recipients and hands it to the local agent, which signs\n"
             "it, records it in the outbox and the audit log, and sends it to the broker.\n"
@@ -28,6 +29,12 @@ static void send_usage(FILE *out)
             "                  proto/refex.proto (e.g. Referral), enums by name; '-' reads stdin\n"
             "  --ttl SECONDS   how long the broker may hold it for an offline recipient\n"
             "                  (default 7 days)\n"
+            "  --local-id ID   your own id for this message (e.g. its record number in your\n"
+            "                  system), 1 to 64 printable ASCII characters, no spaces. Sent\n"
+            "                  again under it (a retry) with the same type, recipients, case\n"
+            "                  and body, nothing is sent: it prints the first message's id and\n"
+            "                  state. With anything different it is refused (E_DUPLICATE).\n"
+            "                  Kept by the agent only, never sent on; 'refex status ID' takes it\n"
             "  --wait          wait for the broker's STORED\n"
             "  --json          print the result as JSON\n"
             "\n"
@@ -79,7 +86,7 @@ static json_t *child(json_t *o, const char *key)
 }
 
 typedef struct {
-    const char *to, *type, *case_ref, *body_file;
+    const char *to, *type, *case_ref, *body_file, *local_id;
     long ttl;
     int wait, json, flags_used;
     json_t *flags, *concerns; /* referral flags, merged over the body */
@@ -105,6 +112,7 @@ static const struct option OPTS[] = {{"to", required_argument, 0, 't'},
                                      {"case", required_argument, 0, 'C'},
                                      {"body", required_argument, 0, 'b'},
                                      {"ttl", required_argument, 0, 'T'},
+                                     {"local-id", required_argument, 0, 'L'},
                                      {"wait", no_argument, 0, 'w'},
                                      {"json", no_argument, 0, 'j'},
                                      {"help", no_argument, 0, 'h'},
@@ -194,6 +202,9 @@ static int parse_args(send_args *a, int argc, char **argv)
                 return EXIT_USAGE;
             }
             break;
+        case 'L':
+            a->local_id = optarg;
+            break;
         case 'w':
             a->wait = 1;
             break;
@@ -265,6 +276,8 @@ static void print_result(const json_t *reply)
            : strcmp(state, "sent") == 0 ? "sent to the broker"
                                         : "queued in the agent's outbox (broker not "
                                           "reached yet)");
+    if (json_is_true(json_object_get(reply, "repeat")))
+        printf("(sent before under this local id; nothing was sent again)\n");
 }
 
 /* Splits --to and sends through the client library; prints the outcome. */
@@ -284,7 +297,8 @@ static int submit(const send_args *a, const char *body_text)
                               .case_ref = a->case_ref,
                               .body_json = body_text,
                               .ttl_seconds = a->ttl,
-                              .wait = a->wait};
+                              .wait = a->wait,
+                              .local_id = a->local_id};
     int rc = cli_client_open(&c, 35000);
     if (rc != EXIT_OK)
         goto out;

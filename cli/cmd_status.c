@@ -85,8 +85,11 @@ static void print_message_status(const json_t *m)
     const char *state = cli_str(m, "state");
     char t[32];
     cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "created_ms")));
-    printf("message    %s\ntype       %s\ncase       %s\ncreated    %s\n", cli_str(m, "message_id"),
-           cli_str(m, "type"), cli_str(m, "case_ref"), t);
+    printf("message    %s\n", cli_str(m, "message_id"));
+    if (*cli_str(m, "local_id"))
+        printf("local id   %s\n", cli_str(m, "local_id"));
+    printf("type       %s\ncase       %s\ncreated    %s\n", cli_str(m, "type"),
+           cli_str(m, "case_ref"), t);
     if (strcmp(state, "pending") == 0)
         printf("state      queued locally: the broker has not stored it yet (retrying)\n");
     else if (strcmp(state, "rejected") == 0)
@@ -111,14 +114,16 @@ int cmd_status(int argc, char **argv)
     int words = argc - optind;
     if (bad || words > 1 || a.help) {
         fprintf(a.help && !bad ? stdout : stderr,
-                "usage: refex [-c AGENT.conf] status [MESSAGE_ID] [--json]\n"
+                "usage: refex [-c AGENT.conf] status [MESSAGE_ID | LOCAL_ID] [--json]\n"
                 "\n"
                 "Without an id: whether the agent is running and connected to its broker.\n"
                 "With the id of a message this agency sent: where it is. Queued locally (not\n"
                 "yet stored by the broker), stored at the broker, rejected by the broker with\n"
                 "a reason, and for each recipient: delivered (its signed receipt is held),\n"
                 "refused by the recipient with a reason, or not delivered before it expired\n"
-                "(the broker's signed non-delivery report is held).\n");
+                "(the broker's signed non-delivery report is held). A message may also be\n"
+                "named by the local id it was sent under (send --local-id); a 32-hex id is\n"
+                "tried as a message id first.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
     int rc = cli_call(5000, call_status, words == 1 ? argv[optind] : NULL, &reply);

@@ -10,6 +10,7 @@
 #include "body.h"
 #include "client_priv.h"
 #include "refex/client.h"
+#include "util.h"
 
 /* A JSON array of n strings; NULL for no memory, or a NULL list or entry (n > 0). */
 static json_t *string_array(const char *const *v, size_t n)
@@ -71,6 +72,8 @@ static json_t *send_request(const refex_client_message *m, json_t *body)
         bad |= json_object_set_new(req, "case", json_string(m->case_ref)) != 0;
     if (m->ttl_seconds)
         bad |= json_object_set_new(req, "ttl_seconds", json_integer(m->ttl_seconds)) != 0;
+    if (m->local_id)
+        bad |= json_object_set_new(req, "local_id", json_string(m->local_id)) != 0;
     if (bad) {
         json_decref(req);
         return NULL;
@@ -99,6 +102,9 @@ int refex_client_send(refex_client *c, const refex_client_message *m, char id[33
         *reply = NULL;
     if (!c || !m || !m->type || (m->n_to && !m->to))
         return refex_client_fail(c, REFEX_E_INVAL, "give a client and a message with a type");
+    if (m->local_id && !refex_utf8_valid(m->local_id, strlen(m->local_id)))
+        return refex_client_fail(c, REFEX_E_INVAL,
+                                 "a local id is 1 to 64 printable ASCII characters, no spaces");
     int rc = body_of(c, m, &body);
     if (rc != REFEX_OK)
         return rc;

@@ -71,6 +71,14 @@ typedef struct {
     size_t body_pb_len;     /*     type); exactly one of the two */
     long ttl_seconds;       /* 0: the agent's default (7 days) */
     int wait;               /* non-zero: wait until the broker has STORED it */
+    /* The caller's own id for this message (e.g. its record number for the referral), or
+     * NULL: 1 to 64 printable ASCII characters, no spaces (else E_INVAL). It makes the send
+     * idempotent: sending again under the same local id (a retry after E_TIMEOUT or a
+     * crash) with the same type, recipients, case and body sends nothing and returns the
+     * first message's id and state; under the same local id with anything different, it is
+     * refused with E_DUPLICATE. Unique per agency for as long as the agent keeps the
+     * message; it stays in the agent (never sent to the broker or the recipients). */
+    const char *local_id;
 } refex_client_message;
 
 /* Hands a message to the agent, which checks, seals, signs, records and sends it. The
@@ -79,14 +87,20 @@ typedef struct {
  * reply, whose "state" is "sent", "pending" or, with wait, "stored". A refusal by the
  * broker while waiting returns its code, with id still set.
  * E_TIMEOUT means the outcome is unknown: the agent may have committed and sent the
- * message after the client stopped waiting. Check refex_client_outbox_list before sending
- * again, or the recipient gets it twice. */
+ * message after the client stopped waiting. With a local_id, send the same message again:
+ * a repeat returns the first message's id and state (and "repeat": true in the reply)
+ * and sends nothing; a repeat of a message the broker rejected returns the broker's code
+ * again, with id set. Without a local_id, check refex_client_outbox_list before sending
+ * again, or the recipient gets it twice. E_DUPLICATE: local_id is already taken by a
+ * message with another type, recipients, case or body. */
 int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply);
 
 /* ---- queries: each returns the agent's whole reply as JSON text in *out ------------- */
 
 int refex_client_status(refex_client *c, char **out);
-/* Where a message this agency sent is: broker state and each recipient's receipt. */
+/* Where a message this agency sent is: broker state and each recipient's receipt.
+ * message_id is its message id or the local id it was sent under (a 32-hex string is
+ * tried as a message id first). */
 int refex_client_message_status(refex_client *c, const char *message_id, char **out);
 int refex_client_inbox_list(refex_client *c, char **out);
 int refex_client_inbox_show(refex_client *c, const char *message_id, char **out);

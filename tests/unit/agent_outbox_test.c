@@ -45,7 +45,7 @@ static void insert(agent_fixture *f, const char *id, int64_t created_ms, int64_t
                          "",
                          ""};
     agent_outbox_row r = {id,  "social-care,police", "REFERRAL", "CASE-1", created_ms, sent_ms,
-                          env, sizeof env,           &m};
+                          env, sizeof env,           &m,         NULL,     NULL};
     assert_ok(agent_store_outbox_insert(f->a.store, &r));
 }
 
@@ -117,7 +117,7 @@ static void test_duplicate_id_is_refused(void **state)
     insert(f, "aa", 1000, 0);
     static const uint8_t env[] = "other";
     refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
-    agent_outbox_row r = {"aa", "police", "REFERRAL", "", 3000, 0, env, sizeof env, &m};
+    agent_outbox_row r = {"aa", "police", "REFERRAL", "", 3000, 0, env, sizeof env, &m, NULL, NULL};
     assert_rc(agent_store_outbox_insert(f->a.store, &r), REFEX_E_EXISTS);
     assert_int_equal(pending(f, INT64_MAX).n, 1);
 }
