@@ -1,13 +1,18 @@
 /* Tests for the agent's outbox (agents/outbox.c over agents/agent_store.c), against a real
  * SQLite file: a row commits pending with its metadata, leaves the pending list once
  * stored, is settled once only (a second STORED or REJECTED changes nothing and audits
- * nothing), a transient refusal leaves it pending, and a duplicate id is refused. */
+ * nothing), a transient refusal leaves it pending, and a duplicate id is refused. A send
+ * under a local id is idempotent (a repeat answers with the first message, and sends and
+ * records nothing; another submission under it is E_DUPLICATE), and an agent.db made
+ * before local ids opens and takes them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <sqlite3.h>
 
 #include "testing.h"
 
@@ -240,6 +245,361 @@ static void test_result_answers_waiter(void **state)
     agent_fixture_commit(f);
 }
 
+/* ---- idempotent submit by local id ------------------------------------------------- */
+
+/* A referral body with every field a sending agent may require. */
+#define REFERRAL_BODY(summary)                                                                     \
+    "{\"kind\": \"REFERRAL_PRE_BIRTH\", \"summary\": \"" summary "\","                             \
+    " \"subject\": {\"kind\": \"SUBJECT_UNBORN\", \"reference\": \"UB-1\"},"                       \
+    " \"referrer\": {\"reference\": \"MW-1\"}, \"purpose\": \"PURPOSE_SAFEGUARDING\","             \
+    " \"urgency\": \"URGENCY_ROUTINE\", \"consent\": \"CONSENT_NOT_SOUGHT_SAFEGUARDING\","         \
+    " \"lawful_basis\": {\"article6\": \"ARTICLE6_PUBLIC_TASK\","                                  \
+    " \"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\"}}"
+
+/* The same body, its keys in another order. */
+#define REFERRAL_BODY_REORDERED                                                                    \
+    "{\"lawful_basis\": {\"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\","                  \
+    " \"article6\": \"ARTICLE6_PUBLIC_TASK\"}, \"consent\": \"CONSENT_NOT_SOUGHT_SAFEGUARDING\","  \
+    " \"urgency\": \"URGENCY_ROUTINE\", \"purpose\": \"PURPOSE_SAFEGUARDING\","                    \
+    " \"referrer\": {\"reference\": \"MW-1\"},"                                                    \
+    " \"subject\": {\"reference\": \"UB-1\", \"kind\": \"SUBJECT_UNBORN\"},"                       \
+    " \"summary\": \"first\", \"kind\": \"REFERRAL_PRE_BIRTH\"}"
+
+typedef struct {
+    json_t *reply; /* NULL if none was queued (a waiter) */
+    size_t frames; /* frames queued for the broker */
+} send_outcome;
+
+/* Runs one control `send` inside a cycle's batch, as the loop does, and commits it. */
+static send_outcome control_send_json(agent_fixture *f, const char *json)
+{
+    send_outcome o = {NULL, 0};
+    json_error_t jerr;
+    json_t *req = json_loads(json, 0, &jerr);
+    if (!req)
+        fail_msg("bad test request: %s", jerr.text);
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    outbox_cmd_send(&f->a, (const uint8_t *)"cli", 3, req);
+    json_decref(req);
+    for (size_t i = 0; i < f->a.outq_n; i++) {
+        if (f->a.outq[i].rid_len == 0) {
+            o.frames++;
+            continue;
+        }
+        assert_null(o.reply);
+        assert_memory_equal(f->a.outq[i].rid, "cli", 3);
+        o.reply = json_loadb(f->a.outq[i].data, f->a.outq[i].len, 0, NULL);
+        assert_non_null(o.reply);
+    }
+    agent_fixture_commit(f);
+    return o;
+}
+
+static size_t outbox_rows(agent_fixture *f)
+{
+    json_t *rows = NULL;
+    assert_ok(agent_store_outbox_json(f->a.store, &rows));
+    size_t n = json_array_size(rows);
+    json_decref(rows);
+    return n;
+}
+
+static const char *reply_str(const json_t *r, const char *key)
+{
+    const char *v = json_string_value(json_object_get(r, key));
+    return v ? v : "";
+}
+
+static void assert_refused(send_outcome o, int code)
+{
+    assert_non_null(o.reply);
+    assert_false(json_is_true(json_object_get(o.reply, "ok")));
+    assert_rc((int)json_integer_value(json_object_get(o.reply, "code")), code);
+    assert_string_equal(reply_str(o.reply, "error"), refex_errname(code));
+}
+
+#define SEND_EPR1(to, summary, extra)                                                              \
+    "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": " to ", \"local_id\": \"EPR-1\","         \
+    " \"body\": " REFERRAL_BODY(summary) extra "}"
+
+/* A repeat under the same local id, recipients in another order and the body's keys too,
+ * gets the first message's id and sends, records and audits nothing. */
+static void test_local_id_repeat_sends_nothing(void **state)
+{
+    agent_fixture *f = *state;
+    char first[33];
+    f->a.online = 1;
+    send_outcome o = control_send_json(f, SEND_EPR1("[\"social-care\", \"police\"]", "first", ""));
+    assert_true(json_is_true(json_object_get(o.reply, "ok")));
+    assert_int_equal(o.frames, 1);
+    assert_null(json_object_get(o.reply, "repeat"));
+    snprintf(first, sizeof first, "%s", reply_str(o.reply, "message_id"));
+    assert_int_equal(strlen(first), 32);
+    json_decref(o.reply);
+    uint64_t audited = agent_fixture_audit_size(f);
+    assert_int_equal(outbox_rows(f), 1);
+
+    o = control_send_json(f, "{\"cmd\": \"send\", \"type\": \"REFERRAL\", \"local_id\": \"EPR-1\","
+                             " \"to\": [\"police\", \"social-care\"], \"ttl_seconds\": 60,"
+                             " \"body\": " REFERRAL_BODY_REORDERED "}");
+    assert_true(json_is_true(json_object_get(o.reply, "ok")));
+    assert_string_equal(reply_str(o.reply, "message_id"), first);
+    assert_string_equal(reply_str(o.reply, "state"), "sent");
+    assert_true(json_is_true(json_object_get(o.reply, "repeat")));
+    assert_int_equal(o.frames, 0); /* nothing to the broker */
+    json_decref(o.reply);
+    assert_int_equal(outbox_rows(f), 1);
+    assert_int_equal(agent_fixture_audit_size(f), audited);
+}
+
+/* The local id taken, anything else under it is refused, naming the first message, and
+ * nothing is recorded. */
+static void test_local_id_other_submission_is_duplicate(void **state)
+{
+    agent_fixture *f = *state;
+    send_outcome o = control_send_json(f, SEND_EPR1("[\"social-care\"]", "first", ""));
+    char first[33];
+    snprintf(first, sizeof first, "%s", reply_str(o.reply, "message_id"));
+    json_decref(o.reply);
+    uint64_t audited = agent_fixture_audit_size(f);
+    static const char *const others[] = {
+        SEND_EPR1("[\"social-care\"]", "second", ""),                   /* another body */
+        SEND_EPR1("[\"social-care\", \"police\"]", "first", ""),        /* other recipients */
+        SEND_EPR1("[\"social-care\"]", "first", ", \"case\": \"C-9\""), /* another case */
+        "{\"cmd\": \"send\", \"type\": \"information-request\", \"to\": [\"social-care\"],"
+        " \"local_id\": \"EPR-1\", \"body\": {\"request_id\": \"R-1\"}}", /* another type */
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        o = control_send_json(f, others[i]);
+        assert_refused(o, REFEX_E_DUPLICATE);
+        assert_non_null(strstr(reply_str(o.reply, "detail"), first));
+        assert_null(json_object_get(o.reply, "message_id"));
+        json_decref(o.reply);
+    }
+    assert_int_equal(outbox_rows(f), 1);
+    assert_int_equal(agent_fixture_audit_size(f), audited);
+    /* Another local id is another message. */
+    o = control_send_json(f,
+                          "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                          " \"local_id\": \"EPR-2\", \"body\": " REFERRAL_BODY("first") "}");
+    assert_true(json_is_true(json_object_get(o.reply, "ok")));
+    assert_string_not_equal(reply_str(o.reply, "message_id"), first);
+    json_decref(o.reply);
+    assert_int_equal(outbox_rows(f), 2);
+}
+
+/* 1 to 64 printable ASCII characters without spaces; anything else is E_INVAL and nothing
+ * is recorded. null counts as absent. */
+static void test_local_id_validated(void **state)
+{
+    agent_fixture *f = *state;
+    static const char *const bad[] = {
+        "\"\"",
+        "\"EPR 1\"",
+        "\"EPR\\t1\"",
+        "\"caf\\u00e9\"",
+        "\"EPR\\u007f\"",
+        "12",
+        "true",
+        "\""
+        "0123456789012345678901234567890123456789012345678901234567890123"
+        "4\"",
+    };
+    char req[2048];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(req, sizeof req,
+                 "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                 " \"local_id\": %s, \"body\": " REFERRAL_BODY("x") "}",
+                 bad[i]);
+        send_outcome o = control_send_json(f, req);
+        assert_refused(o, REFEX_E_INVAL);
+        assert_non_null(strstr(reply_str(o.reply, "detail"), "local id"));
+        json_decref(o.reply);
+    }
+    assert_int_equal(outbox_rows(f), 0);
+    static const char *const good[] = {
+        "null", "\"!~\"",
+        "\""
+        "0123456789012345678901234567890123456789012345678901234567890123"
+        "\""};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        snprintf(req, sizeof req,
+                 "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+                 " \"local_id\": %s, \"body\": " REFERRAL_BODY("x") "}",
+                 good[i]);
+        send_outcome o = control_send_json(f, req);
+        assert_true(json_is_true(json_object_get(o.reply, "ok")));
+        json_decref(o.reply);
+    }
+    assert_int_equal(outbox_rows(f), 3);
+}
+
+/* With wait: a repeat of a stored message is answered "stored" at once; of a pending one,
+ * when the broker stores it; of a rejected one, with the broker's refusal again. */
+static void test_local_id_repeat_with_wait(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    char first[33];
+    send_outcome o = control_send_json(f, SEND_EPR1("[\"social-care\"]", "first", ""));
+    assert_string_equal(reply_str(o.reply, "state"), "pending"); /* offline */
+    snprintf(first, sizeof first, "%s", reply_str(o.reply, "message_id"));
+    json_decref(o.reply);
+    assert_ok(refex_hex_decode(id, 16, first));
+
+    o = control_send_json(f, SEND_EPR1("[\"social-care\"]", "first", ", \"wait\": true"));
+    assert_null(o.reply); /* waits for the STORED */
+    assert_int_equal(f->a.n_waiters, 1);
+    outbox_result(&f->a, id, 0, NULL);
+    assert_int_equal(f->a.n_waiters, 0);
+    agent_fixture_commit(f);
+
+    o = control_send_json(f, SEND_EPR1("[\"social-care\"]", "first", ", \"wait\": true"));
+    assert_true(json_is_true(json_object_get(o.reply, "ok")));
+    assert_string_equal(reply_str(o.reply, "state"), "stored");
+    assert_string_equal(reply_str(o.reply, "message_id"), first);
+    assert_true(json_is_true(json_object_get(o.reply, "repeat")));
+    assert_int_equal(f->a.n_waiters, 0);
+    json_decref(o.reply);
+
+    /* A rejected message stays rejected: its repeat is the refusal, with its id. */
+    o = control_send_json(f, "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"police\"],"
+                             " \"local_id\": \"EPR-3\", \"body\": " REFERRAL_BODY("x") "}");
+    char third[33];
+    snprintf(third, sizeof third, "%s", reply_str(o.reply, "message_id"));
+    json_decref(o.reply);
+    assert_ok(refex_hex_decode(id, 16, third));
+    outbox_result(&f->a, id, REFEX_E_REVOKED, "police is revoked");
+    agent_fixture_commit(f);
+    o = control_send_json(f, "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"police\"],"
+                             " \"local_id\": \"EPR-3\", \"wait\": true,"
+                             " \"body\": " REFERRAL_BODY("x") "}");
+    assert_refused(o, REFEX_E_REVOKED);
+    assert_string_equal(reply_str(o.reply, "message_id"), third);
+    assert_string_equal(reply_str(o.reply, "state"), "rejected");
+    assert_string_equal(reply_str(o.reply, "detail"), "police is revoked");
+    json_decref(o.reply);
+    assert_int_equal(outbox_rows(f), 2);
+}
+
+/* message_status takes a local id in place of the message id; listings show it. */
+static void test_local_id_in_status_and_listing(void **state)
+{
+    agent_fixture *f = *state;
+    json_t *r = NULL;
+    char first[33];
+    send_outcome o = control_send_json(f, SEND_EPR1("[\"social-care\"]", "first", ""));
+    snprintf(first, sizeof first, "%s", reply_str(o.reply, "message_id"));
+    json_decref(o.reply);
+    insert(f, "ab", 1000, 0); /* one without a local id */
+
+    assert_ok(agent_store_message_status_json(f->a.store, "EPR-1", &r));
+    assert_string_equal(reply_str(r, "message_id"), first);
+    assert_string_equal(reply_str(r, "local_id"), "EPR-1");
+    assert_true(json_is_array(json_object_get(r, "receipts")));
+    json_decref(r);
+    assert_ok(agent_store_message_status_json(f->a.store, first, &r));
+    assert_string_equal(reply_str(r, "local_id"), "EPR-1");
+    json_decref(r);
+    r = NULL;
+    assert_rc(agent_store_message_status_json(f->a.store, "EPR-9", &r), REFEX_E_NOTFOUND);
+    assert_rc(agent_store_message_status_json(f->a.store, "", &r), REFEX_E_NOTFOUND);
+    assert_null(r);
+
+    json_t *row = outbox_row(f, first);
+    assert_string_equal(reply_str(row, "local_id"), "EPR-1");
+    json_decref(row);
+    row = outbox_row(f, "ab");
+    assert_string_equal(reply_str(row, "local_id"), "");
+    json_decref(row);
+}
+
+/* A local id that looks like a message id is still found as a local id, and a message id
+ * wins over a local id spelt the same. */
+static void test_local_id_shaped_like_a_message_id(void **state)
+{
+    agent_fixture *f = *state;
+    json_t *r = NULL;
+    send_outcome o = control_send_json(
+        f, "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+           " \"local_id\": \""
+           "ab0102030405060708090a0b0c0d0e0f"
+           "\","
+           " \"body\": " REFERRAL_BODY("x") "}");
+    char mine[33];
+    snprintf(mine, sizeof mine, "%s", reply_str(o.reply, "message_id"));
+    json_decref(o.reply);
+    assert_ok(agent_store_message_status_json(f->a.store, IDHEX, &r));
+    assert_string_equal(reply_str(r, "message_id"), mine);
+    json_decref(r);
+    insert(f, IDHEX, 1000, 0);
+    assert_ok(agent_store_message_status_json(f->a.store, IDHEX, &r));
+    assert_string_equal(reply_str(r, "message_id"), IDHEX);
+    json_decref(r);
+}
+
+/* The outbox as it was before local ids, with one message in it. */
+static const char *OLD_SCHEMA =
+    "CREATE TABLE outbox ("
+    " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
+    " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
+    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
+    " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
+    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
+    " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX outbox_state ON outbox(state, created_ms);"
+    "INSERT INTO outbox(message_id, recipients, type, case_ref, created_ms, envelope, state,"
+    " updated_ms) VALUES ('0ld0', 'social-care', 'REFERRAL', 'C-1', 1000, x'00', 'pending',"
+    " 1000);";
+
+static void test_old_database_opens_and_takes_local_ids(void **state)
+{
+    agent_fixture *f = *state;
+    char path[300], err[256];
+    sqlite3 *db = NULL;
+    agent_store *st = NULL;
+    agent_outbox_local lo;
+    int found = -1;
+    snprintf(path, sizeof path, "%s/old-agent.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, OLD_SCHEMA, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    for (int round = 0; round < 2; round++) { /* the upgrade is done once, then a no-op */
+        if (agent_store_open(path, &st, err, sizeof err) != REFEX_OK)
+            fail_msg("agent_store_open of an old database: %s", err);
+        json_t *rows = NULL;
+        assert_ok(agent_store_outbox_json(st, &rows));
+        assert_int_equal(json_array_size(rows), round + 1);
+        json_t *old = json_array_get(rows, 0);
+        assert_string_equal(reply_str(old, "message_id"), "0ld0");
+        assert_string_equal(reply_str(old, "state"), "pending");
+        assert_string_equal(reply_str(old, "local_id"), "");
+        json_decref(rows);
+        if (round == 0) {
+            static const uint8_t env[] = "e";
+            refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
+            agent_outbox_row r = {"new1", "police",   "REFERRAL", "",      2000, 0,
+                                  env,    sizeof env, &m,         "EPR-1", "aa"};
+            assert_ok(agent_store_outbox_insert(st, &r));
+            agent_outbox_row again = {"new2", "police",   "REFERRAL", "",      3000, 0,
+                                      env,    sizeof env, &m,         "EPR-1", "bb"};
+            assert_rc(agent_store_outbox_insert(st, &again), REFEX_E_EXISTS); /* unique */
+        }
+        assert_ok(agent_store_outbox_by_local_id(st, "EPR-1", &lo, &found));
+        assert_int_equal(found, 1);
+        assert_string_equal(lo.message_id, "new1");
+        assert_string_equal(lo.submission_hash, "aa");
+        assert_ok(agent_store_outbox_by_local_id(st, "", &lo, &found));
+        assert_int_equal(found, 0); /* "" is no local id, though the old row has it */
+        agent_store_close(&st);
+    }
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -254,6 +614,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_result_rejected_audited_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_transient_stays_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_result_answers_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_repeat_sends_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_other_submission_is_duplicate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_validated, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_repeat_with_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_in_status_and_listing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_local_id_shaped_like_a_message_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_database_opens_and_takes_local_ids, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
