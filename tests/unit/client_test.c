@@ -336,6 +336,32 @@ static void test_send_protobuf_body_goes_as_json(void **state)
     stop_fake(&c);
 }
 
+/* The local id travels as the request's "local_id", and only when given; one that is not
+ * even UTF-8 is refused before anything is sent. */
+static void test_send_local_id_goes_in_the_request(void **state)
+{
+    fixture *f = *state;
+    refex_client *c = start_fake(f);
+    char id[33], *reply = NULL;
+    const char *to[] = {"social-care"};
+    refex_client_message m = {
+        .type = "referral", .to = to, .n_to = 1, .body_json = "{}", .local_id = "EPR-1"};
+    assert_ok(refex_client_send(c, &m, id, &reply));
+    json_t *e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "local_id")), "EPR-1");
+    json_decref(e);
+    m.local_id = NULL;
+    assert_ok(refex_client_send(c, &m, id, &reply));
+    e = echoed(reply);
+    assert_null(json_object_get(e, "local_id"));
+    json_decref(e);
+    m.local_id = "EPR-\xff";
+    assert_rc(refex_client_send(c, &m, id, &reply), REFEX_E_INVAL);
+    assert_null(reply);
+    assert_non_null(strstr(refex_client_error(c), "local id"));
+    stop_fake(&c);
+}
+
 static void test_refusal_and_garbage_are_typed(void **state)
 {
     fixture *f = *state;
@@ -383,6 +409,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_calls_send_documented_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_protobuf_body_goes_as_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_and_garbage_are_typed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_send_local_id_goes_in_the_request, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
