@@ -104,7 +104,12 @@ static Refex__V1__Envelope *seal(agent_fixture *f, const char *to, uint8_t id[16
     uint8_t *body = NULL, *env = NULL;
     size_t body_len = 0, env_len = 0;
     char err[256];
-    json_t *j = json_pack("{s:s}", "summary", "x");
+    json_t *j =
+        json_pack("{s:s, s:{s:s, s:s}, s:{s:s}, s:{s:s, s:s}, s:s, s:s, s:s}", "summary", "x",
+                  "subject", "kind", "SUBJECT_UNBORN", "reference", "UB-1", "referrer", "reference",
+                  "MW-1", "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
+                  "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "consent", "CONSENT_GIVEN", "purpose",
+                  "PURPOSE_SAFEGUARDING", "urgency", "URGENCY_ROUTINE");
     assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, j, &body, &body_len, err,
                                    sizeof err));
     json_decref(j);
