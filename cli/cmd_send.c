@@ -50,7 +50,7 @@ static void send_usage(FILE *out)
             "  requested_by, responded_by or published_by.)\n"
             "\n"
             "Nothing is defaulted: the agent refuses a body without the fields its type\n"
-            "requires (E_INVAL, naming each; docs/protocol.md section 10).\n"
+            "requires (E_INVAL, naming each; docs/protocol.md section 10.1).\n"
             "\n"
             "Example:\n"
             "  refex -c midwifery.conf send --to social-care --type referral \\\n"
