@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "body.h"
+#include "body_rules.h"
 #include "codec.h"
 #include "envelope.h"
 #include "log.h"
@@ -65,8 +66,9 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
 
 /* Recipients never rely on the broker: from a known agency and signed by it (checked
  * first, so that only what the sender really signed is ever remembered), for us, from an
- * unrevoked agency, in time, openable by us, a well-formed body, and (a case update) from
- * a member to a member by the lead's grants here? REFEX_OK or why not. */
+ * unrevoked agency, in time, openable by us, a well-formed body with every field its type
+ * requires (lib/body_rules.c), and (a case update) from a member to a member by the lead's
+ * grants here? REFEX_OK or why not. */
 static int check_delivery(agent *a, delivery *d)
 {
     const Refex__V1__EnvelopeHeader *h = d->h;
@@ -94,6 +96,11 @@ static int check_delivery(agent *a, delivery *d)
         return rc;
     refex_body_meta_get(d->b, &d->meta);
     d->have_meta = 1;
+    char missing[256]; /* what a foreign agent let through: refused here too */
+    if (refex_body_check(d->b, missing, sizeof missing) != REFEX_OK) {
+        refex_log_warn("deliver: %s from %s: %s", d->idhex, h->sender, missing); /* names only */
+        return REFEX_E_INVAL;
+    }
     if (h->type == REFEX__V1__MESSAGE_TYPE__CASE_UPDATE &&
         (!cases_is_member(a, h->case_ref, h->sender, 0) ||
          !cases_is_member(a, h->case_ref, a->agency, (int)d->b->case_update->update_type)))

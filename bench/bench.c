@@ -165,9 +165,16 @@ static void *client(void *arg)
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
     zmq_connect(s, ca->url);
     for (int i = 0; i < ca->n && !ca->failed; i++) {
-        json_t *req = json_pack("{s:s, s:[s], s:s, s:s, s:{s:s, s:s}}", "cmd", "send", "to",
-                                "receiver", "type", "referral", "case", "BENCH", "body", "kind",
-                                "REFERRAL_PRE_BIRTH", "summary", ca->pad);
+        /* A complete referral: the agent refuses one without its required fields. */
+        json_t *req = json_pack(
+            "{s:s, s:[s], s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:{s:s}, s:{s:s, s:s}, s:s, s:s,"
+            " s:s}}",
+            "cmd", "send", "to", "receiver", "type", "referral", "case", "BENCH", "body", "kind",
+            "REFERRAL_PRE_BIRTH", "summary", ca->pad, "subject", "kind", "SUBJECT_UNBORN",
+            "reference", "UB-BENCH", "referrer", "reference", "MW-BENCH", "lawful_basis",
+            "article6", "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
+            "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING",
+            "urgency", "URGENCY_ROUTINE");
         char *text = json_dumps(req, JSON_COMPACT);
         json_decref(req);
         zmq_send(s, text, strlen(text), 0);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body_flags.h"
 #include "cli.h"
 #include "refex/client.h"
 
@@ -21,7 +22,9 @@ static void case_usage(FILE *out)
             "       refex [-c AGENT.conf] case subscribe (--case REF | --all) [--types T,...]\n"
             "       refex [-c AGENT.conf] case unsubscribe (--case REF | --all)\n"
             "       refex [-c AGENT.conf] case publish --case REF --type TYPE --summary TEXT\n"
-            "                                       [--effective-date YYYY-MM-DD] [--json]\n"
+            "                 --article6 BASIS --article9 CONDITION --purpose PURPOSE\n"
+            "                 --practitioner REF [--practitioner-role ROLE] [--consent STATUS]\n"
+            "                 [--effective-date YYYY-MM-DD] [--body FILE|-] [--json]\n"
             "\n"
             "open        (lead only) open a case under a pseudonymous reference: this agency\n"
             "            becomes its lead, and no other agency can lead it\n"
@@ -40,7 +43,11 @@ static void case_usage(FILE *out)
             "publish     send a case update to every current member allowed that type and\n"
             "            subscribed to it, and to the lead; each grant and subscription is\n"
             "            checked by this agent (the broker cannot add a reader); a\n"
-            "            non-member gets E_NOT_MEMBER, and the refusal is audited\n");
+            "            non-member gets E_NOT_MEMBER, and the refusal is audited. The\n"
+            "            lawful basis, purpose and practitioner are the publisher's to state,\n"
+            "            as for 'refex send' (same values; --body gives a CaseUpdate as JSON,\n"
+            "            the flags override it); nothing is defaulted, and an update without\n"
+            "            them is refused with E_INVAL naming each missing field\n");
 }
 
 #define MAX_TYPES 32 /* the agent takes 16, and says so for more */
@@ -135,6 +142,8 @@ typedef struct {
     const char *sub, *case_ref, *member, *types, *until, *type, *summary, *effective;
     int json, all, show;
     long long until_ms; /* --until, parsed */
+    cli_body body;      /* publish: --body and the field flags */
+    json_t *update;     /* publish: the body built from them */
 } case_args;
 
 static const struct option OPTS[] = {{"case", required_argument, 0, 'C'},
@@ -147,6 +156,13 @@ static const struct option OPTS[] = {{"case", required_argument, 0, 'C'},
                                      {"json", no_argument, 0, 'j'},
                                      {"all", no_argument, 0, 'a'},
                                      {"help", no_argument, 0, 'h'},
+                                     {"body", required_argument, 0, 'b'},
+                                     {"article6", required_argument, 0, O_A6},
+                                     {"article9", required_argument, 0, O_A9},
+                                     {"consent", required_argument, 0, O_CONS},
+                                     {"purpose", required_argument, 0, O_PURPOSE},
+                                     {"practitioner", required_argument, 0, O_PREF},
+                                     {"practitioner-role", required_argument, 0, O_PROLE},
                                      {0, 0, 0, 0}};
 
 /* Options after the subcommand (argv[1], which getopt sees as argv[0]). */
@@ -169,8 +185,15 @@ static int parse_case(int argc, char **argv, case_args *a)
             a->json = 1;
         else if (opt == 'a')
             a->all = 1;
-        else
+        else if (opt == 'b')
+            a->body.file = optarg;
+        else if (opt < O_KIND || cli_body_flag(&a->body, "case", opt, optarg) != EXIT_OK)
             return EXIT_USAGE;
+    }
+    if ((a->body.file || a->body.used) && strcmp(a->sub, "publish") != 0) {
+        fprintf(stderr, "refex case %s: --body and the lawful-basis flags are for publish\n",
+                a->sub);
+        return EXIT_USAGE;
     }
     if (optind + 1 < argc) {
         fprintf(stderr, "refex case %s: unknown argument '%s'\n", a->sub, argv[optind + 1]);
@@ -228,20 +251,9 @@ static int call_members(refex_client *c, const void *arg, char **out)
 static int call_publish(refex_client *c, const void *arg, char **out)
 {
     const case_args *a = arg;
-    update_types t;
-    update_types_parse(&t, a->type);
-    json_t *body =
-        json_pack("{s:s, s:s, s:s, s:{s:s, s:s}, s:s}", "case_ref", a->case_ref, "update_type",
-                  t.n == 1 && !strchr(a->type, ',') ? t.v[0] : a->type, "summary", a->summary,
-                  "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
-                  "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "purpose", "PURPOSE_CASE_MANAGEMENT");
-    if (body && a->effective)
-        json_object_set_new(body, "effective_date", json_string(a->effective));
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *text = json_dumps(a->update, JSON_COMPACT);
     int rc = text ? refex_client_case_publish(c, a->case_ref, text, NULL, out) : REFEX_E_NOMEM;
     free(text);
-    json_decref(body);
-    free(t.dup);
     return rc;
 }
 
@@ -259,12 +271,29 @@ static int check_grant(case_args *a)
     return EXIT_OK;
 }
 
+/* Builds the update: --body, the field flags over it, then --case, --type, --summary and
+ * --effective-date over those. */
 static int check_publish(case_args *a)
 {
-    if (!a->type || !a->summary) {
-        fprintf(stderr, "refex case publish: --type and --summary are required\n");
+    if (!a->body.file && (!a->type || !a->summary)) {
+        fprintf(stderr, "refex case publish: --type and --summary are required (or --body)\n");
         return EXIT_USAGE;
     }
+    int rc = cli_body_build(&a->body, "case publish", "case-update", &a->update);
+    if (rc != EXIT_OK)
+        return rc;
+    json_object_set_new(a->update, "case_ref", json_string(a->case_ref));
+    if (a->type) {
+        update_types t;
+        update_types_parse(&t, a->type);
+        json_object_set_new(a->update, "update_type",
+                            json_string(t.n == 1 && !strchr(a->type, ',') ? t.v[0] : a->type));
+        free(t.dup);
+    }
+    if (a->summary)
+        json_object_set_new(a->update, "summary", json_string(a->summary));
+    if (a->effective)
+        json_object_set_new(a->update, "effective_date", json_string(a->effective));
     return EXIT_OK;
 }
 
@@ -352,40 +381,50 @@ static const struct {
     {"publish", check_publish, call_publish, print_publish},
 };
 
-int cmd_case(int argc, char **argv)
+static int run_case(case_args *a, int argc, char **argv)
 {
-    case_args a = {0};
     json_t *reply = NULL;
-    if (argc < 2 || cli_wants_help(argc, argv)) {
-        case_usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : EXIT_OK;
-    }
-    a.sub = argv[1];
-    a.show = strcmp(a.sub, "show") == 0;
-    if (parse_case(argc, argv, &a) != EXIT_OK)
+    a->sub = argv[1];
+    a->show = strcmp(a->sub, "show") == 0;
+    if (parse_case(argc, argv, a) != EXIT_OK)
         return EXIT_USAGE;
-    int subscribing = is_subscribing(&a);
-    if (subscribing ? !a.case_ref == !a.all : !a.case_ref) {
-        fprintf(stderr, "refex case %s: %s\n", a.sub,
+    int subscribing = is_subscribing(a);
+    if (subscribing ? !a->case_ref == !a->all : !a->case_ref) {
+        fprintf(stderr, "refex case %s: %s\n", a->sub,
                 subscribing ? "give --case REF or --all" : "--case is required");
         return EXIT_USAGE;
     }
     size_t k = 0, n = sizeof SUBS / sizeof SUBS[0];
-    while (k < n && strcmp(SUBS[k].name, a.sub) != 0)
+    while (k < n && strcmp(SUBS[k].name, a->sub) != 0)
         k++;
     if (k == n) {
-        fprintf(stderr, "refex case: unknown subcommand '%s'\n", a.sub);
+        fprintf(stderr, "refex case: unknown subcommand '%s'\n", a->sub);
         return EXIT_USAGE;
     }
-    int rc = SUBS[k].check ? SUBS[k].check(&a) : EXIT_OK;
+    int rc = SUBS[k].check ? SUBS[k].check(a) : EXIT_OK;
     if (rc != EXIT_OK)
         return rc;
-    if ((rc = cli_call(35000, SUBS[k].call, &a, &reply)) != EXIT_OK)
+    if ((rc = cli_call(35000, SUBS[k].call, a, &reply)) != EXIT_OK)
         return rc;
-    if (a.json)
+    if (a->json)
         cli_print_json(reply);
     else
-        SUBS[k].print(&a, reply);
+        SUBS[k].print(a, reply);
     json_decref(reply);
     return EXIT_OK;
+}
+
+int cmd_case(int argc, char **argv)
+{
+    case_args a = {0};
+    if (argc < 2 || cli_wants_help(argc, argv)) {
+        case_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    int rc = cli_body_init(&a.body);
+    if (rc == EXIT_OK)
+        rc = run_case(&a, argc, argv);
+    cli_body_fini(&a.body);
+    json_decref(a.update);
+    return rc;
 }

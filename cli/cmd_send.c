@@ -1,11 +1,11 @@
 /* `refex send`: builds a message body from a JSON file and/or referral flags and hands it
  * to the local agent through librefex-client. Sealing and policy are the agent's job. */
-#include <ctype.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "body_flags.h"
 #include "cli.h"
 #include "refex/client.h"
 
@@ -51,62 +51,30 @@ static void send_usage(FILE *out)
             "  --article6 public-task|legal-obligation|vital-interests|consent|...\n"
             "  --article9 substantial-public-interest|health-social-care|...\n"
             "  --consent given|refused|not-sought-safeguarding|not-required\n"
+            "  --purpose safeguarding|direct-care|case-management|audit\n"
             "  --practitioner-ref REF  --practitioner-role ROLE\n"
+            "  (--article6, --article9, --consent, --purpose and the practitioner flags work\n"
+            "  for every type; the practitioner is the type's sender: referrer, decided_by,\n"
+            "  requested_by, responded_by or published_by.)\n"
+            "\n"
+            "Nothing is defaulted: the agent refuses a body without the fields its type\n"
+            "requires (E_INVAL, naming each; docs/protocol.md section 10.1).\n"
             "\n"
             "Example:\n"
             "  refex -c midwifery.conf send --to social-care --type referral \\\n"
             "    --kind pre-birth --subject-ref UB-2041 --gestation-weeks 12 \\\n"
             "    --concern substance-misuse --concern previous-children-removed \\\n"
+            "    --urgency urgent --practitioner-ref MW-0099 --purpose safeguarding \\\n"
             "    --article6 public-task --article9 substantial-public-interest \\\n"
             "    --consent not-sought-safeguarding --summary 'Booking at 12 weeks' --wait\n");
 }
 
-/* "pre-birth" with prefix "REFERRAL_" -> "REFERRAL_PRE_BIRTH"; full names pass through. */
-static json_t *enum_value(const char *prefix, const char *v)
-{
-    char buf[128];
-    size_t pl = strlen(prefix);
-    if (strncmp(v, prefix, pl) == 0)
-        return json_string(v);
-    int n = snprintf(buf, sizeof buf, "%s%s", prefix, v);
-    if (n < 0 || (size_t)n >= sizeof buf)
-        return json_string(v);
-    for (char *p = buf + pl; *p; p++)
-        *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
-    return json_string(buf);
-}
-
-static json_t *child(json_t *o, const char *key)
-{
-    json_t *c = json_object_get(o, key);
-    if (!json_is_object(c)) {
-        c = json_object();
-        json_object_set_new(o, key, c);
-    }
-    return c;
-}
-
 typedef struct {
-    const char *to, *type, *case_ref, *body_file, *local_id;
+    const char *to, *type, *case_ref, *local_id;
     long ttl;
-    int wait, json, flags_used;
-    json_t *flags, *concerns; /* referral flags, merged over the body */
+    int wait, json;
+    cli_body body; /* --body and the field flags, merged over it */
 } send_args;
-
-enum {
-    O_KIND = 256,
-    O_SUBJ,
-    O_DUE,
-    O_GEST,
-    O_CONCERN,
-    O_URG,
-    O_SUM,
-    O_A6,
-    O_A9,
-    O_CONS,
-    O_PREF,
-    O_PROLE
-};
 
 static const struct option OPTS[] = {{"to", required_argument, 0, 't'},
                                      {"type", required_argument, 0, 'y'},
@@ -129,54 +97,8 @@ static const struct option OPTS[] = {{"to", required_argument, 0, 't'},
                                      {"consent", required_argument, 0, O_CONS},
                                      {"practitioner-ref", required_argument, 0, O_PREF},
                                      {"practitioner-role", required_argument, 0, O_PROLE},
+                                     {"purpose", required_argument, 0, O_PURPOSE},
                                      {0, 0, 0, 0}};
-
-/* Referral flags that set one field: under parent (or at the top), an enum if prefix. */
-static const struct {
-    int opt;
-    const char *parent, *key, *prefix;
-} FIELD_FLAGS[] = {
-    {O_KIND, NULL, "kind", "REFERRAL_"},
-    {O_SUBJ, "subject", "reference", NULL},
-    {O_DUE, "subject", "estimated_due_date", NULL},
-    {O_URG, NULL, "urgency", "URGENCY_"},
-    {O_SUM, NULL, "summary", NULL},
-    {O_A6, "lawful_basis", "article6", "ARTICLE6_"},
-    {O_A9, "lawful_basis", "article9", "ARTICLE9_"},
-    {O_CONS, NULL, "consent", "CONSENT_"},
-    {O_PREF, "referrer", "reference", NULL},
-    {O_PROLE, "referrer", "role", NULL},
-};
-
-/* One referral flag into a->flags; EXIT_USAGE for a bad value. */
-static int referral_flag(send_args *a, int opt, const char *arg)
-{
-    long w;
-    if (opt == O_CONCERN) {
-        json_array_append_new(a->concerns, enum_value("CONCERN_", arg));
-        return EXIT_OK;
-    }
-    if (opt == O_GEST) {
-        if (cli_parse_long(arg, 0, 45, &w) != 0) {
-            fprintf(stderr, "refex send: --gestation-weeks takes 0 to 45\n");
-            return EXIT_USAGE;
-        }
-        json_object_set_new(child(a->flags, "subject"), "gestation_weeks", json_integer(w));
-        json_object_set_new(child(a->flags, "subject"), "kind", json_string("SUBJECT_UNBORN"));
-        return EXIT_OK;
-    }
-    for (size_t i = 0; i < sizeof FIELD_FLAGS / sizeof FIELD_FLAGS[0]; i++) {
-        if (FIELD_FLAGS[i].opt != opt)
-            continue;
-        json_t *o = FIELD_FLAGS[i].parent ? child(a->flags, FIELD_FLAGS[i].parent) : a->flags;
-        json_object_set_new(o, FIELD_FLAGS[i].key,
-                            FIELD_FLAGS[i].prefix ? enum_value(FIELD_FLAGS[i].prefix, arg)
-                                                  : json_string(arg));
-        return EXIT_OK;
-    }
-    send_usage(stderr);
-    return EXIT_USAGE;
-}
 
 /* EXIT_OK to go on; -1 when help was printed (exit 0); EXIT_USAGE otherwise. */
 static int parse_args(send_args *a, int argc, char **argv)
@@ -195,7 +117,7 @@ static int parse_args(send_args *a, int argc, char **argv)
             a->case_ref = optarg;
             break;
         case 'b':
-            a->body_file = optarg;
+            a->body.file = optarg;
             break;
         case 'T':
             if (cli_parse_long(optarg, 1, 366L * 24 * 3600, &a->ttl) != 0) {
@@ -218,8 +140,7 @@ static int parse_args(send_args *a, int argc, char **argv)
         case '?':
             return EXIT_USAGE;
         default:
-            a->flags_used = 1;
-            rc = referral_flag(a, opt, optarg);
+            rc = cli_body_flag(&a->body, "send", opt, optarg);
         }
     }
     if (rc == EXIT_OK && (optind != argc || !a->to || !a->type)) {
@@ -229,44 +150,15 @@ static int parse_args(send_args *a, int argc, char **argv)
     return rc;
 }
 
-/* The body from --body, with the referral flags over it (one level deep for objects). */
+/* The body from --body, with the field flags over it (cli/body_flags.c). */
 static int build_body(const send_args *a, json_t **out)
 {
-    json_error_t jerr;
-    json_t *body = NULL;
     *out = NULL;
-    if (a->body_file) {
-        body = strcmp(a->body_file, "-") == 0 ? json_loadf(stdin, 0, &jerr)
-                                              : json_load_file(a->body_file, 0, &jerr);
-        if (!body) {
-            fprintf(stderr, "refex send: %s:%d: %s\n", a->body_file, jerr.line, jerr.text);
-            return EXIT_FAIL;
-        }
-        if (!json_is_object(body)) {
-            fprintf(stderr, "refex send: %s: the body must be a JSON object\n", a->body_file);
-            json_decref(body);
-            return EXIT_FAIL;
-        }
-    } else if (!a->flags_used) {
+    if (!a->body.file && !a->body.used) {
         fprintf(stderr, "refex send: give the body with --body FILE or with referral flags\n");
         return EXIT_USAGE;
-    } else {
-        body = json_object();
     }
-    if (json_array_size(a->concerns))
-        json_object_set(a->flags, "concerns", a->concerns);
-    const char *k;
-    json_t *v;
-    json_object_foreach(a->flags, k, v)
-    {
-        json_t *cur = json_object_get(body, k);
-        if (json_is_object(v) && json_is_object(cur))
-            json_object_update(cur, v);
-        else
-            json_object_set(body, k, v);
-    }
-    *out = body;
-    return EXIT_OK;
+    return cli_body_build(&a->body, "send", a->type, out);
 }
 
 static void print_result(const json_t *reply)
@@ -321,10 +213,12 @@ out:
 
 int cmd_send(int argc, char **argv)
 {
-    send_args a = {.flags = json_object(), .concerns = json_array()};
+    send_args a = {0};
     json_t *body = NULL;
     char *body_text = NULL;
-    int rc = parse_args(&a, argc, argv);
+    int rc = cli_body_init(&a.body);
+    if (rc == EXIT_OK)
+        rc = parse_args(&a, argc, argv);
     if (rc != EXIT_OK) {
         rc = rc < 0 ? EXIT_OK : rc;
         goto out;
@@ -340,7 +234,6 @@ int cmd_send(int argc, char **argv)
 out:
     free(body_text);
     json_decref(body);
-    json_decref(a.flags);
-    json_decref(a.concerns);
+    cli_body_fini(&a.body);
     return rc;
 }

@@ -23,6 +23,11 @@ wait_sql() {
   die "$who: '$sql' did not reach $want"
 }
 
+# What every case update states: the lawful basis, the purpose and who publishes it (nothing
+# is defaulted; docs/protocol.md section 10).
+BASIS=(--article6 public-task --article9 substantial-public-interest --purpose case-management)
+publish() { local who=$1; shift; as "$who" case publish "${BASIS[@]}" --practitioner SW-0007 "$@"; }
+
 # Waits (up to 20 s) until an agency's inbox holds N messages of a type.
 wait_inbox() {
   wait_sql "$1" "select count(*) from inbox where type='$2'" "$3"
@@ -41,6 +46,7 @@ step "social care accepts, under case reference C-EAST-0001"
 cat > "$DEMO/decision.json" <<JSON
 {"referral_message_id": "$REF", "decision": "DECISION_ACCEPTED", "case_ref": "C-EAST-0001",
  "reason": "pre-birth assessment to start", "conversation_id": "conv-prebirth-2041",
+ "decided_by": {"reference": "SW-0007", "role": "team manager"}, "purpose": "PURPOSE_SAFEGUARDING",
  "lawful_basis": {"article6": "ARTICLE6_PUBLIC_TASK", "article9": "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"}}
 JSON
 as social-care send --to midwifery --type referral-decision --body "$DEMO/decision.json" --wait
@@ -64,12 +70,14 @@ step "social care asks substance misuse about the mother's treatment"
 cat > "$DEMO/request.json" <<JSON
 {"request_id": "RQ-EAST-0001", "case_ref": "C-EAST-0001", "due_date": "2027-01-15",
  "question": "Is the mother engaged with treatment, and since when?",
+ "requested_by": {"reference": "SW-0007"}, "purpose": "PURPOSE_SAFEGUARDING",
  "lawful_basis": {"article6": "ARTICLE6_PUBLIC_TASK", "article9": "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"}}
 JSON
 as social-care send --to substance-misuse --type information-request --body "$DEMO/request.json" --wait
 wait_inbox substance-misuse INFORMATION_REQUEST 1
 cat > "$DEMO/response.json" <<JSON
 {"request_id": "RQ-EAST-0001", "answer": "Engaged since week 14; attends weekly; on a stable script.",
+ "responded_by": {"reference": "SM-0031"}, "consent": "CONSENT_GIVEN", "purpose": "PURPOSE_SAFEGUARDING",
  "lawful_basis": {"article6": "ARTICLE6_PUBLIC_TASK", "article9": "ARTICLE9_HEALTH_SOCIAL_CARE"}}
 JSON
 as substance-misuse send --to social-care --type information-response --body "$DEMO/response.json" --wait
@@ -77,12 +85,12 @@ wait_inbox social-care INFORMATION_RESPONSE 1
 as social-care requests
 
 step "social care publishes the case's updates"
-as social-care case publish --case C-EAST-0001 --type assessment-concluded --summary "Pre-birth assessment concluded at 28 weeks"
+publish social-care --case C-EAST-0001 --type assessment-concluded --summary "Pre-birth assessment concluded at 28 weeks"
 wait_inbox midwifery CASE_UPDATE 1
 echo "midwifery goes offline for the next two updates"
 stop_agent midwifery
-as social-care case publish --case C-EAST-0001 --type child-protection-plan --summary "Child protection plan agreed at 32 weeks"
-as social-care case publish --case C-EAST-0001 --type birth --summary "Baby born at 39 weeks; well"
+publish social-care --case C-EAST-0001 --type child-protection-plan --summary "Child protection plan agreed at 32 weeks"
+publish social-care --case C-EAST-0001 --type birth --summary "Baby born at 39 weeks; well"
 start_agent midwifery
 wait_inbox midwifery CASE_UPDATE 3
 echo "midwifery is back and has all three, in order:"
@@ -90,12 +98,12 @@ as midwifery case show --case C-EAST-0001
 
 step "the police were never granted: subscribing and publishing are refused, and nothing reached them"
 as police case subscribe --case C-EAST-0001 || true
-as police case publish --case C-EAST-0001 --type other --summary "not ours to share" || true
+publish police --case C-EAST-0001 --type other --summary "not ours to share" || true
 echo "police inbox:"; as police inbox list
 
 step "substance misuse is revoked; the placement update does not reach it"
 as social-care case revoke --case C-EAST-0001 --member substance-misuse
-as social-care case publish --case C-EAST-0001 --type placement --summary "Placed with mother, with family support"
+publish social-care --case C-EAST-0001 --type placement --summary "Placed with mother, with family support"
 wait_inbox midwifery CASE_UPDATE 4
 echo "case updates held: midwifery $(sqlite3 "$DEMO/data/midwifery/agent.db" "select count(*) from inbox where type='CASE_UPDATE'"), substance-misuse $(sqlite3 "$DEMO/data/substance-misuse/agent.db" "select count(*) from inbox where type='CASE_UPDATE'")"
 as social-care case members --case C-EAST-0001

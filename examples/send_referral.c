@@ -16,7 +16,7 @@ static const char *BODY =
     " \"concerns\": [\"CONCERN_SUBSTANCE_MISUSE\"],"
     " \"summary\": \"Synthetic example referral from the booking appointment\","
     " \"referrer\": {\"reference\": \"MW-EXAMPLE-01\", \"role\": \"community midwife\"},"
-    " \"purpose\": \"PURPOSE_SAFEGUARDING\","
+    " \"purpose\": \"PURPOSE_SAFEGUARDING\", \"urgency\": \"URGENCY_ROUTINE\","
     " \"lawful_basis\": {\"article6\": \"ARTICLE6_PUBLIC_TASK\","
     "                    \"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\"},"
     " \"consent\": \"CONSENT_NOT_SOUGHT_SAFEGUARDING\"}";

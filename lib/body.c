@@ -148,7 +148,7 @@ void refex_body_meta_get(const Refex__V1__Body *b, refex_body_meta *m)
     }
     case REFEX__V1__BODY__KIND_CASE_UPDATE: {
         const Refex__V1__CaseUpdate *r = b->case_update;
-        fill(m, r->published_by, r->lawful_basis, r->purpose, 0, r->case_ref);
+        fill(m, r->published_by, r->lawful_basis, r->purpose, r->consent, r->case_ref);
         break;
     }
     default:

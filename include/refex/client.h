@@ -82,7 +82,11 @@ typedef struct {
 } refex_client_message;
 
 /* Hands a message to the agent, which checks, seals, signs, records and sends it. The
- * lawful basis, purpose, consent and practitioner travel inside the body. id (33 bytes,
+ * lawful basis, purpose, consent and practitioner travel inside the body, and nothing is
+ * defaulted: a body without every field its type requires (docs/protocol.md section 10.1:
+ * e.g. a referral's subject.reference, lawful_basis.article6, urgency) is refused with
+ * E_INVAL, the reply's "detail" naming each missing field path; the refusal is audited and
+ * nothing is sealed or kept. A receiving agent refuses such a body too. id (33 bytes,
  * may be NULL) receives the 32-hex-character message id; reply (may be NULL) the whole
  * reply, whose "state" is "sent", "pending" or, with wait, "stored". A refusal by the
  * broker while waiting returns its code, with id still set.

@@ -36,12 +36,13 @@ static const char *const AGENCIES[] = {"midwifery", "social-care", NULL};
 static int send_referral(int i, const char *subject, const char *parent, const char *case_ref,
                          const char *article6)
 {
-    json_t *body =
+    json_t *body = h_required(
+        "referral",
         json_pack("{s:s, s:{s:s, s:s, s:i}, s:s, s:{s:s, s:s}, s:s}", "kind", "REFERRAL_PRE_BIRTH",
                   "subject", "kind", "SUBJECT_UNBORN", "reference", subject, "gestation_weeks", 12,
                   "summary", "synthetic referral for the audit report test", "lawful_basis",
                   "article6", article6, "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
-                  "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING");
+                  "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING"));
     if (parent)
         json_object_set_new(body, "parents", json_pack("[{s:s}]", "reference", parent));
     json_t *req = json_pack("{s:s, s:[s], s:s, s:s, s:o, s:b}", "cmd", "send", "to", "social-care",

@@ -48,8 +48,9 @@ static int setup(void **state)
     for (int i = 0; i < 10; i++) {
         char out[2048], subj[32];
         snprintf(subj, sizeof subj, "UB-T%02d", i);
-        const char *args[] = {"send",          "--to", "social-care", "--type",      "referral",
-                              "--subject-ref", subj,   "--article6",  "public-task", NULL};
+        const char *args[] = {
+            "send",          "--to", "social-care", "--type",      "referral", H_REFERRAL_FLAGS,
+            "--subject-ref", subj,   "--article6",  "public-task", NULL};
         if (h_cli_agent(&g_net, "midwifery", out, sizeof out, args) != 0)
             return -1;
     }

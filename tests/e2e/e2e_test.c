@@ -259,8 +259,9 @@ static Refex__V1__Envelope *seal_with(refex_keys *sender_keys, const char *claim
     }
     const refex_agency *rcpt[] = {r};
     /* An information request: not limited to case members, unlike a case update. */
-    json_t *body = json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "request_id", "RQ-RAW",
-                             "question", "raw client test");
+    json_t *body = h_required("information-request",
+                              json_pack("{s:s, s:s, s:s}", "case_ref", "C-TEST-0002", "request_id",
+                                        "RQ-RAW", "question", "raw client test"));
     uint8_t *b = NULL, *env = NULL;
     size_t blen = 0, elen = 0;
     char err[256];
@@ -538,8 +539,9 @@ static void test_routing_id_reuse_does_not_hijack_a_session(void **state)
     refex_frame_free(&r);
 
     /* Midwifery writes to police; STORED means the broker has routed it. */
-    const char *args[] = {"send",      "--to",       "police", "--type", "referral",
-                          "--summary", "for police", "--wait", "--json", NULL};
+    const char *args[] = {"send",     "--to",           "police",     "--type",
+                          "referral", "--summary",      "for police", "--wait",
+                          "--json",   H_REFERRAL_FLAGS, NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, args), 0);
     assert_non_null(strstr(out, "\"stored\""));
     json_error_t jerr;
@@ -762,7 +764,8 @@ static void test_unacknowledged_delivery_is_redelivered(void **state)
     assert_int_equal(h_client_open(&c, &g_net, "probation", NULL), 0);
     assert_int_equal(h_client_hello(&c, "probation"), 0);
     const char *args[] = {"send",      "--to",          "probation", "--type", "referral",
-                          "--summary", "for probation", "--wait",    "--json", NULL};
+                          "--summary", "for probation", "--wait",    "--json", H_REFERRAL_FLAGS,
+                          NULL};
     assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, args), 0);
     json_error_t jerr;
     json_t *reply = json_loads(out, 0, &jerr);

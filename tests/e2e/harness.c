@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 #include <zmq.h>
 
+#include "body.h"
 #include "codec.h"
 #include "link.h"
 #include "util.h"
@@ -585,4 +586,50 @@ int h_send_json(const h_net *n, const char *from, const char *to, const char *ty
     json_decref(req);
     json_decref(r);
     return ok ? 0 : -1;
+}
+
+/* ---- complete bodies ----------------------------------------------------------------- */
+
+/* Synthetic values for the fields each type requires (docs/protocol.md section 10). */
+static const struct {
+    int type;
+    const char *parent, *key, *value;
+} REQUIRED[] = {
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, "subject", "kind", "SUBJECT_UNBORN"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, "subject", "reference", "UB-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, "referrer", "reference", "MW-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, NULL, "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, NULL, "urgency", "URGENCY_ROUTINE"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL, NULL, "purpose", "PURPOSE_SAFEGUARDING"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL_DECISION, "decided_by", "reference", "SW-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__REFERRAL_DECISION, NULL, "purpose", "PURPOSE_SAFEGUARDING"},
+    {REFEX__V1__MESSAGE_TYPE__INFORMATION_REQUEST, "requested_by", "reference", "SW-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__INFORMATION_REQUEST, NULL, "purpose", "PURPOSE_SAFEGUARDING"},
+    {REFEX__V1__MESSAGE_TYPE__INFORMATION_RESPONSE, "responded_by", "reference", "SM-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__INFORMATION_RESPONSE, NULL, "consent", "CONSENT_GIVEN"},
+    {REFEX__V1__MESSAGE_TYPE__INFORMATION_RESPONSE, NULL, "purpose", "PURPOSE_SAFEGUARDING"},
+    {REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, "published_by", "reference", "SW-H-0001"},
+    {REFEX__V1__MESSAGE_TYPE__CASE_UPDATE, NULL, "purpose", "PURPOSE_CASE_MANAGEMENT"},
+    {0, "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK"},
+    {0, "lawful_basis", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"},
+};
+
+json_t *h_required(const char *type, json_t *body)
+{
+    int t = refex_message_type_parse(type);
+    for (size_t i = 0; body && i < sizeof REQUIRED / sizeof REQUIRED[0]; i++) {
+        if (REQUIRED[i].type && REQUIRED[i].type != t)
+            continue;
+        json_t *o = body;
+        if (REQUIRED[i].parent) {
+            o = json_object_get(body, REQUIRED[i].parent);
+            if (!json_is_object(o)) {
+                o = json_object();
+                json_object_set_new(body, REQUIRED[i].parent, o);
+            }
+        }
+        if (!json_object_get(o, REQUIRED[i].key))
+            json_object_set_new(o, REQUIRED[i].key, json_string(REQUIRED[i].value));
+    }
+    return body;
 }

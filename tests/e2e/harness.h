@@ -105,6 +105,16 @@ json_t *h_control(const h_net *n, const char *agency, json_t *request);
  * the sender's control socket; the message id into id. -1 (and a line on stderr) if refused. */
 int h_send_json(const h_net *n, const char *from, const char *to, const char *type, json_t *body,
                 char id[33]);
+/* Adds to body (JSON form, returned) every field a message of `type` requires that it
+ * lacks, with synthetic values (docs/protocol.md section 10); what it has is kept. */
+json_t *h_required(const char *type, json_t *body);
+/* The flags that complete a referral sent with `refex send` flags alone. */
+#define H_REFERRAL_FLAGS                                                                           \
+    "--subject-ref", "UB-H-0001", "--gestation-weeks", "12", "--practitioner-ref", "MW-H-0001",    \
+        "--urgency", "routine", "--article6", "public-task", "--article9",                         \
+        "substantial-public-interest", "--consent", "not-sought-safeguarding", "--purpose",        \
+        "safeguarding"
+
 /* Runs a single-value SQL query (read-only) on a file under the test tree, e.g.
  * "data/social-care/agent.db"; returns the integer result or -1. */
 long long h_sql_int(const h_net *n, const char *db_rel, const char *sql);

@@ -51,10 +51,12 @@ static const char *send_one(const char *from, const char *to, int seq, int ttl, 
     static char id[33];
     char summary[256];
     snprintf(summary, sizeof summary, "synthetic referral number %d", seq);
-    json_t *body = json_pack("{s:s, s:{s:s, s:i}, s:s, s:{s:s, s:s}}", "kind", "REFERRAL_PRE_BIRTH",
+    json_t *body =
+        h_required("referral",
+                   json_pack("{s:s, s:{s:s, s:i}, s:s, s:{s:s, s:s}}", "kind", "REFERRAL_PRE_BIRTH",
                              "subject", "reference", "UB-STORM", "gestation_weeks", 12, "summary",
                              summary, "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK",
-                             "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST");
+                             "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"));
     if (pad) {
         char *blob = malloc(pad + 1);
         memset(blob, 'x', pad);

@@ -73,11 +73,16 @@ static int cli(const char *agency, char *out, size_t len, const char *const *arg
     return h_cli_agent(&g_net, agency, out, len, args);
 }
 
+/* What every case update must state (docs/protocol.md section 10). */
+#define PUBLISH_BASIS                                                                              \
+    "--article6", "public-task", "--article9", "substantial-public-interest", "--purpose",         \
+        "case-management", "--practitioner", "SW-0007"
+
 static void publish(const char *agency, const char *type, const char *summary)
 {
     char out[4096];
-    const char *args[] = {"case", "publish",   "--case", "C-STORY-1", "--type",
-                          type,   "--summary", summary,  NULL};
+    const char *args[] = {"case", "publish",   "--case", "C-STORY-1",   "--type",
+                          type,   "--summary", summary,  PUBLISH_BASIS, NULL};
     int rc = cli(agency, out, sizeof out, args);
     if (rc != 0)
         fail_msg("publish by %s exited %d: %s", agency, rc, out);
@@ -94,6 +99,14 @@ static void send_json(const char *from, const char *to, const char *type, json_t
 static json_t *lawful(const char *article9)
 {
     return json_pack("{s:s, s:s}", "article6", "ARTICLE6_PUBLIC_TASK", "article9", article9);
+}
+
+/* The rest of what every body must carry: who sends it (under `member`) and the purpose. */
+static json_t *stated(json_t *body, const char *member, const char *practitioner)
+{
+    json_object_set_new(body, member, json_pack("{s:s}", "reference", practitioner));
+    json_object_set_new(body, "purpose", json_string("PURPOSE_SAFEGUARDING"));
+    return body;
 }
 
 /* The first field of the first row of a CLI command's JSON output. */
@@ -117,20 +130,25 @@ static void test_referral_acknowledged_and_accepted(void **state)
     (void)state;
     char ref[33], dec[33], sql[256];
     send_json("midwifery", "social-care", "referral",
-              json_pack("{s:s, s:{s:s, s:i}, s:s, s:s, s:o}", "kind", "REFERRAL_PRE_BIRTH",
-                        "subject", "reference", "UB-STORY-0001", "gestation_weeks", 12, "summary",
-                        "synthetic: mother's two older children were removed into care",
-                        "conversation_id", "conv-story-1", "lawful_basis",
-                        lawful("ARTICLE9_HEALTH_SOCIAL_CARE")),
+              stated(json_pack("{s:s, s:{s:s, s:s, s:i}, s:s, s:s, s:o, s:s, s:s}", "kind",
+                               "REFERRAL_PRE_BIRTH", "subject", "kind", "SUBJECT_UNBORN",
+                               "reference", "UB-STORY-0001", "gestation_weeks", 12, "summary",
+                               "synthetic: mother's two older children were removed into care",
+                               "conversation_id", "conv-story-1", "lawful_basis",
+                               lawful("ARTICLE9_HEALTH_SOCIAL_CARE"), "consent",
+                               "CONSENT_NOT_SOUGHT_SAFEGUARDING", "urgency", "URGENCY_URGENT"),
+                     "referrer", "MW-0099"),
               ref);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM receipts WHERE message_id = '%s'", ref);
     wait_count("midwifery", sql, 1);
-    send_json("social-care", "midwifery", "referral-decision",
-              json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "referral_message_id", ref, "decision",
-                        "DECISION_ACCEPTED", "case_ref", "C-STORY-1", "conversation_id",
-                        "conv-story-1", "reason", "pre-birth assessment to start", "lawful_basis",
-                        lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
-              dec);
+    send_json(
+        "social-care", "midwifery", "referral-decision",
+        stated(json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "referral_message_id", ref, "decision",
+                         "DECISION_ACCEPTED", "case_ref", "C-STORY-1", "conversation_id",
+                         "conv-story-1", "reason", "pre-birth assessment to start", "lawful_basis",
+                         lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
+               "decided_by", "SW-0007"),
+        dec);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", dec);
     wait_count("midwifery", sql, 1);
     const char *referrals[] = {"referrals", "--json", NULL};
@@ -144,17 +162,19 @@ static void test_information_request_answered(void **state)
     (void)state;
     char req[33], resp[33], sql[256];
     send_json("social-care", "substance-misuse", "information-request",
-              json_pack("{s:s, s:s, s:s, s:s, s:o}", "request_id", "RQ-STORY-1", "case_ref",
-                        "C-STORY-1", "question", "Is the mother engaged with treatment?",
-                        "due_date", "2099-01-01", "lawful_basis",
-                        lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
+              stated(json_pack("{s:s, s:s, s:s, s:s, s:o}", "request_id", "RQ-STORY-1", "case_ref",
+                               "C-STORY-1", "question", "Is the mother engaged with treatment?",
+                               "due_date", "2099-01-01", "lawful_basis",
+                               lawful("ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
+                     "requested_by", "SW-0007"),
               req);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", req);
     wait_count("substance-misuse", sql, 1);
     send_json("substance-misuse", "social-care", "information-response",
-              json_pack("{s:s, s:s, s:o}", "request_id", "RQ-STORY-1", "answer",
-                        "synthetic: engaged since week 14, attends weekly", "lawful_basis",
-                        lawful("ARTICLE9_HEALTH_SOCIAL_CARE")),
+              stated(json_pack("{s:s, s:s, s:o, s:s}", "request_id", "RQ-STORY-1", "answer",
+                               "synthetic: engaged since week 14, attends weekly", "lawful_basis",
+                               lawful("ARTICLE9_HEALTH_SOCIAL_CARE"), "consent", "CONSENT_GIVEN"),
+                     "responded_by", "SM-0031"),
               resp);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", resp);
     wait_count("social-care", sql, 1);
@@ -179,8 +199,8 @@ static void test_grants_reach_members(void **state)
     wait_count("substance-misuse", "SELECT count(*) FROM case_grants WHERE case_ref = 'C-STORY-1'",
                3);
     /* Granted but not yet subscribed: there is no one to publish to. */
-    const char *pub[] = {"case",  "publish",   "--case",    "C-STORY-1", "--type",
-                         "other", "--summary", "too early", NULL};
+    const char *pub[] = {"case",  "publish",   "--case",    "C-STORY-1",   "--type",
+                         "other", "--summary", "too early", PUBLISH_BASIS, NULL};
     assert_int_equal(cli("social-care", out, sizeof out, pub), 1);
     assert_non_null(strstr(out, "subscribed"));
     /* Midwifery subscribes to this case, substance misuse to all its cases; every party
@@ -241,9 +261,9 @@ static void test_non_member_can_neither_publish_nor_receive(void **state)
 {
     (void)state;
     char out[4096];
-    const char *args[] = {"case",   "publish", "--case",    "C-STORY-1",
-                          "--type", "other",   "--summary", "not mine to share",
-                          NULL};
+    const char *args[] = {"case",        "publish", "--case",    "C-STORY-1",
+                          "--type",      "other",   "--summary", "not mine to share",
+                          PUBLISH_BASIS, NULL};
     assert_int_equal(cli("police", out, sizeof out, args), 1);
     assert_non_null(strstr(out, "E_NOT_MEMBER"));
     /* The refusal is audited by the agency refused. */
@@ -402,11 +422,11 @@ static void test_subscription_filters_and_unsubscribe(void **state)
 {
     (void)state;
     char out[4096];
-    const char *pub_other[] = {"case",   "publish", "--case",    "C-STORY-1",
-                               "--type", "other",   "--summary", "health visitor allocated",
-                               NULL};
-    const char *pub_closed[] = {"case",        "publish",   "--case",      "C-STORY-1", "--type",
-                                "case-closed", "--summary", "case closed", NULL};
+    const char *pub_other[] = {"case",        "publish", "--case",    "C-STORY-1",
+                               "--type",      "other",   "--summary", "health visitor allocated",
+                               PUBLISH_BASIS, NULL};
+    const char *pub_closed[] = {"case",        "publish",   "--case",      "C-STORY-1",   "--type",
+                                "case-closed", "--summary", "case closed", PUBLISH_BASIS, NULL};
     long long mw = count("midwifery", UPDATES);
     /* Midwifery now wants only case closures: an "other" update has no one left to go to
      * (substance misuse is revoked), a closure reaches it. */

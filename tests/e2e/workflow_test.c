@@ -67,11 +67,13 @@ static void test_referral_decision_is_matched(void **state)
 {
     (void)state;
     char ref[33], dec[33], sql[256];
-    send_json("midwifery", "social-care", "referral",
-              json_pack("{s:s, s:{s:s, s:i}, s:s, s:s}", "kind", "REFERRAL_PRE_BIRTH", "subject",
-                        "reference", "UB-WF-0001", "gestation_weeks", 12, "summary",
-                        "synthetic workflow referral", "conversation_id", "conv-wf-1"),
-              ref);
+    send_json(
+        "midwifery", "social-care", "referral",
+        h_required("referral",
+                   json_pack("{s:s, s:{s:s, s:i}, s:s, s:s}", "kind", "REFERRAL_PRE_BIRTH",
+                             "subject", "reference", "UB-WF-0001", "gestation_weeks", 12, "summary",
+                             "synthetic workflow referral", "conversation_id", "conv-wf-1")),
+        ref);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM receipts WHERE message_id = '%s'", ref);
     wait_sql("data/midwifery/agent.db", sql, 1);
     const char *list[] = {"referrals", "--json", NULL};
@@ -82,11 +84,13 @@ static void test_referral_decision_is_matched(void **state)
     json_decref(rows);
 
     /* Social care accepts, naming the referral it decides on. */
-    send_json("social-care", "midwifery", "referral-decision",
-              json_pack("{s:s, s:s, s:s, s:s, s:s}", "referral_message_id", ref, "decision",
-                        "DECISION_ACCEPTED", "case_ref", "C-WF-0001", "conversation_id",
-                        "conv-wf-1", "reason", "pre-birth assessment to start"),
-              dec);
+    send_json(
+        "social-care", "midwifery", "referral-decision",
+        h_required("referral-decision",
+                   json_pack("{s:s, s:s, s:s, s:s, s:s}", "referral_message_id", ref, "decision",
+                             "DECISION_ACCEPTED", "case_ref", "C-WF-0001", "conversation_id",
+                             "conv-wf-1", "reason", "pre-birth assessment to start")),
+        dec);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", dec);
     wait_sql("data/midwifery/agent.db", sql, 1);
     rows = cli_json("midwifery", list);
@@ -110,10 +114,12 @@ static void test_information_request_overdue_then_declined(void **state)
     (void)state;
     char req[33], resp[33], sql[256];
     send_json("social-care", "substance-misuse", "information-request",
-              json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "request_id", "RQ-WF-1", "case_ref",
-                        "C-WF-0001", "question", "Is the mother engaged with treatment?",
-                        "due_date", "2000-01-01", "lawful_basis", "article6",
-                        "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST"),
+              h_required("information-request",
+                         json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "request_id", "RQ-WF-1",
+                                   "case_ref", "C-WF-0001", "question",
+                                   "Is the mother engaged with treatment?", "due_date",
+                                   "2000-01-01", "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK",
+                                   "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST")),
               req);
     const char *overdue[] = {"status", "--overdue", "--json", NULL};
     json_t *rows = cli_json("social-care", overdue);
@@ -127,10 +133,12 @@ static void test_information_request_overdue_then_declined(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", req);
     wait_sql("data/substance-misuse/agent.db", sql, 1);
     send_json("substance-misuse", "social-care", "information-response",
-              json_pack("{s:s, s:b, s:s, s:{s:s, s:s}}", "request_id", "RQ-WF-1", "declined", 1,
-                        "decline_reason", "no consent and no safeguarding threshold met yet",
-                        "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
-                        "ARTICLE9_HEALTH_SOCIAL_CARE"),
+              h_required("information-response",
+                         json_pack("{s:s, s:b, s:s, s:{s:s, s:s}}", "request_id", "RQ-WF-1",
+                                   "declined", 1, "decline_reason",
+                                   "no consent and no safeguarding threshold met yet",
+                                   "lawful_basis", "article6", "ARTICLE6_PUBLIC_TASK", "article9",
+                                   "ARTICLE9_HEALTH_SOCIAL_CARE")),
               resp);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM inbox WHERE message_id = '%s'", resp);
     wait_sql("data/social-care/agent.db", sql, 1);

@@ -98,13 +98,12 @@ static void test_receipt_recorded_once(void **state)
     assert_int_equal(fresh, 1);
 }
 
-/* A referral sealed by midwifery for `to`. */
-static Refex__V1__Envelope *seal(agent_fixture *f, const char *to, uint8_t id[16])
+/* Body j (taken) as a referral sealed by midwifery for `to`. */
+static Refex__V1__Envelope *seal_json(agent_fixture *f, const char *to, json_t *j, uint8_t id[16])
 {
     uint8_t *body = NULL, *env = NULL;
     size_t body_len = 0, env_len = 0;
     char err[256];
-    json_t *j = json_pack("{s:s}", "summary", "x");
     assert_ok(refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, j, &body, &body_len, err,
                                    sizeof err));
     json_decref(j);
@@ -123,6 +122,19 @@ static Refex__V1__Envelope *seal(agent_fixture *f, const char *to, uint8_t id[16
     free(body);
     free(env);
     return e;
+}
+
+/* A complete referral sealed by midwifery for `to`. */
+static Refex__V1__Envelope *seal(agent_fixture *f, const char *to, uint8_t id[16])
+{
+    return seal_json(f, to,
+                     json_pack("{s:s, s:{s:s, s:s}, s:{s:s}, s:{s:s, s:s}, s:s, s:s, s:s}",
+                               "summary", "x", "subject", "kind", "SUBJECT_UNBORN", "reference",
+                               "UB-1", "referrer", "reference", "MW-1", "lawful_basis", "article6",
+                               "ARTICLE6_PUBLIC_TASK", "article9",
+                               "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "consent", "CONSENT_GIVEN",
+                               "purpose", "PURPOSE_SAFEGUARDING", "urgency", "URGENCY_ROUTINE"),
+                     id);
 }
 
 /* Delivers env inside an open batch (so that even an ACK that needs no commit, for a
@@ -218,6 +230,25 @@ static void test_forgery_does_not_shadow_genuine(void **state)
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
+/* A signed referral without its required fields (a sender that skipped its own check) is
+ * refused with our signed receipt, audited once, remembered, and not stored. */
+static void test_incomplete_body_refused(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal_json(f, "social-care", json_pack("{s:s}", "summary", "x"), id);
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_ack(f, env, id, REFEX_E_INVAL);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    deliver_expect_ack(f, env, id, REFEX_E_INVAL); /* redelivered: the same answer */
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    json_t *rows = NULL;
+    assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
+    assert_int_equal(json_array_size(rows), 0);
+    json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
 /* A delivery whose commit fails is not acknowledged: the broker keeps it. */
 static void test_no_ack_without_commit(void **state)
 {
@@ -243,6 +274,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_deliver_stores_then_redelivery_acks_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusal_remembered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_incomplete_body_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
     };

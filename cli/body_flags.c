@@ -1,0 +1,171 @@
+/* Body options shared by `refex send` and `refex case publish` (body_flags.h): one table of
+ * flags that set one field each, and the merge of those flags over a --body file. Not the
+ * commands' own options, nor any check of what a body needs (the agent's job). */
+#include "body_flags.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* "pre-birth" with prefix "REFERRAL_" -> "REFERRAL_PRE_BIRTH"; full names pass through. */
+static json_t *enum_value(const char *prefix, const char *v)
+{
+    char buf[128];
+    size_t pl = strlen(prefix);
+    if (strncmp(v, prefix, pl) == 0)
+        return json_string(v);
+    int n = snprintf(buf, sizeof buf, "%s%s", prefix, v);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return json_string(v);
+    for (char *p = buf + pl; *p; p++)
+        *p = (char)(*p == '-' ? '_' : toupper((unsigned char)*p));
+    return json_string(buf);
+}
+
+static json_t *child(json_t *o, const char *key)
+{
+    json_t *c = json_object_get(o, key);
+    if (!json_is_object(c)) {
+        c = json_object();
+        json_object_set_new(o, key, c);
+    }
+    return c;
+}
+
+/* Flags that set one field: under parent (or at the top; "@" is the practitioner, placed
+ * by type when the body is built), an enum if prefix. */
+static const struct {
+    int opt;
+    const char *parent, *key, *prefix;
+} FIELD_FLAGS[] = {
+    {O_KIND, NULL, "kind", "REFERRAL_"},
+    {O_SUBJ, "subject", "reference", NULL},
+    {O_DUE, "subject", "estimated_due_date", NULL},
+    {O_URG, NULL, "urgency", "URGENCY_"},
+    {O_SUM, NULL, "summary", NULL},
+    {O_A6, "lawful_basis", "article6", "ARTICLE6_"},
+    {O_A9, "lawful_basis", "article9", "ARTICLE9_"},
+    {O_CONS, NULL, "consent", "CONSENT_"},
+    {O_PURPOSE, NULL, "purpose", "PURPOSE_"},
+    {O_PREF, "@", "reference", NULL},
+    {O_PROLE, "@", "role", NULL},
+};
+
+/* The member naming who sent a message of each type. */
+static const struct {
+    const char *type, *member;
+} PRACTITIONER[] = {
+    {"referral", "referrer"},
+    {"referral-decision", "decided_by"},
+    {"information-request", "requested_by"},
+    {"information-response", "responded_by"},
+    {"case-update", "published_by"},
+};
+
+static const char *practitioner_member(const char *type)
+{
+    char t[64];
+    size_t n = type ? strlen(type) : 0;
+    if (n >= sizeof t)
+        n = 0;
+    for (size_t i = 0; i < n; i++)
+        t[i] = (char)(type[i] == '_' ? '-' : tolower((unsigned char)type[i]));
+    t[n] = 0;
+    for (size_t i = 0; i < sizeof PRACTITIONER / sizeof PRACTITIONER[0]; i++)
+        if (strcmp(PRACTITIONER[i].type, t) == 0)
+            return PRACTITIONER[i].member;
+    return "referrer"; /* an unknown type is the agent's to refuse */
+}
+
+int cli_body_init(cli_body *b)
+{
+    memset(b, 0, sizeof *b);
+    b->flags = json_object();
+    b->concerns = json_array();
+    b->practitioner = json_object();
+    return b->flags && b->concerns && b->practitioner ? EXIT_OK : EXIT_FAIL;
+}
+
+void cli_body_fini(cli_body *b)
+{
+    json_decref(b->flags);
+    json_decref(b->concerns);
+    json_decref(b->practitioner);
+    memset(b, 0, sizeof *b);
+}
+
+int cli_body_flag(cli_body *b, const char *cmd, int opt, const char *arg)
+{
+    long w;
+    b->used = 1;
+    if (opt == O_CONCERN) {
+        json_array_append_new(b->concerns, enum_value("CONCERN_", arg));
+        return EXIT_OK;
+    }
+    if (opt == O_GEST) {
+        if (cli_parse_long(arg, 0, 45, &w) != 0) {
+            fprintf(stderr, "refex %s: --gestation-weeks takes 0 to 45\n", cmd);
+            return EXIT_USAGE;
+        }
+        json_object_set_new(child(b->flags, "subject"), "gestation_weeks", json_integer(w));
+        json_object_set_new(child(b->flags, "subject"), "kind", json_string("SUBJECT_UNBORN"));
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof FIELD_FLAGS / sizeof FIELD_FLAGS[0]; i++) {
+        if (FIELD_FLAGS[i].opt != opt)
+            continue;
+        const char *parent = FIELD_FLAGS[i].parent;
+        json_t *o = !parent                    ? b->flags
+                    : strcmp(parent, "@") == 0 ? b->practitioner
+                                               : child(b->flags, parent);
+        json_object_set_new(o, FIELD_FLAGS[i].key,
+                            FIELD_FLAGS[i].prefix ? enum_value(FIELD_FLAGS[i].prefix, arg)
+                                                  : json_string(arg));
+        return EXIT_OK;
+    }
+    fprintf(stderr, "refex %s: unexpected option (see refex %s --help)\n", cmd, cmd);
+    return EXIT_USAGE;
+}
+
+static json_t *load_body(const char *cmd, const char *file)
+{
+    json_error_t jerr;
+    json_t *body =
+        strcmp(file, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(file, 0, &jerr);
+    if (!body) {
+        fprintf(stderr, "refex %s: %s:%d: %s\n", cmd, file, jerr.line, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(body)) {
+        fprintf(stderr, "refex %s: %s: the body must be a JSON object\n", cmd, file);
+        json_decref(body);
+        return NULL;
+    }
+    return body;
+}
+
+int cli_body_build(const cli_body *b, const char *cmd, const char *type, json_t **out)
+{
+    json_t *body = b->file ? load_body(cmd, b->file) : json_object();
+    *out = NULL;
+    if (!body)
+        return EXIT_FAIL;
+    if (json_array_size(b->concerns))
+        json_object_set(b->flags, "concerns", b->concerns);
+    if (json_object_size(b->practitioner))
+        json_object_set(b->flags, practitioner_member(type), b->practitioner);
+    const char *k;
+    json_t *v;
+    json_object_foreach(b->flags, k, v)
+    {
+        json_t *cur = json_object_get(body, k);
+        if (json_is_object(v) && json_is_object(cur))
+            json_object_update(cur, v);
+        else
+            json_object_set(body, k, v);
+    }
+    *out = body;
+    return EXIT_OK;
+}
