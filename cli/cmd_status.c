@@ -118,22 +118,27 @@ int cmd_status(int argc, char **argv)
                 "yet stored by the broker), stored at the broker, rejected by the broker with\n"
                 "a reason, and for each recipient: delivered (its signed receipt is held),\n"
                 "refused by the recipient with a reason, or not delivered before it expired\n"
-                "(the broker's signed non-delivery report is held).\n");
+                "(the broker's signed non-delivery report is held).\n"
+                "\n"
+                "Exit status 3 when the agent is not running, and also when it runs but is\n"
+                "not connected to its broker.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
     int rc = cli_call(5000, call_status, words == 1 ? argv[optind] : NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
+    /* Running but cut off from the broker is "no agent" to a supervisor: nothing it sends
+     * leaves the machine. */
+    rc = words == 0 && !json_is_true(json_object_get(reply, "online")) ? EXIT_NOAGENT : EXIT_OK;
     if (a.json)
         cli_print_json(reply);
     else if (words == 1)
         print_message_status(reply);
     else
         printf("agent %s: %s broker %s\n", cli_str(reply, "agency"),
-               json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
-               cli_str(reply, "broker"));
+               rc == EXIT_OK ? "connected to" : "NOT connected to", cli_str(reply, "broker"));
     json_decref(reply);
-    return EXIT_OK;
+    return rc;
 }
 
 static void print_referrals(const json_t *rows)
@@ -166,7 +171,7 @@ int cmd_referrals(int argc, char **argv)
     int bad = parse("referrals", argc, argv, &a) != EXIT_OK || a.overdue;
     if (bad || a.help || optind != argc) {
         if (a.overdue)
-            fprintf(stderr, "refex referrals: unknown option '--overdue'\n");
+            cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex referrals: unknown option '--overdue'\n");
         fprintf(a.help && !bad ? stdout : stderr,
                 "usage: refex [-c AGENT.conf] referrals [--json]\n"
                 "\n"
