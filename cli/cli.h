@@ -88,6 +88,9 @@ int cli_json_scan(int argc, char **argv);
  * exactly as given; with --json its first line, as the object's "message", named error. */
 int cli_fail(int exit_code, const char *error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Where a command's usage text goes: stdout when help was asked for; after a usage error
+ * stderr, or nowhere under --json (the error object is the whole answer). */
+FILE *cli_usage_stream(int help);
 /* Prints a failed reply ({"ok":false,...}) and returns EXIT_FAIL. With --json: the reply's
  * fields ("error", "code", "valid", "field", "message_id", ...) with "detail" as "message";
  * without: "refex: ERROR: detail", then the valid values if the reply lists them. */

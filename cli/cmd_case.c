@@ -355,7 +355,7 @@ int cmd_case(int argc, char **argv)
     case_args a = {0};
     json_t *reply = NULL;
     if (argc < 2 || cli_wants_help(argc, argv)) {
-        case_usage(argc < 2 ? stderr : stdout);
+        case_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     a.sub = argv[1];

@@ -104,7 +104,7 @@ int cmd_inbox(int argc, char **argv)
     int bad = list_options("inbox", argc, argv, &a, 1) != EXIT_OK;
     int words = argc - optind;
     if (bad || words < 1 || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] inbox list [--limit N] [--json]\n"
                 "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
                 "\n"
@@ -163,7 +163,7 @@ int cmd_outbox(int argc, char **argv)
     json_t *reply = NULL;
     int bad = list_options("outbox", argc, argv, &a, 0) != EXIT_OK;
     if (bad || a.help || argc - optind != 1 || strcmp(argv[optind], "list") != 0) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] outbox list [--json]\n"
                 "\n"
                 "Messages this agency sent, with their state: pending (not yet stored by\n"
@@ -212,7 +212,7 @@ int cmd_audit_list(int argc, char **argv)
                         argv[optind + 1]);
     }
     if (bad || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
                 "\n"
                 "This agency's audit log, oldest first: every send, receive and refusal,\n"

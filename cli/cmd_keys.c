@@ -43,7 +43,7 @@ int cmd_keys(int argc, char **argv)
         {"out", required_argument, 0, 'o'},    {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     if (argc < 2 || cli_wants_help(2, argv)) {
-        keys_usage(argc < 2 ? stderr : stdout);
+        keys_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     if (strcmp(argv[1], "new") != 0)
@@ -294,7 +294,7 @@ int cmd_directory(int argc, char **argv)
     char err[512];
     dir_args o = {0};
     if (argc < 2 || cli_wants_help(2, argv)) {
-        dir_usage(argc < 2 ? stderr : stdout);
+        dir_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     const char *sub = argv[1];

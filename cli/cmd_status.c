@@ -110,7 +110,7 @@ int cmd_status(int argc, char **argv)
         return cmd_requests(argc, argv);
     int words = argc - optind;
     if (bad || words > 1 || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] status [MESSAGE_ID] [--json]\n"
                 "\n"
                 "Without an id: whether the agent is running and connected to its broker.\n"
@@ -172,7 +172,7 @@ int cmd_referrals(int argc, char **argv)
     if (bad || a.help || optind != argc) {
         if (a.overdue)
             cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex referrals: unknown option '--overdue'\n");
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] referrals [--json]\n"
                 "\n"
                 "The referrals this agency made and where each stands: queued locally,\n"
@@ -220,7 +220,7 @@ int cmd_requests(int argc, char **argv)
     const char *cmd = strcmp(argv[0], "status") == 0 ? "status" : "requests";
     int bad = parse(cmd, argc, argv, &a) != EXIT_OK;
     if (bad || a.help || optind != argc) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] requests [--overdue] [--json]\n"
                 "       refex [-c AGENT.conf] status --overdue [--json]\n"
                 "\n"

@@ -51,6 +51,16 @@ static void print_error_object(const char *error, const char *message, json_t *e
     json_printed = 1;
 }
 
+FILE *cli_usage_stream(int help)
+{
+    static FILE *sink;
+    if (help || !cli_json)
+        return help ? stdout : stderr;
+    if (!sink)
+        sink = fopen("/dev/null", "w");
+    return sink ? sink : stderr;
+}
+
 int cli_fail(int exit_code, const char *error, const char *fmt, ...)
 {
     char msg[2048];
