@@ -65,13 +65,11 @@ static int usage_error(void)
 int main(int argc, char **argv)
 {
     refex_log_set_ident("refex");
-    if (refex_init() != REFEX_OK) {
-        fprintf(stderr, "refex: libsodium failed to initialise\n");
-        return EXIT_FAIL;
-    }
-    cli_config = getenv("REFEX_CONFIG");
     /* Before any option is parsed, so that even a usage error can be one JSON object. */
     cli_json = cli_json_scan(argc, argv);
+    if (refex_init() != REFEX_OK)
+        return cli_fail(EXIT_FAIL, "E_CRYPTO", "refex: libsodium failed to initialise\n");
+    cli_config = getenv("REFEX_CONFIG");
     /* Options before the command only ('+'): the command parses its own. */
     static const struct option opts[] = {
         {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
