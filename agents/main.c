@@ -12,6 +12,7 @@ static const char USAGE[] =
     "  -n       check the configuration, keys and directory, then exit\n"
     "  -f       run in the foreground (the default; refex daemons never fork)\n"
     "  -h       this help\n"
+    "  --version  print the version and exit\n"
     "\n"
     "Prints 'READY <agency>' on standard output once the broker has welcomed it.\n"
     "Logs go to standard error. SIGTERM/SIGINT stop cleanly.\n"

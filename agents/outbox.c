@@ -3,6 +3,7 @@
  * clients. Not receiving (inbox.c). */
 #include "agent.h"
 
+#include <ctype.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,6 +119,55 @@ static int resolve_recipients(agent *a, const json_t *to, const refex_agency **o
         out[(*n)++] = r;
     }
     return REFEX_OK;
+}
+
+/* The ids resolve_recipients accepts: listed, not the broker or trust anchor, usable now. */
+static json_t *valid_recipients(agent *a)
+{
+    json_t *ids = json_array();
+    for (size_t i = 0; ids && i < refex_directory_count(a->base.dir); i++) {
+        const refex_agency *r = refex_directory_at(a->base.dir, i);
+        if (strcmp(r->role, "broker") != 0 && strcmp(r->role, "trust-anchor") != 0 &&
+            refex_agency_usable(r, refex_now_ms()) == REFEX_OK)
+            json_array_append_new(ids, json_string(r->id));
+    }
+    return ids;
+}
+
+/* Message type names as the CLI spells them: "referral", "referral-decision", ... */
+static json_t *valid_types(void)
+{
+    const ProtobufCEnumDescriptor *d = &refex__v1__message_type__descriptor;
+    json_t *names = json_array();
+    for (unsigned i = 0; names && i < d->n_values; i++) {
+        char buf[64];
+        if (d->values[i].value <= 0 || strlen(d->values[i].name) >= sizeof buf)
+            continue;
+        for (size_t k = 0; k <= strlen(d->values[i].name); k++)
+            buf[k] =
+                (char)(d->values[i].name[k] == '_' ? '-'
+                                                   : tolower((unsigned char)d->values[i].name[k]));
+        json_array_append_new(names, json_string(buf));
+    }
+    return names;
+}
+
+/* A refused send's reply; an unknown recipient or type also lists the valid ones, with
+ * "field" naming the request field they are for. */
+static json_t *send_error(agent *a, int rc, const send_req *s)
+{
+    json_t *e = control_error(rc, s ? s->detail : "");
+    json_t *valid = !s                                ? NULL
+                    : rc == REFEX_E_UNKNOWN_AGENCY    ? valid_recipients(a)
+                    : rc == REFEX_E_INVAL && !s->type ? valid_types()
+                                                      : NULL;
+    if (e && valid)
+        json_object_set_new(e, "field", json_string(rc == REFEX_E_UNKNOWN_AGENCY ? "to" : "type"));
+    if (e && valid)
+        json_object_set_new(e, "valid", valid);
+    else
+        json_decref(valid);
+    return e;
 }
 
 /* Recipients of a case update: the case's members as its lead's grants say. If the client
@@ -476,7 +526,7 @@ void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         answer_send(a, rid, rid_len, s);
     } else {
         refex_log_warn("send: refused: %s", refex_errname(rc));
-        batch_reply(a, rid, rid_len, control_error(rc, s ? s->detail : ""));
+        batch_reply(a, rid, rid_len, send_error(a, rc, s));
     }
 out:
     if (!s)

@@ -12,6 +12,7 @@ static const char USAGE[] =
     "  -f       run in the foreground (the default; refex daemons never fork,\n"
     "           run them under systemd or another supervisor)\n"
     "  -h       this help\n"
+    "  --version  print the version and exit\n"
     "\n"
     "Prints 'READY <endpoint>' on standard output once listening. Logs go to\n"
     "standard error. SIGTERM/SIGINT stop cleanly; SIGHUP reloads the directory.\n"

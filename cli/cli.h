@@ -71,8 +71,33 @@ void cli_short_text(char *out, size_t len, const char *s);
 /* Sends one JSON request to the agent named by cli_config and returns its reply in
  * *reply. Returns an exit code; prints the reason on failure. */
 int cli_agent_request(json_t *req, json_t **reply, int timeout_ms);
-/* Prints a failed reply ({"ok":false,...}) and returns EXIT_FAIL. */
+/* ---- errors, for people or, with --json, for programs (cli/output.c) ---------------- */
+
+/* Set by main when --json is anywhere on the command line (before a "--"): then every
+ * failure is one JSON object on stdout, {"ok":false,"error":NAME,"message":TEXT,...}, with
+ * the same exit code, and nothing else is printed on stdout. Without it, errors are text
+ * on stderr. */
+extern int cli_json;
+/* Error names of the CLI itself, not wire codes (refex/error.h): a bad command line, and a
+ * failure the command gave no more precise name for. */
+#define CLI_E_USAGE  "E_USAGE"
+#define CLI_E_FAILED "E_FAILED"
+/* True if argv[1..] holds a "--json" before any "--". */
+int cli_json_scan(int argc, char **argv);
+/* Prints one failure and returns exit_code: without --json the formatted text on stderr,
+ * exactly as given; with --json its first line, as the object's "message", named error. */
+int cli_fail(int exit_code, const char *error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Where a command's usage text goes: stdout when help was asked for; after a usage error
+ * stderr, or nowhere under --json (the error object is the whole answer). */
+FILE *cli_usage_stream(int help);
+/* Prints a failed reply ({"ok":false,...}) and returns EXIT_FAIL. With --json: the reply's
+ * fields ("error", "code", "valid", "field", "message_id", ...) with "detail" as "message";
+ * without: "refex: ERROR: detail", then the valid values if the reply lists them. */
 int cli_print_error(const json_t *reply);
+/* main, after a command returned rc: with --json, a failure that printed no JSON object
+ * (a path that only wrote text on stderr) gets one now, named after the exit code. */
+int cli_json_finish(const char *cmd, int rc);
 /* Formats a millisecond Unix time as "YYYY-MM-DD HH:MM:SSZ". */
 void cli_format_time(char *buf, size_t len, long long ms);
 /* True if argv[i] is -h or --help. */

@@ -11,16 +11,16 @@ int cli_client_open(refex_client **c, int timeout_ms)
 {
     *c = NULL;
     if (!cli_config) {
-        fprintf(stderr, "refex: which agent? give -c AGENT.conf or set REFEX_CONFIG\n");
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex: which agent? give -c AGENT.conf or set REFEX_CONFIG\n");
     }
     int rc = refex_client_open(cli_config, c);
     if (rc == REFEX_OK)
         rc = refex_client_set_timeout(*c, timeout_ms);
     if (rc == REFEX_OK)
         return EXIT_OK;
-    fprintf(stderr, "refex: %s\n",
-            *c ? refex_client_error_detail(*c) : refex_strerror(REFEX_E_NOMEM));
+    cli_fail(rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT, refex_errname(rc), "refex: %s\n",
+             *c ? refex_client_error_detail(*c) : refex_strerror(REFEX_E_NOMEM));
     refex_client_close(c);
     return rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT;
 }
@@ -36,20 +36,15 @@ int cli_client_reply(refex_client *c, int rc, char *text, json_t **reply)
 {
     json_error_t jerr;
     *reply = NULL;
-    if (!text && no_answer(rc)) {
-        fprintf(stderr, "refex: %s\n", refex_client_error_detail(c));
-        return EXIT_NOAGENT;
-    }
-    if (!text) { /* refused by the library before anything was sent */
-        fprintf(stderr, "refex: %s\n", refex_client_error(c));
-        return EXIT_FAIL;
-    }
+    if (!text && no_answer(rc))
+        return cli_fail(EXIT_NOAGENT, refex_errname(rc), "refex: %s\n",
+                        refex_client_error_detail(c));
+    if (!text) /* refused by the library before anything was sent */
+        return cli_fail(EXIT_FAIL, refex_errname(rc), "refex: %s\n", refex_client_error(c));
     *reply = json_loads(text, 0, &jerr);
     refex_client_free(text);
-    if (!*reply) {
-        fprintf(stderr, "refex: unreadable answer from the agent\n");
-        return EXIT_NOAGENT;
-    }
+    if (!*reply)
+        return cli_fail(EXIT_NOAGENT, "E_MALFORMED", "refex: unreadable answer from the agent\n");
     return EXIT_OK;
 }
 
@@ -62,9 +57,8 @@ int cli_agent_request(json_t *req, json_t **reply, int timeout_ms)
     if (rc != EXIT_OK)
         return rc;
     if (!(text = json_dumps(req, JSON_COMPACT))) {
-        fprintf(stderr, "refex: out of memory\n");
         refex_client_close(&c);
-        return EXIT_FAIL;
+        return cli_fail(EXIT_FAIL, "E_NOMEM", "refex: out of memory\n");
     }
     /* An {"ok":false} reply is the caller's to print. */
     int lib_rc = refex_client_request(c, text, &out);

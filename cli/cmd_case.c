@@ -196,14 +196,14 @@ static int parse_case(int argc, char **argv, case_args *a)
         return EXIT_USAGE;
     }
     if (optind + 1 < argc) {
-        fprintf(stderr, "refex case %s: unknown argument '%s'\n", a->sub, argv[optind + 1]);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex case %s: unknown argument '%s'\n", a->sub,
+                        argv[optind + 1]);
     }
     /* An empty list would mean every type: widening a grant by accident is refused. */
     if (a->types && (count_names(a->types) == 0 || count_names(a->types) > MAX_TYPES)) {
-        fprintf(stderr, "refex case %s: --types takes 1 to %d update types, not '%s'\n", a->sub,
-                MAX_TYPES, a->types);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex case %s: --types takes 1 to %d update types, not '%s'\n", a->sub,
+                        MAX_TYPES, a->types);
     }
     return EXIT_OK;
 }
@@ -261,12 +261,10 @@ static int call_publish(refex_client *c, const void *arg, char **out)
 static int check_grant(case_args *a)
 {
     if (!a->member) {
-        fprintf(stderr, "refex case %s: --member is required\n", a->sub);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex case %s: --member is required\n", a->sub);
     }
     if (a->until && (a->until_ms = date_ms(a->until)) < 0) {
-        fprintf(stderr, "refex case grant: --until takes YYYY-MM-DD\n");
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex case grant: --until takes YYYY-MM-DD\n");
     }
     return EXIT_OK;
 }
@@ -275,10 +273,9 @@ static int check_grant(case_args *a)
  * --effective-date over those. */
 static int check_publish(case_args *a)
 {
-    if (!a->body.file && (!a->type || !a->summary)) {
-        fprintf(stderr, "refex case publish: --type and --summary are required (or --body)\n");
-        return EXIT_USAGE;
-    }
+    if (!a->body.file && (!a->type || !a->summary))
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex case publish: --type and --summary are required (or --body)\n");
     int rc = cli_body_build(&a->body, "case publish", "case-update", &a->update);
     if (rc != EXIT_OK)
         return rc;
@@ -390,16 +387,14 @@ static int run_case(case_args *a, int argc, char **argv)
         return EXIT_USAGE;
     int subscribing = is_subscribing(a);
     if (subscribing ? !a->case_ref == !a->all : !a->case_ref) {
-        fprintf(stderr, "refex case %s: %s\n", a->sub,
-                subscribing ? "give --case REF or --all" : "--case is required");
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex case %s: %s\n", a->sub,
+                        subscribing ? "give --case REF or --all" : "--case is required");
     }
     size_t k = 0, n = sizeof SUBS / sizeof SUBS[0];
     while (k < n && strcmp(SUBS[k].name, a->sub) != 0)
         k++;
     if (k == n) {
-        fprintf(stderr, "refex case: unknown subcommand '%s'\n", a->sub);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex case: unknown subcommand '%s'\n", a->sub);
     }
     int rc = SUBS[k].check ? SUBS[k].check(a) : EXIT_OK;
     if (rc != EXIT_OK)
@@ -418,7 +413,7 @@ int cmd_case(int argc, char **argv)
 {
     case_args a = {0};
     if (argc < 2 || cli_wants_help(argc, argv)) {
-        case_usage(argc < 2 ? stderr : stdout);
+        case_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     int rc = cli_body_init(&a.body);

@@ -51,8 +51,8 @@ static int list_options(const char *cmd, int argc, char **argv, list_args *a, in
                 return EXIT_USAGE;
         } else {
             if (opt == 'l')
-                fprintf(stderr, "refex %s: unknown option '--limit' (see refex %s --help)\n", cmd,
-                        cmd);
+                cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                         "refex %s: unknown option '--limit' (see refex %s --help)\n", cmd, cmd);
             return EXIT_USAGE;
         }
     }
@@ -104,7 +104,7 @@ int cmd_inbox(int argc, char **argv)
     int bad = list_options("inbox", argc, argv, &a, 1) != EXIT_OK;
     int words = argc - optind;
     if (bad || words < 1 || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] inbox list [--limit N] [--json]\n"
                 "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
                 "\n"
@@ -116,16 +116,14 @@ int cmd_inbox(int argc, char **argv)
     const char *sub = argv[optind];
     int show = strcmp(sub, "show") == 0;
     if (!show && strcmp(sub, "list") != 0) {
-        fprintf(stderr, "refex inbox: unknown subcommand '%s'\n", sub);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox: unknown subcommand '%s'\n", sub);
     }
     if (show && words != 2) {
-        fprintf(stderr, "refex inbox show: give one MESSAGE_ID\n");
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox show: give one MESSAGE_ID\n");
     }
     if (!show && words != 1) {
-        fprintf(stderr, "refex inbox list: unknown argument '%s'\n", argv[optind + 1]);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox list: unknown argument '%s'\n",
+                        argv[optind + 1]);
     }
     int rc = cli_call(10000, call_inbox, show ? argv[optind + 1] : NULL, &reply);
     if (rc != EXIT_OK)
@@ -168,7 +166,7 @@ int cmd_outbox(int argc, char **argv)
     json_t *reply = NULL;
     int bad = list_options("outbox", argc, argv, &a, 0) != EXIT_OK;
     if (bad || a.help || argc - optind != 1 || strcmp(argv[optind], "list") != 0) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] outbox list [--json]\n"
                 "\n"
                 "Messages this agency sent, with their state: pending (not yet stored by\n"
@@ -214,11 +212,11 @@ int cmd_audit_list(int argc, char **argv)
     /* argv[0] is "audit", argv[1] "list": options start after the subcommand. */
     int bad = list_options("audit list", argc - 1, argv + 1, &a, 1) != EXIT_OK;
     if (!bad && !a.help && optind + 1 < argc) {
-        fprintf(stderr, "refex audit list: unknown argument '%s'\n", argv[optind + 1]);
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex audit list: unknown argument '%s'\n",
+                        argv[optind + 1]);
     }
     if (bad || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
                 "\n"
                 "This agency's audit log, oldest first: every send, receive and refusal,\n"

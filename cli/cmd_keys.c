@@ -10,7 +10,7 @@
 
 static void keys_usage(FILE *out)
 {
-    fprintf(out, "usage: refex keys new --agency ID --role ROLE --out DIR\n"
+    fprintf(out, "usage: refex keys new --agency ID --role ROLE --out DIR [--json]\n"
                  "\n"
                  "Creates DIR/ID.secret (mode 0600) and DIR/ID.public with three key pairs:\n"
                  "Ed25519 for signing, X25519 for end-to-end encryption, and a CurveZMQ key\n"
@@ -22,26 +22,32 @@ static void keys_usage(FILE *out)
                  "                'broker' for the broker, 'trust-anchor' for the operator key\n"
                  "                that signs the directory\n"
                  "  --out DIR     where to write the files (created 0700 if missing)\n"
+                 "  --json        print the files created as JSON\n"
                  "\n"
                  "Refuses to overwrite an existing .secret file.\n");
+}
+
+/* A --json result; takes o. */
+static void print_result(json_t *o)
+{
+    cli_print_json(o);
+    json_decref(o);
 }
 
 int cmd_keys(int argc, char **argv)
 {
     const char *agency = NULL, *role = NULL, *out = NULL;
-    static const struct option opts[] = {{"agency", required_argument, 0, 'a'},
-                                         {"role", required_argument, 0, 'r'},
-                                         {"out", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    int json = 0;
+    static const struct option opts[] = {
+        {"agency", required_argument, 0, 'a'}, {"role", required_argument, 0, 'r'},
+        {"out", required_argument, 0, 'o'},    {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     if (argc < 2 || cli_wants_help(2, argv)) {
-        keys_usage(argc < 2 ? stderr : stdout);
+        keys_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    if (strcmp(argv[1], "new") != 0) {
-        fprintf(stderr, "refex keys: unknown subcommand '%s'\n", argv[1]);
-        return EXIT_USAGE;
-    }
+    if (strcmp(argv[1], "new") != 0)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex keys: unknown subcommand '%s'\n", argv[1]);
     int opt;
     cli_getopt_reset();
     while ((opt = cli_getopt("keys new", argc - 1, argv + 1, opts)) != -1) {
@@ -55,6 +61,9 @@ int cmd_keys(int argc, char **argv)
         case 'o':
             out = optarg;
             break;
+        case 'j':
+            json = 1;
+            break;
         case 'h':
             keys_usage(stdout);
             return EXIT_OK;
@@ -62,34 +71,35 @@ int cmd_keys(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (optind + 1 < argc) {
-        fprintf(stderr, "refex keys new: unknown argument '%s'\n", argv[optind + 1]);
-        return EXIT_USAGE;
-    }
-    if (!agency || !role || !out) {
-        fprintf(stderr, "refex keys new: --agency, --role and --out are required\n");
-        return EXIT_USAGE;
-    }
-    if (!refex_id_valid(agency) || !refex_id_valid(role)) {
-        fprintf(stderr, "refex keys new: agency and role must be 1-63 characters of a-z, "
+    if (optind + 1 < argc)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex keys new: unknown argument '%s'\n",
+                        argv[optind + 1]);
+    if (!agency || !role || !out)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex keys new: --agency, --role and --out are required\n");
+    if (!refex_id_valid(agency) || !refex_id_valid(role))
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex keys new: agency and role must be 1-63 characters of a-z, "
                         "0-9 and '-'\n");
-        return EXIT_USAGE;
-    }
     refex_keys *k = NULL;
     int rc = refex_keys_new(agency, role, &k);
     if (rc == REFEX_OK)
         rc = refex_keys_save(k, out);
     refex_keys_destroy(&k);
-    if (rc == REFEX_E_EXISTS) {
-        fprintf(stderr, "refex keys new: %s/%s.secret already exists; not overwritten\n", out,
-                agency);
-        return EXIT_KEYS;
-    }
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex keys new: %s\n", refex_strerror(rc));
-        return EXIT_KEYS;
-    }
-    printf("created %s/%s.secret (0600) and %s/%s.public\n", out, agency, out, agency);
+    if (rc == REFEX_E_EXISTS)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex keys new: %s/%s.secret already exists; not overwritten\n", out,
+                        agency);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys new: %s\n", refex_strerror(rc));
+    char sec[4096], pub[4096];
+    snprintf(sec, sizeof sec, "%s/%s.secret", out, agency);
+    snprintf(pub, sizeof pub, "%s/%s.public", out, agency);
+    if (json)
+        print_result(json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "agency", agency, "role", role,
+                               "secret", sec, "public", pub));
+    else
+        printf("created %s/%s.secret (0600) and %s/%s.public\n", out, agency, out, agency);
     return EXIT_OK;
 }
 
@@ -97,10 +107,10 @@ int cmd_keys(int argc, char **argv)
 
 static void dir_usage(FILE *out)
 {
-    fprintf(out, "usage: refex directory init --file FILE\n"
+    fprintf(out, "usage: refex directory init --file FILE [--json]\n"
                  "       refex directory add  --file FILE --keys ID.public [--display-name NAME]\n"
-                 "                            [--replace] [--revoked]\n"
-                 "       refex directory sign --file FILE --anchor ANCHOR.secret\n"
+                 "                            [--replace] [--revoked] [--json]\n"
+                 "       refex directory sign --file FILE --anchor ANCHOR.secret [--json]\n"
                  "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
                  "\n"
                  "The directory lists every agency with its role and public keys, signed by the\n"
@@ -115,14 +125,12 @@ static int dir_show(const char *file, const char *anchor, int json)
     char err[512];
     refex_pubkeys ap;
     refex_directory *d = NULL;
-    if (anchor && refex_pubkeys_load(anchor, &ap, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex directory show: %s\n", err);
-        return EXIT_KEYS;
-    }
-    if (refex_directory_load(file, anchor ? ap.sign_pk : NULL, &d, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex directory show: %s\n", err);
-        return EXIT_KEYS;
-    }
+    int rc;
+    if (anchor && (rc = refex_pubkeys_load(anchor, &ap, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory show: %s\n", err);
+    if ((rc = refex_directory_load(file, anchor ? ap.sign_pk : NULL, &d, err, sizeof err)) !=
+        REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory show: %s\n", err);
     const char *sig = !refex_directory_is_signed(d) ? "unsigned"
                       : anchor                      ? "signed, verified against the anchor"
                                                     : "signed (not verified: give --anchor)";
@@ -146,11 +154,9 @@ static int dir_show(const char *file, const char *anchor, int json)
                    a->revoked ? "  REVOKED" : "");
     }
     if (json) {
-        json_t *o = json_pack("{s:I, s:s, s:o}", "serial", (json_int_t)refex_directory_serial(d),
-                              "signature", sig, "agencies", arr);
-        json_dumpf(o, stdout, JSON_INDENT(2));
-        printf("\n");
-        json_decref(o);
+        print_result(json_pack("{s:b, s:I, s:s, s:o}", "ok", 1, "serial",
+                               (json_int_t)refex_directory_serial(d), "signature", sig, "agencies",
+                               arr));
     } else {
         json_decref(arr);
     }
@@ -158,22 +164,23 @@ static int dir_show(const char *file, const char *anchor, int json)
     return EXIT_OK;
 }
 
-static int dir_init(const char *file)
+static int dir_init(const char *file, int json)
 {
     refex_directory *d = NULL;
-    if (refex_file_check_private(file) != REFEX_E_NOTFOUND) {
-        fprintf(stderr, "refex directory init: %s already exists\n", file);
-        return EXIT_KEYS;
-    }
+    if (refex_file_check_private(file) != REFEX_E_NOTFOUND)
+        return cli_fail(EXIT_KEYS, "E_EXISTS", "refex directory init: %s already exists\n", file);
     int rc = refex_directory_new(&d);
     if (rc == REFEX_OK)
         rc = refex_directory_save(d, file);
     refex_directory_destroy(&d);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex directory init: %s: %s\n", file, refex_strerror(rc));
-        return EXIT_KEYS;
-    }
-    printf("created empty directory %s\n", file);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory init: %s: %s\n", file,
+                        refex_strerror(rc));
+    if (json)
+        print_result(
+            json_pack("{s:b, s:s, s:I}", "ok", 1, "file", file, "agencies", (json_int_t)0));
+    else
+        printf("created empty directory %s\n", file);
     return EXIT_OK;
 }
 
@@ -187,31 +194,30 @@ static int dir_add(refex_directory *d, const dir_args *o)
     char err[512];
     refex_pubkeys p;
     refex_agency a;
-    if (!o->keys) {
-        fprintf(stderr, "refex directory add: --keys ID.public is required\n");
-        return EXIT_USAGE;
-    }
-    if (refex_pubkeys_load(o->keys, &p, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex directory add: %s\n", err);
-        return EXIT_KEYS;
-    }
+    int rc;
+    if (!o->keys)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex directory add: --keys ID.public is required\n");
+    if ((rc = refex_pubkeys_load(o->keys, &p, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory add: %s\n", err);
     refex_agency_from_pubkeys(&a, &p, o->display);
     a.revoked = o->revoked;
-    int rc = refex_directory_add(d, &a, o->replace);
-    if (rc == REFEX_E_EXISTS) {
-        fprintf(stderr,
-                "refex directory add: '%s' or its transport key is already listed "
-                "(use --replace to update it)\n",
-                a.id);
-        return EXIT_KEYS;
-    }
+    rc = refex_directory_add(d, &a, o->replace);
+    if (rc == REFEX_E_EXISTS)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory add: '%s' or its transport key is already listed "
+                        "(use --replace to update it)\n",
+                        a.id);
     if (rc == REFEX_OK)
         rc = refex_directory_save(d, o->file);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex directory add: %s\n", refex_strerror(rc));
-        return EXIT_KEYS;
-    }
-    printf("added %s (%s) to %s; the directory is now unsigned\n", a.id, a.role, o->file);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory add: %s\n",
+                        refex_strerror(rc));
+    if (o->json)
+        print_result(json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "file", o->file, "id", a.id,
+                               "role", a.role, "signature", "unsigned"));
+    else
+        printf("added %s (%s) to %s; the directory is now unsigned\n", a.id, a.role, o->file);
     return EXIT_OK;
 }
 
@@ -219,24 +225,26 @@ static int dir_sign(refex_directory *d, const dir_args *o)
 {
     char err[512];
     refex_keys *k = NULL;
-    if (!o->anchor) {
-        fprintf(stderr, "refex directory sign: --anchor ANCHOR.secret is required\n");
-        return EXIT_USAGE;
-    }
-    if (refex_keys_load(o->anchor, &k, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex directory sign: %s\n", err);
-        return EXIT_KEYS;
-    }
-    int rc = refex_directory_sign(d, k->sk->sign_sk);
+    int rc;
+    if (!o->anchor)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex directory sign: --anchor ANCHOR.secret is required\n");
+    if ((rc = refex_keys_load(o->anchor, &k, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory sign: %s\n", err);
+    rc = refex_directory_sign(d, k->sk->sign_sk);
     refex_keys_destroy(&k);
     if (rc == REFEX_OK)
         rc = refex_directory_save(d, o->file);
-    if (rc != REFEX_OK) {
-        fprintf(stderr, "refex directory sign: %s\n", refex_strerror(rc));
-        return EXIT_KEYS;
-    }
-    printf("signed %s: serial %llu, %zu agencies\n", o->file,
-           (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory sign: %s\n",
+                        refex_strerror(rc));
+    if (o->json)
+        print_result(json_pack("{s:b, s:s, s:I, s:I}", "ok", 1, "file", o->file, "serial",
+                               (json_int_t)refex_directory_serial(d), "agencies",
+                               (json_int_t)refex_directory_count(d)));
+    else
+        printf("signed %s: serial %llu, %zu agencies\n", o->file,
+               (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
     return EXIT_OK;
 }
 
@@ -275,10 +283,9 @@ static int dir_options(int argc, char **argv, dir_args *o)
         } else
             return EXIT_USAGE;
     }
-    if (optind + 1 < argc) {
-        fprintf(stderr, "refex directory: unknown argument '%s'\n", argv[optind + 1]);
-        return EXIT_USAGE;
-    }
+    if (optind + 1 < argc)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex directory: unknown argument '%s'\n",
+                        argv[optind + 1]);
     return EXIT_OK;
 }
 
@@ -287,30 +294,24 @@ int cmd_directory(int argc, char **argv)
     char err[512];
     dir_args o = {0};
     if (argc < 2 || cli_wants_help(2, argv)) {
-        dir_usage(argc < 2 ? stderr : stdout);
+        dir_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     const char *sub = argv[1];
     int rc = dir_options(argc, argv, &o);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;
-    if (!o.file) {
-        fprintf(stderr, "refex directory %s: --file is required\n", sub);
-        return EXIT_USAGE;
-    }
+    if (!o.file)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex directory %s: --file is required\n", sub);
     if (strcmp(sub, "show") == 0)
         return dir_show(o.file, o.anchor, o.json);
     if (strcmp(sub, "init") == 0)
-        return dir_init(o.file);
-    if (strcmp(sub, "add") != 0 && strcmp(sub, "sign") != 0) {
-        fprintf(stderr, "refex directory: unknown subcommand '%s'\n", sub);
-        return EXIT_USAGE;
-    }
+        return dir_init(o.file, o.json);
+    if (strcmp(sub, "add") != 0 && strcmp(sub, "sign") != 0)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex directory: unknown subcommand '%s'\n", sub);
     refex_directory *d = NULL;
-    if (refex_directory_load(o.file, NULL, &d, err, sizeof err) != REFEX_OK) {
-        fprintf(stderr, "refex directory %s: %s\n", sub, err);
-        return EXIT_KEYS;
-    }
+    if ((rc = refex_directory_load(o.file, NULL, &d, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory %s: %s\n", sub, err);
     rc = strcmp(sub, "add") == 0 ? dir_add(d, &o) : dir_sign(d, &o);
     refex_directory_destroy(&d);
     return rc;

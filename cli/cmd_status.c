@@ -113,7 +113,7 @@ int cmd_status(int argc, char **argv)
         return cmd_requests(argc, argv);
     int words = argc - optind;
     if (bad || words > 1 || a.help) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] status [MESSAGE_ID | LOCAL_ID] [--json]\n"
                 "\n"
                 "Without an id: whether the agent is running and connected to its broker.\n"
@@ -123,22 +123,27 @@ int cmd_status(int argc, char **argv)
                 "refused by the recipient with a reason, or not delivered before it expired\n"
                 "(the broker's signed non-delivery report is held). A message may also be\n"
                 "named by the local id it was sent under (send --local-id); a 32-hex id is\n"
-                "tried as a message id first.\n");
+                "tried as a message id first.\n"
+                "\n"
+                "Exit status 3 when the agent is not running, and also when it runs but is\n"
+                "not connected to its broker.\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
     int rc = cli_call(5000, call_status, words == 1 ? argv[optind] : NULL, &reply);
     if (rc != EXIT_OK)
         return rc;
+    /* Running but cut off from the broker is "no agent" to a supervisor: nothing it sends
+     * leaves the machine. */
+    rc = words == 0 && !json_is_true(json_object_get(reply, "online")) ? EXIT_NOAGENT : EXIT_OK;
     if (a.json)
         cli_print_json(reply);
     else if (words == 1)
         print_message_status(reply);
     else
         printf("agent %s: %s broker %s\n", cli_str(reply, "agency"),
-               json_is_true(json_object_get(reply, "online")) ? "connected to" : "NOT connected to",
-               cli_str(reply, "broker"));
+               rc == EXIT_OK ? "connected to" : "NOT connected to", cli_str(reply, "broker"));
     json_decref(reply);
-    return EXIT_OK;
+    return rc;
 }
 
 static void print_referrals(const json_t *rows)
@@ -171,8 +176,8 @@ int cmd_referrals(int argc, char **argv)
     int bad = parse("referrals", argc, argv, &a) != EXIT_OK || a.overdue;
     if (bad || a.help || optind != argc) {
         if (a.overdue)
-            fprintf(stderr, "refex referrals: unknown option '--overdue'\n");
-        fprintf(a.help && !bad ? stdout : stderr,
+            cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex referrals: unknown option '--overdue'\n");
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] referrals [--json]\n"
                 "\n"
                 "The referrals this agency made and where each stands: queued locally,\n"
@@ -220,7 +225,7 @@ int cmd_requests(int argc, char **argv)
     const char *cmd = strcmp(argv[0], "status") == 0 ? "status" : "requests";
     int bad = parse(cmd, argc, argv, &a) != EXIT_OK;
     if (bad || a.help || optind != argc) {
-        fprintf(a.help && !bad ? stdout : stderr,
+        fprintf(cli_usage_stream(a.help && !bad),
                 "usage: refex [-c AGENT.conf] requests [--overdue] [--json]\n"
                 "       refex [-c AGENT.conf] status --overdue [--json]\n"
                 "\n"

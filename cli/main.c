@@ -37,12 +37,16 @@ static void usage(FILE *out)
                  "Options:\n"
                  "  -c FILE         the agent's configuration file (or set REFEX_CONFIG)\n"
                  "  -h, --help      help; 'refex COMMAND --help' for each command\n"
+                 "  --version       print the version and exit\n"
+                 "  --json          (every command) results as JSON on stdout, and any\n"
+                 "                  failure as one object {\"ok\":false,\"error\":...}\n"
                  "\n"
                  "Exit status:\n"
                  "  0  success\n"
                  "  1  the operation was refused or failed; the typed error is printed\n"
                  "  2  usage error\n"
-                 "  3  the agent is not running or did not answer\n"
+                 "  3  the agent is not running or did not answer; for 'status', also\n"
+                 "     when the agent runs but is not connected to its broker\n"
                  "  4  key, directory or configuration problem\n"
                  "\n"
                  "Example:\n"
@@ -50,16 +54,25 @@ static void usage(FILE *out)
                  "        --body referral.json --wait\n");
 }
 
+/* The usage text on stderr (not under --json: stdout has the error object) and exit 2. */
+static int usage_error(void)
+{
+    if (!cli_json)
+        usage(stderr);
+    return cli_json_finish(NULL, EXIT_USAGE);
+}
+
 int main(int argc, char **argv)
 {
     refex_log_set_ident("refex");
-    if (refex_init() != REFEX_OK) {
-        fprintf(stderr, "refex: libsodium failed to initialise\n");
-        return EXIT_FAIL;
-    }
+    /* Before any option is parsed, so that even a usage error can be one JSON object. */
+    cli_json = cli_json_scan(argc, argv);
+    if (refex_init() != REFEX_OK)
+        return cli_fail(EXIT_FAIL, "E_CRYPTO", "refex: libsodium failed to initialise\n");
     cli_config = getenv("REFEX_CONFIG");
     /* Options before the command only ('+'): the command parses its own. */
-    static const struct option opts[] = {{"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"help", no_argument, 0, 'h'}, {"version", no_argument, 0, 'V'}, {0, 0, 0, 0}};
     int opt;
     opterr = 0;
     while ((opt = getopt_long(argc, argv, "+:c:h", opts, NULL)) != -1) {
@@ -68,20 +81,20 @@ int main(int argc, char **argv)
         } else if (opt == 'h') {
             usage(stdout);
             return EXIT_OK;
+        } else if (opt == 'V') {
+            printf("refex %s\n", REFEX_VERSION);
+            return EXIT_OK;
         } else {
-            if (opt == ':')
-                fprintf(stderr, "refex: option '%s' needs a value\n\n", argv[optind - 1]);
-            else
-                fprintf(stderr, "refex: unknown option '%s'\n\n", argv[optind - 1]);
-            usage(stderr);
-            return EXIT_USAGE;
+            cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                     opt == ':' ? "refex: option '%s' needs a value\n\n"
+                                : "refex: unknown option '%s'\n\n",
+                     argv[optind - 1]);
+            return usage_error();
         }
     }
     int i = optind;
-    if (i >= argc) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
+    if (i >= argc)
+        return usage_error();
     const char *cmd = argv[i];
     int sub_argc = argc - i;
     char **sub_argv = argv + i;
@@ -94,12 +107,11 @@ int main(int argc, char **argv)
                 {"case", cmd_case}};
     for (size_t k = 0; k < sizeof cmds / sizeof cmds[0]; k++)
         if (strcmp(cmd, cmds[k].name) == 0)
-            return cmds[k].fn(sub_argc, sub_argv);
+            return cli_json_finish(cmd, cmds[k].fn(sub_argc, sub_argv));
     if (strcmp(cmd, "help") == 0) {
         usage(stdout);
         return EXIT_OK;
     }
-    fprintf(stderr, "refex: unknown command '%s'\n\n", cmd);
-    usage(stderr);
-    return EXIT_USAGE;
+    cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex: unknown command '%s'\n\n", cmd);
+    return usage_error();
 }

@@ -40,8 +40,8 @@ int cli_getopt(const char *cmd, int argc, char **argv, const struct option *opts
             if (cli_spelt_in_full(opts[idx].name, tok))
                 return opt;
             option_name(name, sizeof name, tok);
-            fprintf(stderr, "refex %s: unknown option '%s' (see refex %s --help)\n", cmd, name,
-                    cmd);
+            cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                     "refex %s: unknown option '%s' (see refex %s --help)\n", cmd, name, cmd);
             return '?';
         }
         if (opt != '?' && opt != ':')
@@ -51,11 +51,11 @@ int cli_getopt(const char *cmd, int argc, char **argv, const struct option *opts
         else
             option_name(name, sizeof name, argv[optind - 1]);
         if (opt == ':')
-            fprintf(stderr, "refex %s: option '%s' needs a value (see refex %s --help)\n", cmd,
-                    name, cmd);
+            cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                     "refex %s: option '%s' needs a value (see refex %s --help)\n", cmd, name, cmd);
         else
-            fprintf(stderr, "refex %s: unknown option '%s' (see refex %s --help)\n", cmd, name,
-                    cmd);
+            cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                     "refex %s: unknown option '%s' (see refex %s --help)\n", cmd, name, cmd);
         return '?';
     }
 }
@@ -79,10 +79,9 @@ int cli_parse_long(const char *arg, long min, long max, long *out)
 
 int cli_number(const char *cmd, const char *opt, const char *arg, long min, long max, long *out)
 {
-    if (cli_parse_long(arg, min, max, out) != 0) {
-        fprintf(stderr, "refex %s: %s takes a whole number from %ld to %ld, not '%s'\n", cmd, opt,
-                min, max, arg ? arg : "");
-        return EXIT_USAGE;
-    }
+    if (cli_parse_long(arg, min, max, out) != 0)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex %s: %s takes a whole number from %ld to %ld, not '%s'\n", cmd, opt,
+                        min, max, arg ? arg : "");
     return EXIT_OK;
 }

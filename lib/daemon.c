@@ -22,6 +22,10 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
         fputs(d->usage, stdout);
         return 0;
     }
+    if (argc > 1 && strcmp(argv[1], "--version") == 0) {
+        printf("%s %s\n", d->name, REFEX_VERSION);
+        return 0;
+    }
     while ((opt = getopt(argc, argv, "c:nfh")) != -1) {
         switch (opt) {
         case 'c':
