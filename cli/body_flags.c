@@ -106,8 +106,8 @@ int cli_body_flag(cli_body *b, const char *cmd, int opt, const char *arg)
     }
     if (opt == O_GEST) {
         if (cli_parse_long(arg, 0, 45, &w) != 0) {
-            fprintf(stderr, "refex %s: --gestation-weeks takes 0 to 45\n", cmd);
-            return EXIT_USAGE;
+            return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex %s: --gestation-weeks takes 0 to 45\n",
+                            cmd);
         }
         json_object_set_new(child(b->flags, "subject"), "gestation_weeks", json_integer(w));
         json_object_set_new(child(b->flags, "subject"), "kind", json_string("SUBJECT_UNBORN"));
@@ -125,8 +125,8 @@ int cli_body_flag(cli_body *b, const char *cmd, int opt, const char *arg)
                                                   : json_string(arg));
         return EXIT_OK;
     }
-    fprintf(stderr, "refex %s: unexpected option (see refex %s --help)\n", cmd, cmd);
-    return EXIT_USAGE;
+    return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex %s: unexpected option (see refex %s --help)\n",
+                    cmd, cmd);
 }
 
 static json_t *load_body(const char *cmd, const char *file)
@@ -135,11 +135,13 @@ static json_t *load_body(const char *cmd, const char *file)
     json_t *body =
         strcmp(file, "-") == 0 ? json_loadf(stdin, 0, &jerr) : json_load_file(file, 0, &jerr);
     if (!body) {
-        fprintf(stderr, "refex %s: %s:%d: %s\n", cmd, file, jerr.line, jerr.text);
+        (void)cli_fail(EXIT_FAIL, "E_JSON", "refex %s: %s:%d: %s\n", cmd, file, jerr.line,
+                       jerr.text);
         return NULL;
     }
     if (!json_is_object(body)) {
-        fprintf(stderr, "refex %s: %s: the body must be a JSON object\n", cmd, file);
+        (void)cli_fail(EXIT_FAIL, "E_JSON", "refex %s: %s: the body must be a JSON object\n", cmd,
+                       file);
         json_decref(body);
         return NULL;
     }

@@ -121,8 +121,8 @@ static int parse_args(send_args *a, int argc, char **argv)
             break;
         case 'T':
             if (cli_parse_long(optarg, 1, 366L * 24 * 3600, &a->ttl) != 0) {
-                fprintf(stderr, "refex send: --ttl takes 1 to 31622400 seconds (366 days)\n");
-                return EXIT_USAGE;
+                return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                                "refex send: --ttl takes 1 to 31622400 seconds (366 days)\n");
             }
             break;
         case 'L':
@@ -144,8 +144,8 @@ static int parse_args(send_args *a, int argc, char **argv)
         }
     }
     if (rc == EXIT_OK && (optind != argc || !a->to || !a->type)) {
-        fprintf(stderr, "refex send: --to and --type are required (see refex send --help)\n");
-        rc = EXIT_USAGE;
+        rc = cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                      "refex send: --to and --type are required (see refex send --help)\n");
     }
     return rc;
 }
@@ -155,8 +155,8 @@ static int build_body(const send_args *a, json_t **out)
 {
     *out = NULL;
     if (!a->body.file && !a->body.used) {
-        fprintf(stderr, "refex send: give the body with --body FILE or with referral flags\n");
-        return EXIT_USAGE;
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex send: give the body with --body FILE or with referral flags\n");
     }
     return cli_body_build(&a->body, "send", a->type, out);
 }
@@ -226,7 +226,7 @@ int cmd_send(int argc, char **argv)
     if ((rc = build_body(&a, &body)) != EXIT_OK)
         goto out;
     if (!(body_text = json_dumps(body, JSON_COMPACT))) {
-        fprintf(stderr, "refex send: out of memory\n");
+        (void)cli_fail(EXIT_FAIL, "E_NOMEM", "refex send: out of memory\n");
         rc = EXIT_FAIL;
         goto out;
     }

@@ -127,6 +127,11 @@ static void test_usage_error_is_json(void **state)
     j = run_json(2, 1, (const char *[]){"no-such-command", "--json", NULL});
     assert_error(j, "E_USAGE");
     json_decref(j);
+    /* send's own checks name what is missing, as JSON too. */
+    j = run_json(2, 0, (const char *[]){"send", "--to", "social-care", "--json", NULL});
+    assert_error(j, "E_USAGE");
+    assert_non_null(strstr(json_string_value(json_object_get(j, "message")), "--type"));
+    json_decref(j);
 }
 
 static void test_keys_and_directory_json(void **state)
