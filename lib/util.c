@@ -208,13 +208,12 @@ void refex_base64_encode(char *out, const uint8_t *in, size_t len)
     sodium_bin2base64(out, REFEX_BASE64_LEN(len), in, len, sodium_base64_VARIANT_ORIGINAL);
 }
 
-int refex_base64_decode(uint8_t *out, size_t cap, size_t *out_len, const char *in,
-                        size_t in_len)
+int refex_base64_decode(uint8_t *out, size_t cap, size_t *out_len, const char *in, size_t in_len)
 {
     const char *end = NULL;
     size_t n = 0;
-    if (sodium_base642bin(out, cap, in, in_len, NULL, &n, &end,
-                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+    if (sodium_base642bin(out, cap, in, in_len, NULL, &n, &end, sodium_base64_VARIANT_ORIGINAL) !=
+            0 ||
         end != in + in_len)
         return REFEX_E_MALFORMED;
     *out_len = n;

@@ -25,12 +25,7 @@ static const char *const AGENCIES[] = {"midwifery", "social-care", NULL};
 static int setup(void **state)
 {
     (void)state;
-    if (h_net_init(&g_net, AGENCIES, NULL, NULL) != 0 || h_net_start_broker(&g_net) != 0)
-        return -1;
-    for (int i = 0; AGENCIES[i]; i++)
-        if (h_net_start_agent(&g_net, AGENCIES[i]) != 0)
-            return -1;
-    return 0;
+    return h_net_up(&g_net, AGENCIES, NULL, NULL);
 }
 
 static int teardown(void **state)

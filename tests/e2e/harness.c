@@ -317,6 +317,17 @@ int h_net_start_agent(h_net *n, const char *agency)
     return -1;
 }
 
+int h_net_up(h_net *n, const char *const *agencies, const char *const *listed_only,
+             const char *broker_extra_conf)
+{
+    if (h_net_init(n, agencies, listed_only, broker_extra_conf) != 0 || h_net_start_broker(n) != 0)
+        return -1;
+    for (int i = 0; agencies[i]; i++)
+        if (h_net_start_agent(n, agencies[i]) != 0)
+            return -1;
+    return 0;
+}
+
 void h_net_fini(h_net *n)
 {
     for (int i = 0; i < n->n_agents; i++)

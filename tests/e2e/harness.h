@@ -41,6 +41,9 @@ int h_net_init(h_net *n, const char *const *agencies, const char *const *listed_
                const char *broker_extra_conf);
 int h_net_start_broker(h_net *n);
 int h_net_start_agent(h_net *n, const char *agency);
+/* h_net_init, then the broker, then an agent for each of `agencies`, each ready. */
+int h_net_up(h_net *n, const char *const *agencies, const char *const *listed_only,
+             const char *broker_extra_conf);
 /* SIGTERM everything, reap, remove the temp tree (kept if REFEX_KEEP_E2E is set). */
 void h_net_fini(h_net *n);
 

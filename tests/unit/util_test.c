@@ -482,12 +482,12 @@ static void test_utf8_valid(void **state)
     (void)state;
     assert_true(refex_utf8_valid("", 0));
     assert_true(refex_utf8_valid("plain", 5));
-    assert_true(refex_utf8_valid("\xc3\xa9", 2));         /* U+00E9 */
-    assert_true(refex_utf8_valid("\xf0\x9f\x98\x80", 4)); /* U+1F600 */
-    assert_false(refex_utf8_valid("\xc0\xaf", 2));        /* overlong '/' */
-    assert_false(refex_utf8_valid("\xed\xa0\x80", 3));    /* surrogate */
+    assert_true(refex_utf8_valid("\xc3\xa9", 2));          /* U+00E9 */
+    assert_true(refex_utf8_valid("\xf0\x9f\x98\x80", 4));  /* U+1F600 */
+    assert_false(refex_utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    assert_false(refex_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
     assert_false(refex_utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
-    assert_false(refex_utf8_valid("\xe2\x82", 2));        /* truncated */
+    assert_false(refex_utf8_valid("\xe2\x82", 2));         /* truncated */
     assert_false(refex_utf8_valid("\x80", 1));             /* lone continuation */
     assert_false(refex_utf8_valid("\xff", 1));
 }
