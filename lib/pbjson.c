@@ -527,13 +527,15 @@ static int get_integer(struct conv *c, const json_t *v, ProtobufCType t, bool *n
     }
     if (json_is_real(v)) {
         double d = json_real_value(v); /* always finite: JSON has no NaN or infinity */
+        double a = fabs(d);
 
-        if (d != trunc(d))
-            return fail(c, "expected integer");
-        if (fabs(d) >= 0x1p64)
+        if (!(a < 0x1p64))
             return fail(c, "value out of range for %s", type_name(t));
+        /* a < 2^64, so the conversion is defined; it is exact only if a is integral */
+        *mag = (uint64_t)a;
+        if ((double)*mag != a)
+            return fail(c, "expected integer");
         *neg = d < 0;
-        *mag = (uint64_t)fabs(d);
         return REFEX_OK;
     }
     if (json_is_string(v)) {
