@@ -1,7 +1,9 @@
-/* Unit tests for pbjson_names and the field-name side of pbjson: the lowerCamelCase JSON
- * name by protobuf's rule, bodies written with either name form (nested, repeated, oneof
- * members) parsing to the same message, a field under both names refused with its path,
- * and output keeping the proto names. */
+/* Unit tests for the parser side of the proto3 JSON mapping (issue 9, item 5): pbjson_names
+ * (the lowerCamelCase JSON name by protobuf's rule), bodies written with either name form
+ * (nested, repeated, oneof members) parsing to the same message, a field under both names
+ * refused with its path, pbjson's other input forms (integers as strings or integral
+ * numbers, base64 URL-safe or unpadded), and output unchanged throughout. The rest of
+ * pbjson is tests/unit/pbjson_test.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,7 +45,7 @@
     "\"estimatedDueDate\":\"2027-03-01\",\"reference\":\"UB-1\",\"kind\":1},"                      \
     "\"kind\":1}}"
 
-static ProtobufCMessage *parse(const char *text)
+static ProtobufCMessage *parse_as(const ProtobufCMessageDescriptor *desc, const char *text)
 {
     json_error_t jerr;
     json_t *j = json_loads(text, 0, &jerr);
@@ -52,25 +54,34 @@ static ProtobufCMessage *parse(const char *text)
 
     if (j == NULL)
         fail_msg("test JSON does not parse: %s", jerr.text);
-    if (refex_pbjson_from_json(&refex__v1__body__descriptor, j, &m, err, sizeof(err)) != REFEX_OK)
+    if (refex_pbjson_from_json(desc, j, &m, err, sizeof(err)) != REFEX_OK)
         fail_msg("input %s refused: %s", text, err);
     json_decref(j);
     return m;
 }
 
-static void expect_bad(const char *text, const char *want)
+static void bad_as(const ProtobufCMessageDescriptor *desc, const char *text, const char *want)
 {
     json_t *j = json_loads(text, 0, NULL);
     ProtobufCMessage *m = (ProtobufCMessage *)(uintptr_t)1;
     char err[256];
 
     assert_non_null(j);
-    assert_rc(refex_pbjson_from_json(&refex__v1__body__descriptor, j, &m, err, sizeof(err)),
-              REFEX_E_JSON);
+    assert_rc(refex_pbjson_from_json(desc, j, &m, err, sizeof(err)), REFEX_E_JSON);
     assert_null(m);
     if (strstr(err, want) == NULL)
         fail_msg("input %s\n  error \"%s\"\n  lacks \"%s\"", text, err, want);
     json_decref(j);
+}
+
+static ProtobufCMessage *parse(const char *text)
+{
+    return parse_as(&refex__v1__body__descriptor, text);
+}
+
+static void expect_bad(const char *text, const char *want)
+{
+    bad_as(&refex__v1__body__descriptor, text, want);
 }
 
 static void test_json_name_rule(void **state)
@@ -234,6 +245,79 @@ static void test_both_names_refused(void **state)
     expect_bad("{\"referral\":{\"LawfulBasis\":{}}}", "referral.LawfulBasis: unknown field");
 }
 
+/* The value forms the proto3 JSON mapping requires a parser to take beyond what pbjson
+ * writes: integers of any width as decimal strings or integral numbers in exponent or
+ * fraction form; bytes in either base64 alphabet, padded or not. Output is unchanged. */
+static void test_proto3_value_forms(void **state)
+{
+    const ProtobufCMessageDescriptor *frame = &refex__v1__frame__descriptor;
+    static const struct {
+        const char *text;
+        uint32_t version;
+    } ints[] = {{"{\"version\":\"7\"}", 7},  {"{\"version\":1e1}", 10},
+                {"{\"version\":3.0}", 3},    {"{\"version\":-0.0}", 0},
+                {"{\"version\":\"-0\"}", 0}, {"{\"version\":4.294967295e9}", 4294967295u}};
+    static const struct {
+        const char *in, *bytes, *out; /* out: how it is written back */
+        size_t len;
+    } b64s[] = {
+        {"+/+/", "\xfb\xff\xbf", "+/+/", 3}, {"-_-_", "\xfb\xff\xbf", "+/+/", 3},
+        {"++8=", "\xfb\xef", "++8=", 2},     {"--8=", "\xfb\xef", "++8=", 2},
+        {"++8", "\xfb\xef", "++8=", 2},      {"--8", "\xfb\xef", "++8=", 2},
+        {"AAE", "\x00\x01", "AAE=", 2},      {"AA", "\x00", "AA==", 1},
+    };
+    ProtobufCMessage *m;
+    Refex__V1__Directory *dir;
+    Refex__V1__Referral *ref;
+    json_t *out, *att;
+    char text[128];
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++) {
+        m = parse_as(frame, ints[i].text);
+        assert_int_equal(((Refex__V1__Frame *)m)->version, ints[i].version);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    m = parse_as(
+        &refex__v1__directory__descriptor,
+        "{\"serial\":1.8e19,\"issued_at_ms\":-1e3,\"agencies\":[{\"valid_from_ms\":\"5\"}]}");
+    dir = (Refex__V1__Directory *)m;
+    assert_true(dir->serial == 18000000000000000000ULL);
+    assert_true(dir->issued_at_ms == -1000);
+    assert_true(dir->agencies[0]->valid_from_ms == 5);
+    protobuf_c_message_free_unpacked(m, NULL);
+    bad_as(frame, "{\"version\":2.5}", "version: expected integer");
+    bad_as(frame, "{\"version\":\"1e1\"}", "version: expected integer or decimal string");
+    bad_as(frame, "{\"version\":\" 1\"}", "version: expected integer or decimal string");
+    bad_as(frame, "{\"version\":-1.0}", "version: negative value for uint32");
+    bad_as(frame, "{\"version\":4294967296.0}", "version: value 4294967296 out of range");
+    bad_as(frame, "{\"version\":1e20}", "version: value out of range for uint32");
+    bad_as(&refex__v1__directory__descriptor, "{\"issued_at_ms\":9.3e18}",
+           "issued_at_ms: value out of range for int64");
+
+    for (size_t i = 0; i < sizeof(b64s) / sizeof(b64s[0]); i++) {
+        snprintf(text, sizeof(text), "{\"referral\":{\"attachments\":[{\"data\":\"%s\"}]}}",
+                 b64s[i].in);
+        m = parse(text);
+        ref = ((Refex__V1__Body *)m)->referral;
+        assert_int_equal(ref->attachments[0]->data.len, b64s[i].len);
+        assert_memory_equal(ref->attachments[0]->data.data, b64s[i].bytes, b64s[i].len);
+        /* written back as standard, padded base64 whatever the input's form */
+        assert_rc(refex_pbjson_to_json(m, &out), REFEX_OK);
+        att = json_array_get(json_object_get(json_object_get(out, "referral"), "attachments"), 0);
+        assert_string_equal(json_string_value(json_object_get(att, "data")), b64s[i].out);
+        json_decref(out);
+        protobuf_c_message_free_unpacked(m, NULL);
+    }
+    /* mixed alphabets, partial padding, a lone character, padding inside */
+    static const char *const bad64[] = {"+_8=", "-/8", "AA=", "A", "AAE=AA", "A=AA", "AAF"};
+    for (size_t i = 0; i < sizeof(bad64) / sizeof(bad64[0]); i++) {
+        snprintf(text, sizeof(text), "{\"referral\":{\"attachments\":[{\"data\":\"%s\"}]}}",
+                 bad64[i]);
+        expect_bad(text, "referral.attachments[0].data: invalid base64");
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -242,6 +326,7 @@ int main(void)
         cmocka_unit_test(test_both_forms_same_message),
         cmocka_unit_test(test_oneof_member_by_json_name),
         cmocka_unit_test(test_both_names_refused),
+        cmocka_unit_test(test_proto3_value_forms),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
