@@ -238,6 +238,30 @@ static void test_local_id_same_across_name_forms(void **state)
     assert_int_equal(inbox_count(), before + 2);
 }
 
+/* Body flags set proto names; over a lowerCamelCase --body file they replace or merge into
+ * the same field under its JSON name rather than making it a field given twice. */
+static void test_flags_over_camel_body(void **state)
+{
+    (void)state;
+    char path[600], out[8192], shown[65536];
+    json_error_t jerr;
+    body_in("camel", path, sizeof path);
+    const char *args[] = {
+        "send",       "--to",       "social-care", "--type",           "referral", "--body", path,
+        "--due-date", "2031-08-01", "--article6",  "legal-obligation", "--wait",   "--json", NULL};
+    expect(0, NULL, args, out, sizeof out);
+    json_t *r = json_loads(out, 0, &jerr);
+    assert_non_null(r);
+    char id[33];
+    snprintf(id, sizeof id, "%s", str(r, "message_id"));
+    json_decref(r);
+    wait_shown(id, shown, sizeof shown);
+    assert_non_null(strstr(shown, "\"estimated_due_date\": \"2031-08-01\""));
+    assert_non_null(strstr(shown, "ARTICLE6_LEGAL_OBLIGATION"));
+    /* the file's other lawful-basis field survived the merge */
+    assert_non_null(strstr(shown, "\"article9\""));
+}
+
 /* A field under both its names: a typed error, a log line without the body, nothing kept. */
 static void test_both_names_refused(void **state)
 {
@@ -270,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_libprotobuf_json_sent_and_parsed_back),
         cmocka_unit_test(test_local_id_same_across_name_forms),
         cmocka_unit_test(test_both_names_refused),
+        cmocka_unit_test(test_flags_over_camel_body),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
