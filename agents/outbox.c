@@ -408,19 +408,39 @@ static json_t *sorted_recipients(const json_t *to)
     return out;
 }
 
+/* The body as the message would carry it, for the submission hash: the hex SHA-256 of the
+ * packed Body it makes, so that how its JSON was written (field-name form, key order, enums
+ * by name or number, base64 alphabet) does not make another submission. NULL if it does not
+ * pack (the request is refused later; the raw body is hashed instead and never matches). */
+static json_t *body_digest(int type, const json_t *body)
+{
+    uint8_t *packed = NULL, hash[32];
+    size_t len = 0;
+    char err[256], hex[65];
+    if (!type || refex_body_pack_json(type, body, &packed, &len, err, sizeof err) != REFEX_OK)
+        return NULL;
+    crypto_hash_sha256(hash, packed, len);
+    sodium_memzero(packed, len);
+    free(packed);
+    refex_hex_encode(hex, hash, 32);
+    return json_string(hex);
+}
+
 /* SHA-256 over the context and a canonical form of what a send asks for: its type (by
- * its canonical name), the recipients sorted, the case as given, and the body; all as one
- * JSON object dumped with sorted keys, compact. Not the ttl, nor whether to wait. */
+ * its canonical name), the recipients sorted, the case as given, and the body by its digest
+ * (body_digest); all as one JSON object dumped with sorted keys, compact. Not the ttl, nor
+ * whether to wait. */
 static int submission_hash(json_t *req, char hex[65])
 {
     const char *type = json_string_value(json_object_get(req, "type"));
     const char *case_ref = json_string_value(json_object_get(req, "case"));
     int t = refex_message_type_parse(type);
     json_t *body = json_object_get(req, "body");
-    json_t *canon = json_pack("{s:s, s:o, s:s, s:O}", "type",
-                              t ? refex_message_type_name(t) : (type ? type : ""), "to",
-                              sorted_recipients(json_object_get(req, "to")), "case",
-                              case_ref ? case_ref : "", "body", body ? body : json_null());
+    json_t *digest = body_digest(t, body);
+    json_t *canon = json_pack(
+        "{s:s, s:o, s:s, s:o}", "type", t ? refex_message_type_name(t) : (type ? type : ""), "to",
+        sorted_recipients(json_object_get(req, "to")), "case", case_ref ? case_ref : "",
+        digest ? "body_sha256" : "body", digest ? digest : json_incref(body ? body : json_null()));
     char *text = canon ? json_dumps(canon, JSON_SORT_KEYS | JSON_COMPACT) : NULL;
     json_decref(canon);
     if (!text)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "pbjson_names.h"
 
 /* "pre-birth" with prefix "REFERRAL_" -> "REFERRAL_PRE_BIRTH"; full names pass through. */
 static json_t *enum_value(const char *prefix, const char *v)
@@ -148,6 +149,40 @@ static json_t *load_body(const char *cmd, const char *file)
     return body;
 }
 
+/* A flag sets a field under its proto name; a --body file may hold the same field under its
+ * lowerCamelCase JSON name (proto3 JSON, docs/protocol.md 10.2). Renames that key in o to
+ * name, so the flag overrides or merges into it rather than making a field given twice. */
+static void take_json_name(json_t *o, const char *name)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(o, k, v)
+    {
+        if (strcmp(k, name) != 0 && refex_pbjson_names_is_json_name(name, k, strlen(k))) {
+            json_object_set(o, name, v);
+            json_object_del(o, k);
+            return;
+        }
+    }
+}
+
+/* Flags over the file's body: objects merge (recursively, so --article6 keeps the file's
+ * lawful_basis.purpose), anything else replaces. */
+static void merge_flags(json_t *body, json_t *flags)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(flags, k, v)
+    {
+        take_json_name(body, k);
+        json_t *cur = json_object_get(body, k);
+        if (json_is_object(v) && json_is_object(cur))
+            merge_flags(cur, v);
+        else
+            json_object_set(body, k, v);
+    }
+}
+
 int cli_body_build(const cli_body *b, const char *cmd, const char *type, json_t **out)
 {
     json_t *body = b->file ? load_body(cmd, b->file) : json_object();
@@ -158,16 +193,7 @@ int cli_body_build(const cli_body *b, const char *cmd, const char *type, json_t 
         json_object_set(b->flags, "concerns", b->concerns);
     if (json_object_size(b->practitioner))
         json_object_set(b->flags, practitioner_member(type), b->practitioner);
-    const char *k;
-    json_t *v;
-    json_object_foreach(b->flags, k, v)
-    {
-        json_t *cur = json_object_get(body, k);
-        if (json_is_object(v) && json_is_object(cur))
-            json_object_update(cur, v);
-        else
-            json_object_set(body, k, v);
-    }
+    merge_flags(body, b->flags);
     *out = body;
     return EXIT_OK;
 }

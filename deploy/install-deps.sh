@@ -8,6 +8,8 @@ PKGS=(
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libjansson-dev
   universal-ctags
+  # an independent proto3 JSON implementation, for the e2e_proto3_json test
+  python3-protobuf protobuf-compiler
 )
 
 missing=()

@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "pbjson_names.h"
 #include "util.h"
 
 _Static_assert(sizeof(json_int_t) == sizeof(int64_t), "jansson must use 64-bit integers");
@@ -513,28 +514,51 @@ static bool parse_decimal(const char *s, size_t n, bool *neg, uint64_t *mag)
     return true;
 }
 
+/* A JSON integer, an integral JSON real (1e5, 100000.0) or a decimal string, as sign and
+ * magnitude: the proto3 JSON mapping accepts each of these for every integer type. */
+static int get_integer(struct conv *c, const json_t *v, ProtobufCType t, bool *neg, uint64_t *mag)
+{
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+
+        *neg = i < 0;
+        *mag = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+        return REFEX_OK;
+    }
+    if (json_is_real(v)) {
+        double d = json_real_value(v); /* always finite: JSON has no NaN or infinity */
+        double a = fabs(d);
+
+        if (!(a < 0x1p64))
+            return fail(c, "value out of range for %s", type_name(t));
+        /* a < 2^64, so the conversion is defined; it is exact only if a is integral */
+        *mag = (uint64_t)a;
+        if ((double)*mag != a)
+            return fail(c, "expected integer");
+        *neg = d < 0;
+        return REFEX_OK;
+    }
+    if (json_is_string(v)) {
+        if (!parse_decimal(json_string_value(v), json_string_length(v), neg, mag))
+            return fail(c, "expected integer or decimal string");
+        return REFEX_OK;
+    }
+    return fail(c, "expected integer");
+}
+
 static int get_signed(struct conv *c, const json_t *v, ProtobufCType t, int64_t min, int64_t max,
                       int64_t *out)
 {
-    bool wide = min == INT64_MIN;
+    bool neg;
+    uint64_t mag;
     int64_t x;
+    int rc = get_integer(c, v, t, &neg, &mag);
 
-    if (json_is_integer(v)) {
-        x = json_integer_value(v);
-    } else if (wide && json_is_string(v)) {
-        bool neg;
-        uint64_t mag;
-
-        if (!parse_decimal(json_string_value(v), json_string_length(v), &neg, &mag))
-            return fail(c, "expected integer or decimal string");
-        if (!neg && mag > (uint64_t)INT64_MAX)
-            return fail(c, "value out of range for %s", type_name(t));
-        if (neg && mag > (uint64_t)INT64_MAX + 1)
-            return fail(c, "value out of range for %s", type_name(t));
-        x = neg ? (mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
-    } else {
-        return fail(c, "expected integer");
-    }
+    if (rc != REFEX_OK)
+        return rc;
+    if (mag > (uint64_t)INT64_MAX + (neg ? 1 : 0))
+        return fail(c, "value out of range for %s", type_name(t));
+    x = neg ? (mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
     if (x < min || x > max)
         return fail(c, "value %" PRId64 " out of range for %s", x, type_name(t));
     *out = x;
@@ -544,25 +568,17 @@ static int get_signed(struct conv *c, const json_t *v, ProtobufCType t, int64_t 
 static int get_unsigned(struct conv *c, const json_t *v, ProtobufCType t, uint64_t max,
                         uint64_t *out)
 {
-    bool wide = max == UINT64_MAX;
+    bool neg;
     uint64_t x;
+    int rc = get_integer(c, v, t, &neg, &x);
 
-    if (json_is_integer(v)) {
-        json_int_t i = json_integer_value(v);
-
-        if (i < 0)
-            return fail(c, "negative value %" PRId64 " for %s", (int64_t)i, type_name(t));
-        x = (uint64_t)i;
-    } else if (wide && json_is_string(v)) {
-        bool neg;
-
-        if (!parse_decimal(json_string_value(v), json_string_length(v), &neg, &x))
-            return fail(c, "expected integer or decimal string");
-        if (neg && x != 0)
-            return fail(c, "negative value for %s", type_name(t));
-    } else {
-        return fail(c, "expected integer");
-    }
+    if (rc != REFEX_OK)
+        return rc;
+    if (neg && x != 0 && json_is_integer(v))
+        return fail(c, "negative value %" PRId64 " for %s", (int64_t)json_integer_value(v),
+                    type_name(t));
+    if (neg && x != 0)
+        return fail(c, "negative value for %s", type_name(t));
     if (x > max)
         return fail(c, "value %" PRIu64 " out of range for %s", x, type_name(t));
     *out = x;
@@ -619,6 +635,16 @@ static int get_string(struct conv *c, const json_t *v, char **out)
     return REFEX_OK;
 }
 
+static int base64_variant(const char *s, size_t n)
+{
+    bool url = memchr(s, '-', n) != NULL || memchr(s, '_', n) != NULL;
+
+    if (n % 4 == 0)
+        return url ? sodium_base64_VARIANT_URLSAFE : sodium_base64_VARIANT_ORIGINAL;
+    return url ? sodium_base64_VARIANT_URLSAFE_NO_PADDING
+               : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+}
+
 static int get_bytes(struct conv *c, const json_t *v, ProtobufCBinaryData *out)
 {
     const char *s;
@@ -641,9 +667,11 @@ static int get_bytes(struct conv *c, const json_t *v, ProtobufCBinaryData *out)
         rc = fail_nomem(c);
         goto out;
     }
-    /* No ignore set and no end pointer: every character must be consumed, and the
-     * original variant requires the '=' padding. */
-    if (sodium_base642bin(buf, cap, s, n, NULL, &len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    /* The mapping accepts standard or URL-safe base64, padded or not: '-' or '_' picks the
+     * URL-safe alphabet (mixing the two is then invalid), and a length that is not a
+     * multiple of 4 means no padding (a partial "AA=" is then invalid). No ignore set and no
+     * end pointer: every character must be consumed. */
+    if (sodium_base642bin(buf, cap, s, n, NULL, &len, NULL, base64_variant(s, n)) != 0) {
         rc = fail(c, "invalid base64");
         goto out;
     }
@@ -829,12 +857,17 @@ static int msg_from_json(struct conv *c, const ProtobufCMessageDescriptor *desc,
     json_object_keylen_foreach((json_t *)obj, key, key_len, val)
     {
         size_t mark = path_push_name(c, key, key_len);
-        const ProtobufCFieldDescriptor *f = NULL;
+        bool alias;
+        const ProtobufCFieldDescriptor *f = refex_pbjson_names_find(desc, key, key_len, &alias);
 
-        if (strlen(key) == key_len)
-            f = protobuf_c_message_descriptor_get_field_by_name(desc, key);
         if (f == NULL) {
             rc = fail(c, "unknown field");
+            goto out;
+        }
+        /* A field under both its names is ambiguous (which value is meant?): refused, and
+         * always before the second one is parsed over the first. */
+        if (alias && json_object_get(obj, f->name) != NULL) {
+            rc = fail(c, "field given twice, also as %s", f->name);
             goto out;
         }
         if (!json_is_null(val)) {
@@ -846,12 +879,10 @@ static int msg_from_json(struct conv *c, const ProtobufCMessageDescriptor *desc,
     }
     for (unsigned i = 0; i < desc->n_fields; i++) {
         const ProtobufCFieldDescriptor *f = &desc->fields[i];
-        const json_t *jv;
 
         if (f->label != PROTOBUF_C_LABEL_REQUIRED)
             continue;
-        jv = json_object_get(obj, f->name);
-        if (jv == NULL || json_is_null(jv)) {
+        if (refex_pbjson_names_get(obj, f) == NULL) {
             (void)path_push_name(c, f->name, strlen(f->name));
             rc = fail(c, "required field missing");
             goto out;

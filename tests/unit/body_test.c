@@ -375,7 +375,7 @@ static void test_pack_unknown_field(void **state)
 static void test_pack_wrong_values(void **state)
 {
     (void)state;
-    pack_bad(REFEX__V1__MESSAGE_TYPE__REFERRAL, "{\"subject\": {\"gestation_weeks\": \"12\"}}",
+    pack_bad(REFEX__V1__MESSAGE_TYPE__REFERRAL, "{\"subject\": {\"gestation_weeks\": \"12a\"}}",
              REFEX_E_JSON, "gestation_weeks");
     pack_bad(REFEX__V1__MESSAGE_TYPE__REFERRAL, "{\"subject\": {\"gestation_weeks\": -1}}",
              REFEX_E_JSON, "gestation_weeks");

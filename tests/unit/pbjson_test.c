@@ -336,7 +336,9 @@ static void test_bad_input(void **state)
     (void)state;
 
     expect_bad(body, "{\"referral\":{\"bogus\":1}}", "referral.bogus: unknown field");
-    expect_bad(body, "{\"referral\":{\"subject\":{\"gestation_weeks\":\"12\"}}}",
+    expect_bad(body, "{\"referral\":{\"subject\":{\"gestation_weeks\":\"12a\"}}}",
+               "referral.subject.gestation_weeks: expected integer or decimal string");
+    expect_bad(body, "{\"referral\":{\"subject\":{\"gestation_weeks\":true}}}",
                "referral.subject.gestation_weeks: expected integer");
     expect_bad(body, "{\"referral\":{\"subject\":{\"gestation_weeks\":-1}}}",
                "referral.subject.gestation_weeks: negative value -1 for uint32");
@@ -352,8 +354,8 @@ static void test_bad_input(void **state)
                "referral.concerns[1]: unknown enum value \"CONCERN_NOPE\"");
     expect_bad(body, "{\"referral\":{\"attachments\":[{\"data\":\"not base64!\"}]}}",
                "referral.attachments[0].data: invalid base64");
-    expect_bad(body, "{\"referral\":{\"attachments\":[{},{\"data\":\"AAE\"}]}}",
-               "referral.attachments[1].data: invalid base64"); /* missing padding */
+    expect_bad(body, "{\"referral\":{\"attachments\":[{},{\"data\":\"AA=\"}]}}",
+               "referral.attachments[1].data: invalid base64"); /* partial padding */
     expect_bad(body, "{\"referral\":{\"attachments\":[{\"data\":\"AA==AA==\"}]}}",
                "referral.attachments[0].data: invalid base64");
     expect_bad(body, "{\"referral\":{},\"case_update\":{}}",
@@ -386,8 +388,8 @@ static void test_bad_input(void **state)
                "issued_at_ms: value out of range for int64");
     expect_bad(dir, "{\"agencies\":[{\"revoked\":\"yes\"}]}",
                "agencies[0].revoked: expected true or false");
-    expect_bad(&refex__v1__frame__descriptor, "{\"version\":\"1\"}",
-               "version: expected integer"); /* strings only for 64-bit types */
+    expect_bad(&refex__v1__frame__descriptor, "{\"version\":\"1x\"}",
+               "version: expected integer or decimal string");
 }
 
 static void test_bad_strings_and_keys(void **state)
