@@ -113,7 +113,8 @@ static const char *const SQL[S_N] = {
                        " created_ms, received_ms, envelope_hash, body,"
                        " conversation_id, reply_to, decision, cursor)"
                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,"
-                       " (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox)) ON CONFLICT DO NOTHING",
+                       " (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox))"
+                       " ON CONFLICT (sender, message_id) DO NOTHING", /* a cursor clash fails */
     [S_REFUSED_INSERT] = "INSERT INTO refused(sender, message_id, code) VALUES (?,?,?)"
                          " ON CONFLICT DO NOTHING",
     [S_RECEIPT_INSERT] = "INSERT INTO receipts(message_id, recipient, code, signer, time_ms,"
