@@ -327,7 +327,7 @@ int agent_run(agent *a)
         zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
                                   {a->mon, 0, ZMQ_POLLIN, 0},
                                   {a->control, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 3, 500);
+        int n = zmq_poll(items, 3, inbox_wait_poll_ms(a, 500));
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -345,6 +345,7 @@ int agent_run(agent *a)
         batch_end(a);
         journal_checkpoint(a);
         outbox_expire_waiters(a);
+        inbox_wait_expire(a);
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&
             !refex_directory_find(a->base.dir, a->agency))

@@ -48,6 +48,17 @@ typedef struct {
     int committed; /* its message's batch has committed */
 } waiter;
 
+/* A control client holding an inbox_wait until a message with a cursor above `after`
+ * commits, or its deadline passes (inbox_wait.c). */
+#define MAX_INBOX_WAITERS 64
+#define INBOX_WAIT_MAX_MS 300000
+typedef struct {
+    uint8_t rid[RID_MAX];
+    size_t rid_len;
+    int64_t after, limit;
+    int64_t deadline; /* monotonic ms */
+} inbox_waiter;
+
 /* Something to send once the current batch has committed: a frame for the broker
  * (rid_len == 0) or a reply for a control client. */
 struct out_item {
@@ -77,6 +88,9 @@ struct agent {
     size_t outq_n, outq_cap;
     waiter waiters[MAX_WAITERS];
     size_t n_waiters;
+    inbox_waiter inbox_waiters[MAX_INBOX_WAITERS];
+    size_t n_inbox_waiters;
+    int inbox_grew; /* the open batch added a message to the inbox */
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
@@ -104,6 +118,23 @@ void outbox_expire_waiters(agent *a);
 /* inbox.c: receiving */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env);
 void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr);
+/* Marks a message taken into the receiving system's records, audited once (an `ack`
+ * entry) in its own unit: *already if it was before. REFEX_E_NOTFOUND if no such id. */
+int inbox_ack(agent *a, const char *idhex, int64_t *acked_at_ms, int *already);
+
+/* inbox_wait.c: consuming the inbox by cursor, and held waiters */
+/* {"ok":true,"messages":[...],"cursor":C} for inbox messages with cursor > after. */
+int inbox_page(agent *a, int64_t after, int64_t limit, int unacked, json_t **reply);
+/* Holds the client until a message with cursor > after commits or timeout_ms passes;
+ * REFEX_E_BUSY when MAX_INBOX_WAITERS are held already. */
+int inbox_wait_hold(agent *a, const uint8_t *rid, size_t rid_len, int64_t after, int64_t limit,
+                    int timeout_ms);
+/* After a commit that added to the inbox: answers every waiter it satisfies. */
+void inbox_wait_wake(agent *a);
+/* Answers waiters whose time is up with an empty page. */
+void inbox_wait_expire(agent *a);
+/* The poll timeout: at most max_ms, less if a waiter's deadline comes sooner. */
+int inbox_wait_poll_ms(const agent *a, int max_ms);
 
 /* cases.c: grants, subscriptions, membership */
 void cases_cmd_grant(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);

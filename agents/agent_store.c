@@ -33,7 +33,8 @@ static const char *SCHEMA =
     " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " envelope_hash TEXT NOT NULL, body BLOB NOT NULL,"
     " conversation_id TEXT NOT NULL DEFAULT '', reply_to TEXT NOT NULL DEFAULT '',"
-    " decision TEXT NOT NULL DEFAULT '', PRIMARY KEY (sender, message_id));"
+    " decision TEXT NOT NULL DEFAULT '', cursor INTEGER, acked_at_ms INTEGER,"
+    " PRIMARY KEY (sender, message_id));"
     "CREATE INDEX IF NOT EXISTS inbox_reply_to ON inbox(reply_to);"
     "CREATE TABLE IF NOT EXISTS case_grants ("
     " case_ref TEXT NOT NULL, member TEXT NOT NULL, lead TEXT NOT NULL, serial INTEGER NOT NULL,"
@@ -52,21 +53,38 @@ static const char *SCHEMA =
     " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
     " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
 
-/* Columns added to the outbox after its first release: a database made before them gets
- * them at open (ALTER TABLE), then the index that needs them. */
-static const struct {
+/* Columns added after a table's first release: a database made before them gets them at
+ * open (ALTER TABLE), then whatever fills them and the indexes that need them. */
+typedef struct {
     const char *name, *ddl;
-} OUTBOX_ADDED[] = {
+} added_column;
+
+static const added_column OUTBOX_ADDED[] = {
     {"local_id", "ALTER TABLE outbox ADD COLUMN local_id TEXT NOT NULL DEFAULT ''"},
     {"submission_hash", "ALTER TABLE outbox ADD COLUMN submission_hash TEXT NOT NULL DEFAULT ''"},
+    {NULL, NULL},
+};
+/* An inbox message's cursor says in which order messages were committed to the inbox:
+ * each new row takes the highest cursor plus one, and inbox rows are never deleted, so a
+ * cursor is never reused (unlike a rowid, which VACUUM may renumber in a table without an
+ * INTEGER PRIMARY KEY). Rows older than the column get theirs from their rowid, which is
+ * the order they were inserted in. acked_at_ms stays NULL until the receiving system
+ * acknowledges the message. */
+static const added_column INBOX_ADDED[] = {
+    {"cursor", "ALTER TABLE inbox ADD COLUMN cursor INTEGER"},
+    {"acked_at_ms", "ALTER TABLE inbox ADD COLUMN acked_at_ms INTEGER"},
+    {NULL, NULL},
 };
 /* A caller's local id names one message for as long as its outbox row is kept. */
-static const char *OUTBOX_INDEXES =
-    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_local_id ON outbox(local_id) WHERE local_id <> '';";
+static const char *ADDED_FILL =
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_local_id ON outbox(local_id) WHERE local_id <> '';"
+    "UPDATE inbox SET cursor = (SELECT COALESCE(MAX(cursor), 0) FROM inbox) + rowid"
+    " WHERE cursor IS NULL;"
+    "CREATE UNIQUE INDEX IF NOT EXISTS inbox_cursor ON inbox(cursor);";
 
 #define INBOX_COLUMNS                                                                              \
-    "SELECT sender, message_id, type, case_ref, created_ms, received_ms, envelope_hash, body"      \
-    " FROM inbox"
+    "SELECT sender, message_id, type, case_ref, created_ms, received_ms, envelope_hash, body,"     \
+    " cursor, acked_at_ms FROM inbox"
 
 #define MESSAGE_STATUS_COLUMNS                                                                     \
     "SELECT message_id, recipients, type, case_ref, created_ms, state, error_code,"                \
@@ -93,8 +111,10 @@ static const char *const SQL[S_N] = {
                          " sender = ?1 AND message_id = ?2",
     [S_INBOX_INSERT] = "INSERT INTO inbox(sender, message_id, type, case_ref,"
                        " created_ms, received_ms, envelope_hash, body,"
-                       " conversation_id, reply_to, decision)"
-                       " VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
+                       " conversation_id, reply_to, decision, cursor)"
+                       " VALUES (?,?,?,?,?,?,?,?,?,?,?,"
+                       " (SELECT COALESCE(MAX(cursor), 0) + 1 FROM inbox))"
+                       " ON CONFLICT (sender, message_id) DO NOTHING", /* a cursor clash fails */
     [S_REFUSED_INSERT] = "INSERT INTO refused(sender, message_id, code) VALUES (?,?,?)"
                          " ON CONFLICT DO NOTHING",
     [S_RECEIPT_INSERT] = "INSERT INTO receipts(message_id, recipient, code, signer, time_ms,"
@@ -118,8 +138,15 @@ static const char *const SQL[S_N] = {
     [S_SUBSCRIPTIONS_FOR] = "SELECT subscription FROM case_subscriptions WHERE agency = ?"
                             " AND case_ref IN (?, '') ORDER BY case_ref DESC",
     [S_SUBSCRIPTIONS_OF] = "SELECT subscription FROM case_subscriptions WHERE agency = ?",
-    [S_INBOX_LIST] = INBOX_COLUMNS " ORDER BY received_ms, rowid",
-    [S_INBOX_SHOW] = INBOX_COLUMNS " WHERE message_id = ?",
+    /* ?1 after, ?2 only unacknowledged, ?3 limit (-1: none). */
+    [S_INBOX_PAGE] = INBOX_COLUMNS " WHERE cursor > ?1 AND (?2 = 0 OR acked_at_ms IS NULL)"
+                                   " ORDER BY cursor LIMIT ?3",
+    [S_INBOX_SHOW] = INBOX_COLUMNS " WHERE message_id = ? ORDER BY cursor",
+    /* The first message with this id (ids are unique per sender), unless acknowledged. */
+    [S_INBOX_ACK] = "UPDATE inbox SET acked_at_ms = ?1 WHERE rowid = (SELECT rowid FROM inbox"
+                    " WHERE message_id = ?2 ORDER BY cursor LIMIT 1) AND acked_at_ms IS NULL"
+                    " RETURNING sender, type, case_ref, envelope_hash, body",
+    [S_INBOX_ACKED] = "SELECT acked_at_ms FROM inbox WHERE message_id = ? ORDER BY cursor LIMIT 1",
     [S_OUTBOX_LIST] = "SELECT message_id, recipients, type, case_ref, created_ms,"
                       " state, error_code, error_detail, local_id FROM outbox ORDER BY created_ms",
     [S_MESSAGE_STATUS] = MESSAGE_STATUS_COLUMNS " WHERE message_id = ?1",
@@ -148,25 +175,45 @@ static const char *const SQL[S_N] = {
 
 /* ---- open, close, transactions ------------------------------------------------------ */
 
-/* Adds the outbox columns an older database lacks (PRAGMA table_info says which). */
-static int upgrade_outbox(sqlite3 *db)
+/* Adds the columns of `added` that table lacks in an older database (PRAGMA table_info
+ * says which). */
+static int upgrade_table(sqlite3 *db, const char *table, const added_column *added)
 {
     sqlite3_stmt *st = NULL;
-    int have[sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]] = {0}, step;
-    int rc = refex_db_prepare(db, "PRAGMA table_info(outbox)", &st);
+    char sql[128];
+    int have[8] = {0}, step;
+    snprintf(sql, sizeof sql, "PRAGMA table_info(%s)", table);
+    int rc = refex_db_prepare(db, sql, &st);
     if (rc != REFEX_OK)
         return rc;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 1);
-        for (size_t i = 0; name && i < sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]; i++)
-            have[i] |= strcmp(name, OUTBOX_ADDED[i].name) == 0;
+        for (size_t i = 0; name && added[i].name; i++)
+            have[i] |= strcmp(name, added[i].name) == 0;
     }
     rc = refex_db_err(step);
     sqlite3_finalize(st);
-    for (size_t i = 0; rc == REFEX_OK && i < sizeof OUTBOX_ADDED / sizeof OUTBOX_ADDED[0]; i++)
+    for (size_t i = 0; rc == REFEX_OK && added[i].name; i++)
         if (!have[i])
-            rc = refex_db_exec(db, OUTBOX_ADDED[i].ddl);
+            rc = refex_db_exec(db, added[i].ddl);
     return rc;
+}
+
+/* The schema, and an older database brought up to it, in one transaction. */
+static int create_tables(sqlite3 *db)
+{
+    int rc = refex_db_begin(db);
+    if (rc != REFEX_OK)
+        return rc;
+    if ((rc = refex_db_exec(db, SCHEMA)) != REFEX_OK ||
+        (rc = upgrade_table(db, "outbox", OUTBOX_ADDED)) != REFEX_OK ||
+        (rc = upgrade_table(db, "inbox", INBOX_ADDED)) != REFEX_OK ||
+        (rc = refex_db_exec(db, ADDED_FILL)) != REFEX_OK ||
+        (rc = refex_db_commit(db)) != REFEX_OK) {
+        refex_db_rollback(db);
+        return rc;
+    }
+    return refex_audit_init(db);
 }
 
 int agent_store_open(const char *path, agent_store **out, char *err, size_t errlen)
@@ -178,10 +225,7 @@ int agent_store_open(const char *path, agent_store **out, char *err, size_t errl
         return REFEX_E_NOMEM;
     if ((rc = refex_db_open(path, 0, &s->db, err, errlen)) != REFEX_OK)
         goto out;
-    if ((rc = refex_db_exec(s->db, SCHEMA)) != REFEX_OK ||
-        (rc = upgrade_outbox(s->db)) != REFEX_OK ||
-        (rc = refex_db_exec(s->db, OUTBOX_INDEXES)) != REFEX_OK ||
-        (rc = refex_audit_init(s->db)) != REFEX_OK) {
+    if ((rc = create_tables(s->db)) != REFEX_OK) {
         snprintf(err, errlen, "%s: cannot create tables", path);
         goto out;
     }
@@ -404,6 +448,37 @@ int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup)
     int rc = write_step(s, st, &changed);
     *dup = rc == REFEX_OK && !changed;
     return rc;
+}
+
+int agent_store_inbox_ack(agent_store *s, const char *message_id, int64_t now_ms,
+                          agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms, int *already)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_ACK);
+    *already = 0;
+    *acked_at_ms = now_ms;
+    sqlite3_bind_int64(st, 1, now_ms);
+    bind_text(st, 2, message_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        /* RETURNING has made its change by the first row: fn may write (the audit entry). */
+        agent_inbox_acked e = {column_text(st, 0),         column_text(st, 1),
+                               column_text(st, 2),         column_text(st, 3),
+                               sqlite3_column_blob(st, 4), (size_t)sqlite3_column_bytes(st, 4)};
+        int rc = fn(ctx, &e);
+        sqlite3_step(st); /* ends the statement: one row at most */
+        return agent_store_done(st, rc);
+    }
+    int rc = agent_store_done(st, refex_db_err(step));
+    if (rc != REFEX_OK)
+        return rc;
+    st = agent_store_stmt(s, S_INBOX_ACKED);
+    bind_text(st, 1, message_id);
+    step = sqlite3_step(st);
+    if (step != SQLITE_ROW)
+        return agent_store_done(st, step == SQLITE_DONE ? REFEX_E_NOTFOUND : refex_db_err(step));
+    *already = 1;
+    *acked_at_ms = sqlite3_column_int64(st, 0);
+    return agent_store_done(st, REFEX_OK);
 }
 
 int agent_store_refused_insert(agent_store *s, const char *sender, const char *message_id, int code,

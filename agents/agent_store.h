@@ -105,6 +105,20 @@ int agent_store_known_delivery(agent_store *s, const char *sender, const char *m
                                int *code, uint8_t hash[32], int *has_hash);
 /* *dup is 1 if (sender, id) was there already (nothing changed). */
 int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup) REFEX_NODISCARD;
+/* What an acknowledgement needs of the message it marks, valid during the callback. */
+typedef struct {
+    const char *sender, *type, *case_ref, *envelope_hash;
+    const uint8_t *body;
+    size_t body_len;
+} agent_inbox_acked;
+typedef int (*agent_store_ack_fn)(void *ctx, const agent_inbox_acked *m);
+/* Marks the inbox message with this id acknowledged at now_ms, then calls fn (the audit
+ * entry, in the same unit; a failure from fn is returned and the caller undoes the unit).
+ * Acknowledged before: *already 1, *acked_at_ms when, and fn is not called. Never deletes.
+ * REFEX_E_NOTFOUND if no message has this id. */
+int agent_store_inbox_ack(agent_store *s, const char *message_id, int64_t now_ms,
+                          agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms,
+                          int *already) REFEX_NODISCARD;
 int agent_store_refused_insert(agent_store *s, const char *sender, const char *message_id, int code,
                                int *dup) REFEX_NODISCARD;
 
@@ -168,8 +182,13 @@ int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store
                                  void *ctx) REFEX_NODISCARD;
 
 /* ---- listings for the control socket (agent_store_json.c), rows as the replies carry them */
-/* The inbox oldest first, or (id non-NULL) the messages with that id. */
+/* The messages with this id (the whole inbox if id is NULL), each row as in a page. */
 int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows) REFEX_NODISCARD;
+/* Inbox messages with cursor > after, by cursor, at most limit (0: all), only the
+ * unacknowledged ones if unacked; *last is the cursor of the last row, or after if none.
+ * Each row carries "cursor", "acked" and (once acknowledged) "acked_at_ms". */
+int agent_store_inbox_page_json(agent_store *s, int64_t after, int64_t limit, int unacked,
+                                json_t **rows, int64_t *last) REFEX_NODISCARD;
 int agent_store_outbox_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
 /* One of our messages with its receipts, as the message_status reply; id is its message id,
  * or else the caller's local id for it (a message id is tried first). REFEX_E_NOTFOUND. */

@@ -11,16 +11,21 @@
 #include "body.h"
 #include "db.h"
 
+/* One inbox message: INBOX_COLUMNS, the body decoded. */
 static json_t *inbox_row(sqlite3_stmt *st)
 {
+    int acked = sqlite3_column_type(st, 9) != SQLITE_NULL;
     json_t *o = json_pack(
-        "{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "sender", sqlite3_column_text(st, 0), "message_id",
+        "{s:I, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:b}", "cursor",
+        (json_int_t)sqlite3_column_int64(st, 8), "sender", sqlite3_column_text(st, 0), "message_id",
         sqlite3_column_text(st, 1), "type", sqlite3_column_text(st, 2), "case_ref",
         sqlite3_column_text(st, 3), "created_ms", (json_int_t)sqlite3_column_int64(st, 4),
         "received_ms", (json_int_t)sqlite3_column_int64(st, 5), "envelope_hash",
-        sqlite3_column_text(st, 6));
+        sqlite3_column_text(st, 6), "acked", acked);
     if (!o)
         return o;
+    if (acked)
+        json_object_set_new(o, "acked_at_ms", json_integer(sqlite3_column_int64(st, 9)));
     Refex__V1__Body *b = NULL;
     json_t *bj = NULL;
     int type = refex_message_type_parse((const char *)sqlite3_column_text(st, 2));
@@ -39,14 +44,34 @@ static json_t *inbox_row(sqlite3_stmt *st)
 
 int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows)
 {
-    sqlite3_stmt *st = agent_store_stmt(s, id ? S_INBOX_SHOW : S_INBOX_LIST);
+    sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_SHOW);
+    int64_t last;
     int step;
+    if (!id)
+        return agent_store_inbox_page_json(s, 0, 0, 0, rows, &last);
     if (!(*rows = json_array()))
         return REFEX_E_NOMEM;
-    if (id)
-        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(*rows, inbox_row(st));
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_inbox_page_json(agent_store *s, int64_t after, int64_t limit, int unacked,
+                                json_t **rows, int64_t *last)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_PAGE);
+    int step;
+    *last = after;
+    if (!(*rows = json_array()))
+        return REFEX_E_NOMEM;
+    sqlite3_bind_int64(st, 1, after);
+    sqlite3_bind_int(st, 2, unacked != 0);
+    sqlite3_bind_int64(st, 3, limit > 0 ? limit : -1);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        *last = sqlite3_column_int64(st, 8);
+        json_array_append_new(*rows, inbox_row(st));
+    }
     return agent_store_done(st, refex_db_err(step));
 }
 

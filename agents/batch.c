@@ -156,4 +156,8 @@ void batch_end(agent *a)
         free(text);
         a->waiters[i--] = a->waiters[--a->n_waiters];
     }
+    /* Inbox waiters: a delivery that committed answers them in this same loop turn. */
+    if (a->inbox_grew && rc == REFEX_OK)
+        inbox_wait_wake(a);
+    a->inbox_grew = 0;
 }

@@ -1,6 +1,7 @@
 /* The control socket: reads a local client's JSON request and dispatches it by name;
- * also the read-only queries (inbox, outbox, status, referrals, requests). Not the work
- * of sending or of cases (outbox.c, cases.c). */
+ * also the queries (inbox, outbox, status, referrals, requests) and the inbox's
+ * consumption (list by cursor, ack, wait: their work is in inbox.c and inbox_wait.c). Not
+ * the work of sending or of cases (outbox.c, cases.c). */
 #include "agent.h"
 
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "audit.h"
 #include "log.h"
+#include "util.h"
 
 json_t *control_error(int code, const char *detail)
 {
@@ -18,17 +20,70 @@ json_t *control_error(int code, const char *detail)
 
 /* ---- commands -------------------------------------------------------------------- */
 
-static void inbox_query(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int show)
+/* A refusal naming the request field it is about. */
+static void reply_field_error(agent *a, const uint8_t *rid, size_t rid_len, const char *field,
+                              const char *detail)
+{
+    json_t *e = control_error(REFEX_E_INVAL, detail);
+    json_object_set_new(e, "field", json_string(field));
+    batch_reply(a, rid, rid_len, e);
+}
+
+/* req[key], an optional whole number in [0, max] (def when absent), into *out; false after
+ * replying E_INVAL naming the field. */
+static int count_field(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, const char *key,
+                       json_int_t max, int64_t def, int64_t *out)
+{
+    char detail[128];
+    json_t *v = json_object_get(req, key);
+    *out = def;
+    if (!v)
+        return 1;
+    if (json_is_integer(v) && json_integer_value(v) >= 0 && json_integer_value(v) <= max) {
+        *out = json_integer_value(v);
+        return 1;
+    }
+    snprintf(detail, sizeof detail, "%s must be a whole number from 0 to %lld", key,
+             (long long)max);
+    reply_field_error(a, rid, rid_len, key, detail);
+    return 0;
+}
+
+/* The after and limit of an inbox page; false after replying E_INVAL. */
+static int page_fields(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, int64_t *after,
+                       int64_t *limit)
+{
+    return count_field(a, rid, rid_len, req, "after", INT64_MAX, 0, after) &&
+           count_field(a, rid, rid_len, req, "limit", INT64_MAX, 0, limit);
+}
+
+/* The inbox by cursor: after, limit (0: all), unacked; the reply's cursor is the last
+ * entry's, or after, so a consumer always continues from it. */
+static void cmd_inbox_list(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    int64_t after, limit;
+    json_t *unacked = json_object_get(req, "unacked"), *reply = NULL;
+    if (!page_fields(a, rid, rid_len, req, &after, &limit))
+        return;
+    if (unacked && !json_is_boolean(unacked)) {
+        reply_field_error(a, rid, rid_len, "unacked", "unacked must be true or false");
+        return;
+    }
+    int rc = inbox_page(a, after, limit, json_is_true(unacked), &reply);
+    batch_reply(a, rid, rid_len, rc == REFEX_OK ? reply : control_error(rc, NULL));
+}
+
+static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     const char *id = json_string_value(json_object_get(req, "id"));
     json_t *rows = NULL;
-    int rc = agent_store_inbox_json(a->store, show ? (id ? id : "") : NULL, &rows);
+    int rc = agent_store_inbox_json(a->store, id ? id : "", &rows);
     if (rc != REFEX_OK) {
         json_decref(rows);
         batch_reply(a, rid, rid_len, control_error(rc, NULL));
         return;
     }
-    if (show && json_array_size(rows) == 0) {
+    if (json_array_size(rows) == 0) {
         json_decref(rows);
         batch_reply(a, rid, rid_len, control_error(REFEX_E_NOTFOUND, "no such message"));
         return;
@@ -36,14 +91,68 @@ static void inbox_query(agent *a, const uint8_t *rid, size_t rid_len, json_t *re
     batch_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
 }
 
-static void cmd_inbox_list(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+/* Is id shaped like a message id (32 lower-case hex digits)? */
+static int is_message_id(const char *id)
 {
-    inbox_query(a, rid, rid_len, req, 0);
+    return id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32;
 }
 
-static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+/* The receiving system has taken the message into its own records: audited the first
+ * time, "already" after that; the message stays in the inbox. */
+static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
-    inbox_query(a, rid, rid_len, req, 1);
+    const char *id = json_string_value(json_object_get(req, "id"));
+    int64_t acked_at = 0;
+    int already = 0;
+    if (!is_message_id(id)) {
+        reply_field_error(a, rid, rid_len, "id", "give the message id: 32 lower-case hex digits");
+        return;
+    }
+    int rc = inbox_ack(a, id, &acked_at, &already);
+    if (rc == REFEX_E_NOTFOUND) {
+        batch_reply(a, rid, rid_len, control_error(rc, "no message with this id in the inbox"));
+        return;
+    }
+    if (rc != REFEX_OK) {
+        batch_reply(a, rid, rid_len, control_error(rc, NULL));
+        return;
+    }
+    if (!already)
+        refex_log_info("inbox: %s acknowledged", id);
+    batch_reply(a, rid, rid_len,
+                json_pack("{s:b, s:s, s:I, s:b}", "ok", 1, "id", id, "acked_at_ms",
+                          (json_int_t)acked_at, "already", already));
+}
+
+/* The long poll: a page at once if there is one, else the client is held until a
+ * delivery above its cursor commits or timeout_ms passes (then an empty page). */
+static void cmd_inbox_wait(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    int64_t after, limit, timeout;
+    json_t *reply = NULL;
+    if (!page_fields(a, rid, rid_len, req, &after, &limit) ||
+        !count_field(a, rid, rid_len, req, "timeout_ms", INBOX_WAIT_MAX_MS, WAIT_DEADLINE,
+                     &timeout))
+        return;
+    if (timeout == 0) {
+        reply_field_error(a, rid, rid_len, "timeout_ms", "timeout_ms must be more than 0");
+        return;
+    }
+    int rc = inbox_page(a, after, limit, 0, &reply);
+    if (rc == REFEX_OK && json_array_size(json_object_get(reply, "messages")) > 0) {
+        batch_reply(a, rid, rid_len, reply);
+        return;
+    }
+    json_decref(reply);
+    if (rc == REFEX_OK)
+        rc = inbox_wait_hold(a, rid, rid_len, after, limit, (int)timeout);
+    if (rc == REFEX_E_BUSY) {
+        refex_log_warn("inbox wait: %d clients held already; one more refused", MAX_INBOX_WAITERS);
+        batch_reply(a, rid, rid_len,
+                    control_error(rc, "too many inbox waiters are held; try again later"));
+    } else if (rc != REFEX_OK) {
+        batch_reply(a, rid, rid_len, control_error(rc, NULL));
+    }
 }
 
 /* A listing's reply: {"ok": true, key: rows}, or a database error. */
@@ -158,6 +267,8 @@ static const struct command {
     {"send", outbox_cmd_send},
     {"inbox_list", cmd_inbox_list},
     {"inbox_show", cmd_inbox_show},
+    {"inbox_ack", cmd_inbox_ack},
+    {"inbox_wait", cmd_inbox_wait},
     {"outbox_list", cmd_outbox},
     {"message_status", cmd_message_status},
     {"grant", cases_cmd_grant},

@@ -1,6 +1,7 @@
 /* Receiving: a delivery is verified, decrypted and stored with its audit entry before it
  * is acknowledged with our signed receipt; receipts for our own messages are recorded and
- * acknowledged. Not sending (outbox.c). */
+ * acknowledged; the receiving system's acknowledgement of a message (inbox_ack) is
+ * audited once. Not sending (outbox.c), nor reading the inbox by cursor (inbox_wait.c). */
 #include "agent.h"
 
 #include <sodium.h>
@@ -138,6 +139,8 @@ static int commit_delivery(agent *a, delivery *d, int code, int *dup)
         rc = batch_unit_end(a, 1);
     else
         batch_unit_end(a, 0);
+    if (rc == REFEX_OK && code == REFEX_OK && !*dup)
+        a->inbox_grew = 1; /* inbox waiters are answered when the batch commits */
     return rc;
 }
 
@@ -262,4 +265,44 @@ void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
     if (fresh)
         log_receipt(&r, idhex);
     send_receipt_ack(a, &r);
+}
+
+/* ---- acknowledgement by the receiving system ---------------------------------------- */
+
+typedef struct {
+    agent *a;
+    const char *idhex;
+} ack_ctx;
+
+/* The `ack` audit entry, with the type, case and lawful basis of the message as received. */
+static int audit_ack(void *vctx, const agent_inbox_acked *m)
+{
+    ack_ctx *x = vctx;
+    refex_body_meta meta;
+    refex_audit_entry ae;
+    Refex__V1__Body *b = NULL;
+    int type = refex_message_type_parse(m->type);
+    int have = refex_body_unpack(type, m->body, m->body_len, &b) == REFEX_OK;
+    if (have)
+        refex_body_meta_get(b, &meta);
+    journal_fill(x->a, &ae, "ack", "success", m->sender, x->idhex, type, m->case_ref,
+                 m->envelope_hash, have ? &meta : NULL);
+    int rc = journal_append(x->a, &ae);
+    if (b)
+        refex__v1__body__free_unpacked(b, NULL);
+    return rc;
+}
+
+int inbox_ack(agent *a, const char *idhex, int64_t *acked_at_ms, int *already)
+{
+    ack_ctx x = {a, idhex};
+    int rc = batch_unit_begin(a);
+    if (rc != REFEX_OK)
+        return rc;
+    rc =
+        agent_store_inbox_ack(a->store, idhex, refex_now_ms(), audit_ack, &x, acked_at_ms, already);
+    if (rc == REFEX_OK)
+        return batch_unit_end(a, 1);
+    batch_unit_end(a, 0);
+    return rc;
 }

@@ -1,19 +1,19 @@
 /* `refex inbox`, `refex outbox` and `refex audit list`: what this agency received, sent
- * and recorded, as the local agent reports it, formatted as tables or JSON. */
+ * and recorded, as the local agent reports it, formatted as tables or JSON; and the inbox
+ * consumed by cursor: `inbox ack`, and `inbox watch`, a stream of new messages. */
 #include <getopt.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "refex/client.h"
 
 #define LIMIT_MAX 1000000000L
-
-static int call_inbox(refex_client *c, const void *id, char **out)
-{
-    return id ? refex_client_inbox_show(c, id, out) : refex_client_inbox_list(c, out);
-}
 
 static int call_outbox(refex_client *c, const void *arg, char **out)
 {
@@ -59,11 +59,87 @@ static int list_options(const char *cmd, int argc, char **argv, list_args *a, in
     return EXIT_OK;
 }
 
-/* Keeps the first limit entries of arr (all if limit is 0). */
-static void truncate_list(json_t *arr, long limit)
+/* ---- inbox ---------------------------------------------------------------------------- */
+
+static const struct option INBOX_OPTS[] = {
+    {"json", no_argument, 0, 'j'},        {"limit", required_argument, 0, 'l'},
+    {"after", required_argument, 0, 'a'}, {"unacked", no_argument, 0, 'u'},
+    {"count", required_argument, 0, 'n'}, {"timeout", required_argument, 0, 't'},
+    {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+
+typedef struct {
+    int json, help, unacked;
+    long limit, after, count, timeout; /* 0: all, from the start, no end, no end */
+    char given[8];                     /* the options given, by letter, for checking */
+} inbox_args;
+
+static int inbox_options(int argc, char **argv, inbox_args *a)
 {
-    while (limit > 0 && json_array_size(arr) > (size_t)limit)
-        json_array_remove(arr, json_array_size(arr) - 1);
+    int opt, rc = EXIT_OK;
+    size_t n = 0;
+    cli_getopt_reset();
+    while (rc == EXIT_OK && (opt = cli_getopt("inbox", argc, argv, INBOX_OPTS)) != -1) {
+        if (opt != 'j' && opt != 'h' && opt != '?' && !strchr(a->given, opt) &&
+            n < sizeof a->given - 1)
+            a->given[n++] = (char)opt;
+        if (opt == 'j')
+            a->json = 1;
+        else if (opt == 'h')
+            a->help = 1;
+        else if (opt == 'u')
+            a->unacked = 1;
+        else if (opt == 'l')
+            rc = cli_number("inbox", "--limit", optarg, 0, LIMIT_MAX, &a->limit);
+        else if (opt == 'a')
+            rc = cli_number("inbox", "--after", optarg, 0, LONG_MAX, &a->after);
+        else if (opt == 'n')
+            rc = cli_number("inbox", "--count", optarg, 1, LIMIT_MAX, &a->count);
+        else if (opt == 't')
+            rc = cli_number("inbox", "--timeout", optarg, 1, 86400L * 366, &a->timeout);
+        else
+            rc = EXIT_USAGE;
+    }
+    return rc;
+}
+
+/* Refuses an option the subcommand has no use for (allowed: the letters it takes). */
+static int inbox_check_options(const char *sub, const inbox_args *a, const char *allowed)
+{
+    static const struct {
+        char letter;
+        const char *name;
+    } NAMES[] = {{'l', "--limit"},
+                 {'a', "--after"},
+                 {'u', "--unacked"},
+                 {'n', "--count"},
+                 {'t', "--timeout"}};
+    for (const char *g = a->given; *g; g++) {
+        if (strchr(allowed, *g))
+            continue;
+        for (size_t i = 0; i < sizeof NAMES / sizeof NAMES[0]; i++)
+            if (NAMES[i].letter == *g)
+                return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                                "refex inbox %s: %s is not an option of %s (see refex inbox "
+                                "--help)\n",
+                                sub, NAMES[i].name, sub);
+    }
+    return EXIT_OK;
+}
+
+static int call_inbox_query(refex_client *c, const void *arg, char **out)
+{
+    const inbox_args *a = arg;
+    return refex_client_inbox_query(c, a->after, a->limit, a->unacked, out);
+}
+
+static int call_inbox_show(refex_client *c, const void *id, char **out)
+{
+    return refex_client_inbox_show(c, id, out);
+}
+
+static int call_inbox_ack(refex_client *c, const void *id, char **out)
+{
+    return refex_client_inbox_ack(c, id, out);
 }
 
 static void print_inbox_message(const json_t *m)
@@ -77,59 +153,245 @@ static void print_inbox_message(const json_t *m)
     cli_print_json(json_object_get(m, "body"));
 }
 
+/* One inbox entry as a table row. */
+static void print_inbox_row(const json_t *m)
+{
+    char t[32], sum[41];
+    cli_format_time(t, sizeof t, (long long)json_integer_value(json_object_get(m, "received_ms")));
+    cli_short_text(sum, sizeof sum, cli_str(json_object_get(m, "body"), "summary"));
+    const char *c = cli_str(m, "case_ref");
+    printf("%-7lld %-21s %-18s %-20s %-12s %-32s %-5s %s\n",
+           (long long)json_integer_value(json_object_get(m, "cursor")), t, cli_str(m, "sender"),
+           cli_str(m, "type"), c && *c ? c : "-", cli_str(m, "message_id"),
+           json_is_true(json_object_get(m, "acked")) ? "yes" : "no", sum);
+}
+
 static void print_inbox_table(const json_t *msgs)
 {
     json_t *m;
     size_t i;
-    printf("%-21s %-18s %-20s %-12s %-32s %s\n", "RECEIVED", "FROM", "TYPE", "CASE", "MESSAGE ID",
-           "SUMMARY");
+    printf("%-7s %-21s %-18s %-20s %-12s %-32s %-5s %s\n", "CURSOR", "RECEIVED", "FROM", "TYPE",
+           "CASE", "MESSAGE ID", "ACKED", "SUMMARY");
     json_array_foreach(msgs, i, m)
     {
-        char t[32], sum[41];
-        cli_format_time(t, sizeof t,
-                        (long long)json_integer_value(json_object_get(m, "received_ms")));
-        cli_short_text(sum, sizeof sum, cli_str(json_object_get(m, "body"), "summary"));
-        const char *c = cli_str(m, "case_ref");
-        printf("%-21s %-18s %-20s %-12s %-32s %s\n", t, cli_str(m, "sender"), cli_str(m, "type"),
-               c && *c ? c : "-", cli_str(m, "message_id"), sum);
+        print_inbox_row(m);
     }
     if (json_array_size(msgs) == 0)
         printf("(inbox is empty)\n");
 }
 
+static int inbox_ack(const char *id, const inbox_args *a)
+{
+    json_t *reply = NULL;
+    int rc = cli_call(10000, call_inbox_ack, id, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    if (a->json)
+        cli_print_json(reply);
+    else
+        printf("%s %s\n",
+               json_is_true(json_object_get(reply, "already")) ? "already acked" : "acked",
+               cli_str(reply, "id"));
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+/* ---- inbox watch ---------------------------------------------------------------------- */
+
+static volatile sig_atomic_t watch_stopping;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    watch_stopping = 1;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+typedef struct {
+    const inbox_args *a;
+    long printed;
+    long long idle_until; /* --timeout: when to stop if nothing new comes; 0: never */
+    int lost;             /* the agent went away: said so on stderr */
+} watch_state;
+
+/* Prints a page's entries, one line each, flushed (taking text); true when --count is
+ * reached. */
+static int watch_print(watch_state *w, char *text)
+{
+    json_error_t jerr;
+    json_t *r = json_loads(text, 0, &jerr), *m;
+    size_t i;
+    int done = 0;
+    refex_client_free(text);
+    json_array_foreach(json_object_get(r, "messages"), i, m)
+    {
+        if (w->a->unacked && json_is_true(json_object_get(m, "acked")))
+            continue;
+        if (w->a->json) {
+            char *line = json_dumps(m, JSON_COMPACT);
+            if (line)
+                printf("%s\n", line);
+            free(line);
+        } else {
+            print_inbox_row(m);
+        }
+        fflush(stdout);
+        if (w->a->count && ++w->printed >= w->a->count) {
+            done = 1;
+            break;
+        }
+    }
+    json_decref(r);
+    return done;
+}
+
+/* One look at the watch: 1 to stop (the count reached), 0 to poll, or an exit code + 2
+ * for a refusal that retrying cannot mend. *ready says whether the descriptor is worth
+ * polling (otherwise only a pause before the next try). */
+static int watch_step(refex_client *c, watch_state *w, int *ready)
+{
+    char *text = NULL;
+    int rc;
+    while ((rc = refex_client_watch_next(c, &text)) == REFEX_OK) {
+        if (w->lost)
+            fprintf(stderr, "refex inbox watch: the agent is back; going on\n");
+        w->lost = 0;
+        if (w->a->timeout)
+            w->idle_until = mono_ms() + w->a->timeout * 1000LL;
+        if (watch_print(w, text))
+            return 1;
+    }
+    *ready = rc == REFEX_E_TIMEOUT;
+    if (rc == REFEX_E_UNAVAILABLE && !w->lost) {
+        fprintf(stderr, "refex inbox watch: %s; reconnecting\n", refex_client_error_detail(c));
+        w->lost = 1;
+    } else if (rc == REFEX_E_INVAL || rc == REFEX_E_JSON) {
+        json_error_t jerr;
+        json_t *reply = text ? json_loads(text, 0, &jerr) : NULL;
+        int ex = reply
+                     ? cli_print_error(reply)
+                     : cli_fail(EXIT_FAIL, refex_errname(rc), "refex: %s\n", refex_client_error(c));
+        json_decref(reply);
+        refex_client_free(text);
+        return ex + 2;
+    } else if (rc != REFEX_E_TIMEOUT && rc != REFEX_E_UNAVAILABLE) {
+        fprintf(stderr, "refex inbox watch: %s; trying again\n", refex_client_error(c));
+    }
+    refex_client_free(text);
+    return 0;
+}
+
+static int inbox_watch(const inbox_args *a)
+{
+    refex_client *c = NULL;
+    watch_state w = {a, 0, 0, 0};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal; /* no SA_RESTART: poll returns, and the loop ends */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = cli_client_open(&c, 10000);
+    if (rc != EXIT_OK)
+        return rc;
+    if ((rc = refex_client_watch_start(c, a->after)) != REFEX_OK) {
+        rc = cli_fail(rc == REFEX_E_INVAL ? EXIT_FAIL : EXIT_NOAGENT, refex_errname(rc),
+                      "refex: %s\n", refex_client_error_detail(c));
+        refex_client_close(&c);
+        return rc;
+    }
+    if (a->timeout)
+        w.idle_until = mono_ms() + a->timeout * 1000LL;
+    rc = EXIT_OK;
+    while (!watch_stopping) {
+        int ready = 0, step = watch_step(c, &w, &ready), fd = -1;
+        if (step) {
+            rc = step == 1 ? EXIT_OK : step - 2;
+            break;
+        }
+        long long now = mono_ms(), ms = 1000;
+        if (w.idle_until && now >= w.idle_until)
+            break;
+        if (w.idle_until && w.idle_until - now < ms)
+            ms = w.idle_until - now;
+        struct pollfd p = {.fd = -1, .events = POLLIN};
+        if (ready && refex_client_fd(c, &fd) == REFEX_OK)
+            p.fd = fd;
+        poll(&p, 1, (int)ms);
+    }
+    refex_client_watch_stop(c);
+    refex_client_close(&c);
+    return rc;
+}
+
+/* ---- inbox: the command --------------------------------------------------------------- */
+
+static int inbox_usage(int help, int bad)
+{
+    fprintf(cli_usage_stream(help && !bad),
+            "usage: refex [-c AGENT.conf] inbox list [--after CURSOR] [--limit N] [--unacked]"
+            " [--json]\n"
+            "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
+            "       refex [-c AGENT.conf] inbox ack MESSAGE_ID [--json]\n"
+            "       refex [-c AGENT.conf] inbox watch [--after CURSOR] [--unacked] [--json]\n"
+            "                                         [--count N] [--timeout SEC]\n"
+            "\n"
+            "Messages this agency received: verified, decrypted and recorded in the\n"
+            "audit log before they were acknowledged to the sender, in the order they\n"
+            "came. Each has a cursor, a number that only grows: --after CURSOR shows\n"
+            "only those that came after it, --limit the first N (0: all), --unacked\n"
+            "those not acknowledged yet. 'show' prints the whole body. 'ack' says the\n"
+            "message is now in this system's own records (audited once; it stays in\n"
+            "the inbox). 'watch' prints the messages after CURSOR (default: all), then\n"
+            "each new one as it comes, one line each (one JSON object per line with\n"
+            "--json), until interrupted, --count N printed, or --timeout SEC without\n"
+            "a new one. Restarted with --after the last cursor printed, it prints\n"
+            "exactly what it missed.\n");
+    return help && !bad ? EXIT_OK : EXIT_USAGE;
+}
+
 int cmd_inbox(int argc, char **argv)
 {
-    list_args a = {0};
+    inbox_args a = {0};
     json_t *reply = NULL;
-    int bad = list_options("inbox", argc, argv, &a, 1) != EXIT_OK;
+    int bad = inbox_options(argc, argv, &a) != EXIT_OK;
     int words = argc - optind;
-    if (bad || words < 1 || a.help) {
-        fprintf(cli_usage_stream(a.help && !bad),
-                "usage: refex [-c AGENT.conf] inbox list [--limit N] [--json]\n"
-                "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
-                "\n"
-                "Messages this agency received: verified, decrypted and recorded in the\n"
-                "audit log before they were acknowledged, oldest first. --limit shows only\n"
-                "the first N (0: all). 'show' prints the whole body.\n");
-        return a.help && !bad ? EXIT_OK : EXIT_USAGE;
-    }
+    if (bad || words < 1 || a.help)
+        return inbox_usage(a.help, bad);
     const char *sub = argv[optind];
-    int show = strcmp(sub, "show") == 0;
-    if (!show && strcmp(sub, "list") != 0) {
+    static const struct {
+        const char *name, *options;
+        int words;
+    } SUBS[] = {{"list", "lau", 1}, {"show", "", 2}, {"ack", "", 2}, {"watch", "aunt", 1}};
+    size_t k = 0;
+    while (k < sizeof SUBS / sizeof SUBS[0] && strcmp(SUBS[k].name, sub) != 0)
+        k++;
+    if (k == sizeof SUBS / sizeof SUBS[0])
         return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox: unknown subcommand '%s'\n", sub);
-    }
-    if (show && words != 2) {
-        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox show: give one MESSAGE_ID\n");
-    }
-    if (!show && words != 1) {
-        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox list: unknown argument '%s'\n",
+    if (words != SUBS[k].words) {
+        if (SUBS[k].words == 2)
+            return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox %s: give one MESSAGE_ID\n", sub);
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex inbox %s: unknown argument '%s'\n", sub,
                         argv[optind + 1]);
     }
-    int rc = cli_call(10000, call_inbox, show ? argv[optind + 1] : NULL, &reply);
+    if (inbox_check_options(sub, &a, SUBS[k].options) != EXIT_OK)
+        return EXIT_USAGE;
+    if (strcmp(sub, "watch") == 0)
+        return inbox_watch(&a);
+    if (strcmp(sub, "ack") == 0)
+        return inbox_ack(argv[optind + 1], &a);
+    int show = strcmp(sub, "show") == 0;
+    int rc = show ? cli_call(10000, call_inbox_show, argv[optind + 1], &reply)
+                  : cli_call(10000, call_inbox_query, &a, &reply);
     if (rc != EXIT_OK)
         return rc;
     json_t *msgs = json_object_get(reply, "messages");
-    truncate_list(msgs, a.limit);
     if (a.json)
         cli_print_json(show ? json_array_get(msgs, 0) : msgs);
     else if (show)

@@ -1,7 +1,9 @@
 /* The connection half of librefex-client: finding an agent's control socket, one REQ/REP
- * exchange of JSON text, and the typed error left behind by each call. It knows nothing
- * about individual commands: those are built in client_calls.c. */
+ * exchange of JSON text (or one held open as a watch of the inbox, read without
+ * blocking), and the typed error left behind by each call. It knows nothing about
+ * individual commands: those are built in client_calls.c. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +26,24 @@
  * peer that answers more is cut off by ZeroMQ, and the call times out. */
 #define REPLY_MAX (64 * 1024 * 1024)
 
+/* A watch asks for at most this many messages per reply, and the agent holds each request
+ * at most this long; a request not answered WATCH_SLACK_MS after that is taken as lost. */
+#define WATCH_PAGE     100
+#define WATCH_WAIT_MS  25000
+#define WATCH_SLACK_MS 5000
+#define WATCH_SEND_MS  500
+
 struct refex_client {
     void *ctx, *sock;
     char endpoint[ENDPOINT_MAX]; /* ipc://... */
     int timeout_ms;
     char detail[1024];
     char error[1100]; /* "E_NAME: detail" */
+    /* The watch: an inbox_wait from w_after is outstanding on sock while w_armed. */
+    int w_on, w_armed;
+    long long w_after;
+    int64_t w_deadline;
+    ino_t w_ino; /* the control socket's inode when armed: another one is another agent */
 };
 
 int refex_client_fail(refex_client *c, int code, const char *fmt, ...)
@@ -188,18 +202,23 @@ void refex_client_close(refex_client **c_p)
     *c_p = NULL;
 }
 
+static void apply_timeout(refex_client *c, int timeout_ms)
+{
+    c->timeout_ms = timeout_ms;
+    if (c->sock) {
+        zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+        zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    }
+}
+
 int refex_client_set_timeout(refex_client *c, int timeout_ms)
 {
     if (!c)
         return REFEX_E_INVAL;
     if (timeout_ms <= 0)
         return refex_client_fail(c, REFEX_E_INVAL, "the timeout must be positive");
-    c->timeout_ms = timeout_ms;
     clear_error(c);
-    if (c->sock) {
-        zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
-        zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
-    }
+    apply_timeout(c, timeout_ms);
     return REFEX_OK;
 }
 
@@ -241,6 +260,26 @@ static int reply_shape(refex_client *c, zmq_msg_t *m)
                : REFEX_OK;
 }
 
+/* The received reply m (closed here) as a new NUL-terminated string. */
+static int take_reply(refex_client *c, zmq_msg_t *m, char **reply)
+{
+    if (reply_shape(c, m) != REFEX_OK) {
+        zmq_msg_close(m);
+        return REFEX_E_MALFORMED;
+    }
+    size_t len = zmq_msg_size(m);
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, zmq_msg_data(m), len);
+        s[len] = '\0';
+    }
+    zmq_msg_close(m);
+    if (!s)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    *reply = s;
+    return REFEX_OK;
+}
+
 /* One request out, one reply back as a new NUL-terminated string. */
 static int exchange(refex_client *c, const char *text, char **reply)
 {
@@ -263,21 +302,7 @@ static int exchange(refex_client *c, const char *text, char **reply)
         return refex_client_fail(c, REFEX_E_TIMEOUT, "the agent did not answer within %d s",
                                  c->timeout_ms / 1000);
     }
-    if (reply_shape(c, &m) != REFEX_OK) {
-        zmq_msg_close(&m);
-        return REFEX_E_MALFORMED;
-    }
-    size_t len = zmq_msg_size(&m);
-    char *s = malloc(len + 1);
-    if (s) {
-        memcpy(s, zmq_msg_data(&m), len);
-        s[len] = '\0';
-    }
-    zmq_msg_close(&m);
-    if (!s)
-        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
-    *reply = s;
-    return REFEX_OK;
+    return take_reply(c, &m, reply);
 }
 
 /* The code a reply stands for: OK, or the agent's typed error (also left in c). */
@@ -310,6 +335,10 @@ int refex_client_request(refex_client *c, const char *json_text, char **reply)
         return refex_client_fail(c, REFEX_E_INVAL, "NULL argument");
     *reply = NULL;
     clear_error(c);
+    if (c->w_on)
+        return refex_client_fail(c, REFEX_E_BUSY,
+                                 "this client is watching the inbox: use another client, or "
+                                 "refex_client_watch_stop first");
     if (strlen(json_text) > REPLY_MAX)
         return refex_client_fail(c, REFEX_E_TOO_BIG, "the request is over the agent's %d MiB limit",
                                  REPLY_MAX / (1024 * 1024));
@@ -354,5 +383,161 @@ int refex_client_call(refex_client *c, json_t *req, char **out)
         *out = reply;
     else
         free(reply);
+    return rc;
+}
+
+int refex_client_call_long(refex_client *c, json_t *req, int extra_ms, char **out)
+{
+    if (!c)
+        return refex_client_call(c, req, out);
+    int saved = c->timeout_ms;
+    long long t = (long long)saved + (extra_ms > 0 ? extra_ms : 0);
+    apply_timeout(c, t > INT_MAX ? INT_MAX : (int)t);
+    int rc = refex_client_call(c, req, out);
+    apply_timeout(c, saved);
+    return rc;
+}
+
+/* ---- the watch: an inbox_wait kept outstanding, read without blocking ----------------- */
+
+/* The control socket's path, without "ipc://". */
+static const char *socket_path(const refex_client *c)
+{
+    return c->endpoint + strlen("ipc://");
+}
+
+/* Sends the next inbox_wait from the watch's cursor (waiting at most WATCH_SEND_MS for a
+ * connection to the agent). */
+static int watch_arm(refex_client *c)
+{
+    struct stat st;
+    int ms = WATCH_SEND_MS;
+    if (stat(socket_path(c), &st) != 0)
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE,
+                                 "the agent is not running (no control socket at %s)",
+                                 socket_path(c));
+    if (!c->sock && connect_socket(c) != REFEX_OK)
+        return REFEX_E_UNAVAILABLE;
+    json_t *req =
+        json_pack("{s:s, s:I, s:i, s:i}", "cmd", "inbox_wait", "after", (json_int_t)c->w_after,
+                  "limit", WATCH_PAGE, "timeout_ms", WATCH_WAIT_MS);
+    char *text = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!text)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &ms, sizeof ms);
+    int sent = zmq_send(c->sock, text, strlen(text), 0);
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &c->timeout_ms, sizeof c->timeout_ms);
+    free(text);
+    if (sent < 0)
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE, "cannot reach the agent at %s",
+                                 c->endpoint);
+    c->w_armed = 1;
+    c->w_ino = st.st_ino;
+    c->w_deadline = refex_mono_ms() + WATCH_WAIT_MS + WATCH_SLACK_MS;
+    return REFEX_OK;
+}
+
+int refex_client_watch_start(refex_client *c, long long after)
+{
+    if (!c)
+        return REFEX_E_INVAL;
+    clear_error(c);
+    if (after < 0)
+        return refex_client_fail(c, REFEX_E_INVAL, "the cursor must be 0 or more");
+    refex_client_watch_stop(c);
+    c->w_on = 1;
+    c->w_after = after;
+    int rc = watch_arm(c);
+    if (rc != REFEX_OK)
+        c->w_on = 0;
+    return rc;
+}
+
+void refex_client_watch_stop(refex_client *c)
+{
+    if (!c || !c->w_on)
+        return;
+    if (c->w_armed && c->ctx)
+        connect_socket(c); /* a REQ socket owes a receive: a fresh one forgets the request */
+    c->w_on = c->w_armed = 0;
+}
+
+int refex_client_fd(refex_client *c, int *fd)
+{
+    size_t len = sizeof *fd;
+    if (!c || !fd)
+        return refex_client_fail(c, REFEX_E_INVAL, "NULL argument");
+    if (!c->sock && (!c->ctx || connect_socket(c) != REFEX_OK))
+        return REFEX_E_UNAVAILABLE;
+    if (zmq_getsockopt(c->sock, ZMQ_FD, fd, &len) != 0)
+        return refex_client_fail(c, REFEX_E_IO, "no descriptor for the agent's socket");
+    return REFEX_OK;
+}
+
+/* The request outstanding is lost: its time is up, or the control socket is another
+ * one (the agent restarted) or gone. */
+static int watch_lost(const refex_client *c)
+{
+    struct stat st;
+    return refex_mono_ms() >= c->w_deadline || stat(socket_path(c), &st) != 0 ||
+           st.st_ino != c->w_ino;
+}
+
+/* A page came: the watch moves on to its cursor and asks again. */
+static int watch_page(refex_client *c, char *text, char **out)
+{
+    json_error_t jerr;
+    json_t *r = json_loads(text, 0, &jerr);
+    json_t *cursor = json_object_get(r, "cursor");
+    size_t n = json_array_size(json_object_get(r, "messages"));
+    if (json_is_integer(cursor) && json_integer_value(cursor) > c->w_after)
+        c->w_after = json_integer_value(cursor);
+    json_decref(r);
+    watch_arm(c); /* if this fails, the next call tries again */
+    clear_error(c);
+    if (n == 0) {
+        free(text);
+        return refex_client_fail(c, REFEX_E_TIMEOUT, "no new message yet");
+    }
+    *out = text;
+    return REFEX_OK;
+}
+
+int refex_client_watch_next(refex_client *c, char **out)
+{
+    char *text = NULL;
+    int readable = 0, rc;
+    if (out)
+        *out = NULL;
+    if (!c || !out)
+        return refex_client_fail(c, REFEX_E_INVAL, "NULL argument");
+    clear_error(c);
+    if (!c->w_on)
+        return refex_client_fail(c, REFEX_E_INVAL, "no watch: call refex_client_watch_start");
+    if (!c->w_armed && (rc = watch_arm(c)) != REFEX_OK)
+        return rc;
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, c->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        if (!watch_lost(c))
+            return refex_client_fail(c, REFEX_E_TIMEOUT, "no new message yet");
+        connect_socket(c);
+        c->w_armed = 0;
+        return refex_client_fail(c, REFEX_E_UNAVAILABLE,
+                                 "lost the agent at %s; the watch goes on from cursor %lld",
+                                 c->endpoint, c->w_after);
+    }
+    c->w_armed = 0;
+    if ((rc = take_reply(c, &m, &text)) != REFEX_OK)
+        return rc;
+    rc = reply_code(c, text, &readable);
+    if (rc == REFEX_OK)
+        return watch_page(c, text, out);
+    if (readable)
+        *out = text; /* the agent's refusal: the next call asks again */
+    else
+        free(text);
     return rc;
 }

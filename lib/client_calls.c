@@ -151,6 +151,29 @@ int refex_client_inbox_show(refex_client *c, const char *message_id, char **out)
     return with_id(c, "inbox_show", message_id, out);
 }
 
+int refex_client_inbox_query(refex_client *c, long long after, long long limit, int unacked,
+                             char **out)
+{
+    return refex_client_call(c,
+                             json_pack("{s:s, s:I, s:I, s:b}", "cmd", "inbox_list", "after",
+                                       (json_int_t)after, "limit", (json_int_t)limit, "unacked",
+                                       unacked != 0),
+                             out);
+}
+
+int refex_client_inbox_ack(refex_client *c, const char *message_id, char **out)
+{
+    return with_id(c, "inbox_ack", message_id, out);
+}
+
+int refex_client_inbox_wait(refex_client *c, long long after, int timeout_ms, char **out)
+{
+    return refex_client_call_long(c,
+                                  json_pack("{s:s, s:I, s:i}", "cmd", "inbox_wait", "after",
+                                            (json_int_t)after, "timeout_ms", timeout_ms),
+                                  timeout_ms, out);
+}
+
 int refex_client_outbox_list(refex_client *c, char **out)
 {
     return refex_client_call(c, json_pack("{s:s}", "cmd", "outbox_list"), out);

@@ -14,5 +14,8 @@ int refex_client_fail(refex_client *c, int code, const char *fmt, ...)
 /* Sends req (reference stolen; NULL means out of memory) and returns as
  * refex_client_request does; out may be NULL when the reply is not wanted. */
 int refex_client_call(refex_client *c, json_t *req, char **out);
+/* refex_client_call, waiting extra_ms longer than the client's timeout for the reply (a
+ * request the agent may hold, such as inbox_wait). */
+int refex_client_call_long(refex_client *c, json_t *req, int extra_ms, char **out);
 
 #endif

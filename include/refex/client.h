@@ -106,8 +106,64 @@ int refex_client_status(refex_client *c, char **out);
  * message_id is its message id or the local id it was sent under (a 32-hex string is
  * tried as a message id first). */
 int refex_client_message_status(refex_client *c, const char *message_id, char **out);
+/* The whole inbox, oldest first (as refex_client_inbox_query(c, 0, 0, 0, out)). */
 int refex_client_inbox_list(refex_client *c, char **out);
 int refex_client_inbox_show(refex_client *c, const char *message_id, char **out);
+
+/* ---- consuming the inbox: by cursor, with acknowledgements, and waiting ------------- */
+/* Every inbox message has a "cursor": a whole number, strictly increasing in the order
+ * messages were committed to the inbox, never reused, kept across agent restarts. Each
+ * entry also says "acked" (true once acknowledged, then with "acked_at_ms"). A consumer
+ * keeps the last cursor it has taken into its own records, and asks for what came after.
+ *
+ * The inbox messages with cursor > after, by cursor, at most limit of them (0: all),
+ * only the unacknowledged ones if unacked is non-zero. The reply is
+ * {"ok":true,"messages":[...],"cursor":C}: C is the cursor of the last message in it, or
+ * after if there is none, so the next call can always be made with after = C.
+ * E_INVAL (a negative after or limit, named in the reply's "field"). */
+int refex_client_inbox_query(refex_client *c, long long after, long long limit, int unacked,
+                             char **out);
+/* Says the receiving system has taken the message into its own records. Audited once (an
+ * "ack" entry in the agent's audit log); the message stays in the inbox, listed with
+ * "acked": true. Reply {"ok":true,"id":...,"acked_at_ms":...,"already":false}; acking
+ * again is fine ("already": true, the first time kept, not audited again). E_NOTFOUND:
+ * no inbox message has this id; E_INVAL: not a 32-hex message id. */
+int refex_client_inbox_ack(refex_client *c, const char *message_id, char **out);
+/* Blocks until there are inbox messages with cursor > after, or timeout_ms passes (1 to
+ * 300000, else E_INVAL): returns REFEX_OK with a reply as refex_client_inbox_query's,
+ * whose "messages" is empty (and "cursor" is after) when the time ran out. Messages there
+ * already are returned at once; a delivery committed during the wait is returned within
+ * the same turn of the agent's loop. The call waits for the reply timeout_ms longer than
+ * the client's timeout (refex_client_set_timeout). E_BUSY: the agent holds 64 waiting
+ * clients already; try again later. */
+int refex_client_inbox_wait(refex_client *c, long long after, int timeout_ms, char **out);
+
+/* A watch: the same wait, for an event loop. refex_client_watch_start sends a wait for
+ * messages with cursor > after and returns without waiting for the answer; the client
+ * then makes no other call until refex_client_watch_stop (each returns E_BUSY): use a
+ * second client for anything else. refex_client_fd gives a descriptor to poll() for
+ * POLLIN; refex_client_watch_next reads without blocking:
+ *   REFEX_OK      *out is a page of new messages (as refex_client_inbox_query's reply);
+ *                 the watch has moved on to its cursor and asked again by itself;
+ *   E_TIMEOUT     nothing yet: poll again;
+ *   E_UNAVAILABLE the agent went away or restarted (its request was lost); the next call
+ *                 asks again from the last cursor, so nothing is missed or repeated; the
+ *                 descriptor may have changed: call refex_client_fd again;
+ *   another code  the agent refused the wait (*out holds its reply; e.g. E_BUSY); the
+ *                 next call asks again.
+ * The descriptor follows ZeroMQ's ZMQ_FD rules: it is edge-triggered and says only that
+ * something may have changed. After it polls readable, and after watch_start, call
+ * refex_client_watch_next until it returns something other than REFEX_OK before polling
+ * again. Poll with a timeout (a second, say) and call refex_client_watch_next after a
+ * timeout too: that is how a lost agent is noticed (its control socket replaced or gone,
+ * or no answer 30 s after asking). A call may wait up to half a second to reach an agent
+ * that is coming back. E_INVAL: after < 0, or no watch started. */
+int refex_client_watch_start(refex_client *c, long long after);
+int refex_client_fd(refex_client *c, int *fd);
+int refex_client_watch_next(refex_client *c, char **out);
+/* Ends the watch (forgetting its outstanding request); the client can make calls again.
+ * Harmless without a watch. */
+void refex_client_watch_stop(refex_client *c);
 int refex_client_outbox_list(refex_client *c, char **out);
 int refex_client_referrals(refex_client *c, char **out);
 /* Information requests sent; only the overdue ones if overdue is non-zero. */

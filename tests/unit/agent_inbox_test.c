@@ -2,7 +2,9 @@
  * SQLite file: duplicate detection (known_delivery) for stored and refused messages, a
  * verified delivery stored with one audit entry and acknowledged with code 0, a
  * redelivery acknowledged the same way without a second entry, a refusal remembered and
- * answered the same way again, and receipts recorded once. */
+ * answered the same way again, and receipts recorded once; the consumable inbox: cursors
+ * (also given to the messages of a database made before them), pages by cursor, an
+ * acknowledgement audited once, and held waiters (woken by a commit, at most 64, expired). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,7 @@
 #include "testing.h"
 
 #include "agent_testing.h"
+#include "audit.h"
 #include "body.h"
 #include "envelope.h"
 
@@ -263,6 +266,186 @@ static void test_no_ack_without_commit(void **state)
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
+/* ---- the consumable inbox ------------------------------------------------------------ */
+
+/* Delivers n sealed referrals, their ids (hex) into ids. */
+static void deliver_n(agent_fixture *f, int n, char ids[][33])
+{
+    for (int i = 0; i < n; i++) {
+        uint8_t id[16];
+        Refex__V1__Envelope *env = seal(f, "social-care", id);
+        deliver_expect_ack(f, env, id, REFEX_OK);
+        refex_hex_encode(ids[i], id, 16);
+        refex__v1__envelope__free_unpacked(env, NULL);
+    }
+}
+
+static long long cursor_at(json_t *rows, size_t i)
+{
+    return (long long)json_integer_value(json_object_get(json_array_get(rows, i), "cursor"));
+}
+
+static void test_cursor_pages(void **state)
+{
+    agent_fixture *f = *state;
+    char ids[3][33];
+    json_t *rows = NULL;
+    int64_t last = -1;
+    deliver_n(f, 3, ids);
+    assert_ok(agent_store_inbox_page_json(f->a.store, 0, 0, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(cursor_at(rows, i), (long long)i + 1);
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(rows, i), "message_id")), ids[i]);
+        assert_true(json_is_false(json_object_get(json_array_get(rows, i), "acked")));
+    }
+    assert_int_equal(last, 3);
+    json_decref(rows);
+    assert_ok(agent_store_inbox_page_json(f->a.store, 1, 1, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 1);
+    assert_int_equal(cursor_at(rows, 0), 2);
+    assert_int_equal(last, 2);
+    json_decref(rows);
+    assert_ok(agent_store_inbox_page_json(f->a.store, 3, 0, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 0);
+    assert_int_equal(last, 3); /* none: the cursor asked from */
+    json_decref(rows);
+}
+
+static void test_ack_audited_once(void **state)
+{
+    agent_fixture *f = *state;
+    char ids[2][33];
+    json_t *rows = NULL;
+    int64_t at = 0, at2 = 0, last;
+    int already = -1;
+    deliver_n(f, 2, ids);
+    uint64_t before = agent_fixture_audit_size(f);
+    assert_ok(inbox_ack(&f->a, ids[0], &at, &already));
+    agent_fixture_commit(f);
+    assert_int_equal(already, 0);
+    assert_true(at > 0);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    assert_ok(inbox_ack(&f->a, ids[0], &at2, &already));
+    agent_fixture_commit(f);
+    assert_int_equal(already, 1);
+    assert_int_equal(at2, at);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    assert_rc(inbox_ack(&f->a, "00000000000000000000000000000000", &at2, &already),
+              REFEX_E_NOTFOUND);
+    agent_fixture_commit(f);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    /* Still listed, acked; left out of the unacknowledged. */
+    assert_ok(agent_store_inbox_page_json(f->a.store, 0, 0, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 2);
+    json_t *m = json_array_get(rows, 0);
+    assert_true(json_is_true(json_object_get(m, "acked")));
+    assert_int_equal(json_integer_value(json_object_get(m, "acked_at_ms")), at);
+    json_decref(rows);
+    assert_ok(agent_store_inbox_page_json(f->a.store, 0, 0, 1, &rows, &last));
+    assert_int_equal(json_array_size(rows), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "message_id")),
+                        ids[1]);
+    json_decref(rows);
+    /* The entry: an ack from the sender, with the body's lawful basis. */
+    json_t *entries = NULL;
+    assert_ok(refex_audit_list_json(agent_store_db(f->a.store), 0, 0, &entries));
+    json_t *e = json_array_get(entries, json_array_size(entries) - 1);
+    assert_string_equal(json_string_value(json_object_get(e, "event")), "ack");
+    assert_string_equal(json_string_value(json_object_get(e, "outcome")), "success");
+    assert_string_equal(json_string_value(json_object_get(e, "peer")), "midwifery");
+    assert_string_equal(json_string_value(json_object_get(e, "message_id")), ids[0]);
+    assert_string_equal(json_string_value(json_object_get(e, "message_type")), "REFERRAL");
+    assert_string_equal(json_string_value(json_object_get(e, "article6")), "ARTICLE6_PUBLIC_TASK");
+    json_decref(entries);
+}
+
+static void test_waiters(void **state)
+{
+    agent_fixture *f = *state;
+    char ids[1][33];
+    const uint8_t rid[] = "client";
+    for (int i = 0; i < MAX_INBOX_WAITERS - 1; i++)
+        assert_ok(inbox_wait_hold(&f->a, rid, sizeof rid, 0, 0, 60000));
+    assert_ok(inbox_wait_hold(&f->a, rid, sizeof rid, 5, 0, 60000)); /* above what comes */
+    assert_rc(inbox_wait_hold(&f->a, rid, sizeof rid, 0, 0, 60000), REFEX_E_BUSY);
+    assert_int_equal(inbox_wait_poll_ms(&f->a, 500), 500);
+    /* A delivery's commit answers those it satisfies, and no other. */
+    deliver_n(f, 1, ids);
+    assert_int_equal(f->a.n_inbox_waiters, 1);
+    assert_int_equal(f->a.inbox_waiters[0].after, 5);
+    assert_false(f->a.inbox_grew);
+    /* A waiter whose time is up is answered and let go. */
+    assert_ok(inbox_wait_hold(&f->a, rid, sizeof rid, 5, 0, 0));
+    assert_int_equal(inbox_wait_poll_ms(&f->a, 500), 0);
+    inbox_wait_expire(&f->a);
+    assert_int_equal(f->a.n_inbox_waiters, 1);
+    /* A delivery that does not commit wakes nobody. */
+    f->a.inbox_waiters[0].after = 0;
+    uint8_t id[16];
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    f->a.batch_dead = 1;
+    inbox_deliver(&f->a, env);
+    agent_fixture_commit(f);
+    assert_int_equal(f->a.n_inbox_waiters, 1);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* A database made before cursors: its messages get cursors in the order they came, and a
+ * new one the next. */
+static void test_cursor_migration(void **state)
+{
+    agent_fixture *f = *state;
+    char path[300], err[256];
+    sqlite3 *db = NULL;
+    agent_store *s = NULL;
+    json_t *rows = NULL;
+    int64_t last = 0;
+    int dup = 0;
+    snprintf(path, sizeof path, "%s/old.db", f->dir);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE inbox (sender TEXT NOT NULL, message_id TEXT NOT NULL,"
+                     " type TEXT NOT NULL, case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+                     " received_ms INTEGER NOT NULL, envelope_hash TEXT NOT NULL,"
+                     " body BLOB NOT NULL, conversation_id TEXT NOT NULL DEFAULT '',"
+                     " reply_to TEXT NOT NULL DEFAULT '', decision TEXT NOT NULL DEFAULT '',"
+                     " PRIMARY KEY (sender, message_id));"
+                     "INSERT INTO inbox VALUES ('midwifery', 'bb', 'REFERRAL', '', 1, 10, '',"
+                     " x'', '', '', '');"
+                     "INSERT INTO inbox VALUES ('midwifery', 'aa', 'REFERRAL', '', 1, 20, '',"
+                     " x'', '', '', '');",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    if (agent_store_open(path, &s, err, sizeof err) != REFEX_OK)
+        fail_msg("agent_store_open: %s", err);
+    static const uint8_t body[] = "body";
+    refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
+    agent_inbox_row r = {"midwifery", "cc", "REFERRAL", "", 1, 30, "", body, sizeof body, &m};
+    assert_ok(agent_store_inbox_insert(s, &r, &dup));
+    assert_ok(agent_store_inbox_page_json(s, 0, 0, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 3);
+    static const char *const order[] = {"bb", "aa", "cc"};
+    for (size_t i = 0; i < 3; i++) {
+        assert_int_equal(cursor_at(rows, i), (long long)i + 1);
+        assert_string_equal(
+            json_string_value(json_object_get(json_array_get(rows, i), "message_id")), order[i]);
+    }
+    json_decref(rows);
+    agent_store_close(&s);
+    /* Opened again: the same cursors. */
+    if (agent_store_open(path, &s, err, sizeof err) != REFEX_OK)
+        fail_msg("agent_store_open: %s", err);
+    assert_ok(agent_store_inbox_page_json(s, 2, 0, 0, &rows, &last));
+    assert_int_equal(json_array_size(rows), 1);
+    assert_int_equal(last, 3);
+    json_decref(rows);
+    agent_store_close(&s);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -277,6 +460,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_incomplete_body_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_pages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_audited_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_waiters, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cursor_migration, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

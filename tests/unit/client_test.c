@@ -1,8 +1,9 @@
 /* Tests for librefex-client without a real agent: bad paths and configs give typed errors,
  * a socket nobody answers on gives E_UNAVAILABLE, close is idempotent; and against a fake
  * agent (a REP socket in a thread) each call sends the documented request fields, a
- * protobuf body arrives as its JSON form, and a refusal comes back as the agent's typed
- * error. */
+ * protobuf body arrives as its JSON form, a refusal comes back as the agent's typed
+ * error, an inbox wait is waited for beyond the client's timeout, and a watch moves on to
+ * each reply's cursor. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,7 +14,9 @@
 #include "testing.h"
 
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -140,6 +143,26 @@ static void test_dead_socket_is_unavailable(void **state)
 
 /* ---- a fake agent ------------------------------------------------------------------- */
 
+/* An inbox_wait: held for its timeout_ms and answered empty if that is short (up to 2 s),
+ * else answered at once with one message above its cursor. */
+static char *fake_wait(json_t *req)
+{
+    json_int_t after = json_integer_value(json_object_get(req, "after"));
+    json_int_t ms = json_integer_value(json_object_get(req, "timeout_ms"));
+    json_t *r;
+    if (ms <= 2000) {
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL); /* the agent holding the request */
+        r = json_pack("{s:b, s:[], s:I, s:O}", "ok", 1, "messages", "cursor", after, "echo", req);
+    } else {
+        r = json_pack("{s:b, s:[{s:I}], s:I, s:O}", "ok", 1, "messages", "cursor", after + 1,
+                      "cursor", after + 1, "echo", req);
+    }
+    char *out = json_dumps(r, JSON_COMPACT);
+    json_decref(r);
+    return out;
+}
+
 /* Answers {"cmd":"refuse"} with a typed error, {"cmd":"garbage"} with text that is not
  * JSON, {"cmd":"multipart"} with a reply of two parts, {"cmd":"nul"} with a NUL inside
  * otherwise good JSON, anything else with {"ok":true,"message_id":...,"echo":REQUEST}; stops after
@@ -166,6 +189,8 @@ static void *fake_agent(void *arg)
         } else if (cmd && strcmp(cmd, "multipart") == 0) {
             zmq_send(f->rep, "{\"ok\":true}", 11, ZMQ_SNDMORE);
             out = strdup("{\"ok\":true}");
+        } else if (cmd && strcmp(cmd, "inbox_wait") == 0) {
+            out = fake_wait(req);
         } else if (cmd && strcmp(cmd, "nul") == 0) {
             json_decref(req);
             zmq_send(f->rep, "{\"ok\":true}\0{}", 14, 0);
@@ -279,6 +304,63 @@ static void test_calls_send_documented_fields(void **state)
     e = echoed(reply);
     assert_true(json_is_true(json_object_get(e, "overdue")));
     json_decref(e);
+    stop_fake(&c);
+}
+
+static void test_inbox_calls(void **state)
+{
+    fixture *f = *state;
+    refex_client *c = start_fake(f);
+    char *reply = NULL;
+    assert_ok(refex_client_inbox_query(c, 5, 10, 1, &reply));
+    json_t *e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "cmd")), "inbox_list");
+    assert_int_equal(json_integer_value(json_object_get(e, "after")), 5);
+    assert_int_equal(json_integer_value(json_object_get(e, "limit")), 10);
+    assert_true(json_is_true(json_object_get(e, "unacked")));
+    json_decref(e);
+    assert_ok(refex_client_inbox_ack(c, "abc", &reply));
+    e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "cmd")), "inbox_ack");
+    assert_string_equal(json_string_value(json_object_get(e, "id")), "abc");
+    json_decref(e);
+    assert_rc(refex_client_inbox_ack(c, NULL, &reply), REFEX_E_INVAL);
+    assert_null(reply);
+
+    /* A wait held longer than the client's timeout is still waited for. */
+    assert_ok(refex_client_set_timeout(c, 300));
+    assert_ok(refex_client_inbox_wait(c, 7, 900, &reply));
+    e = echoed(reply);
+    assert_string_equal(json_string_value(json_object_get(e, "cmd")), "inbox_wait");
+    assert_int_equal(json_integer_value(json_object_get(e, "after")), 7);
+    assert_int_equal(json_integer_value(json_object_get(e, "timeout_ms")), 900);
+    json_decref(e);
+    assert_ok(refex_client_set_timeout(c, 5000));
+
+    /* A watch: each reply moves it on to its cursor; nothing else meanwhile. */
+    int fd = -1;
+    assert_rc(refex_client_watch_next(c, &reply), REFEX_E_INVAL);
+    assert_ok(refex_client_watch_start(c, 3));
+    assert_ok(refex_client_fd(c, &fd));
+    assert_rc(refex_client_status(c, &reply), REFEX_E_BUSY);
+    assert_null(reply);
+    for (int want = 3; want < 5; want++) {
+        int rc = REFEX_E_TIMEOUT;
+        for (int i = 0; rc == REFEX_E_TIMEOUT && i < 100; i++) {
+            struct pollfd p = {fd, POLLIN, 0};
+            poll(&p, 1, 100);
+            rc = refex_client_watch_next(c, &reply);
+        }
+        assert_ok(rc);
+        e = echoed(reply);
+        assert_int_equal(json_integer_value(json_object_get(e, "after")), want);
+        assert_int_equal(json_integer_value(json_object_get(e, "limit")), 100);
+        json_decref(e);
+    }
+    refex_client_watch_stop(c);
+    refex_client_watch_stop(c);
+    assert_ok(refex_client_status(c, &reply));
+    refex_client_free(reply);
     stop_fake(&c);
 }
 
@@ -407,6 +489,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_is_idempotent, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_socket_is_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_calls_send_documented_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbox_calls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_protobuf_body_goes_as_json, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusal_and_garbage_are_typed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_send_local_id_goes_in_the_request, setup, teardown),
