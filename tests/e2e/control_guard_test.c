@@ -182,7 +182,9 @@ static void expect_logged_refusal(uid_t uid, gid_t gid, pid_t pid)
 
 static void expect_own_user_served(void)
 {
-    json_t *r = h_control(&g_net, AGENCY, json_pack("{s:s}", "cmd", "status"));
+    json_t *req = json_pack("{s:s}", "cmd", "status");
+    json_t *r = h_control(&g_net, AGENCY, req);
+    json_decref(req);
     assert_non_null(r);
     assert_true(json_is_true(json_object_get(r, "ok")));
     json_decref(r);
