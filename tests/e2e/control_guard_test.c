@@ -157,6 +157,33 @@ static int status_as(uid_t uid, gid_t gid, char *err, size_t errlen, pid_t *pid)
     return WEXITSTATUS(status);
 }
 
+/* Runs the refex CLI as uid:gid with args (after -c AGENCY's config); its exit code, and
+ * its stdout and stderr in out. */
+static int cli_as(uid_t uid, gid_t gid, const char *const *args, char *out, size_t outlen)
+{
+    int fds[2], status = 0;
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        if (setgroups(0, NULL) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+            _exit(200);
+        char text[4096];
+        int rc = h_cli_agent(&g_net, AGENCY, text, sizeof text, args);
+        if (write(fds[1], text, strlen(text)) < 0)
+            rc = 201;
+        _exit(rc < 0 ? 202 : rc);
+    }
+    close(fds[1]);
+    ssize_t n = read(fds[0], out, outlen - 1);
+    out[n > 0 ? n : 0] = 0;
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
 /* The attacker-has-access case: every directory on the way and the socket open to all. */
 static void open_to_everyone(void)
 {
@@ -168,6 +195,9 @@ static void open_to_everyone(void)
     assert_int_equal(chmod(path, 0711), 0);
     sock_path(path, sizeof path);
     assert_int_equal(chmod(path, 0666), 0);
+    /* the CLI reads the agent's config for its data_dir (the file is 0666 under umask 000) */
+    h_path(&g_net, path, sizeof path, "conf");
+    assert_int_equal(chmod(path, 0711), 0);
 }
 
 static void expect_logged_refusal(uid_t uid, gid_t gid, pid_t pid)
@@ -205,6 +235,14 @@ static void test_other_uid_refused(void **state)
     assert_int_equal(status_as(STRANGER, STRANGER, err, sizeof err, &pid), REFEX_E_DENIED);
     expect_logged_refusal(STRANGER, STRANGER, pid);
     expect_own_user_served();
+    /* The CLI: one JSON error object under --json, exit 1 (refused), not 3 (no agent). */
+    char out[4096];
+    const char *args[] = {"status", "--json", NULL};
+    int cli_rc = cli_as(NOBODY, NOBODY, args, out, sizeof out);
+    if (cli_rc != 1)
+        fail_msg("refex status as another uid: exit %d: %s", cli_rc, out);
+    assert_non_null(strstr(out, "\"error\": \"E_DENIED\""));
+    expect_own_user_served();
 }
 
 /* With the socket back at 0660, the file mode keeps the other uid out before the agent
@@ -219,6 +257,12 @@ static void test_file_mode_refusal(void **state)
     assert_int_equal(status_as(NOBODY, NOBODY, err, sizeof err, &pid), REFEX_E_DENIED);
     assert_non_null(strstr(err, "E_DENIED: no permission to use the agent's control socket"));
     assert_non_null(strstr(err, "control_group"));
+    char out[4096];
+    const char *args[] = {"status", "--json", NULL};
+    int cli_rc = cli_as(NOBODY, NOBODY, args, out, sizeof out);
+    if (cli_rc != 1)
+        fail_msg("refex status as another uid: exit %d: %s", cli_rc, out);
+    assert_non_null(strstr(out, "\"error\": \"E_DENIED\""));
     expect_own_user_served();
 }
 
