@@ -6,9 +6,12 @@
 #include "agent.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "codec.h"
@@ -16,8 +19,8 @@
 #include "log.h"
 #include "util.h"
 
-static const char *const CONFIG_KEYS[] = {"agency", "broker", "broker_id", REFEX_DAEMON_BASE_KEYS,
-                                          NULL};
+static const char *const CONFIG_KEYS[] = {
+    "agency", "broker", "broker_id", "control_group", REFEX_DAEMON_BASE_KEYS, NULL};
 
 /* ---- setup ------------------------------------------------------------------------- */
 
@@ -30,6 +33,8 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
     if (!a)
         return REFEX_E_NOMEM;
     if ((rc = refex_config_check_keys(cfg, CONFIG_KEYS, err, errlen)) != REFEX_OK)
+        goto out;
+    if ((rc = refex_config_group(cfg, "control_group", &a->control_gid, err, errlen)) != REFEX_OK)
         goto out;
     rc = REFEX_E_CONFIG;
     const char *agency = refex_config_get(cfg, "agency");
@@ -269,6 +274,61 @@ static void timers(agent *a)
     }
 }
 
+/* With control_group set, its members must be able to reach control.sock: the data
+ * directory becomes 0710 with that group (search only: they can open what they can name,
+ * list nothing, and every other file in it is private to the agent's user). */
+static int open_data_dir(agent *a, const char *group)
+{
+    struct stat st;
+    const char *dir = a->base.data_dir;
+    if (stat(dir, &st) != 0 || chown(dir, (uid_t)-1, (gid_t)a->control_gid) != 0 ||
+        chmod(dir, 0710) != 0) {
+        refex_log_error("control: cannot give %s to control_group %s: %s", dir, group,
+                        strerror(errno));
+        return REFEX_E_CONFIG;
+    }
+    if ((st.st_mode & 07777) != 0710 || st.st_gid != (gid_t)a->control_gid)
+        refex_log_info("control: %s is now mode 0710, group %s (control_group), so its members "
+                       "can reach control.sock",
+                       dir, group);
+    return REFEX_OK;
+}
+
+/* The control socket at ipc://<data_dir>/control.sock, mode 0660 whatever the umask: its
+ * owner's group is control_group if one is set, else the agent's own. Who may then send on
+ * it is control_guard.c's check. */
+static int bind_control(agent *a, char *ep, size_t eplen)
+{
+    char path[sizeof a->base.data_dir + 16];
+    const struct group *gr = a->control_gid >= 0 ? getgrgid((gid_t)a->control_gid) : NULL;
+    const char *group = gr ? gr->gr_name : "?";
+    snprintf(path, sizeof path, "%s/control.sock", a->base.data_dir);
+    remove(path); /* a stale socket from an unclean stop */
+    snprintf(ep, eplen, "ipc://%s", path);
+    /* The process's one thread creates files now; libzmq's I/O threads create none. */
+    mode_t old = umask(0117);
+    int bound = zmq_bind(a->control, ep) == 0;
+    int e = errno;
+    umask(old);
+    if (!bound) {
+        refex_log_error("control: cannot bind %s: %s", ep, zmq_strerror(e));
+        return REFEX_E_IO;
+    }
+    if (chmod(path, 0660) != 0) {
+        refex_log_error("control: cannot set mode 0660 on %s: %s", path, strerror(errno));
+        return REFEX_E_IO;
+    }
+    if (a->control_gid < 0)
+        return REFEX_OK;
+    if (chown(path, (uid_t)-1, (gid_t)a->control_gid) != 0) {
+        refex_log_error("control: cannot give %s to control_group %s: %s (the agent's user must "
+                        "be root or a member of that group)",
+                        path, group, strerror(errno));
+        return REFEX_E_CONFIG;
+    }
+    return open_data_dir(a, group);
+}
+
 /* The broker link (CurveZMQ, monitored) and the control socket, bound at
  * ipc://<data_dir>/control.sock, whose endpoint goes to ep. */
 static int open_sockets(agent *a, char *ep, size_t eplen)
@@ -295,14 +355,7 @@ static int open_sockets(agent *a, char *ep, size_t eplen)
     /* Replies to a CLI that has gone away must not hold up shutdown. */
     zmq_setsockopt(a->control, ZMQ_LINGER, &linger0, sizeof linger0);
     zmq_setsockopt(a->mon, ZMQ_LINGER, &linger0, sizeof linger0);
-    snprintf(ep, eplen, "%s/control.sock", a->base.data_dir);
-    remove(ep); /* a stale socket from an unclean stop */
-    snprintf(ep, eplen, "ipc://%s/control.sock", a->base.data_dir);
-    if (zmq_bind(a->control, ep) != 0) {
-        refex_log_error("control: cannot bind %s: %s", ep, zmq_strerror(errno));
-        return REFEX_E_IO;
-    }
-    return REFEX_OK;
+    return bind_control(a, ep, eplen);
 }
 
 /* Is a message waiting on sock right now? (zmq_poll's answer may be stale mid-cycle.) */

@@ -73,6 +73,7 @@ struct agent {
     char broker_ep[512];
     char broker_id[REFEX_ID_MAX];
     refex_daemon_base base;
+    long control_gid;          /* control_group's gid: its members may use control.sock; -1 */
     uint64_t broker_max_frame; /* the broker's limit, from WELCOME */
     agent_store *store;
     void *ctx, *link, *mon, *control;
@@ -108,6 +109,11 @@ int batch_link_out(agent *a, Refex__V1__Frame__KindCase kind, const ProtobufCMes
 /* control.c: the control socket */
 json_t *control_error(int code, const char *detail);
 void control_readable(agent *a);
+
+/* control_guard.c: whether the peer that sent req (a zmq_msg_t) may use the control socket:
+ * this agent's own uid, or a member of control_group. If not, it is answered E_DENIED, the
+ * refusal logged (uid, gid, pid) and 0 returned. */
+int control_guard_admit(agent *a, const void *req, const uint8_t *rid, size_t rid_len);
 
 /* outbox.c: sending */
 void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);

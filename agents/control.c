@@ -312,6 +312,8 @@ void control_readable(agent *a)
         refex_log_warn("control: malformed request ignored");
         goto out;
     }
+    if (!control_guard_admit(a, &part[2], zmq_msg_data(&part[0]), zmq_msg_size(&part[0])))
+        goto out;
     const uint8_t *rid = zmq_msg_data(&part[0]);
     size_t rid_len = zmq_msg_size(&part[0]);
     json_error_t jerr;

@@ -19,10 +19,13 @@ int cli_client_open(refex_client **c, int timeout_ms)
         rc = refex_client_set_timeout(*c, timeout_ms);
     if (rc == REFEX_OK)
         return EXIT_OK;
-    cli_fail(rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT, refex_errname(rc), "refex: %s\n",
+    /* E_DENIED: the agent runs, but this user may not use it; the same exit as when the
+     * agent itself refuses the request (EXIT_FAIL), not "no agent". */
+    int code = rc == REFEX_E_CONFIG ? EXIT_KEYS : rc == REFEX_E_DENIED ? EXIT_FAIL : EXIT_NOAGENT;
+    cli_fail(code, refex_errname(rc), "refex: %s\n",
              *c ? refex_client_error_detail(*c) : refex_strerror(REFEX_E_NOMEM));
     refex_client_close(c);
-    return rc == REFEX_E_CONFIG ? EXIT_KEYS : EXIT_NOAGENT;
+    return code;
 }
 
 /* Codes for which the agent did not answer (readably): the CLI's "no agent" exit. */

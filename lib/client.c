@@ -123,19 +123,31 @@ static int client_new(refex_client **out)
 }
 
 /* A control socket left behind by an agent that died refuses connections: say so now,
- * rather than let the first call wait out its whole timeout. */
-static int socket_listening(const char *path)
+ * rather than let the first call wait out its whole timeout. Returns 0 if something may
+ * listen, else the connect's errno. */
+static int socket_probe(const char *path)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof sa.sun_path)
-        return 1; /* ZeroMQ reports what it makes of it */
+        return 0; /* ZeroMQ reports what it makes of it */
     memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
-        return 1;
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 || errno != ECONNREFUSED;
+        return 0;
+    int e = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ? 0 : errno;
     close(fd);
-    return ok;
+    return e == ECONNREFUSED || e == EACCES || e == EPERM ? e : 0;
+}
+
+/* The file permissions of the socket or of its directory keep this process out: only the
+ * agent's own user and members of its control_group get in (docs/operations.md). ZeroMQ
+ * would retry such a connect silently until the call timed out. */
+static int denied(refex_client *c, const char *socket_path)
+{
+    return refex_client_fail(c, REFEX_E_DENIED,
+                             "no permission to use the agent's control socket %s: it admits the "
+                             "agent's own user and members of its control_group",
+                             socket_path);
 }
 
 static int open_socket(refex_client *c, const char *socket_path)
@@ -144,9 +156,15 @@ static int open_socket(refex_client *c, const char *socket_path)
     if (!socket_path || !socket_path[0])
         return refex_client_fail(c, REFEX_E_INVAL, "no control socket path given");
     if (stat(socket_path, &st) != 0)
-        return refex_client_fail(c, REFEX_E_UNAVAILABLE,
-                                 "the agent is not running (no control socket at %s)", socket_path);
-    if (!socket_listening(socket_path))
+        return errno == EACCES ? denied(c, socket_path)
+                               : refex_client_fail(c, REFEX_E_UNAVAILABLE,
+                                                   "the agent is not running (no control socket "
+                                                   "at %s)",
+                                                   socket_path);
+    int e = socket_probe(socket_path);
+    if (e == EACCES || e == EPERM)
+        return denied(c, socket_path);
+    if (e)
         return refex_client_fail(c, REFEX_E_UNAVAILABLE,
                                  "the agent is not running (nothing listens on %s)", socket_path);
     if ((size_t)snprintf(c->endpoint, sizeof c->endpoint, "ipc://%s", socket_path) >=

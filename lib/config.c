@@ -4,6 +4,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -165,6 +166,32 @@ int refex_config_uint(const refex_config *self, const char *key, uint64_t def, u
     if (*end || (mul > 1 && n > UINT64_MAX / mul))
         return REFEX_E_CONFIG;
     *out = (uint64_t)n * mul;
+    return REFEX_OK;
+}
+
+int refex_config_group(const refex_config *self, const char *key, long *gid, char *err,
+                       size_t errlen)
+{
+    const char *v = refex_config_get(self, key);
+    struct group gr, *found = NULL;
+    char buf[16384];
+    *gid = -1;
+    if (!v)
+        return REFEX_OK;
+    int e = *v ? getgrnam_r(v, &gr, buf, sizeof buf, &found) : 0;
+    if (!found && *v && isdigit((unsigned char)*v)) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(v, &end, 10);
+        if (!*end && !errno && n < (unsigned long)(gid_t)-1)
+            e = getgrgid_r((gid_t)n, &gr, buf, sizeof buf, &found);
+    }
+    if (!found) {
+        snprintf(err, errlen, "config: %s: no group named '%s' on this system%s%s", key, v,
+                 e ? ": " : "", e ? strerror(e) : "");
+        return REFEX_E_CONFIG;
+    }
+    *gid = (long)found->gr_gid;
     return REFEX_OK;
 }
 

@@ -22,6 +22,10 @@ const char *refex_config_get(const refex_config *self, const char *key);
 int refex_config_path(const refex_config *self, const char *key, char *buf, size_t len);
 /* Unsigned integer with optional K/M/G suffix; def if absent. */
 int refex_config_uint(const refex_config *self, const char *key, uint64_t def, uint64_t *out);
+/* A group given by name (or number): its gid in *gid, -1 if the key is absent. An unknown
+ * group is REFEX_E_CONFIG with "config: KEY: ..." in err. */
+int refex_config_group(const refex_config *self, const char *key, long *gid, char *err,
+                       size_t errlen) REFEX_NODISCARD;
 /* REFEX_E_CONFIG naming the first key not in the NULL-terminated allowed list. */
 int refex_config_check_keys(const refex_config *self, const char *const *allowed, char *err,
                             size_t errlen);

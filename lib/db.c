@@ -2,7 +2,12 @@
  * mapping. Table layouts belong to the modules that own them (audit.c, the agent). */
 #include "db.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -30,12 +35,64 @@ int refex_db_err(int rc)
     }
 }
 
+/* A database file that exists with group or other bits (created under a loose umask by an
+ * older version, or copied in) is made private, once, with a log line; ENOENT is fine. */
+static int tighten(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? REFEX_OK : REFEX_E_STORE;
+    if (!S_ISREG(st.st_mode) || !(st.st_mode & 077))
+        return REFEX_OK; /* not a file: SQLite will say so */
+    if (chmod(path, st.st_mode & 0700) != 0) {
+        snprintf(err, errlen, "%s: mode %03o is open to others and chmod failed: %s", path,
+                 (unsigned)(st.st_mode & 0777), strerror(errno));
+        return REFEX_E_STORE;
+    }
+    refex_log_warn("db: %s was mode %03o; now %03o (readable by its owner only)", path,
+                   (unsigned)(st.st_mode & 0777), (unsigned)(st.st_mode & 0700));
+    return REFEX_OK;
+}
+
+/* Holds its owner's private data, so 0600 whatever the umask. SQLite gives the -wal and
+ * -shm files the main file's mode, so creating that one ourselves is enough for new
+ * databases; older ones, and their -wal and -shm, are tightened. */
+static int private_file(const char *path, char *err, size_t errlen)
+{
+    static const char *const sidecars[] = {"-wal", "-shm", "-journal"};
+    char side[4200];
+    if (!*path || strcmp(path, ":memory:") == 0)
+        return REFEX_OK;
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        int ok = fchmod(fd, 0600) == 0; /* umask may have narrowed it, e.g. to 0000 */
+        close(fd);
+        if (!ok) {
+            snprintf(err, errlen, "%s: cannot set mode 0600: %s", path, strerror(errno));
+            return REFEX_E_STORE;
+        }
+    } else if (errno != EEXIST) {
+        snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return REFEX_E_STORE;
+    }
+    int rc = tighten(path, err, errlen);
+    for (size_t i = 0; rc == REFEX_OK && i < sizeof sidecars / sizeof sidecars[0]; i++) {
+        if ((size_t)snprintf(side, sizeof side, "%s%s", path, sidecars[i]) < sizeof side)
+            rc = tighten(side, err, errlen);
+    }
+    return rc;
+}
+
 int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc;
     *out = NULL;
+    /* A read-only open is an auditor's look at a copy: its modes are not ours to change. */
+    if (!readonly && (rc = private_file(path, err, errlen)) != REFEX_OK)
+        return rc;
+    rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "%s: %s", path, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);

@@ -30,8 +30,10 @@ typedef struct refex_client refex_client;
  * names the socket. Like sqlite3_open, *out is set even on failure (unless memory ran
  * out), so refex_client_error(*out) can say why; close it in every case. Errors:
  * E_INVAL (NULL argument), E_CONFIG (unreadable config, or no data_dir), E_UNAVAILABLE
- * (no control socket, or one nobody listens on: the agent is not running), E_IO, E_NOMEM,
- * E_CRYPTO (libsodium would not start). */
+ * (no control socket, or one nobody listens on: the agent is not running), E_DENIED (the
+ * file modes of the socket or its directory keep this process out: it is neither the
+ * agent's user nor in its control_group), E_IO, E_NOMEM, E_CRYPTO (libsodium would not
+ * start). A process the agent itself refuses gets E_DENIED from each call. */
 int refex_client_open(const char *config_path, refex_client **out);
 /* The same, given the socket's path (without "ipc://") instead of a config file. */
 int refex_client_open_socket(const char *socket_path, refex_client **out);

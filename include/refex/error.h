@@ -36,7 +36,8 @@
     X(E_TYPE_MISMATCH, 28, "body does not match the message type")                                 \
     X(E_JSON, 29, "invalid JSON body")                                                             \
     X(E_BUSY, 30, "peer's send queue is full; try again later")                                    \
-    X(E_NOT_MEMBER, 31, "not a member of this case")
+    X(E_NOT_MEMBER, 31, "not a member of this case")                                               \
+    X(E_DENIED, 32, "not allowed to use this agent's control socket")
 
 typedef enum {
 #define REFEX_ERR_ENUM(name, num, msg) REFEX_##name = num,

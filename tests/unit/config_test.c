@@ -368,6 +368,27 @@ static void test_check_keys(void **state)
     refex_config_close(&c);
 }
 
+/* control_group: a group by name or number; absent is -1; unknown or empty, E_CONFIG. */
+static void test_group(void **state)
+{
+    fixture *f = *state;
+    char err[256] = "";
+    long gid = 7;
+    refex_config *c = open_ok(f, "g = root\nn = 0\nbad = refex-no-such-group\nempty =\n");
+    assert_ok(refex_config_group(c, "absent", &gid, err, sizeof err));
+    assert_int_equal(gid, -1);
+    assert_ok(refex_config_group(c, "g", &gid, err, sizeof err));
+    assert_int_equal(gid, 0);
+    gid = 7;
+    assert_ok(refex_config_group(c, "n", &gid, err, sizeof err));
+    assert_int_equal(gid, 0);
+    assert_rc(refex_config_group(c, "bad", &gid, err, sizeof err), REFEX_E_CONFIG);
+    assert_int_equal(gid, -1);
+    assert_non_null(strstr(err, "config: bad: no group named 'refex-no-such-group'"));
+    assert_rc(refex_config_group(c, "empty", &gid, err, sizeof err), REFEX_E_CONFIG);
+    refex_config_close(&c);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -376,6 +397,7 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         T(test_parse_basic),
+        T(test_group),
         T(test_parse_empty_file),
         T(test_parse_long_line_within_limit),
         cmocka_unit_test(test_close_null_safe),
