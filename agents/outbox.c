@@ -31,6 +31,7 @@ typedef struct {
     char idhex[33], hashhex[65];
     char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX];
     char detail[512];     /* for the client: may quote what the user typed, never logged */
+    const char *field;    /* the request field a refusal is about, or NULL */
     const char *local_id; /* the caller's own id for the message, or NULL */
     char subhash[65];     /* hex SHA-256 of what was asked for under local_id */
     int repeat;           /* local_id names a message already kept: first is it */
@@ -152,17 +153,18 @@ static json_t *valid_types(void)
     return names;
 }
 
-/* A refused send's reply; an unknown recipient or type also lists the valid ones, with
- * "field" naming the request field they are for. */
+/* A refused send's reply, with "field" naming the request field it is about where one
+ * is; an unknown recipient or type also lists the valid ones. */
 static json_t *send_error(agent *a, int rc, const send_req *s)
 {
     json_t *e = control_error(rc, s ? s->detail : "");
-    json_t *valid = !s                                ? NULL
-                    : rc == REFEX_E_UNKNOWN_AGENCY    ? valid_recipients(a)
-                    : rc == REFEX_E_INVAL && !s->type ? valid_types()
-                                                      : NULL;
-    if (e && valid)
-        json_object_set_new(e, "field", json_string(rc == REFEX_E_UNKNOWN_AGENCY ? "to" : "type"));
+    const char *field = !s ? NULL : rc == REFEX_E_UNKNOWN_AGENCY ? "to" : s->field;
+    json_t *valid = !field                       ? NULL
+                    : strcmp(field, "to") == 0   ? valid_recipients(a)
+                    : strcmp(field, "type") == 0 ? valid_types()
+                                                 : NULL;
+    if (e && field)
+        json_object_set_new(e, "field", json_string(field));
     if (e && valid)
         json_object_set_new(e, "valid", valid);
     else
@@ -238,9 +240,10 @@ static int check_required(agent *a, send_req *s)
     return rc;
 }
 
-static int send_invalid(send_req *s, const char *detail)
+static int send_invalid(send_req *s, const char *field, const char *detail)
 {
     snprintf(s->detail, sizeof s->detail, "%s", detail);
+    s->field = field;
     return REFEX_E_INVAL;
 }
 
@@ -253,12 +256,14 @@ static int parse_send(agent *a, json_t *req, send_req *s)
     s->ttl = json_integer_value(json_object_get(req, "ttl_seconds"));
     s->wait = json_is_true(json_object_get(req, "wait"));
     if (!s->type)
-        return send_invalid(s, "unknown message type");
+        return send_invalid(s, "type", "unknown message type");
     if (s->case_ref && !refex_case_ref_valid(s->case_ref))
-        return send_invalid(s, "a case reference is at most 127 letters, digits and . _ : / -");
+        return send_invalid(s, "case",
+                            "a case reference is at most 127 letters, digits and . _ : / -");
     if (s->ttl < 0 || s->ttl > MAX_TTL_SECONDS) {
         snprintf(s->detail, sizeof s->detail, "ttl_seconds must be between 1 and %d",
                  MAX_TTL_SECONDS);
+        s->field = "ttl_seconds";
         return REFEX_E_INVAL;
     }
     json_t *to = json_object_get(req, "to");
@@ -275,8 +280,9 @@ static int parse_send(agent *a, json_t *req, send_req *s)
     if (!s->case_ref || !*s->case_ref)
         s->case_ref = s->meta.case_ref;
     if (!refex_case_ref_valid(s->case_ref))
-        return send_invalid(s, "the body's case reference has characters outside "
-                               "letters, digits and . _ : / -");
+        return send_invalid(s, "body",
+                            "the body's case reference has characters outside "
+                            "letters, digits and . _ : / -");
     if ((rc = check_required(a, s)) != REFEX_OK)
         return rc;
     if (is_update)
@@ -466,7 +472,8 @@ static int local_id_lookup(agent *a, json_t *req, send_req *s)
         return REFEX_OK;
     s->local_id = json_string_value(v);
     if (!local_id_valid(s->local_id))
-        return send_invalid(s, "a local id is 1 to 64 printable ASCII characters, no spaces");
+        return send_invalid(s, "local_id",
+                            "a local id is 1 to 64 printable ASCII characters, no spaces");
     if ((rc = submission_hash(req, s->subhash)) != REFEX_OK)
         return rc;
     if ((rc = agent_store_outbox_by_local_id(a->store, s->local_id, &s->first, &found)) !=

@@ -166,7 +166,7 @@ static void print_inbox_row(const json_t *m)
            json_is_true(json_object_get(m, "acked")) ? "yes" : "no", sum);
 }
 
-static void print_inbox_table(const json_t *msgs)
+static void print_inbox_table(const json_t *msgs, const inbox_args *a)
 {
     json_t *m;
     size_t i;
@@ -176,8 +176,12 @@ static void print_inbox_table(const json_t *msgs)
     {
         print_inbox_row(m);
     }
-    if (json_array_size(msgs) == 0)
-        printf("(inbox is empty)\n");
+    if (json_array_size(msgs) > 0)
+        return;
+    if (a->after)
+        printf("(no %smessages after cursor %ld)\n", a->unacked ? "unacknowledged " : "", a->after);
+    else
+        printf(a->unacked ? "(no unacknowledged messages)\n" : "(inbox is empty)\n");
 }
 
 static int inbox_ack(const char *id, const inbox_args *a)
@@ -397,7 +401,7 @@ int cmd_inbox(int argc, char **argv)
     else if (show)
         print_inbox_message(json_array_get(msgs, 0));
     else
-        print_inbox_table(msgs);
+        print_inbox_table(msgs, &a);
     json_decref(reply);
     return EXIT_OK;
 }

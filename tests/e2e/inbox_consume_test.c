@@ -319,6 +319,13 @@ static void test_list_by_cursor(void **state)
     assert_int_equal(json_array_size(json_object_get(r, "messages")), 0);
     assert_int_equal(num(r, "cursor"), c2 + 100);
     json_decref(r);
+
+    /* An empty page says what it was a page of, not that the inbox is empty. */
+    char out[4096];
+    snprintf(after, sizeof after, "%lld", c2 + 100);
+    json_decref(
+        sc_cli(0, (const char *[]){"inbox", "list", "--after", after, NULL}, out, sizeof out));
+    assert_non_null(strstr(out, "(no messages after cursor "));
 }
 
 static void test_bad_input(void **state)

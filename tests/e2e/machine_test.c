@@ -105,6 +105,20 @@ static void test_unknown_type_lists_valid(void **state)
     json_decref(j);
 }
 
+/* A refusal names the field it is about, and lists valid values only for to and type. */
+static void test_bad_local_id_names_its_field(void **state)
+{
+    (void)state;
+    json_t *j =
+        run_json(1, 0,
+                 (const char *[]){"send", "--to", "social-care", "--type", "referral", "--summary",
+                                  "x", "--local-id", "bad id", "--json", NULL});
+    assert_error(j, "E_INVAL");
+    assert_string_equal(json_string_value(json_object_get(j, "field")), "local_id");
+    assert_null(json_object_get(j, "valid"));
+    json_decref(j);
+}
+
 static void test_usage_error_is_json(void **state)
 {
     (void)state;
@@ -224,6 +238,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unknown_recipient_lists_valid),
         cmocka_unit_test(test_unknown_type_lists_valid),
+        cmocka_unit_test(test_bad_local_id_names_its_field),
         cmocka_unit_test(test_usage_error_is_json),
         cmocka_unit_test(test_keys_and_directory_json),
         cmocka_unit_test(test_version),
