@@ -184,6 +184,18 @@ static int cli_as(uid_t uid, gid_t gid, const char *const *args, char *out, size
     return WEXITSTATUS(status);
 }
 
+/* The CLI as another uid: one JSON error object under --json, exit 1 (refused), not 3 (no
+ * agent). */
+static void expect_cli_denied(void)
+{
+    char out[4096];
+    const char *args[] = {"status", "--json", NULL};
+    int cli_rc = cli_as(NOBODY, NOBODY, args, out, sizeof out);
+    if (cli_rc != 1)
+        fail_msg("refex status as another uid: exit %d: %s", cli_rc, out);
+    assert_non_null(strstr(out, "\"error\": \"E_DENIED\""));
+}
+
 /* The attacker-has-access case: every directory on the way and the socket open to all. */
 static void open_to_everyone(void)
 {
@@ -235,13 +247,7 @@ static void test_other_uid_refused(void **state)
     assert_int_equal(status_as(STRANGER, STRANGER, err, sizeof err, &pid), REFEX_E_DENIED);
     expect_logged_refusal(STRANGER, STRANGER, pid);
     expect_own_user_served();
-    /* The CLI: one JSON error object under --json, exit 1 (refused), not 3 (no agent). */
-    char out[4096];
-    const char *args[] = {"status", "--json", NULL};
-    int cli_rc = cli_as(NOBODY, NOBODY, args, out, sizeof out);
-    if (cli_rc != 1)
-        fail_msg("refex status as another uid: exit %d: %s", cli_rc, out);
-    assert_non_null(strstr(out, "\"error\": \"E_DENIED\""));
+    expect_cli_denied();
     expect_own_user_served();
 }
 
@@ -257,12 +263,7 @@ static void test_file_mode_refusal(void **state)
     assert_int_equal(status_as(NOBODY, NOBODY, err, sizeof err, &pid), REFEX_E_DENIED);
     assert_non_null(strstr(err, "E_DENIED: no permission to use the agent's control socket"));
     assert_non_null(strstr(err, "control_group"));
-    char out[4096];
-    const char *args[] = {"status", "--json", NULL};
-    int cli_rc = cli_as(NOBODY, NOBODY, args, out, sizeof out);
-    if (cli_rc != 1)
-        fail_msg("refex status as another uid: exit %d: %s", cli_rc, out);
-    assert_non_null(strstr(out, "\"error\": \"E_DENIED\""));
+    expect_cli_denied();
     expect_own_user_served();
 }
 

@@ -143,16 +143,9 @@ void h_stop(h_proc *p)
     p->out_fd = -1;
 }
 
-int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args)
+int h_run(char *const argv[], char *out, size_t outlen)
 {
-    char *argv[64];
-    char exe[1100];
-    int fds[2], status = 0, k = 0;
-    snprintf(exe, sizeof exe, "%s/refex", n->bin);
-    argv[k++] = exe;
-    for (int i = 0; args[i] && k < 63; i++)
-        argv[k++] = (char *)args[i];
-    argv[k] = NULL;
+    int fds[2], status = 0;
     if (pipe(fds) != 0)
         return -1;
     pid_t pid = fork();
@@ -166,7 +159,7 @@ int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args)
         dup2(fds[1], 2);
         close(fds[0]);
         close(fds[1]);
-        execv(exe, argv);
+        execv(argv[0], argv);
         _exit(127);
     }
     close(fds[1]);
@@ -182,6 +175,19 @@ int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args)
     close(fds[0]);
     waitpid(pid, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args)
+{
+    char *argv[64];
+    char exe[1100];
+    int k = 0;
+    snprintf(exe, sizeof exe, "%s/refex", n->bin);
+    argv[k++] = exe;
+    for (int i = 0; args[i] && k < 63; i++)
+        argv[k++] = (char *)args[i];
+    argv[k] = NULL;
+    return h_run(argv, out, outlen);
 }
 
 int h_cli_agent(const h_net *n, const char *agency, char *out, size_t outlen,

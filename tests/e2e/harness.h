@@ -60,6 +60,9 @@ int h_alive(const h_proc *p);
 int h_wait_exit(h_proc *p, int timeout_ms);
 void h_stop(h_proc *p);
 
+/* Runs argv[0] (an absolute path) with argv, stdout and stderr into out (NUL-terminated,
+ * truncated to outlen); its exit code, or -1 if it could not run or was killed. */
+int h_run(char *const argv[], char *out, size_t outlen);
 /* Runs the refex CLI with args; captures stdout (and stderr appended) into out. Returns
  * the exit code. */
 int h_cli(const h_net *n, char *out, size_t outlen, const char *const *args);

@@ -34,46 +34,12 @@ static const char *const AGENCIES[] = {"midwifery", "social-care", NULL};
 static char g_module[1100]; /* where protoc wrote refex_pb2.py */
 static char g_script[1100]; /* tests/e2e/proto3_json.py */
 
-/* Runs argv[0] (an absolute path) with argv; stdout and stderr into out. Its exit code. */
-static int run(char *const argv[], char *out, size_t outlen)
-{
-    int fds[2], status = 0;
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        dup2(fds[1], 1);
-        dup2(fds[1], 2);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    size_t used = 0;
-    ssize_t r;
-    char sink[4096];
-    while ((r = read(fds[0], used + 1 < outlen ? out + used : sink,
-                     used + 1 < outlen ? outlen - used - 1 : sizeof sink)) > 0)
-        if (used + 1 < outlen)
-            used += (size_t)r;
-    out[used] = 0;
-    close(fds[0]);
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 /* proto3_json.py MODULE_DIR verb a [b]; fails the test if it does not exit 0. */
 static void python(const char *verb, const char *a, const char *b)
 {
     char out[8192];
     char *argv[] = {PYTHON, g_script, g_module, (char *)verb, (char *)a, (char *)b, NULL};
-    if (run(argv, out, sizeof out) != 0)
+    if (h_run(argv, out, sizeof out) != 0)
         fail_msg("proto3_json.py %s %s: %s", verb, a, out);
 }
 
@@ -94,7 +60,7 @@ static int setup(void **state)
     if (mkdir(g_module, 0755) != 0 && access(g_module, W_OK) != 0)
         return -1;
     char *argv[] = {PROTOC, proto_path, py_out, proto, NULL};
-    if (run(argv, out, sizeof out) != 0) {
+    if (h_run(argv, out, sizeof out) != 0) {
         fprintf(stderr, "proto3_json: %s failed (deploy/install-deps.sh installs it): %s\n", PROTOC,
                 out);
         return -1;
