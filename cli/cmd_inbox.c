@@ -360,19 +360,59 @@ static int inbox_usage(int help, int bad)
     return help && !bad ? EXIT_OK : EXIT_USAGE;
 }
 
+/* inbox list and inbox show: one query, printed as a table, a message or JSON. */
+static int inbox_query(const char *id, const inbox_args *a)
+{
+    json_t *reply = NULL;
+    int rc = id ? cli_call(10000, call_inbox_show, id, &reply)
+                : cli_call(10000, call_inbox_query, a, &reply);
+    if (rc != EXIT_OK)
+        return rc;
+    json_t *msgs = json_object_get(reply, "messages");
+    if (a->json)
+        cli_print_json(id ? json_array_get(msgs, 0) : msgs);
+    else if (id)
+        print_inbox_message(json_array_get(msgs, 0));
+    else
+        print_inbox_table(msgs, a);
+    json_decref(reply);
+    return EXIT_OK;
+}
+
+static int sub_list(const char *arg, const inbox_args *a)
+{
+    (void)arg;
+    return inbox_query(NULL, a);
+}
+
+static int sub_show(const char *id, const inbox_args *a)
+{
+    return inbox_query(id, a);
+}
+
+static int sub_watch(const char *arg, const inbox_args *a)
+{
+    (void)arg;
+    return inbox_watch(a);
+}
+
 int cmd_inbox(int argc, char **argv)
 {
     inbox_args a = {0};
-    json_t *reply = NULL;
     int bad = inbox_options(argc, argv, &a) != EXIT_OK;
     int words = argc - optind;
     if (bad || words < 1 || a.help)
         return inbox_usage(a.help, bad);
     const char *sub = argv[optind];
+    /* name, the options it takes (by letter), its words (with the name), handler */
     static const struct {
         const char *name, *options;
         int words;
-    } SUBS[] = {{"list", "lau", 1}, {"show", "", 2}, {"ack", "", 2}, {"watch", "aunt", 1}};
+        int (*fn)(const char *arg, const inbox_args *a);
+    } SUBS[] = {{"list", "lau", 1, sub_list},
+                {"show", "", 2, sub_show},
+                {"ack", "", 2, inbox_ack},
+                {"watch", "aunt", 1, sub_watch}};
     size_t k = 0;
     while (k < sizeof SUBS / sizeof SUBS[0] && strcmp(SUBS[k].name, sub) != 0)
         k++;
@@ -386,24 +426,7 @@ int cmd_inbox(int argc, char **argv)
     }
     if (inbox_check_options(sub, &a, SUBS[k].options) != EXIT_OK)
         return EXIT_USAGE;
-    if (strcmp(sub, "watch") == 0)
-        return inbox_watch(&a);
-    if (strcmp(sub, "ack") == 0)
-        return inbox_ack(argv[optind + 1], &a);
-    int show = strcmp(sub, "show") == 0;
-    int rc = show ? cli_call(10000, call_inbox_show, argv[optind + 1], &reply)
-                  : cli_call(10000, call_inbox_query, &a, &reply);
-    if (rc != EXIT_OK)
-        return rc;
-    json_t *msgs = json_object_get(reply, "messages");
-    if (a.json)
-        cli_print_json(show ? json_array_get(msgs, 0) : msgs);
-    else if (show)
-        print_inbox_message(json_array_get(msgs, 0));
-    else
-        print_inbox_table(msgs, &a);
-    json_decref(reply);
-    return EXIT_OK;
+    return SUBS[k].fn(SUBS[k].words == 2 ? argv[optind + 1] : NULL, &a);
 }
 
 static void print_outbox_table(const json_t *msgs)
