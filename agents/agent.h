@@ -124,9 +124,10 @@ void outbox_expire_waiters(agent *a);
 /* inbox.c: receiving */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env);
 void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr);
-/* Marks a message taken into the receiving system's records, audited once (an `ack`
- * entry) in its own unit: *already if it was before. REFEX_E_NOTFOUND if no such id. */
-int inbox_ack(agent *a, const char *idhex, int64_t *acked_at_ms, int *already);
+/* Marks the message with this id from sender (NULL: its one sender) taken into the
+ * receiving system's records, audited once (an `ack` entry) in its own unit: *already if
+ * it was before. REFEX_E_NOTFOUND if no such message. */
+int inbox_ack(agent *a, const char *idhex, const char *sender, int64_t *acked_at_ms, int *already);
 
 /* inbox_wait.c: consuming the inbox by cursor, and held waiters */
 /* {"ok":true,"messages":[...],"cursor":C} for inbox messages with cursor > after. */

@@ -142,11 +142,15 @@ static const char *const SQL[S_N] = {
     [S_INBOX_PAGE] = INBOX_COLUMNS " WHERE cursor > ?1 AND (?2 = 0 OR acked_at_ms IS NULL)"
                                    " ORDER BY cursor LIMIT ?3",
     [S_INBOX_SHOW] = INBOX_COLUMNS " WHERE message_id = ? ORDER BY cursor",
-    /* The first message with this id (ids are unique per sender), unless acknowledged. */
+    /* The message with this id from sender ?3 (ids are unique per sender; NULL: the one
+     * sender the caller has checked there is), unless acknowledged. */
     [S_INBOX_ACK] = "UPDATE inbox SET acked_at_ms = ?1 WHERE rowid = (SELECT rowid FROM inbox"
-                    " WHERE message_id = ?2 ORDER BY cursor LIMIT 1) AND acked_at_ms IS NULL"
+                    " WHERE message_id = ?2 AND (?3 IS NULL OR sender = ?3) ORDER BY cursor"
+                    " LIMIT 1) AND acked_at_ms IS NULL"
                     " RETURNING sender, type, case_ref, envelope_hash, body",
-    [S_INBOX_ACKED] = "SELECT acked_at_ms FROM inbox WHERE message_id = ? ORDER BY cursor LIMIT 1",
+    [S_INBOX_ACKED] = "SELECT acked_at_ms FROM inbox WHERE message_id = ?1"
+                      " AND (?2 IS NULL OR sender = ?2) ORDER BY cursor LIMIT 1",
+    [S_INBOX_SENDERS] = "SELECT sender FROM inbox WHERE message_id = ? ORDER BY cursor",
     [S_OUTBOX_LIST] = "SELECT message_id, recipients, type, case_ref, created_ms,"
                       " state, error_code, error_detail, local_id FROM outbox ORDER BY created_ms",
     [S_MESSAGE_STATUS] = MESSAGE_STATUS_COLUMNS " WHERE message_id = ?1",
@@ -450,14 +454,17 @@ int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup)
     return rc;
 }
 
-int agent_store_inbox_ack(agent_store *s, const char *message_id, int64_t now_ms,
-                          agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms, int *already)
+int agent_store_inbox_ack(agent_store *s, const char *message_id, const char *sender,
+                          int64_t now_ms, agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms,
+                          int *already)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_ACK);
     *already = 0;
     *acked_at_ms = now_ms;
     sqlite3_bind_int64(st, 1, now_ms);
     bind_text(st, 2, message_id);
+    if (sender)
+        bind_text(st, 3, sender);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         /* RETURNING has made its change by the first row: fn may write (the audit entry). */
@@ -473,6 +480,8 @@ int agent_store_inbox_ack(agent_store *s, const char *message_id, int64_t now_ms
         return rc;
     st = agent_store_stmt(s, S_INBOX_ACKED);
     bind_text(st, 1, message_id);
+    if (sender)
+        bind_text(st, 2, sender);
     step = sqlite3_step(st);
     if (step != SQLITE_ROW)
         return agent_store_done(st, step == SQLITE_DONE ? REFEX_E_NOTFOUND : refex_db_err(step));

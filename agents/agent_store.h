@@ -112,13 +112,17 @@ typedef struct {
     size_t body_len;
 } agent_inbox_acked;
 typedef int (*agent_store_ack_fn)(void *ctx, const agent_inbox_acked *m);
-/* Marks the inbox message with this id acknowledged at now_ms, then calls fn (the audit
- * entry, in the same unit; a failure from fn is returned and the caller undoes the unit).
- * Acknowledged before: *already 1, *acked_at_ms when, and fn is not called. Never deletes.
- * REFEX_E_NOTFOUND if no message has this id. */
-int agent_store_inbox_ack(agent_store *s, const char *message_id, int64_t now_ms,
-                          agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms,
+/* Marks the inbox message with this id from sender (NULL: any; the caller has checked
+ * with agent_store_inbox_senders that there is one) acknowledged at now_ms, then calls fn
+ * (the audit entry, in the same unit; a failure from fn is returned and the caller undoes
+ * the unit). Acknowledged before: *already 1, *acked_at_ms when, and fn is not called.
+ * Never deletes. REFEX_E_NOTFOUND if no such message. */
+int agent_store_inbox_ack(agent_store *s, const char *message_id, const char *sender,
+                          int64_t now_ms, agent_store_ack_fn fn, void *ctx, int64_t *acked_at_ms,
                           int *already) REFEX_NODISCARD;
+/* The senders of the inbox messages with this id (ids are unique per sender only), as a
+ * new JSON array of strings in cursor order. */
+int agent_store_inbox_senders(agent_store *s, const char *message_id, json_t **out) REFEX_NODISCARD;
 int agent_store_refused_insert(agent_store *s, const char *sender, const char *message_id, int code,
                                int *dup) REFEX_NODISCARD;
 

@@ -57,6 +57,18 @@ int agent_store_inbox_json(agent_store *s, const char *id, json_t **rows)
     return agent_store_done(st, refex_db_err(step));
 }
 
+int agent_store_inbox_senders(agent_store *s, const char *message_id, json_t **out)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_SENDERS);
+    int step;
+    if (!(*out = json_array()))
+        return REFEX_E_NOMEM;
+    sqlite3_bind_text(st, 1, message_id, -1, SQLITE_STATIC);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(*out, json_string((const char *)sqlite3_column_text(st, 0)));
+    return agent_store_done(st, refex_db_err(step));
+}
+
 int agent_store_inbox_page_json(agent_store *s, int64_t after, int64_t limit, int unacked,
                                 json_t **rows, int64_t *last)
 {

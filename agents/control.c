@@ -97,18 +97,48 @@ static int is_message_id(const char *id)
     return id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32;
 }
 
+/* Message ids are unique per sender only: an id two senders used needs "from". NULL when
+ * id names one message (or none: inbox_ack says so), else the refusal to reply with. */
+static json_t *ack_ambiguity(agent *a, const char *id, const char *from)
+{
+    json_t *senders = NULL;
+    if (from)
+        return NULL;
+    int rc = agent_store_inbox_senders(a->store, id, &senders);
+    if (rc != REFEX_OK || json_array_size(senders) < 2) {
+        json_decref(senders);
+        return rc == REFEX_OK ? NULL : control_error(rc, NULL);
+    }
+    json_t *e = control_error(REFEX_E_INVAL, "more than one sender used this message id: give "
+                                             "\"from\", the sender whose message it is");
+    json_object_set_new(e, "field", json_string("from"));
+    json_object_set_new(e, "valid", senders);
+    return e;
+}
+
 /* The receiving system has taken the message into its own records: audited the first
  * time, "already" after that; the message stays in the inbox. */
 static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
     const char *id = json_string_value(json_object_get(req, "id"));
+    json_t *fromv = json_object_get(req, "from");
+    const char *from = json_string_value(fromv);
     int64_t acked_at = 0;
     int already = 0;
     if (!is_message_id(id)) {
         reply_field_error(a, rid, rid_len, "id", "give the message id: 32 lower-case hex digits");
         return;
     }
-    int rc = inbox_ack(a, id, &acked_at, &already);
+    if (fromv && !json_is_null(fromv) && (!from || !refex_id_valid(from))) {
+        reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
+        return;
+    }
+    json_t *refusal = ack_ambiguity(a, id, from);
+    if (refusal) {
+        batch_reply(a, rid, rid_len, refusal);
+        return;
+    }
+    int rc = inbox_ack(a, id, from, &acked_at, &already);
     if (rc == REFEX_E_NOTFOUND) {
         batch_reply(a, rid, rid_len, control_error(rc, "no message with this id in the inbox"));
         return;

@@ -293,14 +293,14 @@ static int audit_ack(void *vctx, const agent_inbox_acked *m)
     return rc;
 }
 
-int inbox_ack(agent *a, const char *idhex, int64_t *acked_at_ms, int *already)
+int inbox_ack(agent *a, const char *idhex, const char *sender, int64_t *acked_at_ms, int *already)
 {
     ack_ctx x = {a, idhex};
     int rc = batch_unit_begin(a);
     if (rc != REFEX_OK)
         return rc;
-    rc =
-        agent_store_inbox_ack(a->store, idhex, refex_now_ms(), audit_ack, &x, acked_at_ms, already);
+    rc = agent_store_inbox_ack(a->store, idhex, sender, refex_now_ms(), audit_ack, &x, acked_at_ms,
+                               already);
     if (rc == REFEX_OK)
         return batch_unit_end(a, 1);
     batch_unit_end(a, 0);

@@ -151,11 +151,14 @@ static json_t *load_body(const char *cmd, const char *file)
 
 /* A flag sets a field under its proto name; a --body file may hold the same field under its
  * lowerCamelCase JSON name (proto3 JSON, docs/protocol.md 10.2). Renames that key in o to
- * name, so the flag overrides or merges into it rather than making a field given twice. */
+ * name, so the flag overrides or merges into it rather than making a field given twice;
+ * a file with the field under both names is left as it is, to be refused. */
 static void take_json_name(json_t *o, const char *name)
 {
     const char *k;
     json_t *v;
+    if (json_object_get(o, name))
+        return; /* there under its proto name (and if under both, the agent refuses it) */
     json_object_foreach(o, k, v)
     {
         if (strcmp(k, name) != 0 && refex_pbjson_names_is_json_name(name, k, strlen(k))) {

@@ -61,15 +61,20 @@ static int list_options(const char *cmd, int argc, char **argv, list_args *a, in
 
 /* ---- inbox ---------------------------------------------------------------------------- */
 
-static const struct option INBOX_OPTS[] = {
-    {"json", no_argument, 0, 'j'},        {"limit", required_argument, 0, 'l'},
-    {"after", required_argument, 0, 'a'}, {"unacked", no_argument, 0, 'u'},
-    {"count", required_argument, 0, 'n'}, {"timeout", required_argument, 0, 't'},
-    {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+static const struct option INBOX_OPTS[] = {{"json", no_argument, 0, 'j'},
+                                           {"limit", required_argument, 0, 'l'},
+                                           {"after", required_argument, 0, 'a'},
+                                           {"unacked", no_argument, 0, 'u'},
+                                           {"count", required_argument, 0, 'n'},
+                                           {"timeout", required_argument, 0, 't'},
+                                           {"from", required_argument, 0, 'f'},
+                                           {"help", no_argument, 0, 'h'},
+                                           {0, 0, 0, 0}};
 
 typedef struct {
     int json, help, unacked;
     long limit, after, count, timeout; /* 0: all, from the start, no end, no end */
+    const char *from;                  /* inbox ack --from: the message's sender */
     char given[8];                     /* the options given, by letter, for checking */
 } inbox_args;
 
@@ -88,6 +93,8 @@ static int inbox_options(int argc, char **argv, inbox_args *a)
             a->help = 1;
         else if (opt == 'u')
             a->unacked = 1;
+        else if (opt == 'f')
+            a->from = optarg;
         else if (opt == 'l')
             rc = cli_number("inbox", "--limit", optarg, 0, LIMIT_MAX, &a->limit);
         else if (opt == 'a')
@@ -108,11 +115,8 @@ static int inbox_check_options(const char *sub, const inbox_args *a, const char 
     static const struct {
         char letter;
         const char *name;
-    } NAMES[] = {{'l', "--limit"},
-                 {'a', "--after"},
-                 {'u', "--unacked"},
-                 {'n', "--count"},
-                 {'t', "--timeout"}};
+    } NAMES[] = {{'l', "--limit"}, {'a', "--after"},   {'u', "--unacked"},
+                 {'n', "--count"}, {'t', "--timeout"}, {'f', "--from"}};
     for (const char *g = a->given; *g; g++) {
         if (strchr(allowed, *g))
             continue;
@@ -137,9 +141,15 @@ static int call_inbox_show(refex_client *c, const void *id, char **out)
     return refex_client_inbox_show(c, id, out);
 }
 
-static int call_inbox_ack(refex_client *c, const void *id, char **out)
+typedef struct {
+    const char *id, *from;
+} ack_call;
+
+static int call_inbox_ack(refex_client *c, const void *arg, char **out)
 {
-    return refex_client_inbox_ack(c, id, out);
+    const ack_call *k = arg;
+    return k->from ? refex_client_inbox_ack_from(c, k->id, k->from, out)
+                   : refex_client_inbox_ack(c, k->id, out);
 }
 
 static void print_inbox_message(const json_t *m)
@@ -187,7 +197,8 @@ static void print_inbox_table(const json_t *msgs, const inbox_args *a)
 static int inbox_ack(const char *id, const inbox_args *a)
 {
     json_t *reply = NULL;
-    int rc = cli_call(10000, call_inbox_ack, id, &reply);
+    ack_call k = {id, a->from};
+    int rc = cli_call(10000, call_inbox_ack, &k, &reply);
     if (rc != EXIT_OK)
         return rc;
     if (a->json)
@@ -342,7 +353,7 @@ static int inbox_usage(int help, int bad)
             "usage: refex [-c AGENT.conf] inbox list [--after CURSOR] [--limit N] [--unacked]"
             " [--json]\n"
             "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
-            "       refex [-c AGENT.conf] inbox ack MESSAGE_ID [--json]\n"
+            "       refex [-c AGENT.conf] inbox ack MESSAGE_ID [--from SENDER] [--json]\n"
             "       refex [-c AGENT.conf] inbox watch [--after CURSOR] [--unacked] [--json]\n"
             "                                         [--count N] [--timeout SEC]\n"
             "\n"
@@ -352,11 +363,12 @@ static int inbox_usage(int help, int bad)
             "only those that came after it, --limit the first N (0: all), --unacked\n"
             "those not acknowledged yet. 'show' prints the whole body. 'ack' says the\n"
             "message is now in this system's own records (audited once; it stays in\n"
-            "the inbox). 'watch' prints the messages after CURSOR (default: all), then\n"
-            "each new one as it comes, one line each (one JSON object per line with\n"
-            "--json), until interrupted, --count N printed, or --timeout SEC without\n"
-            "a new one. Restarted with --after the last cursor printed, it prints\n"
-            "exactly what it missed.\n");
+            "the inbox); --from SENDER names whose message it is when two senders used\n"
+            "one message id. 'watch' prints the messages after CURSOR (default: all),\n"
+            "then each new one as it comes, one line each (one JSON object per line\n"
+            "with --json), until interrupted, --count N printed, or --timeout SEC\n"
+            "without a new one. Restarted with --after the last cursor printed, it\n"
+            "prints exactly what it missed.\n");
     return help && !bad ? EXIT_OK : EXIT_USAGE;
 }
 
@@ -411,7 +423,7 @@ int cmd_inbox(int argc, char **argv)
         int (*fn)(const char *arg, const inbox_args *a);
     } SUBS[] = {{"list", "lau", 1, sub_list},
                 {"show", "", 2, sub_show},
-                {"ack", "", 2, inbox_ack},
+                {"ack", "f", 2, inbox_ack},
                 {"watch", "aunt", 1, sub_watch}};
     size_t k = 0;
     while (k < sizeof SUBS / sizeof SUBS[0] && strcmp(SUBS[k].name, sub) != 0)

@@ -166,6 +166,18 @@ int refex_client_inbox_ack(refex_client *c, const char *message_id, char **out)
     return with_id(c, "inbox_ack", message_id, out);
 }
 
+int refex_client_inbox_ack_from(refex_client *c, const char *message_id, const char *sender,
+                                char **out)
+{
+    if (!message_id || !sender) {
+        if (out)
+            *out = NULL;
+        return refex_client_fail(c, REFEX_E_INVAL, "give a message id and its sender");
+    }
+    return refex_client_call(
+        c, json_pack("{s:s, s:s, s:s}", "cmd", "inbox_ack", "id", message_id, "from", sender), out);
+}
+
 int refex_client_inbox_wait(refex_client *c, long long after, int timeout_ms, char **out)
 {
     return refex_client_call_long(c,

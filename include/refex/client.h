@@ -131,6 +131,13 @@ int refex_client_inbox_query(refex_client *c, long long after, long long limit, 
  * again is fine ("already": true, the first time kept, not audited again). E_NOTFOUND:
  * no inbox message has this id; E_INVAL: not a 32-hex message id. */
 int refex_client_inbox_ack(refex_client *c, const char *message_id, char **out);
+/* The same for the message with this id from sender. Message ids are unique per sender
+ * only: when two senders' messages share an id, refex_client_inbox_ack refuses with
+ * E_INVAL, the reply's "field" being "from" and "valid" the senders; ack each by its
+ * sender (each inbox entry has its "sender"). E_NOTFOUND: no message with this id from
+ * sender. */
+int refex_client_inbox_ack_from(refex_client *c, const char *message_id, const char *sender,
+                                char **out);
 /* Blocks until there are inbox messages with cursor > after, or timeout_ms passes (1 to
  * 300000, else E_INVAL): returns REFEX_OK with a reply as refex_client_inbox_query's,
  * whose "messages" is empty (and "cursor" is after) when the time ran out. Messages there

@@ -373,6 +373,18 @@ static void test_bad_input(void **state)
     assert_refused(sc_control(json_pack("{s:s, s:s}", "cmd", "inbox_ack", "id",
                                         "ffffffffffffffffffffffffffffffff")),
                    "E_NOTFOUND", NULL);
+    assert_refused(
+        sc_control(json_pack("{s:s, s:s, s:i}", "cmd", "inbox_ack", "id", g_ids[1], "from", 7)),
+        "E_INVAL", "from");
+    assert_refused(sc_control(json_pack("{s:s, s:s, s:s}", "cmd", "inbox_ack", "id", g_ids[1],
+                                        "from", "Not An Id")),
+                   "E_INVAL", "from");
+    assert_refused(sc_control(json_pack("{s:s, s:s, s:s}", "cmd", "inbox_ack", "id", g_ids[1],
+                                        "from", "substance-misuse")),
+                   "E_NOTFOUND", NULL);
+    json_decref(sc_cli(1, (const char *[]){"inbox", "ack", g_ids[1], "--from", "police", NULL}, out,
+                       sizeof out));
+    assert_non_null(strstr(out, "E_NOTFOUND"));
     assert_refused(sc_control(json_pack("{s:s, s:i}", "cmd", "inbox_wait", "timeout_ms", 0)),
                    "E_INVAL", "timeout_ms");
     assert_refused(sc_control(json_pack("{s:s, s:i}", "cmd", "inbox_wait", "timeout_ms", 300001)),
@@ -397,8 +409,12 @@ static void test_bad_input(void **state)
     refex_client_free(r);
     assert_rc(refex_client_watch_next(c, &r), REFEX_E_INVAL); /* no watch started */
     assert_rc(refex_client_watch_start(c, -1), REFEX_E_INVAL);
+    assert_rc(refex_client_inbox_ack_from(c, g_ids[0], NULL, &r), REFEX_E_INVAL);
     /* ... and the agent is still there, its inbox as it was. */
     assert_ok(refex_client_inbox_ack(c, g_ids[0], &r));
+    assert_non_null(strstr(r, "\"already\":true"));
+    refex_client_free(r);
+    assert_ok(refex_client_inbox_ack_from(c, g_ids[0], "midwifery", &r));
     assert_non_null(strstr(r, "\"already\":true"));
     refex_client_free(r);
     assert_ok(refex_client_status(c, &r));

@@ -245,6 +245,13 @@ static void test_both_names_refused(void **state)
         out, sizeof out);
     assert_non_null(
         strstr(out, "subject.estimatedDueDate: field given twice, also as estimated_due_date"));
+    /* a body flag on such a field does not pick one of the two values */
+    write_file(path, "{\"lawful_basis\": {\"article9\": \"ARTICLE9_EXPLICIT_CONSENT\"},"
+                     " \"lawfulBasis\": {\"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\"}}");
+    expect(1, "field given twice",
+           (const char *[]){"send", "--to", "social-care", "--type", "referral", "--body", path,
+                            "--article6", "legal-obligation", NULL},
+           out, sizeof out);
     assert_int_equal(h_sql_int(&g_net, "data/midwifery/agent.db", sql), outbox);
     assert_true(h_alive(&g_net.agents[h_agent_index(&g_net, "midwifery")]));
     h_path(&g_net, log, sizeof log, "logs/midwifery.log");

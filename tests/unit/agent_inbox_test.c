@@ -322,17 +322,17 @@ static void test_ack_audited_once(void **state)
     int already = -1;
     deliver_n(f, 2, ids);
     uint64_t before = agent_fixture_audit_size(f);
-    assert_ok(inbox_ack(&f->a, ids[0], &at, &already));
+    assert_ok(inbox_ack(&f->a, ids[0], NULL, &at, &already));
     agent_fixture_commit(f);
     assert_int_equal(already, 0);
     assert_true(at > 0);
     assert_int_equal(agent_fixture_audit_size(f), before + 1);
-    assert_ok(inbox_ack(&f->a, ids[0], &at2, &already));
+    assert_ok(inbox_ack(&f->a, ids[0], NULL, &at2, &already));
     agent_fixture_commit(f);
     assert_int_equal(already, 1);
     assert_int_equal(at2, at);
     assert_int_equal(agent_fixture_audit_size(f), before + 1);
-    assert_rc(inbox_ack(&f->a, "00000000000000000000000000000000", &at2, &already),
+    assert_rc(inbox_ack(&f->a, "00000000000000000000000000000000", NULL, &at2, &already),
               REFEX_E_NOTFOUND);
     agent_fixture_commit(f);
     assert_int_equal(agent_fixture_audit_size(f), before + 1);
@@ -359,6 +359,43 @@ static void test_ack_audited_once(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "message_type")), "REFERRAL");
     assert_string_equal(json_string_value(json_object_get(e, "article6")), "ARTICLE6_PUBLIC_TASK");
     json_decref(entries);
+}
+
+/* Ids are unique per sender only: two senders' messages under one id are acked apart. */
+static void test_ack_by_sender(void **state)
+{
+    agent_fixture *f = *state;
+    const char *id = "0123456789abcdef0123456789abcdef";
+    char hashhex[65];
+    json_t *senders = NULL, *rows = NULL;
+    int64_t at = 0, last;
+    int dup = -1, already = -1;
+    memset(hashhex, 'a', 64);
+    hashhex[64] = 0;
+    insert(f, "midwifery", id, hashhex, &dup);
+    insert(f, "police", id, hashhex, &dup);
+    agent_fixture_commit(f);
+    assert_ok(agent_store_inbox_senders(f->a.store, id, &senders));
+    assert_int_equal(json_array_size(senders), 2);
+    assert_string_equal(json_string_value(json_array_get(senders, 0)), "midwifery");
+    assert_string_equal(json_string_value(json_array_get(senders, 1)), "police");
+    json_decref(senders);
+    assert_ok(inbox_ack(&f->a, id, "police", &at, &already));
+    agent_fixture_commit(f);
+    assert_int_equal(already, 0);
+    assert_rc(inbox_ack(&f->a, id, "social-care", &at, &already), REFEX_E_NOTFOUND);
+    agent_fixture_commit(f);
+    assert_ok(agent_store_inbox_page_json(f->a.store, 0, 0, 1, &rows, &last));
+    assert_int_equal(json_array_size(rows), 1); /* midwifery's is still to be taken */
+    assert_string_equal(json_string_value(json_object_get(json_array_get(rows, 0), "sender")),
+                        "midwifery");
+    json_decref(rows);
+    assert_ok(inbox_ack(&f->a, id, "midwifery", &at, &already));
+    agent_fixture_commit(f);
+    assert_int_equal(already, 0);
+    assert_ok(inbox_ack(&f->a, id, "police", &at, &already));
+    agent_fixture_commit(f);
+    assert_int_equal(already, 1);
 }
 
 static void test_waiters(void **state)
@@ -462,6 +499,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_audited_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ack_by_sender, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiters, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_migration, setup, teardown),
     };
