@@ -36,22 +36,36 @@ int refex_db_err(int rc)
 }
 
 /* A database file that exists with group or other bits (created under a loose umask by an
- * older version, or copied in) is made private, once, with a log line; ENOENT is fine. */
+ * older version, or copied in) is made private, once, with a log line; ENOENT is fine.
+ * Through one descriptor opened without following a symbolic link, so what is changed is
+ * the file that was looked at. */
 static int tighten(const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    if (stat(path, &st) != 0)
-        return errno == ENOENT ? REFEX_OK : REFEX_E_STORE;
-    if (!S_ISREG(st.st_mode) || !(st.st_mode & 077))
-        return REFEX_OK; /* not a file: SQLite will say so */
-    if (chmod(path, st.st_mode & 0700) != 0) {
-        snprintf(err, errlen, "%s: mode %03o is open to others and chmod failed: %s", path,
-                 (unsigned)(st.st_mode & 0777), strerror(errno));
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return REFEX_OK;
+        snprintf(err, errlen, "%s: cannot open to check its mode: %s", path,
+                 errno == ELOOP ? "it is a symbolic link" : strerror(errno));
         return REFEX_E_STORE;
     }
-    refex_log_warn("db: %s was mode %03o; now %03o (readable by its owner only)", path,
-                   (unsigned)(st.st_mode & 0777), (unsigned)(st.st_mode & 0700));
-    return REFEX_OK;
+    int rc = REFEX_OK;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "%s: cannot check its mode: %s", path, strerror(errno));
+        rc = REFEX_E_STORE;
+    } else if (S_ISREG(st.st_mode) && (st.st_mode & 077)) {
+        if (fchmod(fd, st.st_mode & 0700) != 0) {
+            snprintf(err, errlen, "%s: mode %03o is open to others and chmod failed: %s", path,
+                     (unsigned)(st.st_mode & 0777), strerror(errno));
+            rc = REFEX_E_STORE;
+        } else {
+            refex_log_warn("db: %s was mode %03o; now %03o (readable by its owner only)", path,
+                           (unsigned)(st.st_mode & 0777), (unsigned)(st.st_mode & 0700));
+        }
+    } /* else not a file (SQLite will say so) or private already */
+    close(fd);
+    return rc;
 }
 
 /* Holds its owner's private data, so 0600 whatever the umask. SQLite gives the -wal and

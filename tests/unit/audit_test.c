@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "audit.h"
 #include "db.h"
@@ -160,6 +161,42 @@ static void test_db_open_errors(void **state)
     assert_null(db);
     refex_db_close(&db);
     refex_db_close(NULL);
+}
+
+/* A database's files are made private (0600) whatever the umask, and a sidecar that is a
+ * symbolic link is refused, not followed: the file it points at keeps its mode. */
+static void test_db_private_modes(void **state)
+{
+    fixture *f = *state;
+    char path[1100], side[1200], other[1100], err[512] = "";
+    struct stat st;
+    sqlite3 *db = NULL;
+    mode_t old = umask(0);
+    snprintf(path, sizeof path, "%s/loose.db", f->dir);
+    assert_ok(refex_db_open(path, 0, &db, err, sizeof err));
+    refex_db_close(&db);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(chmod(path, 0644), 0); /* an older one: tightened at open */
+    assert_ok(refex_db_open(path, 0, &db, err, sizeof err));
+    refex_db_close(&db);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    snprintf(other, sizeof other, "%s/elsewhere", f->dir);
+    FILE *o = fopen(other, "w");
+    assert_non_null(o);
+    fclose(o);
+    assert_int_equal(chmod(other, 0644), 0);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    assert_int_equal(symlink(other, side), 0);
+    assert_int_equal(refex_db_open(path, 0, &db, err, sizeof err), REFEX_E_STORE);
+    assert_null(db);
+    assert_non_null(strstr(err, "symbolic link"));
+    assert_int_equal(stat(other, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    umask(old);
 }
 
 static void test_db_err_mapping(void **state)
@@ -704,6 +741,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_db_pragmas),
         T(test_db_open_errors),
+        T(test_db_private_modes),
         cmocka_unit_test(test_db_err_mapping),
         T(test_init_idempotent),
         T(test_append_seq_increases),
