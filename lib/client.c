@@ -43,7 +43,10 @@ struct refex_client {
     int w_on, w_armed;
     long long w_after;
     int64_t w_deadline;
-    ino_t w_ino; /* the control socket's inode when armed: another one is another agent */
+    /* The control socket's inode and change time when armed: another socket file is
+     * another agent (a new file may be given the old inode number). */
+    ino_t w_ino;
+    struct timespec w_ctime;
 };
 
 int refex_client_fail(refex_client *c, int code, const char *fmt, ...)
@@ -452,6 +455,7 @@ static int watch_arm(refex_client *c)
                                  c->endpoint);
     c->w_armed = 1;
     c->w_ino = st.st_ino;
+    c->w_ctime = st.st_ctim;
     c->w_deadline = refex_mono_ms() + WATCH_WAIT_MS + WATCH_SLACK_MS;
     return REFEX_OK;
 }
@@ -499,7 +503,8 @@ static int watch_lost(const refex_client *c)
 {
     struct stat st;
     return refex_mono_ms() >= c->w_deadline || stat(socket_path(c), &st) != 0 ||
-           st.st_ino != c->w_ino;
+           st.st_ino != c->w_ino || st.st_ctim.tv_sec != c->w_ctime.tv_sec ||
+           st.st_ctim.tv_nsec != c->w_ctime.tv_nsec;
 }
 
 /* A page came: the watch moves on to its cursor and asks again. */
