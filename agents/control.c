@@ -73,24 +73,6 @@ static void cmd_inbox_list(agent *a, const uint8_t *rid, size_t rid_len, json_t 
     batch_reply(a, rid, rid_len, rc == REFEX_OK ? reply : control_error(rc, NULL));
 }
 
-static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
-{
-    const char *id = json_string_value(json_object_get(req, "id"));
-    json_t *rows = NULL;
-    int rc = agent_store_inbox_json(a->store, id ? id : "", &rows);
-    if (rc != REFEX_OK) {
-        json_decref(rows);
-        batch_reply(a, rid, rid_len, control_error(rc, NULL));
-        return;
-    }
-    if (json_array_size(rows) == 0) {
-        json_decref(rows);
-        batch_reply(a, rid, rid_len, control_error(REFEX_E_NOTFOUND, "no such message"));
-        return;
-    }
-    batch_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
-}
-
 /* Is id shaped like a message id (32 lower-case hex digits)? */
 static int is_message_id(const char *id)
 {
@@ -99,7 +81,7 @@ static int is_message_id(const char *id)
 
 /* Message ids are unique per sender only: an id two senders used needs "from". NULL when
  * id names one message (or none: inbox_ack says so), else the refusal to reply with. */
-static json_t *ack_ambiguity(agent *a, const char *id, const char *from)
+static json_t *sender_ambiguity(agent *a, const char *id, const char *from)
 {
     json_t *senders = NULL;
     if (from)
@@ -133,7 +115,7 @@ static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *
         reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
         return;
     }
-    json_t *refusal = ack_ambiguity(a, id, from);
+    json_t *refusal = sender_ambiguity(a, id, from);
     if (refusal) {
         batch_reply(a, rid, rid_len, refusal);
         return;
@@ -152,6 +134,42 @@ static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *
     batch_reply(a, rid, rid_len,
                 json_pack("{s:b, s:s, s:I, s:b}", "ok", 1, "id", id, "acked_at_ms",
                           (json_int_t)acked_at, "already", already));
+}
+
+/* One message, decrypted, by id (and by sender, "from", when two senders used the id). */
+static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
+{
+    const char *id = json_string_value(json_object_get(req, "id"));
+    json_t *fromv = json_object_get(req, "from"), *rows = NULL, *m;
+    const char *from = json_string_value(fromv);
+    size_t i;
+    if (fromv && !json_is_null(fromv) && (!from || !refex_id_valid(from))) {
+        reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
+        return;
+    }
+    json_t *refusal = id ? sender_ambiguity(a, id, from) : NULL;
+    if (refusal) {
+        batch_reply(a, rid, rid_len, refusal);
+        return;
+    }
+    int rc = agent_store_inbox_json(a->store, id ? id : "", &rows);
+    if (rc != REFEX_OK) {
+        json_decref(rows);
+        batch_reply(a, rid, rid_len, control_error(rc, NULL));
+        return;
+    }
+    json_array_foreach(rows, i, m)
+    {
+        const char *sender = json_string_value(json_object_get(m, "sender"));
+        if (from && (!sender || strcmp(sender, from) != 0))
+            json_array_remove(rows, i--);
+    }
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        batch_reply(a, rid, rid_len, control_error(REFEX_E_NOTFOUND, "no such message"));
+        return;
+    }
+    batch_reply(a, rid, rid_len, json_pack("{s:b, s:o}", "ok", 1, "messages", rows));
 }
 
 /* The long poll: a page at once if there is one, else the client is held until a

@@ -136,18 +136,21 @@ static int call_inbox_query(refex_client *c, const void *arg, char **out)
     return refex_client_inbox_query(c, a->after, a->limit, a->unacked, out);
 }
 
-static int call_inbox_show(refex_client *c, const void *id, char **out)
-{
-    return refex_client_inbox_show(c, id, out);
-}
-
+/* A message id and, if given (--from), its sender. */
 typedef struct {
     const char *id, *from;
-} ack_call;
+} by_sender;
+
+static int call_inbox_show(refex_client *c, const void *arg, char **out)
+{
+    const by_sender *k = arg;
+    return k->from ? refex_client_inbox_show_from(c, k->id, k->from, out)
+                   : refex_client_inbox_show(c, k->id, out);
+}
 
 static int call_inbox_ack(refex_client *c, const void *arg, char **out)
 {
-    const ack_call *k = arg;
+    const by_sender *k = arg;
     return k->from ? refex_client_inbox_ack_from(c, k->id, k->from, out)
                    : refex_client_inbox_ack(c, k->id, out);
 }
@@ -197,7 +200,7 @@ static void print_inbox_table(const json_t *msgs, const inbox_args *a)
 static int inbox_ack(const char *id, const inbox_args *a)
 {
     json_t *reply = NULL;
-    ack_call k = {id, a->from};
+    by_sender k = {id, a->from};
     int rc = cli_call(10000, call_inbox_ack, &k, &reply);
     if (rc != EXIT_OK)
         return rc;
@@ -352,7 +355,7 @@ static int inbox_usage(int help, int bad)
     fprintf(cli_usage_stream(help && !bad),
             "usage: refex [-c AGENT.conf] inbox list [--after CURSOR] [--limit N] [--unacked]"
             " [--json]\n"
-            "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--json]\n"
+            "       refex [-c AGENT.conf] inbox show MESSAGE_ID [--from SENDER] [--json]\n"
             "       refex [-c AGENT.conf] inbox ack MESSAGE_ID [--from SENDER] [--json]\n"
             "       refex [-c AGENT.conf] inbox watch [--after CURSOR] [--unacked] [--json]\n"
             "                                         [--count N] [--timeout SEC]\n"
@@ -363,8 +366,9 @@ static int inbox_usage(int help, int bad)
             "only those that came after it, --limit the first N (0: all), --unacked\n"
             "those not acknowledged yet. 'show' prints the whole body. 'ack' says the\n"
             "message is now in this system's own records (audited once; it stays in\n"
-            "the inbox); --from SENDER names whose message it is when two senders used\n"
-            "one message id. 'watch' prints the messages after CURSOR (default: all),\n"
+            "the inbox). For show and ack, --from SENDER names whose message it is when\n"
+            "two senders used one message id. 'watch' prints the messages after CURSOR (default: "
+            "all),\n"
             "then each new one as it comes, one line each (one JSON object per line\n"
             "with --json), until interrupted, --count N printed, or --timeout SEC\n"
             "without a new one. Restarted with --after the last cursor printed, it\n"
@@ -376,7 +380,8 @@ static int inbox_usage(int help, int bad)
 static int inbox_query(const char *id, const inbox_args *a)
 {
     json_t *reply = NULL;
-    int rc = id ? cli_call(10000, call_inbox_show, id, &reply)
+    by_sender k = {id, a->from};
+    int rc = id ? cli_call(10000, call_inbox_show, &k, &reply)
                 : cli_call(10000, call_inbox_query, a, &reply);
     if (rc != EXIT_OK)
         return rc;
@@ -422,7 +427,7 @@ int cmd_inbox(int argc, char **argv)
         int words;
         int (*fn)(const char *arg, const inbox_args *a);
     } SUBS[] = {{"list", "lau", 1, sub_list},
-                {"show", "", 2, sub_show},
+                {"show", "f", 2, sub_show},
                 {"ack", "f", 2, inbox_ack},
                 {"watch", "aunt", 1, sub_watch}};
     size_t k = 0;

@@ -151,6 +151,19 @@ int refex_client_inbox_show(refex_client *c, const char *message_id, char **out)
     return with_id(c, "inbox_show", message_id, out);
 }
 
+int refex_client_inbox_show_from(refex_client *c, const char *message_id, const char *sender,
+                                 char **out)
+{
+    if (!message_id || !sender) {
+        if (out)
+            *out = NULL;
+        return refex_client_fail(c, REFEX_E_INVAL, "give a message id and its sender");
+    }
+    return refex_client_call(
+        c, json_pack("{s:s, s:s, s:s}", "cmd", "inbox_show", "id", message_id, "from", sender),
+        out);
+}
+
 int refex_client_inbox_query(refex_client *c, long long after, long long limit, int unacked,
                              char **out)
 {

@@ -110,7 +110,13 @@ int refex_client_status(refex_client *c, char **out);
 int refex_client_message_status(refex_client *c, const char *message_id, char **out);
 /* The whole inbox, oldest first (as refex_client_inbox_query(c, 0, 0, 0, out)). */
 int refex_client_inbox_list(refex_client *c, char **out);
+/* One inbox message, decrypted: {"ok":true,"messages":[the entry, with its body]}.
+ * E_NOTFOUND: no such message. Message ids are unique per sender only: when two senders'
+ * messages share the id, E_INVAL ("field": "from", "valid": the senders); then ask by
+ * sender with refex_client_inbox_show_from. */
 int refex_client_inbox_show(refex_client *c, const char *message_id, char **out);
+int refex_client_inbox_show_from(refex_client *c, const char *message_id, const char *sender,
+                                 char **out);
 
 /* ---- consuming the inbox: by cursor, with acknowledgements, and waiting ------------- */
 /* Every inbox message has a "cursor": a whole number, strictly increasing in the order

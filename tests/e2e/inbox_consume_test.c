@@ -385,6 +385,16 @@ static void test_bad_input(void **state)
     json_decref(sc_cli(1, (const char *[]){"inbox", "ack", g_ids[1], "--from", "police", NULL}, out,
                        sizeof out));
     assert_non_null(strstr(out, "E_NOTFOUND"));
+    json_decref(sc_cli(1, (const char *[]){"inbox", "show", g_ids[1], "--from", "police", NULL},
+                       out, sizeof out));
+    assert_non_null(strstr(out, "E_NOTFOUND"));
+    json_t *shown =
+        sc_json((const char *[]){"inbox", "show", g_ids[1], "--from", "midwifery", "--json", NULL});
+    assert_string_equal(str(shown, "message_id"), g_ids[1]);
+    json_decref(shown);
+    assert_refused(sc_control(json_pack("{s:s, s:s, s:s}", "cmd", "inbox_show", "id", g_ids[1],
+                                        "from", "Not An Id")),
+                   "E_INVAL", "from");
     assert_refused(sc_control(json_pack("{s:s, s:i}", "cmd", "inbox_wait", "timeout_ms", 0)),
                    "E_INVAL", "timeout_ms");
     assert_refused(sc_control(json_pack("{s:s, s:i}", "cmd", "inbox_wait", "timeout_ms", 300001)),
