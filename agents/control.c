@@ -79,6 +79,18 @@ static int is_message_id(const char *id)
     return id && strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32;
 }
 
+/* req's optional "from", the sender of the message asked for, into *from (NULL if
+ * absent); false after replying E_INVAL when it is not an agency id. */
+static int from_field(agent *a, const uint8_t *rid, size_t rid_len, json_t *req, const char **from)
+{
+    json_t *v = json_object_get(req, "from");
+    *from = json_string_value(v);
+    if (!v || json_is_null(v) || (*from && refex_id_valid(*from)))
+        return 1;
+    reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
+    return 0;
+}
+
 /* Message ids are unique per sender only: an id two senders used needs "from". NULL when
  * id names one message (or none: inbox_ack says so), else the refusal to reply with. */
 static json_t *sender_ambiguity(agent *a, const char *id, const char *from)
@@ -102,19 +114,15 @@ static json_t *sender_ambiguity(agent *a, const char *id, const char *from)
  * time, "already" after that; the message stays in the inbox. */
 static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
-    const char *id = json_string_value(json_object_get(req, "id"));
-    json_t *fromv = json_object_get(req, "from");
-    const char *from = json_string_value(fromv);
+    const char *id = json_string_value(json_object_get(req, "id")), *from = NULL;
     int64_t acked_at = 0;
     int already = 0;
     if (!is_message_id(id)) {
         reply_field_error(a, rid, rid_len, "id", "give the message id: 32 lower-case hex digits");
         return;
     }
-    if (fromv && !json_is_null(fromv) && (!from || !refex_id_valid(from))) {
-        reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
+    if (!from_field(a, rid, rid_len, req, &from))
         return;
-    }
     json_t *refusal = sender_ambiguity(a, id, from);
     if (refusal) {
         batch_reply(a, rid, rid_len, refusal);
@@ -139,14 +147,11 @@ static void cmd_inbox_ack(agent *a, const uint8_t *rid, size_t rid_len, json_t *
 /* One message, decrypted, by id (and by sender, "from", when two senders used the id). */
 static void cmd_inbox_show(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
 {
-    const char *id = json_string_value(json_object_get(req, "id"));
-    json_t *fromv = json_object_get(req, "from"), *rows = NULL, *m;
-    const char *from = json_string_value(fromv);
+    const char *id = json_string_value(json_object_get(req, "id")), *from = NULL;
+    json_t *rows = NULL, *m;
     size_t i;
-    if (fromv && !json_is_null(fromv) && (!from || !refex_id_valid(from))) {
-        reply_field_error(a, rid, rid_len, "from", "give the sender's agency id");
+    if (!from_field(a, rid, rid_len, req, &from))
         return;
-    }
     json_t *refusal = id ? sender_ambiguity(a, id, from) : NULL;
     if (refusal) {
         batch_reply(a, rid, rid_len, refusal);
