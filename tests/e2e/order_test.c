@@ -130,9 +130,10 @@ static void wait_refused_or_drained(int seen)
 /* The recipient's inbox from cursor 0, as message ids in cursor order. */
 static size_t inbox_ids(char ids[][33], size_t cap)
 {
-    json_t *r = h_control(&g_net, "social-care",
-                          json_pack("{s:s, s:I, s:I}", "cmd", "inbox_list", "after", (json_int_t)0,
-                                    "limit", (json_int_t)1000));
+    json_t *req = json_pack("{s:s, s:I, s:I}", "cmd", "inbox_list", "after", (json_int_t)0, "limit",
+                            (json_int_t)1000);
+    json_t *r = h_control(&g_net, "social-care", req);
+    json_decref(req);
     size_t n = 0, i;
     json_t *m;
     json_array_foreach(json_object_get(r, "messages"), i, m)
