@@ -1,7 +1,8 @@
 /* Per-sender order under refusal (issue 10, item 2), with a real broker and agents: the
  * broker's store is capped (store_max) so that it refuses with E_STORE while the recipient
  * is offline; the sender goes on sending (messages of random sizes, so a small one could fit
- * where a large one did not), new sends queue behind the refused ones; then the broker comes
+ * where a large one did not), new sends queue behind the refused ones, and after its 5 s
+ * back-off the sender tries the oldest pending one alone, not a burst; then the broker comes
  * back with room, more is sent, the recipient comes online, and its inbox holds every
  * message exactly once, in the order it was sent (by cursor). With send_window = 4 every
  * message still arrives exactly once; a send_window outside 1..64 stops the agent at start
@@ -23,11 +24,12 @@
 #include "harness.h"
 #include "util.h"
 
-#define N_FULL   40 /* sent first: the store fills and refuses */
-#define N_QUEUED 10 /* sent while refused: they queue behind */
-#define N_AFTER  10 /* sent once the broker has room again */
-#define N_TOTAL  (N_FULL + N_QUEUED + N_AFTER)
-#define DRAIN_MS 120000
+#define N_FULL       40 /* sent first: the store fills and refuses */
+#define N_QUEUED     10 /* sent while refused: they queue behind */
+#define N_AFTER      10 /* sent once the broker has room again */
+#define N_TOTAL      (N_FULL + N_QUEUED + N_AFTER)
+#define DRAIN_MS     120000
+#define RETRY_MS_E2E 5000 /* the agent's back-off after a transient refusal */
 
 static h_net g_net;
 static const char *const AGENCIES[] = {"midwifery", "social-care", NULL};
@@ -95,6 +97,54 @@ static int refusals(void)
     if (f)
         fclose(f);
     return n;
+}
+
+/* The message id in the sender's last "not stored by the broker yet" line, into id. */
+static void last_refused(char id[33])
+{
+    char path[600], line[1024];
+    id[0] = 0;
+    h_path(&g_net, path, sizeof path, "logs/midwifery.log");
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "outbox: ");
+        if (at && strstr(line, "not stored by the broker yet"))
+            snprintf(id, 33, "%.32s", at + strlen("outbox: "));
+    }
+    if (f)
+        fclose(f);
+}
+
+/* The oldest of the sender's messages still pending: its index in g_ids, or -1. */
+static int oldest_pending(int sent)
+{
+    char sql[256];
+    for (int i = 0; i < sent; i++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM outbox WHERE state = 'pending' AND message_id = '%.32s'",
+                 g_ids[i]);
+        if (h_sql_int(&g_net, "data/midwifery/agent.db", sql) == 1)
+            return i;
+    }
+    return -1;
+}
+
+/* The broker still full: after the back-off the sender tries the oldest pending message
+ * alone (one refusal more, for that one), not the outbox in a burst. */
+static void backoff_sends_oldest_alone(int sent)
+{
+    int seen = refusals();
+    int64_t t0 = refex_mono_ms(), deadline = t0 + 3 * RETRY_MS_E2E;
+    while (refusals() == seen && refex_mono_ms() < deadline)
+        h_pause();
+    assert_int_equal(refusals(), seen + 1);
+    char id[33];
+    last_refused(id);
+    int oldest = oldest_pending(sent);
+    assert_true(oldest >= 0);
+    assert_string_equal(id, g_ids[oldest]);
+    printf("order: after %lld ms of back-off the oldest pending (#%d) alone was tried again\n",
+           (long long)(refex_mono_ms() - t0), oldest);
 }
 
 /* The broker restarted on its port with store_max = cap. */
@@ -183,6 +233,8 @@ static size_t refusal_scenario(int window, char got[][33], size_t cap)
     printf("order: the full store took %lld of %d; %lld pending\n", outbox_count("stored"), next,
            outbox_count("pending"));
     assert_true(outbox_count("stored") < N_FULL);
+    if (window == 0)
+        backoff_sends_oldest_alone(next);
 
     /* Room comes back a little at a time: some fit, then the store is full again. */
     const char *caps[] = {"96K", "128K"};
