@@ -20,7 +20,7 @@
 #include "util.h"
 
 static const char *const CONFIG_KEYS[] = {
-    "agency", "broker", "broker_id", "control_group", REFEX_DAEMON_BASE_KEYS, NULL};
+    "agency", "broker", "broker_id", "control_group", "send_window", REFEX_DAEMON_BASE_KEYS, NULL};
 
 /* ---- setup ------------------------------------------------------------------------- */
 
@@ -51,6 +51,11 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
     snprintf(a->agency, sizeof a->agency, "%s", agency);
     snprintf(a->broker_ep, sizeof a->broker_ep, "%s", ep);
     snprintf(a->broker_id, sizeof a->broker_id, "%s", bid ? bid : "broker");
+    if (refex_config_uint(cfg, "send_window", SEND_WINDOW_DEFAULT, &a->send_window) ||
+        a->send_window < 1 || a->send_window > SEND_WINDOW_MAX) {
+        snprintf(err, errlen, "config: send_window must be between 1 and %d", SEND_WINDOW_MAX);
+        goto out;
+    }
     if ((rc = refex_daemon_base_load(cfg, "this agency's .secret file", &a->base, err, errlen)) !=
         REFEX_OK)
         goto out;
@@ -126,7 +131,7 @@ static void on_welcome(agent *a, const Refex__V1__Frame *f)
         printf("READY %s\n", a->agency);
         fflush(stdout);
     }
-    outbox_flush(a, 0);
+    outbox_pace_restart(a);
     cases_resend_subscriptions(a);
 }
 
@@ -261,10 +266,7 @@ static void timers(agent *a)
     int64_t now = refex_mono_ms();
     if (!a->online)
         return;
-    if (now >= a->next_retry_ms) {
-        a->next_retry_ms = now + RETRY_MS;
-        outbox_flush(a, 1);
-    }
+    outbox_pace_tick(a);
     if (now - a->last_sent_ms >= PING_MS) {
         /* Application-level liveness on top of ZMTP heartbeats: any traffic counts. */
         Refex__V1__Ping p = REFEX__V1__PING__INIT;

@@ -31,13 +31,21 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen);
 int agent_run(agent *a);
 void agent_close(agent **a_p);
 
-#define MAX_WAITERS     64
-#define RID_MAX         256
-#define CONTROL_MAX     (64u * 1024 * 1024)
-#define WAIT_DEADLINE   30000
-#define MAX_TTL_SECONDS (366 * 24 * 3600)
-#define RETRY_MS        5000  /* resend what the broker has not answered after this long */
-#define PING_MS         10000 /* application-level ping when the link is otherwise idle */
+#define MAX_WAITERS         64
+#define RID_MAX             256
+#define CONTROL_MAX         (64u * 1024 * 1024)
+#define WAIT_DEADLINE       30000
+#define MAX_TTL_SECONDS     (366 * 24 * 3600)
+#define RETRY_MS            5000  /* resend what the broker has not answered after this long */
+#define PING_MS             10000 /* application-level ping when the link is otherwise idle */
+#define SEND_WINDOW_DEFAULT 1     /* SENDs in flight unanswered: 1 keeps order under refusal */
+#define SEND_WINDOW_MAX     64
+
+/* A SEND handed to the broker and not answered yet (outbox_pace.c). */
+typedef struct {
+    uint8_t id[16];
+    int64_t sent_ms; /* monotonic */
+} in_flight;
 
 /* A control client waiting for the broker's STORED for one of its messages. */
 typedef struct {
@@ -92,6 +100,12 @@ struct agent {
     inbox_waiter inbox_waiters[MAX_INBOX_WAITERS];
     size_t n_inbox_waiters;
     int inbox_grew; /* the open batch added a message to the inbox */
+    /* The send queue (outbox_pace.c): the oldest pending messages, in order, in flight. */
+    uint64_t send_window; /* config send_window; 0 (unset): SEND_WINDOW_DEFAULT */
+    in_flight flight[SEND_WINDOW_MAX];
+    size_t n_flight;
+    int pace_recovering;    /* a transient refusal: one at a time until the oldest is stored */
+    int64_t pace_resume_ms; /* monotonic; after a transient refusal nothing is sent before it */
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
@@ -117,9 +131,24 @@ int control_guard_admit(agent *a, const void *req, const uint8_t *rid, size_t ri
 
 /* outbox.c: sending */
 void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
-void outbox_flush(agent *a, int stale_only);
 void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail);
 void outbox_expire_waiters(agent *a);
+
+/* outbox_pace.c: the order and pace of SENDs. Pending messages go to the broker oldest
+ * first, at most the window unanswered; a transient refusal stops the queue. */
+/* Refusals that say "not now" rather than "never": the message stays pending. */
+int outbox_transient(int code);
+/* A new session (WELCOME): nothing is in flight any more; send from the oldest. */
+void outbox_pace_restart(agent *a);
+/* Sends the next pending messages in order while the window has room (inside a batch). */
+void outbox_pace_pump(agent *a);
+/* The broker answered message id (code 0: STORED): frees its slot, backs off on a
+ * transient refusal, else sends the next ones. */
+void outbox_pace_answer(agent *a, const uint8_t id[16], int code);
+/* Is message id handed to the broker and unanswered? */
+int outbox_pace_in_flight(const agent *a, const uint8_t id[16]);
+/* The loop's timer: resumes after a back-off; forgets SENDs unanswered for RETRY_MS. */
+void outbox_pace_tick(agent *a);
 
 /* inbox.c: receiving */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env);

@@ -98,6 +98,8 @@ static const char *const SQL[S_N] = {
                         " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_OUTBOX_PENDING] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
                          " AND sent_ms <= ? ORDER BY created_ms, rowid LIMIT 500",
+    [S_OUTBOX_QUEUE] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
+                       " ORDER BY created_ms, rowid LIMIT ?",
     [S_OUTBOX_MARK_SENT] = "UPDATE outbox SET sent_ms = ? WHERE message_id = ?",
     [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
                         " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
@@ -371,6 +373,18 @@ int agent_store_outbox_pending(agent_store *s, int64_t sent_before, agent_store_
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_PENDING);
     int step;
     sqlite3_bind_int64(st, 1, sent_before);
+    while ((step = sqlite3_step(st)) == SQLITE_ROW)
+        if (fn(ctx, column_text(st, 0), sqlite3_column_blob(st, 1),
+               (size_t)sqlite3_column_bytes(st, 1)))
+            break;
+    return agent_store_done(st, refex_db_err(step));
+}
+
+int agent_store_outbox_queue(agent_store *s, int limit, agent_store_envelope_fn fn, void *ctx)
+{
+    sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_QUEUE);
+    int step;
+    sqlite3_bind_int(st, 1, limit);
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
         if (fn(ctx, column_text(st, 0), sqlite3_column_blob(st, 1),
                (size_t)sqlite3_column_bytes(st, 1)))

@@ -72,6 +72,10 @@ typedef int (*agent_store_envelope_fn)(void *ctx, const char *message_id, const 
  * fn returns nonzero to stop. */
 int agent_store_outbox_pending(agent_store *s, int64_t sent_before, agent_store_envelope_fn fn,
                                void *ctx) REFEX_NODISCARD;
+/* The first `limit` pending messages in the order they were committed (created_ms, ties
+ * by rowid), whenever last handed over: the send queue (outbox_pace.c). fn as above. */
+int agent_store_outbox_queue(agent_store *s, int limit, agent_store_envelope_fn fn,
+                             void *ctx) REFEX_NODISCARD;
 int agent_store_outbox_mark_sent(agent_store *s, const char *message_id,
                                  int64_t sent_ms) REFEX_NODISCARD;
 /* A pending message becomes stored (code 0) or rejected (code, detail). *settled is 0 if it

@@ -1,6 +1,6 @@
 /* Sending: a control client's send becomes a sealed envelope in the outbox and the audit
- * log in one unit, then goes to the broker; STORED/REJECTED settle it and answer waiting
- * clients. Not receiving (inbox.c). */
+ * log in one unit, then waits its turn in the send queue (outbox_pace.c); STORED/REJECTED
+ * settle it and answer waiting clients. Not receiving (inbox.c). */
 #include "agent.h"
 
 #include <ctype.h>
@@ -37,57 +37,6 @@ typedef struct {
     int repeat;           /* local_id names a message already kept: first is it */
     agent_outbox_local first;
 } send_req;
-
-static int send_envelope_bytes(agent *a, const uint8_t *env, size_t len)
-{
-    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
-    if (!e)
-        return REFEX_E_MALFORMED;
-    Refex__V1__Send s = REFEX__V1__SEND__INIT;
-    s.envelope = e;
-    int rc = batch_link_out(a, REFEX__V1__FRAME__KIND_SEND, &s.base);
-    refex__v1__envelope__free_unpacked(e, NULL);
-    return rc;
-}
-
-typedef struct {
-    agent *a;
-    int64_t now;
-    int n;
-} flush_ctx;
-
-static int flush_one(void *vctx, const char *message_id, const uint8_t *env, size_t len)
-{
-    flush_ctx *fc = vctx;
-    int rc = send_envelope_bytes(fc->a, env, len);
-    if (rc != REFEX_OK) {
-        refex_log_warn("outbox: %s not sent yet: %s", message_id, refex_errname(rc));
-        return 1;
-    }
-    if (agent_store_outbox_mark_sent(fc->a->store, message_id, fc->now) != REFEX_OK)
-        return 1;
-    fc->n++;
-    return 0;
-}
-
-/* Hands the broker what it has not stored yet, oldest first (which keeps per-sender
- * order): everything after a WELCOME, and on the retry timer whatever has waited longer
- * than RETRY_MS for its STORED. */
-void outbox_flush(agent *a, int stale_only)
-{
-    flush_ctx fc = {a, refex_now_ms(), 0};
-    if (batch_unit_begin(a) != REFEX_OK)
-        return;
-    if (agent_store_outbox_pending(a->store, stale_only ? fc.now - RETRY_MS : INT64_MAX, flush_one,
-                                   &fc) != REFEX_OK)
-        refex_log_debug("outbox: the pending list was not read to its end");
-    if (batch_unit_end(a, 1) != REFEX_OK)
-        refex_log_warn("outbox: could not record send times");
-    if (fc.n) {
-        a->last_sent_ms = refex_mono_ms();
-        refex_log_info("outbox: %d pending message(s) handed to the broker", fc.n);
-    }
-}
 
 static int resolve_recipients(agent *a, const json_t *to, const refex_agency **out, size_t *n,
                               char *detail, size_t dlen)
@@ -339,9 +288,9 @@ static int commit_send(agent *a, send_req *s)
     refex_audit_entry ae;
     journal_fill(a, &ae, "send", "success", s->peers, s->idhex, s->type, s->case_ref, s->hashhex,
                  &s->meta);
-    /* Sent right after commit if online; the retry timer covers a lost send. */
+    /* Sent when its turn in the send queue comes (outbox_pace.c), which records it. */
     agent_outbox_row row = {s->idhex,    s->peers,      refex_message_type_name(s->type),
-                            s->case_ref, s->created_ms, a->online ? s->created_ms : 0,
+                            s->case_ref, s->created_ms, 0,
                             s->env,      s->env_len,    &s->meta,
                             s->local_id, s->subhash};
     int rc = batch_unit_begin(a);
@@ -520,12 +469,12 @@ static void answer_repeat(agent *a, const uint8_t *rid, size_t rid_len, json_t *
     batch_reply(a, rid, rid_len, r);
 }
 
-/* Hands the committed message to the broker, then answers now or when it is stored. */
+/* Queues the committed message behind any older pending ones (it goes to the broker now
+ * only if it is next and the window has room), then answers now or when it is stored. */
 static void answer_send(agent *a, const uint8_t *rid, size_t rid_len, const send_req *s)
 {
-    int sent = a->online && send_envelope_bytes(a, s->env, s->env_len) == REFEX_OK;
-    if (sent)
-        a->last_sent_ms = refex_mono_ms();
+    outbox_pace_pump(a);
+    int sent = outbox_pace_in_flight(a, s->id);
     if (s->wait && add_waiter(a, rid, rid_len, s->id))
         return;
     batch_reply(a, rid, rid_len,
@@ -567,14 +516,6 @@ out:
     free(s);
 }
 
-/* Refusals that say "not now" rather than "never": the message stays pending and is
- * resent. */
-static int transient(int code)
-{
-    return code == REFEX_E_STORE || code == REFEX_E_BUSY || code == REFEX_E_UNAVAILABLE ||
-           code == REFEX_E_NOMEM;
-}
-
 /* Answers the control clients waiting for this message. */
 static void answer_waiters(agent *a, const uint8_t id[16], const char *idhex, int code,
                            const char *detail)
@@ -588,7 +529,7 @@ static void answer_waiters(agent *a, const uint8_t id[16], const char *idhex, in
                  : json_pack("{s:b, s:s, s:s}", "ok", 1, "message_id", idhex, "state", "stored");
         if (code && r) {
             json_object_set_new(r, "message_id", json_string(idhex));
-            if (transient(code))
+            if (outbox_transient(code))
                 json_object_set_new(r, "state", json_string("pending"));
         }
         batch_reply(a, w->rid, w->rid_len, r);
@@ -603,10 +544,11 @@ void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
     char idhex[33], peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX] = "";
     int rc, settled = 0;
     refex_hex_encode(idhex, id, 16);
-    if (transient(code)) {
+    if (outbox_transient(code)) {
         refex_log_warn("outbox: %s not stored by the broker yet (%s); will retry", idhex,
                        refex_errname(code));
         answer_waiters(a, id, idhex, code, detail);
+        outbox_pace_answer(a, id, code);
         return;
     }
     if ((rc = batch_unit_begin(a)) != REFEX_OK)
@@ -626,6 +568,7 @@ void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
     else
         refex_log_debug("outbox: %s stored by the broker", idhex);
     answer_waiters(a, id, idhex, code, detail);
+    outbox_pace_answer(a, id, code);
 }
 
 void outbox_expire_waiters(agent *a)

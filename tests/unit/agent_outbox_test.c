@@ -4,7 +4,9 @@
  * nothing), a transient refusal leaves it pending, and a duplicate id is refused. A send
  * under a local id is idempotent (a repeat answers with the first message, and sends and
  * records nothing; another submission under it is E_DUPLICATE), and an agent.db made
- * before local ids opens and takes them. */
+ * before local ids opens and takes them. The send queue (outbox_pace.c): new sends wait
+ * behind pending ones, at most the window unanswered, a transient refusal stops it until
+ * the oldest is stored, a rejection does not, and a new session resends oldest first. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -600,6 +602,185 @@ static void test_old_database_opens_and_takes_local_ids(void **state)
     }
 }
 
+/* ---- the send queue: order and pace (agents/outbox_pace.c) ------------------------- */
+
+#include "envelope.h"
+
+typedef struct {
+    size_t n;
+    char ids[16][33];
+} sends;
+
+/* The SENDs the open batch queued for the broker, by message id, in order; then commits. */
+static sends take_sends(agent_fixture *f)
+{
+    sends out;
+    memset(&out, 0, sizeof out);
+    for (size_t i = 0; i < f->a.outq_n; i++) {
+        if (f->a.outq[i].rid_len != 0)
+            continue;
+        Refex__V1__Frame *fr = agent_fixture_frame(f, i);
+        assert_int_equal(fr->kind_case, REFEX__V1__FRAME__KIND_SEND);
+        Refex__V1__EnvelopeHeader *h = NULL;
+        assert_ok(refex_envelope_parse_header(fr->send->envelope, &h));
+        assert_true(out.n < 16);
+        refex_hex_encode(out.ids[out.n++], h->message_id.data, 16);
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+        refex_frame_free(&fr);
+    }
+    agent_fixture_commit(f);
+    return out;
+}
+
+/* One control send (summary names it); its id into id, its reply's state into state. */
+static sends pace_send(agent_fixture *f, const char *summary, char id[33], char state[16])
+{
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"cmd\": \"send\", \"type\": \"referral\", \"to\": [\"social-care\"],"
+             " \"body\": {\"kind\": \"REFERRAL_PRE_BIRTH\", \"summary\": \"%s\","
+             " \"subject\": {\"kind\": \"SUBJECT_UNBORN\", \"reference\": \"UB-1\"},"
+             " \"referrer\": {\"reference\": \"MW-1\"}, \"purpose\": \"PURPOSE_SAFEGUARDING\","
+             " \"urgency\": \"URGENCY_ROUTINE\", \"consent\": \"CONSENT_NOT_SOUGHT_SAFEGUARDING\","
+             " \"lawful_basis\": {\"article6\": \"ARTICLE6_PUBLIC_TASK\","
+             " \"article9\": \"ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST\"}}}",
+             summary);
+    json_t *req = json_loads(json, 0, NULL);
+    assert_non_null(req);
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    outbox_cmd_send(&f->a, (const uint8_t *)"cli", 3, req);
+    json_decref(req);
+    json_t *r = NULL;
+    for (size_t i = 0; i < f->a.outq_n; i++)
+        if (f->a.outq[i].rid_len)
+            r = json_loadb(f->a.outq[i].data, f->a.outq[i].len, 0, NULL);
+    assert_non_null(r);
+    assert_true(json_is_true(json_object_get(r, "ok")));
+    snprintf(id, 33, "%s", reply_str(r, "message_id"));
+    snprintf(state, 16, "%s", reply_str(r, "state"));
+    json_decref(r);
+    return take_sends(f);
+}
+
+/* The broker's answer for message idhex (0: STORED), as the loop handles it. */
+static sends pace_answer(agent_fixture *f, const char *idhex, int code)
+{
+    uint8_t id[16];
+    assert_ok(refex_hex_decode(id, 16, idhex));
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    outbox_result(&f->a, id, code, code ? "refused" : NULL);
+    return take_sends(f);
+}
+
+/* Window 1 (the default): a new send queues behind the pending one and goes out when the
+ * one before it is answered; a non-transient refusal does not block the queue. */
+static void test_pace_new_sends_queue_behind_pending(void **state)
+{
+    agent_fixture *f = *state;
+    char id[3][33], st[16];
+    f->a.online = 1;
+    sends s = pace_send(f, "one", id[0], st);
+    assert_string_equal(st, "sent");
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id[0]);
+    for (int i = 1; i < 3; i++) {
+        s = pace_send(f, i == 1 ? "two" : "three", id[i], st);
+        assert_string_equal(st, "pending"); /* committed, not sent ahead of the first */
+        assert_int_equal(s.n, 0);
+    }
+    s = pace_answer(f, id[0], 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id[1]);
+    s = pace_answer(f, id[1], REFEX_E_INVAL); /* rejected: leaves the queue */
+    assert_state(f, id[1], "rejected", REFEX_E_INVAL);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id[2]);
+    s = pace_answer(f, id[2], 0);
+    assert_int_equal(s.n, 0);
+    assert_int_equal(f->a.n_flight, 0);
+}
+
+/* Window 3: at most three unanswered, the next sent as each answer comes; a transient
+ * refusal stops the queue until the back-off ends, then the oldest pending goes alone until
+ * it is stored, and only then the window opens again. */
+static void test_pace_window_and_transient_refusal(void **state)
+{
+    agent_fixture *f = *state;
+    char id[6][33], st[16], name[8];
+    f->a.online = 1;
+    f->a.send_window = 3;
+    size_t sent = 0;
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "m%d", i);
+        sends s = pace_send(f, name, id[i], st);
+        assert_string_equal(st, i < 3 ? "sent" : "pending");
+        for (size_t k = 0; k < s.n; k++)
+            assert_string_equal(s.ids[k], id[sent++]);
+    }
+    assert_int_equal(sent, 3);
+    assert_int_equal(f->a.n_flight, 3);
+    sends s = pace_answer(f, id[0], 0); /* a slot frees: the next one */
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id[3]);
+    s = pace_answer(f, id[1], REFEX_E_STORE); /* the queue stops */
+    assert_int_equal(s.n, 0);
+    assert_state(f, id[1], "pending", 0);
+    assert_true(f->a.pace_resume_ms > 0);
+    assert_int_equal(pace_answer(f, id[2], 0).n, 0); /* in flight before the refusal */
+    assert_int_equal(pace_answer(f, id[3], REFEX_E_BUSY).n, 0);
+    assert_int_equal(f->a.n_flight, 0);
+    char st2[16], late[33];
+    assert_int_equal(pace_send(f, "late", late, st2).n, 0); /* queued, not sent ahead */
+    assert_string_equal(st2, "pending");
+    outbox_pace_tick(&f->a); /* still backing off: nothing */
+    assert_int_equal(take_sends(f).n, 0);
+    f->a.pace_resume_ms = 1; /* the back-off is over */
+    outbox_pace_tick(&f->a);
+    s = take_sends(f);
+    assert_int_equal(s.n, 1); /* the oldest pending, alone */
+    assert_string_equal(s.ids[0], id[1]);
+    s = pace_answer(f, id[1], REFEX_E_STORE); /* refused again: back off again */
+    assert_int_equal(s.n, 0);
+    f->a.pace_resume_ms = 1;
+    outbox_pace_tick(&f->a);
+    s = take_sends(f);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], id[1]);
+    s = pace_answer(f, id[1], 0); /* stored: the window opens, in order */
+    assert_int_equal(s.n, 3);
+    assert_string_equal(s.ids[0], id[3]);
+    assert_string_equal(s.ids[1], id[4]);
+    assert_string_equal(s.ids[2], id[5]);
+    s = pace_answer(f, id[3], 0);
+    assert_int_equal(s.n, 1);
+    assert_string_equal(s.ids[0], late);
+}
+
+/* A new session resends what was in flight, oldest first, windowed; offline, nothing. */
+static void test_pace_restart_resends_oldest_first(void **state)
+{
+    agent_fixture *f = *state;
+    char id[3][33], st[16];
+    f->a.send_window = 2;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(pace_send(f, i ? "later" : "first", id[i], st).n, 0);
+        assert_string_equal(st, "pending");
+    }
+    f->a.online = 1;
+    outbox_pace_restart(&f->a);
+    sends s = take_sends(f);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[0], id[0]);
+    assert_string_equal(s.ids[1], id[1]);
+    outbox_pace_restart(&f->a); /* the answers were lost with the old session */
+    s = take_sends(f);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.ids[0], id[0]);
+    assert_string_equal(s.ids[1], id[1]);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -623,6 +804,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_local_id_shaped_like_a_message_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_old_database_opens_and_takes_local_ids, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_pace_new_sends_queue_behind_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pace_window_and_transient_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pace_restart_resends_oldest_first, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
