@@ -6,7 +6,8 @@
  * the next commit. The size limit counts live envelope bytes (checked before the insert);
  * max_page_count is only a backstop. A write failure that ends SQLite's transaction (a full
  * disk) is survived: the batch's acknowledgements are redone in a new transaction and only
- * its messages are refused. Not for routing decisions (broker/queue.c). */
+ * its messages are refused (the batch lives in store_sqlite_batch.c). Not for routing
+ * decisions (broker/queue.c). */
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "db.h"
 #include "log.h"
 #include "store.h"
+#include "store_sqlite.h"
 
 static const char *SCHEMA =
     "CREATE TABLE IF NOT EXISTS messages ("
@@ -32,26 +34,6 @@ static const char *SCHEMA =
     " sender TEXT NOT NULL, message_id BLOB NOT NULL, recipient TEXT NOT NULL,"
     " receipt BLOB NOT NULL, UNIQUE (sender, message_id, recipient));"
     "CREATE INDEX IF NOT EXISTS receipts_sender ON receipts(sender, seq);";
-
-enum {
-    S_PUT,
-    S_DELIVERY,
-    S_PENDING,
-    S_FIND,
-    S_UNDELIVER,
-    S_DONE,
-    S_DROP,
-    S_KEEP,
-    S_RECEIPT_PUT,
-    S_RECEIPTS,
-    S_RECEIPT_DEL,
-    S_EXPIRED,
-    S_PURGE,
-    S_COUNT,
-    S_LIVE,
-    S_FREELIST,
-    S_N
-};
 
 static const char *SQL[S_N] = {
     [S_PUT] = "INSERT INTO messages(sender, message_id, envelope, expires_ms, stored_ms,"
@@ -84,34 +66,11 @@ static const char *SQL[S_N] = {
     [S_FREELIST] = "PRAGMA freelist_count",
 };
 
-/* An acknowledgement of the open batch, kept so it can be redone if SQLite ends the batch's
- * transaction (recipient NULL: a receipt ack, `who` being the receipt's recipient). */
-typedef struct {
-    char *recipient, *sender, *who;
-    uint8_t id[16];
-    uint8_t *receipt;
-    size_t receipt_len;
-} redo_op;
-
-typedef struct {
-    sqlite3 *db;
-    sqlite3_stmt *st[S_N];
-    int in_tx;
-    int incremental;         /* auto_vacuum = INCREMENTAL: freed pages can be given back */
-    uint64_t max_bytes;      /* live envelope bytes allowed; 0: no limit */
-    int64_t live, live_done; /* live envelope bytes: in the open batch, and committed */
-    size_t n_puts;           /* messages put in the open batch */
-    int puts_lost;           /* the batch's transaction ended under them: refuse the batch's */
-    const char *refusal;     /* why the last put was refused, for the sender */
-    redo_op *redo;
-    size_t n_redo, cap_redo;
-} sq_store;
-
 static const char *const REFUSE_FULL =
     "the broker's store is full (store_max reached); retry later";
 static const char *const REFUSE_WRITE = "the broker could not store the message; retry later";
 
-static sqlite3_stmt *stmt(sq_store *s, int which)
+sqlite3_stmt *refex_sqstore_stmt(sq_store *s, int which)
 {
     sqlite3_stmt *st = s->st[which];
     sqlite3_reset(st);
@@ -120,7 +79,7 @@ static sqlite3_stmt *stmt(sq_store *s, int which)
 }
 
 /* Errors that mean the data could not be written map to REFEX_E_STORE. */
-static int write_err(sq_store *s, int rc)
+int refex_sqstore_write_err(sq_store *s, int rc)
 {
     int code = rc & 0xff;
     if (code == SQLITE_OK || code == SQLITE_DONE || code == SQLITE_ROW)
@@ -133,180 +92,13 @@ static int write_err(sq_store *s, int rc)
     return REFEX_E_STORE;
 }
 
-static void redo_clear(sq_store *s)
-{
-    for (size_t i = 0; i < s->n_redo; i++) {
-        free(s->redo[i].recipient);
-        free(s->redo[i].sender);
-        free(s->redo[i].who);
-        free(s->redo[i].receipt);
-    }
-    s->n_redo = 0;
-}
-
-/* Remembers a successful acknowledgement of the open batch. REFEX_E_NOMEM if it cannot. */
-static int redo_keep(sq_store *s, const char *recipient, const char *sender, const char *who,
-                     const uint8_t id[16], const uint8_t *receipt, size_t receipt_len)
-{
-    if (s->n_redo == s->cap_redo) {
-        size_t cap = s->cap_redo ? 2 * s->cap_redo : 64;
-        redo_op *r = realloc(s->redo, cap * sizeof *r);
-        if (!r)
-            return REFEX_E_NOMEM;
-        s->redo = r;
-        s->cap_redo = cap;
-    }
-    redo_op *op = &s->redo[s->n_redo];
-    memset(op, 0, sizeof *op);
-    memcpy(op->id, id, 16);
-    op->recipient = recipient ? strdup(recipient) : NULL;
-    op->sender = strdup(sender);
-    op->who = who ? strdup(who) : NULL;
-    op->receipt = receipt_len ? malloc(receipt_len) : NULL;
-    op->receipt_len = receipt_len;
-    s->n_redo++;
-    if ((recipient && !op->recipient) || !op->sender || (who && !op->who) ||
-        (receipt_len && !op->receipt))
-        return REFEX_E_NOMEM; /* freed by redo_clear */
-    if (receipt_len)
-        memcpy(op->receipt, receipt, receipt_len);
-    return REFEX_OK;
-}
-
-static void batch_reset(sq_store *s)
-{
-    redo_clear(s);
-    s->live = s->live_done;
-    s->n_puts = 0;
-    s->puts_lost = 0;
-}
-
-static int sq_begin(void *impl)
-{
-    sq_store *s = impl;
-    if (s->in_tx)
-        return REFEX_OK;
-    batch_reset(s);
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return write_err(s, rc);
-    s->in_tx = 1;
-    return REFEX_OK;
-}
-
-/* Gives the pages freed by the batch (delivered envelopes, purged rows) back to the file
- * system, in the batch's own transaction. Cheap: only when the freelist is not empty. */
-static void give_back_pages(sq_store *s)
-{
-    if (!s->incremental)
-        return;
-    sqlite3_stmt *st = stmt(s, S_FREELIST);
-    int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    sqlite3_reset(st);
-    if (n > 0 && sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK)
-        refex_log_warn("store: incremental vacuum failed: %s", sqlite3_errmsg(s->db));
-}
-
-static int ack_one(sq_store *s, const char *recipient, const char *sender, const uint8_t id[16],
-                   const uint8_t *receipt, size_t receipt_len);
-static int receipt_del(sq_store *s, const char *sender, const uint8_t id[16],
-                       const char *recipient);
-static int unit(sq_store *s, int begin, int ok);
-
-/* SQLite ended the batch's transaction under a failed write (a full disk or the size
- * backstop): start a new one and redo the batch's acknowledgements, which must not be lost
- * for a message that did not fit. The batch's messages are lost: commit refuses them. */
-static int revive(sq_store *s)
-{
-    s->live = s->live_done;
-    s->puts_lost = s->n_puts > 0;
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
-        refex_log_error("store: cannot restart the batch: %s", sqlite3_errmsg(s->db));
-        return REFEX_E_STORE;
-    }
-    for (size_t i = 0; i < s->n_redo; i++) {
-        const redo_op *op = &s->redo[i];
-        int rc = unit(s, 1, 0);
-        if (rc == REFEX_OK)
-            rc = op->recipient
-                     ? ack_one(s, op->recipient, op->sender, op->id, op->receipt, op->receipt_len)
-                     : receipt_del(s, op->sender, op->id, op->who);
-        if (rc == REFEX_OK || rc == REFEX_E_NOTFOUND)
-            rc = unit(s, 0, 1);
-        if (rc != REFEX_OK) {
-            refex_log_error("store: cannot redo the batch's acknowledgements");
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-            return REFEX_E_STORE;
-        }
-    }
-    refex_log_warn("store: a write failure ended the batch; %zu acknowledgement(s) redone, "
-                   "%zu message(s) of the batch refused",
-                   s->n_redo, s->n_puts);
-    return REFEX_OK;
-}
-
-/* After a write failed: if SQLite ended the transaction, revive it. REFEX_OK if the batch is
- * usable again. */
-static int after_failure(sq_store *s)
-{
-    if (!s->in_tx || !sqlite3_get_autocommit(s->db))
-        return s->in_tx ? REFEX_OK : REFEX_E_STORE;
-    return revive(s);
-}
-
-static int sq_commit(void *impl)
-{
-    sq_store *s = impl;
-    if (!s->in_tx)
-        return REFEX_OK;
-    int rc = after_failure(s);
-    if (rc == REFEX_OK) {
-        give_back_pages(s);
-        rc = write_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL));
-    }
-    if (rc != REFEX_OK && !sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    if (rc == REFEX_OK)
-        s->live_done = s->live;
-    int lost = s->puts_lost;
-    s->in_tx = 0;
-    batch_reset(s);
-    if (rc == REFEX_OK && lost)
-        return REFEX_E_STORE; /* the acknowledgements are durable; the messages are not */
-    return rc == REFEX_OK ? REFEX_OK : REFEX_E_STORE;
-}
-
-static void sq_rollback(void *impl)
-{
-    sq_store *s = impl;
-    if (!sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
-    s->in_tx = 0;
-    batch_reset(s);
-}
-
-/* Each write op runs inside a savepoint, so a failure undoes just that op and the rest of
- * the batch can still commit. */
-static int unit(sq_store *s, int begin, int ok)
-{
-    if (begin)
-        return write_err(s, sqlite3_exec(s->db, "SAVEPOINT op", NULL, NULL, NULL));
-    if (ok)
-        return write_err(s, sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL));
-    if (!sqlite3_get_autocommit(s->db)) {
-        sqlite3_exec(s->db, "ROLLBACK TO op", NULL, NULL, NULL);
-        sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL);
-    }
-    return REFEX_OK;
-}
-
 static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const char *const *rcpt,
                    size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms);
 
 /* Is (sender, id) stored? 1 yes, 0 no. */
 static int known(sq_store *s, const uint8_t id[16], const char *sender)
 {
-    sqlite3_stmt *st = stmt(s, S_FIND);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_FIND);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     int found = sqlite3_step(st) == SQLITE_ROW;
@@ -340,41 +132,41 @@ static int sq_put(void *impl, const uint8_t id[16], const char *sender, const ch
     if (rc != REFEX_OK)
         return rc;
     s->refusal = REFUSE_WRITE;
-    if (unit(s, 1, 0) != REFEX_OK) {
-        after_failure(s);
+    if (refex_sqstore_unit(s, 1, 0) != REFEX_OK) {
+        refex_sqstore_after_failure(s);
         return REFEX_E_STORE;
     }
     rc = put_one(s, id, sender, rcpt, n_rcpt, env, env_len, expires_at_ms);
-    if (rc == REFEX_OK && unit(s, 0, 1) == REFEX_OK) {
+    if (rc == REFEX_OK && refex_sqstore_unit(s, 0, 1) == REFEX_OK) {
         s->live += (int64_t)env_len;
         s->n_puts++;
         return REFEX_OK;
     }
-    unit(s, 0, 0);
+    refex_sqstore_unit(s, 0, 0);
     if (rc != REFEX_E_DUPLICATE)
-        after_failure(s);
+        refex_sqstore_after_failure(s);
     return rc == REFEX_OK ? REFEX_E_STORE : rc;
 }
 
 static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const char *const *rcpt,
                    size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms)
 {
-    sqlite3_stmt *st = stmt(s, S_PUT);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_PUT);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     sqlite3_bind_blob(st, 3, env, (int)env_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, expires_at_ms);
     sqlite3_bind_int64(st, 5, (sqlite3_int64)n_rcpt);
-    int rc = write_err(s, sqlite3_step(st));
+    int rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc != REFEX_OK)
         return rc;
     int64_t seq = sqlite3_last_insert_rowid(s->db);
     for (size_t i = 0; i < n_rcpt; i++) {
-        st = stmt(s, S_DELIVERY);
+        st = refex_sqstore_stmt(s, S_DELIVERY);
         sqlite3_bind_text(st, 1, rcpt[i], -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, seq);
-        rc = write_err(s, sqlite3_step(st));
+        rc = refex_sqstore_write_err(s, sqlite3_step(st));
         sqlite3_reset(st);
         if (rc != REFEX_OK)
             return rc == REFEX_E_DUPLICATE ? REFEX_E_STORE : rc;
@@ -386,7 +178,7 @@ static int sq_pending(void *impl, const char *recipient, int64_t after, int limi
                       refex_store_msg_fn fn, void *ctx)
 {
     sq_store *s = impl;
-    sqlite3_stmt *st = stmt(s, S_PENDING);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_PENDING);
     sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int(st, 3, limit);
@@ -407,19 +199,19 @@ static int sq_pending(void *impl, const char *recipient, int64_t after, int limi
 static int delivery_done(sq_store *s, int64_t seq, int64_t remaining, const char *sender,
                          const uint8_t id[16], int64_t expires, int64_t stored)
 {
-    sqlite3_stmt *st = stmt(s, remaining > 1 ? S_DONE : S_DROP);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, remaining > 1 ? S_DONE : S_DROP);
     sqlite3_bind_int64(st, 1, seq);
-    int rc = write_err(s, sqlite3_step(st));
+    int rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc != REFEX_OK || remaining > 1)
         return rc;
-    st = stmt(s, S_KEEP);
+    st = refex_sqstore_stmt(s, S_KEEP);
     sqlite3_bind_int64(st, 1, seq);
     sqlite3_bind_text(st, 2, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 3, id, 16, SQLITE_STATIC);
     sqlite3_bind_int64(st, 4, expires);
     sqlite3_bind_int64(st, 5, stored);
-    rc = write_err(s, sqlite3_step(st));
+    rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     return rc;
 }
@@ -431,29 +223,30 @@ static int sq_ack(void *impl, const char *recipient, const char *sender, const u
     int rc = REFEX_E_STORE;
     /* a second try if the first ended the transaction and the batch was revived */
     for (int attempt = 0; attempt < 2 && rc == REFEX_E_STORE; attempt++) {
-        if (unit(s, 1, 0) != REFEX_OK) {
-            if (after_failure(s) != REFEX_OK)
+        if (refex_sqstore_unit(s, 1, 0) != REFEX_OK) {
+            if (refex_sqstore_after_failure(s) != REFEX_OK)
                 return REFEX_E_STORE;
             continue;
         }
-        rc = ack_one(s, recipient, sender, id, receipt, receipt_len);
-        if (rc == REFEX_OK && unit(s, 0, 1) == REFEX_OK)
-            return redo_keep(s, recipient, sender, NULL, id, receipt, receipt_len) == REFEX_OK
+        rc = refex_sqstore_ack_one(s, recipient, sender, id, receipt, receipt_len);
+        if (rc == REFEX_OK && refex_sqstore_unit(s, 0, 1) == REFEX_OK)
+            return refex_sqstore_redo_keep(s, recipient, sender, NULL, id, receipt, receipt_len) ==
+                           REFEX_OK
                        ? REFEX_OK
                        : REFEX_E_STORE;
-        unit(s, 0, 0);
+        refex_sqstore_unit(s, 0, 0);
         if (rc == REFEX_OK)
             rc = REFEX_E_STORE;
-        if (rc == REFEX_E_STORE && after_failure(s) != REFEX_OK)
+        if (rc == REFEX_E_STORE && refex_sqstore_after_failure(s) != REFEX_OK)
             return REFEX_E_STORE;
     }
     return rc;
 }
 
-static int ack_one(sq_store *s, const char *recipient, const char *sender, const uint8_t id[16],
-                   const uint8_t *receipt, size_t receipt_len)
+int refex_sqstore_ack_one(sq_store *s, const char *recipient, const char *sender,
+                          const uint8_t id[16], const uint8_t *receipt, size_t receipt_len)
 {
-    sqlite3_stmt *st = stmt(s, S_FIND);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_FIND);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     if (sqlite3_step(st) != SQLITE_ROW) {
@@ -464,10 +257,10 @@ static int ack_one(sq_store *s, const char *recipient, const char *sender, const
     int64_t remaining = sqlite3_column_int64(st, 1), env_len = sqlite3_column_int64(st, 2);
     int64_t expires = sqlite3_column_int64(st, 3), stored = sqlite3_column_int64(st, 4);
     sqlite3_reset(st);
-    st = stmt(s, S_UNDELIVER);
+    st = refex_sqstore_stmt(s, S_UNDELIVER);
     sqlite3_bind_text(st, 1, recipient, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, seq);
-    int rc = write_err(s, sqlite3_step(st));
+    int rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc != REFEX_OK)
         return rc;
@@ -475,12 +268,12 @@ static int ack_one(sq_store *s, const char *recipient, const char *sender, const
         return REFEX_E_NOTFOUND;
     if ((rc = delivery_done(s, seq, remaining, sender, id, expires, stored)) != REFEX_OK)
         return rc;
-    st = stmt(s, S_RECEIPT_PUT);
+    st = refex_sqstore_stmt(s, S_RECEIPT_PUT);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, recipient, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 4, receipt, (int)receipt_len, SQLITE_STATIC);
-    rc = write_err(s, sqlite3_step(st));
+    rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc == REFEX_OK && remaining == 1)
         s->live -= env_len; /* the last delivery: the envelope is gone */
@@ -491,7 +284,7 @@ static int sq_receipts(void *impl, const char *sender, int64_t after, int limit,
                        refex_store_receipt_fn fn, void *ctx)
 {
     sq_store *s = impl;
-    sqlite3_stmt *st = stmt(s, S_RECEIPTS);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_RECEIPTS);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, after);
     sqlite3_bind_int(st, 3, limit);
@@ -508,13 +301,14 @@ static int sq_receipts(void *impl, const char *sender, int64_t after, int limit,
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? REFEX_OK : refex_db_err(rc);
 }
 
-static int receipt_del(sq_store *s, const char *sender, const uint8_t id[16], const char *recipient)
+int refex_sqstore_receipt_del(sq_store *s, const char *sender, const uint8_t id[16],
+                              const char *recipient)
 {
-    sqlite3_stmt *st = stmt(s, S_RECEIPT_DEL);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_RECEIPT_DEL);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, recipient, -1, SQLITE_STATIC);
-    int rc = write_err(s, sqlite3_step(st));
+    int rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc == REFEX_OK && sqlite3_changes(s->db) == 0)
         return REFEX_E_NOTFOUND;
@@ -525,10 +319,12 @@ static int sq_receipt_ack(void *impl, const char *sender, const uint8_t id[16],
                           const char *recipient)
 {
     sq_store *s = impl;
-    int rc = receipt_del(s, sender, id, recipient);
-    if (rc == REFEX_E_STORE && after_failure(s) == REFEX_OK)
-        rc = receipt_del(s, sender, id, recipient); /* once more, in the revived batch */
-    if (rc == REFEX_OK && redo_keep(s, NULL, sender, recipient, id, NULL, 0) != REFEX_OK)
+    int rc = refex_sqstore_receipt_del(s, sender, id, recipient);
+    if (rc == REFEX_E_STORE && refex_sqstore_after_failure(s) == REFEX_OK)
+        rc = refex_sqstore_receipt_del(s, sender, id,
+                                       recipient); /* once more, in the revived batch */
+    if (rc == REFEX_OK &&
+        refex_sqstore_redo_keep(s, NULL, sender, recipient, id, NULL, 0) != REFEX_OK)
         rc = REFEX_E_STORE;
     return rc;
 }
@@ -536,7 +332,7 @@ static int sq_receipt_ack(void *impl, const char *sender, const uint8_t id[16],
 static int sq_expired(void *impl, int64_t now_ms, int limit, refex_store_expired_fn fn, void *ctx)
 {
     sq_store *s = impl;
-    sqlite3_stmt *st = stmt(s, S_EXPIRED);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_EXPIRED);
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int(st, 2, limit);
     int rc;
@@ -554,19 +350,20 @@ static int sq_expired(void *impl, int64_t now_ms, int limit, refex_store_expired
 static int sq_purge(void *impl, int64_t now_ms)
 {
     sq_store *s = impl;
-    sqlite3_stmt *st = stmt(s, S_PURGE);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_PURGE);
     sqlite3_bind_int64(st, 1, now_ms);
-    int rc = write_err(s, sqlite3_step(st));
+    int rc = refex_sqstore_write_err(s, sqlite3_step(st));
     sqlite3_reset(st);
     if (rc == REFEX_E_STORE)
-        after_failure(s); /* purge is redone at its next turn; the batch must live on */
+        refex_sqstore_after_failure(
+            s); /* purge is redone at its next turn; the batch must live on */
     return rc;
 }
 
 static int64_t sq_count(void *impl)
 {
     sq_store *s = impl;
-    sqlite3_stmt *st = stmt(s, S_COUNT);
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_COUNT);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
     sqlite3_reset(st);
     return n;
@@ -597,8 +394,8 @@ static void sq_destroy(void *impl)
     for (int i = 0; i < S_N; i++)
         sqlite3_finalize(s->st[i]);
     if (s->in_tx)
-        sq_rollback(s);
-    redo_clear(s);
+        refex_sqstore_rollback(s);
+    refex_sqstore_redo_clear(s);
     free(s->redo);
     refex_db_close(&s->db);
     free(s);
@@ -606,9 +403,9 @@ static void sq_destroy(void *impl)
 
 static const refex_store_ops SQ_OPS = {
     .name = "sqlite",
-    .begin = sq_begin,
-    .commit = sq_commit,
-    .rollback = sq_rollback,
+    .begin = refex_sqstore_begin,
+    .commit = refex_sqstore_commit,
+    .rollback = refex_sqstore_rollback,
     .put = sq_put,
     .pending = sq_pending,
     .ack = sq_ack,
