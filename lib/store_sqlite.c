@@ -216,6 +216,15 @@ static int delivery_done(sq_store *s, int64_t seq, int64_t remaining, const char
     return rc;
 }
 
+/* The ack is in the batch; if it cannot be kept for a redo, a write failure later in the
+ * same batch would lose it (the delivery then stays pending and is delivered again). */
+static void keep_for_redo(sq_store *s, const char *recipient, const char *sender, const char *who,
+                          const uint8_t id[16], const uint8_t *receipt, size_t receipt_len)
+{
+    if (refex_sqstore_redo_keep(s, recipient, sender, who, id, receipt, receipt_len) != REFEX_OK)
+        refex_log_warn("store: out of memory keeping an acknowledgement for a redo");
+}
+
 static int sq_ack(void *impl, const char *recipient, const char *sender, const uint8_t id[16],
                   const uint8_t *receipt, size_t receipt_len)
 {
@@ -223,18 +232,19 @@ static int sq_ack(void *impl, const char *recipient, const char *sender, const u
     int rc = REFEX_E_STORE;
     /* a second try if the first ended the transaction and the batch was revived */
     for (int attempt = 0; attempt < 2 && rc == REFEX_E_STORE; attempt++) {
+        int64_t live = s->live;
         if (refex_sqstore_unit(s, 1, 0) != REFEX_OK) {
             if (refex_sqstore_after_failure(s) != REFEX_OK)
                 return REFEX_E_STORE;
             continue;
         }
         rc = refex_sqstore_ack_one(s, recipient, sender, id, receipt, receipt_len);
-        if (rc == REFEX_OK && refex_sqstore_unit(s, 0, 1) == REFEX_OK)
-            return refex_sqstore_redo_keep(s, recipient, sender, NULL, id, receipt, receipt_len) ==
-                           REFEX_OK
-                       ? REFEX_OK
-                       : REFEX_E_STORE;
+        if (rc == REFEX_OK && refex_sqstore_unit(s, 0, 1) == REFEX_OK) {
+            keep_for_redo(s, recipient, sender, NULL, id, receipt, receipt_len);
+            return REFEX_OK;
+        }
         refex_sqstore_unit(s, 0, 0);
+        s->live = live;
         if (rc == REFEX_OK)
             rc = REFEX_E_STORE;
         if (rc == REFEX_E_STORE && refex_sqstore_after_failure(s) != REFEX_OK)
@@ -320,12 +330,11 @@ static int sq_receipt_ack(void *impl, const char *sender, const uint8_t id[16],
 {
     sq_store *s = impl;
     int rc = refex_sqstore_receipt_del(s, sender, id, recipient);
+    /* once more, in the revived batch, if the failure ended the transaction */
     if (rc == REFEX_E_STORE && refex_sqstore_after_failure(s) == REFEX_OK)
-        rc = refex_sqstore_receipt_del(s, sender, id,
-                                       recipient); /* once more, in the revived batch */
-    if (rc == REFEX_OK &&
-        refex_sqstore_redo_keep(s, NULL, sender, recipient, id, NULL, 0) != REFEX_OK)
-        rc = REFEX_E_STORE;
+        rc = refex_sqstore_receipt_del(s, sender, id, recipient);
+    if (rc == REFEX_OK)
+        keep_for_redo(s, NULL, sender, recipient, id, NULL, 0);
     return rc;
 }
 
