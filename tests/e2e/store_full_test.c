@@ -109,6 +109,7 @@ static void delivered_once(char (*ids)[33], int n)
  * broker has no pending delivery left. */
 static void drain(void)
 {
+    int64_t t0 = refex_mono_ms();
     long long sent = h_sql_int(&g_net, "data/midwifery/agent.db", "SELECT count(*) FROM outbox");
     assert_int_equal(wait_count("data/midwifery/agent.db",
                                 "SELECT count(*) FROM outbox WHERE state <> 'stored'", 0,
@@ -117,6 +118,8 @@ static void drain(void)
     assert_int_equal(wait_count(INBOX, "SELECT count(*) FROM inbox", sent, H_TIMEOUT_MS * 3), sent);
     assert_int_equal(wait_count(QUEUE, "SELECT count(*) FROM deliveries", 0, H_TIMEOUT_MS * 3), 0);
     assert_int_equal(wait_count(QUEUE, LIVE_SQL, 0, H_TIMEOUT_MS), 0);
+    printf("drain: %lld messages in the outbox, all delivered in %lld ms\n", sent,
+           (long long)(refex_mono_ms() - t0));
 }
 
 static void test_full_store_reclaims_space(void **state)
