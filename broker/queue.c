@@ -41,7 +41,8 @@ static void send_stored(broker *b, const reply *r)
 
 /* Commits the cycle's writes; only then are STORED answers sent. If the store cannot
  * commit, every message of the batch is refused with E_STORE and stays in its sender's
- * outbox, and every session starts over from the oldest pending delivery. */
+ * outbox, and every session starts over from the oldest pending delivery. (The store
+ * keeps the batch's acknowledgements even then when it can: see refex_store_ops.commit.) */
 void queue_batch_end(broker *b)
 {
     if (!b->in_batch)
@@ -130,7 +131,8 @@ static void expire(broker *b)
         goto out;
     for (int i = 0; i < set->n; i++)
         if (expire_one(b, &set->rows[i], now) == REFEX_E_STORE) {
-            b->batch_failed = 1;
+            /* the rest are found again next second */
+            b->batch_failed = !refex_store_batch_alive(b->store);
             break;
         }
 out:
@@ -147,7 +149,8 @@ void queue_timers(broker *b)
     if (now >= b->next_purge_ms) {
         b->next_purge_ms = now + 60000;
         if (queue_batch_begin(b) == REFEX_OK &&
-            refex_store_purge(b->store, refex_now_ms()) != REFEX_OK)
+            refex_store_purge(b->store, refex_now_ms()) != REFEX_OK &&
+            !refex_store_batch_alive(b->store))
             b->batch_failed = 1;
     }
 }
@@ -281,7 +284,7 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
     } else if (rc == REFEX_E_STORE && refex_store_batch_alive(b->store)) {
         /* Only this message could not be written (e.g. the store is full): refuse it now;
          * the rest of the batch, ACKs included (which free space), still commits. */
-        snprintf(detail, sizeof detail, "the broker could not store the message; retry later");
+        snprintf(detail, sizeof detail, "%s", refex_store_refusal(b->store));
         goto out;
     } else {
         /* The batch's transaction is gone: refuse all of it at commit. */
@@ -371,7 +374,7 @@ void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *
     int rc = queue_batch_begin(b);
     if (rc == REFEX_OK)
         rc = refex_store_receipt_ack(b->store, p->agency, ra->message_id.data, ra->recipient);
-    if (rc == REFEX_E_STORE)
+    if (rc == REFEX_E_STORE && !refex_store_batch_alive(b->store))
         b->batch_failed = 1;
     session *s = session_by_agency(b, p->agency);
     if (s) {

@@ -25,9 +25,13 @@ typedef int (*refex_store_expired_fn)(void *ctx, const uint8_t id[16], const cha
 typedef struct refex_store_ops {
     const char *name;
     int (*begin)(void *impl);
-    int (*commit)(void *impl); /* REFEX_E_STORE if it could not be made durable */
+    /* REFEX_E_STORE if the batch's messages could not be made durable. Its acknowledgements
+     * and receipt acks may still have been: if SQLite ended the transaction under a failed
+     * write (a full disk), they are redone in a new one, and only the messages are lost. */
+    int (*commit)(void *impl);
     void (*rollback)(void *impl);
-    /* REFEX_E_DUPLICATE if (sender, id) is known; REFEX_E_STORE if it cannot be written. */
+    /* REFEX_E_DUPLICATE if (sender, id) is known; REFEX_E_STORE if it cannot be written or
+     * does not fit (checked before the insert; refusal() says which). */
     int (*put)(void *impl, const uint8_t id[16], const char *sender, const char *const *rcpt,
                size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms);
     /* Deliveries for recipient with seq > after, at most limit. */
@@ -49,6 +53,10 @@ typedef struct refex_store_ops {
     /* After a write failed: is the batch still usable? put and ack undo their own partial
      * work when they fail, but some failures (I/O, a full disk) end the whole batch. */
     int (*batch_alive)(void *impl);
+    /* Envelope bytes waiting for delivery (what max_bytes limits), in the open batch. */
+    int64_t (*live_bytes)(void *impl);
+    /* Why the last put answered REFEX_E_STORE, in words for the sender. */
+    const char *(*refusal)(void *impl);
     void (*destroy)(void *impl);
 } refex_store_ops;
 
@@ -118,9 +126,18 @@ static inline int refex_store_batch_alive(refex_store *s)
 {
     return s->ops->batch_alive(s->impl);
 }
+static inline int64_t refex_store_live_bytes(refex_store *s)
+{
+    return s->ops->live_bytes(s->impl);
+}
+static inline const char *refex_store_refusal(refex_store *s)
+{
+    return s->ops->refusal(s->impl);
+}
 
-/* Opens (creating) the SQLite store at path: WAL, synchronous=FULL. max_bytes > 0 caps the
- * database size (writes beyond it fail with REFEX_E_STORE, as on a full disk). */
+/* Opens (creating) the SQLite store at path: WAL, synchronous=FULL, incremental auto-vacuum
+ * when new. max_bytes > 0 caps the live envelope bytes (a put that would pass it fails with
+ * REFEX_E_STORE); the file is capped at about twice that plus 256 KiB as a backstop. */
 int refex_store_sqlite_open(const char *path, uint64_t max_bytes, refex_store **out, char *err,
                             size_t errlen) REFEX_NODISCARD;
 void refex_store_destroy(refex_store **self_p);

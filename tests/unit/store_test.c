@@ -1131,6 +1131,209 @@ static void test_store_max(void **state)
     assert_memory_equal(f->seen.r[0].data, env, sizeof env);
 }
 
+/* ---- space: store_max in live bytes, refusals of one message, pages given back -------- */
+
+static void open_store_max(fixture *f, uint64_t max)
+{
+    refex_store_destroy(&f->st);
+    open_store(f, max);
+}
+
+static int64_t live(fixture *f)
+{
+    return f->st->ops->live_bytes(f->st->impl);
+}
+
+/* A message that does not fit is refused alone, before anything is written; an ack in the
+ * same batch frees its bytes at once, and the count is exact across a restart. */
+static void test_full_refuses_one(void **state)
+{
+    fixture *f = *state;
+    enum { LEN = 2048 };
+    uint8_t env[LEN], id[16];
+    open_store_max(f, 4 * LEN);
+    make_id(id, 1);
+    make_env(env, LEN, 1);
+    assert_ok(f->st->ops->begin(f->st->impl));
+    assert_ok(put(f, id, SENDER, ONE, 1, env, LEN, FAR));
+    assert_ok(f->st->ops->commit(f->st->impl));
+    assert_int_equal(live(f), LEN);
+
+    assert_ok(f->st->ops->begin(f->st->impl));
+    for (unsigned n = 2; n <= 4; n++) {
+        make_id(id, n);
+        assert_ok(put(f, id, SENDER, ONE, 1, env, LEN, FAR));
+    }
+    assert_int_equal(live(f), 4 * LEN);
+    make_id(id, 5);
+    assert_rc(put(f, id, SENDER, ONE, 1, env, LEN, FAR), REFEX_E_STORE);
+    assert_non_null(strstr(f->st->ops->refusal(f->st->impl), "store_max"));
+    assert_true(f->st->ops->batch_alive(f->st->impl));
+    make_id(id, 2); /* a retry of a stored one is still a duplicate while full */
+    assert_rc(put(f, id, SENDER, ONE, 1, env, LEN, FAR), REFEX_E_DUPLICATE);
+    make_id(id, 1);
+    assert_ok(ack(f, ONE[0], SENDER, id, RECEIPT, sizeof RECEIPT));
+    assert_int_equal(live(f), 3 * LEN);
+    make_id(id, 5);
+    assert_ok(put(f, id, SENDER, ONE, 1, env, LEN, FAR));
+    assert_ok(f->st->ops->commit(f->st->impl));
+    assert_int_equal(live(f), 4 * LEN);
+    assert_int_equal(count(f), 4);
+
+    /* a rolled-back batch gives its bytes back to the count */
+    assert_ok(f->st->ops->begin(f->st->impl));
+    make_id(id, 2);
+    assert_ok(ack(f, ONE[0], SENDER, id, RECEIPT, sizeof RECEIPT));
+    assert_int_equal(live(f), 3 * LEN);
+    f->st->ops->rollback(f->st->impl);
+    assert_int_equal(live(f), 4 * LEN);
+
+    refex_store_destroy(&f->st);
+    open_store(f, 4 * LEN);
+    assert_int_equal(live(f), 4 * LEN);
+    assert_int_equal(ro_query(f, "SELECT sum(length(envelope)) FROM messages", NULL), 4 * LEN);
+    make_id(id, 6);
+    assert_ok(f->st->ops->begin(f->st->impl));
+    assert_rc(put(f, id, SENDER, ONE, 1, env, LEN, FAR), REFEX_E_STORE);
+    assert_ok(f->st->ops->commit(f->st->impl));
+}
+
+/* Past the live-byte check, SQLite's own backstop (or a real full disk) may end the whole
+ * transaction: the batch's acks and receipt acks still commit; only messages are lost. */
+static void test_backstop_full_keeps_acks(void **state)
+{
+    fixture *f = *state;
+    enum { RCPT = 40, TRIES = 20000 };
+    char names[RCPT][64];
+    const char *rcpt[RCPT];
+    uint8_t id[16], a[16], b[16], c[16];
+    unsigned ok = 0, i;
+    int rc = REFEX_OK;
+    for (i = 0; i < RCPT; i++) {
+        snprintf(names[i], sizeof names[i], "recipient-agency-with-a-long-name-%02u-xxxxxxxxxxx",
+                 i);
+        rcpt[i] = names[i];
+    }
+    open_store_max(f, 4096); /* backstop: (2 * 4096 + 256 KiB) / page */
+    make_id(a, 1);
+    make_id(b, 2);
+    make_id(c, 3);
+    put_committed(f, a, SENDER, ONE, 1, FAR);
+    put_committed(f, b, SENDER, ONE, 1, FAR);
+    put_committed(f, c, SENDER, TWO, 2, FAR);
+    assert_ok(ack_committed(f, ONE[0], SENDER, b));
+
+    assert_ok(f->st->ops->begin(f->st->impl));
+    assert_ok(ack(f, ONE[0], SENDER, a, RECEIPT, sizeof RECEIPT));
+    assert_ok(f->st->ops->receipt_ack(f->st->impl, SENDER, b, ONE[0]));
+    for (i = 0; i < TRIES; i++) { /* tiny envelopes: live bytes never refuse them */
+        make_id(id, 100 + i);
+        if ((rc = put(f, id, SENDER, rcpt, RCPT, ENV, 1, FAR)) != REFEX_OK)
+            break;
+        ok++;
+    }
+    if (i == TRIES)
+        fail_msg("%d puts never reached the backstop", TRIES);
+    assert_rc(rc, REFEX_E_STORE);
+    assert_non_null(strstr(f->st->ops->refusal(f->st->impl), "full"));
+    assert_true(f->st->ops->batch_alive(f->st->impl)); /* revived if SQLite ended it */
+    /* if SQLite ended the transaction, the batch's messages are lost and so refused */
+    make_id(id, 99);
+    int died = put(f, id, SENDER, ONE, 1, ENV, 1, FAR) == REFEX_E_STORE;
+    assert_ok(ack(f, TWO[1], SENDER, c, RECEIPT, sizeof RECEIPT)); /* after the failure */
+    rc = f->st->ops->commit(f->st->impl);
+    print_message("backstop after %u puts; transaction %s; commit %s\n", ok,
+                  died ? "ended by SQLite" : "alive", refex_errname(rc));
+    if (!died)
+        ok++; /* the put after the failure */
+    assert_rc(rc, died ? REFEX_E_STORE : REFEX_OK);
+
+    reopen(f);
+    assert_int_equal(pending(f, ONE[0], 0, 10), 1); /* a's ack is durable; c is pending */
+    assert_memory_equal(f->seen.r[0].id, c, 16);
+    assert_int_equal(pending(f, TWO[1], 0, 10), 0);  /* c's ack after the failure too */
+    assert_int_equal(receipts(f, SENDER, 0, 10), 2); /* a's and c's kept, b's acked */
+    assert_memory_equal(f->seen.r[0].id, a, 16);
+    assert_memory_equal(f->seen.r[1].id, c, 16);
+    int64_t stored = ro_query(f, "SELECT count(*) FROM messages", NULL) - 3;
+    assert_int_equal(stored, rc == REFEX_OK ? (int64_t)ok : 0);
+    assert_int_equal(count(f), 1 + stored * RCPT);
+}
+
+static void put_big(fixture *f, unsigned from, unsigned n, size_t len)
+{
+    uint8_t id[16], env[DATA_MAX];
+    assert_ok(f->st->ops->begin(f->st->impl));
+    for (unsigned k = from; k < from + n; k++) {
+        make_id(id, k);
+        make_env(env, len, k);
+        assert_ok(put(f, id, SENDER, ONE, 1, env, len, FAR));
+    }
+    assert_ok(f->st->ops->commit(f->st->impl));
+}
+
+static void ack_all(fixture *f, unsigned from, unsigned n)
+{
+    uint8_t id[16];
+    assert_ok(f->st->ops->begin(f->st->impl));
+    for (unsigned k = from; k < from + n; k++) {
+        make_id(id, k);
+        assert_ok(ack(f, ONE[0], SENDER, id, RECEIPT, sizeof RECEIPT));
+    }
+    assert_ok(f->st->ops->commit(f->st->impl));
+}
+
+/* A new store vacuums incrementally: delivered bodies go at once, and their pages leave the
+ * file at the commit. */
+static void test_pages_come_back(void **state)
+{
+    fixture *f = *state;
+    enum { N = 40 };
+    /* bodies in overflow pages, and bodies that fit in a leaf page with their row */
+    const size_t sizes[] = {DATA_MAX, 2000};
+    assert_int_equal(ro_query(f, "PRAGMA auto_vacuum", NULL), 2);
+    int64_t empty = ro_query(f, "PRAGMA page_count", NULL);
+    for (unsigned k = 0; k < 2; k++) {
+        unsigned base = 1000 * k;
+        put_big(f, base, N, sizes[k]);
+        int64_t full = ro_query(f, "PRAGMA page_count", NULL);
+        assert_true(full >= empty + N / 2);
+        assert_int_equal(live(f), (int64_t)(N * sizes[k]));
+        ack_all(f, base, N);
+        assert_int_equal(live(f), 0);
+        assert_int_equal(
+            ro_query(f, "SELECT count(*) FROM messages WHERE envelope IS NOT NULL", NULL), 0);
+        assert_int_equal(ro_query(f, "SELECT count(*) FROM messages", NULL), (k + 1) * N);
+        assert_int_equal(ro_query(f, "PRAGMA freelist_count", NULL), 0);
+        int64_t after = ro_query(f, "PRAGMA page_count", NULL);
+        print_message("pages: empty %lld, %d bodies of %zu bytes %lld, delivered %lld\n",
+                      (long long)empty, N, sizes[k], (long long)full, (long long)after);
+        assert_true(after <= empty + 8); /* what is left: duplicate rows and receipts */
+    }
+}
+
+/* A store created before auto-vacuum keeps working: its free pages are reused. */
+static void test_old_store_reuses_pages(void **state)
+{
+    fixture *f = *state;
+    enum { N = 20, LEN = DATA_MAX };
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE older(x)", NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    open_store(f, 0);
+    assert_int_equal(ro_query(f, "PRAGMA auto_vacuum", NULL), 0);
+    put_big(f, 0, N, LEN);
+    ack_all(f, 0, N);
+    int64_t once = ro_query(f, "PRAGMA page_count", NULL);
+    assert_true(ro_query(f, "PRAGMA freelist_count", NULL) >= N);
+    put_big(f, 100, N, LEN);
+    ack_all(f, 100, N);
+    assert_true(ro_query(f, "PRAGMA page_count", NULL) <= once + 4);
+}
+
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
 static void test_destroy_null_and_twice(void **state)
@@ -1240,6 +1443,10 @@ int main(void)
         T(test_expired),
         T(test_envelope_dropped_after_all_acks),
         TC(test_store_max),
+        T(test_full_refuses_one),
+        T(test_backstop_full_keeps_acks),
+        T(test_pages_come_back),
+        TC(test_old_store_reuses_pages),
         T(test_destroy_null_and_twice),
         T(test_wrappers),
     };
