@@ -38,7 +38,7 @@ void agent_close(agent **a_p);
 #define MAX_TTL_SECONDS     (366 * 24 * 3600)
 #define RETRY_MS            5000  /* resend what the broker has not answered after this long */
 #define PING_MS             10000 /* application-level ping when the link is otherwise idle */
-#define SEND_WINDOW_DEFAULT 1     /* SENDs in flight unanswered: 1 keeps order under refusal */
+#define SEND_WINDOW_DEFAULT 32    /* SENDs in flight unanswered (the broker keeps their order) */
 #define SEND_WINDOW_MAX     64
 
 /* A SEND handed to the broker and not answered yet (outbox_pace.c). */

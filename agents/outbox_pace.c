@@ -12,11 +12,12 @@
  *
  * Refusal. A transient refusal (E_STORE, E_BUSY, ...) stops the queue: nothing is sent for
  * RETRY_MS, then the oldest pending message is sent alone until it is STORED, and only then
- * does the window open again. Sent one at a time, nothing can overtake it. With a window
- * above 1, the SENDs already in flight behind a refused one may still be STORED before it
- * (the broker judges each on its own), which is why the default window is 1: the broker
- * then never holds a later message from this agency without every earlier one. A
- * non-transient refusal settles its message (rejected) and the queue goes on. */
+ * does the window open again. Sent one at a time, nothing can overtake it. The SENDs
+ * already in flight behind a refused one cannot overtake it either: once the broker has
+ * refused one of this agency's messages for now, it refuses the later ones too (E_BUSY,
+ * "behind message ...") until that one is sent again (broker/queue.c), so it never holds
+ * a later message from this agency without every earlier one. A non-transient refusal
+ * settles its message (rejected) and the queue goes on. */
 #include "agent.h"
 
 #include <string.h>

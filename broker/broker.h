@@ -42,6 +42,12 @@ typedef struct {
     session_flow deliveries; /* progress: last ACK, or when the window was opened */
     session_flow receipts;   /* progress: last RECEIPT_ACK, or when receipts were first sent */
     int dirty;               /* new deliveries or receipts may be waiting */
+    /* After refusing one of this agency's messages for now (E_STORE), its later SENDs are
+     * refused too (E_BUSY) until it sends that one again, or until held_until_ms: so no
+     * later message of a sender is stored ahead of an earlier one (queue.c). */
+    int held;
+    uint8_t held_id[16];
+    int64_t held_until_ms;
 } session;
 
 /* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */

@@ -17,6 +17,9 @@
 #include "util.h"
 
 #define EXPIRE_BATCH 256
+/* How long a sender's SENDs stay held behind its refused message if it never sends that
+ * one again (an agent that gave it up): then order yields to progress. */
+#define HOLD_MS 60000
 
 /* ---- batches: one transaction per poll cycle ------------------------------------------ */
 
@@ -28,6 +31,39 @@ int queue_batch_begin(broker *b)
     b->in_batch = 1;
     b->batch_failed = rc != REFEX_OK;
     return rc;
+}
+
+/* ---- order: a sender's later messages are not stored ahead of a refused one ----------- */
+
+/* Holds the sender's later SENDs behind id, refused for now. The first refusal wins: an
+ * agent resends its oldest pending message first, which is that one. */
+static void hold_sender(broker *b, const uint8_t *rid, size_t rid_len, const uint8_t id[16])
+{
+    session *s = session_by_rid(b, rid, rid_len);
+    if (!s || s->held)
+        return;
+    s->held = 1;
+    memcpy(s->held_id, id, 16);
+    s->held_until_ms = refex_mono_ms() + HOLD_MS;
+}
+
+/* Whether a SEND of id from this session may be considered now; if not, the refusal's
+ * detail is in detail. Sending the held message itself (or waiting HOLD_MS) lifts the
+ * hold. */
+static int held_back(broker *b, const peer *p, const uint8_t id[16], char *detail, size_t len)
+{
+    session *s = session_by_rid(b, p->rid, p->rid_len);
+    if (!s || !s->held)
+        return 0;
+    if (memcmp(s->held_id, id, 16) == 0 || refex_mono_ms() >= s->held_until_ms) {
+        s->held = 0;
+        return 0;
+    }
+    char hex[33];
+    refex_hex_encode(hex, s->held_id, 16);
+    snprintf(detail, len, "behind message %s, which the broker refused for now; send it first",
+             hex);
+    return 1;
 }
 
 static void send_stored(broker *b, const reply *r)
@@ -57,10 +93,12 @@ void queue_batch_end(broker *b)
             send_stored(b, &b->replies[i]);
     } else {
         refex_log_error("store: commit failed; refusing %zu message(s) with E_STORE", b->n_replies);
-        for (size_t i = 0; i < b->n_replies; i++)
+        for (size_t i = 0; i < b->n_replies; i++) {
             refex_link_send_rejected(b->router, b->replies[i].rid, b->replies[i].rid_len,
                                      b->replies[i].id, REFEX_E_STORE,
                                      "the broker could not store the message; retry later");
+            hold_sender(b, b->replies[i].rid, b->replies[i].rid_len, b->replies[i].id);
+        }
         session_rewind_all(b);
     }
     b->n_replies = 0;
@@ -262,6 +300,10 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
     }
     id = h->message_id.data;
     refex_hex_encode(idhex, id, 16);
+    if (held_back(b, p, id, detail, sizeof detail)) {
+        rc = REFEX_E_BUSY;
+        goto out;
+    }
     if ((rc = check_envelope(b, p->agency, s->envelope, h, detail, sizeof detail)) != REFEX_OK)
         goto out;
     if (b->n_replies == BATCH_MAX) { /* cannot happen: batches are at most BATCH_MAX frames */
@@ -285,6 +327,7 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
         /* Only this message could not be written (e.g. the store is full): refuse it now;
          * the rest of the batch, ACKs included (which free space), still commits. */
         snprintf(detail, sizeof detail, "%s", refex_store_refusal(b->store));
+        hold_sender(b, p->rid, p->rid_len, id);
         goto out;
     } else {
         /* The batch's transaction is gone: refuse all of it at commit. */

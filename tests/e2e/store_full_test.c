@@ -16,6 +16,10 @@
 
 #include "../unit/testing.h"
 #include "harness.h"
+#include "body.h"
+#include "codec.h"
+#include "directory.h"
+#include "envelope.h"
 #include "util.h"
 
 #define MAX_SENDS 400
@@ -166,12 +170,120 @@ static void test_full_store_reclaims_space(void **state)
     free(ids);
 }
 
+/* A referral of about size bytes from police (no agent: sealed here) to social-care. */
+static Refex__V1__Envelope *sealed(h_client *c, const refex_directory *d, size_t size,
+                                   uint8_t id[16])
+{
+    char err[256], *summary = malloc(size + 1);
+    uint8_t *b = NULL, *env = NULL;
+    size_t blen = 0, elen = 0;
+    assert_non_null(summary);
+    memset(summary, 'x', size);
+    summary[size] = 0;
+    json_t *body = json_pack("{s:s}", "summary", summary);
+    free(summary);
+    assert_ok(
+        refex_body_pack_json(REFEX__V1__MESSAGE_TYPE__REFERRAL, body, &b, &blen, err, sizeof err));
+    json_decref(body);
+    const refex_agency *rcpt[] = {refex_directory_find(d, "social-care")};
+    refex_seal_params p = {.sender = "police",
+                           .sign_sk = c->keys->sk->sign_sk,
+                           .recipients = rcpt,
+                           .n_recipients = 1,
+                           .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
+                           .created_at_ms = refex_now_ms()};
+    assert_ok(refex_envelope_seal(&p, b, blen, &env, &elen, id));
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, elen, env);
+    assert_non_null(e);
+    free(b);
+    free(env);
+    return e;
+}
+
+/* SENDs e and returns the broker's answer: 0 for STORED, else the refusal's code (and its
+ * detail in detail). */
+static int send_raw(h_client *c, Refex__V1__Envelope *e, const uint8_t id[16], char *detail,
+                    size_t len)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = e;
+    f.kind_case = REFEX__V1__FRAME__KIND_SEND;
+    f.send = &s;
+    assert_int_equal(h_client_send(c, &f), 0);
+    for (;;) {
+        Refex__V1__Frame *r = h_client_recv(c, H_TIMEOUT_MS);
+        assert_non_null(r);
+        int code = -1;
+        if (r->kind_case == REFEX__V1__FRAME__KIND_STORED &&
+            memcmp(r->stored->message_id.data, id, 16) == 0)
+            code = 0;
+        else if (r->kind_case == REFEX__V1__FRAME__KIND_REJECTED &&
+                 memcmp(r->rejected->message_id.data, id, 16) == 0) {
+            code = (int)r->rejected->code;
+            snprintf(detail, len, "%s", r->rejected->detail);
+        }
+        refex_frame_free(&r);
+        if (code >= 0)
+            return code;
+    }
+}
+
+/* Once the broker has refused a sender's message for now, that sender's later messages are
+ * refused too (E_BUSY, "behind message ...") until it sends the refused one again: a small
+ * one that would fit is not stored ahead of it. */
+static void test_sender_held_behind_refusal(void **state)
+{
+    (void)state;
+    static const char *const agencies[] = {"social-care", NULL};
+    static const char *const listed[] = {"police", NULL};
+    char path[600], err[256], detail[512];
+    uint8_t big_id[16], big2_id[16], small_id[16];
+    refex_directory *d = NULL;
+    h_client c;
+    assert_int_equal(h_net_up(&g_net, agencies, listed, "store_max = 16K"), 0);
+    int social = h_agent_index(&g_net, "social-care");
+    h_stop(&g_net.agents[social]); /* nothing drains */
+    h_path(&g_net, path, sizeof path, "directory.rdir");
+    assert_ok(refex_directory_load(path, NULL, &d, err, sizeof err));
+    assert_int_equal(h_client_open(&c, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&c, "police"), 0);
+
+    Refex__V1__Envelope *big = sealed(&c, d, 9000, big_id);
+    Refex__V1__Envelope *big2 = sealed(&c, d, 9000, big2_id);
+    Refex__V1__Envelope *small = sealed(&c, d, 100, small_id);
+    assert_int_equal(send_raw(&c, big, big_id, detail, sizeof detail), 0);
+    assert_int_equal(send_raw(&c, big2, big2_id, detail, sizeof detail), REFEX_E_STORE);
+    /* small would fit, but it is behind big2 */
+    assert_int_equal(send_raw(&c, small, small_id, detail, sizeof detail), REFEX_E_BUSY);
+    char hex[33];
+    refex_hex_encode(hex, big2_id, 16);
+    assert_non_null(strstr(detail, hex));
+    /* big2 again: still no room, and small still held */
+    assert_int_equal(send_raw(&c, big2, big2_id, detail, sizeof detail), REFEX_E_STORE);
+    assert_int_equal(send_raw(&c, small, small_id, detail, sizeof detail), REFEX_E_BUSY);
+    assert_int_equal(h_sql_int(&g_net, QUEUE, "SELECT count(*) FROM messages"), 1);
+
+    /* the recipient drains big; then big2 fits and small goes after it */
+    assert_int_equal(h_net_start_agent(&g_net, "social-care"), 0);
+    assert_int_equal(wait_count(QUEUE, LIVE_SQL, 0, H_TIMEOUT_MS * 3), 0);
+    assert_int_equal(send_raw(&c, big2, big2_id, detail, sizeof detail), 0);
+    assert_int_equal(send_raw(&c, small, small_id, detail, sizeof detail), 0);
+    assert_true(h_alive(&g_net.broker));
+    refex__v1__envelope__free_unpacked(big, NULL);
+    refex__v1__envelope__free_unpacked(big2, NULL);
+    refex__v1__envelope__free_unpacked(small, NULL);
+    h_client_close(&c);
+    refex_directory_destroy(&d);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_full_store_reclaims_space, teardown),
+        cmocka_unit_test_teardown(test_sender_held_behind_refusal, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -674,13 +674,14 @@ static sends pace_answer(agent_fixture *f, const char *idhex, int code)
     return take_sends(f);
 }
 
-/* Window 1 (the default): a new send queues behind the pending one and goes out when the
- * one before it is answered; a non-transient refusal does not block the queue. */
+/* Window 1: a new send queues behind the pending one and goes out when the one before it
+ * is answered; a non-transient refusal does not block the queue. */
 static void test_pace_new_sends_queue_behind_pending(void **state)
 {
     agent_fixture *f = *state;
     char id[3][33], st[16];
     f->a.online = 1;
+    f->a.send_window = 1;
     sends s = pace_send(f, "one", id[0], st);
     assert_string_equal(st, "sent");
     assert_int_equal(s.n, 1);
