@@ -167,8 +167,8 @@ static void print_result(const json_t *reply)
     printf("message %s: %s\n", cli_str(reply, "message_id"),
            strcmp(state, "stored") == 0 ? "stored by the broker"
            : strcmp(state, "sent") == 0 ? "sent to the broker"
-                                        : "queued in the agent's outbox (broker not "
-                                          "reached yet)");
+                                        : "queued in the agent's outbox (it goes to the "
+                                          "broker in turn, behind any older pending one)");
     if (json_is_true(json_object_get(reply, "repeat")))
         printf("(sent before under this local id; nothing was sent again)\n");
 }
