@@ -26,7 +26,9 @@ static const char *SCHEMA =
     " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
     " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
     " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '',"
-    " local_id TEXT NOT NULL DEFAULT '', submission_hash TEXT NOT NULL DEFAULT '');"
+    " local_id TEXT NOT NULL DEFAULT '', submission_hash TEXT NOT NULL DEFAULT '',"
+    " expires_ms INTEGER NOT NULL DEFAULT 0, store_gen TEXT NOT NULL DEFAULT '',"
+    " store_seq INTEGER NOT NULL DEFAULT 0, closed INTEGER NOT NULL DEFAULT 0);"
     "CREATE INDEX IF NOT EXISTS outbox_state ON outbox(state, created_ms);"
     "CREATE TABLE IF NOT EXISTS inbox ("
     " sender TEXT NOT NULL, message_id TEXT NOT NULL, type TEXT NOT NULL,"
@@ -62,6 +64,10 @@ typedef struct {
 static const added_column OUTBOX_ADDED[] = {
     {"local_id", "ALTER TABLE outbox ADD COLUMN local_id TEXT NOT NULL DEFAULT ''"},
     {"submission_hash", "ALTER TABLE outbox ADD COLUMN submission_hash TEXT NOT NULL DEFAULT ''"},
+    {"expires_ms", "ALTER TABLE outbox ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0"},
+    {"store_gen", "ALTER TABLE outbox ADD COLUMN store_gen TEXT NOT NULL DEFAULT ''"},
+    {"store_seq", "ALTER TABLE outbox ADD COLUMN store_seq INTEGER NOT NULL DEFAULT 0"},
+    {"closed", "ALTER TABLE outbox ADD COLUMN closed INTEGER NOT NULL DEFAULT 0"},
     {NULL, NULL},
 };
 /* An inbox message's cursor says in which order messages were committed to the inbox:
@@ -75,9 +81,16 @@ static const added_column INBOX_ADDED[] = {
     {"acked_at_ms", "ALTER TABLE inbox ADD COLUMN acked_at_ms INTEGER"},
     {NULL, NULL},
 };
-/* A caller's local id names one message for as long as its outbox row is kept. */
+/* A caller's local id names one message for as long as its outbox row is kept. A row made
+ * before expires_ms gets the default life (envelopes then always had it unless the sender
+ * gave a ttl; a shorter one is only noticed later). store_gen and store_seq say which
+ * broker store answered STORED and where in it; closed is set once nothing more is awaited
+ * for the message (every receipt came, or its expiry was dealt with). */
 static const char *ADDED_FILL =
     "CREATE UNIQUE INDEX IF NOT EXISTS outbox_local_id ON outbox(local_id) WHERE local_id <> '';"
+    "UPDATE outbox SET expires_ms = created_ms + 604800000 WHERE expires_ms = 0;"
+    "CREATE INDEX IF NOT EXISTS outbox_open ON outbox(store_gen, store_seq)"
+    " WHERE state = 'stored' AND closed = 0;"
     "UPDATE inbox SET cursor = (SELECT COALESCE(MAX(cursor), 0) FROM inbox) + rowid"
     " WHERE cursor IS NULL;"
     "CREATE UNIQUE INDEX IF NOT EXISTS inbox_cursor ON inbox(cursor);";
@@ -94,8 +107,8 @@ static const char *const SQL[S_N] = {
     [S_OUTBOX_INSERT] = "INSERT INTO outbox(message_id, recipients, type, case_ref,"
                         " created_ms, envelope, state, updated_ms, sent_ms, practitioner,"
                         " purpose, article6, article9, consent, subjects, conversation_id,"
-                        " request_id, due_date, local_id, submission_hash)"
-                        " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " request_id, due_date, local_id, submission_hash, expires_ms)"
+                        " VALUES (?,?,?,?,?,?,'pending',?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
     [S_OUTBOX_PENDING] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
                          " AND sent_ms <= ? ORDER BY created_ms, rowid LIMIT 500",
     [S_OUTBOX_QUEUE] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
@@ -345,6 +358,7 @@ int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r)
     bind_text(st, 17, m->due_date);
     bind_text(st, 18, r->local_id);
     bind_text(st, 19, r->submission_hash);
+    sqlite3_bind_int64(st, 20, r->expires_ms);
     return write_step(s, st, NULL);
 }
 

@@ -42,7 +42,8 @@ typedef struct {
     const char *type;       /* message type name */
     const char *case_ref;
     int64_t created_ms;
-    int64_t sent_ms; /* 0: not handed to the broker yet */
+    int64_t expires_ms; /* the envelope's expiry */
+    int64_t sent_ms;    /* 0: not handed to the broker yet */
     const uint8_t *envelope;
     size_t envelope_len;
     const refex_body_meta *meta; /* kept so receipts and refusals are audited alike */

@@ -27,7 +27,7 @@ typedef struct {
     size_t body_len, env_len;
     Refex__V1__Body *parsed;
     refex_body_meta meta;
-    int64_t created_ms;
+    int64_t created_ms, expires_ms;
     char idhex[33], hashhex[65];
     char peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX];
     char detail[512];     /* for the client: may quote what the user typed, never logged */
@@ -246,6 +246,7 @@ static int seal_send(agent *a, send_req *s)
     uint8_t hash[32];
     int rc;
     s->created_ms = refex_now_ms();
+    s->expires_ms = s->created_ms + (s->ttl > 0 ? (int64_t)s->ttl * 1000 : REFEX_DEFAULT_TTL_MS);
     refex_seal_params p = {.sender = a->agency,
                            .sign_sk = a->base.keys->sk->sign_sk,
                            .recipients = s->rcpt,
@@ -253,7 +254,7 @@ static int seal_send(agent *a, send_req *s)
                            .type = (Refex__V1__MessageType)s->type,
                            .case_ref = s->case_ref,
                            .created_at_ms = s->created_ms,
-                           .expires_at_ms = s->ttl > 0 ? refex_now_ms() + s->ttl * 1000 : 0};
+                           .expires_at_ms = s->expires_ms};
     if ((rc = refex_envelope_seal(&p, s->body, s->body_len, &s->env, &s->env_len, s->id)) !=
             REFEX_OK ||
         (rc = journal_attach_checkpoint(a, &s->env, &s->env_len)) != REFEX_OK)
@@ -290,9 +291,9 @@ static int commit_send(agent *a, send_req *s)
                  &s->meta);
     /* Sent when its turn in the send queue comes (outbox_pace.c), which records it. */
     agent_outbox_row row = {s->idhex,    s->peers,      refex_message_type_name(s->type),
-                            s->case_ref, s->created_ms, 0,
-                            s->env,      s->env_len,    &s->meta,
-                            s->local_id, s->subhash};
+                            s->case_ref, s->created_ms, s->expires_ms,
+                            0,           s->env,        s->env_len,
+                            &s->meta,    s->local_id,   s->subhash};
     int rc = batch_unit_begin(a);
     if (rc != REFEX_OK)
         return rc;

@@ -11,10 +11,9 @@
 #include "keys.h"
 #include "util.h"
 
-#define DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
-#define NONCE_LEN      crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define CKEY_LEN       crypto_aead_xchacha20poly1305_ietf_KEYBYTES
-#define SEALED_LEN     (CKEY_LEN + crypto_box_SEALBYTES)
+#define NONCE_LEN  crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define CKEY_LEN   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+#define SEALED_LEN (CKEY_LEN + crypto_box_SEALBYTES)
 
 int refex_case_ref_valid(const char *case_ref)
 {
@@ -132,7 +131,7 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     h.type = p->type;
     h.case_ref = (char *)(p->case_ref ? p->case_ref : "");
     h.created_at_ms = p->created_at_ms ? p->created_at_ms : refex_now_ms();
-    h.expires_at_ms = p->expires_at_ms ? p->expires_at_ms : h.created_at_ms + DEFAULT_TTL_MS;
+    h.expires_at_ms = p->expires_at_ms ? p->expires_at_ms : h.created_at_ms + REFEX_DEFAULT_TTL_MS;
     h.nonce = (ProtobufCBinaryData){NONCE_LEN, nonce};
     h.ciphertext_hash = (ProtobufCBinaryData){32, ct_hash};
     h.key_slots_hash = (ProtobufCBinaryData){32, ks_hash};

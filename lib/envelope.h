@@ -18,6 +18,9 @@
 #define REFEX_KEYSLOTS_CONTEXT "refex/keyslots/v1"
 #define REFEX_MAX_RECIPIENTS   64
 
+/* A message's life when its sender gives none. */
+#define REFEX_DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
+
 typedef struct {
     const char *sender;
     const uint8_t *sign_sk; /* 64 bytes */

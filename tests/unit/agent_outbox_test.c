@@ -51,8 +51,9 @@ static void insert(agent_fixture *f, const char *id, int64_t created_ms, int64_t
                          "",
                          "",
                          ""};
-    agent_outbox_row r = {id,  "social-care,police", "REFERRAL", "CASE-1", created_ms, sent_ms,
-                          env, sizeof env,           &m,         NULL,     NULL};
+    agent_outbox_row r = {
+        id,  "social-care,police", "REFERRAL", "CASE-1", created_ms, created_ms + 1000, sent_ms,
+        env, sizeof env,           &m,         NULL,     NULL};
     assert_ok(agent_store_outbox_insert(f->a.store, &r));
 }
 
@@ -124,7 +125,8 @@ static void test_duplicate_id_is_refused(void **state)
     insert(f, "aa", 1000, 0);
     static const uint8_t env[] = "other";
     refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
-    agent_outbox_row r = {"aa", "police", "REFERRAL", "", 3000, 0, env, sizeof env, &m, NULL, NULL};
+    agent_outbox_row r = {"aa", "police", "REFERRAL", "", 3000, 4000,
+                          0,    env,      sizeof env, &m, NULL, NULL};
     assert_rc(agent_store_outbox_insert(f->a.store, &r), REFEX_E_EXISTS);
     assert_int_equal(pending(f, INT64_MAX).n, 1);
 }
@@ -585,11 +587,11 @@ static void test_old_database_opens_and_takes_local_ids(void **state)
         if (round == 0) {
             static const uint8_t env[] = "e";
             refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
-            agent_outbox_row r = {"new1", "police",   "REFERRAL", "",      2000, 0,
-                                  env,    sizeof env, &m,         "EPR-1", "aa"};
+            agent_outbox_row r = {"new1", "police", "REFERRAL", "", 2000,    3000,
+                                  0,      env,      sizeof env, &m, "EPR-1", "aa"};
             assert_ok(agent_store_outbox_insert(st, &r));
-            agent_outbox_row again = {"new2", "police",   "REFERRAL", "",      3000, 0,
-                                      env,    sizeof env, &m,         "EPR-1", "bb"};
+            agent_outbox_row again = {"new2", "police", "REFERRAL", "", 3000,    4000,
+                                      0,      env,      sizeof env, &m, "EPR-1", "bb"};
             assert_rc(agent_store_outbox_insert(st, &again), REFEX_E_EXISTS); /* unique */
         }
         assert_ok(agent_store_outbox_by_local_id(st, "EPR-1", &lo, &found));
