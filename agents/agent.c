@@ -116,6 +116,8 @@ static void send_hello(agent *a)
     Refex__V1__Hello h = REFEX__V1__HELLO__INIT;
     h.agency = a->agency;
     h.software = "refex-agent/0.1";
+    uint8_t gen[16];
+    outbox_link_hello(a, &h, gen);
     if (refex_link_send_msg(a->link, NULL, 0, REFEX__V1__FRAME__KIND_HELLO, &h.base) != REFEX_OK)
         refex_log_warn("hello: could not send");
 }
@@ -131,13 +133,14 @@ static void on_welcome(agent *a, const Refex__V1__Frame *f)
         printf("READY %s\n", a->agency);
         fflush(stdout);
     }
+    outbox_link_welcome(a, f->welcome);
     outbox_pace_restart(a);
     cases_resend_subscriptions(a);
 }
 
 static void on_stored(agent *a, const Refex__V1__Frame *f)
 {
-    outbox_result(a, f->stored->message_id.data, 0, NULL);
+    outbox_link_stored(a, f->stored);
 }
 
 static void on_rejected(agent *a, const Refex__V1__Frame *f)

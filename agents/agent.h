@@ -132,6 +132,16 @@ int control_guard_admit(agent *a, const void *req, const uint8_t *rid, size_t ri
 /* outbox.c: sending */
 void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
 void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail);
+/* The same, with the broker store's generation (hex) and the store seq a STORED gave. */
+void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *detail, const char *gen,
+                      uint64_t seq);
+
+/* outbox_link.c: the broker's store as the outbox sees it. HELLO says what the agent was
+ * told; a WELCOME showing the store behind that puts the lost messages back in the queue;
+ * a STORED records where the store holds the message. */
+void outbox_link_hello(agent *a, Refex__V1__Hello *h, uint8_t gen[16]);
+void outbox_link_welcome(agent *a, const Refex__V1__Welcome *w);
+void outbox_link_stored(agent *a, const Refex__V1__Stored *st);
 void outbox_expire_waiters(agent *a);
 
 /* outbox_pace.c: the order and pace of SENDs. Pending messages go to the broker oldest

@@ -267,6 +267,7 @@ void agent_store_close(agent_store **s_p)
     agent_store *s = *s_p;
     for (int i = 0; i < S_N; i++)
         sqlite3_finalize(s->st[i]);
+    agent_store_link_close(s);
     refex_db_close(&s->db);
     free(s);
     *s_p = NULL;

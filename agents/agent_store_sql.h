@@ -43,10 +43,16 @@ enum {
     S_N
 };
 
+/* agent_store_link.c's statements, prepared on first use. */
+enum { L_STORED_AT, L_HIGH, L_REQUEUE, L_LOST_EXPIRED, L_N };
+
 struct agent_store {
     sqlite3 *db;
     sqlite3_stmt *st[S_N];
+    sqlite3_stmt *link[L_N];
 };
+
+void agent_store_link_close(agent_store *s);
 
 /* The statement, reset and with its bindings cleared; callers reset it again when done
  * (agent_store_done), so no statement holds a read open between uses. */

@@ -19,9 +19,10 @@ static const char USAGE[] =
     "Exit status: 0 clean stop or config OK, 1 runtime failure, 2 usage or\n"
     "configuration error.\n";
 
-static int open_agent(const refex_config *cfg, void **out, char *err, size_t errlen)
+static int open_agent(const refex_config *cfg, unsigned flags, void **out, char *err, size_t errlen)
 {
     agent *a = NULL;
+    (void)flags; /* takes none of its own */
     int rc = agent_open(cfg, &a, err, errlen);
     *out = a;
     return rc;
@@ -41,6 +42,6 @@ static void close_agent(void **self_p)
 
 int main(int argc, char **argv)
 {
-    static const refex_daemon d = {"refex-agent", USAGE, open_agent, run_agent, close_agent};
+    static const refex_daemon d = {"refex-agent", USAGE, open_agent, run_agent, close_agent, 0};
     return refex_daemon_main(argc, argv, &d);
 }

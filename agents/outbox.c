@@ -538,9 +538,15 @@ static void answer_waiters(agent *a, const uint8_t id[16], const char *idhex, in
     }
 }
 
-/* A STORED or REJECTED for one of ours: update the outbox, audit a refusal, answer any
- * CLI that waits for it. */
 void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
+{
+    outbox_result_at(a, id, code, detail, NULL, 0);
+}
+
+/* A STORED or REJECTED for one of ours: update the outbox (with where the broker's store
+ * holds it), audit a refusal, answer any CLI that waits for it. */
+void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *detail, const char *gen,
+                      uint64_t seq)
 {
     char idhex[33], peers[REFEX_MAX_RECIPIENTS * REFEX_ID_MAX] = "";
     int rc, settled = 0;
@@ -558,6 +564,8 @@ void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail)
                                    sizeof peers, &settled);
     if (rc == REFEX_OK && settled && code)
         rc = journal_outcome(a, "reject", refex_errname(code), peers, idhex, "");
+    if (rc == REFEX_OK && settled && !code && gen)
+        rc = agent_store_outbox_stored_at(a->store, idhex, gen, seq);
     if (rc == REFEX_OK)
         rc = batch_unit_end(a, 1);
     else

@@ -21,7 +21,8 @@
 static const char *const CONFIG_KEYS[] = {
     "listen", "window", "redeliver_seconds", "store_max", REFEX_DAEMON_BASE_KEYS, NULL};
 
-int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
+int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, char *err,
+                size_t errlen)
 {
     int rc;
     char path[4200];
@@ -53,7 +54,8 @@ int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen)
         REFEX_OK)
         goto out;
     snprintf(path, sizeof path, "%s/queue.db", b->base.data_dir);
-    if ((rc = refex_store_sqlite_open(path, b->store_max, &b->store, err, errlen)) != REFEX_OK)
+    if ((rc = refex_store_sqlite_open(path, b->store_max, store_flags, &b->store, err, errlen)) !=
+        REFEX_OK)
         goto out;
     snprintf(path, sizeof path, "%s/witness.db", b->base.data_dir);
     if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)
@@ -118,6 +120,8 @@ static void handle_hello(broker *b, const peer *p, const Refex__V1__Frame *f)
     w.agency = (char *)p->agency;
     w.broker_time_ms = (uint64_t)refex_now_ms();
     w.max_frame_bytes = b->base.max_frame;
+    uint8_t gen[16];
+    queue_welcome(b, p->agency, h, &w, gen);
     if (broker_reply(b, p, REFEX__V1__FRAME__KIND_WELCOME, &w.base) != REFEX_OK)
         return;
     refex_log_info("session: %s online (%s)", p->agency,

@@ -55,6 +55,7 @@ typedef struct {
     uint8_t rid[RID_MAX];
     size_t rid_len;
     uint8_t id[16];
+    uint64_t seq; /* its store seq */
 } reply;
 
 /* Where a frame came from: its routing id and fd, and the agency the transport
@@ -86,7 +87,9 @@ typedef struct broker {
 typedef void (*broker_frame_fn)(broker *b, const peer *p, const Refex__V1__Frame *f);
 
 /* broker.c */
-int broker_open(const refex_config *cfg, broker **out, char *err, size_t errlen);
+/* store_flags: REFEX_STORE_* (lib/store.h) for opening the queue store. */
+int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, char *err,
+                size_t errlen);
 /* Runs the event loop until SIGTERM/SIGINT. Prints "READY <endpoint>" on stdout once
  * bound. */
 int broker_run(broker *b);
@@ -125,6 +128,10 @@ void queue_batch_end(broker *b);
 /* Expiry every second, purge every minute. */
 void queue_timers(broker *b);
 void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f);
+/* HELLO's view of the store checked against the store (a new generation if the store is
+ * found behind it), and the store's part of the WELCOME filled in: gen must outlive w. */
+void queue_welcome(broker *b, const char *agency, const Refex__V1__Hello *h, Refex__V1__Welcome *w,
+                   uint8_t gen[16]);
 void queue_handle_ack(broker *b, const peer *p, const Refex__V1__Frame *f);
 void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *f);
 

@@ -1,9 +1,10 @@
 /* refex-broker command line: the shared daemon main with the broker's loop. */
 #include "broker.h"
 #include "daemon.h"
+#include "store.h"
 
 static const char USAGE[] =
-    "usage: refex-broker -c FILE [-n] [-f]\n"
+    "usage: refex-broker -c FILE [-n] [-f] [--init-store]\n"
     "\n"
     "Routes signed, end-to-end encrypted refex envelopes between agency agents.\n"
     "\n"
@@ -11,6 +12,10 @@ static const char USAGE[] =
     "  -n       check the configuration, keys and directory, then exit\n"
     "  -f       run in the foreground (the default; refex daemons never fork,\n"
     "           run them under systemd or another supervisor)\n"
+    "  --init-store  if the store file exists but lacks its tables (damaged,\n"
+    "           replaced, or its WAL lost), begin a new store in its place; without\n"
+    "           it such a store is refused. A whole store is left as it is. Agents\n"
+    "           send again every message they hold no receipt for\n"
     "  -h       this help\n"
     "  --version  print the version and exit\n"
     "\n"
@@ -19,10 +24,12 @@ static const char USAGE[] =
     "Exit status: 0 clean stop or config OK, 1 runtime failure, 2 usage or\n"
     "configuration error.\n";
 
-static int open_broker(const refex_config *cfg, void **out, char *err, size_t errlen)
+static int open_broker(const refex_config *cfg, unsigned flags, void **out, char *err,
+                       size_t errlen)
 {
     broker *b = NULL;
-    int rc = broker_open(cfg, &b, err, errlen);
+    int rc =
+        broker_open(cfg, flags & REFEX_DAEMON_INIT_STORE ? REFEX_STORE_INIT : 0, &b, err, errlen);
     *out = b;
     return rc;
 }
@@ -41,6 +48,7 @@ static void close_broker(void **self_p)
 
 int main(int argc, char **argv)
 {
-    static const refex_daemon d = {"refex-broker", USAGE, open_broker, run_broker, close_broker};
+    static const refex_daemon d = {"refex-broker", USAGE,        open_broker,
+                                   run_broker,     close_broker, REFEX_DAEMON_INIT_STORE};
     return refex_daemon_main(argc, argv, &d);
 }

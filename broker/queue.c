@@ -66,10 +66,12 @@ static int held_back(broker *b, const peer *p, const uint8_t id[16], char *detai
     return 1;
 }
 
-static void send_stored(broker *b, const reply *r)
+static void send_stored(broker *b, const reply *r, uint8_t gen[16])
 {
     Refex__V1__Stored st = REFEX__V1__STORED__INIT;
     st.message_id = (ProtobufCBinaryData){16, (uint8_t *)r->id};
+    st.store_seq = r->seq;
+    st.store_generation = (ProtobufCBinaryData){16, gen};
     if (refex_link_send_msg(b->router, r->rid, r->rid_len, REFEX__V1__FRAME__KIND_STORED,
                             &st.base) != REFEX_OK)
         refex_log_warn("send: could not answer STORED (sender gone); it will retry");
@@ -89,8 +91,10 @@ void queue_batch_end(broker *b)
     b->in_batch = 0;
     b->batch_failed = 0;
     if (rc == REFEX_OK) {
+        uint8_t gen[16];
+        refex_store_generation(b->store, gen);
         for (size_t i = 0; i < b->n_replies; i++)
-            send_stored(b, &b->replies[i]);
+            send_stored(b, &b->replies[i], gen);
     } else {
         refex_log_error("store: commit failed; refusing %zu message(s) with E_STORE", b->n_replies);
         for (size_t i = 0; i < b->n_replies; i++) {
@@ -102,6 +106,31 @@ void queue_batch_end(broker *b)
         session_rewind_all(b);
     }
     b->n_replies = 0;
+}
+
+/* ---- the store's identity: has it gone backwards? -------------------------------------- */
+
+void queue_welcome(broker *b, const char *agency, const Refex__V1__Hello *h, Refex__V1__Welcome *w,
+                   uint8_t gen[16])
+{
+    uint64_t high = refex_store_sender_high(b->store, agency);
+    refex_store_generation(b->store, gen);
+    if (h->store_generation.len == 16 && memcmp(h->store_generation.data, gen, 16) == 0 &&
+        h->stored_seq > high) {
+        /* This agency was told STORED for more than the store holds: the store is a copy
+         * from before, or lost its WAL. A new generation tells every agency to send again
+         * what it holds no receipt for (duplicates of what the store has are recognised). */
+        refex_log_warn("store: behind what %s was told: it holds up to seq %llu from it, "
+                       "STORED was answered up to %llu; the store was restored from an older "
+                       "copy or lost writes",
+                       agency, (unsigned long long)high, (unsigned long long)h->stored_seq);
+        if (queue_batch_begin(b) != REFEX_OK || refex_store_renew(b->store) != REFEX_OK)
+            refex_log_error("store: could not record a new generation; agencies are told "
+                            "the old one and their own highs");
+        refex_store_generation(b->store, gen);
+    }
+    w->store_generation = (ProtobufCBinaryData){16, gen};
+    w->stored_seq = high;
 }
 
 /* ---- expiry ---------------------------------------------------------------------------- */
@@ -277,12 +306,13 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
 }
 
 /* Holds the STORED answer for the batch's commit. */
-static void reply_at_commit(broker *b, const peer *p, const uint8_t id[16])
+static void reply_at_commit(broker *b, const peer *p, const uint8_t id[16], uint64_t seq)
 {
     reply *r = &b->replies[b->n_replies++];
     memcpy(r->rid, p->rid, p->rid_len);
     r->rid_len = p->rid_len;
     memcpy(r->id, id, 16);
+    r->seq = seq;
 }
 
 void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
@@ -334,7 +364,7 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
         b->batch_failed = 1;
     }
     /* STORED (or E_STORE) is answered when the batch commits. */
-    reply_at_commit(b, p, id);
+    reply_at_commit(b, p, id, refex_store_put_seq(b->store));
     rc = REFEX_OK;
 out:
     if (rc != REFEX_OK) {

@@ -2,6 +2,7 @@
  * configuration errors the same way. The event loops themselves live with each daemon. */
 #include "daemon.h"
 
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -15,8 +16,11 @@
 
 int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
 {
+    static const struct option LONG[] = {{"init-store", no_argument, NULL, 'I'},
+                                         {NULL, 0, NULL, 0}};
     const char *conf = NULL;
     int check = 0, opt;
+    unsigned flags = 0;
     char err[1024] = "";
     if (argc > 1 && strcmp(argv[1], "--help") == 0) {
         fputs(d->usage, stdout);
@@ -26,8 +30,15 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
         printf("%s %s\n", d->name, REFEX_VERSION);
         return 0;
     }
-    while ((opt = getopt(argc, argv, "c:nfh")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:nfh", LONG, NULL)) != -1) {
         switch (opt) {
+        case 'I':
+            if (!(d->takes & REFEX_DAEMON_INIT_STORE)) {
+                fputs(d->usage, stderr);
+                return 2;
+            }
+            flags |= REFEX_DAEMON_INIT_STORE;
+            break;
         case 'c':
             conf = optarg;
             break;
@@ -59,7 +70,7 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
         return 2;
     }
     void *self = NULL;
-    int rc = d->open(cfg, &self, err, sizeof err);
+    int rc = d->open(cfg, flags, &self, err, sizeof err);
     refex_config_close(&cfg);
     if (rc != REFEX_OK) {
         refex_log_error("%s", err);

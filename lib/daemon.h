@@ -1,5 +1,6 @@
 /* The common command line of refex daemons: -c FILE, -n (check and exit), -f
- * (foreground, the default), -h. Loads the config, opens the daemon, runs its loop. */
+ * (foreground, the default), -h, and the options a daemon takes of its own. Loads the config, opens
+ * the daemon, runs its loop. */
 #ifndef REFEX_DAEMON_H
 #define REFEX_DAEMON_H
 
@@ -14,10 +15,15 @@
 typedef struct {
     const char *name;  /* e.g. "refex-broker": log ident and messages */
     const char *usage; /* full --help text */
-    int (*open)(const refex_config *cfg, void **out, char *err, size_t errlen);
+    /* flags: REFEX_DAEMON_* options given on the command line (only those in `takes`) */
+    int (*open)(const refex_config *cfg, unsigned flags, void **out, char *err, size_t errlen);
     int (*run)(void *self);
     void (*close)(void **self_p);
+    unsigned takes; /* the REFEX_DAEMON_* options this daemon has */
 } refex_daemon;
+
+/* --init-store: begin a new store where the existing one lacks its tables (the broker). */
+#define REFEX_DAEMON_INIT_STORE 1u
 
 /* What every daemon loads the same way: its data directory (created 0700), the pinned
  * trust anchor, its own keys, the signed directory, and the shared limits. */

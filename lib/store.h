@@ -57,6 +57,17 @@ typedef struct refex_store_ops {
     int64_t (*live_bytes)(void *impl);
     /* Why the last put answered REFEX_E_STORE, in words for the sender. */
     const char *(*refusal)(void *impl);
+    /* The store seq of the message the last put stored, or found stored (a duplicate). */
+    uint64_t (*put_seq)(void *impl);
+    /* The store's generation: 16 random bytes, new when the store is created or
+     * initialised, and when renew says it was found behind. */
+    void (*generation)(void *impl, uint8_t out[16]);
+    /* The highest store seq of any message stored from sender (0: none). Never lower than
+     * what an earlier STORED said, unless the store went backwards. */
+    uint64_t (*sender_high)(void *impl, const char *sender);
+    /* A new generation, written in the open batch: the store holds less than it answered
+     * STORED for (restored from an older copy, or its WAL lost). */
+    int (*renew)(void *impl);
     void (*destroy)(void *impl);
 } refex_store_ops;
 
@@ -134,12 +145,34 @@ static inline const char *refex_store_refusal(refex_store *s)
 {
     return s->ops->refusal(s->impl);
 }
+static inline uint64_t refex_store_put_seq(refex_store *s)
+{
+    return s->ops->put_seq(s->impl);
+}
+static inline void refex_store_generation(refex_store *s, uint8_t out[16])
+{
+    s->ops->generation(s->impl, out);
+}
+static inline uint64_t refex_store_sender_high(refex_store *s, const char *sender)
+{
+    return s->ops->sender_high(s->impl, sender);
+}
+static inline int refex_store_renew(refex_store *s)
+{
+    return s->ops->renew(s->impl);
+}
+
+/* refex_store_sqlite_open flags. A store file that exists but lacks tables it had (its file
+ * damaged or replaced, its WAL lost before a checkpoint) is refused with REFEX_E_STORE
+ * unless REFEX_STORE_INIT is given: then the missing tables are made anew under a new
+ * generation, and agents send again what they hold no receipt for. */
+#define REFEX_STORE_INIT 1u
 
 /* Opens (creating) the SQLite store at path: WAL, synchronous=FULL, incremental auto-vacuum
  * when new. max_bytes > 0 caps the live envelope bytes (a put that would pass it fails with
  * REFEX_E_STORE); the file is capped at about twice that plus 256 KiB as a backstop. */
-int refex_store_sqlite_open(const char *path, uint64_t max_bytes, refex_store **out, char *err,
-                            size_t errlen) REFEX_NODISCARD;
+int refex_store_sqlite_open(const char *path, uint64_t max_bytes, unsigned flags, refex_store **out,
+                            char *err, size_t errlen) REFEX_NODISCARD;
 void refex_store_destroy(refex_store **self_p);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "db.h"
 #include "log.h"
@@ -64,6 +65,9 @@ static const char *SQL[S_N] = {
     [S_COUNT] = "SELECT count(*) FROM deliveries",
     [S_LIVE] = "SELECT coalesce(sum(length(envelope)), 0) FROM messages",
     [S_FREELIST] = "PRAGMA freelist_count",
+    [S_SENDER_PUT] = "INSERT INTO senders(sender, high) VALUES (?1, ?2) ON CONFLICT (sender)"
+                     " DO UPDATE SET high = max(high, excluded.high)",
+    [S_SENDER_HIGH] = "SELECT high FROM senders WHERE sender = ?",
 };
 
 static const char *const REFUSE_FULL =
@@ -95,13 +99,15 @@ int refex_sqstore_write_err(sq_store *s, int rc)
 static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const char *const *rcpt,
                    size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms);
 
-/* Is (sender, id) stored? 1 yes, 0 no. */
+/* Is (sender, id) stored? 1 yes (put_seq says where), 0 no. */
 static int known(sq_store *s, const uint8_t id[16], const char *sender)
 {
     sqlite3_stmt *st = refex_sqstore_stmt(s, S_FIND);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 2, id, 16, SQLITE_STATIC);
     int found = sqlite3_step(st) == SQLITE_ROW;
+    if (found)
+        s->put_seq = (uint64_t)sqlite3_column_int64(st, 0);
     sqlite3_reset(st);
     return found;
 }
@@ -128,6 +134,7 @@ static int sq_put(void *impl, const uint8_t id[16], const char *sender, const ch
                   size_t n_rcpt, const uint8_t *env, size_t env_len, int64_t expires_at_ms)
 {
     sq_store *s = impl;
+    s->put_seq = 0;
     int rc = fits(s, id, sender, env_len);
     if (rc != REFEX_OK)
         return rc;
@@ -143,7 +150,9 @@ static int sq_put(void *impl, const uint8_t id[16], const char *sender, const ch
         return REFEX_OK;
     }
     refex_sqstore_unit(s, 0, 0);
-    if (rc != REFEX_E_DUPLICATE)
+    if (rc == REFEX_E_DUPLICATE)
+        known(s, id, sender);
+    else
         refex_sqstore_after_failure(s);
     return rc == REFEX_OK ? REFEX_E_STORE : rc;
 }
@@ -162,6 +171,9 @@ static int put_one(sq_store *s, const uint8_t id[16], const char *sender, const 
     if (rc != REFEX_OK)
         return rc;
     int64_t seq = sqlite3_last_insert_rowid(s->db);
+    s->put_seq = (uint64_t)seq;
+    if ((rc = refex_sqstore_sender_put(s, sender, seq)) != REFEX_OK)
+        return rc;
     for (size_t i = 0; i < n_rcpt; i++) {
         st = refex_sqstore_stmt(s, S_DELIVERY);
         sqlite3_bind_text(st, 1, rcpt[i], -1, SQLITE_STATIC);
@@ -395,6 +407,11 @@ static const char *sq_refusal(void *impl)
     return s->refusal ? s->refusal : REFUSE_WRITE;
 }
 
+static uint64_t sq_put_seq(void *impl)
+{
+    return ((sq_store *)impl)->put_seq;
+}
+
 static void sq_destroy(void *impl)
 {
     sq_store *s = impl;
@@ -426,6 +443,10 @@ static const refex_store_ops SQ_OPS = {
     .batch_alive = sq_batch_alive,
     .live_bytes = sq_live_bytes,
     .refusal = sq_refusal,
+    .put_seq = sq_put_seq,
+    .generation = refex_sqstore_generation,
+    .sender_high = refex_sqstore_sender_high,
+    .renew = refex_sqstore_renew,
     .destroy = sq_destroy,
 };
 
@@ -470,10 +491,11 @@ static int size_limit(sq_store *s, uint64_t max_bytes)
     return refex_db_exec(s->db, sql);
 }
 
-int refex_store_sqlite_open(const char *path, uint64_t max_bytes, refex_store **out, char *err,
-                            size_t errlen)
+int refex_store_sqlite_open(const char *path, uint64_t max_bytes, unsigned flags, refex_store **out,
+                            char *err, size_t errlen)
 {
-    int rc;
+    struct stat sb;
+    int rc, fresh = 0, existed = stat(path, &sb) == 0;
     refex_store *self = calloc(1, sizeof *self);
     sq_store *s = calloc(1, sizeof *s);
     *out = NULL;
@@ -484,12 +506,15 @@ int refex_store_sqlite_open(const char *path, uint64_t max_bytes, refex_store **
     }
     self->ops = &SQ_OPS;
     self->impl = s;
-    if ((rc = refex_db_open(path, 0, &s->db, err, errlen)) != REFEX_OK)
+    if ((rc = refex_db_open(path, 0, &s->db, err, errlen)) != REFEX_OK ||
+        (rc = refex_sqstore_check(s, path, existed, flags, &fresh, err, errlen)) != REFEX_OK)
         goto out;
     if ((rc = schema_create(s)) != REFEX_OK) {
         snprintf(err, errlen, "%s: cannot create the queue tables", path);
         goto out;
     }
+    if ((rc = refex_sqstore_identity(s, fresh, err, errlen)) != REFEX_OK)
+        goto out;
     if (max_bytes > 0 && (rc = size_limit(s, max_bytes)) != REFEX_OK) {
         snprintf(err, errlen, "%s: cannot set the size limit", path);
         goto out;

@@ -24,6 +24,8 @@ enum {
     S_COUNT,
     S_LIVE,
     S_FREELIST,
+    S_SENDER_PUT,
+    S_SENDER_HIGH,
     S_N
 };
 
@@ -46,6 +48,8 @@ typedef struct {
     size_t n_puts;           /* messages put in the open batch */
     int puts_lost;           /* the batch's transaction ended under them: refuse the batch's */
     const char *refusal;     /* why the last put was refused, for the sender */
+    uint64_t put_seq;        /* seq of the message the last put stored or found */
+    uint8_t generation[16];
     redo_op *redo;
     size_t n_redo, cap_redo;
 } sq_store;
@@ -58,6 +62,16 @@ int refex_sqstore_ack_one(sq_store *s, const char *recipient, const char *sender
                           const uint8_t id[16], const uint8_t *receipt, size_t receipt_len);
 int refex_sqstore_receipt_del(sq_store *s, const char *sender, const uint8_t id[16],
                               const char *recipient);
+
+/* store_sqlite_meta.c: the store's identity. check: before the schema is made, whether an
+ * existing file (existed) still has its tables; *fresh says a new generation is due. */
+int refex_sqstore_check(sq_store *s, const char *path, int existed, unsigned flags, int *fresh,
+                        char *err, size_t errlen);
+int refex_sqstore_identity(sq_store *s, int fresh, char *err, size_t errlen);
+int refex_sqstore_renew(void *impl);
+void refex_sqstore_generation(void *impl, uint8_t out[16]);
+uint64_t refex_sqstore_sender_high(void *impl, const char *sender);
+int refex_sqstore_sender_put(sq_store *s, const char *sender, int64_t seq);
 
 /* store_sqlite_batch.c */
 int refex_sqstore_begin(void *impl);

@@ -195,14 +195,19 @@ static int64_t count(fixture *f)
     return f->st->ops->count(f->st->impl);
 }
 
-static void open_store(fixture *f, uint64_t max_bytes)
+static void open_store_flags(fixture *f, uint64_t max_bytes, unsigned flags)
 {
     char err[512] = "";
-    int rc = refex_store_sqlite_open(f->path, max_bytes, &f->st, err, sizeof err);
+    int rc = refex_store_sqlite_open(f->path, max_bytes, flags, &f->st, err, sizeof err);
     if (rc != REFEX_OK)
         fail_msg("refex_store_sqlite_open: %s: %s", refex_errname(rc), err);
     assert_non_null(f->st);
     assert_non_null(f->st->ops);
+}
+
+static void open_store(fixture *f, uint64_t max_bytes)
+{
+    open_store_flags(f, max_bytes, 0);
 }
 
 static void reopen(fixture *f)
@@ -333,7 +338,7 @@ static void expect_open_fails(const char *path)
 {
     char err[512] = "";
     refex_store *st = (refex_store *)&st;
-    int rc = refex_store_sqlite_open(path, 0, &st, err, sizeof err);
+    int rc = refex_store_sqlite_open(path, 0, 0, &st, err, sizeof err);
     if (rc == REFEX_OK)
         fail_msg("open of %s succeeded", path);
     assert_null(st);
@@ -1323,7 +1328,7 @@ static void test_old_store_reuses_pages(void **state)
         sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE older(x)", NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
-    open_store(f, 0);
+    open_store_flags(f, 0, REFEX_STORE_INIT); /* a file without the queue's tables */
     assert_int_equal(ro_query(f, "PRAGMA auto_vacuum", NULL), 0);
     put_big(f, 0, N, LEN);
     ack_all(f, 0, N);
