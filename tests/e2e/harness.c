@@ -280,11 +280,16 @@ int h_net_init(h_net *n, const char *const *agencies, const char *const *listed_
 
 int h_net_start_broker(h_net *n)
 {
+    return h_net_start_broker_with(n, NULL);
+}
+
+int h_net_start_broker_with(h_net *n, const char *extra_arg)
+{
     char conf[600], log[600], exe[1100], line[512];
     h_path(n, conf, sizeof conf, "conf/broker.conf");
     h_path(n, log, sizeof log, "logs/broker.log");
     snprintf(exe, sizeof exe, "%s/refex-broker", n->bin);
-    char *argv[] = {exe, "-c", conf, NULL};
+    char *argv[] = {exe, "-c", conf, (char *)extra_arg, NULL};
     if (h_spawn(&n->broker, "broker", argv, log) != 0)
         return -1;
     if (h_wait_line(&n->broker, "READY ", H_TIMEOUT_MS, line, sizeof line) != 0)
@@ -504,6 +509,11 @@ void h_kill9(h_proc *p)
 
 int h_net_restart_broker(h_net *n)
 {
+    return h_net_restart_broker_with(n, NULL);
+}
+
+int h_net_restart_broker_with(h_net *n, const char *extra_arg)
+{
     char path[600], text[2048];
     FILE *f;
     h_path(n, path, sizeof path, "conf/broker.conf");
@@ -526,7 +536,7 @@ int h_net_restart_broker(h_net *n)
     h_stop(&n->broker);
     char endpoint[512];
     snprintf(endpoint, sizeof endpoint, "%s", n->endpoint);
-    int rc = h_net_start_broker(n);
+    int rc = h_net_start_broker_with(n, extra_arg);
     return rc == 0 && strcmp(endpoint, n->endpoint) == 0 ? 0 : -1;
 }
 

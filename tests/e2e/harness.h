@@ -40,6 +40,8 @@ typedef struct {
 int h_net_init(h_net *n, const char *const *agencies, const char *const *listed_only,
                const char *broker_extra_conf);
 int h_net_start_broker(h_net *n);
+/* The same with one more argument on the broker's command line (NULL: none). */
+int h_net_start_broker_with(h_net *n, const char *extra_arg);
 int h_net_start_agent(h_net *n, const char *agency);
 /* h_net_init, then the broker, then an agent for each of `agencies`, each ready. */
 int h_net_up(h_net *n, const char *const *agencies, const char *const *listed_only,
@@ -103,6 +105,7 @@ void h_pause(void);
 void h_kill9(h_proc *p);
 /* Restarts the broker on the endpoint it had (the first start picks a free port). */
 int h_net_restart_broker(h_net *n);
+int h_net_restart_broker_with(h_net *n, const char *extra_arg);
 /* Index of an agency's process in n->agents, or -1. */
 int h_agent_index(const h_net *n, const char *agency);
 /* One JSON request on an agent's control socket; NULL if it does not answer. */
