@@ -4,7 +4,8 @@
  * from it), and once the expiry has passed and the broker is back, the sender's agent (with
  * report_grace_seconds = 1) shows it as expired, no report, has logged an ALERT line and
  * audited a no-report entry, and is still running. A message delivered and receipted in
- * time with the same short ttl is never flagged. Waits poll observable state (or the clock
+ * time with the same short ttl is never flagged, and a report_grace_seconds outside 1..86400
+ * stops the agent at start with a line saying so. Waits poll observable state (or the clock
  * for the expiry) with deadlines; nothing sleeps for a fixed time. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -238,6 +239,40 @@ static void test_delivered_message_never_flagged(void **state)
     assert_int_equal(h_sql_int(&g_net, SENDER_DB, "SELECT count(*) FROM no_reports"), 0);
 }
 
+/* report_grace_seconds outside 1..86400, or not a number: the agent does not start, and
+ * says why; the bounds themselves are accepted (-n: check the configuration and exit). */
+static void test_report_grace_checked(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {"0", "86401", "soon", "-5"};
+    static const char *const good[] = {"1", "86400"};
+    char conf[600], path[600], exe[1100], out[8192], text[4096];
+    net_up(0);
+    h_path(&g_net, conf, sizeof conf, "conf/social-care.conf");
+    h_path(&g_net, path, sizeof path, "conf/bad-grace.conf");
+    FILE *f = fopen(conf, "r");
+    assert_non_null(f);
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    snprintf(exe, sizeof exe, "%s/refex-agent", g_net.bin);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0] + sizeof good / sizeof good[0]; i++) {
+        int ok = i >= sizeof bad / sizeof bad[0];
+        const char *v = ok ? good[i - sizeof bad / sizeof bad[0]] : bad[i];
+        f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "%sreport_grace_seconds = %s\n", text, v);
+        fclose(f);
+        char *argv[] = {exe, "-n", "-c", path, NULL};
+        int rc = h_run(argv, out, sizeof out);
+        if (ok ? rc != 0
+               : rc == 0 || !strstr(out, "report_grace_seconds must be between 1 and "
+                                         "86400"))
+            fail_msg("report_grace_seconds = %s: exit %d: %s", v, rc, out);
+    }
+    assert_true(h_alive(&g_net.agents[h_agent_index(&g_net, "midwifery")]));
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -245,6 +280,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_lost_message_expires_with_no_report, teardown),
         cmocka_unit_test_teardown(test_delivered_message_never_flagged, teardown),
+        cmocka_unit_test_teardown(test_report_grace_checked, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
