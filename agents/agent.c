@@ -19,8 +19,14 @@
 #include "log.h"
 #include "util.h"
 
-static const char *const CONFIG_KEYS[] = {
-    "agency", "broker", "broker_id", "control_group", "send_window", REFEX_DAEMON_BASE_KEYS, NULL};
+static const char *const CONFIG_KEYS[] = {"agency",
+                                          "broker",
+                                          "broker_id",
+                                          "control_group",
+                                          "send_window",
+                                          "report_grace_seconds",
+                                          REFEX_DAEMON_BASE_KEYS,
+                                          NULL};
 
 /* ---- setup ------------------------------------------------------------------------- */
 
@@ -54,6 +60,12 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
     if (refex_config_uint(cfg, "send_window", SEND_WINDOW_DEFAULT, &a->send_window) ||
         a->send_window < 1 || a->send_window > SEND_WINDOW_MAX) {
         snprintf(err, errlen, "config: send_window must be between 1 and %d", SEND_WINDOW_MAX);
+        goto out;
+    }
+    if (refex_config_uint(cfg, "report_grace_seconds", REPORT_GRACE_DEFAULT, &a->report_grace_s) ||
+        a->report_grace_s < 1 || a->report_grace_s > REPORT_GRACE_MAX) {
+        snprintf(err, errlen, "config: report_grace_seconds must be between 1 and %d",
+                 REPORT_GRACE_MAX);
         goto out;
     }
     if ((rc = refex_daemon_base_load(cfg, "this agency's .secret file", &a->base, err, errlen)) !=
@@ -400,6 +412,7 @@ int agent_run(agent *a)
             control_readable(a);
         /* One commit for the cycle, then what waits on it. */
         timers(a);
+        outbox_expiry_sweep(a);
         batch_end(a);
         journal_checkpoint(a);
         outbox_expire_waiters(a);

@@ -106,6 +106,10 @@ struct agent {
     size_t n_flight;
     int pace_recovering;    /* a transient refusal: one at a time until the oldest is stored */
     int64_t pace_resume_ms; /* monotonic; after a transient refusal nothing is sent before it */
+    /* The expiry sweep (outbox_expiry.c). */
+    uint64_t report_grace_s;  /* config report_grace_seconds; 0 (unset): REPORT_GRACE_DEFAULT */
+    int64_t expiry_online_ms; /* monotonic: online since (0: offline when last looked) */
+    int64_t expiry_next_ms;   /* monotonic: no sweep before this */
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
@@ -159,6 +163,13 @@ void outbox_pace_answer(agent *a, const uint8_t id[16], int code);
 int outbox_pace_in_flight(const agent *a, const uint8_t id[16]);
 /* The loop's timer: resumes after a back-off; forgets SENDs unanswered for RETRY_MS. */
 void outbox_pace_tick(agent *a);
+
+/* outbox_expiry.c: a stored message past its expiry by report_grace_seconds with neither a
+ * receipt nor a non-delivery report from a recipient is noted, audited and raises an ALERT
+ * line. From the loop, every cycle (it sweeps at most once a second, online only). */
+#define REPORT_GRACE_DEFAULT 600
+#define REPORT_GRACE_MAX     86400
+void outbox_expiry_sweep(agent *a);
 
 /* inbox.c: receiving */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env);

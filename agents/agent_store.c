@@ -228,6 +228,7 @@ static int create_tables(sqlite3 *db)
         (rc = upgrade_table(db, "outbox", OUTBOX_ADDED)) != REFEX_OK ||
         (rc = upgrade_table(db, "inbox", INBOX_ADDED)) != REFEX_OK ||
         (rc = refex_db_exec(db, ADDED_FILL)) != REFEX_OK ||
+        (rc = agent_store_report_create(db)) != REFEX_OK ||
         (rc = refex_db_commit(db)) != REFEX_OK) {
         refex_db_rollback(db);
         return rc;

@@ -217,4 +217,39 @@ int agent_store_message_status_json(agent_store *s, const char *id, json_t **out
 int agent_store_referrals_json(agent_store *s, json_t **rows) REFEX_NODISCARD;
 int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows) REFEX_NODISCARD;
 
+/* ---- expired with no report (agent_store_report.c) ---------------------------------- */
+/* The no_reports table: recipients of our stored messages that sent neither a receipt nor
+ * a non-delivery report by the message's expiry (the broker may have lost the message).
+ * Made with the schema (create_tables), inside its transaction. */
+int agent_store_report_create(sqlite3 *db) REFEX_NODISCARD;
+/* Closes message_id's outbox row (nothing more is awaited) if a receipt from each of its
+ * recipients is held; *closed (may be NULL) says whether it did now. */
+int agent_store_outbox_close_if_receipted(agent_store *s, const char *message_id,
+                                          int *closed) REFEX_NODISCARD;
+int agent_store_outbox_close(agent_store *s, const char *message_id) REFEX_NODISCARD;
+
+/* A stored message still open past its expiry (recipients as the outbox keeps them: at
+ * most 64 agency ids of under 64 characters, comma-separated). */
+#define AGENT_RECIPIENTS_MAX (64 * 65)
+typedef struct {
+    char message_id[33];
+    char recipients[AGENT_RECIPIENTS_MAX];
+    int64_t expires_ms;
+} agent_overdue_row;
+/* Stored, open messages with expires_ms <= expired_by, earliest first, at most cap. */
+int agent_store_outbox_overdue(agent_store *s, int64_t expired_by, agent_overdue_row *rows,
+                               size_t cap, size_t *n) REFEX_NODISCARD;
+/* Is a receipt (or non-delivery report) from recipient held for message_id? */
+int agent_store_receipt_held(agent_store *s, const char *message_id, const char *recipient,
+                             int *held) REFEX_NODISCARD;
+/* *fresh is 0 if (message_id, recipient) was noted before (nothing changed). */
+int agent_store_no_report_insert(agent_store *s, const char *message_id, const char *recipient,
+                                 int64_t expires_ms, int64_t noted_ms, int *fresh) REFEX_NODISCARD;
+/* The noted recipients of message_id still without a receipt, as a new JSON array of
+ * {recipient, expires_ms, noted_ms}; a receipt that came after all wins. */
+int agent_store_no_report_json(agent_store *s, const char *message_id,
+                               json_t **out) REFEX_NODISCARD;
+/* The ids of messages with such a recipient, as a new JSON object {id: true}. */
+int agent_store_no_report_ids(agent_store *s, json_t **out) REFEX_NODISCARD;
+
 #endif

@@ -171,22 +171,35 @@ int agent_store_message_status_json(agent_store *s, const char *id, json_t **out
         return REFEX_E_DB;
     }
     json_object_set_new(r, "receipts", receipts);
+    /* Recipients that sent neither a receipt nor a non-delivery report by the expiry: the
+     * broker may have lost the message (agent_store_report.c, outbox_expiry.c). */
+    json_t *no_report = NULL;
+    if (agent_store_no_report_json(s, mid, &no_report) != REFEX_OK) {
+        json_decref(r);
+        return REFEX_E_DB;
+    }
+    if (json_array_size(no_report) > 0)
+        json_object_set_new(r, "state", json_string("expired_no_report"));
+    json_object_set_new(r, "no_report", no_report);
     *out = r;
     return REFEX_OK;
 }
 
-/* One referral and where it stands. */
-static json_t *referral_row(sqlite3_stmt *st)
+/* One referral and where it stands; no_report: the ids of messages that expired with no
+ * report from some recipient (agent_store_no_report_ids). */
+static json_t *referral_row(sqlite3_stmt *st, const json_t *no_report)
 {
     const char *state = (const char *)sqlite3_column_text(st, 4);
     const char *decision = (const char *)sqlite3_column_text(st, 10);
     int has_receipt = sqlite3_column_type(st, 7) != SQLITE_NULL;
     int code = sqlite3_column_int(st, 7);
+    int lost = json_object_get(no_report, (const char *)sqlite3_column_text(st, 0)) != NULL;
     const char *status = strcmp(state, "rejected") == 0 ? "rejected by the broker"
                          : decision && strcmp(decision, "DECISION_ACCEPTED") == 0 ? "accepted"
                          : decision && strcmp(decision, "DECISION_DECLINED") == 0 ? "declined"
                          : decision && strcmp(decision, "DECISION_MORE_INFORMATION") == 0
                              ? "more information needed"
+                         : lost                                   ? "expired, no report"
                          : has_receipt && code == REFEX_E_EXPIRED ? "not delivered (expired)"
                          : has_receipt && code != 0               ? "refused by the recipient"
                          : has_receipt                            ? "received, awaiting decision"
@@ -219,12 +232,19 @@ static json_t *referral_row(sqlite3_stmt *st)
 
 int agent_store_referrals_json(agent_store *s, json_t **rows)
 {
-    sqlite3_stmt *st = agent_store_stmt(s, S_REFERRALS);
-    int step;
-    if (!(*rows = json_array()))
+    sqlite3_stmt *st;
+    json_t *no_report = NULL;
+    int step, rc = agent_store_no_report_ids(s, &no_report);
+    if (rc != REFEX_OK)
+        return rc;
+    if (!(*rows = json_array())) {
+        json_decref(no_report);
         return REFEX_E_NOMEM;
+    }
+    st = agent_store_stmt(s, S_REFERRALS);
     while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        json_array_append_new(*rows, referral_row(st));
+        json_array_append_new(*rows, referral_row(st, no_report));
+    json_decref(no_report);
     return agent_store_done(st, refex_db_err(step));
 }
 

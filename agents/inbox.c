@@ -253,6 +253,8 @@ void inbox_receipt(agent *a, const Refex__V1__SignedReceipt *sr)
         rc = journal_outcome(a, r.code == REFEX_E_EXPIRED ? "non-delivery" : "receipt",
                              r.code ? refex_errname((int)r.code) : "success", r.recipient, idhex,
                              hashhex);
+    if (rc == REFEX_OK) /* every recipient's receipt in: nothing more is awaited */
+        rc = agent_store_outbox_close_if_receipted(a->store, idhex, NULL);
     if (rc == REFEX_OK)
         rc = batch_unit_end(a, 1);
     else

@@ -31,7 +31,8 @@ static void query_usage(FILE *out)
             "  --since TIME      at or after TIME\n"
             "  --until TIME      at or before TIME (a bare date includes that whole day)\n"
             "                    TIME is YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or epoch ms\n"
-            "  --event E         send, receive, reject, receipt, non-delivery, audit-log-used\n"
+            "  --event E         send, receive, reject, receipt, non-delivery, no-report,\n"
+            "                    audit-log-used\n"
             "  --outcome O       success, or an error name such as E_BAD_SIGNATURE\n"
             "  --type T          message type: referral, information-request, ...\n"
             "  --purpose P       safeguarding, direct-care, case-management, audit\n"
@@ -157,14 +158,14 @@ static int since_until(const char *opt, const char *v, char *buf, size_t len, re
 
 static int event_name(const char *opt, const char *v, char *buf, size_t len, refex_audit_cond *c)
 {
-    static const char *const EVENTS[] = {"send",    "receive",      "reject",
-                                         "receipt", "non-delivery", "audit-log-used"};
+    static const char *const EVENTS[] = {"send",         "receive",   "reject",        "receipt",
+                                         "non-delivery", "no-report", "audit-log-used"};
     for (size_t i = 0; i < sizeof EVENTS / sizeof EVENTS[0]; i++)
         if (strcmp(v, EVENTS[i]) == 0)
             return any_text(opt, v, buf, len, c);
     fprintf(stderr,
             "refex audit query: unknown --event '%s'; one of: send, receive, reject, receipt, "
-            "non-delivery, audit-log-used\n",
+            "non-delivery, no-report, audit-log-used\n",
             v);
     return EXIT_USAGE;
 }

@@ -52,16 +52,31 @@ static int parse(const char *cmd, int argc, char **argv, status_args *a)
     return EXIT_OK;
 }
 
-/* One recipient's line, from its receipt; "awaiting delivery" where none has come yet. */
-static void print_recipient(const json_t *m, const char *who, const char *state)
+/* The entry of array `key` of m whose "recipient" is who, or NULL. */
+static const json_t *for_recipient(const json_t *m, const char *key, const char *who)
 {
     const json_t *found = NULL, *r;
     size_t i;
-    char t[32];
-    json_array_foreach(json_object_get(m, "receipts"), i, r)
+    json_array_foreach(json_object_get(m, key), i, r)
     {
         if (strcmp(cli_str(r, "recipient"), who) == 0)
             found = r;
+    }
+    return found;
+}
+
+/* One recipient's line, from its receipt; "awaiting delivery" where none has come yet, and
+ * EXPIRED, NO REPORT where none came by the expiry (the agent lists only those). */
+static void print_recipient(const json_t *m, const char *who, const char *state)
+{
+    const json_t *found = for_recipient(m, "receipts", who);
+    const json_t *lost = for_recipient(m, "no_report", who);
+    char t[32];
+    if (!found && lost) {
+        cli_format_time(t, sizeof t,
+                        (long long)json_integer_value(json_object_get(lost, "expires_ms")));
+        printf("  %-20s EXPIRED, NO REPORT (expired %s)\n", who, t);
+        return;
     }
     if (!found) {
         printf("  %-20s %s\n", who, strcmp(state, "stored") == 0 ? "awaiting delivery" : "-");
@@ -80,6 +95,24 @@ static void print_recipient(const json_t *m, const char *who, const char *state)
                refex_errname(code), signer);
 }
 
+/* Some recipient sent neither a receipt nor a non-delivery report by the expiry. */
+static void print_no_report_state(const json_t *m)
+{
+    const json_t *lost = json_object_get(m, "no_report"), *r;
+    json_int_t latest = 0;
+    size_t i;
+    char t[32];
+    json_array_foreach(lost, i, r)
+    {
+        json_int_t e = json_integer_value(json_object_get(r, "expires_ms"));
+        latest = e > latest ? e : latest;
+    }
+    cli_format_time(t, sizeof t, (long long)latest);
+    printf("state      expired, no report: neither a receipt nor a non-delivery report came for "
+           "%zu recipient(s) by %s; the broker may have lost it (see docs/operations.md)\n",
+           json_array_size(lost), t);
+}
+
 static void print_message_status(const json_t *m)
 {
     const char *state = cli_str(m, "state");
@@ -96,6 +129,8 @@ static void print_message_status(const json_t *m)
         printf("state      rejected by the broker: %s (%s)\n",
                refex_errname((int)json_integer_value(json_object_get(m, "error_code"))),
                cli_str(m, "error_detail"));
+    else if (strcmp(state, "expired_no_report") == 0)
+        print_no_report_state(m);
     else
         printf("state      stored at the broker\n");
     char *rc = strdup(cli_str(m, "recipients")), *save = NULL;
@@ -121,7 +156,11 @@ int cmd_status(int argc, char **argv)
                 "yet stored by the broker), stored at the broker, rejected by the broker with\n"
                 "a reason, and for each recipient: delivered (its signed receipt is held),\n"
                 "refused by the recipient with a reason, or not delivered before it expired\n"
-                "(the broker's signed non-delivery report is held). A message may also be\n"
+                "(the broker's signed non-delivery report is held). Expired, no report: the\n"
+                "message's expiry passed (by the agent's report_grace_seconds) with neither a\n"
+                "receipt nor a non-delivery report from a recipient, so the broker may have\n"
+                "lost it; the agent logged an ALERT line and audited it (no-report). A receipt\n"
+                "that still comes later is shown instead. A message may also be\n"
                 "named by the local id it was sent under (send --local-id); a 32-hex id is\n"
                 "tried as a message id first.\n"
                 "\n"
@@ -184,7 +223,9 @@ int cmd_referrals(int argc, char **argv)
                 "stored at the broker, received (the recipient's signed receipt is held),\n"
                 "then the recipient's decision: accepted (with the new case reference),\n"
                 "declined (with the reason), or more information needed. A decision is\n"
-                "matched by its referral_message_id.\n");
+                "matched by its referral_message_id. Expired, no report: it expired with\n"
+                "neither a receipt nor a non-delivery report (the broker may have lost it;\n"
+                "see refex status MESSAGE_ID).\n");
         return a.help && !bad ? EXIT_OK : EXIT_USAGE;
     }
     int rc = cli_call(10000, call_referrals, NULL, &reply);
