@@ -145,6 +145,7 @@ static void on_welcome(agent *a, const Refex__V1__Frame *f)
         printf("READY %s\n", a->agency);
         fflush(stdout);
     }
+    a->expiry_online_ms = refex_mono_ms(); /* reports held for us come after each WELCOME */
     outbox_link_welcome(a, f->welcome);
     outbox_pace_restart(a);
     cases_resend_subscriptions(a);

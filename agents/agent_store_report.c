@@ -43,9 +43,18 @@ static const char *SQL_NO_REPORT_OF = "SELECT n.recipient, n.expires_ms, n.noted
                                       " AND n.message_id = ? ORDER BY n.recipient";
 static const char *SQL_NO_REPORT_IDS = "SELECT DISTINCT n.message_id" UNANSWERED;
 
+/* Rows from before `closed` existed whose every receipt is in: closed at open, so the
+ * outbox's open rows (what a WELCOME is checked against) are only those still awaited. */
+static const char *CLOSE_RECEIPTED =
+    "UPDATE outbox SET closed = 1 WHERE state = 'stored' AND closed = 0 AND"
+    " (SELECT COUNT(*) FROM receipts r WHERE r.message_id = outbox.message_id"
+    " AND instr(',' || outbox.recipients || ',', ',' || r.recipient || ',') > 0)"
+    " >= " RECIPIENT_COUNT;
+
 int agent_store_report_create(sqlite3 *db)
 {
-    return refex_db_exec(db, NO_REPORTS_SCHEMA);
+    int rc = refex_db_exec(db, NO_REPORTS_SCHEMA);
+    return rc == REFEX_OK ? refex_db_exec(db, CLOSE_RECEIPTED) : rc;
 }
 
 /* Prepares sql on the store's handle with text ?1 (and ?2 if t2). */
