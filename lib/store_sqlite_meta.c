@@ -2,7 +2,7 @@
  * at open that a store file still has the tables it was made with, the store's generation
  * (table meta), and each sender's highest store seq (table senders). Together they let an
  * agent notice that the broker's store went backwards: restored from an older copy, or its
- * WAL lost after STORED was answered (docs/protocol.md section 5.6). Not for messages,
+ * WAL lost after STORED was answered (docs/protocol.md section 3.1). Not for messages,
  * deliveries or receipts. */
 #include <sodium.h>
 #include <sqlite3.h>
