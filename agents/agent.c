@@ -398,7 +398,7 @@ int agent_run(agent *a)
         zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
                                   {a->mon, 0, ZMQ_POLLIN, 0},
                                   {a->control, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 3, inbox_wait_poll_ms(a, 500));
+        int n = zmq_poll(items, 3, outbox_pace_poll_ms(a, inbox_wait_poll_ms(a, 500)));
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;

@@ -37,6 +37,7 @@ void agent_close(agent **a_p);
 #define WAIT_DEADLINE       30000
 #define MAX_TTL_SECONDS     (366 * 24 * 3600)
 #define RETRY_MS            5000  /* resend what the broker has not answered after this long */
+#define PACE_BACKOFF_MIN_MS 250   /* the first pause after a refusal; doubles up to RETRY_MS */
 #define PING_MS             10000 /* application-level ping when the link is otherwise idle */
 #define SEND_WINDOW_DEFAULT 32    /* SENDs in flight unanswered (the broker keeps their order) */
 #define SEND_WINDOW_MAX     64
@@ -104,8 +105,9 @@ struct agent {
     uint64_t send_window; /* config send_window; 0 (unset): SEND_WINDOW_DEFAULT */
     in_flight flight[SEND_WINDOW_MAX];
     size_t n_flight;
-    int pace_recovering;    /* a transient refusal: one at a time until the oldest is stored */
-    int64_t pace_resume_ms; /* monotonic; after a transient refusal nothing is sent before it */
+    int pace_recovering;     /* a transient refusal: one at a time until the oldest is stored */
+    int64_t pace_resume_ms;  /* monotonic; after a transient refusal nothing is sent before it */
+    int64_t pace_backoff_ms; /* the pause after the last refusal; 0 when none is being retried */
     /* The expiry sweep (outbox_expiry.c). */
     uint64_t report_grace_s;  /* config report_grace_seconds; 0 (unset): REPORT_GRACE_DEFAULT */
     int64_t expiry_online_ms; /* monotonic: online since (0: offline when last looked) */
@@ -163,6 +165,8 @@ void outbox_pace_answer(agent *a, const uint8_t id[16], int code);
 int outbox_pace_in_flight(const agent *a, const uint8_t id[16]);
 /* The loop's timer: resumes after a back-off; forgets SENDs unanswered for RETRY_MS. */
 void outbox_pace_tick(agent *a);
+/* max_ms, or less if a back-off ends sooner: the loop's poll timeout. */
+int outbox_pace_poll_ms(const agent *a, int max_ms);
 
 /* outbox_expiry.c: a stored message past its expiry by report_grace_seconds with neither a
  * receipt nor a non-delivery report from a recipient is noted, audited and raises an ALERT

@@ -11,13 +11,16 @@
  * is never sent as one burst.
  *
  * Refusal. A transient refusal (E_STORE, E_BUSY, ...) stops the queue: nothing is sent for
- * RETRY_MS, then the oldest pending message is sent alone until it is STORED, and only then
- * does the window open again. Sent one at a time, nothing can overtake it. The SENDs
- * already in flight behind a refused one cannot overtake it either: once the broker has
- * refused one of this agency's messages for now, it refuses the later ones too (E_BUSY,
- * "behind message ...") until that one is sent again (broker/queue.c), so it never holds
- * a later message from this agency without every earlier one. A non-transient refusal
- * settles its message (rejected) and the queue goes on. */
+ * a pause, then the oldest pending message is sent alone until it is STORED, and only then
+ * does the window open again. The pause starts at PACE_BACKOFF_MIN_MS and doubles with each
+ * refusal in a row up to RETRY_MS: a broker whose store frees up as deliveries complete (a
+ * full store drains within milliseconds once its recipient is back) is tried again at once,
+ * one that stays full (its recipient offline) once every RETRY_MS, one message at a time. Sent one
+ * at a time, nothing can overtake it. The SENDs already in flight behind a refused one cannot
+ * overtake it either: once the broker has refused one of this agency's messages for now, it refuses
+ * the later ones too (E_BUSY, "behind message ...") until that one is sent again (broker/queue.c),
+ * so it never holds a later message from this agency without every earlier one. A non-transient
+ * refusal settles its message (rejected) and the queue goes on. */
 #include "agent.h"
 
 #include <string.h>
@@ -129,16 +132,24 @@ void outbox_pace_answer(agent *a, const uint8_t id[16], int code)
         a->n_flight--;
     }
     if (outbox_transient(code)) {
-        if (!a->pace_resume_ms)
-            refex_log_warn("outbox: the broker refused a message for now (%s); sending again in "
-                           "%d s, oldest first, one at a time",
-                           refex_errname(code), RETRY_MS / 1000);
+        if (!a->pace_resume_ms) {
+            int64_t b = a->pace_backoff_ms;
+            a->pace_backoff_ms = !b ? PACE_BACKOFF_MIN_MS : b * 2 > RETRY_MS ? RETRY_MS : b * 2;
+            if (!a->pace_recovering)
+                refex_log_warn("outbox: the broker refused a message for now (%s); sending "
+                               "again from %lld ms on, oldest first, one at a time",
+                               refex_errname(code), (long long)a->pace_backoff_ms);
+            else
+                refex_log_debug("outbox: refused again (%s); next try in %lld ms",
+                                refex_errname(code), (long long)a->pace_backoff_ms);
+            a->pace_resume_ms = refex_mono_ms() + a->pace_backoff_ms;
+        }
         a->pace_recovering = 1;
-        a->pace_resume_ms = refex_mono_ms() + RETRY_MS;
         return;
     }
     if (code == 0 && a->pace_recovering && a->n_flight == 0 && !a->pace_resume_ms) {
         a->pace_recovering = 0;
+        a->pace_backoff_ms = 0;
         refex_log_info("outbox: the broker stores again; sending resumes at full window");
     }
     outbox_pace_pump(a);
@@ -163,4 +174,12 @@ void outbox_pace_tick(agent *a)
         a->n_flight = 0;
     }
     outbox_pace_pump(a);
+}
+
+int outbox_pace_poll_ms(const agent *a, int max_ms)
+{
+    if (!a->pace_resume_ms)
+        return max_ms;
+    int64_t left = a->pace_resume_ms - refex_mono_ms();
+    return left <= 0 ? 0 : left < max_ms ? (int)left : max_ms;
 }

@@ -278,7 +278,8 @@ static void test_drain_after_refusals(void **state)
     printf("drain: %d messages, store_max %s, window %d, seed %u: first delivered after %lld ms, "
            "all delivered in %lld ms after the recipient returned (second 500 submitted in "
            "%lld ms meanwhile), all receipts at the sender after %lld ms; %d refusals seen "
-           "(%d E_STORE, %d E_BUSY behind them), %d back-offs of 5 s by the sender; broker "
+           "(%d E_STORE, %d E_BUSY behind them), %d pauses by the sender (each from 250 ms, "
+           "doubling to 5 s while refused); broker "
            "store 0 live bytes, %lld pages (%lld when full)\n",
            N_TOTAL, STORE_MAX, WINDOW, seed, (long long)first_ms, (long long)all_ms,
            (long long)submit2_ms, (long long)settled_ms, e_store + e_busy, e_store, e_busy,
