@@ -114,9 +114,11 @@ static const char *const SQL[S_N] = {
     [S_OUTBOX_QUEUE] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
                        " ORDER BY created_ms, rowid LIMIT ?",
     [S_OUTBOX_MARK_SENT] = "UPDATE outbox SET sent_ms = ? WHERE message_id = ?",
-    [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?, error_code = ?, error_detail = ?,"
-                        " updated_ms = ? WHERE message_id = ? AND state = 'pending'"
-                        " RETURNING recipients",
+    /* ?6, ?7: the broker store's generation and seq of a STORED, NULL to keep them */
+    [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?1, error_code = ?2, error_detail = ?3,"
+                        " updated_ms = ?4, store_gen = coalesce(?6, store_gen),"
+                        " store_seq = coalesce(?7, store_seq)"
+                        " WHERE message_id = ?5 AND state = 'pending' RETURNING recipients",
     [S_OUTBOX_BY_LOCAL_ID] = "SELECT message_id, submission_hash, state, sent_ms, error_code,"
                              " error_detail FROM outbox WHERE local_id = ?1 AND local_id <> ''",
     [S_OUTBOX_META] = "SELECT type, case_ref, practitioner, purpose, article6, article9,"
@@ -419,12 +421,24 @@ int agent_store_outbox_mark_sent(agent_store *s, const char *message_id, int64_t
 int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, const char *detail,
                               int64_t now_ms, char *recipients, size_t rlen, int *settled)
 {
+    return agent_store_outbox_settle_at(s, message_id, code, detail, now_ms, NULL, 0, recipients,
+                                        rlen, settled);
+}
+
+int agent_store_outbox_settle_at(agent_store *s, const char *message_id, int code,
+                                 const char *detail, int64_t now_ms, const char *gen, uint64_t seq,
+                                 char *recipients, size_t rlen, int *settled)
+{
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_SETTLE);
     sqlite3_bind_text(st, 1, code ? "rejected" : "stored", -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, code);
     bind_text(st, 3, detail);
     sqlite3_bind_int64(st, 4, now_ms);
     bind_text(st, 5, message_id);
+    if (gen) {
+        sqlite3_bind_text(st, 6, gen, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)seq);
+    }
     int step = sqlite3_step(st);
     *settled = step == SQLITE_ROW;
     if (*settled && rlen)

@@ -84,12 +84,13 @@ int agent_store_outbox_mark_sent(agent_store *s, const char *message_id,
 int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, const char *detail,
                               int64_t now_ms, char *recipients, size_t rlen,
                               int *settled) REFEX_NODISCARD;
-/* agent_store_link.c: the broker store's generation (32 hex) and the store seq a STORED
- * gave a message. */
-int agent_store_outbox_stored_at(agent_store *s, const char *message_id, const char *gen,
-                                 uint64_t seq) REFEX_NODISCARD;
-/* What HELLO says it was told: the generation of the newest STORED still awaiting receipts
- * and the highest store seq under it ("" and 0: none). */
+/* The same, recording for a STORED (code 0) the broker store's generation (32 hex) and the
+ * store seq it gave the message; gen NULL keeps what the row has. */
+int agent_store_outbox_settle_at(agent_store *s, const char *message_id, int code,
+                                 const char *detail, int64_t now_ms, const char *gen, uint64_t seq,
+                                 char *recipients, size_t rlen, int *settled) REFEX_NODISCARD;
+/* agent_store_link.c. What HELLO says it was told: the generation of the newest STORED still
+ * awaiting receipts and the highest store seq under it ("" and 0: none). */
 int agent_store_outbox_high(agent_store *s, char gen[33], uint64_t *seq) REFEX_NODISCARD;
 /* The broker's store is at generation gen holding up to seq `high` from us: stored
  * messages awaiting receipts that it no longer holds go back to pending (*requeued), except

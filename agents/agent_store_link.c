@@ -1,6 +1,6 @@
-/* The outbox's view of the broker's store (agent_store.c keeps the rest of the outbox): what
- * each STORED said (the store's generation and the message's store seq), what HELLO tells
- * the broker it was told, and, after a WELCOME that shows the store behind, the stored
+/* The outbox's view of the broker's store (agent_store.c keeps the rest of the outbox, and
+ * records what each STORED said: the store's generation and the message's seq): what HELLO
+ * tells the broker it was told, and, after a WELCOME that shows the store behind, the stored
  * messages that go back to the send queue. Statements are prepared on first use. */
 #include <sqlite3.h>
 #include <string.h>
@@ -13,7 +13,6 @@
 #define LOST "state = 'stored' AND closed = 0 AND (store_gen <> ?1 OR store_seq > ?2)"
 
 static const char *const LINK_SQL[L_N] = {
-    [L_STORED_AT] = "UPDATE outbox SET store_gen = ?1, store_seq = ?2 WHERE message_id = ?3",
     [L_HIGH] = "SELECT store_gen, max(store_seq) FROM outbox WHERE state = 'stored' AND"
                " closed = 0 AND store_gen = (SELECT store_gen FROM outbox WHERE state = 'stored'"
                " AND closed = 0 AND store_gen <> '' ORDER BY updated_ms DESC LIMIT 1)",
@@ -35,18 +34,6 @@ void agent_store_link_close(agent_store *s)
 {
     for (int i = 0; i < L_N; i++)
         sqlite3_finalize(s->link[i]);
-}
-
-int agent_store_outbox_stored_at(agent_store *s, const char *message_id, const char *gen,
-                                 uint64_t seq)
-{
-    sqlite3_stmt *st = link_stmt(s, L_STORED_AT);
-    if (!st)
-        return REFEX_E_DB;
-    sqlite3_bind_text(st, 1, gen, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)seq);
-    sqlite3_bind_text(st, 3, message_id, -1, SQLITE_STATIC);
-    return agent_store_done(st, refex_db_err(sqlite3_step(st)));
 }
 
 int agent_store_outbox_high(agent_store *s, char gen[33], uint64_t *seq)

@@ -44,7 +44,7 @@ enum {
 };
 
 /* agent_store_link.c's statements, prepared on first use. */
-enum { L_STORED_AT, L_HIGH, L_REQUEUE, L_LOST_EXPIRED, L_N };
+enum { L_HIGH, L_REQUEUE, L_LOST_EXPIRED, L_N };
 
 struct agent_store {
     sqlite3 *db;

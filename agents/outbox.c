@@ -560,12 +560,10 @@ void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *deta
     }
     if ((rc = batch_unit_begin(a)) != REFEX_OK)
         return;
-    rc = agent_store_outbox_settle(a->store, idhex, code, detail, refex_now_ms(), peers,
-                                   sizeof peers, &settled);
+    rc = agent_store_outbox_settle_at(a->store, idhex, code, detail, refex_now_ms(),
+                                      code ? NULL : gen, seq, peers, sizeof peers, &settled);
     if (rc == REFEX_OK && settled && code)
         rc = journal_outcome(a, "reject", refex_errname(code), peers, idhex, "");
-    if (rc == REFEX_OK && settled && !code && gen)
-        rc = agent_store_outbox_stored_at(a->store, idhex, gen, seq);
     if (rc == REFEX_OK)
         rc = batch_unit_end(a, 1);
     else

@@ -708,6 +708,53 @@ static void test_pace_new_sends_queue_behind_pending(void **state)
 /* Window 3: at most three unanswered, the next sent as each answer comes; a transient
  * refusal stops the queue until the back-off ends, then the oldest pending goes alone until
  * it is stored, and only then the window opens again. */
+/* What STORED said is kept with the row; HELLO's view is the newest generation's highest
+ * seq among rows awaiting receipts; a WELCOME of another generation, or below a row's seq,
+ * puts those rows back to pending, except expired ones. */
+static void test_store_generation_and_requeue(void **state)
+{
+    agent_fixture *f = *state;
+    static const char *G1 = "11111111111111111111111111111111";
+    static const char *G2 = "22222222222222222222222222222222";
+    char gen[33], rcpt[64];
+    uint64_t seq = 9;
+    int settled = 0, requeued = 0, expired = 0;
+    assert_ok(agent_store_outbox_high(f->a.store, gen, &seq));
+    assert_string_equal(gen, "");
+    assert_int_equal(seq, 0);
+    insert(f, "a1", 1000, 0); /* expires at 2000 */
+    insert(f, "a2", 5000, 0); /* expires at 6000 */
+    insert(f, "a3", 6000, 0);
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a1", 0, NULL, 1500, G1, 4, rcpt,
+                                           sizeof rcpt, &settled));
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a2", 0, NULL, 5500, G1, 7, rcpt,
+                                           sizeof rcpt, &settled));
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a3", 0, NULL, 6500, G1, 9, rcpt,
+                                           sizeof rcpt, &settled));
+    assert_true(settled);
+    assert_ok(agent_store_outbox_high(f->a.store, gen, &seq));
+    assert_string_equal(gen, G1);
+    assert_int_equal(seq, 9);
+    /* the same generation holding up to 7: a3 is lost and goes back */
+    assert_ok(agent_store_outbox_requeue_lost(f->a.store, G1, 7, 5800, &requeued, &expired));
+    assert_int_equal(requeued, 1);
+    assert_int_equal(expired, 0);
+    assert_state(f, "a3", "pending", 0);
+    assert_state(f, "a2", "stored", 0);
+    /* another generation: every stored row is lost; a1 has expired and stays */
+    assert_ok(agent_store_outbox_requeue_lost(f->a.store, G2, 100, 5800, &requeued, &expired));
+    assert_int_equal(requeued, 1);
+    assert_int_equal(expired, 1);
+    assert_state(f, "a2", "pending", 0);
+    assert_state(f, "a1", "stored", 0);
+    /* a REJECTED keeps what the row had; a STORED of the new generation replaces it */
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a2", 0, NULL, 5900, G2, 1, rcpt,
+                                           sizeof rcpt, &settled));
+    assert_ok(agent_store_outbox_high(f->a.store, gen, &seq));
+    assert_string_equal(gen, G2);
+    assert_int_equal(seq, 1);
+}
+
 static void test_pace_window_and_transient_refusal(void **state)
 {
     agent_fixture *f = *state;
@@ -731,8 +778,10 @@ static void test_pace_window_and_transient_refusal(void **state)
     assert_int_equal(s.n, 0);
     assert_state(f, id[1], "pending", 0);
     assert_true(f->a.pace_resume_ms > 0);
-    assert_int_equal(pace_answer(f, id[2], 0).n, 0); /* in flight before the refusal */
+    assert_int_equal(f->a.pace_backoff_ms, PACE_BACKOFF_MIN_MS); /* a short first pause */
+    assert_int_equal(pace_answer(f, id[2], 0).n, 0);             /* in flight before the refusal */
     assert_int_equal(pace_answer(f, id[3], REFEX_E_BUSY).n, 0);
+    assert_int_equal(f->a.pace_backoff_ms, PACE_BACKOFF_MIN_MS); /* not lengthened by these */
     assert_int_equal(f->a.n_flight, 0);
     char st2[16], late[33];
     assert_int_equal(pace_send(f, "late", late, st2).n, 0); /* queued, not sent ahead */
@@ -744,8 +793,9 @@ static void test_pace_window_and_transient_refusal(void **state)
     s = take_sends(f);
     assert_int_equal(s.n, 1); /* the oldest pending, alone */
     assert_string_equal(s.ids[0], id[1]);
-    s = pace_answer(f, id[1], REFEX_E_STORE); /* refused again: back off again */
+    s = pace_answer(f, id[1], REFEX_E_STORE); /* refused again: back off again, longer */
     assert_int_equal(s.n, 0);
+    assert_int_equal(f->a.pace_backoff_ms, 2 * PACE_BACKOFF_MIN_MS);
     f->a.pace_resume_ms = 1;
     outbox_pace_tick(&f->a);
     s = take_sends(f);
@@ -753,6 +803,7 @@ static void test_pace_window_and_transient_refusal(void **state)
     assert_string_equal(s.ids[0], id[1]);
     s = pace_answer(f, id[1], 0); /* stored: the window opens, in order */
     assert_int_equal(s.n, 3);
+    assert_int_equal(f->a.pace_backoff_ms, 0);
     assert_string_equal(s.ids[0], id[3]);
     assert_string_equal(s.ids[1], id[4]);
     assert_string_equal(s.ids[2], id[5]);
@@ -809,6 +860,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_pace_new_sends_queue_behind_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pace_window_and_transient_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_generation_and_requeue, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pace_restart_resends_oldest_first, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
