@@ -30,10 +30,12 @@
 #define N_TOTAL   (2 * N_EACH)
 #define STORE_MAX "64K"
 #define WINDOW    32 /* the sender's send_window (the agent's default, set explicitly) */
-#define DRAIN_MS  180000
-#define SENDER    "data/midwifery/agent.db"
-#define QUEUE     "data/broker/queue.db"
-#define LIVE_SQL  "SELECT coalesce(sum(length(envelope)), 0) FROM messages"
+/* The bound stated for the drain: about 5.5 s measured here (6.8 s under ASan/UBSan); 60 s
+ * leaves room for a loaded CI machine. */
+#define DRAIN_MS 60000
+#define SENDER   "data/midwifery/agent.db"
+#define QUEUE    "data/broker/queue.db"
+#define LIVE_SQL "SELECT coalesce(sum(length(envelope)), 0) FROM messages"
 
 static h_net g_net;
 static char g_ids[N_TOTAL][33]; /* message ids in submission order */
