@@ -120,6 +120,7 @@ void outbox_pace_restart(agent *a)
 {
     a->n_flight = 0;
     a->pace_resume_ms = 0;
+    a->pace_backoff_ms = 0; /* a new session: its first refusal pauses briefly again */
     outbox_pace_pump(a);
 }
 
@@ -178,7 +179,7 @@ void outbox_pace_tick(agent *a)
 
 int outbox_pace_poll_ms(const agent *a, int max_ms)
 {
-    if (!a->pace_resume_ms)
+    if (!a->pace_resume_ms || !a->online) /* offline, nothing is sent: the pause can wait */
         return max_ms;
     int64_t left = a->pace_resume_ms - refex_mono_ms();
     return left <= 0 ? 0 : left < max_ms ? (int)left : max_ms;

@@ -110,12 +110,32 @@ void queue_batch_end(broker *b)
 
 /* ---- the store's identity: has it gone backwards? -------------------------------------- */
 
+/* A new generation, committed before any WELCOME names it: the cycle's batch so far is
+ * committed first (its STORED answers go out), then the renewal alone. */
+static void renew_generation(broker *b)
+{
+    queue_batch_end(b);
+    if (queue_batch_begin(b) == REFEX_OK && refex_store_renew(b->store) == REFEX_OK) {
+        queue_batch_end(b);
+        return;
+    }
+    b->batch_failed = 1;
+    queue_batch_end(b);
+    refex_log_error("store: could not record a new generation; agencies are told the old one "
+                    "and their own highs, and send again what is above those");
+}
+
 void queue_welcome(broker *b, const char *agency, const Refex__V1__Hello *h, Refex__V1__Welcome *w,
                    uint8_t gen[16])
 {
-    uint64_t high = refex_store_sender_high(b->store, agency);
+    uint64_t high = 0;
+    int known = refex_store_sender_high(b->store, agency, &high) == REFEX_OK;
     refex_store_generation(b->store, gen);
-    if (h->store_generation.len == 16 && memcmp(h->store_generation.data, gen, 16) == 0 &&
+    if (!known) /* not "nothing held": that would have the agency send everything again */
+        refex_log_error("store: cannot read the highest seq held from %s; not checking "
+                        "whether the store is behind",
+                        agency);
+    if (known && h->store_generation.len == 16 && memcmp(h->store_generation.data, gen, 16) == 0 &&
         h->stored_seq > high) {
         /* This agency was told STORED for more than the store holds: the store is a copy
          * from before, or lost its WAL. A new generation tells every agency to send again
@@ -124,13 +144,12 @@ void queue_welcome(broker *b, const char *agency, const Refex__V1__Hello *h, Ref
                        "STORED was answered up to %llu; the store was restored from an older "
                        "copy or lost writes",
                        agency, (unsigned long long)high, (unsigned long long)h->stored_seq);
-        if (queue_batch_begin(b) != REFEX_OK || refex_store_renew(b->store) != REFEX_OK)
-            refex_log_error("store: could not record a new generation; agencies are told "
-                            "the old one and their own highs");
+        renew_generation(b);
         refex_store_generation(b->store, gen);
     }
     w->store_generation = (ProtobufCBinaryData){16, gen};
-    w->stored_seq = high;
+    /* Unknown: the agency's own view, so it resends nothing on this store's account. */
+    w->stored_seq = known ? high : h->stored_seq;
 }
 
 /* ---- expiry ---------------------------------------------------------------------------- */

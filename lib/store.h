@@ -62,11 +62,12 @@ typedef struct refex_store_ops {
     /* The store's generation: 16 random bytes, new when the store is created or
      * initialised, and when renew says it was found behind. */
     void (*generation)(void *impl, uint8_t out[16]);
-    /* The highest store seq of any message stored from sender (0: none). Never lower than
-     * what an earlier STORED said, unless the store went backwards. */
-    uint64_t (*sender_high)(void *impl, const char *sender);
+    /* The highest store seq of any message stored from sender (0: none) into *high. Never
+     * lower than what an earlier STORED said, unless the store went backwards. */
+    int (*sender_high)(void *impl, const char *sender, uint64_t *high);
     /* A new generation, written in the open batch: the store holds less than it answered
-     * STORED for (restored from an older copy, or its WAL lost). */
+     * STORED for (restored from an older copy, or its WAL lost). generation() gives it once
+     * the batch has committed; until then, and if the batch is lost, the old one. */
     int (*renew)(void *impl);
     void (*destroy)(void *impl);
 } refex_store_ops;
@@ -153,9 +154,9 @@ static inline void refex_store_generation(refex_store *s, uint8_t out[16])
 {
     s->ops->generation(s->impl, out);
 }
-static inline uint64_t refex_store_sender_high(refex_store *s, const char *sender)
+static inline int refex_store_sender_high(refex_store *s, const char *sender, uint64_t *high)
 {
-    return s->ops->sender_high(s->impl, sender);
+    return s->ops->sender_high(s->impl, sender, high);
 }
 static inline int refex_store_renew(refex_store *s)
 {

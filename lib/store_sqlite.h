@@ -50,6 +50,8 @@ typedef struct {
     const char *refusal;     /* why the last put was refused, for the sender */
     uint64_t put_seq;        /* seq of the message the last put stored or found */
     uint8_t generation[16];
+    uint8_t renewed[16]; /* a new generation written in the open batch, */
+    int renewing;        /* adopted when it commits */
     redo_op *redo;
     size_t n_redo, cap_redo;
 } sq_store;
@@ -69,8 +71,10 @@ int refex_sqstore_check(sq_store *s, const char *path, int existed, unsigned fla
                         char *err, size_t errlen);
 int refex_sqstore_identity(sq_store *s, int fresh, char *err, size_t errlen);
 int refex_sqstore_renew(void *impl);
+/* The batch that wrote a new generation committed: it is the store's now. */
+void refex_sqstore_renewed(sq_store *s);
 void refex_sqstore_generation(void *impl, uint8_t out[16]);
-uint64_t refex_sqstore_sender_high(void *impl, const char *sender);
+int refex_sqstore_sender_high(void *impl, const char *sender, uint64_t *high);
 int refex_sqstore_sender_put(sq_store *s, const char *sender, int64_t seq);
 
 /* store_sqlite_batch.c */

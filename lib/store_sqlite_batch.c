@@ -55,6 +55,7 @@ static void batch_reset(sq_store *s)
     s->live = s->live_done;
     s->n_puts = 0;
     s->puts_lost = 0;
+    s->renewing = 0;
 }
 
 int refex_sqstore_begin(void *impl)
@@ -90,6 +91,7 @@ static int revive(sq_store *s)
 {
     s->live = s->live_done;
     s->puts_lost = s->n_puts > 0;
+    s->renewing = 0; /* a new generation written in the ended transaction is gone with it */
     if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
         refex_log_error("store: cannot restart the batch: %s", sqlite3_errmsg(s->db));
         return REFEX_E_STORE;
@@ -138,6 +140,8 @@ int refex_sqstore_commit(void *impl)
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     if (rc == REFEX_OK)
         s->live_done = s->live;
+    if (rc == REFEX_OK && s->renewing)
+        refex_sqstore_renewed(s); /* only now is the new generation the store's */
     int lost = s->puts_lost;
     s->in_tx = 0;
     batch_reset(s);

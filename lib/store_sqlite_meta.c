@@ -135,21 +135,26 @@ int refex_sqstore_identity(sq_store *s, int fresh, char *err, size_t errlen)
 int refex_sqstore_renew(void *impl)
 {
     sq_store *s = impl;
-    uint8_t gen[16];
-    char old[33], now[33];
-    randombytes_buf(gen, 16);
-    int rc = write_generation(s, gen);
+    randombytes_buf(s->renewed, 16);
+    int rc = write_generation(s, s->renewed);
     if (rc != REFEX_OK) {
         refex_sqstore_after_failure(s);
         return rc;
     }
+    s->renewing = 1;
+    return REFEX_OK;
+}
+
+void refex_sqstore_renewed(sq_store *s)
+{
+    char old[33], now[33];
     refex_hex_encode(old, s->generation, 16);
-    refex_hex_encode(now, gen, 16);
-    memcpy(s->generation, gen, 16);
+    refex_hex_encode(now, s->renewed, 16);
+    memcpy(s->generation, s->renewed, 16);
+    s->renewing = 0;
     refex_log_warn("store: generation %s renewed as %s: the store was found behind what it had "
                    "answered STORED for",
                    old, now);
-    return REFEX_OK;
 }
 
 void refex_sqstore_generation(void *impl, uint8_t out[16])
@@ -157,14 +162,16 @@ void refex_sqstore_generation(void *impl, uint8_t out[16])
     memcpy(out, ((sq_store *)impl)->generation, 16);
 }
 
-uint64_t refex_sqstore_sender_high(void *impl, const char *sender)
+int refex_sqstore_sender_high(void *impl, const char *sender, uint64_t *high)
 {
     sq_store *s = impl;
     sqlite3_stmt *st = refex_sqstore_stmt(s, S_SENDER_HIGH);
     sqlite3_bind_text(st, 1, sender, -1, SQLITE_STATIC);
-    int64_t high = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+    int step = sqlite3_step(st);
+    int64_t v = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
-    return high > 0 ? (uint64_t)high : 0;
+    *high = v > 0 ? (uint64_t)v : 0;
+    return step == SQLITE_ROW || step == SQLITE_DONE ? REFEX_OK : refex_db_err(step);
 }
 
 int refex_sqstore_sender_put(sq_store *s, const char *sender, int64_t seq)

@@ -81,6 +81,13 @@ static uint64_t put_one(fixture *f, unsigned n, const char *sender, int expect)
     return seq;
 }
 
+static uint64_t high(fixture *f, const char *sender)
+{
+    uint64_t v = 99;
+    assert_int_equal(refex_store_sender_high(f->st, sender, &v), REFEX_OK);
+    return v;
+}
+
 static int64_t query(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;
@@ -147,26 +154,38 @@ static void test_seq_and_sender_high(void **state)
 {
     fixture *f = *state;
     open_ok(f, 0);
-    assert_int_equal(refex_store_sender_high(f->st, SENDER), 0);
+    assert_int_equal(high(f, SENDER), 0);
     uint64_t a = put_one(f, 1, SENDER, REFEX_OK);
     uint64_t b = put_one(f, 2, OTHER, REFEX_OK);
     uint64_t c = put_one(f, 3, SENDER, REFEX_OK);
     assert_true(a < b && b < c);
     assert_int_equal(put_one(f, 1, SENDER, REFEX_E_DUPLICATE), a);
-    assert_int_equal(refex_store_sender_high(f->st, SENDER), c);
-    assert_int_equal(refex_store_sender_high(f->st, OTHER), b);
+    assert_int_equal(high(f, SENDER), c);
+    assert_int_equal(high(f, OTHER), b);
     open_ok(f, 0);
-    assert_int_equal(refex_store_sender_high(f->st, SENDER), c);
-    assert_int_equal(refex_store_sender_high(f->st, "nobody"), 0);
+    assert_int_equal(high(f, SENDER), c);
+    assert_int_equal(high(f, "nobody"), 0);
 }
 
-/* renew writes a new generation in the open batch: kept after commit and reopen. */
+/* renew writes a new generation in the open batch: the store's once committed, and after
+ * reopen; a rolled-back renewal leaves the old one. */
 static void test_renew(void **state)
 {
     fixture *f = *state;
     uint8_t first[16], renewed[16], after[16];
     open_ok(f, 0);
     refex_store_generation(f->st, first);
+    /* rolled back: the old generation stays, in memory and on disk */
+    assert_int_equal(refex_store_begin(f->st), REFEX_OK);
+    assert_int_equal(refex_store_renew(f->st), REFEX_OK);
+    refex_store_generation(f->st, renewed);
+    assert_memory_equal(first, renewed, 16); /* not before the commit */
+    refex_store_rollback(f->st);
+    refex_store_generation(f->st, renewed);
+    assert_memory_equal(first, renewed, 16);
+    open_ok(f, 0);
+    refex_store_generation(f->st, renewed);
+    assert_memory_equal(first, renewed, 16);
     assert_int_equal(refex_store_begin(f->st), REFEX_OK);
     assert_int_equal(refex_store_renew(f->st), REFEX_OK);
     assert_int_equal(refex_store_commit(f->st), REFEX_OK);
@@ -195,7 +214,7 @@ static void test_older_store_gets_identity(void **state)
     open_ok(f, 0);
     refex_store_generation(f->st, after);
     assert_memory_not_equal(before, after, 16);
-    assert_int_equal(refex_store_sender_high(f->st, SENDER), a);
+    assert_int_equal(high(f, SENDER), a);
 }
 
 int main(void)
