@@ -59,6 +59,10 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
         fputs(d->usage, stderr);
         return 2;
     }
+    if (check && flags) {
+        fprintf(stderr, "%s: -n only checks; it cannot be combined with --init-store\n", d->name);
+        return 2;
+    }
     refex_log_set_ident(d->name);
     if (refex_init() != REFEX_OK) {
         refex_log_error("libsodium failed to initialise");

@@ -495,7 +495,8 @@ int refex_store_sqlite_open(const char *path, uint64_t max_bytes, unsigned flags
                             char *err, size_t errlen)
 {
     struct stat sb;
-    int rc, fresh = 0, existed = stat(path, &sb) == 0;
+    /* A file never written (0 bytes) is a first start too; a lost WAL leaves a header. */
+    int rc, fresh = 0, existed = stat(path, &sb) == 0 && sb.st_size > 0;
     refex_store *self = calloc(1, sizeof *self);
     sq_store *s = calloc(1, sizeof *s);
     *out = NULL;

@@ -4,6 +4,7 @@
  * agent notice that the broker's store went backwards: restored from an older copy, or its
  * WAL lost after STORED was answered (docs/protocol.md section 3.1). Not for messages,
  * deliveries or receipts. */
+#include <errno.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -36,6 +37,30 @@ static int table_exists(sqlite3 *db, const char *name)
     return found;
 }
 
+/* --init-store: the damaged file (and its WAL and index) is moved aside, whatever tables it
+ * still has, and a new store is made in its place. */
+static int begin_anew(sq_store *s, const char *path, const char *missing, int *fresh, char *err,
+                      size_t errlen)
+{
+    static const char *const SUFFIX[] = {"", "-wal", "-shm", NULL};
+    char from[4200], to[4300];
+    long long now = (long long)(refex_now_ms() / 1000);
+    refex_db_close(&s->db);
+    for (size_t i = 0; SUFFIX[i]; i++) {
+        snprintf(from, sizeof from, "%s%s", path, SUFFIX[i]);
+        snprintf(to, sizeof to, "%s.damaged-%lld%s", path, now, SUFFIX[i]);
+        if (rename(from, to) != 0 && errno != ENOENT) {
+            snprintf(err, errlen, "%s: cannot move it aside to %s: %s", from, to, strerror(errno));
+            return REFEX_E_STORE;
+        }
+    }
+    refex_log_warn("store: %s lacked tables (%s); moved aside as %s.damaged-%lld and "
+                   "initialised as a new store (--init-store)",
+                   path, missing, path, now);
+    *fresh = 1;
+    return refex_db_open(path, 0, &s->db, err, errlen);
+}
+
 int refex_sqstore_check(sq_store *s, const char *path, int existed, unsigned flags, int *fresh,
                         char *err, size_t errlen)
 {
@@ -63,16 +88,14 @@ int refex_sqstore_check(sq_store *s, const char *path, int existed, unsigned fla
     if (!(flags & REFEX_STORE_INIT)) {
         snprintf(err, errlen,
                  "E_STORE: %s exists but lacks tables a store has (%s): it was damaged or "
-                 "replaced, or its WAL was lost. Nothing was changed. To begin a new store in "
-                 "its place, start once with --init-store (agents then send again every "
-                 "message they hold no receipt for); see docs/operations.md",
+                 "replaced, or its WAL was lost. No tables were made anew. To begin a new store "
+                 "in its place (the file is kept aside), start once with --init-store (agents "
+                 "then send again every message they hold no receipt for); see "
+                 "docs/operations.md",
                  path, missing);
         return REFEX_E_STORE;
     }
-    refex_log_warn("store: %s lacked tables (%s); initialised as a new store (--init-store)", path,
-                   missing);
-    *fresh = 1;
-    return REFEX_OK;
+    return begin_anew(s, path, missing, fresh, err, errlen);
 }
 
 static int write_generation(sq_store *s, const uint8_t gen[16])

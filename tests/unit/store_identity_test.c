@@ -107,9 +107,10 @@ static void test_lost_tables_refused_unless_init(void **state)
 {
     fixture *f = *state;
     char err[1024] = "";
-    FILE *fp = fopen(f->path, "w");
-    assert_non_null(fp);
-    fclose(fp);
+    sqlite3 *db = NULL; /* a WAL-mode file with its header and nothing else */
+    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
     assert_int_equal(try_open(f, 0, err, sizeof err), REFEX_E_STORE);
     assert_null(f->st);
     assert_non_null(strstr(err, "lacks tables"));
@@ -139,6 +140,7 @@ static void test_one_table_missing_refused(void **state)
     fixture *f = *state;
     char err[1024] = "";
     open_ok(f, 0);
+    assert_true(put_one(f, 1, SENDER, REFEX_OK) > 0);
     refex_store_destroy(&f->st);
     sqlite3 *db = NULL;
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
@@ -147,6 +149,25 @@ static void test_one_table_missing_refused(void **state)
     assert_int_equal(try_open(f, 0, err, sizeof err), REFEX_E_STORE);
     assert_non_null(strstr(err, "deliveries"));
     assert_null(strstr(err, "messages"));
+    /* --init-store moves the damaged file aside and begins anew: nothing of it is kept */
+    open_ok(f, REFEX_STORE_INIT);
+    assert_int_equal(refex_store_count(f->st), 0);
+    assert_int_equal(high(f, SENDER), 0);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "ls %s | grep -q '^queue.db.damaged-'", f->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A file that was never written (0 bytes: made by provisioning, or a first start killed at
+ * once) is a first start, not a damaged store. */
+static void test_empty_file_is_first_start(void **state)
+{
+    fixture *f = *state;
+    FILE *fp = fopen(f->path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    open_ok(f, 0);
+    assert_true(put_one(f, 1, SENDER, REFEX_OK) > 0);
 }
 
 /* Seqs grow; a duplicate says where the first is; highs are per sender and survive reopen. */
@@ -225,6 +246,7 @@ int main(void)
         T(test_one_table_missing_refused),
         T(test_seq_and_sender_high),
         T(test_renew),
+        T(test_empty_file_is_first_start),
         T(test_older_store_gets_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

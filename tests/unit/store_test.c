@@ -1323,12 +1323,24 @@ static void test_old_store_reuses_pages(void **state)
     fixture *f = *state;
     enum { N = 20, LEN = DATA_MAX };
     sqlite3 *db = NULL;
+    /* the queue's tables as a store made before auto-vacuum has them */
     assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
     assert_int_equal(
-        sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE older(x)", NULL, NULL, NULL),
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL;"
+                     "CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " sender TEXT NOT NULL, message_id BLOB NOT NULL, envelope BLOB,"
+                     " expires_ms INTEGER NOT NULL, stored_ms INTEGER NOT NULL,"
+                     " remaining INTEGER NOT NULL, UNIQUE (sender, message_id));"
+                     "CREATE TABLE deliveries (recipient TEXT NOT NULL, seq INTEGER NOT NULL,"
+                     " PRIMARY KEY (recipient, seq)) WITHOUT ROWID;"
+                     "CREATE TABLE receipts (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     " sender TEXT NOT NULL, message_id BLOB NOT NULL, recipient TEXT NOT NULL,"
+                     " receipt BLOB NOT NULL, UNIQUE (sender, message_id, recipient));",
+                     NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(db);
-    open_store_flags(f, 0, REFEX_STORE_INIT); /* a file without the queue's tables */
+    open_store(f, 0);
     assert_int_equal(ro_query(f, "PRAGMA auto_vacuum", NULL), 0);
     put_big(f, 0, N, LEN);
     ack_all(f, 0, N);
