@@ -108,6 +108,7 @@ struct agent {
     int pace_recovering;     /* a transient refusal: one at a time until the oldest is stored */
     int64_t pace_resume_ms;  /* monotonic; after a transient refusal nothing is sent before it */
     int64_t pace_backoff_ms; /* the pause after the last refusal; 0 when none is being retried */
+    char broker_gen[33];     /* the broker store's generation, as the last WELCOME gave it */
     /* The expiry sweep (outbox_expiry.c). */
     uint64_t report_grace_s;  /* config report_grace_seconds; 0 (unset): REPORT_GRACE_DEFAULT */
     int64_t expiry_online_ms; /* monotonic: online since (0: offline when last looked) */

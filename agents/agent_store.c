@@ -114,11 +114,19 @@ static const char *const SQL[S_N] = {
     [S_OUTBOX_QUEUE] = "SELECT message_id, envelope FROM outbox WHERE state = 'pending'"
                        " ORDER BY created_ms, rowid LIMIT ?",
     [S_OUTBOX_MARK_SENT] = "UPDATE outbox SET sent_ms = ? WHERE message_id = ?",
-    /* ?6, ?7: the broker store's generation and seq of a STORED, NULL to keep them */
-    [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = ?1, error_code = ?2, error_detail = ?3,"
+/* ?6, ?7: the broker store's generation and seq of a STORED, NULL to keep them */
+/* A refusal of a message a broker store had stored before (sent again after the store
+ * lost it: store_gen is set) leaves it stored: it was accepted once, and only a receipt
+ * or its expiry (expired, no report) settles it now. */
+#define KEPT "(?2 <> 0 AND store_gen <> '')"
+    [S_OUTBOX_SETTLE] = "UPDATE outbox SET state = CASE WHEN " KEPT " THEN 'stored' ELSE ?1 END,"
+                        " error_code = CASE WHEN " KEPT " THEN 0 ELSE ?2 END,"
+                        " error_detail = CASE WHEN " KEPT " THEN '' ELSE ?3 END,"
                         " updated_ms = ?4, store_gen = coalesce(?6, store_gen),"
                         " store_seq = coalesce(?7, store_seq)"
-                        " WHERE message_id = ?5 AND state = 'pending' RETURNING recipients",
+                        " WHERE message_id = ?5 AND state = 'pending'"
+                        " RETURNING recipients, ?2 <> 0 AND state = 'stored'",
+#undef KEPT
     [S_OUTBOX_BY_LOCAL_ID] = "SELECT message_id, submission_hash, state, sent_ms, error_code,"
                              " error_detail FROM outbox WHERE local_id = ?1 AND local_id <> ''",
     [S_OUTBOX_META] = "SELECT type, case_ref, practitioner, purpose, article6, article9,"
@@ -440,7 +448,7 @@ int agent_store_outbox_settle_at(agent_store *s, const char *message_id, int cod
         sqlite3_bind_int64(st, 7, (sqlite3_int64)seq);
     }
     int step = sqlite3_step(st);
-    *settled = step == SQLITE_ROW;
+    *settled = step != SQLITE_ROW ? 0 : sqlite3_column_int(st, 1) ? 2 : 1;
     if (*settled && rlen)
         snprintf(recipients, rlen, "%s", column_text(st, 0));
     return agent_store_done(st, refex_db_err(step));

@@ -85,7 +85,10 @@ int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, 
                               int64_t now_ms, char *recipients, size_t rlen,
                               int *settled) REFEX_NODISCARD;
 /* The same, recording for a STORED (code 0) the broker store's generation (32 hex) and the
- * store seq it gave the message; gen NULL keeps what the row has. */
+ * store seq it gave the message; gen NULL keeps what the row has. *settled is 2 if a refusal
+ * left the message stored: a broker store had stored it before, it was sent again because
+ * the store lost it, and the refusal (it expired meanwhile, a recipient was revoked ...)
+ * does not undo that first acceptance. */
 int agent_store_outbox_settle_at(agent_store *s, const char *message_id, int code,
                                  const char *detail, int64_t now_ms, const char *gen, uint64_t seq,
                                  char *recipients, size_t rlen, int *settled) REFEX_NODISCARD;

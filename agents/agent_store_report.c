@@ -24,7 +24,11 @@ static const char *NO_REPORTS_SCHEMA =
 #define RECIPIENT_COUNT "(length(recipients) - length(replace(recipients, ',', '')) + 1)"
 
 static const char *SQL_CLOSE_IF_RECEIPTED =
-    "UPDATE outbox SET closed = 1 WHERE message_id = ?1 AND closed = 0"
+    /* a message sent again after a broker store lost it, whose receipts came meanwhile,
+     * needs sending no more: stored, as it was */
+    "UPDATE outbox SET closed = 1,"
+    " state = CASE WHEN state = 'pending' AND store_gen <> '' THEN 'stored' ELSE state END"
+    " WHERE message_id = ?1 AND closed = 0"
     " AND " RECEIPTS_FROM_RECIPIENTS " >= " RECIPIENT_COUNT;
 static const char *SQL_CLOSE = "UPDATE outbox SET closed = 1 WHERE message_id = ?1";
 static const char *SQL_OVERDUE = "SELECT message_id, recipients, expires_ms FROM outbox"

@@ -560,9 +560,12 @@ void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *deta
     }
     if ((rc = batch_unit_begin(a)) != REFEX_OK)
         return;
-    rc = agent_store_outbox_settle_at(a->store, idhex, code, detail, refex_now_ms(),
-                                      code ? NULL : gen, seq, peers, sizeof peers, &settled);
-    if (rc == REFEX_OK && settled && code)
+    /* A refusal records the current generation with seq 0: a message kept stored after
+     * one (see agent_store_outbox_settle_at) is not sent again at every WELCOME. */
+    const char *where = code ? (a->broker_gen[0] ? a->broker_gen : NULL) : gen;
+    rc = agent_store_outbox_settle_at(a->store, idhex, code, detail, refex_now_ms(), where,
+                                      code ? 0 : seq, peers, sizeof peers, &settled);
+    if (rc == REFEX_OK && settled == 1 && code)
         rc = journal_outcome(a, "reject", refex_errname(code), peers, idhex, "");
     if (rc == REFEX_OK)
         rc = batch_unit_end(a, 1);
@@ -570,7 +573,12 @@ void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *deta
         batch_unit_end(a, 0);
     if (rc != REFEX_OK)
         refex_log_error("outbox: could not record the result for %s", idhex);
-    if (code)
+    if (code && settled == 2)
+        refex_log_warn("outbox: %s, sent again after the broker's store lost it, was refused "
+                       "(%s); it stays stored, and with no receipt by its expiry it shows as "
+                       "expired, no report",
+                       idhex, refex_errname(code));
+    else if (code)
         refex_log_warn("outbox: %s rejected by the broker: %s", idhex, refex_errname(code));
     else
         refex_log_debug("outbox: %s stored by the broker", idhex);

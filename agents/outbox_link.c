@@ -36,6 +36,7 @@ void outbox_link_welcome(agent *a, const Refex__V1__Welcome *w)
         return;
     }
     refex_hex_encode(gen, w->store_generation.data, 16);
+    memcpy(a->broker_gen, gen, sizeof a->broker_gen);
     if (batch_unit_begin(a) != REFEX_OK)
         return;
     int rc = agent_store_outbox_requeue_lost(a->store, gen, w->stored_seq, refex_now_ms(),

@@ -741,9 +741,20 @@ static void test_store_generation_and_requeue(void **state)
     assert_int_equal(expired, 0);
     assert_state(f, "a3", "pending", 0);
     assert_state(f, "a2", "stored", 0);
+    /* sent again and refused for good (expired meanwhile): it stays stored, not rejected */
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a3", REFEX_E_EXPIRED, "late", 5850, NULL, 0,
+                                           rcpt, sizeof rcpt, &settled));
+    assert_int_equal(settled, 2);
+    assert_state(f, "a3", "stored", 0);
+    /* a message never stored before is rejected as ever */
+    insert(f, "a4", 5000, 0);
+    assert_ok(agent_store_outbox_settle_at(f->a.store, "a4", REFEX_E_EXPIRED, "late", 5850, NULL, 0,
+                                           rcpt, sizeof rcpt, &settled));
+    assert_int_equal(settled, 1);
+    assert_state(f, "a4", "rejected", REFEX_E_EXPIRED);
     /* another generation: every stored row is lost; a1 has expired and stays */
     assert_ok(agent_store_outbox_requeue_lost(f->a.store, G2, 100, 5800, &requeued, &expired));
-    assert_int_equal(requeued, 1);
+    assert_int_equal(requeued, 2); /* a2 and a3 */
     assert_int_equal(expired, 1);
     assert_state(f, "a2", "pending", 0);
     assert_state(f, "a1", "stored", 0);
