@@ -593,6 +593,19 @@ long long h_sql_int(const h_net *n, const char *db_rel, const char *sql)
     return v;
 }
 
+long long h_sql_wait(const h_net *n, const char *db_rel, const char *sql, long long want,
+                     int timeout_ms)
+{
+    int64_t deadline = refex_mono_ms() + timeout_ms;
+    long long v = -1;
+    while (refex_mono_ms() < deadline) {
+        if ((v = h_sql_int(n, db_rel, sql)) == want)
+            return v;
+        h_pause();
+    }
+    return v;
+}
+
 void h_pause(void)
 {
     struct timespec ts = {0, 20 * 1000000};

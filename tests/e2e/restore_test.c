@@ -53,14 +53,7 @@ static void send_one(int seq)
 
 static long long wait_count(const char *db, const char *sql, long long want)
 {
-    int64_t deadline = refex_mono_ms() + WAIT_MS;
-    long long v = -1;
-    while (refex_mono_ms() < deadline) {
-        if ((v = h_sql_int(&g_net, db, sql)) == want)
-            return v;
-        h_pause();
-    }
-    return v;
+    return h_sql_wait(&g_net, db, sql, want, WAIT_MS);
 }
 
 static void file_path(char *buf, size_t len, const char *rel)

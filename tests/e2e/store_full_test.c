@@ -72,14 +72,7 @@ static int send_one(int seq, char id[33])
 
 static long long wait_count(const char *db, const char *sql, long long want, int timeout_ms)
 {
-    int64_t deadline = refex_mono_ms() + timeout_ms;
-    long long v = -1;
-    while (refex_mono_ms() < deadline) {
-        if ((v = h_sql_int(&g_net, db, sql)) == want)
-            return v;
-        h_pause();
-    }
-    return v;
+    return h_sql_wait(&g_net, db, sql, want, timeout_ms);
 }
 
 /* Sends until the first E_STORE; the STORED ids into ids. Returns how many were STORED. */
