@@ -1,8 +1,10 @@
 /* Messages that expired with no report. A broker that lost a stored message (its store
  * restored from an older copy, its WAL lost) can never send a non-delivery report for it,
  * so the sender must notice on its own: once a stored message is past its expiry by the
- * grace period (report_grace_seconds) and the agent has been online that long (reports the
- * broker held for us while we were away come in first), each recipient without a receipt
+ * grace period (report_grace_seconds) and the agent has been online for ONLINE_SETTLE_MS or
+ * the grace period if shorter (reports the broker held for us while we were away stream in
+ * right after WELCOME, so they come in first; a link that reconnects often still gets
+ * swept), each recipient without a receipt
  * is noted (no_reports), audited (`no-report`, outcome `expired`: peer and message id, never
  * contents) and raises an ALERT line; then the message is closed. A receipt that still
  * comes later is recorded as usual and wins in the status. Not the storage (that is
@@ -64,9 +66,13 @@ static int sweep_one(agent *a, const agent_overdue_row *r, int64_t now, noted *o
     return rc;
 }
 
-/* May the sweep run now? Online, for the grace period, and not swept this last second. */
+/* How long after a WELCOME the broker's held receipts and reports have surely come in. */
+#define ONLINE_SETTLE_MS 30000
+
+/* May the sweep run now? Online, settled, and not swept this last second. */
 static int sweep_due(agent *a, int64_t grace_ms)
 {
+    int64_t settle_ms = grace_ms < ONLINE_SETTLE_MS ? grace_ms : ONLINE_SETTLE_MS;
     int64_t mono = refex_mono_ms();
     if (!a->online) {
         a->expiry_online_ms = 0;
@@ -74,7 +80,7 @@ static int sweep_due(agent *a, int64_t grace_ms)
     }
     if (!a->expiry_online_ms)
         a->expiry_online_ms = mono;
-    if (mono - a->expiry_online_ms < grace_ms || mono < a->expiry_next_ms)
+    if (mono - a->expiry_online_ms < settle_ms || mono < a->expiry_next_ms)
         return 0;
     a->expiry_next_ms = mono + SWEEP_EVERY_MS;
     return 1;
