@@ -49,19 +49,23 @@ static const char *SQL_NO_REPORT_IDS = "SELECT DISTINCT n.message_id" UNANSWERED
 /* Rows from before `closed` existed whose every receipt is in: closed at the upgrade that
  * adds the column, so the outbox's open rows (what a WELCOME is checked against) are only
  * those still awaited. */
-static const char *CLOSE_RECEIPTED =
-    "UPDATE outbox SET closed = 1 WHERE state = 'stored' AND closed = 0 AND"
-    " (SELECT COUNT(*) FROM receipts r WHERE r.message_id = outbox.message_id"
-    " AND instr(',' || outbox.recipients || ',', ',' || r.recipient || ',') > 0)"
-    " >= " RECIPIENT_COUNT;
+#define RECEIPTED                                                                                  \
+    "state = 'stored' AND (SELECT COUNT(*) FROM receipts r"                                        \
+    " WHERE r.message_id = outbox.message_id"                                                      \
+    " AND instr(',' || outbox.recipients || ',', ',' || r.recipient || ',') > 0)"                  \
+    " >= " RECIPIENT_COUNT
+static const char *CLOSE_RECEIPTED = "UPDATE outbox SET closed = 1 WHERE closed = 0 AND " RECEIPTED;
 
 /* Rows from before expires_ms existed take their envelope's expiry (a sender's ttl may be
  * up to 366 days), read in rowid order a batch at a time, each batch written before the
- * next is read (no write under an open read of the same table). */
+ * next is read (no write under an open read of the same table). When closed is new too,
+ * the same write closes a receipted row: each row (envelope and all) is rewritten once. */
 #define FILL_BATCH 256
 static const char *SQL_FILL_READ = "SELECT rowid, created_ms, envelope, message_id FROM outbox"
                                    " WHERE rowid > ?1 ORDER BY rowid LIMIT ?2";
 static const char *SQL_FILL_WRITE = "UPDATE outbox SET expires_ms = ?1 WHERE rowid = ?2";
+static const char *SQL_FILL_WRITE_CLOSED =
+    "UPDATE outbox SET expires_ms = ?1, closed = (" RECEIPTED ") WHERE rowid = ?2";
 
 typedef struct {
     sqlite3_int64 rowid, expires_ms;
@@ -107,7 +111,7 @@ static int fill_read(sqlite3_stmt *read, sqlite3_int64 *after, expiry_fill *rows
     return rc;
 }
 
-static int fill_expiry(sqlite3 *db)
+static int fill_expiry(sqlite3 *db, int closed_added)
 {
     sqlite3_stmt *read = NULL, *write = NULL;
     expiry_fill rows[FILL_BATCH];
@@ -115,7 +119,8 @@ static int fill_expiry(sqlite3 *db)
     size_t n = 0, total = 0;
     int rc;
     if ((rc = refex_db_prepare(db, SQL_FILL_READ, &read)) != REFEX_OK ||
-        (rc = refex_db_prepare(db, SQL_FILL_WRITE, &write)) != REFEX_OK)
+        (rc = refex_db_prepare(db, closed_added ? SQL_FILL_WRITE_CLOSED : SQL_FILL_WRITE,
+                               &write)) != REFEX_OK)
         goto out;
     do {
         if ((rc = fill_read(read, &after, rows, &n)) != REFEX_OK)
@@ -141,8 +146,8 @@ int agent_store_report_create(sqlite3 *db, int expires_added, int closed_added)
 {
     int rc = refex_db_exec(db, NO_REPORTS_SCHEMA);
     if (rc == REFEX_OK && expires_added)
-        rc = fill_expiry(db);
-    if (rc == REFEX_OK && closed_added)
+        rc = fill_expiry(db, closed_added);
+    else if (rc == REFEX_OK && closed_added)
         rc = refex_db_exec(db, CLOSE_RECEIPTED);
     return rc;
 }
