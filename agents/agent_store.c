@@ -81,15 +81,19 @@ static const added_column INBOX_ADDED[] = {
     {"acked_at_ms", "ALTER TABLE inbox ADD COLUMN acked_at_ms INTEGER"},
     {NULL, NULL},
 };
-/* A caller's local id names one message for as long as its outbox row is kept. A row made
- * before expires_ms gets the default life (envelopes then always had it unless the sender
- * gave a ttl; a shorter one is only noticed later). store_gen and store_seq say which
- * broker store answered STORED and where in it; closed is set once nothing more is awaited
- * for the message (every receipt came, or its expiry was dealt with). */
+/* A caller's local id names one message for as long as its outbox row is kept. store_gen
+ * and store_seq say which broker store answered STORED and where in it; closed is set once
+ * nothing more is awaited (every receipt came, or its expiry was dealt with). Open rows
+ * (stored, not closed) are few and closed ones are kept, so the queries over open rows have
+ * partial indexes led by state and closed: the planner (no statistics) then prefers them to
+ * outbox_state, which would read every stored row. */
 static const char *ADDED_FILL =
     "CREATE UNIQUE INDEX IF NOT EXISTS outbox_local_id ON outbox(local_id) WHERE local_id <> '';"
-    "UPDATE outbox SET expires_ms = created_ms + 604800000 WHERE expires_ms = 0;"
     "CREATE INDEX IF NOT EXISTS outbox_open ON outbox(store_gen, store_seq)"
+    " WHERE state = 'stored' AND closed = 0;"
+    "CREATE INDEX IF NOT EXISTS outbox_open_expiry ON outbox(state, closed, expires_ms)"
+    " WHERE state = 'stored' AND closed = 0;"
+    "CREATE INDEX IF NOT EXISTS outbox_open_updated ON outbox(state, closed, updated_ms)"
     " WHERE state = 'stored' AND closed = 0;"
     "UPDATE inbox SET cursor = (SELECT COALESCE(MAX(cursor), 0) FROM inbox) + rowid"
     " WHERE cursor IS NULL;"
@@ -205,8 +209,9 @@ static const char *const SQL[S_N] = {
 /* ---- open, close, transactions ------------------------------------------------------ */
 
 /* Adds the columns of `added` that table lacks in an older database (PRAGMA table_info
- * says which). */
-static int upgrade_table(sqlite3 *db, const char *table, const added_column *added)
+ * says which); bit i of *added_now (if given) says whether added[i] was added now. */
+static int upgrade_table(sqlite3 *db, const char *table, const added_column *added,
+                         unsigned *added_now)
 {
     sqlite3_stmt *st = NULL;
     char sql[128];
@@ -223,22 +228,34 @@ static int upgrade_table(sqlite3 *db, const char *table, const added_column *add
     rc = refex_db_err(step);
     sqlite3_finalize(st);
     for (size_t i = 0; rc == REFEX_OK && added[i].name; i++)
-        if (!have[i])
-            rc = refex_db_exec(db, added[i].ddl);
+        if (!have[i] && (rc = refex_db_exec(db, added[i].ddl)) == REFEX_OK && added_now)
+            *added_now |= 1u << i;
     return rc;
+}
+
+/* Whether upgrade_table's added_now says the column called name was added now. */
+static int added_now(const added_column *added, unsigned mask, const char *name)
+{
+    for (size_t i = 0; added[i].name; i++)
+        if (strcmp(added[i].name, name) == 0)
+            return (mask >> i) & 1;
+    return 0;
 }
 
 /* The schema, and an older database brought up to it, in one transaction. */
 static int create_tables(sqlite3 *db)
 {
+    unsigned outbox_added = 0;
     int rc = refex_db_begin(db);
     if (rc != REFEX_OK)
         return rc;
     if ((rc = refex_db_exec(db, SCHEMA)) != REFEX_OK ||
-        (rc = upgrade_table(db, "outbox", OUTBOX_ADDED)) != REFEX_OK ||
-        (rc = upgrade_table(db, "inbox", INBOX_ADDED)) != REFEX_OK ||
+        (rc = upgrade_table(db, "outbox", OUTBOX_ADDED, &outbox_added)) != REFEX_OK ||
+        (rc = upgrade_table(db, "inbox", INBOX_ADDED, NULL)) != REFEX_OK ||
         (rc = refex_db_exec(db, ADDED_FILL)) != REFEX_OK ||
-        (rc = agent_store_report_create(db)) != REFEX_OK ||
+        (rc = agent_store_report_create(db, added_now(OUTBOX_ADDED, outbox_added, "expires_ms"),
+                                        added_now(OUTBOX_ADDED, outbox_added, "closed"))) !=
+            REFEX_OK ||
         (rc = refex_db_commit(db)) != REFEX_OK) {
         refex_db_rollback(db);
         return rc;

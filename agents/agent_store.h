@@ -224,8 +224,10 @@ int agent_store_requests_json(agent_store *s, int only_overdue, json_t **rows) R
 /* ---- expired with no report (agent_store_report.c) ---------------------------------- */
 /* The no_reports table: recipients of our stored messages that sent neither a receipt nor
  * a non-delivery report by the message's expiry (the broker may have lost the message).
- * Made with the schema (create_tables), inside its transaction. */
-int agent_store_report_create(sqlite3 *db) REFEX_NODISCARD;
+ * Made with the schema (create_tables), inside its transaction; expires_added and
+ * closed_added say whether that upgrade has just added the outbox's columns of those names,
+ * whose existing rows are then filled (each once: a full scan of the outbox). */
+int agent_store_report_create(sqlite3 *db, int expires_added, int closed_added) REFEX_NODISCARD;
 /* Closes message_id's outbox row (nothing more is awaited) if a receipt from each of its
  * recipients is held; *closed (may be NULL) says whether it did now. */
 int agent_store_outbox_close_if_receipted(agent_store *s, const char *message_id,

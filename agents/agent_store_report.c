@@ -3,13 +3,16 @@
  * message's expiry), closing outbox rows for which nothing more is awaited, and the queries
  * the expiry sweep and the status listings need. Part of the storage module; its statements
  * are prepared per call on agent_store_db() (they run about once a second, or when a user
- * asks), so the shared statement table stays untouched. Not the policy (when to sweep, what
- * to audit and log): that is agents/outbox_expiry.c. */
+ * asks), so the shared statement table stays untouched. Also the one-off fills of the
+ * columns the sweep reads (expires_ms, closed) at the upgrade that adds them. Not the policy (when
+ * to sweep, what to audit and log): that is agents/outbox_expiry.c. */
 #include <stdio.h>
 #include <string.h>
 
 #include "agent_store.h"
 #include "db.h"
+#include "envelope.h"
+#include "log.h"
 
 static const char *NO_REPORTS_SCHEMA =
     "CREATE TABLE IF NOT EXISTS no_reports ("
@@ -47,18 +50,110 @@ static const char *SQL_NO_REPORT_OF = "SELECT n.recipient, n.expires_ms, n.noted
                                       " AND n.message_id = ? ORDER BY n.recipient";
 static const char *SQL_NO_REPORT_IDS = "SELECT DISTINCT n.message_id" UNANSWERED;
 
-/* Rows from before `closed` existed whose every receipt is in: closed at open, so the
- * outbox's open rows (what a WELCOME is checked against) are only those still awaited. */
-static const char *CLOSE_RECEIPTED =
-    "UPDATE outbox SET closed = 1 WHERE state = 'stored' AND closed = 0 AND"
-    " (SELECT COUNT(*) FROM receipts r WHERE r.message_id = outbox.message_id"
-    " AND instr(',' || outbox.recipients || ',', ',' || r.recipient || ',') > 0)"
-    " >= " RECIPIENT_COUNT;
+/* Rows from before `closed` existed whose every receipt is in: closed at the upgrade that
+ * adds the column, so the outbox's open rows (what a WELCOME is checked against) are only
+ * those still awaited. */
+#define RECEIPTED                                                                                  \
+    "state = 'stored' AND (SELECT COUNT(*) FROM receipts r"                                        \
+    " WHERE r.message_id = outbox.message_id"                                                      \
+    " AND instr(',' || outbox.recipients || ',', ',' || r.recipient || ',') > 0)"                  \
+    " >= " RECIPIENT_COUNT
+static const char *CLOSE_RECEIPTED = "UPDATE outbox SET closed = 1 WHERE closed = 0 AND " RECEIPTED;
 
-int agent_store_report_create(sqlite3 *db)
+/* Rows from before expires_ms existed take their envelope's expiry (a sender's ttl may be
+ * up to 366 days), read in rowid order a batch at a time, each batch written before the
+ * next is read (no write under an open read of the same table). When closed is new too,
+ * the same write closes a receipted row: each row (envelope and all) is rewritten once. */
+#define FILL_BATCH 256
+static const char *SQL_FILL_READ = "SELECT rowid, created_ms, envelope, message_id FROM outbox"
+                                   " WHERE rowid > ?1 ORDER BY rowid LIMIT ?2";
+static const char *SQL_FILL_WRITE = "UPDATE outbox SET expires_ms = ?1 WHERE rowid = ?2";
+static const char *SQL_FILL_WRITE_CLOSED =
+    "UPDATE outbox SET expires_ms = ?1, closed = (" RECEIPTED ") WHERE rowid = ?2";
+
+typedef struct {
+    sqlite3_int64 rowid, expires_ms;
+} expiry_fill;
+
+/* The expiry the packed envelope's signed header gives, or, when it does not parse, the
+ * default life from created_ms (and a log line naming the message, not its contents). */
+static int64_t envelope_expiry(sqlite3_stmt *read)
+{
+    const uint8_t *blob = sqlite3_column_blob(read, 2);
+    size_t len = (size_t)sqlite3_column_bytes(read, 2);
+    Refex__V1__Envelope *env = blob ? refex__v1__envelope__unpack(NULL, len, blob) : NULL;
+    Refex__V1__EnvelopeHeader *h = NULL;
+    int64_t expires = sqlite3_column_int64(read, 1) + REFEX_DEFAULT_TTL_MS;
+    if (env && refex_envelope_parse_header(env, &h) == REFEX_OK)
+        expires = h->expires_at_ms;
+    else
+        refex_log_warn("outbox message %s: its envelope does not parse; it expires by the"
+                       " default, %lld days after it was made",
+                       (const char *)sqlite3_column_text(read, 3),
+                       (long long)(REFEX_DEFAULT_TTL_MS / 86400000));
+    if (h)
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+    if (env)
+        refex__v1__envelope__free_unpacked(env, NULL);
+    return expires;
+}
+
+/* Reads up to FILL_BATCH rows after *after into rows; *n how many, *after the last rowid. */
+static int fill_read(sqlite3_stmt *read, sqlite3_int64 *after, expiry_fill *rows, size_t *n)
+{
+    int step = SQLITE_DONE;
+    *n = 0;
+    sqlite3_reset(read);
+    sqlite3_bind_int64(read, 1, *after);
+    sqlite3_bind_int(read, 2, FILL_BATCH);
+    while (*n < FILL_BATCH && (step = sqlite3_step(read)) == SQLITE_ROW) {
+        rows[*n].rowid = *after = sqlite3_column_int64(read, 0);
+        rows[(*n)++].expires_ms = envelope_expiry(read);
+    }
+    int rc = *n == FILL_BATCH ? REFEX_OK : refex_db_err(step);
+    sqlite3_reset(read);
+    return rc;
+}
+
+static int fill_expiry(sqlite3 *db, int closed_added)
+{
+    sqlite3_stmt *read = NULL, *write = NULL;
+    expiry_fill rows[FILL_BATCH];
+    sqlite3_int64 after = 0;
+    size_t n = 0, total = 0;
+    int rc;
+    if ((rc = refex_db_prepare(db, SQL_FILL_READ, &read)) != REFEX_OK ||
+        (rc = refex_db_prepare(db, closed_added ? SQL_FILL_WRITE_CLOSED : SQL_FILL_WRITE,
+                               &write)) != REFEX_OK)
+        goto out;
+    do {
+        if ((rc = fill_read(read, &after, rows, &n)) != REFEX_OK)
+            goto out;
+        for (size_t i = 0; i < n && rc == REFEX_OK; i++) {
+            sqlite3_reset(write);
+            sqlite3_bind_int64(write, 1, rows[i].expires_ms);
+            sqlite3_bind_int64(write, 2, rows[i].rowid);
+            rc = refex_db_err(sqlite3_step(write));
+        }
+        total += n;
+    } while (rc == REFEX_OK && n == FILL_BATCH);
+    if (rc == REFEX_OK)
+        refex_log_info("outbox upgraded: the expiry of %zu messages filled from their envelopes",
+                       total);
+out:
+    sqlite3_finalize(read);
+    sqlite3_finalize(write);
+    return rc;
+}
+
+int agent_store_report_create(sqlite3 *db, int expires_added, int closed_added)
 {
     int rc = refex_db_exec(db, NO_REPORTS_SCHEMA);
-    return rc == REFEX_OK ? refex_db_exec(db, CLOSE_RECEIPTED) : rc;
+    if (rc == REFEX_OK && expires_added)
+        rc = fill_expiry(db, closed_added);
+    else if (rc == REFEX_OK && closed_added)
+        rc = refex_db_exec(db, CLOSE_RECEIPTED);
+    return rc;
 }
 
 /* Prepares sql on the store's handle with text ?1 (and ?2 if t2). */

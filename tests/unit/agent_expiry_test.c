@@ -18,6 +18,7 @@
 #include "testing.h"
 
 #include "agent_testing.h"
+#include "envelope.h"
 #include "receipt.h"
 
 static int setup(void **state)
@@ -228,6 +229,136 @@ static void test_referral_listing_shows_expired_no_report(void **state)
     json_decref(rows);
 }
 
+/* ---- an outbox made before expires_ms and closed ------------------------------------ */
+
+#define DAY_MS (86400000LL)
+
+/* The outbox as it was before expires_ms, store_gen, store_seq and closed, and receipts. */
+static const char *OLD_SCHEMA =
+    "CREATE TABLE outbox ("
+    " message_id TEXT PRIMARY KEY, recipients TEXT NOT NULL, type TEXT NOT NULL,"
+    " case_ref TEXT NOT NULL, created_ms INTEGER NOT NULL, envelope BLOB NOT NULL,"
+    " state TEXT NOT NULL, error_code INTEGER NOT NULL DEFAULT 0,"
+    " error_detail TEXT NOT NULL DEFAULT '', updated_ms INTEGER NOT NULL,"
+    " sent_ms INTEGER NOT NULL DEFAULT 0, practitioner TEXT NOT NULL DEFAULT '',"
+    " purpose TEXT NOT NULL DEFAULT '', article6 TEXT NOT NULL DEFAULT '',"
+    " article9 TEXT NOT NULL DEFAULT '', consent TEXT NOT NULL DEFAULT '',"
+    " subjects TEXT NOT NULL DEFAULT '', conversation_id TEXT NOT NULL DEFAULT '',"
+    " request_id TEXT NOT NULL DEFAULT '', due_date TEXT NOT NULL DEFAULT '',"
+    " local_id TEXT NOT NULL DEFAULT '', submission_hash TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX outbox_state ON outbox(state, created_ms);"
+    "CREATE TABLE receipts ("
+    " message_id TEXT NOT NULL, recipient TEXT NOT NULL, code INTEGER NOT NULL,"
+    " signer TEXT NOT NULL, time_ms INTEGER NOT NULL, received_ms INTEGER NOT NULL,"
+    " receipt BLOB NOT NULL, PRIMARY KEY (message_id, recipient));";
+
+/* A stored row of the old outbox, to police, made at created_ms, with this envelope. */
+static void old_row(sqlite3 *db, const char *id, int64_t created_ms, const uint8_t *env, size_t len)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO outbox(message_id, recipients, type,"
+                                        " case_ref, created_ms, envelope, state, updated_ms)"
+                                        " VALUES (?1, 'police', 'REFERRAL', 'CASE-1', ?2, ?3,"
+                                        " 'stored', ?2)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, created_ms);
+    sqlite3_bind_blob(st, 3, env, (int)len, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+}
+
+/* An envelope from us to police that expires 30 days after created_ms. */
+static void seal_30_days(agent_fixture *f, int64_t created_ms, uint8_t **env, size_t *len,
+                         char idhex[33])
+{
+    uint8_t id[16];
+    refex_agency police;
+    const refex_agency *to[1] = {&police};
+    refex_agency_from_pubkeys(&police, &f->keys[T_POLICE]->pub, NULL);
+    refex_seal_params p = {f->a.agency, f->keys[T_MIDWIFERY]->sk->sign_sk, to,
+                           1,           REFEX__V1__MESSAGE_TYPE__REFERRAL, "CASE-1",
+                           created_ms,  created_ms + 30 * DAY_MS};
+    static const uint8_t body[] = "{}";
+    assert_ok(refex_envelope_seal(&p, body, sizeof body - 1, env, len, id));
+    refex_hex_encode(idhex, id, 16);
+}
+
+static long long old_int(sqlite3 *db, const char *sql, const char *id)
+{
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+static void reopen(const char *path, agent_store **s)
+{
+    char err[256];
+    agent_store_close(s);
+    if (agent_store_open(path, s, err, sizeof err) != REFEX_OK)
+        fail_msg("agent_store_open: %s", err);
+}
+
+/* At the upgrade that adds expires_ms, each row takes its envelope's expiry (30 days here,
+ * not the default 7), a row whose envelope does not parse the default; a row receipted by
+ * every recipient is closed. Neither fill runs again at the next open. */
+static void test_upgrade_fills_expiry_from_envelope_once(void **state)
+{
+    agent_fixture *f = *state;
+    char path[300], sealed[33];
+    uint8_t *env = NULL;
+    size_t len = 0;
+    sqlite3 *db = NULL;
+    agent_store *s = NULL;
+    int64_t created = refex_now_ms() - DAY_MS;
+    static const uint8_t junk[] = "not an envelope";
+    snprintf(path, sizeof path, "%s/old.db", f->dir);
+    seal_30_days(f, created, &env, &len, sealed);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, OLD_SCHEMA, NULL, NULL, NULL), SQLITE_OK);
+    old_row(db, sealed, created, env, len);
+    old_row(db, "junk", created, junk, sizeof junk);
+    assert_int_equal(sqlite3_exec(db,
+                                  "INSERT INTO receipts VALUES ('junk', 'police', 0, 'police',"
+                                  " 1, 1, x'00')",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+    free(env);
+
+    reopen(path, &s);
+    db = agent_store_db(s);
+    assert_int_equal(old_int(db, "SELECT expires_ms FROM outbox WHERE message_id = ?", sealed),
+                     created + 30 * DAY_MS);
+    assert_int_equal(old_int(db, "SELECT expires_ms FROM outbox WHERE message_id = ?", "junk"),
+                     created + REFEX_DEFAULT_TTL_MS);
+    assert_int_equal(old_int(db, "SELECT closed FROM outbox WHERE message_id = ?", sealed), 0);
+    assert_int_equal(old_int(db, "SELECT closed FROM outbox WHERE message_id = ?", "junk"), 1);
+    assert_int_equal(old_int(db,
+                             "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name"
+                             " IN ('outbox_open_expiry', 'outbox_open_updated', ?)",
+                             "outbox_open"),
+                     3);
+
+    /* Sentinels: a fill that ran again would overwrite them. */
+    assert_int_equal(
+        sqlite3_exec(db, "UPDATE outbox SET expires_ms = 12345, closed = 0", NULL, NULL, NULL),
+        SQLITE_OK);
+    reopen(path, &s);
+    db = agent_store_db(s);
+    assert_int_equal(
+        old_int(db, "SELECT count(*) FROM outbox WHERE expires_ms = 12345 AND closed = 0", NULL),
+        2);
+    agent_store_close(&s);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -241,6 +372,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_sweep_waits_for_online_and_grace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_referral_listing_shows_expired_no_report, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_upgrade_fills_expiry_from_envelope_once, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
