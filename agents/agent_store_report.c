@@ -126,6 +126,8 @@ static int fill_expiry(sqlite3 *db, int closed_added)
         (rc = refex_db_prepare(db, closed_added ? SQL_FILL_WRITE_CLOSED : SQL_FILL_WRITE,
                                &write)) != REFEX_OK)
         goto out;
+    refex_log_info("outbox upgrade: reading each message's expiry from its envelope (once; a "
+                   "large outbox takes a while)");
     do {
         if ((rc = fill_read(read, &after, rows, &n)) != REFEX_OK)
             goto out;
