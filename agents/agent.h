@@ -19,6 +19,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "directory.h"
+#include "envelope.h"
 #include "grant.h"
 #include "keys.h"
 #include "refex.pb-c.h"
@@ -35,7 +36,7 @@ void agent_close(agent **a_p);
 #define RID_MAX             256
 #define CONTROL_MAX         (64u * 1024 * 1024)
 #define WAIT_DEADLINE       30000
-#define MAX_TTL_SECONDS     (366 * 24 * 3600)
+#define MAX_TTL_SECONDS     REFEX_MAX_TTL_SECONDS /* lib/envelope.h */
 #define RETRY_MS            5000  /* resend what the broker has not answered after this long */
 #define PACE_BACKOFF_MIN_MS 250   /* the first pause after a refusal; doubles up to RETRY_MS */
 #define PING_MS             10000 /* application-level ping when the link is otherwise idle */

@@ -18,15 +18,24 @@
 #include "util.h"
 #include "zap.h"
 
-static const char *const CONFIG_KEYS[] = {
-    "listen", "window", "redeliver_seconds", "store_max", REFEX_DAEMON_BASE_KEYS, NULL};
+static const char *const CONFIG_KEYS[] = {"listen",    "window",           "redeliver_seconds",
+                                          "store_max", "case_objects_max", REFEX_DAEMON_BASE_KEYS,
+                                          NULL};
+
+/* When the configuration sets none: 1 GiB of live envelopes ("store_max = 0": no cap), and
+ * 10,000 grants (as a lead) and 10,000 subscriptions stored per agency. */
+#define STORE_MAX_DEFAULT        (1ULL << 30)
+#define CASE_OBJECTS_MAX_DEFAULT 10000
+/* Refusal warnings logged per agency: the first WARN_BURST in each WARN_WINDOW_MS. */
+#define WARN_BURST     20
+#define WARN_WINDOW_MS 10000
 
 int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, char *err,
                 size_t errlen)
 {
     int rc;
     char path[4200];
-    uint64_t redeliver = 30;
+    uint64_t redeliver = 30, case_max = CASE_OBJECTS_MAX_DEFAULT;
     broker *b = calloc(1, sizeof *b);
     *out = NULL;
     if (!b)
@@ -46,10 +55,18 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
         goto out;
     }
     b->redeliver_ms = redeliver * 1000;
-    if (refex_config_uint(cfg, "store_max", 0, &b->store_max)) {
+    if (refex_config_uint(cfg, "store_max", STORE_MAX_DEFAULT, &b->store_max)) {
         snprintf(err, errlen, "config: store_max must be a size such as 10G");
         goto out;
     }
+    if (refex_config_uint(cfg, "case_objects_max", CASE_OBJECTS_MAX_DEFAULT, &case_max) ||
+        case_max < 1 || case_max > 1000000000) {
+        snprintf(err, errlen, "config: case_objects_max must be between 1 and 1000000000");
+        goto out;
+    }
+    b->warn_gate.what = "refusals";
+    b->warn_gate.burst = WARN_BURST;
+    b->warn_gate.window_ms = WARN_WINDOW_MS;
     if ((rc = refex_daemon_base_load(cfg, "the broker's .secret file", &b->base, err, errlen)) !=
         REFEX_OK)
         goto out;
@@ -61,7 +78,7 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
     if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)
         goto out;
     snprintf(path, sizeof path, "%s/cases.db", b->base.data_dir);
-    if ((rc = cases_open(path, &b->cases, err, errlen)) != REFEX_OK)
+    if ((rc = cases_open(path, case_max, &b->cases, err, errlen)) != REFEX_OK)
         goto out;
     *out = b;
     b = NULL;
@@ -93,6 +110,11 @@ void broker_close(broker **b_p)
     *b_p = NULL;
 }
 
+int broker_may_warn(broker *b, const char *agency)
+{
+    return refex_log_gate_pass(&b->warn_gate, agency, refex_mono_ms());
+}
+
 int broker_reply(broker *b, const peer *p, Refex__V1__Frame__KindCase kind,
                  const ProtobufCMessage *m)
 {
@@ -105,8 +127,9 @@ static void handle_hello(broker *b, const peer *p, const Refex__V1__Frame *f)
 {
     const Refex__V1__Hello *h = f->hello;
     if (strcmp(h->agency, p->agency) != 0) {
-        refex_log_warn("hello: connection authenticated as %s claimed to be another agency",
-                       p->agency);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("hello: connection authenticated as %s claimed to be another agency",
+                           p->agency);
         refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_SENDER_MISMATCH,
                               "HELLO agency does not match the authenticated transport key");
         return;
@@ -152,7 +175,7 @@ static void handle_checkpoint(broker *b, const peer *p, const Refex__V1__Frame *
             refex_log_error("ALERT witness: audit log of %s is inconsistent with what it showed "
                             "before: %s",
                             agency, why);
-        else
+        else if (broker_may_warn(b, agency))
             refex_log_warn("witness: checkpoint from %s refused: %s (%s)", agency,
                            refex_errname(rc), why);
         refex_link_send_error(b->router, p->rid, p->rid_len, rc, why);
@@ -189,7 +212,9 @@ static void handle_frame(broker *b, const peer *p, const uint8_t *data, size_t l
     Refex__V1__Frame *f = NULL;
     int rc = refex_frame_unpack(data, len, b->base.max_frame, &f);
     if (rc != REFEX_OK) {
-        refex_log_warn("frame: from %s refused: %s (%zu bytes)", p->agency, refex_errname(rc), len);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("frame: from %s refused: %s (%zu bytes)", p->agency, refex_errname(rc),
+                           len);
         refex_link_send_error(b->router, p->rid, p->rid_len, rc, NULL);
         return;
     }
@@ -206,10 +231,12 @@ static void handle_frame(broker *b, const peer *p, const uint8_t *data, size_t l
         i++;
     int known = i < sizeof FRAME_HANDLERS / sizeof FRAME_HANDLERS[0];
     if (!s && (!known || FRAME_HANDLERS[i].needs_session)) {
-        refex_log_warn("frame: %s from %s before HELLO", refex_frame_kind_name(f), p->agency);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("frame: %s from %s before HELLO", refex_frame_kind_name(f), p->agency);
         refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_NOT_READY, NULL);
     } else if (!known) {
-        refex_log_warn("frame: unexpected %s from %s", refex_frame_kind_name(f), p->agency);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("frame: unexpected %s from %s", refex_frame_kind_name(f), p->agency);
         refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_PROTOCOL,
                               "frame not valid from an agent");
     } else {
@@ -236,13 +263,15 @@ static void router_readable(broker *b)
             more = zmq_msg_recv(&extra, b->router, 0) >= 0 && zmq_msg_more(&extra);
             zmq_msg_close(&extra);
         }
-        refex_log_warn("frame: multipart message from %s refused", user ? user : "?");
+        if (broker_may_warn(b, user))
+            refex_log_warn("frame: multipart message from %s refused", user ? user : "?");
         refex_link_send_error(b->router, zmq_msg_data(&rid), zmq_msg_size(&rid), REFEX_E_MALFORMED,
                               "one frame per message");
         goto out;
     }
     if (!user || zmq_msg_size(&rid) > RID_MAX) {
-        refex_log_error("frame: no authenticated identity; dropped");
+        if (broker_may_warn(b, user))
+            refex_log_error("frame: no authenticated identity; dropped");
         goto out;
     }
     peer p = {zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_get(&body, ZMQ_SRCFD), user};
@@ -325,6 +354,7 @@ int broker_run(broker *b)
             router_readable(b);
         }
         queue_timers(b);
+        refex_log_gate_flush(&b->warn_gate, refex_mono_ms());
         queue_batch_end(b);
         session_monitor_drain(b);
         session_pump_all(b);

@@ -17,6 +17,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "directory.h"
+#include "log.h"
 #include "store.h"
 #include "witness.h"
 
@@ -81,6 +82,7 @@ typedef struct broker {
     size_t n_replies;
     int in_batch, batch_failed;
     int64_t next_expiry_ms, next_purge_ms;
+    refex_log_gate warn_gate; /* refusal warnings, per agency (broker_may_warn) */
 } broker;
 
 /* A handler of one kind of frame from an agent (a row of broker.c's frame table). */
@@ -94,6 +96,10 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
  * bound. */
 int broker_run(broker *b);
 void broker_close(broker **b_p);
+/* Whether a warning about a refused frame from agency may be logged now: the first few per
+ * agency in each window are, the rest only counted (refex_log_gate). A flood of bad frames
+ * writes a bounded number of lines. */
+int broker_may_warn(broker *b, const char *agency);
 /* Sends command m of the given kind back to the peer a frame came from. */
 int broker_reply(broker *b, const peer *p, Refex__V1__Frame__KindCase kind,
                  const ProtobufCMessage *m);

@@ -1,5 +1,7 @@
 /* Case membership at the broker, in its own SQLite file. The broker cannot forge or alter a
- * grant (it has no lead's key); it only keeps the latest one per (case, member). */
+ * grant (it has no lead's key); it only keeps the latest one per (case, member). What an
+ * agency can make it store is bounded: grants only for cases it leads, subscriptions only
+ * for cases it is or was a party of, and at most max_objects of each per agency. */
 #include "cases.h"
 
 #include <stdio.h>
@@ -12,6 +14,7 @@
 
 struct cases {
     sqlite3 *db;
+    uint64_t max_objects; /* grants per lead, subscriptions per agency */
 };
 
 static const char *SCHEMA =
@@ -21,6 +24,7 @@ static const char *SCHEMA =
     " valid_until_ms INTEGER NOT NULL, revoked INTEGER NOT NULL, grant BLOB NOT NULL,"
     " PRIMARY KEY (case_ref, member));"
     "CREATE INDEX IF NOT EXISTS case_grants_member ON case_grants(member);"
+    "CREATE INDEX IF NOT EXISTS case_leads_lead ON case_leads(lead);"
     "CREATE TABLE IF NOT EXISTS case_subscriptions ("
     " agency TEXT NOT NULL, case_ref TEXT NOT NULL, serial INTEGER NOT NULL,"
     " subscription BLOB NOT NULL, PRIMARY KEY (agency, case_ref));"
@@ -33,13 +37,14 @@ static const char *SCHEMA =
     " SELECT case_ref, lead AS agency FROM case_leads"
     " UNION SELECT case_ref, member AS agency FROM case_grants WHERE revoked = 0;";
 
-int cases_open(const char *path, cases **out, char *err, size_t errlen)
+int cases_open(const char *path, uint64_t max_objects, cases **out, char *err, size_t errlen)
 {
     cases *c = calloc(1, sizeof *c);
     int rc;
     *out = NULL;
     if (!c)
         return REFEX_E_NOMEM;
+    c->max_objects = max_objects;
     if ((rc = refex_db_open(path, 0, &c->db, err, errlen)) != REFEX_OK ||
         (rc = refex_db_exec(c->db, SCHEMA)) != REFEX_OK) {
         cases_close(&c);
@@ -73,6 +78,33 @@ static int lead_of(cases *c, const char *case_ref, char lead[REFEX_ID_MAX])
     return found;
 }
 
+/* Whether storing one more object would pass the cap: sql gives 1 when the agency (?1)
+ * already holds max_objects (?4) and (?2, ?3) would be a new row. -1 on a database error. */
+static int over_cap(cases *c, const char *sql, const char *agency, const char *a2, const char *a3)
+{
+    sqlite3_stmt *st = NULL;
+    int over = -1;
+    if (refex_db_prepare(c->db, sql, &st) != REFEX_OK)
+        return -1;
+    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, a2, -1, SQLITE_STATIC);
+    if (a3)
+        sqlite3_bind_text(st, 3, a3, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)c->max_objects);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        over = sqlite3_column_int(st, 0) != 0;
+    sqlite3_finalize(st);
+    return over;
+}
+
+static const char GRANTS_OVER_CAP[] =
+    "SELECT (SELECT count(*) FROM case_grants WHERE case_ref IN"
+    " (SELECT case_ref FROM case_leads WHERE lead = ?1)) >= ?4 AND NOT EXISTS"
+    " (SELECT 1 FROM case_grants WHERE case_ref = ?2 AND member = ?3)";
+static const char SUBSCRIPTIONS_OVER_CAP[] =
+    "SELECT (SELECT count(*) FROM case_subscriptions WHERE agency = ?1) >= ?4 AND NOT EXISTS"
+    " (SELECT 1 FROM case_subscriptions WHERE agency = ?1 AND case_ref = ?2)";
+
 int cases_submit(cases *c, const refex_directory *dir, const char *agency,
                  const Refex__V1__SignedGrant *sg, refex_grant *g, char *why, size_t whylen)
 {
@@ -93,6 +125,15 @@ int cases_submit(cases *c, const refex_directory *dir, const char *agency,
     if (have && strcmp(lead, g->lead) != 0) {
         snprintf(why, whylen, "case %s is led by another agency", g->case_ref);
         return REFEX_E_NOT_MEMBER;
+    }
+    int over = over_cap(c, GRANTS_OVER_CAP, agency, g->case_ref, g->member);
+    if (over) {
+        if (over > 0)
+            snprintf(why, whylen, "the broker holds %llu grants of cases led by %s, its limit",
+                     (unsigned long long)c->max_objects, agency);
+        else
+            snprintf(why, whylen, "the broker's case store cannot be read");
+        return REFEX_E_STORE;
     }
     if ((rc = refex_db_begin(c->db)) != REFEX_OK)
         return REFEX_E_STORE;
@@ -209,6 +250,21 @@ void cases_current_parties(cases *c, const char *case_ref, cases_agency_fn fn, v
     each_text(c, "SELECT agency FROM case_current_parties WHERE case_ref = ?", case_ref, fn, ctx);
 }
 
+/* The case's lead, or an agency holding a grant of it (revoked or expired too). */
+static int was_party(cases *c, const char *case_ref, const char *agency)
+{
+    sqlite3_stmt *st = NULL;
+    int party = 0;
+    if (refex_db_prepare(c->db, "SELECT 1 FROM case_parties WHERE case_ref = ? AND agency = ?",
+                         &st) != REFEX_OK)
+        return 0;
+    sqlite3_bind_text(st, 1, case_ref, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, agency, -1, SQLITE_STATIC);
+    party = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return party;
+}
+
 int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, const uint8_t *blob,
                     size_t len, refex_subscription *sub, char *why, size_t whylen)
 {
@@ -222,11 +278,24 @@ int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, co
         snprintf(why, whylen, "an agency subscribes only for itself");
         return REFEX_E_SENDER_MISMATCH;
     }
-    /* Anyone may unsubscribe, member or not any more. */
-    if (sub->case_ref[0] && !sub->unsubscribed &&
-        !cases_is_member(c, sub->case_ref, agency, refex_now_ms())) {
-        snprintf(why, whylen, "%s is not a member of case %s", agency, sub->case_ref);
+    /* Subscribe: a member now. Unsubscribe: a party now or before (a grant held, even a
+     * revoked one), so a member that left can still say it wants nothing more. The
+     * all-cases subscription is one row per agency, whoever sends it. */
+    if (sub->case_ref[0] &&
+        (sub->unsubscribed ? !was_party(c, sub->case_ref, agency)
+                           : !cases_is_member(c, sub->case_ref, agency, refex_now_ms()))) {
+        snprintf(why, whylen, "%s %s a member of case %s", agency,
+                 sub->unsubscribed ? "was never" : "is not", sub->case_ref);
         return REFEX_E_NOT_MEMBER;
+    }
+    int over = over_cap(c, SUBSCRIPTIONS_OVER_CAP, agency, sub->case_ref, NULL);
+    if (over) {
+        if (over > 0)
+            snprintf(why, whylen, "the broker holds %llu subscriptions of %s, its limit",
+                     (unsigned long long)c->max_objects, agency);
+        else
+            snprintf(why, whylen, "the broker's case store cannot be read");
+        return REFEX_E_STORE;
     }
     rc = refex_db_prepare(c->db,
                           "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"

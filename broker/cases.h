@@ -16,7 +16,10 @@ typedef struct cases cases;
 typedef void (*cases_blob_fn)(void *ctx, const uint8_t *grant, size_t len);
 typedef void (*cases_agency_fn)(void *ctx, const char *agency);
 
-int cases_open(const char *path, cases **out, char *err, size_t errlen);
+/* max_objects: at most that many grants of the cases one agency leads, and subscriptions
+ * of one agency, are stored; more are refused with REFEX_E_STORE (updates of ones held are
+ * not). */
+int cases_open(const char *path, uint64_t max_objects, cases **out, char *err, size_t errlen);
 void cases_close(cases **c_p);
 /* Records a grant submitted by `agency`, which must be the grant's lead and the case's lead
  * (the first grant of a case fixes its lead). REFEX_E_DUPLICATE for a serial not newer than
@@ -29,7 +32,8 @@ int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t 
 void cases_grants_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);
 /* Every grant of one case. */
 void cases_grants_of(cases *c, const char *case_ref, cases_blob_fn fn, void *ctx);
-/* Records a subscription signed by `agency` (itself); for a named case it must be a party.
+/* Records a subscription signed by `agency` (itself); for a named case it must be a member
+ * to subscribe and a party now or before to unsubscribe (else REFEX_E_NOT_MEMBER).
  * REFEX_E_DUPLICATE for a serial not newer than the one held. */
 int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, const uint8_t *blob,
                     size_t len, refex_subscription *out, char *why, size_t whylen);

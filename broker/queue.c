@@ -321,6 +321,13 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
         snprintf(detail, dlen, "message expired before it reached the broker");
         return REFEX_E_EXPIRED;
     }
+    /* No message lives longer than the documented maximum: nothing may be held for good. */
+    if (h->created_at_ms > INT64_MAX - REFEX_MAX_TTL_MS ||
+        h->expires_at_ms > h->created_at_ms + REFEX_MAX_TTL_MS) {
+        snprintf(detail, dlen, "expires_at is more than %d days after created_at (the maximum TTL)",
+                 REFEX_MAX_TTL_SECONDS / 86400);
+        return REFEX_E_INVAL;
+    }
     return REFEX_OK;
 }
 
@@ -387,8 +394,9 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
     rc = REFEX_OK;
 out:
     if (rc != REFEX_OK) {
-        refex_log_warn("send: rejected %s from %s: %s (%s)", idhex, p->agency, refex_errname(rc),
-                       detail);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("send: rejected %s from %s: %s (%s)", idhex, p->agency,
+                           refex_errname(rc), detail);
         refex_link_send_rejected(b->router, p->rid, p->rid_len, id, rc, detail);
     }
     free(packed);
@@ -421,7 +429,8 @@ void queue_handle_ack(broker *b, const peer *p, const Refex__V1__Frame *f)
     refex_hex_encode(idhex, a->message_id.data, 16);
     int rc = check_ack_receipt(b, agency, a);
     if (rc != REFEX_OK) {
-        refex_log_warn("ack: %s from %s refused: receipt %s", idhex, agency, refex_errname(rc));
+        if (broker_may_warn(b, agency))
+            refex_log_warn("ack: %s from %s refused: receipt %s", idhex, agency, refex_errname(rc));
         refex_link_send_error(b->router, p->rid, p->rid_len, rc,
                               "ACK needs the recipient's receipt");
         return;
@@ -458,7 +467,8 @@ void queue_handle_receipt_ack(broker *b, const peer *p, const Refex__V1__Frame *
 {
     const Refex__V1__ReceiptAck *ra = f->receipt_ack;
     if (!refex_id_valid(ra->recipient)) {
-        refex_log_warn("receipt_ack: from %s names no valid recipient", p->agency);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("receipt_ack: from %s names no valid recipient", p->agency);
         refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_MALFORMED,
                               "RECEIPT_ACK needs the recipient's agency id");
         return;

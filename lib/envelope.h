@@ -20,6 +20,10 @@
 
 /* A message's life when its sender gives none. */
 #define REFEX_DEFAULT_TTL_MS (7LL * 24 * 3600 * 1000)
+/* The longest life a message may have (expires_at - created_at): agents refuse a longer
+ * ttl_seconds, the broker refuses such an envelope (E_INVAL). */
+#define REFEX_MAX_TTL_SECONDS (366 * 24 * 3600)
+#define REFEX_MAX_TTL_MS      (REFEX_MAX_TTL_SECONDS * 1000LL)
 
 typedef struct {
     const char *sender;

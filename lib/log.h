@@ -1,7 +1,12 @@
 /* Logging for daemons and the CLI: one line per event on stderr, with a timestamp and
- * level. Log ids and agencies, never message contents or personal data. */
+ * level. Log ids and agencies, never message contents or personal data. Every line is
+ * escaped (refex_log_escape), so text that came from outside cannot start a line of its
+ * own; warnings an outside party can cause at will go through a refex_log_gate. */
 #ifndef REFEX_LOG_H
 #define REFEX_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 typedef enum { REFEX_LOG_DEBUG, REFEX_LOG_INFO, REFEX_LOG_WARN, REFEX_LOG_ERROR } refex_log_level;
 
@@ -13,5 +18,36 @@ void refex_log(refex_log_level level, const char *fmt, ...) __attribute__((forma
 #define refex_log_info(...)  refex_log(REFEX_LOG_INFO, __VA_ARGS__)
 #define refex_log_warn(...)  refex_log(REFEX_LOG_WARN, __VA_ARGS__)
 #define refex_log_error(...) refex_log(REFEX_LOG_ERROR, __VA_ARGS__)
+
+/* Copies in to out (NUL-terminated, truncated to outlen) with every control character
+ * written out: \n, \r and \t as those two characters, other bytes below 0x20, 0x7f and the
+ * C1 controls U+0080..U+009F as \xNN (each byte of them). Other bytes, multi-byte UTF-8
+ * included, are kept. Never cuts an escape in half. Returns the length written. */
+size_t refex_log_escape(char *out, size_t outlen, const char *in);
+
+/* A rate limit for warnings an outside party can cause at will (a flood of bad frames):
+ * per source (an agency id), the first `burst` in each window of `window_ms` are logged;
+ * the rest are counted, one line says when counting starts, and the count is logged when
+ * the window is over (refex_log_gate_flush, or the source's next warning). Embedded in its
+ * owner; zero it, then set what, burst and window_ms. */
+#define REFEX_LOG_GATE_SOURCES 64
+
+typedef struct {
+    char source[128];
+    int64_t start_ms; /* the window's start (monotonic); 0: slot free */
+    unsigned logged, suppressed;
+} refex_log_gate_slot;
+
+typedef struct {
+    const char *what; /* names the warnings in summary lines, e.g. "frame" */
+    unsigned burst;
+    int64_t window_ms;
+    refex_log_gate_slot slots[REFEX_LOG_GATE_SOURCES];
+} refex_log_gate;
+
+/* Whether a warning from source may be logged now (1) or is only counted (0). */
+int refex_log_gate_pass(refex_log_gate *g, const char *source, int64_t now_ms);
+/* Logs the count of every window that is over and frees its slot. */
+void refex_log_gate_flush(refex_log_gate *g, int64_t now_ms);
 
 #endif
