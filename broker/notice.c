@@ -94,7 +94,8 @@ void notice_handle_grant(broker *b, const peer *p, const Refex__V1__Frame *f)
         return;
     }
     if (rc != REFEX_OK) {
-        refex_log_warn("grant: from %s refused: %s (%s)", p->agency, refex_errname(rc), why);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("grant: from %s refused: %s (%s)", p->agency, refex_errname(rc), why);
         refex_link_send_error(b->router, p->rid, p->rid_len, rc, why);
         return;
     }
@@ -135,7 +136,9 @@ void notice_handle_subscribe(broker *b, const peer *p, const Refex__V1__Frame *f
         else
             cases_of(b->cases, p->agency, case_parties_get_blob, &n);
     } else if (rc != REFEX_E_DUPLICATE) {
-        refex_log_warn("subscription: from %s refused: %s (%s)", p->agency, refex_errname(rc), why);
+        if (broker_may_warn(b, p->agency))
+            refex_log_warn("subscription: from %s refused: %s (%s)", p->agency, refex_errname(rc),
+                           why);
         refex_link_send_error(b->router, p->rid, p->rid_len, rc, why);
     }
     free(blob);
