@@ -97,6 +97,20 @@ static int over_cap(cases *c, const char *sql, const char *agency, const char *a
     return over;
 }
 
+/* 1, with why filled, if one more object of `what` from agency cannot be stored (the cap is
+ * reached, or the count cannot be read). */
+static int cap_reached(cases *c, const char *sql, const char *agency, const char *a2,
+                       const char *a3, const char *what, char *why, size_t whylen)
+{
+    int over = over_cap(c, sql, agency, a2, a3);
+    if (over > 0)
+        snprintf(why, whylen, "the broker holds %llu %s %s, its limit",
+                 (unsigned long long)c->max_objects, what, agency);
+    else if (over < 0)
+        snprintf(why, whylen, "the broker's case store cannot be read");
+    return over != 0;
+}
+
 static const char GRANTS_OVER_CAP[] =
     "SELECT (SELECT count(*) FROM case_grants WHERE case_ref IN"
     " (SELECT case_ref FROM case_leads WHERE lead = ?1)) >= ?4 AND NOT EXISTS"
@@ -126,15 +140,9 @@ int cases_submit(cases *c, const refex_directory *dir, const char *agency,
         snprintf(why, whylen, "case %s is led by another agency", g->case_ref);
         return REFEX_E_NOT_MEMBER;
     }
-    int over = over_cap(c, GRANTS_OVER_CAP, agency, g->case_ref, g->member);
-    if (over) {
-        if (over > 0)
-            snprintf(why, whylen, "the broker holds %llu grants of cases led by %s, its limit",
-                     (unsigned long long)c->max_objects, agency);
-        else
-            snprintf(why, whylen, "the broker's case store cannot be read");
+    if (cap_reached(c, GRANTS_OVER_CAP, agency, g->case_ref, g->member, "grants of cases led by",
+                    why, whylen))
         return REFEX_E_STORE;
-    }
     if ((rc = refex_db_begin(c->db)) != REFEX_OK)
         return REFEX_E_STORE;
     if (!have) {
@@ -288,15 +296,9 @@ int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, co
                  sub->unsubscribed ? "was never" : "is not", sub->case_ref);
         return REFEX_E_NOT_MEMBER;
     }
-    int over = over_cap(c, SUBSCRIPTIONS_OVER_CAP, agency, sub->case_ref, NULL);
-    if (over) {
-        if (over > 0)
-            snprintf(why, whylen, "the broker holds %llu subscriptions of %s, its limit",
-                     (unsigned long long)c->max_objects, agency);
-        else
-            snprintf(why, whylen, "the broker's case store cannot be read");
+    if (cap_reached(c, SUBSCRIPTIONS_OVER_CAP, agency, sub->case_ref, NULL, "subscriptions of", why,
+                    whylen))
         return REFEX_E_STORE;
-    }
     rc = refex_db_prepare(c->db,
                           "INSERT INTO case_subscriptions(agency, case_ref, serial, subscription)"
                           " VALUES (?,?,?,?) ON CONFLICT (agency, case_ref) DO UPDATE SET"
