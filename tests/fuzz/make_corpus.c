@@ -41,6 +41,18 @@ static void must(int rc, const char *what)
     }
 }
 
+/* m as the `kind` command of a frame, into frame_fuzz's corpus. */
+static void put_frame(const char *name, Refex__V1__Frame__KindCase kind, const ProtobufCMessage *m)
+{
+    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+    uint8_t *frame;
+    size_t len;
+    must(refex_frame_wrap(&f, kind, m), "wrap");
+    must(refex_frame_pack(&f, &frame, &len), "pack");
+    put("frame_fuzz", name, frame, len);
+    free(frame);
+}
+
 static const char REFERRAL[] =
     "{\"kind\":\"REFERRAL_PRE_BIRTH\",\"subject\":{\"kind\":\"SUBJECT_UNBORN\",\"reference\":"
     "\"SUBJ-7f3a\",\"estimated_due_date\":\"2025-11-02\",\"gestation_weeks\":12},\"parents\":"
@@ -112,14 +124,8 @@ static void envelopes(const fuzz_fixture *fx)
         put("body_json_fuzz", kinds[k].name, kinds[k].json, strlen(kinds[k].json));
     }
     Refex__V1__Ping ping = REFEX__V1__PING__INIT;
-    Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
-    uint8_t *frame;
-    size_t flen;
     ping.nonce = 42;
-    must(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_PING, &ping.base), "wrap");
-    must(refex_frame_pack(&f, &frame, &flen), "pack");
-    put("frame_fuzz", "ping", frame, flen);
-    free(frame);
+    put_frame("ping", REFEX__V1__FRAME__KIND_PING, &ping.base);
 }
 
 static void receipts(const fuzz_fixture *fx)
@@ -135,6 +141,10 @@ static void receipts(const fuzz_fixture *fx)
     r.time_ms = FUZZ_NOW_MS;
     must(refex_receipt_sign(&r, fx->member.sign_sk, &out, &len), "receipt");
     put("receipt_fuzz", "delivered", out, len);
+    Refex__V1__ReceiptDeliver rd = REFEX__V1__RECEIPT_DELIVER__INIT;
+    rd.receipt = refex__v1__signed_receipt__unpack(NULL, len, out);
+    put_frame("receipt", REFEX__V1__FRAME__KIND_RECEIPT, &rd.base);
+    refex__v1__signed_receipt__free_unpacked(rd.receipt, NULL);
     free(out);
     r.code = 3;
     memset(r.envelope_hash, 9, 32);
@@ -166,6 +176,10 @@ static void grants(const fuzz_fixture *fx)
     g.types[0] = 2, g.types[1] = 5, g.n_types = 2, g.valid_until_ms = FUZZ_NOW_MS + 86400000;
     must(refex_grant_sign(&g, fx->lead.sign_sk, &out, &len), "grant");
     put("grant_fuzz", "two-types", out, len);
+    Refex__V1__GrantNotice gn = REFEX__V1__GRANT_NOTICE__INIT;
+    gn.grant = refex__v1__signed_grant__unpack(NULL, len, out);
+    put_frame("grant-notice", REFEX__V1__FRAME__KIND_GRANT_NOTICE, &gn.base);
+    refex__v1__signed_grant__free_unpacked(gn.grant, NULL);
     free(out);
     g.revoked = 1, g.serial = 2;
     must(refex_grant_sign(&g, fx->lead.sign_sk, &out, &len), "grant");
@@ -183,6 +197,10 @@ static void grants(const fuzz_fixture *fx)
     s.types[0] = 3, s.n_types = 1, s.serial = 2;
     must(refex_subscription_sign(&s, fx->member.sign_sk, &out, &len), "subscription");
     put("subscription_fuzz", "one-case", out, len);
+    Refex__V1__SubscribeSubmit sub = REFEX__V1__SUBSCRIBE_SUBMIT__INIT;
+    sub.subscription = refex__v1__signed_subscription__unpack(NULL, len, out);
+    put_frame("subscribe", REFEX__V1__FRAME__KIND_SUBSCRIBE, &sub.base);
+    refex__v1__signed_subscription__free_unpacked(sub.subscription, NULL);
     free(out);
     s.unsubscribed = 1, s.serial = 3;
     must(refex_subscription_sign(&s, fx->member.sign_sk, &out, &len), "subscription");
@@ -208,6 +226,9 @@ static void checkpoints(const fuzz_fixture *fx)
     must(refex_checkpoint_cosign(note, FUZZ_WITNESS, fx->witness_sk, 1767225600, &cosigned),
          "cosign");
     put("checkpoint_fuzz", "cosigned", cosigned, strlen(cosigned));
+    Refex__V1__CheckpointSubmit cs = REFEX__V1__CHECKPOINT_SUBMIT__INIT;
+    cs.note = note;
+    put_frame("checkpoint", REFEX__V1__FRAME__KIND_CHECKPOINT, &cs.base);
     must(refex_checkpoint_cosign(cosigned, "other.witness", fx->lead.sign_sk, 1767225601, &twice),
          "cosign");
     put("checkpoint_fuzz", "cosigned-twice", twice, strlen(twice));
