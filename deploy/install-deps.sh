@@ -10,6 +10,8 @@ PKGS=(
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler
+  # libFuzzer targets under ASan/UBSan, for tests/fuzz.sh (the runtimes are in libclang-rt-dev)
+  clang libclang-rt-dev
 )
 
 missing=()

@@ -159,19 +159,31 @@ int refex_directory_save(const refex_directory *self, const char *path)
 int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_directory **out,
                          char *err, size_t errlen)
 {
-    int rc;
     uint8_t *file = NULL;
     size_t file_len = 0;
+    *out = NULL;
+    int rc = refex_file_read(path, REFEX_DIRECTORY_MAX_BYTES, &file, &file_len);
+    if (rc != REFEX_OK)
+        snprintf(err, errlen, "%s: %s", path, refex_strerror(rc));
+    else
+        rc = refex_directory_parse(file, file_len, path, anchor_pk, out, err, errlen);
+    free(file);
+    return rc;
+}
+
+int refex_directory_parse(const uint8_t *file, size_t file_len, const char *path,
+                          const uint8_t *anchor_pk, refex_directory **out, char *err, size_t errlen)
+{
+    int rc = REFEX_E_DIRECTORY;
     Refex__V1__SignedDirectory *sd = NULL;
     Refex__V1__Directory *d = NULL;
     refex_directory *self = NULL;
     *out = NULL;
 
-    if ((rc = refex_file_read(path, REFEX_DIRECTORY_MAX_BYTES, &file, &file_len)) != REFEX_OK) {
-        snprintf(err, errlen, "%s: %s", path, refex_strerror(rc));
-        goto out;
+    if (file_len > REFEX_DIRECTORY_MAX_BYTES) {
+        snprintf(err, errlen, "%s: %s", path, refex_strerror(REFEX_E_TOO_BIG));
+        return REFEX_E_TOO_BIG;
     }
-    rc = REFEX_E_DIRECTORY;
     sd = refex__v1__signed_directory__unpack(NULL, file_len, file);
     if (!sd) {
         snprintf(err, errlen, "%s: not a refex directory file", path);
@@ -247,7 +259,6 @@ out:
         refex__v1__directory__free_unpacked(d, NULL);
     if (sd)
         refex__v1__signed_directory__free_unpacked(sd, NULL);
-    free(file);
     return rc;
 }
 

@@ -33,6 +33,10 @@ void refex_directory_destroy(refex_directory **self_p);
  * (REFEX_E_DIRECTORY otherwise); with NULL, an unsigned file is accepted (for editing). */
 int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_directory **out,
                          char *err, size_t errlen) REFEX_NODISCARD;
+/* The same, from the file's bytes in memory; path only names them in err. */
+int refex_directory_parse(const uint8_t *buf, size_t len, const char *path,
+                          const uint8_t *anchor_pk, refex_directory **out, char *err,
+                          size_t errlen) REFEX_NODISCARD;
 int refex_directory_save(const refex_directory *self, const char *path) REFEX_NODISCARD;
 /* Adds or replaces (replace=1) an agency. Adding clears the signature. */
 int refex_directory_add(refex_directory *self, const refex_agency *a, int replace) REFEX_NODISCARD;
