@@ -35,11 +35,15 @@ int refex_id_valid(const char *id);
 
 int refex_keys_new(const char *agency, const char *role, refex_keys **out) REFEX_NODISCARD;
 void refex_keys_destroy(refex_keys **self_p);
-/* Writes DIR/AGENCY.secret (0600) and DIR/AGENCY.public (0644). Refuses to overwrite. */
+/* Writes DIR/AGENCY.secret (0600, created O_EXCL|O_NOFOLLOW: REFEX_E_EXISTS if anything,
+ * a symlink included, is already there) and DIR/AGENCY.public (0644, replaced). */
 int refex_keys_save(const refex_keys *self, const char *dir) REFEX_NODISCARD;
-/* Loads a .secret file; REFEX_E_PERM if group or others can read it. */
+/* Loads a .secret file, opened once with O_NOFOLLOW and checked on that descriptor:
+ * REFEX_E_PERM (err says why) if it is a symlink, not a regular file, not owned by this
+ * process's effective uid, or open to group or others. REFEX_E_NOTFOUND if absent. */
 int refex_keys_load(const char *path, refex_keys **out, char *err, size_t errlen) REFEX_NODISCARD;
-/* Loads the public half from a .public or .secret file. */
+/* Loads the public half from a .public or .secret file: O_NOFOLLOW and a regular file
+ * (REFEX_E_PERM otherwise), any owner and mode; REFEX_E_CONFIG if it cannot be opened. */
 int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err,
                        size_t errlen) REFEX_NODISCARD;
 

@@ -1,5 +1,6 @@
 /* Tests for lib/keys.c: agency id rules, key generation, and key files: exact modes, no
- * overwrite, faithful round trip, and refusal of readable, mismatched or malformed secrets. */
+ * overwrite (not even through a symlink), faithful round trip, and refusal of readable,
+ * symlinked, foreign-owned, non-regular, mismatched or malformed secrets. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 
 #include <sodium.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "keys.h"
 #include "util.h"
@@ -282,6 +284,9 @@ static void test_load_readable_secret(void **state)
         assert_null(got);
         assert_non_null(strstr(err, "chmod"));
         assert_non_null(strstr(err, secret));
+        char mode[32];
+        snprintf(mode, sizeof mode, "(mode %04o)", (unsigned)bad[i]);
+        assert_non_null(strstr(err, mode));
     }
     /* Owner-only modes are accepted. */
     static const mode_t ok[] = {0600, 0400, 0700};
@@ -452,6 +457,122 @@ static void test_load_foreign_sign_seed(void **state)
     refex_keys_destroy(&k);
 }
 
+/* Expects refex_keys_load (secret) or refex_pubkeys_load to refuse path with rc and an
+ * error naming the path and containing why. */
+static void assert_refused(const char *path, int secret, int rc, const char *why)
+{
+    char err[512] = "";
+    int got_rc;
+    if (secret) {
+        static refex_keys sentinel;
+        refex_keys *got = &sentinel;
+        got_rc = refex_keys_load(path, &got, err, sizeof err);
+        assert_null(got);
+    } else {
+        refex_pubkeys pub;
+        got_rc = refex_pubkeys_load(path, &pub, err, sizeof err);
+    }
+    if (got_rc != rc)
+        fail_msg("%s: got %s (%s), want %s", path, refex_errname(got_rc), err, refex_errname(rc));
+    assert_non_null(strstr(err, path));
+    if (!strstr(err, why))
+        fail_msg("%s: error '%s' does not say '%s'", path, err, why);
+}
+
+/* A symlink is refused, not followed, for both files, even to a good 0600 key. */
+static void test_load_symlink(void **state)
+{
+    (void)state;
+    char secret[4300], public[4300], link_s[4300], link_p[4300], err[512] = "";
+    refex_keys *k = saved_keys("symlink", "midwifery", secret, public, sizeof secret);
+    path_for(link_s, sizeof link_s, "symlink/link.secret");
+    path_for(link_p, sizeof link_p, "symlink/link.public");
+    assert_int_equal(symlink(secret, link_s), 0);
+    assert_int_equal(symlink(public, link_p), 0);
+    assert_refused(link_s, 1, REFEX_E_PERM, "is a symbolic link");
+    assert_refused(link_p, 0, REFEX_E_PERM, "is a symbolic link");
+    /* A relative symlink and a dangling one too. */
+    path_for(link_s, sizeof link_s, "symlink/rel.secret");
+    assert_int_equal(symlink("midwifery.secret", link_s), 0);
+    assert_refused(link_s, 1, REFEX_E_PERM, "is a symbolic link");
+    path_for(link_s, sizeof link_s, "symlink/dangling.secret");
+    assert_int_equal(symlink("nowhere.secret", link_s), 0);
+    assert_refused(link_s, 1, REFEX_E_PERM, "is a symbolic link");
+    /* The targets themselves still load. */
+    refex_keys *got = NULL;
+    assert_ok(refex_keys_load(secret, &got, err, sizeof err));
+    refex_keys_destroy(&got);
+    refex_keys_destroy(&k);
+}
+
+/* A 0600 secret owned by another user is refused; a .public owned by another is fine. */
+static void test_load_other_owner(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        print_message("not root: cannot chown a key file to another user; skipping\n");
+        skip();
+    }
+    char secret[4300], public[4300], err[512] = "";
+    refex_keys *k = saved_keys("owner", "midwifery", secret, public, sizeof secret);
+    assert_int_equal(chown(secret, 65534, 65534), 0);
+    assert_int_equal(chmod(secret, 0600), 0);
+    assert_refused(secret, 1, REFEX_E_PERM, "is owned by uid 65534, not this daemon's uid 0");
+    assert_int_equal(chown(public, 65534, 65534), 0);
+    refex_pubkeys pub;
+    assert_ok(refex_pubkeys_load(public, &pub, err, sizeof err));
+    assert_int_equal(chown(secret, 0, 0), 0);
+    refex_keys *got = NULL;
+    assert_ok(refex_keys_load(secret, &got, err, sizeof err));
+    refex_keys_destroy(&got);
+    refex_keys_destroy(&k);
+}
+
+/* A directory, a FIFO (which must not block the open) and an oversized file are refused. */
+static void test_load_not_regular(void **state)
+{
+    (void)state;
+    char path[4300], dir[4200];
+    path_for(dir, sizeof dir, "notreg");
+    assert_ok(refex_mkdirs(dir, 0700));
+    path_for(path, sizeof path, "notreg/dir.secret");
+    assert_int_equal(mkdir(path, 0700), 0);
+    assert_refused(path, 1, REFEX_E_PERM, "not a regular file (a directory)");
+    assert_refused(path, 0, REFEX_E_PERM, "not a regular file (a directory)");
+    path_for(path, sizeof path, "notreg/fifo.secret");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_refused(path, 1, REFEX_E_PERM, "not a regular file (a FIFO)");
+    assert_refused(path, 0, REFEX_E_PERM, "not a regular file (a FIFO)");
+    path_for(path, sizeof path, "notreg/big.secret");
+    char *big = malloc(20000);
+    assert_non_null(big);
+    memset(big, '#', 20000);
+    assert_ok(refex_file_write(path, big, 20000, 0600));
+    free(big);
+    assert_refused(path, 1, REFEX_E_CONFIG, "too large");
+    assert_refused(path, 0, REFEX_E_CONFIG, "too large");
+}
+
+/* Saving never writes through a symlink planted where the .secret goes. */
+static void test_save_refuses_symlink(void **state)
+{
+    (void)state;
+    char dir[4200], planted[4300], target[4300];
+    path_for(dir, sizeof dir, "plant");
+    assert_ok(refex_mkdirs(dir, 0700));
+    path_for(planted, sizeof planted, "plant/midwifery.secret");
+    path_for(target, sizeof target, "plant/stolen");
+    assert_int_equal(symlink(target, planted), 0);
+    refex_keys *k = NULL;
+    assert_ok(refex_keys_new("midwifery", "maternity", &k));
+    assert_rc(refex_keys_save(k, dir), REFEX_E_EXISTS);
+    struct stat st;
+    assert_int_not_equal(lstat(target, &st), 0); /* nothing written through the link */
+    assert_int_equal(lstat(planted, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    refex_keys_destroy(&k);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -470,6 +591,10 @@ int main(void)
         cmocka_unit_test(test_load_missing),
         cmocka_unit_test(test_pubkeys_load),
         cmocka_unit_test(test_load_foreign_sign_seed),
+        cmocka_unit_test(test_load_symlink),
+        cmocka_unit_test(test_load_other_owner),
+        cmocka_unit_test(test_load_not_regular),
+        cmocka_unit_test(test_save_refuses_symlink),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
