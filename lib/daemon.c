@@ -99,25 +99,26 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
  * rollbacks, so a damaged one must not silently reset the guard. */
 static int serial_read(const char *data_dir, uint64_t *out, char *err, size_t errlen)
 {
-    char path[4200], text[32];
+    char path[4200];
     uint8_t *buf = NULL;
     size_t len = 0;
     snprintf(path, sizeof path, "%s/%s", data_dir, REFEX_DAEMON_SERIAL_FILE);
     *out = 0;
-    if (access(path, F_OK) != 0 && errno == ENOENT)
+    int rc = refex_file_read(path, 32, &buf, &len);
+    if (rc == REFEX_E_NOTFOUND)
         return REFEX_OK;
-    if (refex_file_read(path, sizeof text - 1, &buf, &len) != REFEX_OK) {
+    if (rc != REFEX_OK && rc != REFEX_E_TOO_BIG) {
         snprintf(err, errlen, "%s: cannot read the highest directory serial accepted", path);
         return REFEX_E_IO;
     }
-    memcpy(text, buf, len);
-    text[len] = '\0';
-    free(buf);
+    const char *text = (const char *)buf; /* NUL-terminated by refex_file_read */
     char *end = NULL;
     errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (len == 0 || text[0] < '0' || text[0] > '9' || errno != 0 ||
-        (*end != '\0' && strcmp(end, "\n") != 0)) {
+    unsigned long long v = rc == REFEX_OK ? strtoull(text, &end, 10) : 0;
+    int ok = rc == REFEX_OK && len > 0 && strlen(text) == len && text[0] >= '0' && text[0] <= '9' &&
+             errno == 0 && (*end == '\0' || strcmp(end, "\n") == 0);
+    free(buf);
+    if (!ok) {
         snprintf(err, errlen,
                  "%s: not a directory serial (remove it only if you know no older "
                  "directory can come back)",

@@ -64,7 +64,9 @@ static void cli_ok(const char *const *args)
 /* The agent's own view of its link, from `status` on its control socket. */
 static int agent_online(const char *agency)
 {
-    json_t *r = h_control(&g_net, agency, json_pack("{s:s}", "cmd", "status"));
+    json_t *req = json_pack("{s:s}", "cmd", "status");
+    json_t *r = h_control(&g_net, agency, req);
+    json_decref(req);
     assert_non_null(r);
     int online = json_is_true(json_object_get(r, "online"));
     json_decref(r);
@@ -109,27 +111,11 @@ static void assert_log_has(const char *who, const char *needle)
         fail_msg("%s has no line '%s'", log, needle);
 }
 
-/* Revokes social-care and police, replaces probation's transport key, re-signs, SIGHUPs the
- * broker: each is cut off within a second of the signal. */
-static void test_revoked_agency_cut_off(void **state)
+/* The operator's edit: social-care and police revoked, probation given a new transport key
+ * (its new keys under newkeys), the directory signed again (serial 2). */
+static void revoke_and_rekey(const char *file, const char *newkeys, const char *anchor)
 {
-    (void)state;
-    char file[600], anchor[600], old[600], pub[600], newkeys[600], line[128];
-    h_path(&g_net, file, sizeof file, "directory.rdir");
-    h_path(&g_net, old, sizeof old, "directory.serial1");
-    h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");
-    h_path(&g_net, newkeys, sizeof newkeys, "newkeys");
-    copy_file(file, old);
-    assert_true(agent_online("social-care"));
-
-    /* police: a session open before the reload. probation: connected under its old key,
-     * no HELLO yet: the reload comes between its handshake and its first frame. */
-    h_client police, probation;
-    assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
-    assert_int_equal(h_client_hello(&police, "police"), 0);
-    assert_int_equal(h_client_open(&probation, &g_net, "probation", NULL), 0);
-    assert_true(h_client_wait_event(&probation, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, H_TIMEOUT_MS));
-
+    char pub[600];
     assert_int_equal(mkdir(newkeys, 0700), 0);
     const char *kn[] = {"keys",      "new",   "--agency", "probation", "--role",
                         "probation", "--out", newkeys,    NULL};
@@ -146,6 +132,30 @@ static void test_revoked_agency_cut_off(void **state)
     }
     const char *sign[] = {"directory", "sign", "--file", file, "--anchor", anchor, NULL};
     cli_ok(sign);
+}
+
+/* Revokes social-care and police, replaces probation's transport key, re-signs, SIGHUPs the
+ * broker: each is cut off within a second of the signal. */
+static void test_revoked_agency_cut_off(void **state)
+{
+    (void)state;
+    char file[600], anchor[600], old[600], newkeys[600], line[128];
+    h_path(&g_net, file, sizeof file, "directory.rdir");
+    h_path(&g_net, old, sizeof old, "directory.serial1");
+    h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");
+    h_path(&g_net, newkeys, sizeof newkeys, "newkeys");
+    copy_file(file, old);
+    assert_true(agent_online("social-care"));
+
+    /* police: a session open before the reload. probation: connected under its old key,
+     * no HELLO yet: the reload comes between its handshake and its first frame. */
+    h_client police, probation;
+    assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&police, "police"), 0);
+    assert_int_equal(h_client_open(&probation, &g_net, "probation", NULL), 0);
+    assert_true(h_client_wait_event(&probation, ZMQ_EVENT_HANDSHAKE_SUCCEEDED, H_TIMEOUT_MS));
+
+    revoke_and_rekey(file, newkeys, anchor);
 
     int64_t t0 = refex_mono_ms();
     assert_int_equal(kill(g_net.broker.pid, SIGHUP), 0);
