@@ -174,6 +174,11 @@ static void on_error(agent *a, const Refex__V1__Frame *f)
         /* The broker ended our session (e.g. our queue was full): bind again. */
         a->online = 0;
         send_hello(a);
+    } else if (f->error->code == REFEX_E_REVOKED) {
+        /* The directory no longer admits us: the broker ended our session for good. */
+        if (a->online)
+            refex_log_error("link: the broker no longer admits agency %s; offline", a->agency);
+        a->online = 0;
     }
 }
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "admission.h"
 #include "codec.h"
 #include "link.h"
 #include "log.h"
@@ -275,6 +276,8 @@ static void router_readable(broker *b)
         goto out;
     }
     peer p = {zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_get(&body, ZMQ_SRCFD), user};
+    if (admission_refuse(b, &p, zmq_msg_gets(&body, BROKER_ZAP_KEY_PROPERTY)))
+        goto out;
     handle_frame(b, &p, zmq_msg_data(&body), zmq_msg_size(&body));
 out:
     zmq_msg_close(&rid);
@@ -359,8 +362,8 @@ int broker_run(broker *b)
         session_monitor_drain(b);
         session_pump_all(b);
       signals:
-        if (refex_daemon_take_reload())
-            (void)refex_daemon_base_reload(&b->base);
+        if (refex_daemon_take_reload() && refex_daemon_base_reload(&b->base) == REFEX_OK)
+            admission_sweep(b);
     }
     queue_batch_end(b);
     refex_log_info("stopping: %lld delivery(ies) still queued",

@@ -2,9 +2,11 @@
  * configuration errors the same way. The event loops themselves live with each daemon. */
 #include "daemon.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -90,6 +92,70 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
     return rc == REFEX_OK ? 0 : 1;
 }
 
+/* ---- the highest directory serial accepted (directory.serial) ---------------------- */
+
+/* Reads data_dir/directory.serial into *out; a missing file is serial 0 (a new data
+ * directory). Anything but one decimal number is refused: the file guards against
+ * rollbacks, so a damaged one must not silently reset the guard. */
+static int serial_read(const char *data_dir, uint64_t *out, char *err, size_t errlen)
+{
+    char path[4200];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/%s", data_dir, REFEX_DAEMON_SERIAL_FILE);
+    *out = 0;
+    int rc = refex_file_read(path, 32, &buf, &len);
+    if (rc == REFEX_E_NOTFOUND)
+        return REFEX_OK;
+    if (rc != REFEX_OK && rc != REFEX_E_TOO_BIG) {
+        snprintf(err, errlen, "%s: cannot read the highest directory serial accepted", path);
+        return REFEX_E_IO;
+    }
+    const char *text = (const char *)buf; /* NUL-terminated by refex_file_read */
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = rc == REFEX_OK ? strtoull(text, &end, 10) : 0;
+    int ok = rc == REFEX_OK && len > 0 && strlen(text) == len && text[0] >= '0' && text[0] <= '9' &&
+             errno == 0 && (*end == '\0' || strcmp(end, "\n") == 0);
+    free(buf);
+    if (!ok) {
+        snprintf(err, errlen,
+                 "%s: not a directory serial (remove it only if you know no older "
+                 "directory can come back)",
+                 path);
+        return REFEX_E_DIRECTORY;
+    }
+    *out = v;
+    return REFEX_OK;
+}
+
+/* Checks d's serial against the highest accepted; records it if it is higher. A write
+ * failure is reported but leaves the floor raised in memory: refusing a newer directory
+ * (one that may revoke someone) because the disk is full would be the worse failure. */
+static int serial_admit(refex_daemon_base *b, const refex_directory *d, char *err, size_t errlen)
+{
+    char path[4200], text[32];
+    uint64_t serial = refex_directory_serial(d);
+    if (serial < b->serial_floor) {
+        snprintf(err, errlen,
+                 "%s: directory serial %llu is older than serial %llu already accepted "
+                 "(%s/%s): refusing a rollback",
+                 b->dir_path, (unsigned long long)serial, (unsigned long long)b->serial_floor,
+                 b->data_dir, REFEX_DAEMON_SERIAL_FILE);
+        return REFEX_E_DIRECTORY;
+    }
+    if (serial == b->serial_floor && serial != 0)
+        return REFEX_OK;
+    b->serial_floor = serial;
+    snprintf(path, sizeof path, "%s/%s", b->data_dir, REFEX_DAEMON_SERIAL_FILE);
+    int n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)serial);
+    if (refex_file_write(path, text, (size_t)n, 0600) != REFEX_OK)
+        refex_log_error("directory: cannot record serial %llu in %s: a rollback across a "
+                        "restart would go unnoticed",
+                        (unsigned long long)serial, path);
+    return REFEX_OK;
+}
+
 int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
                            char *err, size_t errlen)
 {
@@ -134,33 +200,33 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
         snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
         return REFEX_E_CONFIG;
     }
+    if ((rc = serial_read(b->data_dir, &b->serial_floor, err, errlen)) != REFEX_OK ||
+        (rc = serial_admit(b, b->dir, err, errlen)) != REFEX_OK)
+        return rc;
     return REFEX_OK;
 }
 
 void refex_daemon_base_fini(refex_daemon_base *b)
 {
+    refex_directory_destroy(&b->prev_dir);
     refex_directory_destroy(&b->dir);
     refex_keys_destroy(&b->keys);
 }
 
 int refex_daemon_base_reload(refex_daemon_base *b)
 {
-    char err[512];
+    char err[1024];
     refex_directory *d = NULL;
     int rc = refex_directory_load(b->dir_path, b->anchor_pk, &d, err, sizeof err);
+    if (rc == REFEX_OK) /* never below the highest accepted, which is >= the current one */
+        rc = serial_admit(b, d, err, sizeof err);
     if (rc != REFEX_OK) {
         refex_log_error("reload: keeping the old directory: %s", err);
-        goto out;
-    }
-    if (refex_directory_serial(d) < refex_directory_serial(b->dir)) {
-        refex_log_error("reload: keeping the old directory: serial %llu is older than %llu",
-                        (unsigned long long)refex_directory_serial(d),
-                        (unsigned long long)refex_directory_serial(b->dir));
         refex_directory_destroy(&d);
-        rc = REFEX_E_DIRECTORY;
         goto out;
     }
-    refex_directory_destroy(&b->dir);
+    refex_directory_destroy(&b->prev_dir);
+    b->prev_dir = b->dir;
     b->dir = d;
     refex_log_info("reload: directory serial %llu, %zu agencies",
                    (unsigned long long)refex_directory_serial(d), refex_directory_count(d));

@@ -28,6 +28,8 @@ typedef struct {
 /* What every daemon loads the same way: its data directory (created 0700), the pinned
  * trust anchor, its own keys, the signed directory, and the shared limits. */
 typedef struct {
+    refex_directory *prev_dir; /* the directory the last reload replaced (NULL before one) */
+    uint64_t serial_floor;     /* highest directory serial accepted, as in directory.serial */
     char data_dir[4096];
     char dir_path[4096];
     uint8_t anchor_pk[32];
@@ -41,14 +43,23 @@ typedef struct {
 #define REFEX_DAEMON_BASE_KEYS                                                                     \
     "data_dir", "directory", "trust_anchor", "keys", "max_frame", "clock_skew_seconds", "log_level"
 
-/* keys_what names the key file in errors, e.g. "the broker's .secret file". */
+/* The file in data_dir holding the highest directory serial this daemon has accepted
+ * (decimal, one line, written atomically). A directory with a lower serial is refused at
+ * start and on reload: a rollback to an older signed directory would bring back revoked
+ * agencies and replaced keys. */
+#define REFEX_DAEMON_SERIAL_FILE "directory.serial"
+
+/* keys_what names the key file in errors, e.g. "the broker's .secret file". Refuses
+ * (REFEX_E_DIRECTORY, naming both serials) a directory older than directory.serial. */
 int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
                            char *err, size_t errlen) REFEX_NODISCARD;
 void refex_daemon_base_fini(refex_daemon_base *b);
 
 /* Reloads the directory file (SIGHUP). Keeps the old one, with a log line, if the new one
- * does not verify or has a lower serial (a rollback). Prints "RELOADED <serial>" or
- * "RELOAD_FAILED <error>" on stdout. */
+ * does not verify or has a serial lower than the highest ever accepted (a rollback, also
+ * across restarts: directory.serial). On success the replaced directory stays in prev_dir
+ * until the next reload, so the daemon can see who lost admission. Prints
+ * "RELOADED <serial>" or "RELOAD_FAILED <error>" on stdout. */
 int refex_daemon_base_reload(refex_daemon_base *b);
 
 /* Signals, handled inside each daemon's loop: SIGTERM/SIGINT stop, SIGHUP reloads.

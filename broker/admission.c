@@ -1,0 +1,70 @@
+/* Revocation that bites: ZAP admits a CurveZMQ connection only at its handshake, so a
+ * reloaded directory would otherwise not reach connections already open. Here every frame
+ * is checked against the directory in force, and a reload ends the sessions of agencies no
+ * longer admitted. libzmq has no per-peer disconnect on a ROUTER (zmq_disconnect is for
+ * connect endpoints; closing or shutting down the fd from ZMQ_SRCFD races with libzmq's own
+ * I/O thread, which may already have closed and reused that number), so "disconnected"
+ * means: no more deliveries, every frame refused E_REVOKED, new handshakes refused by ZAP
+ * (docs/protocol.md). Not for the handshake itself (zap.c) or session bookkeeping
+ * (session.c). */
+#include "admission.h"
+
+#include <sodium.h>
+#include <string.h>
+
+#include "link.h"
+#include "log.h"
+#include "util.h"
+
+/* Why the directory no longer admits agency with transport key pk (NULL: any key), or
+ * NULL if it does. */
+static const char *not_admitted(const refex_directory *dir, const char *agency, const uint8_t *pk)
+{
+    const refex_agency *a = refex_directory_find(dir, agency);
+    if (!a)
+        return "agency no longer in the directory";
+    if (strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0)
+        return "not an agency";
+    if (a->revoked)
+        return "agency revoked";
+    if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK)
+        return "agency outside its validity period";
+    if (pk && sodium_memcmp(a->transport_pk, pk, 32) != 0)
+        return "agency's transport key replaced";
+    return NULL;
+}
+
+int admission_refuse(broker *b, const peer *p, const char *key_hex)
+{
+    uint8_t pk[32];
+    const char *why = "connection has no admitted transport key";
+    if (key_hex && strlen(key_hex) == 64 && refex_hex_decode(pk, 32, key_hex) == REFEX_OK)
+        why = not_admitted(b->base.dir, p->agency, pk);
+    if (!why)
+        return 0;
+    refex_log_warn("admission: frame from %s refused: %s", p->agency, why);
+    session *s = session_by_rid(b, p->rid, p->rid_len);
+    if (s && s->fd == p->fd && strcmp(s->agency, p->agency) == 0)
+        session_drop(b, s);
+    if (refex_link_send_error(b->router, p->rid, p->rid_len, REFEX_E_REVOKED, why) != REFEX_OK)
+        refex_log_debug("admission: could not tell %s", p->agency);
+    return 1;
+}
+
+void admission_sweep(broker *b)
+{
+    for (size_t i = 0; i < b->n_sessions; i++) {
+        session *s = &b->sessions[i];
+        /* The session was bound, and its every frame checked, under the directory this
+         * reload replaced: the key it holds is the one that directory listed. */
+        const refex_agency *was =
+            b->base.prev_dir ? refex_directory_find(b->base.prev_dir, s->agency) : NULL;
+        const char *why = not_admitted(b->base.dir, s->agency, was ? was->transport_pk : NULL);
+        if (!why)
+            continue;
+        refex_log_warn("admission: ending the session of %s: %s", s->agency, why);
+        if (refex_link_send_error(b->router, s->rid, s->rid_len, REFEX_E_REVOKED, why) != REFEX_OK)
+            refex_log_debug("admission: could not tell %s", s->agency);
+        session_drop(b, &b->sessions[i--]);
+    }
+}
