@@ -1,5 +1,6 @@
-/* Receiving: a delivery is verified, decrypted and stored with its audit entry before it
- * is acknowledged with our signed receipt; receipts for our own messages are recorded and
+/* Receiving: a delivery is verified (before the memory of what was handled is consulted),
+ * decrypted and stored with its audit entry before it is acknowledged with our signed
+ * receipt; receipts for our own messages (naming the envelope we sent) are recorded and
  * acknowledged; the receiving system's acknowledgement of a message (inbox_ack) is
  * audited once. Not sending (outbox.c), nor reading the inbox by cursor (inbox_wait.c). */
 #include "agent.h"
