@@ -245,6 +245,9 @@ typedef struct {
 /* Stored, open messages with expires_ms <= expired_by, earliest first, at most cap. */
 int agent_store_outbox_overdue(agent_store *s, int64_t expired_by, agent_overdue_row *rows,
                                size_t cap, size_t *n) REFEX_NODISCARD;
+/* fn once with message_id's envelope if its outbox row is kept (not at all if not). */
+int agent_store_outbox_envelope(agent_store *s, const char *message_id, agent_store_envelope_fn fn,
+                                void *ctx) REFEX_NODISCARD;
 /* Is a receipt (or non-delivery report) from recipient held for message_id? */
 int agent_store_receipt_held(agent_store *s, const char *message_id, const char *recipient,
                              int *held) REFEX_NODISCARD;

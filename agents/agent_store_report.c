@@ -4,8 +4,9 @@
  * the expiry sweep and the status listings need. Part of the storage module; its statements
  * are prepared per call on agent_store_db() (they run about once a second, or when a user
  * asks), so the shared statement table stays untouched. Also the one-off fills of the
- * columns the sweep reads (expires_ms, closed) at the upgrade that adds them. Not the policy (when
- * to sweep, what to audit and log): that is agents/outbox_expiry.c. */
+ * columns the sweep reads (expires_ms, closed) at the upgrade that adds them, and the
+ * envelope of one of our messages (that a receipt's envelope hash is checked against). Not
+ * the policy (when to sweep, what to audit and log): that is agents/outbox_expiry.c. */
 #include <stdio.h>
 #include <string.h>
 
@@ -37,6 +38,8 @@ static const char *SQL_CLOSE = "UPDATE outbox SET closed = 1 WHERE message_id = 
 static const char *SQL_OVERDUE = "SELECT message_id, recipients, expires_ms FROM outbox"
                                  " WHERE state = 'stored' AND closed = 0 AND expires_ms <= ?1"
                                  " ORDER BY expires_ms LIMIT ?2";
+static const char *SQL_OUTBOX_ENVELOPE = "SELECT message_id, envelope FROM outbox"
+                                         " WHERE message_id = ?1";
 static const char *SQL_RECEIPT_HELD = "SELECT 1 FROM receipts WHERE message_id = ? AND"
                                       " recipient = ?";
 static const char *SQL_NO_REPORT_INSERT =
@@ -215,6 +218,22 @@ int agent_store_outbox_overdue(agent_store *s, int64_t expired_by, agent_overdue
         r->expires_ms = sqlite3_column_int64(st, 2);
     }
     rc = *n == cap ? REFEX_OK : refex_db_err(step);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int agent_store_outbox_envelope(agent_store *s, const char *message_id, agent_store_envelope_fn fn,
+                                void *ctx)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = prepare(s, SQL_OUTBOX_ENVELOPE, message_id, NULL, &st);
+    if (rc != REFEX_OK)
+        return rc;
+    int step = sqlite3_step(st);
+    rc = step == SQLITE_ROW || step == SQLITE_DONE ? REFEX_OK : refex_db_err(step);
+    if (step == SQLITE_ROW)
+        fn(ctx, (const char *)sqlite3_column_text(st, 0), sqlite3_column_blob(st, 1),
+           (size_t)sqlite3_column_bytes(st, 1));
     sqlite3_finalize(st);
     return rc;
 }

@@ -1,5 +1,6 @@
-/* Receiving: a delivery is verified, decrypted and stored with its audit entry before it
- * is acknowledged with our signed receipt; receipts for our own messages are recorded and
+/* Receiving: a delivery is verified (before the memory of what was handled is consulted),
+ * decrypted and stored with its audit entry before it is acknowledged with our signed
+ * receipt; receipts for our own messages (naming the envelope we sent) are recorded and
  * acknowledged; the receiving system's acknowledgement of a message (inbox_ack) is
  * audited once. Not sending (outbox.c), nor reading the inbox by cursor (inbox_wait.c). */
 #include "agent.h"
@@ -65,21 +66,27 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
 
-/* Recipients never rely on the broker: from a known agency and signed by it (checked
- * first, so that only what the sender really signed is ever remembered), for us, from an
- * unrevoked agency, in time, openable by us, a well-formed body with every field its type
- * requires (lib/body_rules.c), and (a case update) from a member to a member by the lead's
- * grants here? REFEX_OK or why not. */
+/* From a known agency and signed by it? Checked before anything is looked up in, or
+ * written to, the memory of what was handled: whatever fails here the named sender did not
+ * sign, so it can neither be answered as, nor stand in for, the sender's message. */
+static int check_signed(agent *a, delivery *d)
+{
+    d->sender = refex_directory_find(a->base.dir, d->h->sender);
+    if (!d->sender)
+        return REFEX_E_UNKNOWN_AGENCY;
+    int rc = refex_envelope_verify(d->env, d->h, d->sender->sign_pk);
+    d->verified = rc == REFEX_OK;
+    return rc;
+}
+
+/* Recipients never rely on the broker: (signed, check_signed) for us, from an unrevoked
+ * agency, in time, openable by us, a well-formed body with every field its type requires
+ * (lib/body_rules.c), and (a case update) from a member to a member by the lead's grants
+ * here? REFEX_OK or why not. */
 static int check_delivery(agent *a, delivery *d)
 {
     const Refex__V1__EnvelopeHeader *h = d->h;
     int rc, mine = 0;
-    d->sender = refex_directory_find(a->base.dir, h->sender);
-    if (!d->sender)
-        return REFEX_E_UNKNOWN_AGENCY;
-    if ((rc = refex_envelope_verify(d->env, h, d->sender->sign_pk)) != REFEX_OK)
-        return rc;
-    d->verified = 1;
     for (size_t i = 0; i < h->n_recipients; i++)
         mine |= strcmp(h->recipients[i], a->agency) == 0;
     int64_t now = refex_now_ms();
@@ -144,8 +151,28 @@ static int commit_delivery(agent *a, delivery *d, int code, int *dup)
     return rc;
 }
 
-/* Verify, decrypt, check the body, then inbox row + audit entry in one transaction, then
- * ACK. A message we cannot accept is audited as a reject and refused with its code. */
+/* A verified delivery handled before (a redelivery, or our ACK was lost) is answered as we
+ * answered then, without a second audit entry, whatever the message's state is now: with
+ * the envelope hash the inbox holds, or, for a remembered refusal (which keeps none), this
+ * envelope's, which the sender signed. 1 if it was. */
+static int answered_before(agent *a, delivery *d)
+{
+    const Refex__V1__EnvelopeHeader *h = d->h;
+    uint8_t prior[32];
+    int code = 0, has_hash = 0;
+    if (!agent_store_known_delivery(a->store, h->sender, d->idhex, &code, prior, &has_hash))
+        return 0;
+    refex_log_debug("deliver: %s from %s seen before; acknowledged again", d->idhex, h->sender);
+    send_ack(a, h->message_id.data, h->sender, code,
+             has_hash        ? prior
+             : d->hashhex[0] ? d->hash
+                             : NULL);
+    return 1;
+}
+
+/* Verify first, then the memory of what was handled; then decrypt, check the body, then
+ * inbox row + audit entry in one transaction, then ACK. A message we cannot accept is
+ * audited as a reject and refused with its code, the receipt naming this envelope's hash. */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
 {
     delivery d;
@@ -157,18 +184,13 @@ void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
     }
     const Refex__V1__EnvelopeHeader *h = d.h;
     refex_hex_encode(d.idhex, h->message_id.data, 16);
-    /* Handled before (a redelivery, or our ACK was lost): answer as we answered then,
-     * without a second audit entry, whatever the message's state is now. */
-    int prior_code = 0, prior_has_hash = 0, dup = 0;
-    if (agent_store_known_delivery(a->store, h->sender, d.idhex, &prior_code, d.hash,
-                                   &prior_has_hash)) {
-        refex_log_debug("deliver: %s from %s seen before; acknowledged again", d.idhex, h->sender);
-        send_ack(a, h->message_id.data, h->sender, prior_code, prior_has_hash ? d.hash : NULL);
-        goto out;
-    }
     if (refex_envelope_hash(env, d.hash) == REFEX_OK)
         refex_hex_encode(d.hashhex, d.hash, 32);
-    int rc = check_delivery(a, &d);
+    int rc = check_signed(a, &d), dup = 0;
+    if (rc == REFEX_OK && answered_before(a, &d))
+        goto out;
+    if (rc == REFEX_OK)
+        rc = check_delivery(a, &d);
     int dbrc = commit_delivery(a, &d, rc, &dup);
     if (dbrc != REFEX_OK) {
         /* Not committed: no ACK, so the broker keeps it and delivers it again. */
@@ -200,9 +222,29 @@ static void send_receipt_ack(agent *a, const refex_receipt *r)
         refex_log_warn("receipt: could not acknowledge");
 }
 
+typedef struct {
+    const uint8_t *want;
+    int differs;
+} envelope_match;
+
+static int match_envelope(void *ctx, const char *message_id, const uint8_t *env, size_t len)
+{
+    envelope_match *m = ctx;
+    uint8_t hash[32];
+    (void)message_id;
+    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
+    m->differs =
+        !e || refex_envelope_hash(e, hash) != REFEX_OK || sodium_memcmp(hash, m->want, 32) != 0;
+    if (e)
+        refex__v1__envelope__free_unpacked(e, NULL);
+    return 1;
+}
+
 /* A receipt for one of our messages: verify the signer (the recipient, or the broker for a
  * non-delivery), record it with an audit entry in one transaction, then acknowledge it. A
- * receipt seen before is acknowledged again without a second audit entry. */
+ * receipt seen before is acknowledged again without a second audit entry. A receipt that
+ * names an envelope hash other than our envelope's speaks of an envelope we did not send
+ * (a forgery the recipient refused under our name and id): not ours to record. */
 static int verify_receipt(agent *a, const Refex__V1__SignedReceipt *sr, refex_receipt *r)
 {
     int rc = refex_receipt_verify(sr, a->base.dir, r);
@@ -211,6 +253,17 @@ static int verify_receipt(agent *a, const Refex__V1__SignedReceipt *sr, refex_re
     if (rc == REFEX_OK && strcmp(r->signer, r->recipient) != 0 &&
         !(strcmp(r->signer, a->broker_id) == 0 && r->code == REFEX_E_EXPIRED))
         rc = REFEX_E_BAD_SIGNATURE; /* only the recipient speaks for the recipient */
+    if (rc == REFEX_OK && r->has_envelope_hash) {
+        char idhex[33];
+        envelope_match m = {r->envelope_hash, 0};
+        refex_hex_encode(idhex, r->message_id, 16);
+        rc = agent_store_outbox_envelope(a->store, idhex, match_envelope, &m);
+        if (rc == REFEX_OK && m.differs) {
+            refex_log_warn("receipt: %s from %s names an envelope we did not send; ignored", idhex,
+                           r->recipient);
+            rc = REFEX_E_TAMPERED;
+        }
+    }
     return rc;
 }
 

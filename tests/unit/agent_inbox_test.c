@@ -2,8 +2,10 @@
  * SQLite file: duplicate detection (known_delivery) for stored and refused messages, a
  * verified delivery stored with one audit entry and acknowledged with code 0, a
  * redelivery acknowledged the same way without a second entry, a refusal remembered and
- * answered the same way again, and receipts recorded once; the consumable inbox: cursors
- * (also given to the messages of a database made before them), pages by cursor, an
+ * answered the same way again (naming the envelope hash), a forgery refused whether it
+ * comes before or after the genuine message and never shadowing it, receipts recorded once,
+ * and a receipt naming an envelope other than the one we sent ignored; the consumable inbox:
+ * cursors (also given to the messages of a database made before them), pages by cursor, an
  * acknowledgement audited once, and held waiters (woken by a commit, at most 64, expired). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +20,7 @@
 #include "audit.h"
 #include "body.h"
 #include "envelope.h"
+#include "receipt.h"
 
 static int setup(void **state)
 {
@@ -230,6 +233,124 @@ static void test_forgery_does_not_shadow_genuine(void **state)
     assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
     assert_int_equal(json_array_size(rows), 1);
     json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* Delivers env as deliver_expect_ack does, and returns the receipt of its ACK, verified. */
+static refex_receipt deliver_receipt(agent_fixture *f, const Refex__V1__Envelope *env, int code)
+{
+    refex_receipt r;
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    inbox_deliver(&f->a, env);
+    assert_int_equal(f->a.outq_n, 1);
+    Refex__V1__Frame *fr = agent_fixture_frame(f, 0);
+    assert_int_equal(fr->kind_case, REFEX__V1__FRAME__KIND_ACK);
+    assert_int_equal(fr->ack->code, (uint32_t)code);
+    assert_ok(refex_receipt_verify(fr->ack->receipt, f->directory, &r));
+    assert_int_equal(r.code, (uint32_t)code);
+    refex_frame_free(&fr);
+    agent_fixture_commit(f);
+    return r;
+}
+
+/* Verification comes before the memory of what was handled: a forgery of a message already
+ * stored is refused (and audited), not answered with the genuine message's receipt. */
+static void test_forgery_after_genuine_refused(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], good[32], bad[32];
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    assert_ok(refex_envelope_hash(env, good));
+    uint64_t before = agent_fixture_audit_size(f);
+    refex_receipt r = deliver_receipt(f, env, REFEX_OK);
+    assert_true(r.has_envelope_hash);
+    assert_memory_equal(r.envelope_hash, good, 32);
+    env->signature.data[0] ^= 0x01;
+    assert_ok(refex_envelope_hash(env, bad));
+    r = deliver_receipt(f, env, REFEX_E_BAD_SIGNATURE);
+    assert_true(r.has_envelope_hash);
+    assert_memory_equal(r.envelope_hash, bad, 32); /* the forgery's, not the genuine one */
+    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    env->signature.data[0] ^= 0x01;
+    r = deliver_receipt(f, env, REFEX_OK); /* the genuine one again: from memory */
+    assert_memory_equal(r.envelope_hash, good, 32);
+    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* A refusal made after verification is remembered, and its repeat names the envelope hash
+ * as the first answer did. */
+static void test_remembered_refusal_names_hash(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], hash[32];
+    Refex__V1__Envelope *env = seal(f, "police", id); /* not for us */
+    assert_ok(refex_envelope_hash(env, hash));
+    for (int i = 0; i < 2; i++) {
+        refex_receipt r = deliver_receipt(f, env, REFEX_E_NOT_RECIPIENT);
+        assert_true(r.has_envelope_hash);
+        assert_memory_equal(r.envelope_hash, hash, 32);
+    }
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* Hands the agent (the sender) midwifery's receipt for id naming hash; the frames queued. */
+static size_t hand_receipt(agent_fixture *f, const uint8_t id[16], int code, const uint8_t *hash)
+{
+    refex_receipt r;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    memset(&r, 0, sizeof r);
+    memcpy(r.message_id, id, 16);
+    snprintf(r.sender, sizeof r.sender, "social-care");
+    snprintf(r.recipient, sizeof r.recipient, "midwifery");
+    snprintf(r.signer, sizeof r.signer, "midwifery");
+    r.code = (uint32_t)code;
+    r.time_ms = refex_now_ms();
+    memcpy(r.envelope_hash, hash, 32);
+    r.has_envelope_hash = 1;
+    assert_ok(refex_receipt_sign(&r, f->keys[T_MIDWIFERY]->sk->sign_sk, &blob, &len));
+    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
+    free(blob);
+    assert_non_null(sr);
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    inbox_receipt(&f->a, sr);
+    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    size_t n = f->a.outq_n;
+    agent_fixture_commit(f);
+    return n;
+}
+
+/* The sender side: a receipt that names an envelope other than the one we sent (the
+ * recipient's refusal of a forgery under our name and id) is neither recorded nor
+ * acknowledged; the receipt naming our envelope is. */
+static void test_receipt_for_another_envelope_ignored(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], ours[32], other[32];
+    uint8_t *packed = NULL;
+    size_t len = 0;
+    char idhex[33];
+    int held = -1;
+    Refex__V1__Envelope *env = seal(f, "midwifery", id);
+    assert_ok(refex_pb_pack(&env->base, &packed, &len));
+    assert_ok(refex_envelope_hash(env, ours));
+    memcpy(other, ours, 32);
+    other[0] ^= 0x01;
+    refex_hex_encode(idhex, id, 16);
+    refex_body_meta m = {"", "", "", "", "", "", "", "", "", "", "", ""};
+    agent_outbox_row row = {idhex, "midwifery", "REFERRAL", "CASE-1", 1000, refex_now_ms() + 60000,
+                            1000,  packed,      len,        &m,       NULL, NULL};
+    assert_ok(agent_store_outbox_insert(f->a.store, &row));
+    assert_int_equal(hand_receipt(f, id, REFEX_E_BAD_SIGNATURE, other), 0);
+    assert_ok(agent_store_receipt_held(f->a.store, idhex, "midwifery", &held));
+    assert_false(held);
+    assert_int_equal(hand_receipt(f, id, REFEX_OK, ours), 1); /* its RECEIPT_ACK */
+    assert_ok(agent_store_receipt_held(f->a.store, idhex, "midwifery", &held));
+    assert_true(held);
+    free(packed);
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
@@ -497,6 +618,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_incomplete_body_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_forgery_after_genuine_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remembered_refusal_names_hash, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_receipt_for_another_envelope_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cursor_pages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_audited_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ack_by_sender, setup, teardown),
