@@ -65,6 +65,18 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     refex__v1__signed_receipt__free_unpacked(sr, NULL);
 }
 
+/* The information-sharing policy (lib/policy.c) checked again here, after verification
+ * and before decryption: may the sender's role send this type to ours? */
+static int check_policy(agent *a, const Refex__V1__EnvelopeHeader *h)
+{
+    char detail[256];
+    int rc =
+        refex_policy_check(a->base.dir, h->sender, (int)h->type, a->agency, detail, sizeof detail);
+    if (rc != REFEX_OK)
+        refex_log_warn("deliver: %s", detail); /* roles and type only */
+    return rc;
+}
+
 /* Recipients never rely on the broker: from a known agency and signed by it (checked
  * first, so that only what the sender really signed is ever remembered), for us, from an
  * unrevoked agency, in time, openable by us, a well-formed body with every field its type
@@ -85,6 +97,8 @@ static int check_delivery(agent *a, delivery *d)
     int64_t now = refex_now_ms();
     if (!mine)
         return REFEX_E_NOT_RECIPIENT;
+    if ((rc = check_policy(a, h)) != REFEX_OK)
+        return rc;
     if (refex_agency_usable(d->sender, now) != REFEX_OK)
         return REFEX_E_REVOKED;
     if (h->created_at_ms > now + a->base.skew_ms)

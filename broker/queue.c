@@ -321,7 +321,10 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
         snprintf(detail, dlen, "message expired before it reached the broker");
         return REFEX_E_EXPIRED;
     }
-    return REFEX_OK;
+    /* The information-sharing policy (lib/policy.c), for every recipient, before storing. */
+    for (size_t i = 0; i < h->n_recipients && rc == REFEX_OK; i++)
+        rc = refex_policy_check(b->base.dir, agency, (int)h->type, h->recipients[i], detail, dlen);
+    return rc;
 }
 
 /* Holds the STORED answer for the batch's commit. */
