@@ -114,7 +114,9 @@ static void test_sending_agent_refuses(void **state)
         assert_int_equal(h_net_start_agent(&n, AGENCIES[i]), 0);
 
     long long rejects = h_sql_int(&n, SM_DB, REJECTS);
-    json_t *r = h_control(&n, "substance-misuse", send_req("midwifery", "referral"));
+    json_t *req = send_req("midwifery", "referral");
+    json_t *r = h_control(&n, "substance-misuse", req);
+    json_decref(req);
     assert_non_null(r);
     assert_false(json_is_true(json_object_get(r, "ok")));
     assert_string_equal(json_string_value(json_object_get(r, "error")), "E_POLICY");
