@@ -195,16 +195,18 @@ static int check_required(agent *a, send_req *s)
 static int check_policy(agent *a, send_req *s)
 {
     int rc = REFEX_OK;
-    for (size_t i = 0; i < s->n_rcpt && rc == REFEX_OK; i++)
-        rc = refex_policy_check(a->base.dir, a->agency, s->type, s->rcpt[i]->id, s->detail,
-                                sizeof s->detail);
+    size_t i = 0;
+    for (; i < s->n_rcpt; i++)
+        if ((rc = refex_policy_check(a->base.dir, a->agency, s->type, s->rcpt[i]->id, s->detail,
+                                     sizeof s->detail)) != REFEX_OK)
+            break;
     if (rc == REFEX_OK)
         return REFEX_OK;
     s->field = "to";
     refex_log_warn("send: refused by the information-sharing policy: %s", s->detail);
     if (batch_unit_begin(a) == REFEX_OK) {
         refex_audit_entry ae;
-        journal_fill(a, &ae, "reject", refex_errname(rc), s->rcpt[0]->id, "", s->type,
+        journal_fill(a, &ae, "reject", refex_errname(rc), s->rcpt[i]->id, "", s->type,
                      s->case_ref ? s->case_ref : "", "", &s->meta);
         if (journal_append(a, &ae) == REFEX_OK)
             (void)batch_unit_end(a, 1);

@@ -125,6 +125,8 @@ static void test_sending_agent_refuses(void **state)
                            "substance-misuse to send referral to midwifery"));
     json_decref(r);
     assert_int_equal(h_sql_int(&n, SM_DB, REJECTS), rejects + 1);
+    assert_int_equal(
+        h_sql_int(&n, SM_DB, REJECTS " AND peer = 'midwifery' AND message_type = 'REFERRAL'"), 1);
     assert_int_equal(h_sql_int(&n, SM_DB, "SELECT count(*) FROM outbox"), 0);
 
     /* The CLI shows it as a typed error too. */
@@ -245,6 +247,44 @@ static void test_receiver_refuses(void **state)
     h_net_fini(&n);
 }
 
+/* The CLI: bad edits are typed errors and change nothing; show reports what is there. */
+static void test_cli_edits(void **state)
+{
+    (void)state;
+    h_net n;
+    char file[600], out[8192];
+    assert_int_equal(h_net_init(&n, AGENCIES, LISTED_ONLY, NULL), 0);
+    h_path(&n, file, sizeof file, "directory.rdir");
+    const char *show[] = {"directory", "policy", "show", "--file", file, "--json", NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, show), 0);
+    assert_non_null(strstr(out, "\"present\": false"));
+    const char *bad_type[] = {"directory", "policy", "allow",  "--file", file,        "--from",
+                              "police",    "--type", "gossip", "--to",   "midwifery", NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, bad_type), 2);
+    assert_non_null(strstr(out, "unknown message type"));
+    const char *bad_role[] = {"directory", "policy", "allow",    "--file", file,        "--from",
+                              "Police",    "--type", "referral", "--to",   "midwifery", NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, bad_role), 2);
+    const char *missing[] = {"directory", "policy", "deny",   "--file",   file,
+                             "--from",    "police", "--type", "referral", "--to",
+                             "midwifery", "--json", NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, missing), 1);
+    assert_non_null(strstr(out, "E_NOTFOUND"));
+    assert_int_equal(h_cli(&n, out, sizeof out, show), 0);
+    assert_non_null(strstr(out, "\"present\": false")); /* the failed edit wrote nothing */
+    write_policy(&n, 0);
+    assert_int_equal(h_cli(&n, out, sizeof out, show), 0);
+    assert_non_null(strstr(out, "\"lead_role\": \"social-care\""));
+    assert_non_null(strstr(out, "\"type\": \"referral-decision\""));
+    const char *again[] = {"directory", "policy", "allow",    "--file", file,          "--from",
+                           "police",    "--type", "referral", "--to",   "social-care", NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, again), 1);
+    assert_non_null(strstr(out, "already"));
+    const char *sub[] = {"directory", "policy", "remove", "--file", file, NULL};
+    assert_int_equal(h_cli(&n, out, sizeof out, sub), 2);
+    h_net_fini(&n);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -254,6 +294,7 @@ int main(void)
         cmocka_unit_test(test_sending_agent_refuses),
         cmocka_unit_test(test_broker_refuses),
         cmocka_unit_test(test_receiver_refuses),
+        cmocka_unit_test(test_cli_edits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
