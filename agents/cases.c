@@ -104,8 +104,8 @@ static int parse_grant(agent *a, json_t *req, refex_grant *g, char *detail, size
     g->revoked = json_is_true(json_object_get(req, "revoke"));
     g->valid_until_ms = json_integer_value(json_object_get(req, "until_ms"));
     g->issued_at_ms = refex_now_ms();
-    if (strcmp(a->base.keys->pub.role, REFEX_GRANT_LEAD_ROLE) != 0) {
-        snprintf(detail, dlen, "only a %s agency leads cases", REFEX_GRANT_LEAD_ROLE);
+    if (strcmp(a->base.keys->pub.role, refex_policy_lead_role(a->base.dir)) != 0) {
+        snprintf(detail, dlen, "only a %s agency leads cases", refex_policy_lead_role(a->base.dir));
         return REFEX_E_NOT_MEMBER;
     }
     if (!case_ref || !case_ref[0] || !refex_case_ref_valid(case_ref) || !member ||

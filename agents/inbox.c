@@ -79,10 +79,22 @@ static int check_signed(agent *a, delivery *d)
     return rc;
 }
 
-/* Recipients never rely on the broker: (signed, check_signed) for us, from an unrevoked
- * agency, in time, openable by us, a well-formed body with every field its type requires
- * (lib/body_rules.c), and (a case update) from a member to a member by the lead's grants
- * here? REFEX_OK or why not. */
+/* The information-sharing policy (lib/policy.c) checked again here, after verification
+ * and before decryption: may the sender's role send this type to ours? */
+static int check_policy(agent *a, const Refex__V1__EnvelopeHeader *h)
+{
+    char detail[256];
+    int rc =
+        refex_policy_check(a->base.dir, h->sender, (int)h->type, a->agency, detail, sizeof detail);
+    if (rc != REFEX_OK)
+        refex_log_warn("deliver: %s", detail); /* roles and type only */
+    return rc;
+}
+
+/* Recipients never rely on the broker: (signed, check_signed) for us, allowed by the
+ * information-sharing policy, from an unrevoked agency, in time, openable by us, a
+ * well-formed body with every field its type requires (lib/body_rules.c), and (a case
+ * update) from a member to a member by the lead's grants here? REFEX_OK or why not. */
 static int check_delivery(agent *a, delivery *d)
 {
     const Refex__V1__EnvelopeHeader *h = d->h;
@@ -92,6 +104,8 @@ static int check_delivery(agent *a, delivery *d)
     int64_t now = refex_now_ms();
     if (!mine)
         return REFEX_E_NOT_RECIPIENT;
+    if ((rc = check_policy(a, h)) != REFEX_OK)
+        return rc;
     if (refex_agency_usable(d->sender, now) != REFEX_OK)
         return REFEX_E_REVOKED;
     if (h->created_at_ms > now + a->base.skew_ms)

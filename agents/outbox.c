@@ -108,10 +108,10 @@ static json_t *send_error(agent *a, int rc, const send_req *s)
 {
     json_t *e = control_error(rc, s ? s->detail : "");
     const char *field = !s ? NULL : rc == REFEX_E_UNKNOWN_AGENCY ? "to" : s->field;
-    json_t *valid = !field                       ? NULL
-                    : strcmp(field, "to") == 0   ? valid_recipients(a)
-                    : strcmp(field, "type") == 0 ? valid_types()
-                                                 : NULL;
+    json_t *valid = !field || rc == REFEX_E_POLICY ? NULL
+                    : strcmp(field, "to") == 0     ? valid_recipients(a)
+                    : strcmp(field, "type") == 0   ? valid_types()
+                                                   : NULL;
     if (e && field)
         json_object_set_new(e, "field", json_string(field));
     if (e && valid)
@@ -181,6 +181,33 @@ static int check_required(agent *a, send_req *s)
         refex_audit_entry ae;
         journal_fill(a, &ae, "reject", refex_errname(rc), peers, "", s->type, s->case_ref, "",
                      &s->meta);
+        if (journal_append(a, &ae) == REFEX_OK)
+            (void)batch_unit_end(a, 1);
+        else
+            batch_unit_end(a, 0);
+    }
+    return rc;
+}
+
+/* The information-sharing policy (lib/policy.c), before anything is sealed: may our role
+ * send this type to each recipient's role? A refusal names "to" and is audited as a reject,
+ * with no message id. */
+static int check_policy(agent *a, send_req *s)
+{
+    int rc = REFEX_OK;
+    size_t i = 0;
+    for (; i < s->n_rcpt; i++)
+        if ((rc = refex_policy_check(a->base.dir, a->agency, s->type, s->rcpt[i]->id, s->detail,
+                                     sizeof s->detail)) != REFEX_OK)
+            break;
+    if (rc == REFEX_OK)
+        return REFEX_OK;
+    s->field = "to";
+    refex_log_warn("send: refused by the information-sharing policy: %s", s->detail);
+    if (batch_unit_begin(a) == REFEX_OK) {
+        refex_audit_entry ae;
+        journal_fill(a, &ae, "reject", refex_errname(rc), s->rcpt[i]->id, "", s->type,
+                     s->case_ref ? s->case_ref : "", "", &s->meta);
         if (journal_append(a, &ae) == REFEX_OK)
             (void)batch_unit_end(a, 1);
         else
@@ -493,6 +520,8 @@ void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
     }
     if (rc == REFEX_OK)
         rc = parse_send(a, req, s);
+    if (rc == REFEX_OK)
+        rc = check_policy(a, s);
     if (rc == REFEX_OK)
         rc = seal_send(a, s);
     if (rc == REFEX_OK && (rc = commit_send(a, s)) != REFEX_OK)

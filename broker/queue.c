@@ -328,7 +328,10 @@ static int check_envelope(broker *b, const char *agency, const Refex__V1__Envelo
                  REFEX_MAX_TTL_SECONDS / 86400);
         return REFEX_E_INVAL;
     }
-    return REFEX_OK;
+    /* The information-sharing policy (lib/policy.c), for every recipient, before storing. */
+    for (size_t i = 0; i < h->n_recipients && rc == REFEX_OK; i++)
+        rc = refex_policy_check(b->base.dir, agency, (int)h->type, h->recipients[i], detail, dlen);
+    return rc;
 }
 
 /* Holds the STORED answer for the batch's commit. */

@@ -112,6 +112,7 @@ static void dir_usage(FILE *out)
                  "                            [--replace] [--revoked] [--json]\n"
                  "       refex directory sign --file FILE --anchor ANCHOR.secret [--json]\n"
                  "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
+                 "       refex directory policy show | allow | deny | lead ... (see --help)\n"
                  "\n"
                  "The directory lists every agency with its role and public keys, signed by the\n"
                  "operator's trust anchor. Brokers and agents load it and check the signature\n"
@@ -298,6 +299,8 @@ int cmd_directory(int argc, char **argv)
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
     const char *sub = argv[1];
+    if (strcmp(sub, "policy") == 0)
+        return cmd_directory_policy(argc - 1, argv + 1);
     int rc = dir_options(argc, argv, &o);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;

@@ -60,8 +60,23 @@ display_name() {
 for a in "${AGENCIES[@]}"; do
   "$REFEX" directory add --file "$DIR" --keys "$DEMO/keys/$a.public" --display-name "$(display_name "$a")"
 done
+# The information-sharing policy (docs/operations.md): anything no rule allows is refused.
+# Any agency may refer to children's social care, which decides, leads the case, asks and
+# answers for information and publishes case updates; partners answer and ask it back.
+allow() { "$REFEX" directory policy allow --file "$DIR" --from "$1" --type "$2" --to "$3" >/dev/null; }
+"$REFEX" directory policy lead --file "$DIR" --role social-care >/dev/null
+for p in midwifery substance-misuse police; do
+  allow "$p" referral social-care
+  allow social-care referral-decision "$p"
+  allow social-care information-request "$p"
+  allow "$p" information-response social-care
+  allow "$p" information-request social-care
+  allow social-care information-response "$p"
+  allow social-care case-update "$p"
+done
 "$REFEX" directory sign --file "$DIR" --anchor "$DEMO/keys/operator.secret"
 "$REFEX" directory show --file "$DIR" --anchor "$DEMO/keys/operator.public"
+"$REFEX" directory policy show --file "$DIR" --anchor "$DEMO/keys/operator.public"
 
 step "broker"
 sed -e 's#^listen = .*#listen = tcp://127.0.0.1:*#' -e 's#^data_dir = .*#data_dir = ../data/broker#' \

@@ -196,6 +196,7 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
         return rc;
     if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) != REFEX_OK)
         return rc;
+    refex_policy_warn_absent(b->dir);
     if (refex_mkdirs(b->data_dir, 0700) != REFEX_OK || chmod(b->data_dir, 0700) != 0) {
         snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
         return REFEX_E_CONFIG;
@@ -228,6 +229,7 @@ int refex_daemon_base_reload(refex_daemon_base *b)
     refex_directory_destroy(&b->prev_dir);
     b->prev_dir = b->dir;
     b->dir = d;
+    refex_policy_warn_absent(d);
     refex_log_info("reload: directory serial %llu, %zu agencies",
                    (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
 out:

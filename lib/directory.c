@@ -23,6 +23,7 @@ struct refex_directory {
     size_t d_len;
     uint8_t d_sig[64];
     int d_signed;
+    refex_policy *d_policy; /* NULL: the directory carries no policy */
 };
 
 int refex_directory_new(refex_directory **out)
@@ -37,6 +38,7 @@ void refex_directory_destroy(refex_directory **self_p)
         return;
     free((*self_p)->d_agencies);
     free((*self_p)->d_bytes);
+    refex_policy_destroy(&(*self_p)->d_policy);
     free(*self_p);
     *self_p = NULL;
 }
@@ -112,8 +114,11 @@ static int serialize(const refex_directory *self, uint8_t **out, size_t *out_len
     d.issued_at_ms = self->d_issued_at;
     d.n_agencies = self->d_n;
     d.agencies = ptrs;
+    if (self->d_policy && (rc = refex_policy_to_pb(self->d_policy, &d.policy)) != REFEX_OK)
+        goto out;
     rc = refex_pb_pack(&d.base, out, out_len);
 out:
+    refex_policy_pb_free(d.policy);
     free(items);
     free(ptrs);
     return rc;
@@ -154,6 +159,37 @@ int refex_directory_save(const refex_directory *self, const char *path)
     free(bytes);
     free(buf);
     return rc;
+}
+
+/* The agencies of a parsed Directory, checked, into self. */
+static int load_agencies(refex_directory *self, const Refex__V1__Directory *d, const char *path,
+                         char *err, size_t errlen)
+{
+    for (size_t i = 0; i < d->n_agencies; i++) {
+        const Refex__V1__Agency *p = d->agencies[i];
+        refex_agency a;
+        memset(&a, 0, sizeof a);
+        if (!refex_id_valid(p->id) || !refex_id_valid(p->role) || p->sign_pk.len != 32 ||
+            p->enc_pk.len != 32 || p->transport_pk.len != 32 ||
+            strlen(p->display_name) >= sizeof a.display_name) {
+            snprintf(err, errlen, "%s: agency entry %zu is invalid", path, i);
+            return REFEX_E_DIRECTORY;
+        }
+        snprintf(a.id, sizeof a.id, "%s", p->id);
+        snprintf(a.role, sizeof a.role, "%s", p->role);
+        snprintf(a.display_name, sizeof a.display_name, "%s", p->display_name);
+        memcpy(a.sign_pk, p->sign_pk.data, 32);
+        memcpy(a.enc_pk, p->enc_pk.data, 32);
+        memcpy(a.transport_pk, p->transport_pk.data, 32);
+        a.valid_from_ms = p->valid_from_ms;
+        a.valid_until_ms = p->valid_until_ms;
+        a.revoked = p->revoked;
+        if (refex_directory_add(self, &a, 0) != REFEX_OK) {
+            snprintf(err, errlen, "%s: agency '%s' is listed twice or shares a key", path, a.id);
+            return REFEX_E_DIRECTORY;
+        }
+    }
+    return REFEX_OK;
 }
 
 int refex_directory_load(const char *path, const uint8_t *anchor_pk, refex_directory **out,
@@ -210,29 +246,13 @@ int refex_directory_parse(const uint8_t *file, size_t file_len, const char *path
     }
     if ((rc = refex_directory_new(&self)) != REFEX_OK)
         goto out;
-    for (size_t i = 0; i < d->n_agencies; i++) {
-        const Refex__V1__Agency *p = d->agencies[i];
-        refex_agency a;
-        memset(&a, 0, sizeof a);
-        if (!refex_id_valid(p->id) || !refex_id_valid(p->role) || p->sign_pk.len != 32 ||
-            p->enc_pk.len != 32 || p->transport_pk.len != 32 ||
-            strlen(p->display_name) >= sizeof a.display_name) {
-            snprintf(err, errlen, "%s: agency entry %zu is invalid", path, i);
-            rc = REFEX_E_DIRECTORY;
-            goto out;
-        }
-        snprintf(a.id, sizeof a.id, "%s", p->id);
-        snprintf(a.role, sizeof a.role, "%s", p->role);
-        snprintf(a.display_name, sizeof a.display_name, "%s", p->display_name);
-        memcpy(a.sign_pk, p->sign_pk.data, 32);
-        memcpy(a.enc_pk, p->enc_pk.data, 32);
-        memcpy(a.transport_pk, p->transport_pk.data, 32);
-        a.valid_from_ms = p->valid_from_ms;
-        a.valid_until_ms = p->valid_until_ms;
-        a.revoked = p->revoked;
-        if ((rc = refex_directory_add(self, &a, 0)) != REFEX_OK) {
-            snprintf(err, errlen, "%s: agency '%s' is listed twice or shares a key", path, a.id);
-            rc = REFEX_E_DIRECTORY;
+    if ((rc = load_agencies(self, d, path, err, errlen)) != REFEX_OK)
+        goto out;
+    if (d->policy) {
+        char perr[256] = "";
+        if ((rc = refex_policy_from_pb(d->policy, &self->d_policy, perr, sizeof perr)) !=
+            REFEX_OK) {
+            snprintf(err, errlen, "%s: %s", path, perr);
             goto out;
         }
     }
@@ -275,6 +295,21 @@ uint64_t refex_directory_serial(const refex_directory *self)
 int64_t refex_directory_issued_at(const refex_directory *self)
 {
     return self->d_issued_at;
+}
+
+const refex_policy *refex_directory_policy(const refex_directory *self)
+{
+    return self->d_policy;
+}
+
+int refex_directory_policy_edit(refex_directory *self, refex_policy **out)
+{
+    int rc = self->d_policy ? REFEX_OK : refex_policy_new(&self->d_policy);
+    if (rc != REFEX_OK)
+        return rc;
+    invalidate(self);
+    *out = self->d_policy;
+    return REFEX_OK;
 }
 
 size_t refex_directory_count(const refex_directory *self)

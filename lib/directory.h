@@ -9,6 +9,7 @@
 
 #include "refex/error.h"
 #include "keys.h"
+#include "policy.h"
 
 #define REFEX_DIRECTORY_CONTEXT   "refex/directory/v1"
 #define REFEX_DIRECTORY_MAX_BYTES (4u * 1024 * 1024)
@@ -45,6 +46,12 @@ int refex_directory_sign(refex_directory *self, const uint8_t sign_sk[64]) REFEX
 int refex_directory_is_signed(const refex_directory *self);
 uint64_t refex_directory_serial(const refex_directory *self);
 int64_t refex_directory_issued_at(const refex_directory *self);
+
+/* The information-sharing policy (lib/policy.h), NULL if the directory carries none. */
+const refex_policy *refex_directory_policy(const refex_directory *self);
+/* The policy to edit, created empty (deny everything) if there was none. Clears the
+ * signature, like refex_directory_add. */
+int refex_directory_policy_edit(refex_directory *self, refex_policy **out) REFEX_NODISCARD;
 
 size_t refex_directory_count(const refex_directory *self);
 const refex_agency *refex_directory_at(const refex_directory *self, size_t i);

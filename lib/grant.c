@@ -56,9 +56,9 @@ int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *
         rc = REFEX_E_UNKNOWN_AGENCY;
         goto out;
     }
-    if (strcmp(lead->role, REFEX_GRANT_LEAD_ROLE) != 0 ||
+    if (strcmp(lead->role, refex_policy_lead_role(dir)) != 0 ||
         refex_agency_usable(lead, refex_now_ms()) != REFEX_OK) {
-        rc = REFEX_E_NOT_MEMBER; /* only an active social-care agency leads a case */
+        rc = REFEX_E_NOT_MEMBER; /* only an active agency of the lead role leads a case */
         goto out;
     }
     if ((rc = refex_verify_domain(REFEX_GRANT_CONTEXT, sg->grant.data, sg->grant.len,

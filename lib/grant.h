@@ -12,7 +12,6 @@
 #include "refex/error.h"
 
 #define REFEX_GRANT_CONTEXT   "refex/grant/v1"
-#define REFEX_GRANT_LEAD_ROLE "social-care" /* who may lead a case */
 #define REFEX_GRANT_MAX_TYPES 16
 
 typedef struct {
