@@ -51,14 +51,13 @@ int admission_refuse(broker *b, const peer *p, const char *key_hex)
     return 1;
 }
 
-void admission_sweep(broker *b)
+/* Ends the session of every agency `dir` no longer admits; `under` is the directory the
+ * sessions were admitted under (the key each holds is the one it listed). */
+static void sweep(broker *b, const refex_directory *under)
 {
     for (size_t i = 0; i < b->n_sessions; i++) {
         session *s = &b->sessions[i];
-        /* The session was bound, and its every frame checked, under the directory this
-         * reload replaced: the key it holds is the one that directory listed. */
-        const refex_agency *was =
-            b->base.prev_dir ? refex_directory_find(b->base.prev_dir, s->agency) : NULL;
+        const refex_agency *was = under ? refex_directory_find(under, s->agency) : NULL;
         const char *why = not_admitted(b->base.dir, s->agency, was ? was->transport_pk : NULL);
         if (!why)
             continue;
@@ -67,4 +66,20 @@ void admission_sweep(broker *b)
             refex_log_debug("admission: could not tell %s", s->agency);
         session_drop(b, &b->sessions[i--]);
     }
+}
+
+void admission_sweep(broker *b)
+{
+    /* The sessions were bound, and their every frame checked, under the directory this
+     * reload replaced. */
+    sweep(b, b->base.prev_dir);
+}
+
+void admission_tick(broker *b)
+{
+    int64_t now = refex_mono_ms();
+    if (now < b->next_admission_ms)
+        return;
+    b->next_admission_ms = now + ADMISSION_EVERY_MS;
+    sweep(b, b->base.dir); /* no reload: the keys are the current directory's */
 }

@@ -18,4 +18,9 @@ int admission_refuse(broker *b, const peer *p, const char *key_hex);
  * with another transport key than the directory its session was admitted under). */
 void admission_sweep(broker *b);
 
+/* From the loop, at most every ADMISSION_EVERY_MS: ends the sessions of agencies whose
+ * validity ran out (or that the directory otherwise no longer admits) without a reload. */
+#define ADMISSION_EVERY_MS 1000
+void admission_tick(broker *b);
+
 #endif

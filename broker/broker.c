@@ -357,6 +357,7 @@ int broker_run(broker *b)
             router_readable(b);
         }
         queue_timers(b);
+        admission_tick(b);
         refex_log_gate_flush(&b->warn_gate, refex_mono_ms());
         queue_batch_end(b);
         session_monitor_drain(b);

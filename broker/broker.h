@@ -81,7 +81,7 @@ typedef struct broker {
     reply replies[BATCH_MAX];
     size_t n_replies;
     int in_batch, batch_failed;
-    int64_t next_expiry_ms, next_purge_ms;
+    int64_t next_expiry_ms, next_purge_ms, next_admission_ms;
     refex_log_gate warn_gate; /* refusal warnings, per agency (broker_may_warn) */
 } broker;
 
