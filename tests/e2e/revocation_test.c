@@ -23,6 +23,7 @@
 
 #include "../unit/testing.h"
 #include "codec.h"
+#include "directory.h"
 #include "harness.h"
 #include "util.h"
 
@@ -251,11 +252,57 @@ static void test_older_directory_refused_after_restart(void **state)
     assert_true(h_alive(&g_net.broker));
 }
 
+/* An agency whose validity runs out with no reload: its open session is ended within about
+ * a second of the moment (the broker's admission tick), with no frame from it needed. */
+static void test_validity_lapse_ends_session(void **state)
+{
+    (void)state;
+    char file[600], pub[600], sec[600], err[256], line[128];
+    h_path(&g_net, file, sizeof file, "directory.rdir");
+    h_path(&g_net, pub, sizeof pub, "keys/operator.public");
+    h_path(&g_net, sec, sizeof sec, "keys/operator.secret");
+    refex_pubkeys anchor;
+    refex_keys *op = NULL;
+    refex_directory *d = NULL;
+    assert_ok(refex_pubkeys_load(pub, &anchor, err, sizeof err));
+    assert_ok(refex_keys_load(sec, &op, err, sizeof err));
+    assert_ok(refex_directory_load(file, anchor.sign_pk, &d, err, sizeof err));
+
+    h_client police;
+    assert_int_equal(h_client_open(&police, &g_net, "police", NULL), 0);
+    assert_int_equal(h_client_hello(&police, "police"), 0);
+
+    refex_agency a = *refex_directory_find(d, "police");
+    a.valid_until_ms = refex_now_ms() + 2500;
+    assert_ok(refex_directory_add(d, &a, 1));
+    assert_ok(refex_directory_sign(d, op->sk->sign_sk));
+    assert_ok(refex_directory_save(d, file));
+    assert_int_equal(kill(g_net.broker.pid, SIGHUP), 0);
+    assert_int_equal(h_wait_line(&g_net.broker, "RELOAD", CUT_OFF_MS, line, sizeof line), 0);
+    assert_string_equal(line, "RELOADED 2");
+
+    /* still valid at the reload: nothing yet; then, past valid_until, the session ends */
+    expect_error(&police, REFEX_E_REVOKED, 6000);
+    int64_t late = refex_now_ms() - a.valid_until_ms;
+    printf("validity lapse: session ended %lld ms after valid_until\n", (long long)late);
+    assert_true(late >= 0);
+    assert_true(late < CUT_OFF_MS + 500);
+    h_client_close(&police);
+    assert_log_has("broker", "admission: ending the session of police");
+    assert_true(agent_online("midwifery"));
+    refex_directory_destroy(&d);
+    refex_keys_destroy(&op);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_revoked_agency_cut_off),
         cmocka_unit_test(test_older_directory_refused_after_restart),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest lapse[] = {
+        cmocka_unit_test(test_validity_lapse_ends_session),
+    };
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    return failed + cmocka_run_group_tests(lapse, setup, teardown); /* a network of its own */
 }
