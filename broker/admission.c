@@ -42,7 +42,8 @@ int admission_refuse(broker *b, const peer *p, const char *key_hex)
         why = not_admitted(b->base.dir, p->agency, pk);
     if (!why)
         return 0;
-    refex_log_warn("admission: frame from %s refused: %s", p->agency, why);
+    if (broker_may_warn(b, p->agency)) /* it keeps its connection: it may flood */
+        refex_log_warn("admission: frame from %s refused: %s", p->agency, why);
     session *s = session_by_rid(b, p->rid, p->rid_len);
     if (s && s->fd == p->fd && strcmp(s->agency, p->agency) == 0)
         session_drop(b, s);

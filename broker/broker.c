@@ -344,7 +344,7 @@ int broker_run(broker *b)
             break;
         }
         if (items[0].revents & ZMQ_POLLIN)
-            broker_zap_handle(b->zap, b->base.dir);
+            broker_zap_handle(b->zap, b->base.dir, &b->warn_gate);
         if (items[1].revents & ZMQ_POLLIN)
             session_monitor_drain(b);
         /* One batch: up to BATCH_MAX frames, then one commit, then the answers. */

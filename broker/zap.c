@@ -35,7 +35,7 @@ static void zap_reply(void *zap, const zmq_msg_t *req_id, const char *code, cons
     zmq_send(zap, meta, meta_len, 0);
 }
 
-void broker_zap_handle(void *zap, const refex_directory *dir)
+void broker_zap_handle(void *zap, const refex_directory *dir, refex_log_gate *gate)
 {
     zmq_msg_t part[8];
     int n = 0, more = 1;
@@ -61,7 +61,8 @@ void broker_zap_handle(void *zap, const refex_directory *dir)
         goto out; /* cannot even address a reply */
     if (n != 7 || zmq_msg_size(&part[5]) != 5 || memcmp(zmq_msg_data(&part[5]), "CURVE", 5) ||
         zmq_msg_size(&part[6]) != 32) {
-        refex_log_warn("zap: denied a connection not using CURVE");
+        if (refex_log_gate_pass(gate, "zap", refex_mono_ms()))
+            refex_log_warn("zap: denied a connection not using CURVE");
         zap_reply(zap, &part[1], "400", "CURVE required", "", NULL);
         goto out;
     }
@@ -70,12 +71,14 @@ void broker_zap_handle(void *zap, const refex_directory *dir)
     char hex[17];
     refex_hex_encode(hex, pk, 8);
     if (!a || strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0) {
-        refex_log_warn("zap: denied transport key %s...: not an agency in the directory", hex);
+        if (refex_log_gate_pass(gate, "zap", refex_mono_ms()))
+            refex_log_warn("zap: denied transport key %s...: not an agency in the directory", hex);
         zap_reply(zap, &part[1], "400", "unknown transport key", "", NULL);
         goto out;
     }
     if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK) {
-        refex_log_warn("zap: denied %s: revoked or outside its validity period", a->id);
+        if (refex_log_gate_pass(gate, "zap", refex_mono_ms()))
+            refex_log_warn("zap: denied %s: revoked or outside its validity period", a->id);
         zap_reply(zap, &part[1], "400", "agency revoked", "", NULL);
         goto out;
     }

@@ -3,6 +3,7 @@
 #define REFEX_BROKER_ZAP_H
 
 #include "directory.h"
+#include "log.h"
 
 /* The connection property (zmq_msg_gets) in which ZAP names the transport key it admitted,
  * 64 hex digits. ZAP properties take precedence over any a client sends in its own
@@ -12,6 +13,7 @@
 #define BROKER_ZAP_KEY_PROPERTY "X-Refex-Transport-Key"
 
 /* Answers one ZAP request waiting on the REP socket bound to inproc://zeromq.zap.01. */
-void broker_zap_handle(void *zap, const refex_directory *dir);
+/* Denials are logged through gate (all under one source, "zap": any peer can cause them). */
+void broker_zap_handle(void *zap, const refex_directory *dir, refex_log_gate *gate);
 
 #endif
