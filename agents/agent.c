@@ -77,13 +77,10 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
                  a->base.keys->pub.agency, a->agency);
         goto out;
     }
-    const refex_agency *me = refex_directory_find(a->base.dir, a->agency);
-    if (!me || memcmp(me->sign_pk, a->base.keys->pub.sign_pk, 32) ||
-        memcmp(me->enc_pk, a->base.keys->pub.enc_pk, 32) ||
-        memcmp(me->transport_pk, a->base.keys->pub.transport_pk, 32)) {
-        snprintf(err, errlen, "agency '%s' is not in the directory with these keys", a->agency);
+    if (refex_config_path(cfg, "keys", path, sizeof path) ||
+        (rc = agent_keys_choose(a, path, err, errlen)) != REFEX_OK)
         goto out;
-    }
+    rc = REFEX_E_CONFIG;
     if (!refex_directory_find(a->base.dir, a->broker_id)) {
         snprintf(err, errlen, "broker '%s' is not in the directory", a->broker_id);
         goto out;
@@ -119,6 +116,7 @@ void agent_close(agent **a_p)
         free(a->outq[i].data);
     free(a->outq);
     agent_store_close(&a->store);
+    refex_keys_destroy(&a->other_keys);
     refex_daemon_base_fini(&a->base);
     free(a);
     *a_p = NULL;
@@ -424,9 +422,8 @@ int agent_run(agent *a)
         outbox_expire_waiters(a);
         inbox_wait_expire(a);
       signals:
-        if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK &&
-            !refex_directory_find(a->base.dir, a->agency))
-            refex_log_error("reload: agency %s is no longer in the directory", a->agency);
+        if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK)
+            agent_keys_reloaded(a);
     }
     snprintf(ep, sizeof ep, "%s/control.sock", a->base.data_dir);
     remove(ep);

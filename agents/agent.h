@@ -114,10 +114,23 @@ struct agent {
     uint64_t report_grace_s;  /* config report_grace_seconds; 0 (unset): REPORT_GRACE_DEFAULT */
     int64_t expiry_online_ms; /* monotonic: online since (0: offline when last looked) */
     int64_t expiry_next_ms;   /* monotonic: no sweep before this */
+    /* A key rotation's other key set (agent_keys.c): kept to open messages sealed to it. */
+    refex_keys *other_keys;
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
 typedef void (*agent_cmd_fn)(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+
+/* agent_keys.c: a key rotation. Loads the ID.previous.secret beside keys_path if there is
+ * one, and runs with whichever set the directory names as current (its previous keys only
+ * inside the overlap); REFEX_E_CONFIG (err says why) if neither. */
+int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen);
+/* After a directory reload: tells the operator if the keys in use are now the previous
+ * ones (restart to switch), or if the agency has left the directory. */
+void agent_keys_reloaded(agent *a);
+/* refex_envelope_open with our current encryption key, then the other set's. */
+int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                    uint8_t **body, size_t *len);
 
 /* batch.c: group commit */
 int batch_unit_begin(agent *a);

@@ -300,24 +300,80 @@ static void submit_subscription(agent *a, const uint8_t *blob, size_t len)
     refex__v1__signed_subscription__free_unpacked(ss, NULL);
 }
 
+/* Our subscription s, signed with a key rotated away since: signed again with the current
+ * key under a newer serial (the broker and the publishers keep the newer one), kept and
+ * audited, then sent; so it still verifies when the rotation's overlap ends. */
+static void resign_subscription(agent *a, refex_subscription *s)
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    s->issued_at_ms = refex_now_ms();
+    s->serial = next_serial(a, AGENT_SIGNED_SUBSCRIPTION, s->agency, s->case_ref, s->issued_at_ms);
+    int rc = refex_subscription_sign(s, a->base.keys->sk->sign_sk, &blob, &len);
+    agent_signed_obj o = subscription_obj(s, blob, len);
+    if (rc == REFEX_OK && (rc = batch_unit_begin(a)) == REFEX_OK) {
+        rc = keep_signed(a, &o);
+        if (rc == REFEX_OK)
+            rc = audit_subscription(a, s->unsubscribed ? "unsubscribe" : "subscribe",
+                                    "success: signed again after a key rotation",
+                                    s->case_ref[0] ? s->case_ref : "*");
+        rc = rc == REFEX_OK ? batch_unit_end(a, 1) : (batch_unit_end(a, 0), rc);
+    }
+    if (rc == REFEX_OK) {
+        refex_log_info("subscription: signed again with the current key (serial %llu)",
+                       (unsigned long long)s->serial);
+        submit_subscription(a, blob, len);
+    } else {
+        refex_log_warn("subscription: could not sign again with the current key: %s",
+                       refex_errname(rc));
+    }
+    free(blob);
+}
+
+/* Our subscriptions as read: the ones to sign again wait until the reading is done. */
+typedef struct {
+    agent *a;
+    refex_subscription *old;
+    size_t n, cap;
+} resend_ctx;
+
 static int resend_one(void *vctx, const uint8_t *blob, size_t len)
 {
-    agent *a = vctx;
+    resend_ctx *c = vctx;
+    agent *a = c->a;
     refex_subscription s;
+    int rc = refex_subscription_signed_with(blob, len, a->base.keys->pub.sign_pk, &s);
     /* Not for a case it has left: the broker would only refuse it. */
-    if (refex_subscription_verify_packed(blob, len, a->base.dir, &s) != REFEX_OK ||
+    if (rc == REFEX_E_MALFORMED || strcmp(s.agency, a->agency) != 0 ||
         (s.case_ref[0] && !s.unsubscribed && !cases_is_member(a, s.case_ref, a->agency, 0)))
         return 0;
-    submit_subscription(a, blob, len);
+    if (rc == REFEX_OK) {
+        submit_subscription(a, blob, len);
+        return 0;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 8;
+        refex_subscription *n = realloc(c->old, cap * sizeof *n);
+        if (!n)
+            return 0; /* signed again on a later welcome */
+        c->old = n;
+        c->cap = cap;
+    }
+    c->old[c->n++] = s;
     return 0;
 }
 
 /* On every welcome, our own subscriptions go to the broker again (it ignores ones it has),
- * so one made while the broker was away still reaches the publishers. */
+ * so one made while the broker was away still reaches the publishers; one signed with a
+ * key rotated away since is signed again with the current key first. */
 void cases_resend_subscriptions(agent *a)
 {
-    if (agent_store_subscriptions_of(a->store, a->agency, resend_one, a) != REFEX_OK)
+    resend_ctx c = {a, NULL, 0, 0};
+    if (agent_store_subscriptions_of(a->store, a->agency, resend_one, &c) != REFEX_OK)
         refex_log_debug("subscription: our subscriptions were not all read");
+    for (size_t i = 0; i < c.n; i++)
+        resign_subscription(a, &c.old[i]);
+    free(c.old);
 }
 
 /* A subscribe request from the control socket, checked. */

@@ -74,7 +74,7 @@ static int check_signed(agent *a, delivery *d)
     d->sender = refex_directory_find(a->base.dir, d->h->sender);
     if (!d->sender)
         return REFEX_E_UNKNOWN_AGENCY;
-    int rc = refex_envelope_verify(d->env, d->h, d->sender->sign_pk);
+    int rc = refex_envelope_verify_from(d->env, d->h, d->sender, refex_now_ms());
     d->verified = rc == REFEX_OK;
     return rc;
 }
@@ -112,8 +112,7 @@ static int check_delivery(agent *a, delivery *d)
         return REFEX_E_CLOCK_SKEW; /* from the future; old backlog is fine */
     if (h->expires_at_ms <= now)
         return REFEX_E_EXPIRED;
-    if ((rc = refex_envelope_open(d->env, h, a->agency, a->base.keys->pub.enc_pk,
-                                  a->base.keys->sk->enc_sk, &d->body, &d->body_len)) != REFEX_OK ||
+    if ((rc = agent_keys_open(a, d->env, h, &d->body, &d->body_len)) != REFEX_OK ||
         (rc = refex_body_unpack(h->type, d->body, d->body_len, &d->b)) != REFEX_OK)
         return rc;
     refex_body_meta_get(d->b, &d->meta);

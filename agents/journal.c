@@ -122,7 +122,9 @@ void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agen
     if (!note || !*note || !sa)
         return;
     snprintf(origin, sizeof origin, "refex/audit/%s", sender);
-    if (refex_checkpoint_open(note, strlen(note), sender, sa->sign_pk, &c) != REFEX_OK ||
+    const uint8_t *pks[2];
+    int n = refex_agency_sign_keys(sa, refex_now_ms(), pks);
+    if (refex_checkpoint_open_any(note, strlen(note), sender, pks, n, &c) != REFEX_OK ||
         strcmp(c.origin, origin) != 0 || c.size > INT64_MAX) {
         refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
         return;

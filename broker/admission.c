@@ -16,8 +16,8 @@
 #include "log.h"
 #include "util.h"
 
-/* Why the directory no longer admits agency with transport key pk (NULL: any key), or
- * NULL if it does. */
+/* Why the directory no longer admits agency with transport key pk (NULL: its current key),
+ * or NULL if it does: a previous key only inside its rotation overlap. */
 static const char *not_admitted(const refex_directory *dir, const char *agency, const uint8_t *pk)
 {
     const refex_agency *a = refex_directory_find(dir, agency);
@@ -25,19 +25,18 @@ static const char *not_admitted(const refex_directory *dir, const char *agency, 
         return "agency no longer in the directory";
     if (strcmp(a->role, "broker") == 0 || strcmp(a->role, "trust-anchor") == 0)
         return "not an agency";
-    if (a->revoked)
-        return "agency revoked";
-    if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK)
-        return "agency outside its validity period";
-    if (pk && sodium_memcmp(a->transport_pk, pk, 32) != 0)
-        return "agency's transport key replaced";
+    const char *why = NULL;
+    if (refex_agency_admits_transport(a, pk ? pk : a->transport_pk, refex_now_ms(), &why) !=
+        REFEX_OK)
+        return why;
     return NULL;
 }
 
-int admission_refuse(broker *b, const peer *p, const char *key_hex)
+int admission_refuse(broker *b, const peer *p)
 {
     uint8_t pk[32];
     const char *why = "connection has no admitted transport key";
+    const char *key_hex = p->key_hex;
     if (key_hex && strlen(key_hex) == 64 && refex_hex_decode(pk, 32, key_hex) == REFEX_OK)
         why = not_admitted(b->base.dir, p->agency, pk);
     if (!why)
@@ -52,14 +51,16 @@ int admission_refuse(broker *b, const peer *p, const char *key_hex)
     return 1;
 }
 
-/* Ends the session of every agency `dir` no longer admits; `under` is the directory the
- * sessions were admitted under (the key each holds is the one it listed). */
+/* Ends the session of every agency `dir` no longer admits, checking the transport key
+ * each session was admitted with; `under` is the directory the sessions were admitted
+ * under, for a session that did not record its key (the one `under` listed). */
 static void sweep(broker *b, const refex_directory *under)
 {
     for (size_t i = 0; i < b->n_sessions; i++) {
         session *s = &b->sessions[i];
         const refex_agency *was = under ? refex_directory_find(under, s->agency) : NULL;
-        const char *why = not_admitted(b->base.dir, s->agency, was ? was->transport_pk : NULL);
+        const uint8_t *pk = s->has_transport_pk ? s->transport_pk : was ? was->transport_pk : NULL;
+        const char *why = not_admitted(b->base.dir, s->agency, pk);
         if (!why)
             continue;
         refex_log_warn("admission: ending the session of %s: %s", s->agency, why);

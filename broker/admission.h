@@ -8,10 +8,10 @@
 
 /* Checks a frame's connection before the frame is read: the agency it authenticated as must
  * still be listed, not revoked, inside its validity period, and still hold the transport key
- * the connection was admitted with (key_hex: the BROKER_ZAP_KEY_PROPERTY of the frame). If
+ * the connection was admitted with (p->key_hex: the BROKER_ZAP_KEY_PROPERTY of the frame). If
  * not, answers ERROR E_REVOKED, ends any session of that connection and returns 1 (the
  * caller drops the frame); 0 if the frame may go on. */
-int admission_refuse(broker *b, const peer *p, const char *key_hex);
+int admission_refuse(broker *b, const peer *p);
 
 /* After a directory reload: ends at once, with an ERROR E_REVOKED to each, the session of
  * every agency the new directory no longer admits (removed, revoked, expired, or listed

@@ -275,8 +275,9 @@ static void router_readable(broker *b)
             refex_log_error("frame: no authenticated identity; dropped");
         goto out;
     }
-    peer p = {zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_get(&body, ZMQ_SRCFD), user};
-    if (admission_refuse(b, &p, zmq_msg_gets(&body, BROKER_ZAP_KEY_PROPERTY)))
+    peer p = {zmq_msg_data(&rid), zmq_msg_size(&rid), zmq_msg_get(&body, ZMQ_SRCFD), user,
+              zmq_msg_gets(&body, BROKER_ZAP_KEY_PROPERTY)};
+    if (admission_refuse(b, &p))
         goto out;
     handle_frame(b, &p, zmq_msg_data(&body), zmq_msg_size(&body));
 out:

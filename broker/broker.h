@@ -49,6 +49,10 @@ typedef struct {
     int held;
     uint8_t held_id[16];
     int64_t held_until_ms;
+    /* The transport key the connection was admitted with: during a key rotation's overlap
+     * it may be the agency's previous key (admission.c). */
+    int has_transport_pk;
+    uint8_t transport_pk[32];
 } session;
 
 /* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */
@@ -66,6 +70,7 @@ typedef struct {
     size_t rid_len;
     int fd;
     const char *agency;
+    const char *key_hex; /* the transport key ZAP admitted (BROKER_ZAP_KEY_PROPERTY), hex */
 } peer;
 
 typedef struct broker {

@@ -261,7 +261,7 @@ static int check_sender(broker *b, const char *agency, const Refex__V1__Envelope
         snprintf(detail, dlen, "sender %s is revoked", agency);
         return REFEX_E_REVOKED;
     }
-    int rc = refex_envelope_verify(env, h, sa->sign_pk);
+    int rc = refex_envelope_verify_from(env, h, sa, now);
     if (rc != REFEX_OK)
         snprintf(detail, dlen, "%s", refex_strerror(rc));
     return rc;

@@ -81,6 +81,8 @@ int session_bind(broker *b, const peer *p)
     memcpy(s->rid, p->rid, p->rid_len);
     s->rid_len = p->rid_len;
     s->fd = p->fd;
+    s->has_transport_pk = p->key_hex && strlen(p->key_hex) == 64 &&
+                          refex_hex_decode(s->transport_pk, 32, p->key_hex) == REFEX_OK;
     s->deliveries.progress_ms = s->receipts.progress_ms = refex_mono_ms();
     s->dirty = 1;
     return REFEX_OK;

@@ -76,9 +76,10 @@ void broker_zap_handle(void *zap, const refex_directory *dir, refex_log_gate *ga
         zap_reply(zap, &part[1], "400", "unknown transport key", "", NULL);
         goto out;
     }
-    if (refex_agency_usable(a, refex_now_ms()) != REFEX_OK) {
+    const char *why = NULL;
+    if (refex_agency_admits_transport(a, pk, refex_now_ms(), &why) != REFEX_OK) {
         if (refex_log_gate_pass(gate, "zap", refex_mono_ms()))
-            refex_log_warn("zap: denied %s: revoked or outside its validity period", a->id);
+            refex_log_warn("zap: denied %s: %s", a->id, why);
         zap_reply(zap, &part[1], "400", "agency revoked", "", NULL);
         goto out;
     }

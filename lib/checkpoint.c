@@ -490,6 +490,15 @@ out:
     return rc;
 }
 
+int refex_checkpoint_open_any(const char *note, size_t len, const char *key_name,
+                              const uint8_t *const pks[], int n, refex_checkpoint *c)
+{
+    int rc = REFEX_E_BAD_SIGNATURE;
+    for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
+        rc = refex_checkpoint_open(note, len, key_name, pks[i], c);
+    return rc;
+}
+
 int refex_checkpoint_verify_cosignature(const char *note, size_t len, const char *witness_name,
                                         const uint8_t pk[32], uint64_t *timestamp)
 {

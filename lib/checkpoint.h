@@ -60,6 +60,12 @@ int refex_checkpoint_cosign(const char *note, const char *witness_name, const ui
 int refex_checkpoint_open(const char *note, size_t len, const char *key_name, const uint8_t pk[32],
                           refex_checkpoint *c) REFEX_NODISCARD;
 
+/* refex_checkpoint_open with each of the n keys in turn (the current and, inside a key
+ * rotation's overlap, the previous key: refex_agency_sign_keys): the first that verifies. */
+int refex_checkpoint_open_any(const char *note, size_t len, const char *key_name,
+                              const uint8_t *const pks[], int n,
+                              refex_checkpoint *c) REFEX_NODISCARD;
+
 /* Verifies the cosignature/v1 line(s) by (witness_name, pk) in an untrusted note and returns
  * the cosigned timestamp (the latest, if the witness signed more than once). The log's own
  * signature is not checked here: use refex_checkpoint_open() for that. Errors as for

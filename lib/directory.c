@@ -43,6 +43,13 @@ void refex_directory_destroy(refex_directory **self_p)
     *self_p = NULL;
 }
 
+/* Is pk one of a's transport keys (current, or previous whatever the time)? */
+static int has_transport_key(const refex_agency *a, const uint8_t pk[32])
+{
+    return sodium_memcmp(a->transport_pk, pk, 32) == 0 ||
+           (a->has_prev && sodium_memcmp(a->prev_transport_pk, pk, 32) == 0);
+}
+
 static void invalidate(refex_directory *self)
 {
     free(self->d_bytes);
@@ -60,7 +67,8 @@ int refex_directory_add(refex_directory *self, const refex_agency *a, int replac
         refex_agency *b = &self->d_agencies[i];
         if (strcmp(b->id, a->id) == 0)
             same = b;
-        else if (memcmp(b->transport_pk, a->transport_pk, 32) == 0)
+        else if (has_transport_key(b, a->transport_pk) ||
+                 (a->has_prev && has_transport_key(b, a->prev_transport_pk)))
             return REFEX_E_EXISTS; /* one transport key, one identity */
     }
     if (same) {
@@ -108,6 +116,12 @@ static int serialize(const refex_directory *self, uint8_t **out, size_t *out_len
         p->valid_from_ms = a->valid_from_ms;
         p->valid_until_ms = a->valid_until_ms;
         p->revoked = a->revoked != 0;
+        if (a->has_prev) {
+            p->previous_sign_pk = (ProtobufCBinaryData){32, (uint8_t *)a->prev_sign_pk};
+            p->previous_enc_pk = (ProtobufCBinaryData){32, (uint8_t *)a->prev_enc_pk};
+            p->previous_transport_pk = (ProtobufCBinaryData){32, (uint8_t *)a->prev_transport_pk};
+            p->previous_until_ms = a->prev_until_ms;
+        }
         ptrs[i] = p;
     }
     d.serial = self->d_serial;
@@ -161,6 +175,24 @@ int refex_directory_save(const refex_directory *self, const char *path)
     return rc;
 }
 
+/* An entry's previous keys (key rotation): all three 32 bytes with an end of the overlap,
+ * or none at all. 0 if the entry is malformed. */
+static int load_previous(refex_agency *a, const Refex__V1__Agency *p)
+{
+    size_t n = p->previous_sign_pk.len + p->previous_enc_pk.len + p->previous_transport_pk.len;
+    if (n == 0)
+        return p->previous_until_ms == 0;
+    if (p->previous_sign_pk.len != 32 || p->previous_enc_pk.len != 32 ||
+        p->previous_transport_pk.len != 32 || p->previous_until_ms <= 0)
+        return 0;
+    a->has_prev = 1;
+    memcpy(a->prev_sign_pk, p->previous_sign_pk.data, 32);
+    memcpy(a->prev_enc_pk, p->previous_enc_pk.data, 32);
+    memcpy(a->prev_transport_pk, p->previous_transport_pk.data, 32);
+    a->prev_until_ms = p->previous_until_ms;
+    return 1;
+}
+
 /* The agencies of a parsed Directory, checked, into self. */
 static int load_agencies(refex_directory *self, const Refex__V1__Directory *d, const char *path,
                          char *err, size_t errlen)
@@ -171,7 +203,7 @@ static int load_agencies(refex_directory *self, const Refex__V1__Directory *d, c
         memset(&a, 0, sizeof a);
         if (!refex_id_valid(p->id) || !refex_id_valid(p->role) || p->sign_pk.len != 32 ||
             p->enc_pk.len != 32 || p->transport_pk.len != 32 ||
-            strlen(p->display_name) >= sizeof a.display_name) {
+            strlen(p->display_name) >= sizeof a.display_name || !load_previous(&a, p)) {
             snprintf(err, errlen, "%s: agency entry %zu is invalid", path, i);
             return REFEX_E_DIRECTORY;
         }
@@ -334,7 +366,7 @@ const refex_agency *refex_directory_find_transport(const refex_directory *self,
                                                    const uint8_t pk[32])
 {
     for (size_t i = 0; i < self->d_n; i++)
-        if (sodium_memcmp(self->d_agencies[i].transport_pk, pk, 32) == 0)
+        if (has_transport_key(&self->d_agencies[i], pk))
             return &self->d_agencies[i];
     return NULL;
 }
@@ -347,6 +379,81 @@ int refex_agency_usable(const refex_agency *a, int64_t now_ms)
         return REFEX_E_REVOKED;
     if (a->valid_until_ms && now_ms >= a->valid_until_ms)
         return REFEX_E_REVOKED;
+    return REFEX_OK;
+}
+
+int refex_agency_sign_keys(const refex_agency *a, int64_t now_ms, const uint8_t *pks[2])
+{
+    pks[0] = a->sign_pk;
+    pks[1] = NULL;
+    if (!a->has_prev || now_ms >= a->prev_until_ms)
+        return 1;
+    pks[1] = a->prev_sign_pk;
+    return 2;
+}
+
+int refex_agency_verify_domain(const refex_agency *a, int64_t now_ms, const char *context,
+                               const uint8_t *data, size_t len, const uint8_t sig[64])
+{
+    const uint8_t *pks[2];
+    int n = refex_agency_sign_keys(a, now_ms, pks), rc = REFEX_E_BAD_SIGNATURE;
+    for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
+        rc = refex_verify_domain(context, data, len, sig, pks[i]);
+    return rc;
+}
+
+int refex_agency_admits_transport(const refex_agency *a, const uint8_t pk[32], int64_t now_ms,
+                                  const char **why)
+{
+    const char *w = NULL;
+    if (a->revoked)
+        w = "agency revoked";
+    else if (refex_agency_usable(a, now_ms) != REFEX_OK)
+        w = "agency outside its validity period";
+    else if (sodium_memcmp(a->transport_pk, pk, 32) == 0)
+        w = NULL;
+    else if (!a->has_prev || sodium_memcmp(a->prev_transport_pk, pk, 32) != 0)
+        w = "agency's transport key replaced";
+    else if (now_ms >= a->prev_until_ms)
+        w = "agency's previous transport key: the rotation overlap has ended";
+    if (why)
+        *why = w;
+    return w ? REFEX_E_REVOKED : REFEX_OK;
+}
+
+int refex_agency_keys_match(const refex_agency *a, const refex_pubkeys *p)
+{
+    if (sodium_memcmp(a->sign_pk, p->sign_pk, 32) == 0 &&
+        sodium_memcmp(a->enc_pk, p->enc_pk, 32) == 0 &&
+        sodium_memcmp(a->transport_pk, p->transport_pk, 32) == 0)
+        return 1;
+    if (a->has_prev && sodium_memcmp(a->prev_sign_pk, p->sign_pk, 32) == 0 &&
+        sodium_memcmp(a->prev_enc_pk, p->enc_pk, 32) == 0 &&
+        sodium_memcmp(a->prev_transport_pk, p->transport_pk, 32) == 0)
+        return 2;
+    return 0;
+}
+
+int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_t until_ms)
+{
+    refex_agency *a = (refex_agency *)refex_directory_find(self, p->agency);
+    if (!a || strcmp(a->role, p->role) != 0 || until_ms <= 0)
+        return REFEX_E_INVAL;
+    if (refex_agency_keys_match(a, p) || sodium_memcmp(a->sign_pk, p->sign_pk, 32) == 0 ||
+        sodium_memcmp(a->enc_pk, p->enc_pk, 32) == 0)
+        return REFEX_E_EXISTS;
+    for (size_t i = 0; i < self->d_n; i++)
+        if (has_transport_key(&self->d_agencies[i], p->transport_pk))
+            return REFEX_E_EXISTS;
+    a->has_prev = 1;
+    memcpy(a->prev_sign_pk, a->sign_pk, 32);
+    memcpy(a->prev_enc_pk, a->enc_pk, 32);
+    memcpy(a->prev_transport_pk, a->transport_pk, 32);
+    a->prev_until_ms = until_ms;
+    memcpy(a->sign_pk, p->sign_pk, 32);
+    memcpy(a->enc_pk, p->enc_pk, 32);
+    memcpy(a->transport_pk, p->transport_pk, 32);
+    invalidate(self);
     return REFEX_OK;
 }
 

@@ -24,6 +24,12 @@ typedef struct {
     int64_t valid_from_ms;  /* 0: no lower bound */
     int64_t valid_until_ms; /* 0: no upper bound */
     int revoked;
+    /* Key rotation: the keys before the last rotation, accepted until prev_until_ms. */
+    int has_prev;
+    uint8_t prev_sign_pk[32];
+    uint8_t prev_enc_pk[32];
+    uint8_t prev_transport_pk[32];
+    int64_t prev_until_ms;
 } refex_agency;
 
 typedef struct refex_directory refex_directory;
@@ -60,6 +66,26 @@ const refex_agency *refex_directory_find_transport(const refex_directory *self,
                                                    const uint8_t pk[32]);
 /* REFEX_OK if the agency may be used at now_ms, REFEX_E_REVOKED otherwise. */
 int refex_agency_usable(const refex_agency *a, int64_t now_ms);
+/* The signing keys that verify a's signatures at now_ms, current first, then the key it
+ * had before its last rotation while the overlap lasts (now_ms < prev_until_ms). Fills
+ * pks and returns how many (1 or 2). */
+int refex_agency_sign_keys(const refex_agency *a, int64_t now_ms, const uint8_t *pks[2]);
+/* refex_verify_domain against each of those keys: REFEX_OK if one verifies. */
+int refex_agency_verify_domain(const refex_agency *a, int64_t now_ms, const char *context,
+                               const uint8_t *data, size_t len,
+                               const uint8_t sig[64]) REFEX_NODISCARD;
+/* REFEX_OK if a is usable at now_ms and pk is its transport key, or its previous one
+ * inside the overlap; REFEX_E_REVOKED otherwise (*why, if given, says which). */
+int refex_agency_admits_transport(const refex_agency *a, const uint8_t pk[32], int64_t now_ms,
+                                  const char **why) REFEX_NODISCARD;
+/* Which of a's key sets p is: 1 the current, 2 the previous (whatever the time), 0 neither. */
+int refex_agency_keys_match(const refex_agency *a, const refex_pubkeys *p);
+/* A key rotation in the directory: a's current keys become its previous keys, accepted
+ * until until_ms, and p's become current. REFEX_E_INVAL if p is for another agency or
+ * role, REFEX_E_EXISTS if p's keys are a's current or previous ones already. Clears the
+ * signature. */
+int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p,
+                           int64_t until_ms) REFEX_NODISCARD;
 /* Fills an agency entry from a key set's public half. */
 void refex_agency_from_pubkeys(refex_agency *a, const refex_pubkeys *p, const char *display);
 

@@ -214,6 +214,16 @@ int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__Envel
     return REFEX_OK;
 }
 
+int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                               const refex_agency *sender, int64_t now_ms)
+{
+    const uint8_t *pks[2];
+    int n = refex_agency_sign_keys(sender, now_ms, pks), rc = REFEX_E_BAD_SIGNATURE;
+    for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
+        rc = refex_envelope_verify(env, h, pks[i]);
+    return rc;
+}
+
 int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                         const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
                         uint8_t **body_out, size_t *body_len)

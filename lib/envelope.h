@@ -52,6 +52,11 @@ int refex_envelope_parse_header(const Refex__V1__Envelope *env,
 int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                           const uint8_t sender_sign_pk[32]) REFEX_NODISCARD;
 
+/* refex_envelope_verify against each signing key of the sender at now_ms: its current
+ * key, and inside a rotation's overlap its previous one (refex_agency_sign_keys). */
+int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                               const refex_agency *sender, int64_t now_ms) REFEX_NODISCARD;
+
 /* Decrypts for recipient `me`. Call only after refex_envelope_verify succeeded. */
 int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                         const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],

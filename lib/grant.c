@@ -61,8 +61,8 @@ int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *
         rc = REFEX_E_NOT_MEMBER; /* only an active agency of the lead role leads a case */
         goto out;
     }
-    if ((rc = refex_verify_domain(REFEX_GRANT_CONTEXT, sg->grant.data, sg->grant.len,
-                                  sg->signature.data, lead->sign_pk)) != REFEX_OK)
+    if ((rc = refex_agency_verify_domain(lead, refex_now_ms(), REFEX_GRANT_CONTEXT, sg->grant.data,
+                                         sg->grant.len, sg->signature.data)) != REFEX_OK)
         goto out;
     memset(out, 0, sizeof *out);
     strcpy(out->case_ref, p->case_ref); /* lengths checked above */
@@ -129,8 +129,10 @@ int refex_subscription_sign(const refex_subscription *sub, const uint8_t sign_sk
                                 REFEX_SUBSCRIPTION_CONTEXT, sign_sk, out, out_len);
 }
 
-int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
-                                     refex_subscription *out)
+/* Verifies a packed SignedSubscription against the key pk if given, else against its
+ * agency's keys in dir; fills out (if the contents parse) even when the signature fails. */
+static int subscription_open(const uint8_t *buf, size_t len, const refex_directory *dir,
+                             const uint8_t *pk, refex_subscription *out)
 {
     int rc = REFEX_OK;
     Refex__V1__SignedSubscription *ss = refex__v1__signed_subscription__unpack(NULL, len, buf);
@@ -145,15 +147,6 @@ int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex
         rc = REFEX_E_MALFORMED;
         goto out;
     }
-    const refex_agency *a = refex_directory_find(dir, p->agency);
-    if (!a) {
-        rc = REFEX_E_UNKNOWN_AGENCY;
-        goto out;
-    }
-    if ((rc = refex_verify_domain(REFEX_SUBSCRIPTION_CONTEXT, ss->subscription.data,
-                                  ss->subscription.len, ss->signature.data, a->sign_pk)) !=
-        REFEX_OK)
-        goto out;
     memset(out, 0, sizeof *out);
     strcpy(out->agency, p->agency); /* lengths checked above */
     strcpy(out->case_ref, p->case_ref);
@@ -163,12 +156,38 @@ int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex
     out->unsubscribed = p->unsubscribed;
     out->issued_at_ms = p->issued_at_ms;
     out->serial = p->serial;
+    const refex_agency *a = pk ? NULL : refex_directory_find(dir, p->agency);
+    if (pk)
+        rc = refex_verify_domain(REFEX_SUBSCRIPTION_CONTEXT, ss->subscription.data,
+                                 ss->subscription.len, ss->signature.data, pk);
+    else if (!a)
+        rc = REFEX_E_UNKNOWN_AGENCY;
+    else
+        rc = refex_agency_verify_domain(a, refex_now_ms(), REFEX_SUBSCRIPTION_CONTEXT,
+                                        ss->subscription.data, ss->subscription.len,
+                                        ss->signature.data);
 out:
     if (p)
         refex__v1__case_subscription__free_unpacked(p, NULL);
     if (ss)
         refex__v1__signed_subscription__free_unpacked(ss, NULL);
     return rc;
+}
+
+int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
+                                     refex_subscription *out)
+{
+    refex_subscription s;
+    int rc = subscription_open(buf, len, dir, NULL, &s);
+    if (rc == REFEX_OK)
+        *out = s;
+    return rc;
+}
+
+int refex_subscription_signed_with(const uint8_t *buf, size_t len, const uint8_t pk[32],
+                                   refex_subscription *out)
+{
+    return subscription_open(buf, len, NULL, pk, out);
 }
 
 int refex_subscription_wants(const refex_subscription *s, const char *case_ref, int type)

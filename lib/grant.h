@@ -53,6 +53,11 @@ int refex_subscription_sign(const refex_subscription *s, const uint8_t sign_sk[6
                             size_t *out_len) REFEX_NODISCARD;
 int refex_subscription_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
                                      refex_subscription *out) REFEX_NODISCARD;
+/* One's own stored subscription: REFEX_OK if it was signed with pk, REFEX_E_BAD_SIGNATURE
+ * if with another key (one rotated away: sign it again), REFEX_E_MALFORMED if it does not
+ * parse. out holds the contents unless it is malformed. */
+int refex_subscription_signed_with(const uint8_t *buf, size_t len, const uint8_t pk[32],
+                                   refex_subscription *out) REFEX_NODISCARD;
 /* Does the subscription ask for updates of `type` in `case_ref`? */
 int refex_subscription_wants(const refex_subscription *s, const char *case_ref, int type);
 

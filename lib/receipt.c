@@ -56,8 +56,9 @@ int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directo
         rc = REFEX_E_REVOKED;
         goto out;
     }
-    if ((rc = refex_verify_domain(REFEX_RECEIPT_CONTEXT, sr->receipt.data, sr->receipt.len,
-                                  sr->signature.data, signer->sign_pk)) != REFEX_OK)
+    if ((rc = refex_agency_verify_domain(signer, refex_now_ms(), REFEX_RECEIPT_CONTEXT,
+                                         sr->receipt.data, sr->receipt.len, sr->signature.data)) !=
+        REFEX_OK)
         goto out;
     memset(out, 0, sizeof *out);
     memcpy(out->message_id, p->message_id.data, 16);
