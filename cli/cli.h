@@ -20,6 +20,8 @@ extern const char *cli_config; /* -c FILE, or $REFEX_CONFIG */
 int cmd_keys(int argc, char **argv);
 int cmd_directory(int argc, char **argv);
 int cmd_directory_policy(int argc, char **argv); /* cli/cmd_policy.c */
+int cmd_keys_rotate(int argc, char **argv);      /* cli/cmd_rotate.c */
+int cmd_directory_rotate(int argc, char **argv); /* cli/cmd_rotate.c */
 int cmd_send(int argc, char **argv);
 int cmd_inbox(int argc, char **argv);
 int cmd_outbox(int argc, char **argv);

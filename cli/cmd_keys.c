@@ -11,6 +11,7 @@
 static void keys_usage(FILE *out)
 {
     fprintf(out, "usage: refex keys new --agency ID --role ROLE --out DIR [--json]\n"
+                 "       refex keys rotate --agency ID --out DIR [--json] (see --help)\n"
                  "\n"
                  "Creates DIR/ID.secret (mode 0600) and DIR/ID.public with three key pairs:\n"
                  "Ed25519 for signing, X25519 for end-to-end encryption, and a CurveZMQ key\n"
@@ -46,6 +47,8 @@ int cmd_keys(int argc, char **argv)
         keys_usage(cli_usage_stream(argc >= 2));
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
+    if (strcmp(argv[1], "rotate") == 0)
+        return cmd_keys_rotate(argc - 1, argv + 1);
     if (strcmp(argv[1], "new") != 0)
         return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex keys: unknown subcommand '%s'\n", argv[1]);
     int opt;
@@ -112,6 +115,7 @@ static void dir_usage(FILE *out)
                  "                            [--replace] [--revoked] [--json]\n"
                  "       refex directory sign --file FILE --anchor ANCHOR.secret [--json]\n"
                  "       refex directory show --file FILE [--anchor ANCHOR.public] [--json]\n"
+                 "       refex directory rotate --file FILE --keys ID.public [--overlap SECONDS]\n"
                  "       refex directory policy show | allow | deny | lead ... (see --help)\n"
                  "\n"
                  "The directory lists every agency with its role and public keys, signed by the\n"
@@ -145,14 +149,27 @@ static int dir_show(const char *file, const char *anchor, int json)
         refex_hex_encode(sp, a->sign_pk, 32);
         refex_hex_encode(ep, a->enc_pk, 32);
         refex_hex_encode(tp, a->transport_pk, 32);
-        if (json)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "id", a->id,
-                                                 "role", a->role, "display_name", a->display_name,
-                                                 "sign_pk", sp, "enc_pk", ep, "transport_pk", tp,
-                                                 "revoked", a->revoked));
-        else
-            printf("  %-20s %-18s %-32s sign %.16s...%s\n", a->id, a->role, a->display_name, sp,
+        char prev[65] = "", until[64] = "";
+        if (a->has_prev) {
+            refex_hex_encode(prev, a->prev_sign_pk, 32);
+            cli_format_time(until, sizeof until, (long long)a->prev_until_ms);
+        }
+        if (json) {
+            json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b}", "id", a->id, "role",
+                                  a->role, "display_name", a->display_name, "sign_pk", sp, "enc_pk",
+                                  ep, "transport_pk", tp, "revoked", a->revoked);
+            if (a->has_prev) {
+                json_object_set_new(o, "previous_sign_pk", json_string(prev));
+                json_object_set_new(o, "previous_until_ms", json_integer(a->prev_until_ms));
+            }
+            json_array_append_new(arr, o);
+        } else {
+            printf("  %-20s %-18s %-32s sign %.16s...%s", a->id, a->role, a->display_name, sp,
                    a->revoked ? "  REVOKED" : "");
+            if (a->has_prev)
+                printf("  (previous key %.16s... until %s)", prev, until);
+            printf("\n");
+        }
     }
     if (json) {
         print_result(json_pack("{s:b, s:I, s:s, s:o}", "ok", 1, "serial",
@@ -301,6 +318,8 @@ int cmd_directory(int argc, char **argv)
     const char *sub = argv[1];
     if (strcmp(sub, "policy") == 0)
         return cmd_directory_policy(argc - 1, argv + 1);
+    if (strcmp(sub, "rotate") == 0)
+        return cmd_directory_rotate(argc - 1, argv + 1);
     int rc = dir_options(argc, argv, &o);
     if (rc != EXIT_OK)
         return rc < 0 ? EXIT_OK : rc;

@@ -1,0 +1,235 @@
+/* Key rotation, the operator's two steps (docs/operations.md, "Rotating an agency's
+ * keys"): `refex keys rotate` on the agency's machine makes new keys and keeps the old
+ * ones as ID.previous.secret; `refex directory rotate` on the trust anchor's machine names
+ * the new keys in the directory and keeps the old ones verifying for an overlap. Files
+ * only: no daemon is contacted. Not for making first keys or editing other entries
+ * (cmd_keys.c). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "directory.h"
+#include "keys.h"
+#include "util.h"
+
+#define OVERLAP_DEFAULT_S (7L * 24 * 3600)
+#define OVERLAP_MAX_S     (366L * 24 * 3600)
+
+static void keys_rotate_usage(FILE *out)
+{
+    fprintf(out, "usage: refex keys rotate --agency ID --out DIR [--json]\n"
+                 "\n"
+                 "Replaces DIR/ID.secret and DIR/ID.public with new key pairs, keeping the old\n"
+                 "secret as DIR/ID.previous.secret (mode 0600). A running agent is not\n"
+                 "affected. Then, on the trust anchor's machine:\n"
+                 "  refex directory rotate --file DIRECTORY --keys ID.public [--overlap SECONDS]\n"
+                 "  refex directory sign --file DIRECTORY --anchor ANCHOR.secret\n"
+                 "install the new directory everywhere, reload (SIGHUP) the broker and every\n"
+                 "agent, and restart this agency's agent: it then signs with the new keys.\n"
+                 "Until the directory names them, an agent restarted here keeps using the\n"
+                 "previous keys. Remove ID.previous.secret once the overlap has ended and no\n"
+                 "message sealed to the old key can still be queued (the longest TTL).\n"
+                 "\n"
+                 "Refuses if DIR/ID.previous.secret exists (a rotation still in progress).\n");
+}
+
+static void dir_rotate_usage(FILE *out)
+{
+    fprintf(out, "usage: refex directory rotate --file FILE --keys ID.public [--overlap SECONDS]\n"
+                 "                              [--json]\n"
+                 "\n"
+                 "Names the new keys in ID.public (from 'refex keys rotate') as agency ID's keys\n"
+                 "and keeps its current keys as previous keys, which still verify signatures and\n"
+                 "admit its connections for the overlap (default 604800 s, 7 days; at most 366\n"
+                 "days). After the overlap only the new keys do. Clears the signature: run\n"
+                 "'refex directory sign' next.\n");
+}
+
+/* DIR/ID.secret moved to DIR/ID.previous.secret without ever replacing one (link, then
+ * unlink): REFEX_E_EXISTS if a previous one is there. */
+static int keep_previous(const char *cur, const char *prev)
+{
+    if (link(cur, prev) != 0)
+        return errno == EEXIST ? REFEX_E_EXISTS : errno == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
+    if (unlink(cur) != 0) {
+        unlink(prev);
+        return REFEX_E_IO;
+    }
+    return REFEX_OK;
+}
+
+/* Puts the previous secret back where it was, after a failed rotation. */
+static void restore_previous(const char *cur, const char *prev)
+{
+    if (link(prev, cur) == 0)
+        unlink(prev);
+}
+
+static int keys_rotate_files(const char *agency, const char *out, int json)
+{
+    char cur[4096], prev[4096], pub[4096], err[512];
+    refex_keys *old = NULL, *k = NULL;
+    snprintf(cur, sizeof cur, "%s/%s.secret", out, agency);
+    snprintf(prev, sizeof prev, "%s/%s.previous.secret", out, agency);
+    snprintf(pub, sizeof pub, "%s/%s.public", out, agency);
+    int rc = refex_keys_load(cur, &old, err, sizeof err);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys rotate: %s\n", err);
+    if (strcmp(old->pub.agency, agency) != 0) {
+        refex_keys_destroy(&old);
+        return cli_fail(EXIT_KEYS, "E_CONFIG", "refex keys rotate: %s holds the keys of '%s'\n",
+                        cur, agency);
+    }
+    if ((rc = refex_keys_new(agency, old->pub.role, &k)) == REFEX_OK &&
+        (rc = keep_previous(cur, prev)) == REFEX_OK && (rc = refex_keys_save(k, out)) != REFEX_OK)
+        restore_previous(cur, prev);
+    refex_keys_destroy(&old);
+    refex_keys_destroy(&k);
+    if (rc == REFEX_E_EXISTS)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex keys rotate: %s exists: a rotation is still in progress (remove "
+                        "it once its overlap has ended)\n",
+                        prev);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys rotate: %s\n",
+                        refex_strerror(rc));
+    if (json) {
+        json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "agency", agency, "secret", cur,
+                              "public", pub, "previous", prev);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("rotated %s: new keys in %s (0600) and %s; the old secret is now %s\n"
+               "next: refex directory rotate --file DIRECTORY --keys %s, then sign it\n",
+               agency, cur, pub, prev, pub);
+    }
+    return EXIT_OK;
+}
+
+int cmd_keys_rotate(int argc, char **argv)
+{
+    const char *agency = NULL, *out = NULL;
+    int json = 0, opt;
+    static const struct option opts[] = {{"agency", required_argument, 0, 'a'},
+                                         {"out", required_argument, 0, 'o'},
+                                         {"json", no_argument, 0, 'j'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    cli_getopt_reset();
+    while ((opt = cli_getopt("keys rotate", argc, argv, opts)) != -1) {
+        if (opt == 'a')
+            agency = optarg;
+        else if (opt == 'o')
+            out = optarg;
+        else if (opt == 'j')
+            json = 1;
+        else if (opt == 'h') {
+            keys_rotate_usage(stdout);
+            return EXIT_OK;
+        } else
+            return EXIT_USAGE;
+    }
+    if (optind < argc)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex keys rotate: unknown argument '%s'\n",
+                        argv[optind]);
+    if (!agency || !out) {
+        keys_rotate_usage(cli_usage_stream(0));
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex keys rotate: --agency and --out are required\n");
+    }
+    if (!refex_id_valid(agency))
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex keys rotate: '%s' is not an agency id\n",
+                        agency);
+    return keys_rotate_files(agency, out, json);
+}
+
+static int dir_rotate_file(const char *file, const char *keys, long overlap, int json)
+{
+    char err[512], until[64];
+    refex_pubkeys p;
+    refex_directory *d = NULL;
+    int rc;
+    if ((rc = refex_pubkeys_load(keys, &p, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
+    if ((rc = refex_directory_load(file, NULL, &d, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
+    const refex_agency *a = refex_directory_find(d, p.agency);
+    int64_t until_ms = refex_now_ms() + (int64_t)overlap * 1000;
+    if (!a)
+        rc = REFEX_E_UNKNOWN_AGENCY;
+    else if ((rc = refex_directory_rotate(d, &p, until_ms)) == REFEX_OK)
+        rc = refex_directory_save(d, file);
+    refex_directory_destroy(&d);
+    if (rc == REFEX_E_UNKNOWN_AGENCY)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory rotate: '%s' is not in %s (use 'refex directory add')\n",
+                        p.agency, file);
+    if (rc == REFEX_E_INVAL)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory rotate: %s is for role '%s', not the directory's\n", keys,
+                        p.role);
+    if (rc == REFEX_E_EXISTS)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory rotate: the keys in %s are not new (already listed)\n",
+                        keys);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n",
+                        refex_strerror(rc));
+    time_t t = (time_t)(until_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (json) {
+        json_t *o = json_pack("{s:b, s:s, s:s, s:I, s:s}", "ok", 1, "file", file, "id", p.agency,
+                              "previous_until_ms", (json_int_t)until_ms, "signature", "unsigned");
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        printf("rotated %s in %s: its previous keys are accepted until %s; the directory is now "
+               "unsigned\n",
+               p.agency, file, until);
+    }
+    return EXIT_OK;
+}
+
+int cmd_directory_rotate(int argc, char **argv)
+{
+    const char *file = NULL, *keys = NULL;
+    long overlap = OVERLAP_DEFAULT_S;
+    int json = 0, opt;
+    static const struct option opts[] = {
+        {"file", required_argument, 0, 'f'},    {"keys", required_argument, 0, 'k'},
+        {"overlap", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    cli_getopt_reset();
+    while ((opt = cli_getopt("directory rotate", argc, argv, opts)) != -1) {
+        if (opt == 'f')
+            file = optarg;
+        else if (opt == 'k')
+            keys = optarg;
+        else if (opt == 'o') {
+            if (cli_number("directory rotate", "--overlap", optarg, 1, OVERLAP_MAX_S, &overlap) !=
+                EXIT_OK)
+                return EXIT_USAGE;
+        } else if (opt == 'j')
+            json = 1;
+        else if (opt == 'h') {
+            dir_rotate_usage(stdout);
+            return EXIT_OK;
+        } else
+            return EXIT_USAGE;
+    }
+    if (optind < argc)
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex directory rotate: unknown argument '%s'\n",
+                        argv[optind]);
+    if (!file || !keys) {
+        dir_rotate_usage(cli_usage_stream(0));
+        return cli_fail(EXIT_USAGE, CLI_E_USAGE,
+                        "refex directory rotate: --file and --keys are required\n");
+    }
+    return dir_rotate_file(file, keys, overlap, json);
+}
