@@ -100,7 +100,7 @@ void agent_keys_reloaded(agent *a)
                        until);
     else
         refex_log_warn("reload: the directory names new keys for %s; the ones in use are "
-                       "accepted until %s",
+                       "accepted until %s: restart the agent on its new keys before then",
                        a->agency, until);
 }
 

@@ -140,7 +140,9 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
         snprintf(why, whylen, "agency not in the directory");
         return REFEX_E_UNKNOWN_AGENCY;
     }
-    rc = refex_checkpoint_open(cp->note, strlen(cp->note), agency, a->sign_pk, &c);
+    const uint8_t *pks[2];
+    int npk = refex_agency_sign_keys(a, refex_now_ms(), pks);
+    rc = refex_checkpoint_open_any(cp->note, strlen(cp->note), agency, pks, npk, &c);
     if (rc != REFEX_OK) {
         snprintf(why, whylen, "checkpoint does not verify with %s's key", agency);
         return rc;
