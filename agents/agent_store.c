@@ -167,6 +167,7 @@ static const char *const SQL[S_N] = {
     [S_SUBSCRIPTIONS_FOR] = "SELECT subscription FROM case_subscriptions WHERE agency = ?"
                             " AND case_ref IN (?, '') ORDER BY case_ref DESC",
     [S_SUBSCRIPTIONS_OF] = "SELECT subscription FROM case_subscriptions WHERE agency = ?",
+    [S_GRANTS_LED_BY] = "SELECT grant FROM case_grants WHERE lead = ?",
     /* ?1 after, ?2 only unacknowledged, ?3 limit (-1: none). */
     [S_INBOX_PAGE] = INBOX_COLUMNS " WHERE cursor > ?1 AND (?2 = 0 OR acked_at_ms IS NULL)"
                                    " ORDER BY cursor LIMIT ?3",
@@ -679,10 +680,11 @@ int agent_store_subscriptions_for(agent_store *s, const char *agency, const char
     return each_blob(st, fn, ctx);
 }
 
-int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store_blob_fn fn,
-                                 void *ctx)
+int agent_store_signed_by(agent_store *s, agent_signed_kind kind, const char *agency,
+                          agent_store_blob_fn fn, void *ctx)
 {
-    sqlite3_stmt *st = agent_store_stmt(s, S_SUBSCRIPTIONS_OF);
+    sqlite3_stmt *st =
+        agent_store_stmt(s, kind == AGENT_SIGNED_GRANT ? S_GRANTS_LED_BY : S_SUBSCRIPTIONS_OF);
     bind_text(st, 1, agency);
     return each_blob(st, fn, ctx);
 }

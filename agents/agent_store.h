@@ -202,9 +202,9 @@ int agent_store_grants_each(agent_store *s, const char *case_ref, agent_store_bl
 /* agency's subscriptions to case_ref and to all its cases, the case's own first. */
 int agent_store_subscriptions_for(agent_store *s, const char *agency, const char *case_ref,
                                   agent_store_blob_fn fn, void *ctx) REFEX_NODISCARD;
-/* Every subscription agency made. */
-int agent_store_subscriptions_of(agent_store *s, const char *agency, agent_store_blob_fn fn,
-                                 void *ctx) REFEX_NODISCARD;
+/* Every object `agency` signed: its subscriptions, or the grants it made as a lead. */
+int agent_store_signed_by(agent_store *s, agent_signed_kind kind, const char *agency,
+                          agent_store_blob_fn fn, void *ctx) REFEX_NODISCARD;
 
 /* ---- listings for the control socket (agent_store_json.c), rows as the replies carry them */
 /* The messages with this id (the whole inbox if id is NULL), each row as in a page. */

@@ -330,12 +330,54 @@ static void resign_subscription(agent *a, refex_subscription *s)
     free(blob);
 }
 
-/* Our subscriptions as read: the ones to sign again wait until the reading is done. */
+/* Our grant g, signed with a key rotated away since: signed again with the current key
+ * under a newer serial, kept and sent, so members' copies still verify after the overlap. */
+static void resign_grant(agent *a, refex_grant *g)
+{
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    g->issued_at_ms = refex_now_ms();
+    g->serial = next_serial(a, AGENT_SIGNED_GRANT, g->case_ref, g->member, g->issued_at_ms);
+    int rc = refex_grant_sign(g, a->base.keys->sk->sign_sk, &blob, &len);
+    agent_signed_obj o = grant_obj(g, blob, len);
+    if (rc == REFEX_OK)
+        rc = keep_signed_unit(a, &o);
+    if (rc == REFEX_OK)
+        rc = submit_grant(a, blob, len);
+    if (rc == REFEX_OK)
+        refex_log_info("grant: case %s: %s signed again with the current key (serial %llu)",
+                       g->case_ref, g->member, (unsigned long long)g->serial);
+    else
+        refex_log_warn("grant: case %s: could not sign again with the current key: %s", g->case_ref,
+                       refex_errname(rc));
+    free(blob);
+}
+
+/* What we signed, as read: the objects to sign again wait until the reading is done. */
 typedef struct {
     agent *a;
-    refex_subscription *old;
-    size_t n, cap;
+    refex_subscription *subs;
+    size_t n_subs, cap_subs;
+    refex_grant *grants;
+    size_t n_grants, cap_grants;
 } resend_ctx;
+
+/* Appends one item of `size` bytes to *arr (n, cap); 0 if out of memory (the object is
+ * signed again on a later welcome). */
+static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *item)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 8;
+        void *grown = realloc(*arr, c * size);
+        if (!grown)
+            return 0;
+        *arr = grown;
+        *cap = c;
+    }
+    memcpy((char *)*arr + *n * size, item, size);
+    (*n)++;
+    return 1;
+}
 
 static int resend_one(void *vctx, const uint8_t *blob, size_t len)
 {
@@ -347,33 +389,42 @@ static int resend_one(void *vctx, const uint8_t *blob, size_t len)
     if (rc == REFEX_E_MALFORMED || strcmp(s.agency, a->agency) != 0 ||
         (s.case_ref[0] && !s.unsubscribed && !cases_is_member(a, s.case_ref, a->agency, 0)))
         return 0;
-    if (rc == REFEX_OK) {
+    if (rc == REFEX_OK)
         submit_subscription(a, blob, len);
-        return 0;
-    }
-    if (c->n == c->cap) {
-        size_t cap = c->cap ? c->cap * 2 : 8;
-        refex_subscription *n = realloc(c->old, cap * sizeof *n);
-        if (!n)
-            return 0; /* signed again on a later welcome */
-        c->old = n;
-        c->cap = cap;
-    }
-    c->old[c->n++] = s;
+    else
+        push((void **)&c->subs, &c->n_subs, &c->cap_subs, sizeof s, &s);
+    return 0;
+}
+
+static int grant_one(void *vctx, const uint8_t *blob, size_t len)
+{
+    resend_ctx *c = vctx;
+    refex_grant g;
+    int rc = refex_grant_signed_with(blob, len, c->a->base.keys->pub.sign_pk, &g);
+    if (rc == REFEX_E_BAD_SIGNATURE && strcmp(g.lead, c->a->agency) == 0)
+        push((void **)&c->grants, &c->n_grants, &c->cap_grants, sizeof g, &g);
     return 0;
 }
 
 /* On every welcome, our own subscriptions go to the broker again (it ignores ones it has),
- * so one made while the broker was away still reaches the publishers; one signed with a
- * key rotated away since is signed again with the current key first. */
+ * so one made while the broker was away still reaches the publishers. After a key rotation,
+ * each subscription and, as a lead, each grant signed with the key rotated away is signed
+ * again with the current key first. */
 void cases_resend_subscriptions(agent *a)
 {
-    resend_ctx c = {a, NULL, 0, 0};
-    if (agent_store_subscriptions_of(a->store, a->agency, resend_one, &c) != REFEX_OK)
-        refex_log_debug("subscription: our subscriptions were not all read");
-    for (size_t i = 0; i < c.n; i++)
-        resign_subscription(a, &c.old[i]);
-    free(c.old);
+    resend_ctx c;
+    memset(&c, 0, sizeof c);
+    c.a = a;
+    if (agent_store_signed_by(a->store, AGENT_SIGNED_SUBSCRIPTION, a->agency, resend_one, &c) !=
+            REFEX_OK ||
+        agent_store_signed_by(a->store, AGENT_SIGNED_GRANT, a->agency, grant_one, &c) != REFEX_OK)
+        refex_log_debug("subscription: what we signed was not all read");
+    for (size_t i = 0; i < c.n_subs; i++)
+        resign_subscription(a, &c.subs[i]);
+    for (size_t i = 0; i < c.n_grants; i++)
+        resign_grant(a, &c.grants[i]);
+    free(c.subs);
+    free(c.grants);
 }
 
 /* A subscribe request from the control socket, checked. */

@@ -36,8 +36,10 @@ int refex_grant_sign(const refex_grant *g, const uint8_t sign_sk[64], uint8_t **
                                 sign_sk, out, out_len);
 }
 
-int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *dir,
-                       refex_grant *out)
+/* Parses sg into out, then checks it: against the key pk if given (the lead's own record),
+ * else as a verifier does, against dir. out is filled whenever the contents parse. */
+static int grant_open(const Refex__V1__SignedGrant *sg, const refex_directory *dir,
+                      const uint8_t *pk, refex_grant *out)
 {
     int rc = REFEX_OK;
     if (!sg || sg->signature.len != 64 || sg->grant.len == 0)
@@ -51,19 +53,6 @@ int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *
         rc = REFEX_E_MALFORMED;
         goto out;
     }
-    const refex_agency *lead = refex_directory_find(dir, p->lead);
-    if (!lead || !refex_directory_find(dir, p->member)) {
-        rc = REFEX_E_UNKNOWN_AGENCY;
-        goto out;
-    }
-    if (strcmp(lead->role, refex_policy_lead_role(dir)) != 0 ||
-        refex_agency_usable(lead, refex_now_ms()) != REFEX_OK) {
-        rc = REFEX_E_NOT_MEMBER; /* only an active agency of the lead role leads a case */
-        goto out;
-    }
-    if ((rc = refex_agency_verify_domain(lead, refex_now_ms(), REFEX_GRANT_CONTEXT, sg->grant.data,
-                                         sg->grant.len, sg->signature.data)) != REFEX_OK)
-        goto out;
     memset(out, 0, sizeof *out);
     strcpy(out->case_ref, p->case_ref); /* lengths checked above */
     strcpy(out->lead, p->lead);
@@ -75,8 +64,45 @@ int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *
     out->revoked = p->revoked;
     out->issued_at_ms = p->issued_at_ms;
     out->serial = p->serial;
+    if (pk) {
+        rc = refex_verify_domain(REFEX_GRANT_CONTEXT, sg->grant.data, sg->grant.len,
+                                 sg->signature.data, pk);
+        goto out;
+    }
+    const refex_agency *lead = refex_directory_find(dir, p->lead);
+    if (!lead || !refex_directory_find(dir, p->member)) {
+        rc = REFEX_E_UNKNOWN_AGENCY;
+        goto out;
+    }
+    if (strcmp(lead->role, refex_policy_lead_role(dir)) != 0 ||
+        refex_agency_usable(lead, refex_now_ms()) != REFEX_OK) {
+        rc = REFEX_E_NOT_MEMBER; /* only an active agency of the lead role leads a case */
+        goto out;
+    }
+    rc = refex_agency_verify_domain(lead, refex_now_ms(), REFEX_GRANT_CONTEXT, sg->grant.data,
+                                    sg->grant.len, sg->signature.data);
 out:
     refex__v1__case_grant__free_unpacked(p, NULL);
+    return rc;
+}
+
+int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *dir,
+                       refex_grant *out)
+{
+    refex_grant g;
+    int rc = grant_open(sg, dir, NULL, &g);
+    if (rc == REFEX_OK)
+        *out = g;
+    return rc;
+}
+
+int refex_grant_signed_with(const uint8_t *buf, size_t len, const uint8_t pk[32], refex_grant *out)
+{
+    Refex__V1__SignedGrant *sg = refex__v1__signed_grant__unpack(NULL, len, buf);
+    if (!sg)
+        return REFEX_E_MALFORMED;
+    int rc = grant_open(sg, NULL, pk, out);
+    refex__v1__signed_grant__free_unpacked(sg, NULL);
     return rc;
 }
 

@@ -33,6 +33,11 @@ int refex_grant_sign(const refex_grant *g, const uint8_t sign_sk[64], uint8_t **
  * directory, the signature is the lead's. */
 int refex_grant_verify(const Refex__V1__SignedGrant *sg, const refex_directory *dir,
                        refex_grant *out) REFEX_NODISCARD;
+/* A lead's own stored grant: REFEX_OK if it was signed with pk, REFEX_E_BAD_SIGNATURE if
+ * with another key (one rotated away: sign it again), REFEX_E_MALFORMED if it does not
+ * parse. out holds the contents unless it is malformed. */
+int refex_grant_signed_with(const uint8_t *buf, size_t len, const uint8_t pk[32],
+                            refex_grant *out) REFEX_NODISCARD;
 /* Same, from packed SignedGrant bytes. */
 int refex_grant_verify_packed(const uint8_t *buf, size_t len, const refex_directory *dir,
                               refex_grant *out) REFEX_NODISCARD;

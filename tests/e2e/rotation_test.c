@@ -195,18 +195,18 @@ static void open_case(void)
                      1);
 }
 
-/* The operator's two steps, then a reload everywhere: serial 2 names midwifery's new keys,
- * its old ones accepted for OVERLAP_S seconds. Returns the end of the overlap. */
-static int64_t rotate_midwifery(void)
+/* The operator's two steps for `who`, then a reload everywhere: serial 2 names its new
+ * keys, its old ones accepted for OVERLAP_S seconds. Returns the end of the overlap. */
+static int64_t rotate(const char *who)
 {
-    char keys[600], file[600], pub[600], anchor[600], prev[600];
+    char keys[600], file[600], pub[600], anchor[600], prev[600], want[128];
     struct stat st;
     h_path(&g_net, keys, sizeof keys, "keys");
     h_path(&g_net, file, sizeof file, "directory.rdir");
-    h_path(&g_net, pub, sizeof pub, "keys/midwifery.public");
+    h_path(&g_net, pub, sizeof pub, "keys/%s.public", who);
     h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");
-    h_path(&g_net, prev, sizeof prev, "keys/midwifery.previous.secret");
-    const char *kr[] = {"keys", "rotate", "--agency", "midwifery", "--out", keys, NULL};
+    h_path(&g_net, prev, sizeof prev, "keys/%s.previous.secret", who);
+    const char *kr[] = {"keys", "rotate", "--agency", who, "--out", keys, NULL};
     cli_ok(NULL, kr);
     assert_int_equal(stat(prev, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -222,9 +222,10 @@ static int64_t rotate_midwifery(void)
     reload(&g_net.broker, "RELOADED 2");
     reload(agent_proc("social-care"), "RELOADED 2");
     reload(agent_proc("midwifery"), "RELOADED 2");
-    wait_log("midwifery", "the directory names new keys for midwifery", H_TIMEOUT_MS);
+    snprintf(want, sizeof want, "the directory names new keys for %s", who);
+    wait_log(who, want, H_TIMEOUT_MS);
     refex_directory *d = load_directory();
-    const refex_agency *mw = refex_directory_find(d, "midwifery");
+    const refex_agency *mw = refex_directory_find(d, who);
     assert_true(mw->has_prev);
     int64_t until = mw->prev_until_ms;
     refex_directory_destroy(&d);
@@ -236,7 +237,7 @@ static void test_rotation(void **state)
     (void)state;
     char id[33];
     open_case();
-    int64_t until = rotate_midwifery();
+    int64_t until = rotate("midwifery");
 
     /* Inside the overlap: the agent on its old keys is still admitted, and what it signs
      * verifies at the broker and at social care, which receipts it. */
@@ -338,10 +339,55 @@ static void test_rotation(void **state)
     assert_true(h_alive(agent_proc("social-care")));
 }
 
+/* The case's lead rotates: restarted on its new keys after the overlap, it signs its grants
+ * again, so members still count as members (their copies verify) and updates flow both
+ * ways. */
+static void test_lead_rotation(void **state)
+{
+    (void)state;
+    open_case();
+    long long serial =
+        h_sql_int(&g_net, MW_DB, "SELECT serial FROM case_grants WHERE member = 'midwifery'");
+    int64_t until = rotate("social-care");
+    wait_log("broker", "ending the session of social-care: agency's previous transport key",
+             (int)(until - refex_now_ms()) + H_TIMEOUT_MS);
+    h_stop(agent_proc("social-care"));
+    assert_int_equal(h_net_start_agent(&g_net, "social-care"), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM case_grants WHERE member = 'midwifery' AND serial > %lld",
+             serial);
+    assert_int_equal(h_sql_wait(&g_net, MW_DB, sql, 1, H_TIMEOUT_MS), 1);
+    wait_log("social-care", "signed again with the current key", H_TIMEOUT_MS);
+    const char *from_lead[] = {
+        "case",       "publish",         "--case",         CASE,
+        "--type",     "other",           "--summary",      "strategy meeting booked",
+        "--article6", "public-task",     "--article9",     "substantial-public-interest",
+        "--purpose",  "case-management", "--practitioner", "SW-ROT-2",
+        NULL};
+    cli_ok("social-care", from_lead);
+    assert_int_equal(h_sql_wait(&g_net, MW_DB,
+                                "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
+                                H_TIMEOUT_MS),
+                     1);
+    const char *from_member[] = {
+        "case",       "publish",         "--case",         CASE,
+        "--type",     "other",           "--summary",      "antenatal appointment attended",
+        "--article6", "public-task",     "--article9",     "substantial-public-interest",
+        "--purpose",  "case-management", "--practitioner", "MW-ROT-2",
+        NULL};
+    cli_ok("midwifery", from_member);
+    assert_int_equal(h_sql_wait(&g_net, SC_DB,
+                                "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
+                                H_TIMEOUT_MS),
+                     1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rotation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lead_rotation, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
