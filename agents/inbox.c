@@ -2,7 +2,11 @@
  * decrypted and stored with its audit entry before it is acknowledged with our signed
  * receipt; receipts for our own messages (naming the envelope we sent) are recorded and
  * acknowledged; the receiving system's acknowledgement of a message (inbox_ack) is
- * audited once. Not sending (outbox.c), nor reading the inbox by cursor (inbox_wait.c). */
+ * audited once. A refusal is final (a signed refusal ACK, remembered) only where it does
+ * not depend on state of ours that may be stale (refusal_is_final); the others are held:
+ * no ACK, so the broker delivers the message again, and a held message accepted later may
+ * land after later messages from the same sender. Not sending (outbox.c), nor reading the
+ * inbox by cursor (inbox_wait.c). */
 #include "agent.h"
 
 #include <sodium.h>
@@ -31,6 +35,34 @@ typedef struct {
     int have_meta;
     int verified; /* the named sender's key signed these header bytes */
 } delivery;
+
+/* Warnings for held deliveries, per sender: a broker (or a forger through it) can cause
+ * them at will. One agent per process, so one gate per process. */
+static refex_log_gate g_held_gate = {.what = "held deliveries", .burst = 20, .window_ms = 10000};
+
+/* Whether a refusal is final: a signed refusal ACK (the broker dead-letters the message,
+ * the sender takes the receipt as the last word) and remembered. A refusal that may only
+ * reflect our own state is held instead (no ACK, nothing remembered or audited): the
+ * broker delivers it again after redeliver_seconds or on reconnect, and reports
+ * non-delivery to the sender when it expires.
+ *   held:  E_NOT_MEMBER      the lead's grant notice may not have reached us yet (there is
+ *                            no order across senders, even with an honest broker);
+ *          E_CLOCK_SKEW      from the future by our clock: time will pass;
+ *          E_UNKNOWN_AGENCY  our directory may be older than the sender (a new agency);
+ *          E_BAD_SIGNATURE   the sender may have a new key our directory lacks (or it is a
+ *                            forgery, which must not be answered for the sender anyway).
+ *   final: everything else, E_NOT_RECIPIENT, E_DECRYPT, E_INVAL/E_MALFORMED (the body),
+ *          E_EXPIRED, and E_POLICY and E_REVOKED (our current signed directory is the
+ *          operator's word on them). */
+static int refusal_is_final(int code)
+{
+    static const int held[] = {REFEX_E_NOT_MEMBER, REFEX_E_CLOCK_SKEW, REFEX_E_UNKNOWN_AGENCY,
+                               REFEX_E_BAD_SIGNATURE};
+    for (size_t i = 0; i < sizeof held / sizeof held[0]; i++)
+        if (code == held[i])
+            return 0;
+    return 1;
+}
 
 /* ACK with our signed receipt: the sender's proof of what happened here. */
 static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
@@ -183,9 +215,21 @@ static int answered_before(agent *a, delivery *d)
     return 1;
 }
 
+/* A held delivery: not acknowledged (so delivered again), nothing remembered, not
+ * audited; a warning naming id, sender and why, rate-limited per sender. */
+static void hold(const delivery *d, int code)
+{
+    int64_t now = refex_mono_ms();
+    refex_log_gate_flush(&g_held_gate, now);
+    if (refex_log_gate_pass(&g_held_gate, d->h->sender, now))
+        refex_log_warn("deliver: %s from %s held, not acknowledged: %s", d->idhex, d->h->sender,
+                       refex_errname(code));
+}
+
 /* Verify first, then the memory of what was handled; then decrypt, check the body, then
- * inbox row + audit entry in one transaction, then ACK. A message we cannot accept is
- * audited as a reject and refused with its code, the receipt naming this envelope's hash. */
+ * inbox row + audit entry in one transaction, then ACK. A message we cannot accept for
+ * good is audited as a reject and refused with its code, the receipt naming this
+ * envelope's hash; one refused for now is held (refusal_is_final). */
 void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
 {
     delivery d;
@@ -204,6 +248,10 @@ void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
         goto out;
     if (rc == REFEX_OK)
         rc = check_delivery(a, &d);
+    if (rc != REFEX_OK && !refusal_is_final(rc)) {
+        hold(&d, rc);
+        goto out;
+    }
     int dbrc = commit_delivery(a, &d, rc, &dup);
     if (dbrc != REFEX_OK) {
         /* Not committed: no ACK, so the broker keeps it and delivers it again. */

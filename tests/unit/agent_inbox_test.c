@@ -2,8 +2,8 @@
  * SQLite file: duplicate detection (known_delivery) for stored and refused messages, a
  * verified delivery stored with one audit entry and acknowledged with code 0, a
  * redelivery acknowledged the same way without a second entry, a refusal remembered and
- * answered the same way again (naming the envelope hash), a forgery refused whether it
- * comes before or after the genuine message and never shadowing it, receipts recorded once,
+ * answered the same way again (naming the envelope hash), a forgery held (no ACK) whether
+ * it comes before or after the genuine message and never shadowing it, receipts recorded once,
  * and a receipt naming an envelope other than the one we sent ignored; the consumable inbox:
  * cursors (also given to the messages of a database made before them), pages by cursor, an
  * acknowledgement audited once, and held waiters (woken by a commit, at most 64, expired). */
@@ -104,6 +104,9 @@ static void test_receipt_recorded_once(void **state)
     assert_int_equal(fresh, 1);
 }
 
+/* How far ahead of now the next envelopes are created (0: now). */
+static int64_t g_created_ahead_ms;
+
 /* Body j (taken) as a referral sealed by midwifery for `to`. */
 static Refex__V1__Envelope *seal_json(agent_fixture *f, const char *to, json_t *j, uint8_t id[16])
 {
@@ -120,7 +123,7 @@ static Refex__V1__Envelope *seal_json(agent_fixture *f, const char *to, json_t *
                            .n_recipients = 1,
                            .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
                            .case_ref = "CASE-1",
-                           .created_at_ms = refex_now_ms(),
+                           .created_at_ms = refex_now_ms() + g_created_ahead_ms,
                            .expires_at_ms = 0};
     assert_ok(refex_envelope_seal(&p, body, body_len, &env, &env_len, id));
     Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, env_len, env);
@@ -161,6 +164,17 @@ static void deliver_expect_ack(agent_fixture *f, const Refex__V1__Envelope *env,
     assert_memory_equal(fr->ack->message_id.data, id, 16);
     assert_non_null(fr->ack->receipt); /* our signed receipt, in every case */
     refex_frame_free(&fr);
+    agent_fixture_commit(f);
+}
+
+/* Delivers env as deliver_expect_ack does, and checks that nothing was queued: held, not
+ * acknowledged (so the broker delivers it again). */
+static void deliver_expect_held(agent_fixture *f, const Refex__V1__Envelope *env)
+{
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    inbox_deliver(&f->a, env);
+    assert_int_equal(f->a.outq_n, 0);
     agent_fixture_commit(f);
 }
 
@@ -208,8 +222,8 @@ static void test_refusal_remembered(void **state)
 }
 
 /* A forged delivery (the sender's name and the id of a real message, a signature that does
- * not verify) is refused and audited, but not remembered: the genuine message, delivered
- * after it, is verified, stored and acknowledged, not answered from the forgery's refusal. */
+ * not verify) is held: neither acknowledged, audited nor remembered; the genuine message,
+ * delivered after it, is verified, stored and acknowledged. */
 static void test_forgery_does_not_shadow_genuine(void **state)
 {
     agent_fixture *f = *state;
@@ -218,8 +232,8 @@ static void test_forgery_does_not_shadow_genuine(void **state)
     uint8_t *sig = env->signature.data;
     uint64_t before = agent_fixture_audit_size(f);
     sig[0] ^= 0x01;
-    deliver_expect_ack(f, env, id, REFEX_E_BAD_SIGNATURE);
-    assert_int_equal(agent_fixture_audit_size(f), before + 1); /* the reject is audited */
+    deliver_expect_held(f, env);
+    assert_int_equal(agent_fixture_audit_size(f), before); /* held: not audited */
     int code = -1, has_hash = -1;
     uint8_t hash[32];
     char idhex[33];
@@ -228,11 +242,37 @@ static void test_forgery_does_not_shadow_genuine(void **state)
         agent_store_known_delivery(f->a.store, "midwifery", idhex, &code, hash, &has_hash));
     sig[0] ^= 0x01; /* now the genuine envelope */
     deliver_expect_ack(f, env, id, REFEX_OK);
-    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
     json_t *rows = NULL;
     assert_ok(agent_store_inbox_json(f->a.store, NULL, &rows));
     assert_int_equal(json_array_size(rows), 1);
     json_decref(rows);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
+/* An envelope from 10 minutes in the future (beyond the skew allowed): held, not audited,
+ * not remembered; the next genuine delivery is accepted. */
+static void test_clock_skew_held(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], id2[16];
+    char idhex[33];
+    int code = -1, has_hash = -1;
+    uint8_t hash[32];
+    g_created_ahead_ms = 600000;
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    g_created_ahead_ms = 0;
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_held(f, env);
+    deliver_expect_held(f, env); /* again: the same */
+    assert_int_equal(agent_fixture_audit_size(f), before);
+    refex_hex_encode(idhex, id, 16);
+    assert_false(
+        agent_store_known_delivery(f->a.store, "midwifery", idhex, &code, hash, &has_hash));
+    Refex__V1__Envelope *env2 = seal(f, "social-care", id2);
+    deliver_expect_ack(f, env2, id2, REFEX_OK);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    refex__v1__envelope__free_unpacked(env2, NULL);
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
@@ -255,7 +295,7 @@ static refex_receipt deliver_receipt(agent_fixture *f, const Refex__V1__Envelope
 }
 
 /* Verification comes before the memory of what was handled: a forgery of a message already
- * stored is refused (and audited), not answered with the genuine message's receipt. */
+ * stored is held (no ACK, not audited), not answered with the genuine message's receipt. */
 static void test_forgery_after_genuine_refused(void **state)
 {
     agent_fixture *f = *state;
@@ -268,14 +308,13 @@ static void test_forgery_after_genuine_refused(void **state)
     assert_memory_equal(r.envelope_hash, good, 32);
     env->signature.data[0] ^= 0x01;
     assert_ok(refex_envelope_hash(env, bad));
-    r = deliver_receipt(f, env, REFEX_E_BAD_SIGNATURE);
-    assert_true(r.has_envelope_hash);
-    assert_memory_equal(r.envelope_hash, bad, 32); /* the forgery's, not the genuine one */
-    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    assert_memory_not_equal(bad, good, 32);
+    deliver_expect_held(f, env); /* not answered with the genuine receipt */
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
     env->signature.data[0] ^= 0x01;
     r = deliver_receipt(f, env, REFEX_OK); /* the genuine one again: from memory */
     assert_memory_equal(r.envelope_hash, good, 32);
-    assert_int_equal(agent_fixture_audit_size(f), before + 2);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
@@ -618,6 +657,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_incomplete_body_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_ack_without_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgery_does_not_shadow_genuine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_clock_skew_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forgery_after_genuine_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remembered_refusal_names_hash, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receipt_for_another_envelope_ignored, setup, teardown),
