@@ -259,12 +259,16 @@ static int parse_send(agent *a, json_t *req, send_req *s)
         return send_invalid(s, "body",
                             "the body's case reference has characters outside "
                             "letters, digits and . _ : / -");
+    /* The policy before the fields: what may not be sent at all is refused as such. */
+    if (!is_update && (rc = check_policy(a, s)) != REFEX_OK)
+        return rc;
     if ((rc = check_required(a, s)) != REFEX_OK)
         return rc;
-    if (is_update)
-        return update_recipients(a, s->case_ref, (int)s->parsed->case_update->update_type, s->rcpt,
-                                 &s->n_rcpt, s->detail, sizeof s->detail);
-    return REFEX_OK;
+    if (is_update &&
+        (rc = update_recipients(a, s->case_ref, (int)s->parsed->case_update->update_type, s->rcpt,
+                                &s->n_rcpt, s->detail, sizeof s->detail)) != REFEX_OK)
+        return rc;
+    return is_update ? check_policy(a, s) : REFEX_OK;
 }
 
 /* Encrypts to the recipients, signs, attaches our checkpoint, and checks the size. */
@@ -519,9 +523,7 @@ void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req)
         goto out;
     }
     if (rc == REFEX_OK)
-        rc = parse_send(a, req, s);
-    if (rc == REFEX_OK)
-        rc = check_policy(a, s);
+        rc = parse_send(a, req, s); /* with the policy check */
     if (rc == REFEX_OK)
         rc = seal_send(a, s);
     if (rc == REFEX_OK && (rc = commit_send(a, s)) != REFEX_OK)

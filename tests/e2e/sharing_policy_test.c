@@ -129,6 +129,17 @@ static void test_sending_agent_refuses(void **state)
         h_sql_int(&n, SM_DB, REJECTS " AND peer = 'midwifery' AND message_type = 'REFERRAL'"), 1);
     assert_int_equal(h_sql_int(&n, SM_DB, "SELECT count(*) FROM outbox"), 0);
 
+    /* The policy comes before the required fields: a forbidden send that also lacks every
+     * required field is refused E_POLICY, not E_INVAL. */
+    req = json_pack("{s:s, s:[s], s:s, s:{}}", "cmd", "send", "to", "midwifery", "type", "referral",
+                    "body");
+    r = h_control(&n, "substance-misuse", req);
+    json_decref(req);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "error")), "E_POLICY");
+    json_decref(r);
+    assert_int_equal(h_sql_int(&n, SM_DB, REJECTS), rejects + 2);
+
     /* The CLI shows it as a typed error too. */
     char out[4096];
     const char *args[] = {"send",     "--to",           "midwifery", "--type",
