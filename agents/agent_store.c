@@ -148,26 +148,6 @@ static const char *const SQL[S_N] = {
                          " ON CONFLICT DO NOTHING",
     [S_RECEIPT_INSERT] = "INSERT INTO receipts(message_id, recipient, code, signer, time_ms,"
                          " received_ms, receipt) VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
-    [S_PEER_CP_GET] = "SELECT root FROM peer_checkpoints WHERE agency = ? AND size = ?",
-    [S_PEER_CP_PUT] = "INSERT INTO peer_checkpoints(agency, size, root) VALUES (?,?,?)",
-    [S_GRANT_PUT] = "INSERT INTO case_grants(case_ref, member, serial, grant, lead)"
-                    " VALUES (?,?,?,?,?) ON CONFLICT (case_ref, member) DO UPDATE SET"
-                    " serial = excluded.serial, grant = excluded.grant"
-                    " WHERE excluded.serial > case_grants.serial",
-    [S_SUBSCRIPTION_PUT] = "INSERT INTO case_subscriptions(agency, case_ref, serial,"
-                           " subscription) VALUES (?,?,?,?) ON CONFLICT (agency, case_ref)"
-                           " DO UPDATE SET serial = excluded.serial,"
-                           " subscription = excluded.subscription"
-                           " WHERE excluded.serial > case_subscriptions.serial",
-    [S_GRANT_SERIAL] = "SELECT serial FROM case_grants WHERE case_ref = ? AND member = ?",
-    [S_SUBSCRIPTION_SERIAL] = "SELECT serial FROM case_subscriptions WHERE agency = ?"
-                              " AND case_ref = ?",
-    [S_GRANT_OTHER_LEAD] = "SELECT 1 FROM case_grants WHERE case_ref = ? AND lead <> ? LIMIT 1",
-    [S_GRANTS_OF_CASE] = "SELECT grant FROM case_grants WHERE case_ref = ?",
-    [S_SUBSCRIPTIONS_FOR] = "SELECT subscription FROM case_subscriptions WHERE agency = ?"
-                            " AND case_ref IN (?, '') ORDER BY case_ref DESC",
-    [S_SUBSCRIPTIONS_OF] = "SELECT subscription FROM case_subscriptions WHERE agency = ?",
-    [S_GRANTS_LED_BY] = "SELECT grant FROM case_grants WHERE lead = ?",
     /* ?1 after, ?2 only unacknowledged, ?3 limit (-1: none). */
     [S_INBOX_PAGE] = INBOX_COLUMNS " WHERE cursor > ?1 AND (?2 = 0 OR acked_at_ms IS NULL)"
                                    " ORDER BY cursor LIMIT ?3",
@@ -297,6 +277,7 @@ void agent_store_close(agent_store **s_p)
     for (int i = 0; i < S_N; i++)
         sqlite3_finalize(s->st[i]);
     agent_store_link_close(s);
+    agent_store_cases_close(s);
     refex_db_close(&s->db);
     free(s);
     *s_p = NULL;
@@ -343,20 +324,6 @@ int agent_store_autocommit(agent_store *s)
     return sqlite3_get_autocommit(s->db);
 }
 
-/* Steps a write; *changed says whether it changed a row. */
-static int write_step(agent_store *s, sqlite3_stmt *st, int *changed)
-{
-    int rc = refex_db_err(sqlite3_step(st));
-    if (changed)
-        *changed = rc == REFEX_OK && sqlite3_changes(s->db) > 0;
-    return agent_store_done(st, rc);
-}
-
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
-}
-
 static const char *column_text(sqlite3_stmt *st, int i)
 {
     const char *v = (const char *)sqlite3_column_text(st, i);
@@ -369,27 +336,27 @@ int agent_store_outbox_insert(agent_store *s, const agent_outbox_row *r)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_INSERT);
     const refex_body_meta *m = r->meta;
-    bind_text(st, 1, r->message_id);
-    bind_text(st, 2, r->recipients);
-    bind_text(st, 3, r->type);
-    bind_text(st, 4, r->case_ref);
+    agent_store_bind_text(st, 1, r->message_id);
+    agent_store_bind_text(st, 2, r->recipients);
+    agent_store_bind_text(st, 3, r->type);
+    agent_store_bind_text(st, 4, r->case_ref);
     sqlite3_bind_int64(st, 5, r->created_ms);
     sqlite3_bind_blob(st, 6, r->envelope, (int)r->envelope_len, SQLITE_STATIC);
     sqlite3_bind_int64(st, 7, r->created_ms);
     sqlite3_bind_int64(st, 8, r->sent_ms);
-    bind_text(st, 9, m->practitioner);
-    bind_text(st, 10, m->purpose);
-    bind_text(st, 11, m->article6);
-    bind_text(st, 12, m->article9);
-    bind_text(st, 13, m->consent);
-    bind_text(st, 14, m->subjects);
-    bind_text(st, 15, m->conversation_id);
-    bind_text(st, 16, m->request_id);
-    bind_text(st, 17, m->due_date);
-    bind_text(st, 18, r->local_id);
-    bind_text(st, 19, r->submission_hash);
+    agent_store_bind_text(st, 9, m->practitioner);
+    agent_store_bind_text(st, 10, m->purpose);
+    agent_store_bind_text(st, 11, m->article6);
+    agent_store_bind_text(st, 12, m->article9);
+    agent_store_bind_text(st, 13, m->consent);
+    agent_store_bind_text(st, 14, m->subjects);
+    agent_store_bind_text(st, 15, m->conversation_id);
+    agent_store_bind_text(st, 16, m->request_id);
+    agent_store_bind_text(st, 17, m->due_date);
+    agent_store_bind_text(st, 18, r->local_id);
+    agent_store_bind_text(st, 19, r->submission_hash);
     sqlite3_bind_int64(st, 20, r->expires_ms);
-    return write_step(s, st, NULL);
+    return agent_store_write(s, st, NULL);
 }
 
 int agent_store_outbox_by_local_id(agent_store *s, const char *local_id, agent_outbox_local *out,
@@ -397,7 +364,7 @@ int agent_store_outbox_by_local_id(agent_store *s, const char *local_id, agent_o
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_BY_LOCAL_ID);
     memset(out, 0, sizeof *out);
-    bind_text(st, 1, local_id);
+    agent_store_bind_text(st, 1, local_id);
     int step = sqlite3_step(st);
     *found = step == SQLITE_ROW;
     if (*found) {
@@ -440,8 +407,8 @@ int agent_store_outbox_mark_sent(agent_store *s, const char *message_id, int64_t
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_MARK_SENT);
     sqlite3_bind_int64(st, 1, sent_ms);
-    bind_text(st, 2, message_id);
-    return write_step(s, st, NULL);
+    agent_store_bind_text(st, 2, message_id);
+    return agent_store_write(s, st, NULL);
 }
 
 int agent_store_outbox_settle(agent_store *s, const char *message_id, int code, const char *detail,
@@ -458,9 +425,9 @@ int agent_store_outbox_settle_at(agent_store *s, const char *message_id, int cod
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_SETTLE);
     sqlite3_bind_text(st, 1, code ? "rejected" : "stored", -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 2, code);
-    bind_text(st, 3, detail);
+    agent_store_bind_text(st, 3, detail);
     sqlite3_bind_int64(st, 4, now_ms);
-    bind_text(st, 5, message_id);
+    agent_store_bind_text(st, 5, message_id);
     if (gen) {
         sqlite3_bind_text(st, 6, gen, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 7, (sqlite3_int64)seq);
@@ -477,7 +444,7 @@ int agent_store_outbox_meta(agent_store *s, const char *message_id, agent_store_
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_OUTBOX_META);
     const char *col[8];
-    bind_text(st, 1, message_id);
+    agent_store_bind_text(st, 1, message_id);
     int found = sqlite3_step(st) == SQLITE_ROW;
     for (int i = 0; i < 8; i++)
         col[i] = found ? column_text(st, i) : "";
@@ -494,8 +461,8 @@ int agent_store_known_delivery(agent_store *s, const char *sender, const char *m
     sqlite3_stmt *st = agent_store_stmt(s, S_KNOWN_DELIVERY);
     int found = 0;
     *has_hash = 0;
-    bind_text(st, 1, sender);
-    bind_text(st, 2, message_id);
+    agent_store_bind_text(st, 1, sender);
+    agent_store_bind_text(st, 2, message_id);
     if (sqlite3_step(st) == SQLITE_ROW) {
         found = 1;
         *code = sqlite3_column_int(st, 0);
@@ -508,18 +475,18 @@ int agent_store_inbox_insert(agent_store *s, const agent_inbox_row *r, int *dup)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_INBOX_INSERT);
     int changed = 0;
-    bind_text(st, 1, r->sender);
-    bind_text(st, 2, r->message_id);
-    bind_text(st, 3, r->type);
-    bind_text(st, 4, r->case_ref);
+    agent_store_bind_text(st, 1, r->sender);
+    agent_store_bind_text(st, 2, r->message_id);
+    agent_store_bind_text(st, 3, r->type);
+    agent_store_bind_text(st, 4, r->case_ref);
     sqlite3_bind_int64(st, 5, r->created_ms);
     sqlite3_bind_int64(st, 6, r->received_ms);
-    bind_text(st, 7, r->envelope_hash);
+    agent_store_bind_text(st, 7, r->envelope_hash);
     sqlite3_bind_blob(st, 8, r->body, (int)r->body_len, SQLITE_STATIC);
-    bind_text(st, 9, r->meta->conversation_id);
-    bind_text(st, 10, r->meta->reply_to);
-    bind_text(st, 11, r->meta->decision);
-    int rc = write_step(s, st, &changed);
+    agent_store_bind_text(st, 9, r->meta->conversation_id);
+    agent_store_bind_text(st, 10, r->meta->reply_to);
+    agent_store_bind_text(st, 11, r->meta->decision);
+    int rc = agent_store_write(s, st, &changed);
     *dup = rc == REFEX_OK && !changed;
     return rc;
 }
@@ -532,9 +499,9 @@ int agent_store_inbox_ack(agent_store *s, const char *message_id, const char *se
     *already = 0;
     *acked_at_ms = now_ms;
     sqlite3_bind_int64(st, 1, now_ms);
-    bind_text(st, 2, message_id);
+    agent_store_bind_text(st, 2, message_id);
     if (sender)
-        bind_text(st, 3, sender);
+        agent_store_bind_text(st, 3, sender);
     int step = sqlite3_step(st);
     if (step == SQLITE_ROW) {
         /* RETURNING has made its change by the first row: fn may write (the audit entry). */
@@ -549,9 +516,9 @@ int agent_store_inbox_ack(agent_store *s, const char *message_id, const char *se
     if (rc != REFEX_OK)
         return rc;
     st = agent_store_stmt(s, S_INBOX_ACKED);
-    bind_text(st, 1, message_id);
+    agent_store_bind_text(st, 1, message_id);
     if (sender)
-        bind_text(st, 2, sender);
+        agent_store_bind_text(st, 2, sender);
     step = sqlite3_step(st);
     if (step != SQLITE_ROW)
         return agent_store_done(st, step == SQLITE_DONE ? REFEX_E_NOTFOUND : refex_db_err(step));
@@ -565,10 +532,10 @@ int agent_store_refused_insert(agent_store *s, const char *sender, const char *m
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_REFUSED_INSERT);
     int changed = 0;
-    bind_text(st, 1, sender);
-    bind_text(st, 2, message_id);
+    agent_store_bind_text(st, 1, sender);
+    agent_store_bind_text(st, 2, message_id);
     sqlite3_bind_int(st, 3, code);
-    int rc = write_step(s, st, &changed);
+    int rc = agent_store_write(s, st, &changed);
     *dup = rc == REFEX_OK && !changed;
     return rc;
 }
@@ -576,115 +543,12 @@ int agent_store_refused_insert(agent_store *s, const char *sender, const char *m
 int agent_store_receipt_insert(agent_store *s, const agent_receipt_row *r, int *fresh)
 {
     sqlite3_stmt *st = agent_store_stmt(s, S_RECEIPT_INSERT);
-    bind_text(st, 1, r->message_id);
-    bind_text(st, 2, r->recipient);
+    agent_store_bind_text(st, 1, r->message_id);
+    agent_store_bind_text(st, 2, r->recipient);
     sqlite3_bind_int(st, 3, r->code);
-    bind_text(st, 4, r->signer);
+    agent_store_bind_text(st, 4, r->signer);
     sqlite3_bind_int64(st, 5, r->time_ms);
     sqlite3_bind_int64(st, 6, r->received_ms);
     sqlite3_bind_blob(st, 7, r->receipt, (int)r->len, SQLITE_STATIC);
-    return write_step(s, st, fresh);
-}
-
-/* ---- peers' checkpoints ------------------------------------------------------------- */
-
-int agent_store_peer_checkpoint_check(agent_store *s, const char *agency, uint64_t size,
-                                      const uint8_t root[32], int *seen, int *differs)
-{
-    sqlite3_stmt *st = agent_store_stmt(s, S_PEER_CP_GET);
-    if (size > INT64_MAX)
-        return REFEX_E_INVAL;
-    bind_text(st, 1, agency);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-    int step = sqlite3_step(st);
-    *seen = step == SQLITE_ROW;
-    *differs = *seen && (sqlite3_column_bytes(st, 0) != 32 ||
-                         sodium_memcmp(sqlite3_column_blob(st, 0), root, 32) != 0);
-    return agent_store_done(st, refex_db_err(step));
-}
-
-int agent_store_peer_checkpoint_put(agent_store *s, const char *agency, uint64_t size,
-                                    const uint8_t root[32])
-{
-    sqlite3_stmt *st = agent_store_stmt(s, S_PEER_CP_PUT);
-    if (size > INT64_MAX)
-        return REFEX_E_INVAL;
-    bind_text(st, 1, agency);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-    sqlite3_bind_blob(st, 3, root, 32, SQLITE_STATIC);
-    return write_step(s, st, NULL);
-}
-
-/* ---- grants and subscriptions ------------------------------------------------------- */
-
-int agent_store_signed_put(agent_store *s, const agent_signed_obj *o)
-{
-    int grant = o->kind == AGENT_SIGNED_GRANT;
-    sqlite3_stmt *st = agent_store_stmt(s, grant ? S_GRANT_PUT : S_SUBSCRIPTION_PUT);
-    if (o->serial > INT64_MAX)
-        return REFEX_E_INVAL;
-    bind_text(st, 1, o->key1);
-    bind_text(st, 2, o->key2);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)o->serial);
-    sqlite3_bind_blob(st, 4, o->blob, (int)o->len, SQLITE_STATIC);
-    if (grant)
-        bind_text(st, 5, o->lead);
-    return write_step(s, st, NULL);
-}
-
-int agent_store_signed_serial(agent_store *s, agent_signed_kind kind, const char *key1,
-                              const char *key2, int64_t *serial)
-{
-    sqlite3_stmt *st =
-        agent_store_stmt(s, kind == AGENT_SIGNED_GRANT ? S_GRANT_SERIAL : S_SUBSCRIPTION_SERIAL);
-    bind_text(st, 1, key1);
-    bind_text(st, 2, key2);
-    int step = sqlite3_step(st);
-    *serial = step == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
-    return agent_store_done(st, refex_db_err(step));
-}
-
-int agent_store_grant_other_lead(agent_store *s, const char *case_ref, const char *lead, int *other)
-{
-    sqlite3_stmt *st = agent_store_stmt(s, S_GRANT_OTHER_LEAD);
-    bind_text(st, 1, case_ref);
-    bind_text(st, 2, lead);
-    int step = sqlite3_step(st);
-    *other = step == SQLITE_ROW;
-    return agent_store_done(st, refex_db_err(step));
-}
-
-/* Runs fn over the first column of each row of a bound statement. */
-static int each_blob(sqlite3_stmt *st, agent_store_blob_fn fn, void *ctx)
-{
-    int step;
-    while ((step = sqlite3_step(st)) == SQLITE_ROW)
-        if (fn(ctx, sqlite3_column_blob(st, 0), (size_t)sqlite3_column_bytes(st, 0)))
-            break;
-    return agent_store_done(st, refex_db_err(step));
-}
-
-int agent_store_grants_each(agent_store *s, const char *case_ref, agent_store_blob_fn fn, void *ctx)
-{
-    sqlite3_stmt *st = agent_store_stmt(s, S_GRANTS_OF_CASE);
-    bind_text(st, 1, case_ref);
-    return each_blob(st, fn, ctx);
-}
-
-int agent_store_subscriptions_for(agent_store *s, const char *agency, const char *case_ref,
-                                  agent_store_blob_fn fn, void *ctx)
-{
-    sqlite3_stmt *st = agent_store_stmt(s, S_SUBSCRIPTIONS_FOR);
-    bind_text(st, 1, agency);
-    bind_text(st, 2, case_ref);
-    return each_blob(st, fn, ctx);
-}
-
-int agent_store_signed_by(agent_store *s, agent_signed_kind kind, const char *agency,
-                          agent_store_blob_fn fn, void *ctx)
-{
-    sqlite3_stmt *st =
-        agent_store_stmt(s, kind == AGENT_SIGNED_GRANT ? S_GRANTS_LED_BY : S_SUBSCRIPTIONS_OF);
-    bind_text(st, 1, agency);
-    return each_blob(st, fn, ctx);
+    return agent_store_write(s, st, fresh);
 }

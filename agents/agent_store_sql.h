@@ -1,4 +1,4 @@
-/* Private to the agent's storage (agent_store.c, agent_store_json.c): the statement table
+/* Private to the agent's storage (agent_store*.c): the statement tables
  * and the store's struct. Nothing else includes this. */
 #ifndef REFEX_AGENT_STORE_SQL_H
 #define REFEX_AGENT_STORE_SQL_H
@@ -6,6 +6,7 @@
 #include <sqlite3.h>
 
 #include "agent_store.h"
+#include "db.h"
 
 enum {
     S_OUTBOX_INSERT,
@@ -19,17 +20,6 @@ enum {
     S_INBOX_INSERT,
     S_REFUSED_INSERT,
     S_RECEIPT_INSERT,
-    S_PEER_CP_GET,
-    S_PEER_CP_PUT,
-    S_GRANT_PUT,
-    S_SUBSCRIPTION_PUT,
-    S_GRANT_SERIAL,
-    S_SUBSCRIPTION_SERIAL,
-    S_GRANT_OTHER_LEAD,
-    S_GRANTS_OF_CASE,
-    S_SUBSCRIPTIONS_FOR,
-    S_SUBSCRIPTIONS_OF,
-    S_GRANTS_LED_BY,
     S_INBOX_PAGE,
     S_INBOX_SHOW,
     S_INBOX_ACK,
@@ -47,13 +37,31 @@ enum {
 /* agent_store_link.c's statements, prepared on first use. */
 enum { L_HIGH, L_REQUEUE, L_LOST_EXPIRED, L_N };
 
+/* agent_store_cases.c's statements, prepared on first use. */
+enum {
+    C_PEER_CP_GET,
+    C_PEER_CP_PUT,
+    C_GRANT_PUT,
+    C_SUBSCRIPTION_PUT,
+    C_GRANT_SERIAL,
+    C_SUBSCRIPTION_SERIAL,
+    C_GRANT_OTHER_LEAD,
+    C_GRANTS_OF_CASE,
+    C_SUBSCRIPTIONS_FOR,
+    C_SUBSCRIPTIONS_OF,
+    C_GRANTS_LED_BY,
+    C_N
+};
+
 struct agent_store {
     sqlite3 *db;
     sqlite3_stmt *st[S_N];
     sqlite3_stmt *link[L_N];
+    sqlite3_stmt *cases[C_N];
 };
 
 void agent_store_link_close(agent_store *s);
+void agent_store_cases_close(agent_store *s);
 
 /* The statement, reset and with its bindings cleared; callers reset it again when done
  * (agent_store_done), so no statement holds a read open between uses. */
@@ -69,6 +77,21 @@ static inline int agent_store_done(sqlite3_stmt *st, int rc)
 {
     sqlite3_reset(st);
     return rc;
+}
+
+/* Steps a write; *changed says whether it changed a row. */
+static inline int agent_store_write(agent_store *s, sqlite3_stmt *st, int *changed)
+{
+    int rc = refex_db_err(sqlite3_step(st));
+    if (changed)
+        *changed = rc == REFEX_OK && sqlite3_changes(s->db) > 0;
+    return agent_store_done(st, rc);
+}
+
+/* Binds v, or "" for NULL, as text parameter i. */
+static inline void agent_store_bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
 }
 
 #endif
