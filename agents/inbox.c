@@ -305,7 +305,8 @@ static int match_envelope(void *ctx, const char *message_id, const uint8_t *env,
  * non-delivery), record it with an audit entry in one transaction, then acknowledge it. A
  * receipt seen before is acknowledged again without a second audit entry. A receipt that
  * names an envelope hash other than our envelope's speaks of an envelope we did not send
- * (a forgery the recipient refused under our name and id): not ours to record. */
+ * (a forgery the recipient refused under our name and id): not ours to record; one the
+ * recipient signed without naming an envelope is refused too. */
 static int verify_receipt(agent *a, const Refex__V1__SignedReceipt *sr, refex_receipt *r)
 {
     int rc = refex_receipt_verify(sr, a->base.dir, r);
@@ -314,6 +315,8 @@ static int verify_receipt(agent *a, const Refex__V1__SignedReceipt *sr, refex_re
     if (rc == REFEX_OK && strcmp(r->signer, r->recipient) != 0 &&
         !(strcmp(r->signer, a->broker_id) == 0 && r->code == REFEX_E_EXPIRED))
         rc = REFEX_E_BAD_SIGNATURE; /* only the recipient speaks for the recipient */
+    if (rc == REFEX_OK && !r->has_envelope_hash && strcmp(r->signer, r->recipient) == 0)
+        rc = REFEX_E_MALFORMED; /* a recipient's word must say which envelope it judged */
     if (rc == REFEX_OK && r->has_envelope_hash) {
         char idhex[33];
         envelope_match m = {r->envelope_hash, 0};

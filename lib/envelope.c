@@ -273,7 +273,11 @@ int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
 {
     uint8_t *buf = NULL;
     size_t n = 0;
-    int rc = refex_pb_pack(&env->base, &buf, &n);
+    /* Without the checkpoint: nobody signs it in the envelope, so a broker could change it
+     * and make the hash in the recipient's receipt one the sender does not know. */
+    Refex__V1__Envelope signed_parts = *env;
+    signed_parts.checkpoint = "";
+    int rc = refex_pb_pack(&signed_parts.base, &buf, &n);
     if (rc != REFEX_OK)
         return rc;
     crypto_hash_sha256(out, buf, n);

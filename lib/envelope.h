@@ -62,7 +62,8 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
                         const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
                         uint8_t **body_out, size_t *body_len) REFEX_NODISCARD;
 
-/* SHA-256 of the packed envelope: the envelope hash recorded in audit logs. */
+/* SHA-256 of the packed envelope without its unsigned checkpoint (fields 1-4: header,
+ * signature, ciphertext, key slots): the envelope hash in receipts and audit logs. */
 int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32]) REFEX_NODISCARD;
 
 #endif

@@ -225,6 +225,44 @@ static void test_forgery_first_then_genuine(void **state)
     refex_frame_free(&sf);
 }
 
+/* A broker that rewrites the envelope's unsigned checkpoint in transit: the envelope hash
+ * leaves the checkpoint out, so social care's receipt still names the envelope midwifery
+ * sent, and midwifery records the delivery. */
+static void test_altered_checkpoint_keeps_the_receipt(void **state)
+{
+    (void)state;
+    char idhex[33];
+    uint8_t id[16], sent_hash[32];
+    h_fb_open(&g_fb, &g_net);
+    load_directory();
+    h_fb_start_agent(&g_fb, &g_net, "midwifery");
+    h_fb_start_agent(&g_fb, &g_net, "social-care");
+    assert_int_equal(h_send_json(&g_net, "midwifery", "social-care", "referral",
+                                 h_required("referral", json_object()), idhex),
+                     0);
+    assert_ok(refex_hex_decode(id, 16, idhex));
+    Refex__V1__Frame *sf = h_fb_expect(&g_fb, "midwifery", REFEX__V1__FRAME__KIND_SEND);
+    Refex__V1__Envelope *env = sf->send->envelope;
+    h_fb_stored(&g_fb, "midwifery", id, 1);
+    assert_ok(refex_envelope_hash(env, sent_hash));
+    char *kept = env->checkpoint;
+    env->checkpoint = (char *)"refex/audit/midwifery\n1\nAAAA\n\n";
+    deliver(env);
+    env->checkpoint = kept; /* freed with the frame */
+    Refex__V1__SignedReceipt *r = expect_ack(id, REFEX_OK, sent_hash);
+    hand_receipt(r);
+    Refex__V1__Frame *ra = h_fb_expect(&g_fb, "midwifery", REFEX__V1__FRAME__KIND_RECEIPT_ACK);
+    refex_frame_free(&ra);
+    assert_int_equal(agent_sql("midwifery",
+                               "SELECT code FROM receipts WHERE message_id = '%s'"
+                               " AND recipient = 'social-care'",
+                               idhex),
+                     0);
+    assert_int_equal(agent_sql("social-care", INBOX_ONE, idhex), 1);
+    refex__v1__signed_receipt__free_unpacked(r, NULL);
+    refex_frame_free(&sf);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -232,6 +270,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_forgery_first_then_genuine, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_altered_checkpoint_keeps_the_receipt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

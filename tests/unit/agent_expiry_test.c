@@ -18,6 +18,7 @@
 #include "testing.h"
 
 #include "agent_testing.h"
+#include "codec.h"
 #include "envelope.h"
 #include "receipt.h"
 
@@ -41,10 +42,27 @@ static int teardown(void **state)
 static const uint8_t ID_A[16] = {0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 static const uint8_t ID_B[16] = {0xbb, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
+/* The outbox's envelope (a packed Envelope, contents immaterial here) and its hash, which
+ * recipients' receipts name. */
+static uint8_t *g_env;
+static size_t g_env_len;
+static uint8_t g_env_hash[32];
+
+static void make_envelope(void)
+{
+    if (g_env)
+        return;
+    static uint8_t header[] = "header-bytes";
+    Refex__V1__Envelope e = REFEX__V1__ENVELOPE__INIT;
+    e.header = (ProtobufCBinaryData){sizeof header, header};
+    assert_ok(refex_pb_pack(&e.base, &g_env, &g_env_len));
+    assert_ok(refex_envelope_hash(&e, g_env_hash));
+}
+
 /* A message to social-care and police, stored by the broker, that expired `ago_ms` ago. */
 static void insert_stored(agent_fixture *f, const uint8_t id[16], char idhex[33], int64_t ago_ms)
 {
-    static const uint8_t env[] = "envelope-bytes";
+    make_envelope();
     refex_body_meta m = {
         "MW-0042", "PURPOSE_SAFEGUARDING", "", "", "", "CASE-1", "", "", "", "", "", ""};
     int64_t now = refex_now_ms();
@@ -57,8 +75,8 @@ static void insert_stored(agent_fixture *f, const uint8_t id[16], char idhex[33]
                           now - ago_ms - 60000,
                           now - ago_ms,
                           1,
-                          env,
-                          sizeof env,
+                          g_env,
+                          g_env_len,
                           &m,
                           NULL,
                           NULL};
@@ -80,6 +98,9 @@ static void receive_receipt(agent_fixture *f, const uint8_t id[16], int who, int
     snprintf(r.signer, sizeof r.signer, "%s", T_IDS[who]);
     r.code = (uint32_t)code;
     r.time_ms = refex_now_ms();
+    make_envelope();
+    memcpy(r.envelope_hash, g_env_hash, 32); /* a recipient's receipt names our envelope */
+    r.has_envelope_hash = 1;
     assert_ok(refex_receipt_sign(&r, f->keys[who]->sk->sign_sk, &blob, &len));
     Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
     free(blob);
@@ -376,5 +397,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_upgrade_fills_expiry_from_envelope_once, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    free(g_env);
+    return failed;
 }

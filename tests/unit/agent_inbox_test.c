@@ -334,7 +334,8 @@ static void test_remembered_refusal_names_hash(void **state)
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
-/* Hands the agent (the sender) midwifery's receipt for id naming hash; the frames queued. */
+/* Hands the agent (the sender) midwifery's receipt for id naming hash (NULL: none); the
+ * frames queued. */
 static size_t hand_receipt(agent_fixture *f, const uint8_t id[16], int code, const uint8_t *hash)
 {
     refex_receipt r;
@@ -347,8 +348,10 @@ static size_t hand_receipt(agent_fixture *f, const uint8_t id[16], int code, con
     snprintf(r.signer, sizeof r.signer, "midwifery");
     r.code = (uint32_t)code;
     r.time_ms = refex_now_ms();
-    memcpy(r.envelope_hash, hash, 32);
-    r.has_envelope_hash = 1;
+    if (hash) {
+        memcpy(r.envelope_hash, hash, 32);
+        r.has_envelope_hash = 1;
+    }
     assert_ok(refex_receipt_sign(&r, f->keys[T_MIDWIFERY]->sk->sign_sk, &blob, &len));
     Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
     free(blob);
@@ -363,8 +366,8 @@ static size_t hand_receipt(agent_fixture *f, const uint8_t id[16], int code, con
 }
 
 /* The sender side: a receipt that names an envelope other than the one we sent (the
- * recipient's refusal of a forgery under our name and id) is neither recorded nor
- * acknowledged; the receipt naming our envelope is. */
+ * recipient's refusal of a forgery under our name and id), or none, is neither recorded
+ * nor acknowledged; the receipt naming our envelope is. */
 static void test_receipt_for_another_envelope_ignored(void **state)
 {
     agent_fixture *f = *state;
@@ -384,6 +387,10 @@ static void test_receipt_for_another_envelope_ignored(void **state)
                             1000,  packed,      len,        &m,       NULL, NULL};
     assert_ok(agent_store_outbox_insert(f->a.store, &row));
     assert_int_equal(hand_receipt(f, id, REFEX_E_BAD_SIGNATURE, other), 0);
+    assert_ok(agent_store_receipt_held(f->a.store, idhex, "midwifery", &held));
+    assert_false(held);
+    /* Nor is the recipient's word on no envelope in particular. */
+    assert_int_equal(hand_receipt(f, id, REFEX_OK, NULL), 0);
     assert_ok(agent_store_receipt_held(f->a.store, idhex, "midwifery", &held));
     assert_false(held);
     assert_int_equal(hand_receipt(f, id, REFEX_OK, ours), 1); /* its RECEIPT_ACK */

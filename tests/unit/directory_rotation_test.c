@@ -194,8 +194,8 @@ static int parse_with_previous(size_t sign_len, size_t enc_len, size_t tr_len, i
     sd.signature = (ProtobufCBinaryData){64, sig};
     assert_ok(refex_pb_pack(&sd.base, &file, &flen));
     refex_directory *got = NULL;
-    int rc = refex_directory_parse(file, flen, "crafted", anchor->pub.sign_pk, &got, err,
-                                   sizeof err);
+    int rc =
+        refex_directory_parse(file, flen, "crafted", anchor->pub.sign_pk, &got, err, sizeof err);
     refex_directory_destroy(&got);
     free(bytes);
     free(file);

@@ -713,6 +713,13 @@ static void test_envelope_hash(void **state)
     /* It is the SHA-256 of the packed envelope. */
     crypto_hash_sha256(direct, b1, l1);
     assert_memory_equal(h1, direct, 32);
+    /* Without the checkpoint, which nothing in the envelope signs: a broker that changes it
+     * does not change the hash receipts name. */
+    char *kept = e1copy->checkpoint;
+    e1copy->checkpoint = (char *)"refex/audit/midwifery\n9\nAAAA\n";
+    assert_ok(refex_envelope_hash(e1copy, h1copy));
+    e1copy->checkpoint = kept; /* freed with the envelope */
+    assert_memory_equal(h1, h1copy, 32);
 
     free_env(e1copy);
     free_env(e2);
