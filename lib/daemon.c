@@ -247,7 +247,7 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
         snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
         return REFEX_E_CONFIG;
     }
-    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
+    if ((rc = refex_pubkeys_load_anchor(path, &anchor, err, errlen)) != REFEX_OK)
         return rc;
     memcpy(b->anchor_pk, anchor.sign_pk, 32);
     if (refex_config_path(cfg, "keys", path, sizeof path)) {
