@@ -1,6 +1,9 @@
-/* Witness state: every checkpoint the broker cosigned, per agency, in its own SQLite file.
- * Trust on first use: the first checkpoint of an agency is accepted as it comes; every
- * later one must extend it (RFC 9162 consistency proof) or be identical. */
+/* Witness state: the latest checkpoints the broker cosigned, per agency (WITNESS_KEEP of
+ * them), in its own SQLite file. Trust on first use: the first checkpoint of an agency is
+ * accepted as it comes; every later one must extend the latest (RFC 9162 consistency proof)
+ * or be identical. Only the latest is needed for that, and its root commits every entry
+ * below its size, so older rows are deleted: any agency (or an agent submitting on every
+ * entry) would otherwise grow the file without bound. */
 #include "witness.h"
 
 #include <sodium.h>
@@ -13,6 +16,10 @@
 #include "log.h"
 #include "merkle.h"
 #include "util.h"
+
+/* Rows kept per agency: the latest is all the checks need; a few before it stay for the
+ * auditor's `refex audit witnessed` (each is consistent with the latest). */
+#define WITNESS_KEEP 16
 
 struct witness {
     sqlite3 *db;
@@ -105,16 +112,20 @@ static int consistent(const Refex__V1__CheckpointSubmit *cp, uint64_t old_size,
     return ok;
 }
 
-/* Keeps what was cosigned, so the next checkpoint of the agency is checked against it. */
+/* Keeps what was cosigned, so the next checkpoint of the agency is checked against it, and
+ * deletes, in the same transaction, the agency's rows older than its WITNESS_KEEP latest. */
 static int record(witness *w, const char *agency, const refex_checkpoint *c, const char *cosigned)
 {
     sqlite3_stmt *st = NULL;
-    int rc = refex_db_prepare(w->db,
-                              "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
-                              " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-                              &st);
+    int rc = refex_db_begin(w->db);
     if (rc != REFEX_OK)
         return rc;
+    rc = refex_db_prepare(w->db,
+                          "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
+                          " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                          &st);
+    if (rc != REFEX_OK)
+        goto out;
     sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)c->size);
     sqlite3_bind_blob(st, 3, c->root, 32, SQLITE_STATIC);
@@ -122,6 +133,23 @@ static int record(witness *w, const char *agency, const refex_checkpoint *c, con
     sqlite3_bind_int64(st, 5, refex_now_ms());
     rc = refex_db_err(sqlite3_step(st));
     sqlite3_finalize(st);
+    st = NULL;
+    if (rc == REFEX_OK &&
+        (rc = refex_db_prepare(w->db,
+                               "DELETE FROM witnessed WHERE agency = ?1 AND size < (SELECT size"
+                               " FROM witnessed WHERE agency = ?1 ORDER BY size DESC LIMIT 1"
+                               " OFFSET ?2)",
+                               &st)) == REFEX_OK) {
+        sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, WITNESS_KEEP - 1);
+        rc = refex_db_err(sqlite3_step(st));
+        sqlite3_finalize(st);
+    }
+    if (rc == REFEX_OK)
+        rc = refex_db_commit(w->db);
+out:
+    if (rc != REFEX_OK)
+        refex_db_rollback(w->db);
     return rc;
 }
 

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "codec.h"
 
 #include "log.h"
@@ -94,29 +96,78 @@ int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
 
 /* ---- the highest directory serial accepted (directory.serial) ---------------------- */
 
-/* Reads data_dir/directory.serial into *out; a missing file is serial 0 (a new data
- * directory). Anything but one decimal number is refused: the file guards against
+/* Hex BLAKE2b-256 of a directory file's bytes, as kept in directory.serial. */
+#define SERIAL_HASH_BYTES 32
+
+/* Loads the directory file like refex_directory_load, and hashes the bytes it parsed into
+ * hash (hex), so the rollback guard can tell two directories with one serial apart. */
+static int dir_load(const refex_daemon_base *b, refex_directory **out,
+                    char hash[2 * SERIAL_HASH_BYTES + 1], char *err, size_t errlen)
+{
+    uint8_t *file = NULL, h[SERIAL_HASH_BYTES];
+    size_t file_len = 0;
+    *out = NULL;
+    int rc = refex_file_read(b->dir_path, REFEX_DIRECTORY_MAX_BYTES, &file, &file_len);
+    if (rc != REFEX_OK) {
+        snprintf(err, errlen, "%s: %s", b->dir_path, refex_strerror(rc));
+        goto out;
+    }
+    crypto_generichash(h, sizeof h, file, file_len, NULL, 0);
+    sodium_bin2hex(hash, 2 * SERIAL_HASH_BYTES + 1, h, sizeof h);
+    rc = refex_directory_parse(file, file_len, b->dir_path, b->anchor_pk, out, err, errlen);
+out:
+    free(file);
+    return rc;
+}
+
+/* Parses directory.serial's text: the serial, then optionally one space and the hex hash
+ * of the directory file accepted with it, then an optional newline. The hash is "" for a
+ * file written before hashes were kept (one number): it is recorded on the next admit. */
+static int serial_parse(const char *text, size_t len, uint64_t *serial, char *hash)
+{
+    char *end = NULL;
+    if (strlen(text) != len || text[0] < '0' || text[0] > '9')
+        return 0;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0)
+        return 0;
+    hash[0] = '\0';
+    if (*end == ' ') {
+        size_t n = strspn(end + 1, "0123456789abcdef");
+        if (n != 2 * SERIAL_HASH_BYTES)
+            return 0;
+        memcpy(hash, end + 1, n);
+        hash[n] = '\0';
+        end += 1 + n;
+    }
+    if (*end != '\0' && strcmp(end, "\n") != 0)
+        return 0;
+    *serial = v;
+    return 1;
+}
+
+/* Reads data_dir/directory.serial into b's floor and hash; a missing file is serial 0 (a
+ * new data directory). Anything else unreadable is refused: the file guards against
  * rollbacks, so a damaged one must not silently reset the guard. */
-static int serial_read(const char *data_dir, uint64_t *out, char *err, size_t errlen)
+static int serial_read(refex_daemon_base *b, char *err, size_t errlen)
 {
     char path[4200];
     uint8_t *buf = NULL;
     size_t len = 0;
-    snprintf(path, sizeof path, "%s/%s", data_dir, REFEX_DAEMON_SERIAL_FILE);
-    *out = 0;
-    int rc = refex_file_read(path, 32, &buf, &len);
+    snprintf(path, sizeof path, "%s/%s", b->data_dir, REFEX_DAEMON_SERIAL_FILE);
+    b->serial_floor = 0;
+    b->serial_hash[0] = '\0';
+    int rc = refex_file_read(path, 128, &buf, &len);
     if (rc == REFEX_E_NOTFOUND)
         return REFEX_OK;
     if (rc != REFEX_OK && rc != REFEX_E_TOO_BIG) {
         snprintf(err, errlen, "%s: cannot read the highest directory serial accepted", path);
         return REFEX_E_IO;
     }
-    const char *text = (const char *)buf; /* NUL-terminated by refex_file_read */
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = rc == REFEX_OK ? strtoull(text, &end, 10) : 0;
-    int ok = rc == REFEX_OK && len > 0 && strlen(text) == len && text[0] >= '0' && text[0] <= '9' &&
-             errno == 0 && (*end == '\0' || strcmp(end, "\n") == 0);
+    /* NUL-terminated by refex_file_read */
+    int ok =
+        rc == REFEX_OK && serial_parse((const char *)buf, len, &b->serial_floor, b->serial_hash);
     free(buf);
     if (!ok) {
         snprintf(err, errlen,
@@ -125,16 +176,19 @@ static int serial_read(const char *data_dir, uint64_t *out, char *err, size_t er
                  path);
         return REFEX_E_DIRECTORY;
     }
-    *out = v;
     return REFEX_OK;
 }
 
-/* Checks d's serial against the highest accepted; records it if it is higher. A write
- * failure is reported but leaves the floor raised in memory: refusing a newer directory
- * (one that may revoke someone) because the disk is full would be the worse failure. */
-static int serial_admit(refex_daemon_base *b, const refex_directory *d, char *err, size_t errlen)
+/* Checks d (whose file hashed to hash) against the highest serial accepted: an older one is
+ * refused, and so is the same serial with other bytes (two directories signed with one
+ * serial: the second could undo a revocation the first made). Records a higher serial, or
+ * the hash where an old directory.serial lacked one. A write failure is reported but leaves
+ * the floor raised in memory: refusing a newer directory (one that may revoke someone)
+ * because the disk is full would be the worse failure. */
+static int serial_admit(refex_daemon_base *b, const refex_directory *d, const char *hash, char *err,
+                        size_t errlen)
 {
-    char path[4200], text[32];
+    char path[4200], text[128];
     uint64_t serial = refex_directory_serial(d);
     if (serial < b->serial_floor) {
         snprintf(err, errlen,
@@ -144,11 +198,19 @@ static int serial_admit(refex_daemon_base *b, const refex_directory *d, char *er
                  b->data_dir, REFEX_DAEMON_SERIAL_FILE);
         return REFEX_E_DIRECTORY;
     }
-    if (serial == b->serial_floor && serial != 0)
-        return REFEX_OK;
+    if (serial == b->serial_floor && serial != 0 && b->serial_hash[0] != '\0') {
+        if (strcmp(hash, b->serial_hash) == 0)
+            return REFEX_OK;
+        snprintf(err, errlen,
+                 "%s: directory serial %llu differs from the directory already accepted "
+                 "with that serial (%s/%s): refusing a directory signed twice with one serial",
+                 b->dir_path, (unsigned long long)serial, b->data_dir, REFEX_DAEMON_SERIAL_FILE);
+        return REFEX_E_DIRECTORY;
+    }
     b->serial_floor = serial;
+    snprintf(b->serial_hash, sizeof b->serial_hash, "%s", hash);
     snprintf(path, sizeof path, "%s/%s", b->data_dir, REFEX_DAEMON_SERIAL_FILE);
-    int n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)serial);
+    int n = snprintf(text, sizeof text, "%llu %s\n", (unsigned long long)serial, hash);
     if (refex_file_write(path, text, (size_t)n, 0600) != REFEX_OK)
         refex_log_error("directory: cannot record serial %llu in %s: a rollback across a "
                         "restart would go unnoticed",
@@ -159,7 +221,7 @@ static int serial_admit(refex_daemon_base *b, const refex_directory *d, char *er
 int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
                            char *err, size_t errlen)
 {
-    char path[4096];
+    char path[4096], hash[2 * SERIAL_HASH_BYTES + 1];
     uint64_t skew = 300;
     refex_pubkeys anchor;
     int rc;
@@ -185,7 +247,7 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
         snprintf(err, errlen, "config: trust_anchor (the operator's .public file) is required");
         return REFEX_E_CONFIG;
     }
-    if ((rc = refex_pubkeys_load(path, &anchor, err, errlen)) != REFEX_OK)
+    if ((rc = refex_pubkeys_load_anchor(path, &anchor, err, errlen)) != REFEX_OK)
         return rc;
     memcpy(b->anchor_pk, anchor.sign_pk, 32);
     if (refex_config_path(cfg, "keys", path, sizeof path)) {
@@ -194,15 +256,15 @@ int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex
     }
     if ((rc = refex_keys_load(path, &b->keys, err, errlen)) != REFEX_OK)
         return rc;
-    if ((rc = refex_directory_load(b->dir_path, b->anchor_pk, &b->dir, err, errlen)) != REFEX_OK)
+    if ((rc = dir_load(b, &b->dir, hash, err, errlen)) != REFEX_OK)
         return rc;
     refex_policy_warn_absent(b->dir);
     if (refex_mkdirs(b->data_dir, 0700) != REFEX_OK || chmod(b->data_dir, 0700) != 0) {
         snprintf(err, errlen, "%s: cannot create data directory", b->data_dir);
         return REFEX_E_CONFIG;
     }
-    if ((rc = serial_read(b->data_dir, &b->serial_floor, err, errlen)) != REFEX_OK ||
-        (rc = serial_admit(b, b->dir, err, errlen)) != REFEX_OK)
+    if ((rc = serial_read(b, err, errlen)) != REFEX_OK ||
+        (rc = serial_admit(b, b->dir, hash, err, errlen)) != REFEX_OK)
         return rc;
     return REFEX_OK;
 }
@@ -216,11 +278,11 @@ void refex_daemon_base_fini(refex_daemon_base *b)
 
 int refex_daemon_base_reload(refex_daemon_base *b)
 {
-    char err[1024];
+    char err[1024], hash[2 * SERIAL_HASH_BYTES + 1];
     refex_directory *d = NULL;
-    int rc = refex_directory_load(b->dir_path, b->anchor_pk, &d, err, sizeof err);
+    int rc = dir_load(b, &d, hash, err, sizeof err);
     if (rc == REFEX_OK) /* never below the highest accepted, which is >= the current one */
-        rc = serial_admit(b, d, err, sizeof err);
+        rc = serial_admit(b, d, hash, err, sizeof err);
     if (rc != REFEX_OK) {
         refex_log_error("reload: keeping the old directory: %s", err);
         refex_directory_destroy(&d);

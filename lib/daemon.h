@@ -30,6 +30,7 @@ typedef struct {
 typedef struct {
     refex_directory *prev_dir; /* the directory the last reload replaced (NULL before one) */
     uint64_t serial_floor;     /* highest directory serial accepted, as in directory.serial */
+    char serial_hash[65];      /* hex BLAKE2b-256 of the file accepted at serial_floor, or "" */
     char data_dir[4096];
     char dir_path[4096];
     uint8_t anchor_pk[32];
@@ -43,23 +44,26 @@ typedef struct {
 #define REFEX_DAEMON_BASE_KEYS                                                                     \
     "data_dir", "directory", "trust_anchor", "keys", "max_frame", "clock_skew_seconds", "log_level"
 
-/* The file in data_dir holding the highest directory serial this daemon has accepted
- * (decimal, one line, written atomically). A directory with a lower serial is refused at
- * start and on reload: a rollback to an older signed directory would bring back revoked
- * agencies and replaced keys. */
+/* The file in data_dir holding the highest directory serial this daemon has accepted and
+ * the hex BLAKE2b-256 of that directory file's bytes ("<serial> <hash>\n", written
+ * atomically; a file with the serial alone, from before hashes were kept, is read and
+ * gains the hash on the next start or reload). A directory with a lower serial, or with
+ * the same serial but other bytes, is refused at start and on reload: a rollback to an
+ * older signed directory would bring back revoked agencies and replaced keys. */
 #define REFEX_DAEMON_SERIAL_FILE "directory.serial"
 
 /* keys_what names the key file in errors, e.g. "the broker's .secret file". Refuses
- * (REFEX_E_DIRECTORY, naming both serials) a directory older than directory.serial. */
+ * (REFEX_E_DIRECTORY, naming both serials) a directory older than directory.serial, or
+ * one with the serial recorded there but other bytes. */
 int refex_daemon_base_load(const refex_config *cfg, const char *keys_what, refex_daemon_base *b,
                            char *err, size_t errlen) REFEX_NODISCARD;
 void refex_daemon_base_fini(refex_daemon_base *b);
 
 /* Reloads the directory file (SIGHUP). Keeps the old one, with a log line, if the new one
- * does not verify or has a serial lower than the highest ever accepted (a rollback, also
- * across restarts: directory.serial). On success the replaced directory stays in prev_dir
- * until the next reload, so the daemon can see who lost admission. Prints
- * "RELOADED <serial>" or "RELOAD_FAILED <error>" on stdout. */
+ * does not verify, has a serial lower than the highest ever accepted (a rollback, also
+ * across restarts: directory.serial), or has that serial with other bytes. On success the replaced
+ * directory stays in prev_dir until the next reload, so the daemon can see who lost admission.
+ * Prints "RELOADED <serial>" or "RELOAD_FAILED <error>" on stdout. */
 int refex_daemon_base_reload(refex_daemon_base *b);
 
 /* Signals, handled inside each daemon's loop: SIGTERM/SIGINT stop, SIGHUP reloads.

@@ -178,8 +178,34 @@ static const char *keyfile_get(const keyfile *kf, const char *key)
     return NULL;
 }
 
+/* keyfile_read's `secret` for a trust anchor's .public file: checked like a public file,
+ * and then by anchor_check. */
+#define KEYFILE_ANCHOR 2
+
+/* A trust anchor's .public file is what every directory signature is checked against:
+ * whoever can rewrite it can substitute an anchor of their own. So it must be owned by
+ * this process's user or root, and writable by neither group nor others. */
+static int anchor_check(const struct stat *st, const char *path, char *err, size_t errlen)
+{
+    if (st->st_uid != geteuid() && st->st_uid != 0) {
+        snprintf(err, errlen,
+                 "%s: trust anchor file is owned by uid %ld, neither this daemon's uid %ld nor "
+                 "root, so its owner could replace the anchor; chown the file",
+                 path, (long)st->st_uid, (long)geteuid());
+        return REFEX_E_PERM;
+    }
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        snprintf(err, errlen,
+                 "%s: trust anchor file is writable by group or others (mode %04o), so they "
+                 "could replace the anchor; run: chmod go-w %s",
+                 path, (unsigned)(st->st_mode & 07777), path);
+        return REFEX_E_PERM;
+    }
+    return REFEX_OK;
+}
+
 /* The checks, all on the open descriptor: a regular file and, for a secret, owned by the
- * user this process runs as and closed to group and others. */
+ * user this process runs as and closed to group and others (for an anchor: anchor_check). */
 static int keyfile_check(int fd, const char *path, int secret, char *err, size_t errlen)
 {
     struct stat st;
@@ -198,6 +224,8 @@ static int keyfile_check(int fd, const char *path, int secret, char *err, size_t
         snprintf(err, errlen, "%s: too large for a key file", path);
         return REFEX_E_CONFIG;
     }
+    if (secret == KEYFILE_ANCHOR)
+        return anchor_check(&st, path, err, errlen);
     if (!secret)
         return REFEX_OK;
     if (st.st_uid != geteuid()) {
@@ -283,7 +311,7 @@ static int keyfile_read(const char *path, int secret, keyfile *kf, char *err, si
             return REFEX_E_PERM;
         }
         snprintf(err, errlen, "%s: cannot open: %s", path, strerror(e));
-        return !secret ? REFEX_E_CONFIG : e == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
+        return secret != 1 ? REFEX_E_CONFIG : e == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
     }
     if ((rc = keyfile_check(fd, path, secret, err, errlen)) != REFEX_OK)
         goto out;
@@ -339,15 +367,25 @@ static int parse_pub(const keyfile *kf, const char *path, refex_pubkeys *p, char
     return REFEX_OK;
 }
 
-int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err, size_t errlen)
+static int pubkeys_load(const char *path, int kind, refex_pubkeys *out, char *err, size_t errlen)
 {
     keyfile kf;
-    int rc = keyfile_read(path, 0, &kf, err, errlen);
+    int rc = keyfile_read(path, kind, &kf, err, errlen);
     if (rc != REFEX_OK)
         return rc;
     rc = parse_pub(&kf, path, out, err, errlen);
     keyfile_wipe(&kf); /* it may be a .secret file read for its public half */
     return rc;
+}
+
+int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err, size_t errlen)
+{
+    return pubkeys_load(path, 0, out, err, errlen);
+}
+
+int refex_pubkeys_load_anchor(const char *path, refex_pubkeys *out, char *err, size_t errlen)
+{
+    return pubkeys_load(path, KEYFILE_ANCHOR, out, err, errlen);
 }
 
 /* REFEX_OK if the secret halves belong to the public halves. The signing key is derived

@@ -46,5 +46,11 @@ int refex_keys_load(const char *path, refex_keys **out, char *err, size_t errlen
  * (REFEX_E_PERM otherwise), any owner and mode; REFEX_E_CONFIG if it cannot be opened. */
 int refex_pubkeys_load(const char *path, refex_pubkeys *out, char *err,
                        size_t errlen) REFEX_NODISCARD;
+/* The same for a trust anchor (the operator's .public file, which every directory
+ * signature is checked against): also REFEX_E_PERM, err naming the file and the reason, if
+ * it is owned by anyone but this process's effective uid or root, or is writable by group
+ * or others. All checks are on the one descriptor opened. */
+int refex_pubkeys_load_anchor(const char *path, refex_pubkeys *out, char *err,
+                              size_t errlen) REFEX_NODISCARD;
 
 #endif

@@ -21,23 +21,64 @@ void refex_log_set_level(refex_log_level level)
     g_level = level;
 }
 
+/* The length of the well-formed UTF-8 sequence at s (1 for ASCII) and its code point; 0 if
+ * there is none (a stray continuation byte, an overlong form, a surrogate, above
+ * U+10FFFF, a sequence cut short, also by the terminating NUL). */
+static size_t utf8_decode(const unsigned char *s, unsigned *cp)
+{
+    unsigned c = s[0], min;
+    size_t n;
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2, *cp = c & 0x1f, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 3, *cp = c & 0x0f, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 4, *cp = c & 0x07, min = 0x10000;
+    else
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        *cp = (*cp << 6) | (s[i] & 0x3f);
+    }
+    if (*cp < min || *cp > 0x10ffff || (*cp >= 0xd800 && *cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Code points above U+007F written out: the C1 controls, the line and paragraph
+ * separators, and the bidirectional controls that can make a line read other than it is. */
+static int escaped_code_point(unsigned cp)
+{
+    return (cp >= 0x80 && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029 ||
+           (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069) || cp == 0x200e ||
+           cp == 0x200f || cp == 0x061c;
+}
+
 size_t refex_log_escape(char *out, size_t outlen, const char *in)
 {
     const unsigned char *s = (const unsigned char *)in;
-    size_t n = 0;
+    size_t n = 0, len;
     if (!outlen)
         return 0;
-    for (; *s; s++) {
-        char piece[9];
-        unsigned c = *s;
-        if (c == '\n' || c == '\r' || c == '\t')
-            snprintf(piece, sizeof piece, "\\%c", c == '\n' ? 'n' : c == '\r' ? 'r' : 't');
-        else if (c < 0x20 || c == 0x7f)
-            snprintf(piece, sizeof piece, "\\x%02x", c);
-        else if (c == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f) /* a C1 control, U+0080..U+009F */
-            snprintf(piece, sizeof piece, "\\xc2\\x%02x", (unsigned)*++s);
-        else
-            piece[0] = (char)c, piece[1] = '\0';
+    for (; *s; s += len) {
+        char piece[17]; /* up to four bytes as \xNN */
+        unsigned cp = 0;
+        len = utf8_decode(s, &cp);
+        if (cp == '\n' || cp == '\r' || cp == '\t')
+            snprintf(piece, sizeof piece, "\\%c", cp == '\n' ? 'n' : cp == '\r' ? 'r' : 't');
+        else if (len == 0 || cp < 0x20 || cp == 0x7f || escaped_code_point(cp)) {
+            len = len ? len : 1; /* an invalid byte alone; what follows is looked at anew */
+            for (size_t i = 0; i < len; i++)
+                snprintf(piece + 4 * i, sizeof piece - 4 * i, "\\x%02x", (unsigned)s[i]);
+        } else {
+            memcpy(piece, s, len);
+            piece[len] = '\0';
+        }
         size_t plen = strlen(piece);
         if (n + plen >= outlen)
             break;

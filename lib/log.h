@@ -20,9 +20,14 @@ void refex_log(refex_log_level level, const char *fmt, ...) __attribute__((forma
 #define refex_log_error(...) refex_log(REFEX_LOG_ERROR, __VA_ARGS__)
 
 /* Copies in to out (NUL-terminated, truncated to outlen) with every control character
- * written out: \n, \r and \t as those two characters, other bytes below 0x20, 0x7f and the
- * C1 controls U+0080..U+009F as \xNN (each byte of them). Other bytes, multi-byte UTF-8
- * included, are kept. Never cuts an escape in half. Returns the length written. */
+ * written out: \n, \r and \t as those two characters; other bytes below 0x20 and 0x7f as
+ * \xNN; as \xNN for each of their UTF-8 bytes, the C1 controls U+0080..U+009F, the line
+ * and paragraph separators U+2028 and U+2029, and the bidirectional controls U+061C,
+ * U+200E, U+200F, U+202A..U+202E and U+2066..U+2069; and as \xNN each byte that is not
+ * part of well-formed UTF-8 (stray continuation bytes, overlong forms, surrogates, code
+ * points above U+10FFFF, sequences cut short). Other text, other UTF-8 included, is kept,
+ * so the output is valid UTF-8. Never cuts an escape or a character in half. Returns the
+ * length written. */
 size_t refex_log_escape(char *out, size_t outlen, const char *in);
 
 /* A rate limit for warnings an outside party can cause at will (a flood of bad frames):

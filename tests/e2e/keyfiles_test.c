@@ -1,7 +1,8 @@
 /* End-to-end test of key-file checks (issue 11, item 4) with the real daemons and CLI: an
  * agent whose .secret is a symlink to a good 0600 key, is owned by another user (as root
  * only), or is readable by its group refuses to start (exit 2) with a line naming the file
- * and the reason; the broker refuses a symlinked trust anchor .public; `refex directory
+ * and the reason; the broker refuses a symlinked trust anchor .public, and one writable by
+ * group or others or owned by another user (the agent too); `refex directory
  * sign` refuses a symlinked anchor with E_PERM. Once the file is put right the agent
  * starts and is welcomed, and the running broker never noticed the refused attempts. */
 #include <setjmp.h>
@@ -84,6 +85,21 @@ static void test_key_files(void **state)
     assert_daemon_refuses("refex-broker", "broker", "operator.public", "is a symbolic link");
     assert_int_equal(unlink(anchor), 0);
     assert_int_equal(rename(anchor_real, anchor), 0);
+
+    /* ...writable by its group, or owned by another user: refused too, for the agent too. */
+    assert_int_equal(chmod(anchor, 0664), 0);
+    assert_daemon_refuses("refex-broker", "broker", "operator.public",
+                          "trust anchor file is writable by group or others (mode 0664)");
+    assert_daemon_refuses("refex-agent", "midwifery", "operator.public",
+                          "trust anchor file is writable by group or others (mode 0664)");
+    assert_int_equal(chmod(anchor, 0644), 0);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(anchor, 65534, 65534), 0);
+        assert_daemon_refuses("refex-broker", "broker", "operator.public",
+                              "trust anchor file is owned by uid 65534, neither this "
+                              "daemon's uid 0 nor root");
+        assert_int_equal(chown(anchor, 0, 0), 0);
+    }
 
     /* The operator's signing key as a symlink: refex directory sign refuses, typed. */
     h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");

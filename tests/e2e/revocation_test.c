@@ -4,7 +4,8 @@
  * every later frame on its connection is refused E_REVOKED and a new handshake is refused by
  * ZAP. A connection admitted under a transport key the directory has since replaced is
  * refused the same way. A daemon restarted on an older signed directory than one it has
- * accepted refuses to start (exit 2, both serials named); a damaged directory.serial too.
+ * accepted refuses to start (exit 2, both serials named); a damaged directory.serial too, and
+ * a directory with the serial accepted but other bytes (at start and on reload).
  * Waits are on readiness lines and replies, with deadlines; nothing sleeps for a fixed
  * time. */
 #include <setjmp.h>
@@ -223,7 +224,7 @@ static void test_older_directory_refused_after_restart(void **state)
     assert_int_equal(h_wait_line(&g_net.agents[mw], "RELOAD", H_TIMEOUT_MS, line, sizeof line), 0);
     assert_string_equal(line, "RELOADED 2");
     h_path(&g_net, serial, sizeof serial, "data/midwifery/directory.serial");
-    assert_true(h_tree_contains(serial, "2\n", 2));
+    assert_true(h_tree_contains(serial, "2 ", 2)); /* the serial, then the file's hash */
 
     copy_file(old, file);
     assert_int_not_equal(h_net_restart_broker(&g_net), 0);
@@ -250,6 +251,28 @@ static void test_older_directory_refused_after_restart(void **state)
     assert_int_equal(h_wait_line(&g_net.broker, "RELOAD", H_TIMEOUT_MS, line, sizeof line), 0);
     assert_string_equal(line, "RELOAD_FAILED E_DIRECTORY");
     assert_true(h_alive(&g_net.broker));
+
+    /* Another directory signed from serial 1, so serial 2 with other bytes: refused on
+     * reload (the daemon keeps running) and at start. */
+    char fork[600], anchor[600], pub[600];
+    h_path(&g_net, fork, sizeof fork, "directory.fork");
+    h_path(&g_net, anchor, sizeof anchor, "keys/operator.secret");
+    h_path(&g_net, pub, sizeof pub, "keys/midwifery.public");
+    copy_file(old, fork);
+    const char *rv[] = {"directory", "add",       "--file",    fork, "--keys",
+                        pub,         "--replace", "--revoked", NULL};
+    cli_ok(rv);
+    const char *sign[] = {"directory", "sign", "--file", fork, "--anchor", anchor, NULL};
+    cli_ok(sign);
+    copy_file(fork, file);
+    assert_int_equal(kill(g_net.broker.pid, SIGHUP), 0);
+    assert_int_equal(h_wait_line(&g_net.broker, "RELOAD", H_TIMEOUT_MS, line, sizeof line), 0);
+    assert_string_equal(line, "RELOAD_FAILED E_DIRECTORY");
+    assert_log_has("broker", "directory serial 2 differs from the directory already accepted "
+                             "with that serial");
+    assert_true(h_alive(&g_net.broker));
+    assert_int_not_equal(h_net_restart_broker(&g_net), 0);
+    assert_int_equal(h_wait_exit(&g_net.broker, H_TIMEOUT_MS), 2);
 }
 
 /* An agency whose validity runs out with no reload: its open session is ended within about

@@ -1,6 +1,7 @@
 /* libFuzzer target: an Envelope's bytes as a peer sends them (inside a frame, or as the
  * broker stores them) go through the protobuf unpack, the header parser, the verifier with
- * the sender's directory key, the envelope hash and, for our fixed recipient, the opener.
+ * the sender's directory key, the envelope hash and, for our fixed recipient, the
+ * receiver's policy check (agents/inbox.c) and the opener.
  * Must never crash or leak. */
 #include <stddef.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 
 #include "envelope.h"
 #include "fuzz_fixture.h"
+#include "policy.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,7 +24,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     Refex__V1__EnvelopeHeader *h = NULL;
     if (refex_envelope_parse_header(e, &h) == REFEX_OK) {
         const refex_agency *from = refex_directory_find(fx->dir, h->sender);
-        if (from && refex_envelope_verify(e, h, from->sign_pk) == REFEX_OK) {
+        char detail[256];
+        if (from && refex_envelope_verify(e, h, from->sign_pk) == REFEX_OK &&
+            refex_policy_check(fx->dir, h->sender, (int)h->type, FUZZ_MEMBER, detail,
+                               sizeof detail) == REFEX_OK) {
             uint8_t *body = NULL;
             size_t len = 0;
             if (refex_envelope_open(e, h, FUZZ_MEMBER, fx->member.enc_pk, fx->member.enc_sk, &body,

@@ -1,7 +1,8 @@
 /* libFuzzer target: every byte string a peer can send goes through the frame decoder and,
  * for envelopes, the header parser and the verifier with the sender's key from the fixed
  * directory (fuzz_fixture.c, which signed the seeds); the receipts, grants, subscriptions
- * and checkpoint notes frames carry go through their verifiers. Must never crash or leak. */
+ * and checkpoint notes frames carry go through their verifiers; an envelope's sender, type
+ * and recipients through the broker's policy check. Must never crash or leak. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "envelope.h"
 #include "fuzz_fixture.h"
 #include "grant.h"
+#include "policy.h"
 #include "receipt.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,6 +71,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (from && refex_envelope_verify(e, h, from->sign_pk) != REFEX_OK) {
             /* expected for fuzzed input */
         }
+        /* The broker's information-sharing check, for every recipient (broker/queue.c). */
+        char detail[256];
+        for (size_t i = 0; i < h->n_recipients && i < 64; i++)
+            (void)!refex_policy_check(fx->dir, h->sender, (int)h->type, h->recipients[i], detail,
+                                      sizeof detail);
         refex__v1__envelope_header__free_unpacked(h, NULL);
     }
     signed_parts(fx, f);

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy.h"
+
 static void seeded_sign(uint8_t n, uint8_t pk[32], uint8_t sk[64])
 {
     uint8_t seed[32];
@@ -38,6 +40,28 @@ static void add(refex_directory *dir, const char *id, const char *role, const fu
         abort();
 }
 
+/* A small information-sharing policy, so the targets reach the policy code: the seeds'
+ * referral and case update (lead to member) are allowed, most other pairs are not. */
+static void add_policy(refex_directory *dir)
+{
+    static const struct {
+        const char *from;
+        int type;
+        const char *to;
+    } rules[] = {
+        {"social-care", 1, "health"}, {"social-care", 3, "health"}, {"social-care", 5, "health"},
+        {"health", 1, "social-care"}, {"health", 2, "social-care"}, {"health", 4, "social-care"},
+        {"police", 1, "social-care"},
+    };
+    refex_policy *p = NULL;
+    if (refex_directory_policy_edit(dir, &p) != REFEX_OK ||
+        refex_policy_set_lead(p, "social-care") != REFEX_OK)
+        abort();
+    for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
+        if (refex_policy_allow(p, rules[i].from, rules[i].type, rules[i].to) != REFEX_OK)
+            abort();
+}
+
 const fuzz_fixture *fuzz_fixture_get(void)
 {
     static fuzz_fixture f;
@@ -55,6 +79,7 @@ const fuzz_fixture *fuzz_fixture_get(void)
     add(f.dir, FUZZ_LEAD, "social-care", &f.lead, 21, 0);
     add(f.dir, FUZZ_MEMBER, "health", &f.member, 22, 0);
     add(f.dir, FUZZ_REVOKED, "police", &f.revoked, 23, 1);
+    add_policy(f.dir);
     if (refex_directory_sign(f.dir, f.anchor_sk) != REFEX_OK)
         abort();
     ready = 1;

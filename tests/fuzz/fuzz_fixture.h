@@ -1,6 +1,7 @@
 /* The fixed world the fuzz targets and their seed generator (make_corpus.c) share: test
  * keys from fixed seeds (crypto_sign_seed_keypair), so every run is deterministic and the
- * committed seeds verify, and a directory of three agencies built in memory. Test code
+ * committed seeds verify, and a directory of three agencies with a small information-sharing
+ * policy (social-care leads; the seeds' lead-to-member types allowed), built in memory. Test code
  * only: these keys protect nothing. */
 #ifndef REFEX_FUZZ_FIXTURE_H
 #define REFEX_FUZZ_FIXTURE_H
@@ -27,7 +28,7 @@ typedef struct {
     uint8_t anchor_pk[32], anchor_sk[64];   /* signs the directory */
     uint8_t log_pk[32], log_sk[64];         /* signs checkpoints as FUZZ_LOG_NAME */
     uint8_t witness_pk[32], witness_sk[64]; /* cosigns them as FUZZ_WITNESS */
-    refex_directory *dir;                   /* signed by the anchor */
+    refex_directory *dir;                   /* with its policy, signed by the anchor */
 } fuzz_fixture;
 
 /* The fixture, built on first use; aborts if it cannot be (never on fuzzed input). */

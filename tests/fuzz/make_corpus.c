@@ -15,6 +15,7 @@
 #include "envelope.h"
 #include "fuzz_fixture.h"
 #include "grant.h"
+#include "policy.h"
 #include "merkle.h"
 #include "receipt.h"
 #include "util.h"
@@ -81,21 +82,29 @@ static void body(int type, const char *text, uint8_t **out, size_t *len)
     json_decref(j);
 }
 
-/* Envelopes from the lead to the member, alone and in Send / Deliver frames. */
+/* Envelopes between the lead and the member, alone and in Send / Deliver frames. */
 static void envelopes(const fuzz_fixture *fx)
 {
-    const refex_agency *to[] = {refex_directory_find(fx->dir, FUZZ_MEMBER)};
+    /* The lead's referral and case update to the member, which the fixture's policy allows;
+     * the member's referral to the lead, which the policy allows at the broker but which is
+     * not for our fixed recipient (the member) to accept. */
     const struct {
         int type;
-        const char *json, *case_ref, *name;
-    } kinds[] = {{1, REFERRAL, NULL, "referral"}, {5, CASE_UPDATE, "CASE-2024-0117", "update"}};
-    for (size_t k = 0; k < 2; k++) {
+        const char *json, *case_ref, *name, *from, *to;
+        const fuzz_keys *keys;
+    } kinds[] = {
+        {1, REFERRAL, NULL, "referral", FUZZ_LEAD, FUZZ_MEMBER, &fx->lead},
+        {5, CASE_UPDATE, "CASE-2024-0117", "update", FUZZ_LEAD, FUZZ_MEMBER, &fx->lead},
+        {1, REFERRAL, NULL, "referral-from-member", FUZZ_MEMBER, FUZZ_LEAD, &fx->member},
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        const refex_agency *to[] = {refex_directory_find(fx->dir, kinds[k].to)};
         uint8_t *b, *env, *frame, id[16];
         size_t blen, elen, flen;
         char name[64];
         body(kinds[k].type, kinds[k].json, &b, &blen);
-        refex_seal_params p = {.sender = FUZZ_LEAD,
-                               .sign_sk = fx->lead.sign_sk,
+        refex_seal_params p = {.sender = kinds[k].from,
+                               .sign_sk = kinds[k].keys->sign_sk,
                                .recipients = to,
                                .n_recipients = 1,
                                .type = kinds[k].type,
@@ -121,7 +130,8 @@ static void envelopes(const fuzz_fixture *fx)
         refex__v1__envelope__free_unpacked(e, NULL);
         free(env);
         free(b);
-        put("body_json_fuzz", kinds[k].name, kinds[k].json, strlen(kinds[k].json));
+        if (k < 2) /* the third body is the first one again */
+            put("body_json_fuzz", kinds[k].name, kinds[k].json, strlen(kinds[k].json));
     }
     Refex__V1__Ping ping = REFEX__V1__PING__INIT;
     ping.nonce = 42;
@@ -265,20 +275,31 @@ static void consistency(void)
     }
 }
 
-/* The fixture's signed directory file, and an unsigned one. */
+/* The fixture's signed directory file (with its policy), an unsigned one, and signed ones
+ * whose policy has only a lead role, or more rules than the fixture's. */
 static void directories(const fuzz_fixture *fx)
 {
     char path[4096];
     refex_directory *d;
-    const char *names[] = {"signed", "unsigned"};
-    for (int k = 0; k < 2; k++) {
-        snprintf(path, sizeof path, "%s/directory_fuzz", g_dir);
-        mkdir(path, 0755);
+    refex_policy *p;
+    const char *names[] = {"signed", "unsigned", "policy-lead-only", "policy-wide"};
+    snprintf(path, sizeof path, "%s/directory_fuzz", g_dir);
+    mkdir(path, 0755);
+    for (int k = 0; k < 4; k++) {
         snprintf(path, sizeof path, "%s/directory_fuzz/%s", g_dir, names[k]);
         must(refex_directory_new(&d), "directory");
         for (size_t i = 0; i < refex_directory_count(fx->dir); i++)
             must(refex_directory_add(d, refex_directory_at(fx->dir, i), 0), "add");
-        if (k == 0)
+        must(refex_directory_policy_edit(d, &p), "policy");
+        const refex_policy *from = refex_directory_policy(fx->dir);
+        must(refex_policy_set_lead(p, k == 2 ? "health" : refex_policy_lead(from)), "lead");
+        for (size_t i = 0; k != 2 && i < refex_policy_count(from); i++) {
+            const refex_policy_rule *r = refex_policy_at(from, i);
+            must(refex_policy_allow(p, r->sender_role, r->type, r->recipient_role), "allow");
+        }
+        for (int type = 1; k == 3 && type <= 5; type++)
+            must(refex_policy_allow(p, "police", type, "health"), "allow");
+        if (k != 1)
             must(refex_directory_sign(d, fx->anchor_sk), "sign");
         must(refex_directory_save(d, path), "save");
         refex_directory_destroy(&d);

@@ -1,7 +1,8 @@
 /* Tests for lib/daemon.c's directory rollback guard: the highest directory serial accepted is
  * kept in data_dir/directory.serial, raised at start and on reload; an older directory is
  * refused at start (both serials named) and on reload (the old one kept); a damaged
- * directory.serial is refused, never read as 0. */
+ * directory.serial is refused, never read as 0; a directory with the serial accepted but
+ * other bytes is refused too (directory.serial keeps the accepted file's hash). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -81,8 +82,8 @@ static uint64_t serial_file(void)
 {
     uint8_t *buf = NULL;
     size_t len = 0;
-    assert_ok(refex_file_read(serial_path, 64, &buf, &len));
-    char text[65];
+    assert_ok(refex_file_read(serial_path, 128, &buf, &len));
+    char text[129];
     memcpy(text, buf, len);
     text[len] = '\0';
     free(buf);
@@ -178,6 +179,83 @@ static void test_damaged_serial_file_refused(void **state)
     assert_int_equal(serial_file(), s);
 }
 
+/* The hash directory.serial keeps ("" for a file with the serial alone). */
+static void serial_file_hash(char *out, size_t cap)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_ok(refex_file_read(serial_path, 128, &buf, &len));
+    const char *sp = strchr((const char *)buf, ' ');
+    snprintf(out, cap, "%.*s", sp ? (int)strcspn(sp + 1, "\n") : 0, sp ? sp + 1 : "");
+    free(buf);
+}
+
+static void test_same_serial_other_bytes_refused(void **state)
+{
+    (void)state;
+    char err[1024] = "", base[4300], first[4300], want[160], hash[129], text[64];
+    refex_daemon_base b;
+    refex_directory *fork = NULL;
+    snprintf(base, sizeof base, "%s/directory.base", tmpdir);
+    snprintf(first, sizeof first, "%s/directory.first", tmpdir);
+
+    /* Two directories signed from one base, so with one serial: the first is accepted. */
+    publish();
+    copy(dir_path, base);
+    uint64_t s = publish();
+    copy(dir_path, first);
+    assert_ok(load(&b, err, sizeof err));
+    assert_int_equal(serial_file(), s);
+    serial_file_hash(hash, sizeof hash);
+    assert_int_equal(strlen(hash), 64);
+    assert_ok(refex_directory_load(base, NULL, &fork, err, sizeof err));
+    refex_keys *other = NULL;
+    refex_agency a;
+    assert_ok(refex_keys_new("police", "police", &other));
+    refex_agency_from_pubkeys(&a, &other->pub, NULL);
+    refex_keys_destroy(&other);
+    assert_ok(refex_directory_add(fork, &a, 0));
+    assert_ok(refex_directory_sign(fork, anchor->sk->sign_sk));
+    assert_int_equal(refex_directory_serial(fork), s);
+
+    /* The second on reload: refused, the first kept, directory.serial unchanged. */
+    assert_ok(refex_directory_save(fork, dir_path));
+    assert_rc(refex_daemon_base_reload(&b), REFEX_E_DIRECTORY);
+    assert_int_equal(refex_directory_serial(b.dir), s);
+    assert_int_equal(refex_directory_count(b.dir), 1);
+    assert_null(b.prev_dir);
+    assert_int_equal(serial_file(), s);
+    serial_file_hash(want, sizeof want);
+    assert_string_equal(want, hash);
+    refex_daemon_base_fini(&b);
+
+    /* ...and at start, after a restart. */
+    err[0] = '\0';
+    assert_rc(load(&b, err, sizeof err), REFEX_E_DIRECTORY);
+    snprintf(want, sizeof want,
+             "directory serial %llu differs from the directory already "
+             "accepted with that serial",
+             (unsigned long long)s);
+    if (!strstr(err, want))
+        fail_msg("error '%s' lacks '%s'", err, want);
+    refex_daemon_base_fini(&b);
+
+    /* A directory.serial from before hashes were kept (the serial alone) is read, and the
+     * hash of the directory accepted next is recorded: from then on the guard holds. */
+    int n = snprintf(text, sizeof text, "%llu\n", (unsigned long long)s);
+    assert_ok(refex_file_write(serial_path, text, (size_t)n, 0600));
+    assert_ok(load(&b, err, sizeof err));
+    assert_int_equal(refex_directory_count(b.dir), 2);
+    serial_file_hash(want, sizeof want);
+    assert_int_equal(strlen(want), 64);
+    assert_string_not_equal(want, hash);
+    copy(first, dir_path); /* the first one, now the other bytes at serial s */
+    assert_rc(refex_daemon_base_reload(&b), REFEX_E_DIRECTORY);
+    assert_int_equal(refex_directory_count(b.dir), 2);
+    refex_daemon_base_fini(&b);
+    refex_directory_destroy(&fork);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -185,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serial_guards_start_and_reload),
         cmocka_unit_test(test_damaged_serial_file_refused),
+        cmocka_unit_test(test_same_serial_other_bytes_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

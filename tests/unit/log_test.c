@@ -1,9 +1,12 @@
 /* lib/log.c: control characters are written out, so text from outside cannot start a log
- * line of its own; the gate logs a bounded number of warnings per source and the count. */
+ * line of its own; nor do bytes that are not UTF-8, line separators or bidirectional
+ * controls pass into it raw. The gate logs a bounded number of warnings per source and
+ * the count. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -33,6 +36,75 @@ static void test_escape_controls(void **state)
     assert_string_equal(out, "");
 }
 
+/* Bytes that are not well-formed UTF-8 are written out one by one as \xNN; what follows
+ * an invalid byte is read anew, so a good character after it is kept. */
+static void test_escape_invalid_utf8(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"a\x80z", "a\\x80z"},                            /* a stray continuation byte */
+        {"a\xbf\xbfz", "a\\xbf\\xbfz"},                   /* two of them */
+        {"a\xc0\xafz", "a\\xc0\\xafz"},                   /* overlong '/' */
+        {"a\xe0\x80\xafz", "a\\xe0\\x80\\xafz"},          /* overlong, three bytes */
+        {"a\xf0\x80\x80\xafz", "a\\xf0\\x80\\x80\\xafz"}, /* overlong, four bytes */
+        {"a\xed\xa0\x80z", "a\\xed\\xa0\\x80z"},          /* a surrogate, U+D800 */
+        {"a\xf4\x90\x80\x80z", "a\\xf4\\x90\\x80\\x80z"}, /* above U+10FFFF */
+        {"a\xf5\xfe\xffz", "a\\xf5\\xfe\\xffz"},          /* bytes never in UTF-8 */
+        {"a\xe2\x82z", "a\\xe2\\x82z"},                   /* cut short by ASCII */
+        {"a\xe2\x82", "a\\xe2\\x82"},                     /* cut short by the end */
+        {"a\xc3\xc3\xa9z", "a\\xc3\xc3\xa9z"},            /* cut short by a good character */
+        {"\xc2\x85\x80", "\\xc2\\x85\\x80"},              /* a C1 control, then a stray byte */
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        refex_log_escape(out, sizeof out, cases[i].in);
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("case %zu: '%s', want '%s'", i, out, cases[i].want);
+    }
+}
+
+/* The line and paragraph separators and the bidirectional controls are written out as
+ * the \xNN of their UTF-8 bytes, like the C1 controls; their neighbours are kept. */
+static void test_escape_separators_and_bidi(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"a\xe2\x80\xa8z", "a\\xe2\\x80\\xa8z"}, /* U+2028 LINE SEPARATOR */
+        {"a\xe2\x80\xa9z", "a\\xe2\\x80\\xa9z"}, /* U+2029 PARAGRAPH SEPARATOR */
+        {"a\xe2\x80\xaaz", "a\\xe2\\x80\\xaaz"}, /* U+202A LRE */
+        {"a\xe2\x80\xabz", "a\\xe2\\x80\\xabz"}, /* U+202B RLE */
+        {"a\xe2\x80\xacz", "a\\xe2\\x80\\xacz"}, /* U+202C PDF */
+        {"a\xe2\x80\xadz", "a\\xe2\\x80\\xadz"}, /* U+202D LRO */
+        {"a\xe2\x80\xaez", "a\\xe2\\x80\\xaez"}, /* U+202E RLO */
+        {"a\xe2\x81\xa6z", "a\\xe2\\x81\\xa6z"}, /* U+2066 LRI */
+        {"a\xe2\x81\xa7z", "a\\xe2\\x81\\xa7z"}, /* U+2067 RLI */
+        {"a\xe2\x81\xa8z", "a\\xe2\\x81\\xa8z"}, /* U+2068 FSI */
+        {"a\xe2\x81\xa9z", "a\\xe2\\x81\\xa9z"}, /* U+2069 PDI */
+        {"a\xe2\x80\x8ez", "a\\xe2\\x80\\x8ez"}, /* U+200E LRM */
+        {"a\xe2\x80\x8fz", "a\\xe2\\x80\\x8fz"}, /* U+200F RLM */
+        {"a\xd8\x9cz", "a\\xd8\\x9cz"},          /* U+061C ARABIC LETTER MARK */
+        /* Their neighbours stay: U+2027, U+202F, U+2065 (unassigned), U+206A, U+200D,
+         * U+061B, and the Arabic and Hebrew letters themselves. */
+        {"\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa\xe2\x80\x8d\xd8\x9b",
+         "\xe2\x80\xa7\xe2\x80\xaf\xe2\x81\xa5\xe2\x81\xaa\xe2\x80\x8d\xd8\x9b"},
+        {"\xd8\xb3\xd7\x90", "\xd8\xb3\xd7\x90"},
+        /* A filename-style spoof: the RLO is shown, so the line reads as it is. */
+        {"invoice\xe2\x80\xae"
+         "fdp.exe",
+         "invoice\\xe2\\x80\\xaefdp.exe"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        refex_log_escape(out, sizeof out, cases[i].in);
+        if (strcmp(out, cases[i].want) != 0)
+            fail_msg("case %zu: '%s', want '%s'", i, out, cases[i].want);
+    }
+}
+
 static void test_escape_truncates_whole_escapes(void **state)
 {
     (void)state;
@@ -43,6 +115,13 @@ static void test_escape_truncates_whole_escapes(void **state)
     assert_string_equal(out, "abcd"); /* \x01 does not fit: left out whole */
     assert_int_equal(refex_log_escape(out, 1, "abc"), 0);
     assert_string_equal(out, "");
+    /* A multi-byte character, or the escape of one, is left out whole too. */
+    assert_int_equal(refex_log_escape(out, sizeof out, "abc\xe2\x82\xac"), 3);
+    assert_string_equal(out, "abc");
+    assert_int_equal(refex_log_escape(out, sizeof out, "ab\xc3\xa9"), 4);
+    assert_string_equal(out, "ab\xc3\xa9");
+    assert_int_equal(refex_log_escape(out, sizeof out, "a\xe2\x80\xa8"), 1);
+    assert_string_equal(out, "a");
 }
 
 /* Runs fn with stderr sent to a file; the file's contents into buf. */
@@ -124,6 +203,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_controls),
+        cmocka_unit_test(test_escape_invalid_utf8),
+        cmocka_unit_test(test_escape_separators_and_bidi),
         cmocka_unit_test(test_escape_truncates_whole_escapes),
         cmocka_unit_test(test_log_line_is_one_line),
         cmocka_unit_test(test_gate_bounds_and_counts),
