@@ -17,7 +17,13 @@
 #include "util.h"
 
 #define OVERLAP_DEFAULT_S (7L * 24 * 3600)
-#define OVERLAP_MAX_S     (366L * 24 * 3600)
+
+/* The broker's and the trust anchor's keys are pinned by every daemon: not rotated here. */
+static int pinned_role(const char *role)
+{
+    return strcmp(role, "broker") == 0 || strcmp(role, "trust-anchor") == 0;
+}
+#define OVERLAP_MAX_S (366L * 24 * 3600)
 
 static void keys_rotate_usage(FILE *out)
 {
@@ -79,10 +85,16 @@ static int keys_rotate_files(const char *agency, const char *out, int json)
     int rc = refex_keys_load(cur, &old, err, sizeof err);
     if (rc != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys rotate: %s\n", err);
-    if (strcmp(old->pub.agency, agency) != 0) {
+    if (strcmp(old->pub.agency, agency) != 0 || pinned_role(old->pub.role)) {
+        int other = strcmp(old->pub.agency, agency) != 0;
         refex_keys_destroy(&old);
-        return cli_fail(EXIT_KEYS, "E_CONFIG", "refex keys rotate: %s holds the keys of '%s'\n",
-                        cur, agency);
+        if (other)
+            return cli_fail(EXIT_KEYS, "E_CONFIG",
+                            "refex keys rotate: %s holds another agency's keys\n", cur);
+        return cli_fail(EXIT_KEYS, "E_CONFIG",
+                        "refex keys rotate: %s is pinned by every daemon; its keys are not "
+                        "rotated this way (docs/operations.md)\n",
+                        agency);
     }
     if ((rc = refex_keys_new(agency, old->pub.role, &k)) == REFEX_OK &&
         (rc = keep_previous(cur, prev)) == REFEX_OK && (rc = refex_keys_save(k, out)) != REFEX_OK)
@@ -155,6 +167,11 @@ static int dir_rotate_file(const char *file, const char *keys, long overlap, int
     int rc;
     if ((rc = refex_pubkeys_load(keys, &p, err, sizeof err)) != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
+    if (pinned_role(p.role))
+        return cli_fail(EXIT_KEYS, "E_CONFIG",
+                        "refex directory rotate: the %s's keys are pinned by every daemon and "
+                        "are not rotated this way (docs/operations.md)\n",
+                        p.role);
     if ((rc = refex_directory_load(file, NULL, &d, err, sizeof err)) != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
     const refex_agency *a = refex_directory_find(d, p.agency);

@@ -232,10 +232,26 @@ static int64_t rotate(const char *who)
     return until;
 }
 
+/* The broker's keys are pinned by every agent: neither step rotates them. */
+static void refuse_broker_rotation(void)
+{
+    char keys[600], file[600], pub[600], out[4096];
+    h_path(&g_net, keys, sizeof keys, "keys");
+    h_path(&g_net, file, sizeof file, "directory.rdir");
+    h_path(&g_net, pub, sizeof pub, "keys/broker.public");
+    const char *kr[] = {"keys", "rotate", "--agency", "broker", "--out", keys, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, kr), 4);
+    assert_non_null(strstr(out, "pinned"));
+    const char *dr[] = {"directory", "rotate", "--file", file, "--keys", pub, NULL};
+    assert_int_equal(h_cli(&g_net, out, sizeof out, dr), 4);
+    assert_non_null(strstr(out, "pinned"));
+}
+
 static void test_rotation(void **state)
 {
     (void)state;
     char id[33];
+    refuse_broker_rotation();
     open_case();
     int64_t until = rotate("midwifery");
 
