@@ -116,6 +116,7 @@ struct agent {
     int64_t expiry_next_ms;   /* monotonic: no sweep before this */
     /* A key rotation's other key set (agent_keys.c): kept to open messages sealed to it. */
     refex_keys *other_keys;
+    char keys_path[4200]; /* config `keys`, read again on reload for a rotation's new keys */
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
@@ -125,9 +126,13 @@ typedef void (*agent_cmd_fn)(agent *a, const uint8_t *rid, size_t rid_len, json_
  * one, and runs with whichever set the directory names as current (its previous keys only
  * inside the overlap); REFEX_E_CONFIG (err says why) if neither. */
 int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen);
-/* After a directory reload: tells the operator if the keys in use are now the previous
- * ones (restart to switch), or if the agency has left the directory. */
+/* After a directory reload: if the directory now names keys other than the ones in use,
+ * loads that set from disk to open what is sealed to it, and tells the operator to restart
+ * (or that the agency has left the directory). */
 void agent_keys_reloaded(agent *a);
+/* 1 if the directory names keys for us other than the ones in use: a message we cannot
+ * open may be sealed to keys we will hold after a restart (held, not refused). */
+int agent_keys_behind(agent *a);
 /* refex_envelope_open with our current encryption key, then the other set's. */
 int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                     uint8_t **body, size_t *len);

@@ -6,6 +6,7 @@
  * signatures verify (lib/directory.c, refex_agency_sign_keys). */
 #include "agent.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,31 @@ static void describe_until(const refex_agency *me, char *buf, size_t len)
         snprintf(buf, len, "?");
 }
 
+/* Loads the key file at path if there is one (NULL if absent), for this agency only. */
+static int load_optional(agent *a, const char *path, refex_keys **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc = refex_keys_load(path, out, err, errlen);
+    if (rc == REFEX_E_NOTFOUND)
+        return REFEX_OK;
+    if (rc != REFEX_OK)
+        return rc; /* there, but not safe to use: say so rather than ignore it */
+    if (strcmp((*out)->pub.agency, a->agency) != 0) {
+        snprintf(err, errlen, "%s: keys belong to '%s', not to agency '%s'", path,
+                 (*out)->pub.agency, a->agency);
+        refex_keys_destroy(out);
+        return REFEX_E_CONFIG;
+    }
+    return REFEX_OK;
+}
+
+static int same_keys(const refex_keys *x, const refex_keys *y)
+{
+    return sodium_memcmp(x->pub.sign_pk, y->pub.sign_pk, 32) == 0 &&
+           sodium_memcmp(x->pub.enc_pk, y->pub.enc_pk, 32) == 0 &&
+           sodium_memcmp(x->pub.transport_pk, y->pub.transport_pk, 32) == 0;
+}
+
 int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen)
 {
     char prev[4200], until[64];
@@ -43,30 +69,30 @@ int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen)
         snprintf(err, errlen, "agency '%s' is not in the directory", a->agency);
         return REFEX_E_CONFIG;
     }
-    if (previous_path(keys_path, prev, sizeof prev) == REFEX_OK) {
-        int rc = refex_keys_load(prev, &other, err, errlen);
-        if (rc != REFEX_OK && rc != REFEX_E_NOTFOUND)
-            return rc; /* there, but not safe to use: say so rather than ignore it */
-        if (other && strcmp(other->pub.agency, a->agency) != 0) {
-            snprintf(err, errlen, "%s: keys belong to '%s', not to agency '%s'", prev,
-                     other->pub.agency, a->agency);
-            refex_keys_destroy(&other);
-            return REFEX_E_CONFIG;
-        }
+    snprintf(a->keys_path, sizeof a->keys_path, "%s", keys_path);
+    int rc = previous_path(keys_path, prev, sizeof prev);
+    if (rc == REFEX_OK)
+        rc = load_optional(a, prev, &other, err, errlen);
+    if (rc != REFEX_OK)
+        return rc;
+    if (other && same_keys(other, a->base.keys)) {
+        refex_log_warn("keys: %s holds the same keys as %s; ignored", prev, keys_path);
+        refex_keys_destroy(&other);
     }
     int mine = refex_agency_keys_match(me, &a->base.keys->pub);
     int theirs = other ? refex_agency_keys_match(me, &other->pub) : 0;
+    int64_t now = refex_now_ms();
     describe_until(me, until, sizeof until);
-    if (mine != 1 && theirs == 1) {
+    if (mine != 1 && (theirs == 1 || (mine == 0 && theirs == 2 && me->prev_until_ms > now))) {
         /* Rotated here, and the directory does not name the new keys yet. */
-        refex_log_warn("keys: the directory does not name the keys in %s yet; running with the "
-                       "previous ones from %s until it does (restart the agent after the new "
-                       "directory is loaded)",
+        refex_log_warn("keys: the directory does not name the keys in %s; running with the "
+                       "previous ones from %s (restart the agent once the directory names the "
+                       "new ones)",
                        keys_path, prev);
         refex_keys *cur = a->base.keys;
         a->base.keys = other;
         other = cur;
-    } else if (mine == 2 && me->prev_until_ms > refex_now_ms()) {
+    } else if (mine == 2 && me->prev_until_ms > now) {
         refex_log_warn("keys: the directory names new keys for %s; these are its previous keys, "
                        "accepted until %s",
                        a->agency, until);
@@ -83,6 +109,39 @@ int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen)
     return REFEX_OK;
 }
 
+int agent_keys_behind(agent *a)
+{
+    const refex_agency *me = refex_directory_find(a->base.dir, a->agency);
+    return me && refex_agency_keys_match(me, &a->base.keys->pub) != 1;
+}
+
+/* After a reload that names keys other than the ones in use: the set on disk that the
+ * directory now names, if there is one, replaces other_keys (so what senders now seal to
+ * it opens here before the restart); 1 if one did. */
+static int hold_current_from_disk(agent *a, const refex_agency *me)
+{
+    char prev[4200], err[512];
+    const char *paths[2] = {a->keys_path, prev};
+    if (previous_path(a->keys_path, prev, sizeof prev) != REFEX_OK)
+        return 0;
+    if (a->other_keys && refex_agency_keys_match(me, &a->other_keys->pub) == 1)
+        return 1;
+    for (int i = 0; i < 2; i++) {
+        refex_keys *k = NULL;
+        if (load_optional(a, paths[i], &k, err, sizeof err) != REFEX_OK) {
+            refex_log_warn("reload: %s", err);
+            continue;
+        }
+        if (k && refex_agency_keys_match(me, &k->pub) == 1) {
+            refex_keys_destroy(&a->other_keys);
+            a->other_keys = k;
+            return 1;
+        }
+        refex_keys_destroy(&k);
+    }
+    return 0;
+}
+
 void agent_keys_reloaded(agent *a)
 {
     char until[64];
@@ -91,17 +150,28 @@ void agent_keys_reloaded(agent *a)
         refex_log_error("reload: agency %s is no longer in the directory", a->agency);
         return;
     }
-    if (refex_agency_keys_match(me, &a->base.keys->pub) != 2)
+    int mine = refex_agency_keys_match(me, &a->base.keys->pub);
+    if (mine == 1)
         return;
     describe_until(me, until, sizeof until);
-    if (a->other_keys && refex_agency_keys_match(me, &a->other_keys->pub) == 1)
-        refex_log_warn("reload: the directory now names this agency's new keys: restart the "
-                       "agent to use them (the ones in use are accepted until %s)",
-                       until);
+    int held = hold_current_from_disk(a, me);
+    if (mine == 0)
+        refex_log_error("reload: the directory no longer names the keys this agent uses: "
+                        "restart it on the keys it names");
+    else if (me->prev_until_ms <= refex_now_ms())
+        refex_log_error("reload: the keys in use were rotated away and their overlap has ended: "
+                        "restart the agent on its new keys");
     else
         refex_log_warn("reload: the directory names new keys for %s; the ones in use are "
                        "accepted until %s: restart the agent on its new keys before then",
                        a->agency, until);
+    if (held)
+        refex_log_info("reload: holding the new keys from disk, to open what is now sealed to "
+                       "them");
+    else
+        refex_log_error("reload: the keys the directory names for %s are in neither %s nor "
+                        "its .previous file: messages sealed to them wait at the broker",
+                        a->agency, a->keys_path);
 }
 
 int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,

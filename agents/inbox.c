@@ -248,7 +248,8 @@ void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
         goto out;
     if (rc == REFEX_OK)
         rc = check_delivery(a, &d);
-    if (rc != REFEX_OK && !refusal_is_final(rc)) {
+    if (rc != REFEX_OK &&
+        (!refusal_is_final(rc) || (rc == REFEX_E_DECRYPT && agent_keys_behind(a)))) {
         hold(&d, rc);
         goto out;
     }

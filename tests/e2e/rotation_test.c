@@ -267,6 +267,16 @@ static void test_rotation(void **state)
                                 "'social-care'",
                                 1, H_TIMEOUT_MS),
                      1);
+    /* What social care now seals to midwifery's new key opens at the agent still running on
+     * its old keys: the reload loaded the new set from disk to decrypt with. */
+    wait_log("midwifery", "holding the new keys from disk", H_TIMEOUT_MS);
+    assert_int_equal(h_send_json(&g_net, "social-care", "midwifery", "referral",
+                                 h_required("referral", json_object()), id),
+                     0);
+    assert_int_equal(h_sql_wait(&g_net, MW_DB,
+                                "SELECT count(*) FROM inbox WHERE sender = 'social-care'", 1,
+                                H_TIMEOUT_MS),
+                     1);
     if (refex_now_ms() >= until)
         fail_msg("the overlap ended before its checks were done (machine too slow?)");
 
