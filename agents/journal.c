@@ -230,10 +230,14 @@ void journal_cosigned(agent *a, const Refex__V1__Cosigned *cs)
     const refex_agency *br = refex_directory_find(a->base.dir, a->broker_id);
     size_t len = strlen(cs->note);
     sqlite3 *db = agent_store_db(a->store);
+    /* Ours: signed with the keys in use, or (a checkpoint made before a key rotation) the
+     * other set's. */
+    const uint8_t *pks[2] = {a->base.keys->pub.sign_pk,
+                             a->other_keys ? a->other_keys->pub.sign_pk : NULL};
     a->checkpoint_wait_until = 0;
     a->witness_size = cs->size;
     if (!br ||
-        refex_checkpoint_open(cs->note, len, a->agency, a->base.keys->pub.sign_pk, &c) !=
+        refex_checkpoint_open_any(cs->note, len, a->agency, pks, a->other_keys ? 2 : 1, &c) !=
             REFEX_OK ||
         refex_checkpoint_verify_cosignature(cs->note, len, a->broker_id, br->sign_pk, &ts) !=
             REFEX_OK) {

@@ -15,13 +15,16 @@
 #include "keys.h"
 #include "util.h"
 
+/* --key: an agency's current key and the ones it rotated away from. */
+#define VERIFY_KEYS_MAX 4
+
 static void audit_usage(FILE *out)
 {
     fprintf(out, "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
                  "       refex [-c AGENT.conf] audit query|export|proof ... (see --help of each)\n"
                  "       refex audit reconcile A.db B.db [--sla 24h] [--json]\n"
                  "       refex audit witnessed --witness-db BROKER/witness.db --agency ID\n"
-                 "       refex [-c AGENT.conf] audit verify [--db FILE] [--key AGENCY.public]\n"
+                 "       refex [-c AGENT.conf] audit verify [--db FILE] [--key AGENCY.public]...\n"
                  "                 [--witness FILE --witness-key BROKER.public] [--json]\n"
                  "\n"
                  "list    this agency's audit log, through its running agent\n"
@@ -31,6 +34,8 @@ static void audit_usage(FILE *out)
                  "        with what is wrong and where if not.\n"
                  "        --key: also check every checkpoint the log holds: signed by that\n"
                  "        agency, and its root equal to the recomputed tree at its size.\n"
+                 "        After a key rotation, give --key again with the agency's earlier\n"
+                 "        .public (ID.previous.public): checkpoints verify under any of them.\n"
                  "        --witness: also check the log against the checkpoints the broker\n"
                  "        cosigned (the broker's witness.db, or a JSON array of cosigned\n"
                  "        notes), each cosignature verified with --witness-key. This catches\n"
@@ -42,19 +47,23 @@ static void audit_usage(FILE *out)
 /* A checkpoint (signed by the agency; cosigned by the witness if wkey) must describe this
  * very log: its size at most the log's, its root the recomputed root at that size. */
 static int check_note(refex_audit_reader *r, uint64_t size, const char *note,
-                      const refex_pubkeys *key, const refex_pubkeys *wkey, const char *what,
-                      char *why, size_t whylen)
+                      const refex_pubkeys *keys, size_t n_keys, const refex_pubkeys *wkey,
+                      const char *what, char *why, size_t whylen)
 {
     refex_checkpoint c;
     uint8_t root[32];
     uint64_t ts = 0;
+    const uint8_t *pks[VERIFY_KEYS_MAX] = {NULL};
     if (!note) {
         snprintf(why, whylen, "a %s row has no note (the log was edited)", what);
         return REFEX_E_MALFORMED;
     }
     size_t len = strlen(note);
-    if (refex_checkpoint_open(note, len, key->agency, key->sign_pk, &c) != REFEX_OK) {
-        snprintf(why, whylen, "%s: not signed by %s's key", what, key->agency);
+    for (size_t i = 0; i < n_keys; i++)
+        pks[i] = keys[i].sign_pk;
+    if (refex_checkpoint_open_any(note, len, keys[0].agency, pks, (int)n_keys, &c) != REFEX_OK) {
+        snprintf(why, whylen, "%s: not signed by %s's key%s", what, keys[0].agency,
+                 n_keys > 1 ? "s" : "");
         return REFEX_E_BAD_SIGNATURE;
     }
     if (wkey && refex_checkpoint_verify_cosignature(note, len, wkey->agency, wkey->sign_pk, &ts) !=
@@ -121,9 +130,10 @@ static json_t *load_witnessed(const char *path, const char *agency, char *why, s
 /* ---- verify -------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *db, *key, *witness, *wkey;
+    const char *db, *key[VERIFY_KEYS_MAX], *witness, *wkey;
+    size_t n_k; /* --key given this many times: one agency's current and earlier keys */
     int json;
-    refex_pubkeys k, w;
+    refex_pubkeys k[VERIFY_KEYS_MAX], w;
 } verify_args;
 
 typedef struct {
@@ -140,14 +150,16 @@ static int verify_checkpoint(const refex_audit_checkpoint_row *cp, void *arg)
 {
     verify_walk *v = arg;
     v->n++;
-    return check_note(v->r, v->size, cp->note, &v->a->k, NULL, v->what, v->why, v->whylen);
+    return check_note(v->r, v->size, cp->note, v->a->k, v->a->n_k, NULL, v->what, v->why,
+                      v->whylen);
 }
 
 static int verify_cosignature(const refex_audit_cosignature_row *cs, void *arg)
 {
     verify_walk *v = arg;
     v->n++;
-    return check_note(v->r, v->size, cs->note, &v->a->k, NULL, v->what, v->why, v->whylen);
+    return check_note(v->r, v->size, cs->note, v->a->k, v->a->n_k, NULL, v->what, v->why,
+                      v->whylen);
 }
 
 /* The log's own checkpoints, and the cosigned copies it holds, each signed by the agency
@@ -174,15 +186,15 @@ static int verify_own_notes(verify_walk *v)
 /* The checkpoints the witness cosigned: this log must be consistent with every one. */
 static int verify_witnessed(verify_walk *v, size_t *n)
 {
-    json_t *notes = load_witnessed(v->a->witness, v->a->k.agency, v->why, v->whylen), *x;
+    json_t *notes = load_witnessed(v->a->witness, v->a->k[0].agency, v->why, v->whylen), *x;
     size_t i;
     int rc = notes ? REFEX_OK : REFEX_E_INVAL;
     json_array_foreach(notes, i, x)
     {
         if (rc != REFEX_OK)
             break;
-        rc = json_is_string(x) ? check_note(v->r, v->size, json_string_value(x), &v->a->k, &v->a->w,
-                                            "witnessed checkpoint", v->why, v->whylen)
+        rc = json_is_string(x) ? check_note(v->r, v->size, json_string_value(x), v->a->k, v->a->n_k,
+                                            &v->a->w, "witnessed checkpoint", v->why, v->whylen)
                                : REFEX_E_MALFORMED;
         (*n)++;
     }
@@ -208,8 +220,8 @@ static void verify_print(const verify_args *a, const char *path, int rc, uint64_
     } else if (rc == REFEX_OK) {
         printf("audit log %s: intact, %llu entries, root %s", path, (unsigned long long)size,
                rootb64);
-        if (a->key)
-            printf("; %zu checkpoint(s) signed by %s match", n_cp, a->k.agency);
+        if (a->n_k)
+            printf("; %zu checkpoint(s) signed by %s match", n_cp, a->k[0].agency);
         if (a->witness)
             printf("; consistent with %zu checkpoint(s) witnessed by %s", n_wit, a->w.agency);
         printf("\n");
@@ -231,9 +243,13 @@ static int verify_parse(int argc, char **argv, verify_args *a)
     while ((c = cli_audit_getopt(&o, &v)) != -1) {
         if (c == 'd')
             a->db = v;
-        else if (c == 'k')
-            a->key = v;
-        else if (c == 'w')
+        else if (c == 'k') {
+            if (a->n_k == VERIFY_KEYS_MAX) {
+                fprintf(stderr, "refex audit verify: at most %d --key\n", VERIFY_KEYS_MAX);
+                return EXIT_USAGE;
+            }
+            a->key[a->n_k++] = v;
+        } else if (c == 'w')
             a->witness = v;
         else if (c == 'W')
             a->wkey = v;
@@ -244,12 +260,24 @@ static int verify_parse(int argc, char **argv, verify_args *a)
         else
             return c == 1 ? cli_audit_unknown("verify", v) : EXIT_USAGE;
     }
-    if ((a->witness && (!a->wkey || !a->key)) || (a->wkey && !a->witness)) {
+    if ((a->witness && (!a->wkey || !a->n_k)) || (a->wkey && !a->witness)) {
         fprintf(stderr, "refex audit verify: --witness needs --witness-key and --key\n");
         return EXIT_USAGE;
     }
-    if ((a->key && refex_pubkeys_load(a->key, &a->k, err, sizeof err) != REFEX_OK) ||
-        (a->wkey && refex_pubkeys_load(a->wkey, &a->w, err, sizeof err) != REFEX_OK)) {
+    for (size_t i = 0; i < a->n_k; i++) {
+        if (refex_pubkeys_load(a->key[i], &a->k[i], err, sizeof err) != REFEX_OK) {
+            fprintf(stderr, "refex audit verify: %s\n", err);
+            return EXIT_KEYS;
+        }
+        if (strcmp(a->k[i].agency, a->k[0].agency) != 0) {
+            fprintf(stderr,
+                    "refex audit verify: every --key must be the same agency's (%s is "
+                    "%s's)\n",
+                    a->key[i], a->k[i].agency);
+            return EXIT_USAGE;
+        }
+    }
+    if (a->wkey && refex_pubkeys_load(a->wkey, &a->w, err, sizeof err) != REFEX_OK) {
         fprintf(stderr, "refex audit verify: %s\n", err);
         return EXIT_KEYS;
     }
@@ -289,7 +317,7 @@ static int audit_verify(int argc, char **argv)
     }
     verify_walk v = {r, &a, 0, NULL, 0, why, sizeof why};
     rc = refex_audit_reader_verify(r, &v.size, root, why, sizeof why);
-    if (rc == REFEX_OK && a.key)
+    if (rc == REFEX_OK && a.n_k)
         rc = verify_own_notes(&v);
     if (rc == REFEX_OK && a.witness)
         rc = verify_witnessed(&v, &n_witnessed);

@@ -5,6 +5,8 @@
  * only: no daemon is contacted. Not for making first keys or editing other entries
  * (cmd_keys.c). */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,34 +57,79 @@ static void dir_rotate_usage(FILE *out)
                  "'refex directory sign' next.\n");
 }
 
-/* DIR/ID.secret moved to DIR/ID.previous.secret without ever replacing one (link, then
- * unlink): REFEX_E_EXISTS if a previous one is there. */
-static int keep_previous(const char *cur, const char *prev)
+/* The files of one rotation in DIR. */
+typedef struct {
+    char cur[4096], pub[4096], prev[4096], prevpub[4096], tmp[4096], tmpsec[4200], tmppub[4200];
+} rotate_paths;
+
+static void fsync_dir(const char *dir)
 {
-    if (link(cur, prev) != 0)
-        return errno == EEXIST ? REFEX_E_EXISTS : errno == ENOENT ? REFEX_E_NOTFOUND : REFEX_E_IO;
-    if (unlink(cur) != 0) {
-        unlink(prev);
-        return REFEX_E_IO;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
     }
-    return REFEX_OK;
 }
 
-/* Puts the previous secret back where it was, after a failed rotation. */
-static void restore_previous(const char *cur, const char *prev)
+/* Puts the files in place, the old keys first: ID.secret linked as ID.previous.secret
+ * (never replacing one: a rotation in progress), the old public half as
+ * ID.previous.public, then the new ID.secret and ID.public renamed over the old ones from
+ * the temporary directory. Any failure puts back what it had moved. */
+static int install(const rotate_paths *f, const refex_pubkeys *old)
 {
-    if (link(prev, cur) == 0)
-        unlink(prev);
+    if (link(f->cur, f->prev) != 0)
+        return errno == EEXIST ? REFEX_E_EXISTS : REFEX_E_IO;
+    int rc = refex_pubkeys_save(old, f->prevpub);
+    if (rc == REFEX_OK && rename(f->tmpsec, f->cur) != 0)
+        rc = REFEX_E_IO;
+    else if (rc == REFEX_OK && rename(f->tmppub, f->pub) != 0) {
+        rc = REFEX_E_IO;
+        if (rename(f->prev, f->cur) != 0) { /* the old secret back, atomically */
+            fprintf(stderr,
+                    "refex keys rotate: could not put the old secret back: it is %s, and %s "
+                    "holds the new one (its .public was not written)\n",
+                    f->prev, f->cur);
+            return rc; /* the old secret stays where it is */
+        }
+    }
+    if (rc != REFEX_OK) {
+        unlink(f->prevpub);
+        unlink(f->prev); /* a second link to the old secret, if still there */
+    }
+    return rc;
+}
+
+static int rotate_in(const char *agency, const char *out, const refex_keys *old, rotate_paths *f)
+{
+    refex_keys *k = NULL;
+    snprintf(f->tmp, sizeof f->tmp, "%s/.rotate-%s-XXXXXX", out, agency);
+    if (!mkdtemp(f->tmp))
+        return REFEX_E_IO;
+    snprintf(f->tmpsec, sizeof f->tmpsec, "%s/%s.secret", f->tmp, agency);
+    snprintf(f->tmppub, sizeof f->tmppub, "%s/%s.public", f->tmp, agency);
+    int rc = refex_keys_new(agency, old->pub.role, &k);
+    if (rc == REFEX_OK)
+        rc = refex_keys_save(k, f->tmp);
+    refex_keys_destroy(&k);
+    if (rc == REFEX_OK)
+        rc = install(f, &old->pub);
+    unlink(f->tmpsec); /* gone already if installed */
+    unlink(f->tmppub);
+    rmdir(f->tmp);
+    fsync_dir(out);
+    return rc;
 }
 
 static int keys_rotate_files(const char *agency, const char *out, int json)
 {
-    char cur[4096], prev[4096], pub[4096], err[512];
-    refex_keys *old = NULL, *k = NULL;
-    snprintf(cur, sizeof cur, "%s/%s.secret", out, agency);
-    snprintf(prev, sizeof prev, "%s/%s.previous.secret", out, agency);
-    snprintf(pub, sizeof pub, "%s/%s.public", out, agency);
-    int rc = refex_keys_load(cur, &old, err, sizeof err);
+    char err[512];
+    rotate_paths f;
+    refex_keys *old = NULL;
+    snprintf(f.cur, sizeof f.cur, "%s/%s.secret", out, agency);
+    snprintf(f.prev, sizeof f.prev, "%s/%s.previous.secret", out, agency);
+    snprintf(f.pub, sizeof f.pub, "%s/%s.public", out, agency);
+    snprintf(f.prevpub, sizeof f.prevpub, "%s/%s.previous.public", out, agency);
+    int rc = refex_keys_load(f.cur, &old, err, sizeof err);
     if (rc != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys rotate: %s\n", err);
     if (strcmp(old->pub.agency, agency) != 0 || pinned_role(old->pub.role)) {
@@ -90,34 +137,33 @@ static int keys_rotate_files(const char *agency, const char *out, int json)
         refex_keys_destroy(&old);
         if (other)
             return cli_fail(EXIT_KEYS, "E_CONFIG",
-                            "refex keys rotate: %s holds another agency's keys\n", cur);
+                            "refex keys rotate: %s holds another agency's keys\n", f.cur);
         return cli_fail(EXIT_KEYS, "E_CONFIG",
                         "refex keys rotate: %s is pinned by every daemon; its keys are not "
                         "rotated this way (docs/operations.md)\n",
                         agency);
     }
-    if ((rc = refex_keys_new(agency, old->pub.role, &k)) == REFEX_OK &&
-        (rc = keep_previous(cur, prev)) == REFEX_OK && (rc = refex_keys_save(k, out)) != REFEX_OK)
-        restore_previous(cur, prev);
+    rc = rotate_in(agency, out, old, &f);
     refex_keys_destroy(&old);
-    refex_keys_destroy(&k);
     if (rc == REFEX_E_EXISTS)
         return cli_fail(EXIT_KEYS, refex_errname(rc),
                         "refex keys rotate: %s exists: a rotation is still in progress (remove "
                         "it once its overlap has ended)\n",
-                        prev);
+                        f.prev);
     if (rc != REFEX_OK)
-        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex keys rotate: %s\n",
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex keys rotate: %s: %s; nothing was changed\n", out,
                         refex_strerror(rc));
     if (json) {
-        json_t *o = json_pack("{s:b, s:s, s:s, s:s, s:s}", "ok", 1, "agency", agency, "secret", cur,
-                              "public", pub, "previous", prev);
+        json_t *o =
+            json_pack("{s:b, s:s, s:s, s:s, s:s, s:s}", "ok", 1, "agency", agency, "secret", f.cur,
+                      "public", f.pub, "previous", f.prev, "previous_public", f.prevpub);
         cli_print_json(o);
         json_decref(o);
     } else {
-        printf("rotated %s: new keys in %s (0600) and %s; the old secret is now %s\n"
+        printf("rotated %s: new keys in %s (0600) and %s; the old ones are now %s and %s\n"
                "next: refex directory rotate --file DIRECTORY --keys %s, then sign it\n",
-               agency, cur, pub, prev, pub);
+               agency, f.cur, f.pub, f.prev, f.prevpub, f.pub);
     }
     return EXIT_OK;
 }

@@ -161,6 +161,15 @@ out:
     return rc;
 }
 
+int refex_pubkeys_save(const refex_pubkeys *p, const char *path)
+{
+    char buf[1024];
+    int n = format_public(p, buf, sizeof buf);
+    if (n < 0 || (size_t)n >= sizeof buf)
+        return REFEX_E_INVAL;
+    return refex_file_write(path, buf, (size_t)n, 0644);
+}
+
 static void keyfile_wipe(keyfile *kf)
 {
     if (kf->buf) {

@@ -38,6 +38,9 @@ void refex_keys_destroy(refex_keys **self_p);
 /* Writes DIR/AGENCY.secret (0600, created O_EXCL|O_NOFOLLOW: REFEX_E_EXISTS if anything,
  * a symlink included, is already there) and DIR/AGENCY.public (0644, replaced). */
 int refex_keys_save(const refex_keys *self, const char *dir) REFEX_NODISCARD;
+/* Writes a .public file at path (0644, by temp file and rename: replaced, never written
+ * through a symlink). */
+int refex_pubkeys_save(const refex_pubkeys *p, const char *path) REFEX_NODISCARD;
 /* Loads a .secret file, opened once with O_NOFOLLOW and checked on that descriptor:
  * REFEX_E_PERM (err says why) if it is a symlink, not a regular file, not owned by this
  * process's effective uid, or open to group or others. REFEX_E_NOTFOUND if absent. */

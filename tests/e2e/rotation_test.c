@@ -211,9 +211,18 @@ static int64_t rotate(const char *who)
     assert_int_equal(stat(prev, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
     /* A second rotation before the first is over is refused, and changes nothing. */
-    char out[4096];
+    char out[4096], cur[600];
+    uint8_t *before = NULL, *after = NULL;
+    size_t blen = 0, alen = 0;
+    h_path(&g_net, cur, sizeof cur, "keys/%s.secret", who);
+    assert_ok(refex_file_read(cur, 1u << 16, &before, &blen));
     assert_int_equal(h_cli(&g_net, out, sizeof out, kr), 4);
     assert_non_null(strstr(out, "still in progress"));
+    assert_ok(refex_file_read(cur, 1u << 16, &after, &alen));
+    assert_int_equal(alen, blen);
+    assert_memory_equal(after, before, blen);
+    free(before);
+    free(after);
     const char *dr[] = {"directory", "rotate",    "--file",  file, "--keys",
                         pub,         "--overlap", OVERLAP_S, NULL};
     cli_ok(NULL, dr);
@@ -354,6 +363,19 @@ static void test_rotation(void **state)
                                 "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
                                 H_TIMEOUT_MS),
                      1);
+    /* The auditor verifies the whole log, checkpoints from before the rotation and after,
+     * with both public keys; `keys rotate` kept the old one as midwifery.previous.public. */
+    char db[600], newpub[600], oldpub[600], vout[4096];
+    h_path(&g_net, db, sizeof db, "data/midwifery/agent.db");
+    h_path(&g_net, newpub, sizeof newpub, "keys/midwifery.public");
+    h_path(&g_net, oldpub, sizeof oldpub, "keys/midwifery.previous.public");
+    const char *verify[] = {"audit", "verify", "--db", db, "--key", newpub, "--key", oldpub, NULL};
+    if (h_cli(&g_net, vout, sizeof vout, verify) != 0)
+        fail_msg("audit verify with both keys: %s", vout);
+    assert_non_null(strstr(vout, "intact"));
+    const char *only_new[] = {"audit", "verify", "--db", db, "--key", newpub, NULL};
+    assert_int_equal(h_cli(&g_net, vout, sizeof vout, only_new), 1);
+    assert_non_null(strstr(vout, "not signed by midwifery's key"));
     /* And what it sends now is signed with the new key and accepted. */
     assert_int_equal(h_send_json(&g_net, "midwifery", "social-care", "referral",
                                  h_required("referral", json_object()), id),
