@@ -159,7 +159,12 @@ static int dir_show(const char *file, const char *anchor, int json)
                                   a->role, "display_name", a->display_name, "sign_pk", sp, "enc_pk",
                                   ep, "transport_pk", tp, "revoked", a->revoked);
             if (a->has_prev) {
+                char pe[65], pt[65];
+                refex_hex_encode(pe, a->prev_enc_pk, 32);
+                refex_hex_encode(pt, a->prev_transport_pk, 32);
                 json_object_set_new(o, "previous_sign_pk", json_string(prev));
+                json_object_set_new(o, "previous_enc_pk", json_string(pe));
+                json_object_set_new(o, "previous_transport_pk", json_string(pt));
                 json_object_set_new(o, "previous_until_ms", json_integer(a->prev_until_ms));
             }
             json_array_append_new(arr, o);

@@ -18,7 +18,7 @@
 #include "keys.h"
 #include "util.h"
 
-#define OVERLAP_DEFAULT_S (7L * 24 * 3600)
+#define OVERLAP_DEFAULT_S (14L * 24 * 3600) /* twice the default TTL (lib/envelope.h) */
 
 /* The broker's and the trust anchor's keys are pinned by every daemon: not rotated here. */
 static int pinned_role(const char *role)
@@ -49,11 +49,17 @@ static void dir_rotate_usage(FILE *out)
 {
     fprintf(out, "usage: refex directory rotate --file FILE --keys ID.public [--overlap SECONDS]\n"
                  "                              [--json]\n"
+                 "       refex directory rotate --file FILE --agency ID --end-overlap [--json]\n"
                  "\n"
                  "Names the new keys in ID.public (from 'refex keys rotate') as agency ID's keys\n"
                  "and keeps its current keys as previous keys, which still verify signatures and\n"
-                 "admit its connections for the overlap (default 604800 s, 7 days; at most 366\n"
-                 "days). After the overlap only the new keys do. Clears the signature: run\n"
+                 "admit its connections for the overlap, counted from now (default 1209600 s,\n"
+                 "14 days; at most 366 days). Make it at least the longest TTL in use: what the\n"
+                 "old key signed and is delivered after the overlap is refused. After the\n"
+                 "overlap only the new keys count. --overlap 0 after a compromise: the old keys\n"
+                 "stop counting as soon as the directory is loaded. A rotation is refused while\n"
+                 "the overlap of the one before still runs, unless with --overlap 0.\n"
+                 "--end-overlap ends a running overlap now. Clears the signature: run\n"
                  "'refex directory sign' next.\n");
 }
 
@@ -205,77 +211,145 @@ int cmd_keys_rotate(int argc, char **argv)
     return keys_rotate_files(agency, out, json);
 }
 
-static int dir_rotate_file(const char *file, const char *keys, long overlap, int json)
+/* The UTC time of ms, for people. */
+static void utc(int64_t ms, char *buf, size_t len)
 {
-    char err[512], until[64];
-    refex_pubkeys p;
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (!gmtime_r(&t, &tm) || !strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+        snprintf(buf, len, "?");
+}
+
+/* The directory file, edited by fn and saved; the failures fn names printed by it. */
+static int edit_directory(const char *file, int (*fn)(refex_directory *d, void *arg), void *arg)
+{
+    char err[512];
     refex_directory *d = NULL;
-    int rc;
-    if ((rc = refex_pubkeys_load(keys, &p, err, sizeof err)) != REFEX_OK)
+    int rc = refex_directory_load(file, NULL, &d, err, sizeof err);
+    if (rc != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
-    if (pinned_role(p.role))
-        return cli_fail(EXIT_KEYS, "E_CONFIG",
-                        "refex directory rotate: the %s's keys are pinned by every daemon and "
-                        "are not rotated this way (docs/operations.md)\n",
-                        p.role);
-    if ((rc = refex_directory_load(file, NULL, &d, err, sizeof err)) != REFEX_OK)
-        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
-    const refex_agency *a = refex_directory_find(d, p.agency);
-    int64_t until_ms = refex_now_ms() + (int64_t)overlap * 1000;
-    if (!a)
-        rc = REFEX_E_UNKNOWN_AGENCY;
-    else if ((rc = refex_directory_rotate(d, &p, until_ms)) == REFEX_OK)
-        rc = refex_directory_save(d, file);
+    rc = fn(d, arg);
+    if (rc == EXIT_OK && (rc = refex_directory_save(d, file)) != REFEX_OK)
+        rc = cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s: %s\n", file,
+                      refex_strerror(rc));
     refex_directory_destroy(&d);
+    return rc;
+}
+
+typedef struct {
+    const char *file, *keys, *agency;
+    refex_pubkeys p;
+    long overlap;
+    int64_t until_ms;
+} rotate_args;
+
+static int rotate_entry(refex_directory *d, void *arg)
+{
+    rotate_args *o = arg;
+    char until[64];
+    int64_t now = refex_now_ms();
+    o->until_ms = now + (int64_t)o->overlap * 1000;
+    const refex_agency *a = refex_directory_find(d, o->p.agency);
+    int rc = a ? refex_directory_rotate(d, &o->p, now, o->until_ms) : REFEX_E_UNKNOWN_AGENCY;
     if (rc == REFEX_E_UNKNOWN_AGENCY)
         return cli_fail(EXIT_KEYS, refex_errname(rc),
                         "refex directory rotate: '%s' is not in %s (use 'refex directory add')\n",
-                        p.agency, file);
+                        o->p.agency, o->file);
     if (rc == REFEX_E_INVAL)
         return cli_fail(EXIT_KEYS, refex_errname(rc),
-                        "refex directory rotate: %s is for role '%s', not the directory's\n", keys,
-                        p.role);
+                        "refex directory rotate: %s is for role '%s', not the directory's '%s'\n",
+                        o->keys, o->p.role, a->role);
     if (rc == REFEX_E_EXISTS)
         return cli_fail(EXIT_KEYS, refex_errname(rc),
-                        "refex directory rotate: the keys in %s are not new (already listed)\n",
-                        keys);
+                        "refex directory rotate: the keys in %s are already listed (this "
+                        "agency's or another's)\n",
+                        o->keys);
+    if (rc == REFEX_E_BUSY) {
+        utc(a->prev_until_ms, until, sizeof until);
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory rotate: the overlap of %s's last rotation runs until "
+                        "%s; wait, end it with --end-overlap, or rotate with --overlap 0\n",
+                        o->p.agency, until);
+    }
     if (rc != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n",
                         refex_strerror(rc));
-    time_t t = (time_t)(until_ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(until, sizeof until, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    if (json) {
-        json_t *o = json_pack("{s:b, s:s, s:s, s:I, s:s}", "ok", 1, "file", file, "id", p.agency,
-                              "previous_until_ms", (json_int_t)until_ms, "signature", "unsigned");
-        cli_print_json(o);
-        json_decref(o);
-    } else {
-        printf("rotated %s in %s: its previous keys are accepted until %s; the directory is now "
-               "unsigned\n",
-               p.agency, file, until);
-    }
     return EXIT_OK;
+}
+
+static int end_overlap(refex_directory *d, void *arg)
+{
+    rotate_args *o = arg;
+    o->until_ms = refex_now_ms();
+    int rc = refex_directory_end_overlap(d, o->agency, o->until_ms);
+    if (rc != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: '%s' is not in %s\n",
+                        o->agency, o->file);
+    return EXIT_OK;
+}
+
+static void print_done(const rotate_args *o, const char *id, int json)
+{
+    char until[64];
+    utc(o->until_ms, until, sizeof until);
+    if (json) {
+        json_t *j =
+            json_pack("{s:b, s:s, s:s, s:I, s:s}", "ok", 1, "file", o->file, "id", id,
+                      "previous_until_ms", (json_int_t)o->until_ms, "signature", "unsigned");
+        cli_print_json(j);
+        json_decref(j);
+    } else {
+        int over = o->keys ? o->overlap == 0 : 1;
+        printf("%s %s in %s: its previous keys %s%s; the directory is now unsigned\n",
+               o->keys ? "rotated" : "ended the overlap of", id, o->file,
+               over ? "no longer count, once the signed directory is loaded"
+                    : "are accepted until ",
+               over ? "" : until);
+    }
+}
+
+static int dir_rotate_file(rotate_args *o, int json)
+{
+    char err[512];
+    int rc;
+    if (!o->keys) {
+        if ((rc = edit_directory(o->file, end_overlap, o)) == EXIT_OK)
+            print_done(o, o->agency, json);
+        return rc;
+    }
+    if ((rc = refex_pubkeys_load(o->keys, &o->p, err, sizeof err)) != REFEX_OK)
+        return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: %s\n", err);
+    if (pinned_role(o->p.role))
+        return cli_fail(EXIT_KEYS, "E_CONFIG",
+                        "refex directory rotate: the %s's keys are pinned by every daemon and "
+                        "are not rotated this way (docs/operations.md)\n",
+                        o->p.role);
+    if ((rc = edit_directory(o->file, rotate_entry, o)) == EXIT_OK)
+        print_done(o, o->p.agency, json);
+    return rc;
 }
 
 int cmd_directory_rotate(int argc, char **argv)
 {
-    const char *file = NULL, *keys = NULL;
-    long overlap = OVERLAP_DEFAULT_S;
-    int json = 0, opt;
+    rotate_args o = {.overlap = OVERLAP_DEFAULT_S};
+    int json = 0, end = 0, opt;
     static const struct option opts[] = {
         {"file", required_argument, 0, 'f'},    {"keys", required_argument, 0, 'k'},
-        {"overlap", required_argument, 0, 'o'}, {"json", no_argument, 0, 'j'},
+        {"overlap", required_argument, 0, 'o'}, {"agency", required_argument, 0, 'a'},
+        {"end-overlap", no_argument, 0, 'e'},   {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     cli_getopt_reset();
     while ((opt = cli_getopt("directory rotate", argc, argv, opts)) != -1) {
         if (opt == 'f')
-            file = optarg;
+            o.file = optarg;
         else if (opt == 'k')
-            keys = optarg;
+            o.keys = optarg;
+        else if (opt == 'a')
+            o.agency = optarg;
+        else if (opt == 'e')
+            end = 1;
         else if (opt == 'o') {
-            if (cli_number("directory rotate", "--overlap", optarg, 1, OVERLAP_MAX_S, &overlap) !=
+            if (cli_number("directory rotate", "--overlap", optarg, 0, OVERLAP_MAX_S, &o.overlap) !=
                 EXIT_OK)
                 return EXIT_USAGE;
         } else if (opt == 'j')
@@ -289,10 +363,11 @@ int cmd_directory_rotate(int argc, char **argv)
     if (optind < argc)
         return cli_fail(EXIT_USAGE, CLI_E_USAGE, "refex directory rotate: unknown argument '%s'\n",
                         argv[optind]);
-    if (!file || !keys) {
+    if (!o.file || (end ? !o.agency || o.keys : !o.keys || o.agency)) {
         dir_rotate_usage(cli_usage_stream(0));
         return cli_fail(EXIT_USAGE, CLI_E_USAGE,
-                        "refex directory rotate: --file and --keys are required\n");
+                        "refex directory rotate: give --file and --keys, or --file, --agency "
+                        "and --end-overlap\n");
     }
-    return dir_rotate_file(file, keys, overlap, json);
+    return dir_rotate_file(&o, json);
 }

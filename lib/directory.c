@@ -399,6 +399,9 @@ int refex_agency_verify_domain(const refex_agency *a, int64_t now_ms, const char
     int n = refex_agency_sign_keys(a, now_ms, pks), rc = REFEX_E_BAD_SIGNATURE;
     for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
         rc = refex_verify_domain(context, data, len, sig, pks[i]);
+    if (rc == REFEX_E_BAD_SIGNATURE && n == 1 && a->has_prev &&
+        refex_verify_domain(context, data, len, sig, a->prev_sign_pk) == REFEX_OK)
+        rc = REFEX_E_REVOKED; /* genuine, by a key rotated away: final, not a forgery */
     return rc;
 }
 
@@ -434,11 +437,15 @@ int refex_agency_keys_match(const refex_agency *a, const refex_pubkeys *p)
     return 0;
 }
 
-int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_t until_ms)
+int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_t now_ms,
+                           int64_t until_ms)
 {
     refex_agency *a = (refex_agency *)refex_directory_find(self, p->agency);
-    if (!a || strcmp(a->role, p->role) != 0 || until_ms <= 0)
+    if (!a || strcmp(a->role, p->role) != 0 || until_ms <= 0 || strcmp(a->role, "broker") == 0 ||
+        strcmp(a->role, "trust-anchor") == 0)
         return REFEX_E_INVAL;
+    if (a->has_prev && a->prev_until_ms > now_ms && until_ms > now_ms)
+        return REFEX_E_BUSY; /* would cut short the keys of the rotation before */
     if (refex_agency_keys_match(a, p) || sodium_memcmp(a->sign_pk, p->sign_pk, 32) == 0 ||
         sodium_memcmp(a->enc_pk, p->enc_pk, 32) == 0)
         return REFEX_E_EXISTS;
@@ -454,6 +461,18 @@ int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_
     memcpy(a->enc_pk, p->enc_pk, 32);
     memcpy(a->transport_pk, p->transport_pk, 32);
     invalidate(self);
+    return REFEX_OK;
+}
+
+int refex_directory_end_overlap(refex_directory *self, const char *id, int64_t now_ms)
+{
+    refex_agency *a = (refex_agency *)refex_directory_find(self, id);
+    if (!a)
+        return REFEX_E_UNKNOWN_AGENCY;
+    if (a->has_prev && a->prev_until_ms > now_ms) {
+        a->prev_until_ms = now_ms;
+        invalidate(self);
+    }
     return REFEX_OK;
 }
 

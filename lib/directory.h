@@ -70,7 +70,9 @@ int refex_agency_usable(const refex_agency *a, int64_t now_ms);
  * had before its last rotation while the overlap lasts (now_ms < prev_until_ms). Fills
  * pks and returns how many (1 or 2). */
 int refex_agency_sign_keys(const refex_agency *a, int64_t now_ms, const uint8_t *pks[2]);
-/* refex_verify_domain against each of those keys: REFEX_OK if one verifies. */
+/* refex_verify_domain against each of those keys: REFEX_OK if one verifies;
+ * REFEX_E_REVOKED if only the previous key does and its overlap has ended (a signature that
+ * is the agency's, by a key it rotated away: refused for good, unlike a forgery). */
 int refex_agency_verify_domain(const refex_agency *a, int64_t now_ms, const char *context,
                                const uint8_t *data, size_t len,
                                const uint8_t sig[64]) REFEX_NODISCARD;
@@ -81,11 +83,19 @@ int refex_agency_admits_transport(const refex_agency *a, const uint8_t pk[32], i
 /* Which of a's key sets p is: 1 the current, 2 the previous (whatever the time), 0 neither. */
 int refex_agency_keys_match(const refex_agency *a, const refex_pubkeys *p);
 /* A key rotation in the directory: a's current keys become its previous keys, accepted
- * until until_ms, and p's become current. REFEX_E_INVAL if p is for another agency or
- * role, REFEX_E_EXISTS if p's keys are a's current or previous ones already. Clears the
- * signature. */
-int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p,
+ * until until_ms (at or before now_ms: not at all, the rotation after a compromise), and
+ * p's become current. REFEX_E_INVAL if p is for an agency not listed, another role, or the
+ * broker or trust anchor (pinned by every daemon); REFEX_E_EXISTS if p's keys are a's
+ * current or previous ones already, or another agency's transport key; REFEX_E_BUSY if the
+ * overlap of a's last rotation is still running and this one would have one too. Clears
+ * the signature. */
+int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_t now_ms,
                            int64_t until_ms) REFEX_NODISCARD;
+/* Ends the overlap of agency id's last rotation at now_ms (nothing if none is running):
+ * its previous keys stop verifying. REFEX_E_UNKNOWN_AGENCY if id is not listed. Clears the
+ * signature if it changed anything. */
+int refex_directory_end_overlap(refex_directory *self, const char *id,
+                                int64_t now_ms) REFEX_NODISCARD;
 /* Fills an agency entry from a key set's public half. */
 void refex_agency_from_pubkeys(refex_agency *a, const refex_pubkeys *p, const char *display);
 

@@ -221,6 +221,9 @@ int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__
     int n = refex_agency_sign_keys(sender, now_ms, pks), rc = REFEX_E_BAD_SIGNATURE;
     for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
         rc = refex_envelope_verify(env, h, pks[i]);
+    if (rc == REFEX_E_BAD_SIGNATURE && n == 1 && sender->has_prev &&
+        refex_envelope_verify(env, h, sender->prev_sign_pk) == REFEX_OK)
+        rc = REFEX_E_REVOKED; /* as in refex_agency_verify_domain */
     return rc;
 }
 

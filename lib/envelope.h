@@ -53,7 +53,8 @@ int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__Envel
                           const uint8_t sender_sign_pk[32]) REFEX_NODISCARD;
 
 /* refex_envelope_verify against each signing key of the sender at now_ms: its current
- * key, and inside a rotation's overlap its previous one (refex_agency_sign_keys). */
+ * key, and inside a rotation's overlap its previous one (refex_agency_sign_keys).
+ * REFEX_E_REVOKED if only the previous key verifies and the overlap has ended. */
 int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                                const refex_agency *sender, int64_t now_ms) REFEX_NODISCARD;
 

@@ -3,7 +3,7 @@
  * directory is signed and SIGHUPed into every daemon. Inside the overlap the agent still
  * running on its old keys is admitted and its referral verifies at the broker and at
  * social care. When the overlap ends the broker ends that session, ZAP refuses the old
- * transport key and an envelope signed with the old key is refused E_BAD_SIGNATURE, while
+ * transport key and an envelope signed with the old key is refused E_REVOKED, while
  * the new keys are admitted and verify. Restarted, the agent runs on its new keys, signs its
  * subscription again (so the lead's updates still reach it) and still opens a message
  * sealed to its previous encryption key. Waits are on readiness lines, log lines and
@@ -312,7 +312,7 @@ static void test_rotation(void **state)
     uint8_t mid[16];
     Refex__V1__Envelope *e =
         sealed("midwifery", oldk->sk->sign_sk, refex_directory_find(d, "social-care"), mid);
-    assert_int_equal(send_envelope(&c, e, mid), REFEX_E_BAD_SIGNATURE);
+    assert_int_equal(send_envelope(&c, e, mid), REFEX_E_REVOKED);
     refex__v1__envelope__free_unpacked(e, NULL);
     e = sealed("midwifery", newk->sk->sign_sk, refex_directory_find(d, "social-care"), mid);
     assert_int_equal(send_envelope(&c, e, mid), 0);

@@ -69,7 +69,7 @@ static void test_rotate_overlap(void **state)
     (void)state;
     const int64_t until = 5000000;
     refex_directory *d = make_dir();
-    assert_ok(refex_directory_rotate(d, &mw_new->pub, until));
+    assert_ok(refex_directory_rotate(d, &mw_new->pub, 0, until));
     const refex_agency *a = refex_directory_find(d, "midwifery");
     assert_true(a->has_prev);
     assert_memory_equal(a->sign_pk, mw_new->pub.sign_pk, 32);
@@ -91,9 +91,12 @@ static void test_rotate_overlap(void **state)
     assert_ok(refex_agency_verify_domain(a, until - 1, CONTEXT, msg, sizeof msg, new_sig));
     assert_rc(refex_agency_verify_domain(a, until - 1, CONTEXT, msg, sizeof msg, other_sig),
               REFEX_E_BAD_SIGNATURE);
-    /* From its end on, only the new key. */
+    /* From its end on, only the new key: the old one's signature is refused for good
+     * (E_REVOKED, genuine but rotated away), anyone else's as a forgery. */
     assert_int_equal(refex_agency_sign_keys(a, until, pks), 1);
     assert_rc(refex_agency_verify_domain(a, until, CONTEXT, msg, sizeof msg, old_sig),
+              REFEX_E_REVOKED);
+    assert_rc(refex_agency_verify_domain(a, until, CONTEXT, msg, sizeof msg, other_sig),
               REFEX_E_BAD_SIGNATURE);
     assert_ok(refex_agency_verify_domain(a, until, CONTEXT, msg, sizeof msg, new_sig));
 
@@ -117,24 +120,24 @@ static void test_rotate_refusals(void **state)
     refex_directory *d = make_dir();
     refex_pubkeys p = mw_old->pub;
     /* Not new, another agency's keys, an agency not listed, the wrong role. */
-    assert_rc(refex_directory_rotate(d, &mw_old->pub, 1000), REFEX_E_EXISTS);
+    assert_rc(refex_directory_rotate(d, &mw_old->pub, 0, 1000), REFEX_E_EXISTS);
     memcpy(p.transport_pk, sc->pub.transport_pk, 32);
     memcpy(p.sign_pk, mw_new->pub.sign_pk, 32);
     memcpy(p.enc_pk, mw_new->pub.enc_pk, 32);
-    assert_rc(refex_directory_rotate(d, &p, 1000), REFEX_E_EXISTS);
+    assert_rc(refex_directory_rotate(d, &p, 0, 1000), REFEX_E_EXISTS);
     p = mw_new->pub;
     snprintf(p.agency, sizeof p.agency, "police");
-    assert_rc(refex_directory_rotate(d, &p, 1000), REFEX_E_INVAL);
+    assert_rc(refex_directory_rotate(d, &p, 0, 1000), REFEX_E_INVAL);
     p = mw_new->pub;
     snprintf(p.role, sizeof p.role, "police");
-    assert_rc(refex_directory_rotate(d, &p, 1000), REFEX_E_INVAL);
-    assert_rc(refex_directory_rotate(d, &mw_new->pub, 0), REFEX_E_INVAL);
+    assert_rc(refex_directory_rotate(d, &p, 0, 1000), REFEX_E_INVAL);
+    assert_rc(refex_directory_rotate(d, &mw_new->pub, 0, 0), REFEX_E_INVAL);
     /* Nothing changed. */
     const refex_agency *a = refex_directory_find(d, "midwifery");
     assert_false(a->has_prev);
     assert_memory_equal(a->sign_pk, mw_old->pub.sign_pk, 32);
     /* After a rotation, nobody else may take the previous transport key. */
-    assert_ok(refex_directory_rotate(d, &mw_new->pub, 1000));
+    assert_ok(refex_directory_rotate(d, &mw_new->pub, 0, 1000));
     refex_agency other;
     refex_agency_from_pubkeys(&other, &sc->pub, NULL);
     snprintf(other.id, sizeof other.id, "police");
@@ -143,12 +146,52 @@ static void test_rotate_refusals(void **state)
     refex_directory_destroy(&d);
 }
 
+/* A second rotation inside the first's overlap would cut the keys before short: refused,
+ * unless it is the no-overlap rotation after a compromise. --end-overlap ends one now. The
+ * broker and the trust anchor are pinned: never rotated. */
+static void test_rotate_overlap_running(void **state)
+{
+    (void)state;
+    refex_keys *third = NULL, *brk = NULL;
+    assert_ok(refex_keys_new("midwifery", "midwifery", &third));
+    assert_ok(refex_keys_new("broker", "broker", &brk));
+    refex_directory *d = make_dir();
+    refex_agency b;
+    refex_agency_from_pubkeys(&b, &brk->pub, NULL);
+    assert_ok(refex_directory_add(d, &b, 0));
+    assert_rc(refex_directory_rotate(d, &brk->pub, 100, 200), REFEX_E_INVAL);
+    assert_ok(refex_directory_rotate(d, &mw_new->pub, 100, 1000));
+    assert_rc(refex_directory_rotate(d, &third->pub, 500, 2000), REFEX_E_BUSY);
+    const refex_agency *a = refex_directory_find(d, "midwifery");
+    assert_memory_equal(a->sign_pk, mw_new->pub.sign_pk, 32);
+    /* After the overlap, the next rotation goes through. */
+    assert_ok(refex_directory_rotate(d, &third->pub, 1000, 2000));
+    assert_memory_equal(a->prev_sign_pk, mw_new->pub.sign_pk, 32);
+    /* Ending the running overlap now: the previous key stops verifying at once. */
+    assert_ok(refex_directory_end_overlap(d, "midwifery", 1500));
+    assert_int_equal(a->prev_until_ms, 1500);
+    const uint8_t *pks[2];
+    assert_int_equal(refex_agency_sign_keys(a, 1500, pks), 1);
+    assert_rc(refex_directory_end_overlap(d, "police", 1500), REFEX_E_UNKNOWN_AGENCY);
+    /* A compromise: rotated with no overlap even while one runs. */
+    refex_directory_destroy(&d);
+    d = make_dir();
+    assert_ok(refex_directory_rotate(d, &mw_new->pub, 100, 1000));
+    assert_ok(refex_directory_rotate(d, &third->pub, 500, 500));
+    a = refex_directory_find(d, "midwifery");
+    assert_int_equal(refex_agency_sign_keys(a, 500, pks), 1);
+    assert_memory_equal(a->sign_pk, third->pub.sign_pk, 32);
+    refex_directory_destroy(&d);
+    refex_keys_destroy(&third);
+    refex_keys_destroy(&brk);
+}
+
 static void test_previous_keys_round_trip(void **state)
 {
     (void)state;
     char path[4200], err[512];
     refex_directory *d = make_dir(), *got = NULL;
-    assert_ok(refex_directory_rotate(d, &mw_new->pub, 123456789));
+    assert_ok(refex_directory_rotate(d, &mw_new->pub, 0, 123456789));
     assert_ok(refex_directory_sign(d, anchor->sk->sign_sk));
     snprintf(path, sizeof path, "%s/rotated.dir", tmpdir);
     assert_ok(refex_directory_save(d, path));
@@ -220,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rotate_overlap),
         cmocka_unit_test(test_rotate_refusals),
+        cmocka_unit_test(test_rotate_overlap_running),
         cmocka_unit_test(test_previous_keys_round_trip),
         cmocka_unit_test(test_malformed_previous_refused),
     };
