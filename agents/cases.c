@@ -379,6 +379,26 @@ static int push(void **arr, size_t *n, size_t *cap, size_t size, const void *ite
     return 1;
 }
 
+/* Was blob (a subscription, or a grant if grant) signed by us with a key we have rotated
+ * away from: the other set we hold, or the previous key the directory lists? Only that is
+ * signed again; anything else in the store was never our word, and is left alone. */
+static int signed_by_our_old_key(agent *a, const uint8_t *blob, size_t len, int grant)
+{
+    const refex_agency *me = refex_directory_find(a->base.dir, a->agency);
+    const uint8_t *old[2] = {a->other_keys ? a->other_keys->pub.sign_pk : NULL,
+                             me && me->has_prev ? me->prev_sign_pk : NULL};
+    refex_subscription s;
+    refex_grant g;
+    for (int i = 0; i < 2; i++)
+        if (old[i] && (grant ? refex_grant_signed_with(blob, len, old[i], &g)
+                             : refex_subscription_signed_with(blob, len, old[i], &s)) == REFEX_OK)
+            return 1;
+    refex_log_error("ALERT %s: one of ours in the store is signed by no key of ours; not signed "
+                    "again",
+                    grant ? "grant" : "subscription");
+    return 0;
+}
+
 static int resend_one(void *vctx, const uint8_t *blob, size_t len)
 {
     resend_ctx *c = vctx;
@@ -391,7 +411,7 @@ static int resend_one(void *vctx, const uint8_t *blob, size_t len)
         return 0;
     if (rc == REFEX_OK)
         submit_subscription(a, blob, len);
-    else
+    else if (signed_by_our_old_key(a, blob, len, 0))
         push((void **)&c->subs, &c->n_subs, &c->cap_subs, sizeof s, &s);
     return 0;
 }
@@ -401,7 +421,8 @@ static int grant_one(void *vctx, const uint8_t *blob, size_t len)
     resend_ctx *c = vctx;
     refex_grant g;
     int rc = refex_grant_signed_with(blob, len, c->a->base.keys->pub.sign_pk, &g);
-    if (rc == REFEX_E_BAD_SIGNATURE && strcmp(g.lead, c->a->agency) == 0)
+    if (rc == REFEX_E_BAD_SIGNATURE && strcmp(g.lead, c->a->agency) == 0 &&
+        signed_by_our_old_key(c->a, blob, len, 1))
         push((void **)&c->grants, &c->n_grants, &c->cap_grants, sizeof g, &g);
     return 0;
 }
