@@ -32,11 +32,7 @@ static const char *const CASES_SQL[C_N] = {
 
 static sqlite3_stmt *cases_stmt(agent_store *s, int which)
 {
-    if (!s->cases[which] && refex_db_prepare(s->db, CASES_SQL[which], &s->cases[which]) != REFEX_OK)
-        return NULL;
-    sqlite3_reset(s->cases[which]);
-    sqlite3_clear_bindings(s->cases[which]);
-    return s->cases[which];
+    return agent_store_lazy(s, CASES_SQL[which], &s->cases[which]);
 }
 
 void agent_store_cases_close(agent_store *s)

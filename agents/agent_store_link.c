@@ -23,11 +23,7 @@ static const char *const LINK_SQL[L_N] = {
 
 static sqlite3_stmt *link_stmt(agent_store *s, int which)
 {
-    if (!s->link[which] && refex_db_prepare(s->db, LINK_SQL[which], &s->link[which]) != REFEX_OK)
-        return NULL;
-    sqlite3_reset(s->link[which]);
-    sqlite3_clear_bindings(s->link[which]);
-    return s->link[which];
+    return agent_store_lazy(s, LINK_SQL[which], &s->link[which]);
 }
 
 void agent_store_link_close(agent_store *s)

@@ -79,6 +79,17 @@ static inline int agent_store_done(sqlite3_stmt *st, int rc)
     return rc;
 }
 
+/* A statement prepared on first use into *slot (agent_store_link.c, agent_store_cases.c),
+ * reset and with its bindings cleared; NULL if it cannot be prepared. */
+static inline sqlite3_stmt *agent_store_lazy(agent_store *s, const char *sql, sqlite3_stmt **slot)
+{
+    if (!*slot && refex_db_prepare(s->db, sql, slot) != REFEX_OK)
+        return NULL;
+    sqlite3_reset(*slot);
+    sqlite3_clear_bindings(*slot);
+    return *slot;
+}
+
 /* Steps a write; *changed says whether it changed a row. */
 static inline int agent_store_write(agent_store *s, sqlite3_stmt *st, int *changed)
 {

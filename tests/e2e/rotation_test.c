@@ -256,6 +256,22 @@ static void refuse_broker_rotation(void)
     assert_non_null(strstr(out, "pinned"));
 }
 
+/* A case update by `from`, and the one case update the other party then holds (in db). */
+static void publish_and_wait(const char *from, const char *summary, const char *practitioner,
+                             const char *db)
+{
+    const char *args[] = {
+        "case",       "publish",         "--case",         CASE,
+        "--type",     "other",           "--summary",      summary,
+        "--article6", "public-task",     "--article9",     "substantial-public-interest",
+        "--purpose",  "case-management", "--practitioner", practitioner,
+        NULL};
+    cli_ok(from, args);
+    assert_int_equal(h_sql_wait(&g_net, db, "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'",
+                                1, H_TIMEOUT_MS),
+                     1);
+}
+
 static void test_rotation(void **state)
 {
     (void)state;
@@ -352,17 +368,7 @@ static void test_rotation(void **state)
              "SELECT count(*) FROM case_subscriptions WHERE agency = 'midwifery' AND serial > %lld",
              serial);
     assert_int_equal(h_sql_wait(&g_net, SC_DB, sql, 1, H_TIMEOUT_MS), 1);
-    const char *upd[] = {
-        "case",       "publish",         "--case",         CASE,
-        "--type",     "other",           "--summary",      "home visit arranged",
-        "--article6", "public-task",     "--article9",     "substantial-public-interest",
-        "--purpose",  "case-management", "--practitioner", "SW-ROT-1",
-        NULL};
-    cli_ok("social-care", upd);
-    assert_int_equal(h_sql_wait(&g_net, MW_DB,
-                                "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
-                                H_TIMEOUT_MS),
-                     1);
+    publish_and_wait("social-care", "home visit arranged", "SW-ROT-1", MW_DB);
     /* The auditor verifies the whole log, checkpoints from before the rotation and after,
      * with both public keys; `keys rotate` kept the old one as midwifery.previous.public. */
     char db[600], newpub[600], oldpub[600], vout[4096];
@@ -407,28 +413,8 @@ static void test_lead_rotation(void **state)
              serial);
     assert_int_equal(h_sql_wait(&g_net, MW_DB, sql, 1, H_TIMEOUT_MS), 1);
     wait_log("social-care", "signed again with the current key", H_TIMEOUT_MS);
-    const char *from_lead[] = {
-        "case",       "publish",         "--case",         CASE,
-        "--type",     "other",           "--summary",      "strategy meeting booked",
-        "--article6", "public-task",     "--article9",     "substantial-public-interest",
-        "--purpose",  "case-management", "--practitioner", "SW-ROT-2",
-        NULL};
-    cli_ok("social-care", from_lead);
-    assert_int_equal(h_sql_wait(&g_net, MW_DB,
-                                "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
-                                H_TIMEOUT_MS),
-                     1);
-    const char *from_member[] = {
-        "case",       "publish",         "--case",         CASE,
-        "--type",     "other",           "--summary",      "antenatal appointment attended",
-        "--article6", "public-task",     "--article9",     "substantial-public-interest",
-        "--purpose",  "case-management", "--practitioner", "MW-ROT-2",
-        NULL};
-    cli_ok("midwifery", from_member);
-    assert_int_equal(h_sql_wait(&g_net, SC_DB,
-                                "SELECT count(*) FROM inbox WHERE type = 'CASE_UPDATE'", 1,
-                                H_TIMEOUT_MS),
-                     1);
+    publish_and_wait("social-care", "strategy meeting booked", "SW-ROT-2", MW_DB);
+    publish_and_wait("midwifery", "antenatal appointment attended", "MW-ROT-2", SC_DB);
 }
 
 int main(void)
