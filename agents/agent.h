@@ -130,8 +130,8 @@ int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen)
  * loads that set from disk to open what is sealed to it, and tells the operator to restart
  * (or that the agency has left the directory). */
 void agent_keys_reloaded(agent *a);
-/* 1 if the directory names keys for us other than the ones in use: a message we cannot
- * open may be sealed to keys we will hold after a restart (held, not refused). */
+/* 1 if the directory names keys for us that we hold neither in use nor as the other set:
+ * a message we cannot open may be sealed to keys we will hold later (held, not refused). */
 int agent_keys_behind(agent *a);
 /* refex_envelope_open with our current encryption key, then the other set's. */
 int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,

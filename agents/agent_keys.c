@@ -112,7 +112,8 @@ int agent_keys_choose(agent *a, const char *keys_path, char *err, size_t errlen)
 int agent_keys_behind(agent *a)
 {
     const refex_agency *me = refex_directory_find(a->base.dir, a->agency);
-    return me && refex_agency_keys_match(me, &a->base.keys->pub) != 1;
+    return me && refex_agency_keys_match(me, &a->base.keys->pub) != 1 &&
+           !(a->other_keys && refex_agency_keys_match(me, &a->other_keys->pub) == 1);
 }
 
 /* After a reload that names keys other than the ones in use: the set on disk that the

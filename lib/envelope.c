@@ -276,14 +276,29 @@ int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
 {
     uint8_t *buf = NULL;
     size_t n = 0;
-    /* Without the checkpoint: nobody signs it in the envelope, so a broker could change it
-     * and make the hash in the recipient's receipt one the sender does not know. */
+    /* Fields 1-4 only: not the checkpoint, which nothing in the envelope signs, nor fields
+     * unknown to this version (kept by protobuf-c), which a broker could add; either would
+     * make the hash in the recipient's receipt one the sender does not know. */
     Refex__V1__Envelope signed_parts = *env;
+    Refex__V1__KeySlot *slots = calloc(env->n_key_slots ? env->n_key_slots : 1, sizeof *slots);
+    Refex__V1__KeySlot **ptrs = calloc(env->n_key_slots ? env->n_key_slots : 1, sizeof *ptrs);
+    int rc = slots && ptrs ? REFEX_OK : REFEX_E_NOMEM;
+    for (size_t i = 0; rc == REFEX_OK && i < env->n_key_slots; i++) {
+        slots[i] = *env->key_slots[i];
+        slots[i].base.n_unknown_fields = 0;
+        slots[i].base.unknown_fields = NULL;
+        ptrs[i] = &slots[i];
+    }
     signed_parts.checkpoint = "";
-    int rc = refex_pb_pack(&signed_parts.base, &buf, &n);
-    if (rc != REFEX_OK)
-        return rc;
-    crypto_hash_sha256(out, buf, n);
+    signed_parts.base.n_unknown_fields = 0;
+    signed_parts.base.unknown_fields = NULL;
+    signed_parts.key_slots = ptrs;
+    if (rc == REFEX_OK)
+        rc = refex_pb_pack(&signed_parts.base, &buf, &n);
+    if (rc == REFEX_OK)
+        crypto_hash_sha256(out, buf, n);
     free(buf);
-    return REFEX_OK;
+    free(slots);
+    free(ptrs);
+    return rc;
 }

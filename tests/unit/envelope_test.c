@@ -720,6 +720,18 @@ static void test_envelope_hash(void **state)
     assert_ok(refex_envelope_hash(e1copy, h1copy));
     e1copy->checkpoint = kept; /* freed with the envelope */
     assert_memory_equal(h1, h1copy, 32);
+    /* Nor a field unknown to this version, which a broker could add (field 15, varint 1). */
+    uint8_t *ext = malloc(l1 + 2);
+    assert_non_null(ext);
+    memcpy(ext, b1, l1);
+    ext[l1] = 0x78;
+    ext[l1 + 1] = 0x01;
+    Refex__V1__Envelope *ex = unpack(ext, l1 + 2);
+    assert_int_equal(ex->base.n_unknown_fields, 1);
+    assert_ok(refex_envelope_hash(ex, h1copy));
+    assert_memory_equal(h1, h1copy, 32);
+    free_env(ex);
+    free(ext);
 
     free_env(e1copy);
     free_env(e2);
