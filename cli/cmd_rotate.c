@@ -32,8 +32,9 @@ static void keys_rotate_usage(FILE *out)
     fprintf(out, "usage: refex keys rotate --agency ID --out DIR [--json]\n"
                  "\n"
                  "Replaces DIR/ID.secret and DIR/ID.public with new key pairs, keeping the old\n"
-                 "secret as DIR/ID.previous.secret (mode 0600). A running agent is not\n"
-                 "affected. Then, on the trust anchor's machine:\n"
+                 "secret as DIR/ID.previous.secret (mode 0600) and the old public half as\n"
+                 "DIR/ID.previous.public (for auditors). A running agent is not affected. Then, on "
+                 "the trust anchor's machine:\n"
                  "  refex directory rotate --file DIRECTORY --keys ID.public [--overlap SECONDS]\n"
                  "  refex directory sign --file DIRECTORY --anchor ANCHOR.secret\n"
                  "install the new directory everywhere, reload (SIGHUP) the broker and every\n"
@@ -42,7 +43,8 @@ static void keys_rotate_usage(FILE *out)
                  "previous keys. Remove ID.previous.secret once the overlap has ended and no\n"
                  "message sealed to the old key can still be queued (the longest TTL).\n"
                  "\n"
-                 "Refuses if DIR/ID.previous.secret exists (a rotation still in progress).\n");
+                 "Refuses if DIR/ID.previous.secret exists (a rotation still in progress) or\n"
+                 "DIR/ID.previous.public does (archive an earlier rotation's first).\n");
 }
 
 static void dir_rotate_usage(FILE *out)
@@ -65,8 +67,13 @@ static void dir_rotate_usage(FILE *out)
 
 /* The files of one rotation in DIR. */
 typedef struct {
-    char cur[4096], pub[4096], prev[4096], prevpub[4096], tmp[4096], tmpsec[4200], tmppub[4200];
+    char cur[4096], pub[4096], prev[4096], prevpub[4096];
+    char tmp[4096], tmpsec[4200], tmppub[4200], tmpprev[4200];
 } rotate_paths;
+
+/* How a rotation ended: done; refused before anything moved (ID.previous.secret or
+ * ID.previous.public already there, or an I/O error); or half done, the files as printed. */
+enum { ROTATED, REFUSED_SECRET, REFUSED_PUBLIC, FAILED, HALF_DONE };
 
 static void fsync_dir(const char *dir)
 {
@@ -77,32 +84,34 @@ static void fsync_dir(const char *dir)
     }
 }
 
-/* Puts the files in place, the old keys first: ID.secret linked as ID.previous.secret
- * (never replacing one: a rotation in progress), the old public half as
- * ID.previous.public, then the new ID.secret and ID.public renamed over the old ones from
- * the temporary directory. Any failure puts back what it had moved. */
-static int install(const rotate_paths *f, const refex_pubkeys *old)
+/* Puts the files in place from the temporary directory, never replacing an old key:
+ * ID.secret linked as ID.previous.secret and the old public half linked as
+ * ID.previous.public (each refused if there: a rotation in progress, or an earlier one's
+ * file not archived), then the new ID.secret and ID.public renamed over the old ones. A
+ * failure puts back what had moved; HALF_DONE if even that failed (nothing is deleted). */
+static int install(const rotate_paths *f, const char *out)
 {
     if (link(f->cur, f->prev) != 0)
-        return errno == EEXIST ? REFEX_E_EXISTS : REFEX_E_IO;
-    int rc = refex_pubkeys_save(old, f->prevpub);
-    if (rc == REFEX_OK && rename(f->tmpsec, f->cur) != 0)
-        rc = REFEX_E_IO;
-    else if (rc == REFEX_OK && rename(f->tmppub, f->pub) != 0) {
-        rc = REFEX_E_IO;
-        if (rename(f->prev, f->cur) != 0) { /* the old secret back, atomically */
-            fprintf(stderr,
-                    "refex keys rotate: could not put the old secret back: it is %s, and %s "
-                    "holds the new one (its .public was not written)\n",
-                    f->prev, f->cur);
-            return rc; /* the old secret stays where it is */
-        }
+        return errno == EEXIST ? REFUSED_SECRET : FAILED;
+    if (link(f->tmpprev, f->prevpub) != 0) {
+        int e = errno;
+        unlink(f->prev);
+        return e == EEXIST ? REFUSED_PUBLIC : FAILED;
     }
-    if (rc != REFEX_OK) {
+    fsync_dir(out);
+    if (rename(f->tmpsec, f->cur) != 0) {
         unlink(f->prevpub);
-        unlink(f->prev); /* a second link to the old secret, if still there */
+        unlink(f->prev);
+        return FAILED;
     }
-    return rc;
+    fsync_dir(out);
+    if (rename(f->tmppub, f->pub) != 0) {
+        if (rename(f->prev, f->cur) != 0) /* the old secret back, atomically */
+            return HALF_DONE;
+        unlink(f->prevpub);
+        return FAILED;
+    }
+    return ROTATED;
 }
 
 static int rotate_in(const char *agency, const char *out, const refex_keys *old, rotate_paths *f)
@@ -110,20 +119,47 @@ static int rotate_in(const char *agency, const char *out, const refex_keys *old,
     refex_keys *k = NULL;
     snprintf(f->tmp, sizeof f->tmp, "%s/.rotate-%s-XXXXXX", out, agency);
     if (!mkdtemp(f->tmp))
-        return REFEX_E_IO;
+        return FAILED;
     snprintf(f->tmpsec, sizeof f->tmpsec, "%s/%s.secret", f->tmp, agency);
     snprintf(f->tmppub, sizeof f->tmppub, "%s/%s.public", f->tmp, agency);
-    int rc = refex_keys_new(agency, old->pub.role, &k);
-    if (rc == REFEX_OK)
-        rc = refex_keys_save(k, f->tmp);
+    snprintf(f->tmpprev, sizeof f->tmpprev, "%s/%s.previous.public", f->tmp, agency);
+    int rc = refex_keys_new(agency, old->pub.role, &k) == REFEX_OK &&
+                     refex_keys_save(k, f->tmp) == REFEX_OK &&
+                     refex_pubkeys_save(&old->pub, f->tmpprev) == REFEX_OK
+                 ? install(f, out)
+                 : FAILED;
     refex_keys_destroy(&k);
-    if (rc == REFEX_OK)
-        rc = install(f, &old->pub);
+    if (rc == HALF_DONE)
+        return rc;     /* the temporary directory holds the new public half: kept */
     unlink(f->tmpsec); /* gone already if installed */
     unlink(f->tmppub);
+    unlink(f->tmpprev);
     rmdir(f->tmp);
     fsync_dir(out);
     return rc;
+}
+
+static int rotate_failed(int rc, const rotate_paths *f)
+{
+    if (rc == REFUSED_SECRET)
+        return cli_fail(EXIT_KEYS, "E_EXISTS",
+                        "refex keys rotate: %s exists: a rotation is still in progress (remove "
+                        "it once its overlap has ended)\n",
+                        f->prev);
+    if (rc == REFUSED_PUBLIC)
+        return cli_fail(EXIT_KEYS, "E_EXISTS",
+                        "refex keys rotate: %s exists (an earlier rotation's): archive it for "
+                        "auditors, then run this again; nothing was changed\n",
+                        f->prevpub);
+    if (rc == HALF_DONE)
+        return cli_fail(EXIT_KEYS, "E_IO",
+                        "refex keys rotate: stopped half way: %s holds the new secret, %s the "
+                        "old one, and the new public half is in %s; put them right by hand\n",
+                        f->cur, f->prev, f->tmppub);
+    return cli_fail(EXIT_KEYS, "E_IO",
+                    "refex keys rotate: could not write the new keys beside %s; nothing was "
+                    "changed\n",
+                    f->cur);
 }
 
 static int keys_rotate_files(const char *agency, const char *out, int json)
@@ -151,15 +187,8 @@ static int keys_rotate_files(const char *agency, const char *out, int json)
     }
     rc = rotate_in(agency, out, old, &f);
     refex_keys_destroy(&old);
-    if (rc == REFEX_E_EXISTS)
-        return cli_fail(EXIT_KEYS, refex_errname(rc),
-                        "refex keys rotate: %s exists: a rotation is still in progress (remove "
-                        "it once its overlap has ended)\n",
-                        f.prev);
-    if (rc != REFEX_OK)
-        return cli_fail(EXIT_KEYS, refex_errname(rc),
-                        "refex keys rotate: %s: %s; nothing was changed\n", out,
-                        refex_strerror(rc));
+    if (rc != ROTATED)
+        return rotate_failed(rc, &f);
     if (json) {
         json_t *o =
             json_pack("{s:b, s:s, s:s, s:s, s:s, s:s}", "ok", 1, "agency", agency, "secret", f.cur,
@@ -282,6 +311,10 @@ static int end_overlap(refex_directory *d, void *arg)
     rotate_args *o = arg;
     o->until_ms = refex_now_ms();
     int rc = refex_directory_end_overlap(d, o->agency, o->until_ms);
+    if (rc == REFEX_E_NOTFOUND)
+        return cli_fail(EXIT_KEYS, refex_errname(rc),
+                        "refex directory rotate: no overlap of %s's is running; %s not changed\n",
+                        o->agency, o->file);
     if (rc != REFEX_OK)
         return cli_fail(EXIT_KEYS, refex_errname(rc), "refex directory rotate: '%s' is not in %s\n",
                         o->agency, o->file);

@@ -469,10 +469,10 @@ int refex_directory_end_overlap(refex_directory *self, const char *id, int64_t n
     refex_agency *a = (refex_agency *)refex_directory_find(self, id);
     if (!a)
         return REFEX_E_UNKNOWN_AGENCY;
-    if (a->has_prev && a->prev_until_ms > now_ms) {
-        a->prev_until_ms = now_ms;
-        invalidate(self);
-    }
+    if (!a->has_prev || a->prev_until_ms <= now_ms)
+        return REFEX_E_NOTFOUND;
+    a->prev_until_ms = now_ms;
+    invalidate(self);
     return REFEX_OK;
 }
 

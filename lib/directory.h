@@ -91,9 +91,9 @@ int refex_agency_keys_match(const refex_agency *a, const refex_pubkeys *p);
  * the signature. */
 int refex_directory_rotate(refex_directory *self, const refex_pubkeys *p, int64_t now_ms,
                            int64_t until_ms) REFEX_NODISCARD;
-/* Ends the overlap of agency id's last rotation at now_ms (nothing if none is running):
- * its previous keys stop verifying. REFEX_E_UNKNOWN_AGENCY if id is not listed. Clears the
- * signature if it changed anything. */
+/* Ends the overlap of agency id's last rotation at now_ms: its previous keys stop
+ * verifying. REFEX_E_UNKNOWN_AGENCY if id is not listed, REFEX_E_NOTFOUND if no overlap of
+ * its is running (nothing changed). Clears the signature. */
 int refex_directory_end_overlap(refex_directory *self, const char *id,
                                 int64_t now_ms) REFEX_NODISCARD;
 /* Fills an agency entry from a key set's public half. */

@@ -173,6 +173,8 @@ static void test_rotate_overlap_running(void **state)
     const uint8_t *pks[2];
     assert_int_equal(refex_agency_sign_keys(a, 1500, pks), 1);
     assert_rc(refex_directory_end_overlap(d, "police", 1500), REFEX_E_UNKNOWN_AGENCY);
+    assert_rc(refex_directory_end_overlap(d, "midwifery", 1600), REFEX_E_NOTFOUND);
+    assert_rc(refex_directory_end_overlap(d, "social-care", 1600), REFEX_E_NOTFOUND);
     /* A compromise: rotated with no overlap even while one runs. */
     refex_directory_destroy(&d);
     d = make_dir();
