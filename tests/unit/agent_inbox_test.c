@@ -178,6 +178,31 @@ static void deliver_expect_held(agent_fixture *f, const Refex__V1__Envelope *env
     agent_fixture_commit(f);
 }
 
+/* Midwifery rotates its keys and the overlap is over. A message accepted under its old key
+ * and delivered again (our ACK lost) is answered from memory as accepted, not refused; a
+ * new one signed with the old key is refused E_REVOKED for good, once audited and
+ * remembered. */
+static void test_rotated_away_key(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], id2[16];
+    refex_keys *fresh = NULL;
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    Refex__V1__Envelope *late = seal(f, "social-care", id2);
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    assert_ok(refex_keys_new("midwifery", f->keys[T_MIDWIFERY]->pub.role, &fresh));
+    int64_t now = refex_now_ms();
+    assert_ok(refex_directory_rotate(f->directory, &fresh->pub, now - 2000, now - 1000));
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_ack(f, late, id2, REFEX_E_REVOKED);
+    deliver_expect_ack(f, late, id2, REFEX_E_REVOKED);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    refex_keys_destroy(&fresh);
+    refex__v1__envelope__free_unpacked(late, NULL);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
 static void test_deliver_stores_then_redelivery_acks_again(void **state)
 {
     agent_fixture *f = *state;
@@ -658,6 +683,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_known_delivery_stored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_known_delivery_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receipt_recorded_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rotated_away_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliver_stores_then_redelivery_acks_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusal_remembered, setup, teardown),
