@@ -1,8 +1,8 @@
-/* refex-bench: durable end-to-end throughput and latency of refex against raw ZeroMQ
- * forwarding of the same sizes, measured in the same run on the same machine, so the
- * ratio means something on a shared, noisy host. It starts a real broker and two real
- * agents (sender, receiver) in a temp directory. "End to end" runs from the send call on
- * the sender's control socket to the receiver's commit of the decrypted message. */
+/* refex-bench: durable end-to-end throughput and latency of refex against NATS JetStream
+ * (jetstream.c) and raw ZeroMQ forwarding of the same sizes, measured in the same run on
+ * the same machine, so the ratios mean something on a shared, noisy host. It starts a real broker
+ * and two real agents (sender, receiver) in a temp directory. "End to end" runs from the send call
+ * on the sender's control socket to the receiver's commit of the decrypted message. */
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -14,19 +14,10 @@
 #include <zmq.h>
 
 #include "../tests/e2e/harness.h"
+#include "bench.h"
 #include "util.h"
 
-typedef struct {
-    size_t size;
-    int n;
-} bench_case;
-
-typedef struct {
-    double msgs_per_s;
-    double p50_ms, p99_ms;
-} result;
-
-static int64_t now_us(void)
+int64_t bench_now_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -39,7 +30,7 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void percentiles(double *v, int n, result *r)
+void bench_percentiles(double *v, int n, result *r)
 {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     r->p50_ms = v[n / 2];
@@ -115,10 +106,10 @@ static int raw_zmq(const bench_case *c, result *r)
     zmq_send(rcv, "hi", 2, 0);
     uint8_t *buf = calloc(1, c->size);
     double *lat = calloc((size_t)c->n, sizeof *lat);
-    int64_t t0 = now_us(), last = t0;
+    int64_t t0 = bench_now_us(), last = t0;
     /* Open loop: the sender never waits for the receiver, like refex's outbox. */
     for (int i = 0; i < c->n; i++) {
-        int64_t t = now_us();
+        int64_t t = bench_now_us();
         memcpy(buf, &t, sizeof t);
         zmq_send(snd, buf, c->size, 0);
     }
@@ -128,12 +119,12 @@ static int raw_zmq(const bench_case *c, result *r)
         zmq_msg_recv(&m, rcv, 0);
         int64_t sent;
         memcpy(&sent, zmq_msg_data(&m), sizeof sent);
-        last = now_us();
+        last = bench_now_us();
         lat[i] = (double)(last - sent) / 1000.0;
         zmq_msg_close(&m);
     }
     r->msgs_per_s = c->n / ((double)(last - t0) / 1e6);
-    percentiles(lat, c->n, r);
+    bench_percentiles(lat, c->n, r);
     pthread_join(th, NULL);
     int linger = 0;
     zmq_setsockopt(snd, ZMQ_LINGER, &linger, sizeof linger);
@@ -257,7 +248,7 @@ static int refex_run(h_net *net, const bench_case *c, int round, result *r)
     sqlite3_close(db);
     (void)round;
     r->msgs_per_s = k / ((double)(last - first + 1) / 1000.0);
-    percentiles(lat, k, r);
+    bench_percentiles(lat, k, r);
     free(lat);
     return 0;
 }
@@ -314,24 +305,42 @@ int main(int argc, char **argv)
         h_net_fini(&net);
         return 1;
     }
-    printf("%-8s %6s | %12s %9s %9s | %12s %9s %9s | %8s %8s\n", "size", "n", "refex msg/s",
-           "p50 ms", "p99 ms", "zmq msg/s", "p50 ms", "p99 ms", "thr", "p50");
+    printf("%-6s %5s | %9s %7s %7s | %9s %7s %7s | %9s %7s | %8s %8s %8s\n", "size", "n", "refex/s",
+           "p50 ms", "p99 ms", "js/s", "p50 ms", "p99 ms", "zmq/s", "p50 ms", "thr/js", "thr/zmq",
+           "p50/js");
+    int js_missing = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        result rr, zr;
+        result rr, jr = {0, 0, 0}, zr;
         fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
-        if (refex_run(&net, &cases[i], (int)i, &rr) != 0 || raw_zmq(&cases[i], &zr) != 0) {
+        int js = jetstream_run(net.root, &cases[i], (int)i, &jr);
+        if (js < 0 || refex_run(&net, &cases[i], (int)i, &rr) != 0 ||
+            raw_zmq(&cases[i], &zr) != 0) {
             fprintf(stderr, "refex-bench: run failed\n");
             h_net_fini(&net);
             return 1;
         }
-        char label[32];
+        js_missing |= js > 0;
+        char label[32], jcols[64] = "", jthr[16] = "-", jp50[16] = "-";
         snprintf(label, sizeof label, "%zuK", cases[i].size / 1024);
-        printf("%-8s %6d | %12.0f %9.1f %9.1f | %12.0f %9.2f %9.2f | %7.3fx %7.0fx\n", label,
-               cases[i].n, rr.msgs_per_s, rr.p50_ms, rr.p99_ms, zr.msgs_per_s, zr.p50_ms, zr.p99_ms,
-               rr.msgs_per_s / zr.msgs_per_s, rr.p50_ms / (zr.p50_ms > 0.001 ? zr.p50_ms : 0.001));
+        if (js == 0) {
+            snprintf(jcols, sizeof jcols, "%9.0f %7.1f %7.1f", jr.msgs_per_s, jr.p50_ms, jr.p99_ms);
+            snprintf(jthr, sizeof jthr, "%.3fx", rr.msgs_per_s / jr.msgs_per_s);
+            snprintf(jp50, sizeof jp50, "%.1fx",
+                     rr.p50_ms / (jr.p50_ms > 0.001 ? jr.p50_ms : 0.001));
+        } else {
+            snprintf(jcols, sizeof jcols, "%9s %7s %7s", "-", "-", "-");
+        }
+        printf("%-6s %5d | %9.0f %7.1f %7.1f | %s | %9.0f %7.2f | %8s %7.3fx %8s\n", label,
+               cases[i].n, rr.msgs_per_s, rr.p50_ms, rr.p99_ms, jcols, zr.msgs_per_s, zr.p50_ms,
+               jthr, rr.msgs_per_s / zr.msgs_per_s, jp50);
         fflush(stdout);
     }
-    printf("thr = refex throughput / raw ZeroMQ throughput; p50 = refex p50 / raw p50.\n");
+    printf("thr/js = refex throughput / NATS JetStream's (publish with PubAck, pull consumer "
+           "with AckSync, file storage); thr/zmq = refex / raw ZeroMQ forwarding; p50/js = "
+           "refex median latency / JetStream's.\n");
+    if (js_missing)
+        printf("JetStream: not measured (nats-server or libnats-dev missing: run "
+               "deploy/install-bench-deps.sh, then rebuild).\n");
     h_net_fini(&net);
     return 0;
 }
