@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #include "../tests/e2e/harness.h"
@@ -28,6 +30,48 @@ static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
+}
+
+double bench_cpu_us(pid_t pid)
+{
+    if (pid == 0) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) != 0)
+            return -1;
+        return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+    }
+    /* A child that still runs: its getrusage is not ours to ask, so /proc/PID/stat's
+     * utime and stime (fields 14 and 15, clock ticks, every thread). */
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+}
+
+void bench_cpu_begin(result *r, int n, const char *const *names, const pid_t *pids, double *marks)
+{
+    r->n_procs = n < BENCH_PROCS ? n : BENCH_PROCS;
+    for (int i = 0; i < r->n_procs; i++) {
+        r->proc[i] = names[i];
+        marks[i] = bench_cpu_us(pids[i]);
+    }
+}
+
+void bench_cpu_end(result *r, const pid_t *pids, const double *marks, int n_msgs)
+{
+    for (int i = 0; i < r->n_procs; i++) {
+        double now = bench_cpu_us(pids[i]);
+        r->cpu_us[i] = now < 0 || marks[i] < 0 || n_msgs <= 0 ? -1 : (now - marks[i]) / n_msgs;
+    }
 }
 
 void bench_percentiles(double *v, int n, result *r)
@@ -198,6 +242,12 @@ static int refex_run(h_net *net, const bench_case *c, int round, result *r)
     memset(pad, 'x', c->size);
     pad[c->size] = 0;
     long long before = h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox");
+    long long receipts = h_sql_int(net, "data/sender/agent.db", "SELECT count(*) FROM receipts");
+    static const char *const names[] = {"broker", "sender", "receiver", "clients"};
+    pid_t pids[] = {net->broker.pid, net->agents[h_agent_index(net, "sender")].pid,
+                    net->agents[h_agent_index(net, "receiver")].pid, 0};
+    double marks[BENCH_PROCS];
+    bench_cpu_begin(r, BENCH_PROCS, names, pids, marks);
     pthread_t th[CLIENTS];
     client_args ca[CLIENTS];
     int failed = 0;
@@ -212,17 +262,23 @@ static int refex_run(h_net *net, const bench_case *c, int round, result *r)
         pthread_join(th[k], NULL);
         failed |= ca[k].failed;
     }
+    double clients_us = bench_cpu_us(0) - marks[3]; /* before this thread starts polling */
     free(pad);
     if (failed)
         return -1;
     long long want = before + c->n;
     int64_t deadline = refex_mono_ms() + 600000;
-    while (h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox") < want) {
+    while (h_sql_int(net, "data/receiver/agent.db", "SELECT count(*) FROM inbox") < want ||
+           h_sql_int(net, "data/sender/agent.db", "SELECT count(*) FROM receipts") <
+               receipts + c->n) {
         if (refex_mono_ms() > deadline)
             return -1;
         struct timespec ts = {0, 5000000};
         nanosleep(&ts, NULL);
     }
+    /* CPU to the last receipt at the sender: the whole end-to-end cost of each message. */
+    bench_cpu_end(r, pids, marks, c->n);
+    r->cpu_us[3] = clients_us / c->n;
     /* Latency per message: receiver's commit time minus the envelope's creation time (both
      * milliseconds of the same clock); throughput over the whole round. */
     char sql[256];
@@ -251,6 +307,24 @@ static int refex_run(h_net *net, const bench_case *c, int round, result *r)
     bench_percentiles(lat, k, r);
     free(lat);
     return 0;
+}
+
+/* CPU per message of each process, refex's then JetStream's. */
+static void print_cpu(const result *rr, const result *jr)
+{
+    const result *rs[2] = {rr, jr};
+    const char *label[2] = {"refex", "JetStream"};
+    printf("       cpu us/msg:");
+    for (int k = 0; k < 2 && rs[k]; k++) {
+        double total = 0;
+        printf("%s %s", k ? " |" : "", label[k]);
+        for (int i = 0; i < rs[k]->n_procs; i++) {
+            printf(" %s %.0f", rs[k]->proc[i], rs[k]->cpu_us[i]);
+            total += rs[k]->cpu_us[i] > 0 ? rs[k]->cpu_us[i] : 0;
+        }
+        printf(" = %.0f", total);
+    }
+    printf("\n");
 }
 
 int main(int argc, char **argv)
@@ -310,7 +384,8 @@ int main(int argc, char **argv)
            "p50/js");
     int js_missing = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        result rr, jr = {0, 0, 0}, zr;
+        result rr, jr, zr;
+        memset(&jr, 0, sizeof jr);
         fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
         int js = jetstream_run(net.root, &cases[i], (int)i, &jr);
         if (js < 0 || refex_run(&net, &cases[i], (int)i, &rr) != 0 ||
@@ -333,6 +408,7 @@ int main(int argc, char **argv)
         printf("%-6s %5d | %9.0f %7.1f %7.1f | %s | %9.0f %7.2f | %8s %7.3fx %8s\n", label,
                cases[i].n, rr.msgs_per_s, rr.p50_ms, rr.p99_ms, jcols, zr.msgs_per_s, zr.p50_ms,
                jthr, rr.msgs_per_s / zr.msgs_per_s, jp50);
+        print_cpu(&rr, js == 0 ? &jr : NULL);
         fflush(stdout);
     }
     printf("thr/js = refex throughput / NATS JetStream's (publish with PubAck, pull consumer "

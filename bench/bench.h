@@ -5,18 +5,32 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 typedef struct {
     size_t size;
     int n;
 } bench_case;
 
+#define BENCH_PROCS 4
+
 typedef struct {
     double msgs_per_s;
     double p50_ms, p99_ms;
+    /* CPU time per message of each process of the run (user + system, every thread) */
+    int n_procs;
+    const char *proc[BENCH_PROCS];
+    double cpu_us[BENCH_PROCS];
 } result;
 
 int64_t bench_now_us(void);
+/* CPU time used so far (user + system, all threads) by process pid, or by this process
+ * if pid is 0 (getrusage), in microseconds; -1 if it cannot be read. */
+double bench_cpu_us(pid_t pid);
+/* Starts (before) or ends (after: divides by n messages) the CPU account of r's
+ * processes, pids[i] named names[i]; marks[] holds the starting figures. */
+void bench_cpu_begin(result *r, int n, const char *const *names, const pid_t *pids, double *marks);
+void bench_cpu_end(result *r, const pid_t *pids, const double *marks, int n_msgs);
 /* Sorts v (n latencies in ms) and fills r's p50 and p99. */
 void bench_percentiles(double *v, int n, result *r);
 

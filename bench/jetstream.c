@@ -195,7 +195,12 @@ int jetstream_run(const char *dir, const bench_case *c, int round, result *r)
     if (mkdir(sub, 0700) != 0 || start_server(sub, &server, url, sizeof url) != 0)
         return -1;
     natsConnection *nc = connect_ready(url, &server);
+    static const char *const names[] = {"nats-server", "clients"};
+    pid_t pids[] = {server.pid, 0};
+    double marks[2];
+    bench_cpu_begin(r, 2, names, pids, marks);
     int rc = nc ? measure(nc, c, round, r) : -1;
+    bench_cpu_end(r, pids, marks, c->n);
     if (nc)
         natsConnection_Destroy(nc);
     h_stop(&server);
