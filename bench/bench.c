@@ -192,6 +192,23 @@ typedef struct {
     int failed;
 } client_args;
 
+char *bench_send_request(const char *summary)
+{
+    /* A complete referral: the agent refuses one without its required fields. */
+    json_t *req = json_pack(
+        "{s:s, s:[s], s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:{s:s}, s:{s:s, s:s}, s:s, s:s,"
+        " s:s}}",
+        "cmd", "send", "to", "receiver", "type", "referral", "case", "BENCH", "body", "kind",
+        "REFERRAL_PRE_BIRTH", "summary", summary, "subject", "kind", "SUBJECT_UNBORN", "reference",
+        "UB-BENCH", "referrer", "reference", "MW-BENCH", "lawful_basis", "article6",
+        "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST", "consent",
+        "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING", "urgency",
+        "URGENCY_ROUTINE");
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    return text;
+}
+
 /* One control-socket client: sends its share of messages, each after the previous one was
  * committed to the sender's outbox (what `refex send` does). */
 static void *client(void *arg)
@@ -200,18 +217,7 @@ static void *client(void *arg)
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
     zmq_connect(s, ca->url);
     for (int i = 0; i < ca->n && !ca->failed; i++) {
-        /* A complete referral: the agent refuses one without its required fields. */
-        json_t *req = json_pack(
-            "{s:s, s:[s], s:s, s:s, s:{s:s, s:s, s:{s:s, s:s}, s:{s:s}, s:{s:s, s:s}, s:s, s:s,"
-            " s:s}}",
-            "cmd", "send", "to", "receiver", "type", "referral", "case", "BENCH", "body", "kind",
-            "REFERRAL_PRE_BIRTH", "summary", ca->pad, "subject", "kind", "SUBJECT_UNBORN",
-            "reference", "UB-BENCH", "referrer", "reference", "MW-BENCH", "lawful_basis",
-            "article6", "ARTICLE6_PUBLIC_TASK", "article9", "ARTICLE9_SUBSTANTIAL_PUBLIC_INTEREST",
-            "consent", "CONSENT_NOT_SOUGHT_SAFEGUARDING", "purpose", "PURPOSE_SAFEGUARDING",
-            "urgency", "URGENCY_ROUTINE");
-        char *text = json_dumps(req, JSON_COMPACT);
-        json_decref(req);
+        char *text = bench_send_request(ca->pad);
         zmq_send(s, text, strlen(text), 0);
         free(text);
         zmq_msg_t m;
@@ -327,49 +333,128 @@ static void print_cpu(const result *rr, const result *jr)
     printf("\n");
 }
 
-int main(int argc, char **argv)
+/* REFEX_BIN_DIR, if unset: where this program is, or the build tree one level up. */
+static void find_binaries(const char *argv0)
 {
-    double scale = 1.0;
-    int opt;
-    static const struct option opts[] = {
-        {"scale", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (opt == 's') {
-            scale = atof(optarg);
-        } else {
-            printf("usage: refex-bench [--scale F]\n\n"
-                   "Measures refex end to end (send call to the receiver's commit, durable at\n"
-                   "every hop) against raw ZeroMQ DEALER->ROUTER->DEALER forwarding of the same\n"
-                   "sizes, in one run, and prints one table with the ratios. --scale\n"
-                   "multiplies the message counts (default 1.0). Needs the refex binaries\n"
-                   "next to it (or REFEX_BIN_DIR).\n");
-            return opt == 'h' ? 0 : 2;
-        }
+    if (getenv("REFEX_BIN_DIR"))
+        return;
+    static char dir[1024];
+    snprintf(dir, sizeof dir, "%s", argv0);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
+    setenv("REFEX_BIN_DIR", dir, 1);
+    /* the binaries live one level up from bench/ in the build tree */
+    char up[1100];
+    snprintf(up, sizeof up, "%s/../refex", dir);
+    FILE *f = fopen(up, "r");
+    if (f) {
+        fclose(f);
+        snprintf(up, sizeof up, "%s/..", dir);
+        setenv("REFEX_BIN_DIR", up, 1);
     }
-    if (refex_init() != REFEX_OK || scale <= 0)
-        return 2;
-    if (!getenv("REFEX_BIN_DIR")) {
-        static char dir[1024];
-        snprintf(dir, sizeof dir, "%s", argv[0]);
-        char *slash = strrchr(dir, '/');
-        if (slash)
-            *slash = 0;
-        else
-            snprintf(dir, sizeof dir, ".");
-        setenv("REFEX_BIN_DIR", dir, 1);
-        /* the binaries live one level up from bench/ in the build tree */
-        char up[1100];
-        snprintf(up, sizeof up, "%s/../refex", dir);
-        FILE *f = fopen(up, "r");
-        if (f) {
-            fclose(f);
-            snprintf(up, sizeof up, "%s/..", dir);
-            setenv("REFEX_BIN_DIR", up, 1);
-        }
+}
+
+static int open_loop(h_net *net, int rate, double scale)
+{
+    result o;
+    int n = (int)(2500 * scale);
+    n = n > 0 ? n : 1;
+    fprintf(stderr, "refex-bench: open loop, %d x 1 KiB at %d/s...\n", n, rate);
+    if (openloop_run(net->root, rate, n, &o) != 0) {
+        fprintf(stderr, "refex-bench: open-loop run failed\n");
+        return 1;
     }
+    printf("open loop, 1 KiB, %d offered at %d/s: %.0f msg/s delivered, latency from the "
+           "scheduled send to the receiver's commit p50 %.1f ms, p99 %.1f ms\n",
+           n, rate, o.msgs_per_s, o.p50_ms, o.p99_ms);
+    return 0;
+}
+
+/* One row of the table (and its CPU line) for a case. */
+static void print_row(const bench_case *c, const result *rr, int js, const result *jr,
+                      const result *zr)
+{
+    char label[32], jcols[64] = "", jthr[16] = "-", jp50[16] = "-";
+    snprintf(label, sizeof label, "%zuK", c->size / 1024);
+    if (js == 0) {
+        snprintf(jcols, sizeof jcols, "%9.0f %7.1f %7.1f", jr->msgs_per_s, jr->p50_ms, jr->p99_ms);
+        snprintf(jthr, sizeof jthr, "%.3fx", rr->msgs_per_s / jr->msgs_per_s);
+        snprintf(jp50, sizeof jp50, "%.1fx",
+                 rr->p50_ms / (jr->p50_ms > 0.001 ? jr->p50_ms : 0.001));
+    } else {
+        snprintf(jcols, sizeof jcols, "%9s %7s %7s", "-", "-", "-");
+    }
+    printf("%-6s %5d | %9.0f %7.1f %7.1f | %s | %9.0f %7.2f | %8s %7.3fx %8s\n", label, c->n,
+           rr->msgs_per_s, rr->p50_ms, rr->p99_ms, jcols, zr->msgs_per_s, zr->p50_ms, jthr,
+           rr->msgs_per_s / zr->msgs_per_s, jp50);
+    print_cpu(rr, js == 0 ? jr : NULL);
+    fflush(stdout);
+}
+
+/* The table: each size through JetStream, refex and raw ZeroMQ. */
+static int table(h_net *net, double scale)
+{
     bench_case cases[] = {{1024, (int)(3000 * scale)},
                           {64 * 1024, (int)(500 * scale)},
                           {1024 * 1024, (int)(40 * scale)}};
+    printf("%-6s %5s | %9s %7s %7s | %9s %7s %7s | %9s %7s | %8s %8s %8s\n", "size", "n", "refex/s",
+           "p50 ms", "p99 ms", "js/s", "p50 ms", "p99 ms", "zmq/s", "p50 ms", "thr/js", "thr/zmq",
+           "p50/js");
+    int js_missing = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        result rr, jr, zr;
+        memset(&jr, 0, sizeof jr);
+        fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
+        int js = jetstream_run(net->root, &cases[i], (int)i, &jr);
+        if (js < 0 || refex_run(net, &cases[i], (int)i, &rr) != 0 || raw_zmq(&cases[i], &zr) != 0) {
+            fprintf(stderr, "refex-bench: run failed\n");
+            return 1;
+        }
+        js_missing |= js > 0;
+        print_row(&cases[i], &rr, js, &jr, &zr);
+    }
+    printf("thr/js = refex throughput / NATS JetStream's (publish with PubAck, pull consumer "
+           "with AckSync, file storage); thr/zmq = refex / raw ZeroMQ forwarding; p50/js = "
+           "refex median latency / JetStream's.\n");
+    if (js_missing)
+        printf("JetStream: not measured (nats-server or libnats-dev missing: run "
+               "deploy/install-bench-deps.sh, then rebuild).\n");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    double scale = 1.0;
+    int opt, open_rate = 0;
+    static const struct option opts[] = {{"scale", required_argument, 0, 's'},
+                                         {"open-loop", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (opt == 's') {
+            scale = atof(optarg);
+        } else if (opt == 'o') {
+            open_rate = atoi(optarg);
+        } else {
+            printf("usage: refex-bench [--scale F] [--open-loop RATE]\n\n"
+                   "Measures refex end to end (send call to the receiver's commit, durable at\n"
+                   "every hop) against NATS JetStream and raw ZeroMQ DEALER->ROUTER->DEALER\n"
+                   "forwarding of the same sizes, in one run, and prints one table with the\n"
+                   "ratios and the CPU per message of every process. --scale multiplies the\n"
+                   "message counts (default 1.0). --open-loop RATE instead offers 1 KiB\n"
+                   "referrals at RATE per second on schedule (2500 x scale of them) and prints\n"
+                   "the latency from each one's scheduled time to the receiver's commit. Needs\n"
+                   "the refex binaries next to it (or REFEX_BIN_DIR); JetStream needs\n"
+                   "deploy/install-bench-deps.sh.\n");
+            return opt == 'h' ? 0 : 2;
+        }
+    }
+    if (refex_init() != REFEX_OK || scale <= 0 || open_rate < 0)
+        return 2;
+    find_binaries(argv[0]);
     static const char *const agencies[] = {"sender", "receiver", NULL};
     h_net net;
     fprintf(stderr, "refex-bench: starting a broker and two agents...\n");
@@ -379,44 +464,7 @@ int main(int argc, char **argv)
         h_net_fini(&net);
         return 1;
     }
-    printf("%-6s %5s | %9s %7s %7s | %9s %7s %7s | %9s %7s | %8s %8s %8s\n", "size", "n", "refex/s",
-           "p50 ms", "p99 ms", "js/s", "p50 ms", "p99 ms", "zmq/s", "p50 ms", "thr/js", "thr/zmq",
-           "p50/js");
-    int js_missing = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        result rr, jr, zr;
-        memset(&jr, 0, sizeof jr);
-        fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
-        int js = jetstream_run(net.root, &cases[i], (int)i, &jr);
-        if (js < 0 || refex_run(&net, &cases[i], (int)i, &rr) != 0 ||
-            raw_zmq(&cases[i], &zr) != 0) {
-            fprintf(stderr, "refex-bench: run failed\n");
-            h_net_fini(&net);
-            return 1;
-        }
-        js_missing |= js > 0;
-        char label[32], jcols[64] = "", jthr[16] = "-", jp50[16] = "-";
-        snprintf(label, sizeof label, "%zuK", cases[i].size / 1024);
-        if (js == 0) {
-            snprintf(jcols, sizeof jcols, "%9.0f %7.1f %7.1f", jr.msgs_per_s, jr.p50_ms, jr.p99_ms);
-            snprintf(jthr, sizeof jthr, "%.3fx", rr.msgs_per_s / jr.msgs_per_s);
-            snprintf(jp50, sizeof jp50, "%.1fx",
-                     rr.p50_ms / (jr.p50_ms > 0.001 ? jr.p50_ms : 0.001));
-        } else {
-            snprintf(jcols, sizeof jcols, "%9s %7s %7s", "-", "-", "-");
-        }
-        printf("%-6s %5d | %9.0f %7.1f %7.1f | %s | %9.0f %7.2f | %8s %7.3fx %8s\n", label,
-               cases[i].n, rr.msgs_per_s, rr.p50_ms, rr.p99_ms, jcols, zr.msgs_per_s, zr.p50_ms,
-               jthr, rr.msgs_per_s / zr.msgs_per_s, jp50);
-        print_cpu(&rr, js == 0 ? &jr : NULL);
-        fflush(stdout);
-    }
-    printf("thr/js = refex throughput / NATS JetStream's (publish with PubAck, pull consumer "
-           "with AckSync, file storage); thr/zmq = refex / raw ZeroMQ forwarding; p50/js = "
-           "refex median latency / JetStream's.\n");
-    if (js_missing)
-        printf("JetStream: not measured (nats-server or libnats-dev missing: run "
-               "deploy/install-bench-deps.sh, then rebuild).\n");
+    int rc = open_rate > 0 ? open_loop(&net, open_rate, scale) : table(&net, scale);
     h_net_fini(&net);
-    return 0;
+    return rc;
 }

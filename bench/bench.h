@@ -34,6 +34,14 @@ void bench_cpu_end(result *r, const pid_t *pids, const double *marks, int n_msgs
 /* Sorts v (n latencies in ms) and fills r's p50 and p99. */
 void bench_percentiles(double *v, int n, result *r);
 
+/* The control request that sends one referral with this summary (malloc'd JSON text). */
+char *bench_send_request(const char *summary);
+
+/* Open loop (openloop.c): n 1 KiB referrals offered to the sender agent at `rate` per
+ * second on schedule, whatever the replies; latency from each message's scheduled time to
+ * the receiver's commit. */
+int openloop_run(const char *root, int rate, int n, result *r);
+
 /* NATS JetStream end to end (jetstream.c): Debian's nats-server with JetStream file
  * storage on a loopback port, its store under dir; one publisher waiting for each PubAck,
  * and, at the same time, one pull consumer acknowledging each message with AckSync.
