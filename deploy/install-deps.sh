@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Installs refex's build and test dependencies from Debian 12 packages, only where missing.
+# With --bench, also what bench/ measures refex against (deploy/install-bench-deps.sh).
 # Idempotent: a machine that already has everything is left untouched (no apt-get update).
 set -euo pipefail
 
@@ -13,6 +14,10 @@ PKGS=(
   # libFuzzer targets under ASan/UBSan, for tests/fuzz.sh (the runtimes are in libclang-rt-dev)
   clang libclang-rt-dev
 )
+if [ "${1:-}" = "--bench" ]; then
+  # the bench's peer: NATS JetStream and its C client (bench/jetstream.c)
+  PKGS+=(nats-server libnats-dev)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
