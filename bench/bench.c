@@ -395,7 +395,7 @@ static void print_row(const bench_case *c, const result *rr, int js, const resul
 }
 
 /* The table: each size through JetStream, refex and raw ZeroMQ. */
-static int table(h_net *net, double scale)
+static int table(h_net *net, double scale, size_t only)
 {
     bench_case cases[] = {{1024, (int)(3000 * scale)},
                           {64 * 1024, (int)(500 * scale)},
@@ -405,6 +405,8 @@ static int table(h_net *net, double scale)
            "p50/js");
     int js_missing = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (only && cases[i].size != only)
+            continue;
         result rr, jr, zr;
         memset(&jr, 0, sizeof jr);
         fprintf(stderr, "refex-bench: %zu bytes x %d...\n", cases[i].size, cases[i].n);
@@ -429,8 +431,10 @@ int main(int argc, char **argv)
 {
     double scale = 1.0;
     int opt, open_rate = 0;
+    size_t only = 0;
     static const struct option opts[] = {{"scale", required_argument, 0, 's'},
                                          {"open-loop", required_argument, 0, 'o'},
+                                         {"size", required_argument, 0, 'z'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -438,19 +442,26 @@ int main(int argc, char **argv)
             scale = atof(optarg);
         } else if (opt == 'o') {
             open_rate = atoi(optarg);
+        } else if (opt == 'z') {
+            only = (size_t)strtoul(optarg, NULL, 10);
         } else {
-            printf("usage: refex-bench [--scale F] [--open-loop RATE]\n\n"
+            printf("usage: refex-bench [--scale F] [--size BYTES] [--open-loop RATE]\n\n"
                    "Measures refex end to end (send call to the receiver's commit, durable at\n"
                    "every hop) against NATS JetStream and raw ZeroMQ DEALER->ROUTER->DEALER\n"
                    "forwarding of the same sizes, in one run, and prints one table with the\n"
                    "ratios and the CPU per message of every process. --scale multiplies the\n"
-                   "message counts (default 1.0). --open-loop RATE instead offers 1 KiB\n"
+                   "message counts (default 1.0). --size runs one of the sizes only (1024,\n"
+                   "65536 or 1048576). --open-loop RATE instead offers 1 KiB\n"
                    "referrals at RATE per second on schedule (2500 x scale of them) and prints\n"
                    "the latency from each one's scheduled time to the receiver's commit. Needs\n"
                    "the refex binaries next to it (or REFEX_BIN_DIR); JetStream needs\n"
                    "deploy/install-bench-deps.sh.\n");
             return opt == 'h' ? 0 : 2;
         }
+    }
+    if (only && only != 1024 && only != 64 * 1024 && only != 1024 * 1024) {
+        fprintf(stderr, "refex-bench: --size is 1024, 65536 or 1048576\n");
+        return 2;
     }
     if (refex_init() != REFEX_OK || scale <= 0 || open_rate < 0)
         return 2;
@@ -464,7 +475,7 @@ int main(int argc, char **argv)
         h_net_fini(&net);
         return 1;
     }
-    int rc = open_rate > 0 ? open_loop(&net, open_rate, scale) : table(&net, scale);
+    int rc = open_rate > 0 ? open_loop(&net, open_rate, scale) : table(&net, scale, only);
     h_net_fini(&net);
     return rc;
 }
