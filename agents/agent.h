@@ -94,7 +94,8 @@ struct agent {
     /* Group commit: the work of one poll cycle shares one transaction (each piece in its
      * own savepoint); frames and replies that depend on it wait in outq until it commits. */
     int in_batch;
-    int batch_dead; /* SQLite rolled the whole transaction back: refuse work until batch_end */
+    json_t *reply_sink; /* while set (send_batch), batch_reply appends here instead */
+    int batch_dead;     /* SQLite rolled the whole transaction back: refuse work until batch_end */
     struct out_item *outq;
     size_t outq_n, outq_cap;
     waiter waiters[MAX_WAITERS];
@@ -157,6 +158,7 @@ int control_guard_admit(agent *a, const void *req, const uint8_t *rid, size_t ri
 
 /* outbox.c: sending */
 void outbox_cmd_send(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
+void outbox_cmd_send_batch(agent *a, const uint8_t *rid, size_t rid_len, json_t *req);
 void outbox_result(agent *a, const uint8_t id[16], int code, const char *detail);
 /* The same, with the broker store's generation (hex) and the store seq a STORED gave. */
 void outbox_result_at(agent *a, const uint8_t id[16], int code, const char *detail, const char *gen,

@@ -45,6 +45,11 @@ static int outq_push(agent *a, const uint8_t *rid, size_t rid_len, char *data, s
 
 void batch_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply)
 {
+    if (a->reply_sink) {
+        if (reply)
+            json_array_append_new(a->reply_sink, reply);
+        return;
+    }
     char *text = json_dumps(reply, JSON_COMPACT);
     json_decref(reply);
     if (!text)

@@ -317,21 +317,14 @@ static const struct command {
     const char *name;
     agent_cmd_fn fn;
 } COMMANDS[] = {
-    {"send", outbox_cmd_send},
-    {"inbox_list", cmd_inbox_list},
-    {"inbox_show", cmd_inbox_show},
-    {"inbox_ack", cmd_inbox_ack},
-    {"inbox_wait", cmd_inbox_wait},
-    {"outbox_list", cmd_outbox},
-    {"message_status", cmd_message_status},
-    {"grant", cases_cmd_grant},
-    {"members", cases_cmd_members},
-    {"subscribe", cases_cmd_subscribe},
-    {"referrals", cmd_referrals},
-    {"requests", cmd_requests},
-    {"audit_used", cmd_audit_used},
-    {"audit_list", cmd_audit},
-    {"status", cmd_status},
+    {"send", outbox_cmd_send},          {"send_batch", outbox_cmd_send_batch},
+    {"inbox_list", cmd_inbox_list},     {"inbox_show", cmd_inbox_show},
+    {"inbox_ack", cmd_inbox_ack},       {"inbox_wait", cmd_inbox_wait},
+    {"outbox_list", cmd_outbox},        {"message_status", cmd_message_status},
+    {"grant", cases_cmd_grant},         {"members", cases_cmd_members},
+    {"subscribe", cases_cmd_subscribe}, {"referrals", cmd_referrals},
+    {"requests", cmd_requests},         {"audit_used", cmd_audit_used},
+    {"audit_list", cmd_audit},          {"status", cmd_status},
 };
 
 static const struct command *find_command(const char *name)

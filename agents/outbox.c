@@ -224,6 +224,31 @@ static int send_invalid(send_req *s, const char *field, const char *detail)
 }
 
 /* Checks the request and builds its body; for a case update, works out its recipients. */
+/* The body as a serialized Body: from "body_pb" (base64 of the protobuf bytes, for callers
+ * that have them: no JSON on either side) or from the JSON object "body"; not both. */
+static int body_of(json_t *req, send_req *s)
+{
+    json_t *pb = json_object_get(req, "body_pb");
+    if (!pb)
+        return refex_body_pack_json(s->type, json_object_get(req, "body"), &s->body, &s->body_len,
+                                    s->detail, sizeof s->detail);
+    const char *b64 = json_string_value(pb);
+    size_t n = b64 ? strlen(b64) : 0;
+    if (!b64 || json_object_get(req, "body"))
+        return send_invalid(s, "body_pb",
+                            "give the body once: \"body\" (JSON) or \"body_pb\" "
+                            "(base64 of a serialized refex.v1.Body)");
+    size_t cap = n / 4 * 3 + 3;
+    if (!(s->body = malloc(cap)))
+        return REFEX_E_NOMEM;
+    if (refex_base64_decode(s->body, cap, &s->body_len, b64, n) != REFEX_OK) {
+        sodium_memzero(s->body, cap);
+        s->body_len = 0;
+        return send_invalid(s, "body_pb", "not standard padded base64");
+    }
+    return REFEX_OK;
+}
+
 static int parse_send(agent *a, json_t *req, send_req *s)
 {
     int rc;
@@ -248,8 +273,7 @@ static int parse_send(agent *a, json_t *req, send_req *s)
         (rc = resolve_recipients(a, to, s->rcpt, &s->n_rcpt, s->detail, sizeof s->detail)) !=
             REFEX_OK)
         return rc;
-    if ((rc = refex_body_pack_json(s->type, json_object_get(req, "body"), &s->body, &s->body_len,
-                                   s->detail, sizeof s->detail)) != REFEX_OK ||
+    if ((rc = body_of(req, s)) != REFEX_OK ||
         (rc = refex_body_unpack(s->type, s->body, s->body_len, &s->parsed)) != REFEX_OK)
         return rc;
     refex_body_meta_get(s->parsed, &s->meta);
@@ -395,17 +419,43 @@ static json_t *sorted_recipients(const json_t *to)
     return out;
 }
 
+/* A body given as protobuf (base64), re-encoded as the JSON form would pack it, so the
+ * two forms of one body, or two encodings of it, are one submission. */
+static int pb_canonical(int type, const char *b64, uint8_t **out, size_t *len)
+{
+    size_t n = b64 ? strlen(b64) : 0, cap = n / 4 * 3 + 3, raw_len = 0;
+    uint8_t *raw = b64 ? malloc(cap) : NULL;
+    Refex__V1__Body *b = NULL;
+    int rc = raw ? refex_base64_decode(raw, cap, &raw_len, b64, n) : REFEX_E_MALFORMED;
+    if (rc == REFEX_OK)
+        rc = refex_body_unpack(type, raw, raw_len, &b);
+    if (rc == REFEX_OK)
+        rc = refex_pb_pack(&b->base, out, len);
+    if (b)
+        refex__v1__body__free_unpacked(b, NULL);
+    if (raw)
+        sodium_memzero(raw, cap);
+    free(raw);
+    return rc;
+}
+
 /* The body as the message would carry it, for the submission hash: the hex SHA-256 of the
  * packed Body it makes, so that how its JSON was written (field-name form, key order, enums
  * by name or number, base64 alphabet) does not make another submission. NULL if it does not
  * pack (the request is refused later; the raw body is hashed instead and never matches). */
-static json_t *body_digest(int type, const json_t *body)
+static json_t *body_digest(int type, const json_t *body, const json_t *body_pb)
 {
     uint8_t *packed = NULL, hash[32];
     size_t len = 0;
     char err[256], hex[65];
-    if (!type || refex_body_pack_json(type, body, &packed, &len, err, sizeof err) != REFEX_OK)
+    if (!type)
         return NULL;
+    if (body_pb) {
+        if (body || pb_canonical(type, json_string_value(body_pb), &packed, &len) != REFEX_OK)
+            return NULL;
+    } else if (refex_body_pack_json(type, body, &packed, &len, err, sizeof err) != REFEX_OK) {
+        return NULL;
+    }
     crypto_hash_sha256(hash, packed, len);
     sodium_memzero(packed, len);
     free(packed);
@@ -423,7 +473,7 @@ static int submission_hash(json_t *req, char hex[65])
     const char *case_ref = json_string_value(json_object_get(req, "case"));
     int t = refex_message_type_parse(type);
     json_t *body = json_object_get(req, "body");
-    json_t *digest = body_digest(t, body);
+    json_t *digest = body_digest(t, body, json_object_get(req, "body_pb"));
     json_t *canon = json_pack(
         "{s:s, s:o, s:s, s:o}", "type", t ? refex_message_type_name(t) : (type ? type : ""), "to",
         sorted_recipients(json_object_get(req, "to")), "case", case_ref ? case_ref : "",

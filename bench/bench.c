@@ -209,24 +209,59 @@ char *bench_send_request(const char *summary)
     return text;
 }
 
-/* One control-socket client: sends its share of messages, each after the previous one was
- * committed to the sender's outbox (what `refex send` does). */
+/* Messages per control request: 1 is one "send" each (what `refex send` does); more is a
+ * "send_batch" of that many (--bulk). */
+static int g_bulk = 1;
+
+/* The request for the next k messages. */
+static char *next_request(const char *pad, int k)
+{
+    if (k == 1)
+        return bench_send_request(pad);
+    json_t *msgs = json_array();
+    for (int j = 0; j < k; j++) {
+        char *one = bench_send_request(pad);
+        json_t *m = json_loads(one, 0, NULL);
+        free(one);
+        json_object_del(m, "cmd");
+        json_array_append_new(msgs, m);
+    }
+    json_t *req = json_pack("{s:s, s:o}", "cmd", "send_batch", "messages", msgs);
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    return text;
+}
+
+/* A reply is good if it, and with a batch each of its results, says ok. */
+static int reply_ok(const json_t *reply)
+{
+    json_t *res = json_object_get(reply, "results");
+    for (size_t j = 0; j < json_array_size(res); j++)
+        if (!json_is_true(json_object_get(json_array_get(res, j), "ok")))
+            return 0;
+    return json_is_true(json_object_get(reply, "ok"));
+}
+
+/* One control-socket client: sends its share of messages, each request after the previous
+ * one was committed to the sender's outbox. */
 static void *client(void *arg)
 {
     client_args *ca = arg;
     void *ctx = zmq_ctx_new(), *s = zmq_socket(ctx, ZMQ_REQ);
     zmq_connect(s, ca->url);
-    for (int i = 0; i < ca->n && !ca->failed; i++) {
-        char *text = bench_send_request(ca->pad);
+    for (int i = 0; i < ca->n && !ca->failed;) {
+        int k = ca->n - i < g_bulk ? ca->n - i : g_bulk;
+        char *text = next_request(ca->pad, k);
         zmq_send(s, text, strlen(text), 0);
         free(text);
+        i += k;
         zmq_msg_t m;
         zmq_msg_init(&m);
         zmq_msg_recv(&m, s, 0);
         json_error_t jerr;
         json_t *reply = json_loadb(zmq_msg_data(&m), zmq_msg_size(&m), 0, &jerr);
         zmq_msg_close(&m);
-        if (!json_is_true(json_object_get(reply, "ok"))) {
+        if (!reply_ok(reply)) {
             fprintf(stderr, "refex-bench: send refused: %s\n",
                     json_string_value(json_object_get(reply, "error")));
             ca->failed = 1;
@@ -432,26 +467,28 @@ int main(int argc, char **argv)
     double scale = 1.0;
     int opt, open_rate = 0;
     size_t only = 0;
-    static const struct option opts[] = {{"scale", required_argument, 0, 's'},
-                                         {"open-loop", required_argument, 0, 'o'},
-                                         {"size", required_argument, 0, 'z'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"scale", required_argument, 0, 's'}, {"open-loop", required_argument, 0, 'o'},
+        {"size", required_argument, 0, 'z'},  {"bulk", required_argument, 0, 'b'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (opt == 's') {
             scale = atof(optarg);
         } else if (opt == 'o') {
             open_rate = atoi(optarg);
+        } else if (opt == 'b') {
+            g_bulk = atoi(optarg);
         } else if (opt == 'z') {
             only = (size_t)strtoul(optarg, NULL, 10);
         } else {
-            printf("usage: refex-bench [--scale F] [--size BYTES] [--open-loop RATE]\n\n"
+            printf("usage: refex-bench [--scale F] [--size BYTES] [--bulk K] [--open-loop RATE]\n\n"
                    "Measures refex end to end (send call to the receiver's commit, durable at\n"
                    "every hop) against NATS JetStream and raw ZeroMQ DEALER->ROUTER->DEALER\n"
                    "forwarding of the same sizes, in one run, and prints one table with the\n"
                    "ratios and the CPU per message of every process. --scale multiplies the\n"
                    "message counts (default 1.0). --size runs one of the sizes only (1024,\n"
-                   "65536 or 1048576). --open-loop RATE instead offers 1 KiB\n"
+                   "65536 or 1048576). --bulk K hands the sender K messages per control\n"
+                   "request (send_batch; default 1, one send each). --open-loop RATE offers 1 KiB\n"
                    "referrals at RATE per second on schedule (2500 x scale of them) and prints\n"
                    "the latency from each one's scheduled time to the receiver's commit. Needs\n"
                    "the refex binaries next to it (or REFEX_BIN_DIR); JetStream needs\n"
@@ -463,7 +500,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "refex-bench: --size is 1024, 65536 or 1048576\n");
         return 2;
     }
-    if (refex_init() != REFEX_OK || scale <= 0 || open_rate < 0)
+    if (refex_init() != REFEX_OK || scale <= 0 || open_rate < 0 || g_bulk < 1 || g_bulk > 1024)
         return 2;
     find_binaries(argv[0]);
     static const char *const agencies[] = {"sender", "receiver", NULL};

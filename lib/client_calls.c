@@ -27,8 +27,10 @@ static json_t *string_array(const char *const *v, size_t n)
     return a;
 }
 
-/* The message's body as a JSON object, from whichever form the caller gave. */
-static int body_of(refex_client *c, const refex_client_message *m, json_t **out)
+/* The message's body as the agent takes it: a JSON object under "body" from body_json, or
+ * the protobuf bytes as base64 under "body_pb", checked here against the type first so a
+ * wrong body fails before anything is sent. */
+static int body_of(refex_client *c, const refex_client_message *m, const char **key, json_t **out)
 {
     json_error_t jerr;
     Refex__V1__Body *b = NULL;
@@ -36,6 +38,7 @@ static int body_of(refex_client *c, const refex_client_message *m, json_t **out)
     if (!m->body_json == !m->body_pb)
         return refex_client_fail(c, REFEX_E_INVAL, "give the body as JSON or as protobuf, once");
     if (m->body_json) {
+        *key = "body";
         *out = json_loads(m->body_json, 0, &jerr);
         if (json_is_object(*out))
             return REFEX_OK;
@@ -49,18 +52,23 @@ static int body_of(refex_client *c, const refex_client_message *m, json_t **out)
     int rc = refex_body_unpack(type, m->body_pb, m->body_pb_len, &b);
     if (rc != REFEX_OK)
         return refex_client_fail(c, rc, "the protobuf body: %s", refex_strerror(rc));
-    rc = refex_body_to_json(b, out);
     refex__v1__body__free_unpacked(b, NULL);
-    if (rc != REFEX_OK)
-        return refex_client_fail(c, rc, "the protobuf body has no JSON form: %s",
-                                 refex_strerror(rc));
-    return REFEX_OK;
+    char *b64 = malloc(REFEX_BASE64_LEN(m->body_pb_len));
+    if (!b64)
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    refex_base64_encode(b64, m->body_pb, m->body_pb_len);
+    *key = "body_pb";
+    *out = json_string(b64);
+    free(b64);
+    return *out ? REFEX_OK : refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
 }
 
-static json_t *send_request(const refex_client_message *m, json_t *body)
+/* The fields of one send (the "send" command's, without "cmd"); takes body, even on
+ * failure. */
+static json_t *send_fields(const refex_client_message *m, const char *body_key, json_t *body)
 {
-    json_t *req = json_pack("{s:s, s:s, s:o, s:b}", "cmd", "send", "type", m->type, "body", body,
-                            "wait", m->wait != 0);
+    json_t *req =
+        json_pack("{s:s, s:o, s:b}", "type", m->type, body_key, body, "wait", m->wait != 0);
     if (!req)
         return NULL;
     int bad = 0;
@@ -81,6 +89,24 @@ static json_t *send_request(const refex_client_message *m, json_t *body)
     return req;
 }
 
+/* Checks what the client can check of one message and builds its fields. */
+static int message_fields(refex_client *c, const refex_client_message *m, json_t **out)
+{
+    const char *key = NULL;
+    json_t *body = NULL;
+    *out = NULL;
+    if (!m || !m->type || (m->n_to && !m->to))
+        return refex_client_fail(c, REFEX_E_INVAL, "give a client and a message with a type");
+    if (m->local_id && !refex_utf8_valid(m->local_id, strlen(m->local_id)))
+        return refex_client_fail(c, REFEX_E_INVAL,
+                                 "a local id is 1 to 64 printable ASCII characters, no spaces");
+    int rc = body_of(c, m, &key, &body);
+    if (rc != REFEX_OK)
+        return rc;
+    *out = send_fields(m, key, body);
+    return *out ? REFEX_OK : refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+}
+
 /* The message id of a send reply, also of a refusal by the broker while waiting. */
 static void reply_id(const char *text, char id[33])
 {
@@ -94,24 +120,91 @@ static void reply_id(const char *text, char id[33])
 
 int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply)
 {
-    json_t *body = NULL;
+    json_t *req = NULL;
     char *text = NULL;
     if (id)
         id[0] = '\0';
     if (reply)
         *reply = NULL;
-    if (!c || !m || !m->type || (m->n_to && !m->to))
-        return refex_client_fail(c, REFEX_E_INVAL, "give a client and a message with a type");
-    if (m->local_id && !refex_utf8_valid(m->local_id, strlen(m->local_id)))
-        return refex_client_fail(c, REFEX_E_INVAL,
-                                 "a local id is 1 to 64 printable ASCII characters, no spaces");
-    int rc = body_of(c, m, &body);
+    if (!c)
+        return REFEX_E_INVAL;
+    int rc = message_fields(c, m, &req);
     if (rc != REFEX_OK)
         return rc;
-    json_t *req = send_request(m, body); /* takes body, even on failure */
+    if (json_object_set_new(req, "cmd", json_string("send")) != 0) {
+        json_decref(req);
+        return refex_client_fail(c, REFEX_E_NOMEM, "%s", "");
+    }
     rc = refex_client_call(c, req, &text);
     if (id)
         reply_id(text, id);
+    if (reply)
+        *reply = text;
+    else
+        free(text);
+    return rc;
+}
+
+/* Each result of a send_batch reply into ids[i] and codes[i]; E_MALFORMED if the reply
+ * does not have one result per message. */
+static int batch_results(refex_client *c, const char *text, size_t n, char (*ids)[33], int *codes)
+{
+    json_error_t jerr;
+    json_t *r = text ? json_loads(text, 0, &jerr) : NULL;
+    json_t *res = json_object_get(r, "results");
+    int rc = REFEX_OK;
+    if (json_array_size(res) != n)
+        rc = refex_client_fail(c, REFEX_E_MALFORMED,
+                               "the agent's reply has %zu results for %zu "
+                               "messages",
+                               json_array_size(res), n);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(res, i);
+        const char *id = json_string_value(json_object_get(e, "message_id"));
+        json_int_t code = json_integer_value(json_object_get(e, "code"));
+        if (ids)
+            snprintf(ids[i], 33, "%s", id && strlen(id) == 32 ? id : "");
+        if (codes)
+            codes[i] = json_is_true(json_object_get(e, "ok")) ? REFEX_OK
+                       : code > 0                             ? (int)code
+                                                              : REFEX_E_MALFORMED;
+    }
+    json_decref(r);
+    return rc;
+}
+
+int refex_client_send_batch(refex_client *c, const refex_client_message *m, size_t n,
+                            char (*ids)[33], int *codes, char **reply)
+{
+    char *text = NULL;
+    if (reply)
+        *reply = NULL;
+    if (!c)
+        return REFEX_E_INVAL;
+    if (!m || n == 0 || n > REFEX_CLIENT_BATCH_MAX)
+        return refex_client_fail(c, REFEX_E_INVAL, "give 1 to %d messages", REFEX_CLIENT_BATCH_MAX);
+    json_t *msgs = json_array();
+    for (size_t i = 0; msgs && i < n; i++) {
+        json_t *f = NULL;
+        if (m[i].wait) {
+            json_decref(msgs);
+            return refex_client_fail(c, REFEX_E_INVAL,
+                                     "message %zu: wait is not allowed in a "
+                                     "batch",
+                                     i);
+        }
+        int rc = message_fields(c, &m[i], &f);
+        if (rc != REFEX_OK) {
+            json_decref(msgs);
+            return rc;
+        }
+        json_object_del(f, "wait");
+        json_array_append_new(msgs, f);
+    }
+    int rc = refex_client_call(c, json_pack("{s:s, s:o*}", "cmd", "send_batch", "messages", msgs),
+                               &text);
+    if (rc == REFEX_OK)
+        rc = batch_results(c, text, n, ids, codes);
     if (reply)
         *reply = text;
     else

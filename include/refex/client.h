@@ -101,6 +101,22 @@ typedef struct {
  * message with another type, recipients, case or body. */
 int refex_client_send(refex_client *c, const refex_client_message *m, char id[33], char **reply);
 
+/* Hands n messages (1 to REFEX_CLIENT_BATCH_MAX) to the agent in one request
+ * ("send_batch"): each is checked, sealed, recorded and sent exactly as by
+ * refex_client_send, and refused or accepted on its own; the agent commits them together.
+ * It saves a round trip and the request's overhead per message, for a caller with a queue.
+ * wait is not allowed (E_INVAL). ids[i] (may be NULL) receives message i's id ("" if it was
+ * refused), codes[i] (may be NULL) REFEX_OK or the code it was refused with; reply (may be
+ * NULL) the whole reply, {"ok":true,"results":[one send reply per message, in order]}.
+ * Returns REFEX_OK when the agent answered the batch, even if some messages were refused:
+ * look at codes. A message the client itself can check (its type, its body's form, a
+ * local id) fails the whole call before anything is sent. E_TIMEOUT: as for
+ * refex_client_send, the outcome of every message is unknown; with local ids, send the
+ * batch again. */
+#define REFEX_CLIENT_BATCH_MAX 1024
+int refex_client_send_batch(refex_client *c, const refex_client_message *m, size_t n,
+                            char (*ids)[33], int *codes, char **reply);
+
 /* ---- queries: each returns the agent's whole reply as JSON text in *out ------------- */
 
 int refex_client_status(refex_client *c, char **out);

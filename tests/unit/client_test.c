@@ -1,7 +1,7 @@
 /* Tests for librefex-client without a real agent: bad paths and configs give typed errors,
  * a socket nobody answers on gives E_UNAVAILABLE, close is idempotent; and against a fake
  * agent (a REP socket in a thread) each call sends the documented request fields, a
- * protobuf body arrives as its JSON form, a refusal comes back as the agent's typed
+ * protobuf body arrives as its bytes (base64), a refusal comes back as the agent's typed
  * error, an inbox wait is waited for beyond the client's timeout, and a watch moves on to
  * each reply's cursor. */
 #include <setjmp.h>
@@ -396,8 +396,15 @@ static void test_send_protobuf_body_goes_as_json(void **state)
     assert_string_equal(json_string_value(json_object_get(e, "case")), "C-9");
     assert_int_equal(json_integer_value(json_object_get(e, "ttl_seconds")), 60);
     assert_true(json_is_true(json_object_get(e, "wait")));
-    assert_string_equal(json_string_value(json_object_get(json_object_get(e, "body"), "summary")),
-                        "Synthetic: booking at 12 weeks");
+    /* The protobuf body travels as its bytes (base64), not converted to JSON. */
+    assert_null(json_object_get(e, "body"));
+    const char *b64 = json_string_value(json_object_get(e, "body_pb"));
+    assert_non_null(b64);
+    uint8_t back[256];
+    size_t back_len = 0;
+    assert_ok(refex_base64_decode(back, sizeof back, &back_len, b64, strlen(b64)));
+    assert_int_equal(back_len, pb_len);
+    assert_memory_equal(back, pb, pb_len);
     json_decref(e);
 
     /* A body of another type, garbage protobuf, both forms, neither. */
