@@ -303,20 +303,21 @@ void agent_store_rollback(agent_store *s)
     refex_db_rollback(s->db);
 }
 
+/* A unit per message: kept statements (refex_db_run), not text parsed each time. */
 int agent_store_savepoint(agent_store *s)
 {
-    return refex_db_exec(s->db, "SAVEPOINT unit");
+    return refex_db_run(s->db, "SAVEPOINT unit");
 }
 
 int agent_store_release(agent_store *s)
 {
-    return refex_db_exec(s->db, "RELEASE unit");
+    return refex_db_run(s->db, "RELEASE unit");
 }
 
 int agent_store_undo(agent_store *s)
 {
-    int rc = refex_db_exec(s->db, "ROLLBACK TO unit");
-    return rc == REFEX_OK ? refex_db_exec(s->db, "RELEASE unit") : rc;
+    int rc = refex_db_run(s->db, "ROLLBACK TO unit");
+    return rc == REFEX_OK ? refex_db_run(s->db, "RELEASE unit") : rc;
 }
 
 int agent_store_autocommit(agent_store *s)

@@ -2,8 +2,9 @@
  * recipients of our stored messages sent neither a receipt nor a non-delivery report by the
  * message's expiry), closing outbox rows for which nothing more is awaited, and the queries
  * the expiry sweep and the status listings need. Part of the storage module; its statements
- * are prepared per call on agent_store_db() (they run about once a second, or when a user
- * asks), so the shared statement table stays untouched. Also the one-off fills of the
+ * are kept in the connection's statement cache (refex_db_cached: closing a receipted row and
+ * reading an envelope run once per receipt), so the shared statement table stays untouched.
+ * Also the one-off fills of the
  * columns the sweep reads (expires_ms, closed) at the upgrade that adds them, and the
  * envelope of one of our messages (that a receipt's envelope hash is checked against). Not
  * the policy (when to sweep, what to audit and log): that is agents/outbox_expiry.c. */
@@ -161,11 +162,12 @@ int agent_store_report_create(sqlite3 *db, int expires_added, int closed_added)
     return rc;
 }
 
-/* Prepares sql on the store's handle with text ?1 (and ?2 if t2). */
+/* The kept statement for sql on the store's handle, with text ?1 (and ?2 if t2); hand it
+ * back with refex_db_done. */
 static int prepare(agent_store *s, const char *sql, const char *t1, const char *t2,
                    sqlite3_stmt **st)
 {
-    int rc = refex_db_prepare(agent_store_db(s), sql, st);
+    int rc = refex_db_cached(agent_store_db(s), sql, st);
     if (rc != REFEX_OK)
         return rc;
     if (t1)
@@ -175,14 +177,13 @@ static int prepare(agent_store *s, const char *sql, const char *t1, const char *
     return REFEX_OK;
 }
 
-/* Steps a one-shot write and finalizes it; *changed (if given): whether a row changed. */
+/* Steps a write and hands it back; *changed (if given): whether a row changed. */
 static int write_once(agent_store *s, sqlite3_stmt *st, int *changed)
 {
     int rc = refex_db_err(sqlite3_step(st));
     if (changed)
         *changed = rc == REFEX_OK && sqlite3_changes(agent_store_db(s)) > 0;
-    sqlite3_finalize(st);
-    return rc;
+    return refex_db_done(st, rc);
 }
 
 int agent_store_outbox_close_if_receipted(agent_store *s, const char *message_id, int *closed)
@@ -218,7 +219,7 @@ int agent_store_outbox_overdue(agent_store *s, int64_t expired_by, agent_overdue
         r->expires_ms = sqlite3_column_int64(st, 2);
     }
     rc = *n == cap ? REFEX_OK : refex_db_err(step);
-    sqlite3_finalize(st);
+    refex_db_done(st, REFEX_OK);
     return rc;
 }
 
@@ -234,7 +235,7 @@ int agent_store_outbox_envelope(agent_store *s, const char *message_id, agent_st
     if (step == SQLITE_ROW)
         fn(ctx, (const char *)sqlite3_column_text(st, 0), sqlite3_column_blob(st, 1),
            (size_t)sqlite3_column_bytes(st, 1));
-    sqlite3_finalize(st);
+    refex_db_done(st, REFEX_OK);
     return rc;
 }
 
@@ -248,7 +249,7 @@ int agent_store_receipt_held(agent_store *s, const char *message_id, const char 
     int step = sqlite3_step(st);
     *held = step == SQLITE_ROW;
     rc = step == SQLITE_ROW ? REFEX_OK : refex_db_err(step);
-    sqlite3_finalize(st);
+    refex_db_done(st, REFEX_OK);
     return rc;
 }
 
@@ -279,7 +280,7 @@ int agent_store_no_report_json(agent_store *s, const char *message_id, json_t **
                                         "noted_ms", (json_int_t)sqlite3_column_int64(st, 2)));
     rc = refex_db_err(step);
 out:
-    sqlite3_finalize(st);
+    refex_db_done(st, REFEX_OK);
     if (rc != REFEX_OK) {
         json_decref(*out); /* a partial list would misreport */
         *out = NULL;
@@ -299,7 +300,7 @@ int agent_store_no_report_ids(agent_store *s, json_t **out)
         json_object_set_new(*out, (const char *)sqlite3_column_text(st, 0), json_true());
     rc = refex_db_err(step);
 out:
-    sqlite3_finalize(st);
+    refex_db_done(st, REFEX_OK);
     if (rc != REFEX_OK) {
         json_decref(*out);
         *out = NULL;

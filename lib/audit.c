@@ -149,7 +149,7 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
     crypto_hash_sha256_update(&hs, entry, len);
     crypto_hash_sha256_final(&hs, leaf);
 
-    if ((rc = refex_db_prepare(db, SQL, &st)) != REFEX_OK)
+    if ((rc = refex_db_cached(db, SQL, &st)) != REFEX_OK)
         goto out;
     const char *text[] = {e->event,      e->outcome,      e->agency,   e->practitioner,  e->peer,
                           e->message_id, e->message_type, e->case_ref, e->envelope_hash, e->purpose,
@@ -159,7 +159,7 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
         sqlite3_bind_text(st, 2 + i, nz(text[i]), -1, SQLITE_STATIC);
     sqlite3_bind_blob(st, 16, entry, (int)len, SQLITE_STATIC);
     sqlite3_bind_blob(st, 17, leaf, 32, SQLITE_STATIC);
-    rc = refex_db_err(sqlite3_step(st));
+    rc = refex_db_done(st, refex_db_err(sqlite3_step(st)));
     int64_t seq = sqlite3_last_insert_rowid(db);
     /* The Merkle tree over the log grows in the same transaction. */
     if (rc == REFEX_OK)
@@ -167,7 +167,6 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
     if (rc == REFEX_OK && seq_out)
         *seq_out = seq;
 out:
-    sqlite3_finalize(st);
     free(entry);
     return rc;
 }

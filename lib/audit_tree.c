@@ -52,11 +52,10 @@ int refex_audit_tree_init(sqlite3 *db)
 /* Hash of the complete subtree (level, idx): a leaf at level 0, a stored node above. */
 static int node_get(sqlite3 *db, int level, uint64_t idx, uint8_t out[32])
 {
+    static const char *const LEAF = "SELECT leaf_hash FROM audit WHERE seq = ?";
+    static const char *const NODE = "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?";
     sqlite3_stmt *st = NULL;
-    int rc =
-        level == 0
-            ? refex_db_prepare(db, "SELECT leaf_hash FROM audit WHERE seq = ?", &st)
-            : refex_db_prepare(db, "SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", &st);
+    int rc = refex_db_cached(db, level == 0 ? LEAF : NODE, &st);
     if (rc != REFEX_OK)
         return rc;
     if (level == 0) {
@@ -70,55 +69,52 @@ static int node_get(sqlite3 *db, int level, uint64_t idx, uint8_t out[32])
         memcpy(out, sqlite3_column_blob(st, 0), 32);
         rc = REFEX_OK;
     }
-    sqlite3_finalize(st);
-    return rc;
+    return refex_db_done(st, rc);
 }
 
 int refex_audit_tree_append(sqlite3 *db, uint64_t index, const uint8_t leaf[32])
 {
+    static const char *const SQL = "INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)";
     uint8_t h[32], left[32];
     uint64_t j = index;
-    int level = 0, rc;
-    sqlite3_stmt *st = NULL;
+    int level = 0, rc = REFEX_OK;
     memcpy(h, leaf, 32);
-    if ((rc = refex_db_prepare(db, "INSERT INTO audit_nodes(level, idx, hash) VALUES (?,?,?)",
-                               &st)) != REFEX_OK)
-        return rc;
     /* A right child completes its parent: hash upwards while we are a right child. */
     while (j & 1) {
+        sqlite3_stmt *st = NULL;
         if ((rc = node_get(db, level, j - 1, left)) != REFEX_OK)
             break;
         refex_merkle_node_hash(left, h, h);
         level++;
         j >>= 1;
-        sqlite3_reset(st);
+        if ((rc = refex_db_cached(db, SQL, &st)) != REFEX_OK)
+            break;
         sqlite3_bind_int(st, 1, level);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)j);
         sqlite3_bind_blob(st, 3, h, 32, SQLITE_STATIC);
-        if ((rc = refex_db_err(sqlite3_step(st))) != REFEX_OK)
+        if ((rc = refex_db_done(st, refex_db_err(sqlite3_step(st)))) != REFEX_OK)
             break;
     }
-    sqlite3_finalize(st);
     return rc;
 }
 
 int refex_audit_tree_size(sqlite3 *db, uint64_t *size)
 {
+    static const char *const SQL = "SELECT IFNULL(MAX(seq), 0) FROM audit";
     sqlite3_stmt *st = NULL;
-    int rc = refex_db_prepare(db, "SELECT IFNULL(MAX(seq), 0) FROM audit", &st);
+    int rc = refex_db_cached(db, SQL, &st);
     if (rc != REFEX_OK)
         return rc;
     *size = sqlite3_step(st) == SQLITE_ROW ? (uint64_t)sqlite3_column_int64(st, 0) : 0;
-    sqlite3_finalize(st);
-    return REFEX_OK;
+    return refex_db_done(st, REFEX_OK);
 }
 
 int refex_audit_tree_latest_checkpoint(sqlite3 *db, char **note)
 {
+    static const char *const SQL = "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1";
     sqlite3_stmt *st = NULL;
     *note = NULL;
-    int rc =
-        refex_db_prepare(db, "SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1", &st);
+    int rc = refex_db_cached(db, SQL, &st);
     if (rc != REFEX_OK)
         return rc;
     int step = sqlite3_step(st);
@@ -129,8 +125,7 @@ int refex_audit_tree_latest_checkpoint(sqlite3 *db, char **note)
     } else {
         rc = step == SQLITE_DONE ? REFEX_E_NOTFOUND : refex_db_err(step);
     }
-    sqlite3_finalize(st);
-    return rc;
+    return refex_db_done(st, rc);
 }
 
 int refex_audit_tree_witnessed_size(sqlite3 *db, uint64_t *size)

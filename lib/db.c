@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -150,10 +151,123 @@ int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size
     return REFEX_OK;
 }
 
+/* ---- the statement cache --------------------------------------------------------------
+ * Preparing a statement costs more than running most of refex's (a quarter of an agent's
+ * CPU per message went to sqlite3_prepare_v2 when every call prepared its own), so the
+ * statements of the hot paths are kept, per connection, until refex_db_close. They are
+ * keyed by the address of their SQL text, checked against the text itself (a caller that
+ * passes a buffer whose contents changed gets a statement for the new text, not a stale
+ * one). A process's connections are used from its one thread (each daemon is one event
+ * loop; SQLITE_OPEN_NOMUTEX), so the table is not locked. */
+
+typedef struct {
+    const char *sql;
+    sqlite3_stmt *st;
+} cached_stmt;
+
+typedef struct conn_cache {
+    sqlite3 *db;
+    cached_stmt *e;
+    size_t n, cap;
+    struct conn_cache *next;
+} conn_cache;
+
+static conn_cache *caches; /* the connection used last first */
+
+static conn_cache *cache_of(sqlite3 *db, int create)
+{
+    conn_cache **pp = &caches;
+    while (*pp && (*pp)->db != db)
+        pp = &(*pp)->next;
+    conn_cache *c = *pp;
+    if (c) {
+        *pp = c->next; /* to the front: a run of calls on one connection finds it first */
+    } else {
+        if (!create || !(c = calloc(1, sizeof *c)))
+            return NULL;
+        c->db = db;
+    }
+    c->next = caches;
+    caches = c;
+    return c;
+}
+
+static void cache_drop(sqlite3 *db)
+{
+    conn_cache *c = cache_of(db, 0);
+    if (!c)
+        return;
+    caches = c->next;
+    for (size_t i = 0; i < c->n; i++)
+        sqlite3_finalize(c->e[i].st);
+    free(c->e);
+    free(c);
+}
+
+/* The slot for sql in c, appended (empty) if there is none; NULL without memory. */
+static cached_stmt *cache_slot(conn_cache *c, const char *sql)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (c->e[i].sql == sql)
+            return &c->e[i];
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 32;
+        cached_stmt *e = realloc(c->e, cap * sizeof *e);
+        if (!e)
+            return NULL;
+        c->e = e;
+        c->cap = cap;
+    }
+    c->e[c->n] = (cached_stmt){sql, NULL};
+    return &c->e[c->n++];
+}
+
+int refex_db_cached(sqlite3 *db, const char *sql, sqlite3_stmt **out)
+{
+    conn_cache *c = cache_of(db, 1);
+    cached_stmt *slot = c ? cache_slot(c, sql) : NULL;
+    *out = NULL;
+    if (!slot)
+        return REFEX_E_NOMEM;
+    if (slot->st && strcmp(sqlite3_sql(slot->st), sql) != 0) {
+        sqlite3_finalize(slot->st); /* same address, other text: not the statement asked for */
+        slot->st = NULL;
+    }
+    if (!slot->st) {
+        int rc = refex_db_prepare(db, sql, &slot->st);
+        if (rc != REFEX_OK)
+            return rc; /* the slot stays empty; the next call tries again */
+    }
+    sqlite3_reset(slot->st);
+    sqlite3_clear_bindings(slot->st);
+    *out = slot->st;
+    return REFEX_OK;
+}
+
+int refex_db_done(sqlite3_stmt *st, int rc)
+{
+    if (st)
+        sqlite3_reset(st);
+    return rc;
+}
+
+int refex_db_run(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = refex_db_cached(db, sql, &st);
+    if (rc != REFEX_OK)
+        return rc;
+    int step = sqlite3_step(st);
+    if (step != SQLITE_DONE && step != SQLITE_ROW)
+        refex_log_error("db: %s", sqlite3_errmsg(db));
+    return refex_db_done(st, refex_db_err(step));
+}
+
 void refex_db_close(sqlite3 **db_p)
 {
     if (!db_p || !*db_p)
         return;
+    cache_drop(*db_p);
     sqlite3_close_v2(*db_p);
     *db_p = NULL;
 }
@@ -169,14 +283,15 @@ int refex_db_exec(sqlite3 *db, const char *sql)
     return refex_db_err(rc);
 }
 
+/* Transactions run through the cache: as text, each BEGIN and COMMIT was parsed again. */
 int refex_db_begin(sqlite3 *db)
 {
-    return refex_db_exec(db, "BEGIN IMMEDIATE");
+    return refex_db_run(db, "BEGIN IMMEDIATE");
 }
 
 int refex_db_commit(sqlite3 *db)
 {
-    int rc = refex_db_exec(db, "COMMIT");
+    int rc = refex_db_run(db, "COMMIT");
     if (rc != REFEX_OK)
         refex_db_rollback(db);
     return rc;
@@ -184,8 +299,9 @@ int refex_db_commit(sqlite3 *db)
 
 void refex_db_rollback(sqlite3 *db)
 {
-    if (!sqlite3_get_autocommit(db))
-        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_stmt *st = NULL;
+    if (!sqlite3_get_autocommit(db) && refex_db_cached(db, "ROLLBACK", &st) == REFEX_OK)
+        refex_db_done(st, sqlite3_step(st));
 }
 
 int refex_db_prepare(sqlite3 *db, const char *sql, sqlite3_stmt **out)

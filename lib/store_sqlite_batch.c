@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db.h"
 #include "log.h"
 #include "store.h"
 #include "store_sqlite.h"
@@ -58,13 +59,28 @@ static void batch_reset(sq_store *s)
     s->renewing = 0;
 }
 
+/* Runs one of the batch's control statements (BEGIN, COMMIT, SAVEPOINT ...), kept on the
+ * connection (refex_db_cached) rather than parsed from text at every op; SQLite's code, for
+ * refex_sqstore_write_err. */
+static int run(sq_store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (refex_db_cached(s->db, sql, &st) != REFEX_OK)
+        return sqlite3_errcode(s->db) != SQLITE_OK ? sqlite3_errcode(s->db) : SQLITE_NOMEM;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        ;
+    refex_db_done(st, 0);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
 int refex_sqstore_begin(void *impl)
 {
     sq_store *s = impl;
     if (s->in_tx)
         return REFEX_OK;
     batch_reset(s);
-    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    int rc = run(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK)
         return refex_sqstore_write_err(s, rc);
     s->in_tx = 1;
@@ -92,7 +108,7 @@ static int revive(sq_store *s)
     s->live = s->live_done;
     s->puts_lost = s->n_puts > 0;
     s->renewing = 0; /* a new generation written in the ended transaction is gone with it */
-    if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+    if (run(s, "BEGIN IMMEDIATE") != SQLITE_OK) {
         refex_log_error("store: cannot restart the batch: %s", sqlite3_errmsg(s->db));
         return REFEX_E_STORE;
     }
@@ -107,7 +123,7 @@ static int revive(sq_store *s)
             rc = refex_sqstore_unit(s, 0, 1);
         if (rc != REFEX_OK) {
             refex_log_error("store: cannot redo the batch's acknowledgements");
-            sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+            run(s, "ROLLBACK");
             return REFEX_E_STORE;
         }
     }
@@ -134,10 +150,10 @@ int refex_sqstore_commit(void *impl)
     int rc = refex_sqstore_after_failure(s);
     if (rc == REFEX_OK) {
         give_back_pages(s);
-        rc = refex_sqstore_write_err(s, sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL));
+        rc = refex_sqstore_write_err(s, run(s, "COMMIT"));
     }
     if (rc != REFEX_OK && !sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        run(s, "ROLLBACK");
     if (rc == REFEX_OK)
         s->live_done = s->live;
     if (rc == REFEX_OK && s->renewing)
@@ -154,7 +170,7 @@ void refex_sqstore_rollback(void *impl)
 {
     sq_store *s = impl;
     if (!sqlite3_get_autocommit(s->db))
-        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+        run(s, "ROLLBACK");
     s->in_tx = 0;
     batch_reset(s);
 }
@@ -164,12 +180,12 @@ void refex_sqstore_rollback(void *impl)
 int refex_sqstore_unit(sq_store *s, int begin, int ok)
 {
     if (begin)
-        return refex_sqstore_write_err(s, sqlite3_exec(s->db, "SAVEPOINT op", NULL, NULL, NULL));
+        return refex_sqstore_write_err(s, run(s, "SAVEPOINT op"));
     if (ok)
-        return refex_sqstore_write_err(s, sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL));
+        return refex_sqstore_write_err(s, run(s, "RELEASE op"));
     if (!sqlite3_get_autocommit(s->db)) {
-        sqlite3_exec(s->db, "ROLLBACK TO op", NULL, NULL, NULL);
-        sqlite3_exec(s->db, "RELEASE op", NULL, NULL, NULL);
+        run(s, "ROLLBACK TO op");
+        run(s, "RELEASE op");
     }
     return REFEX_OK;
 }
