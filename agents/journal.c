@@ -111,6 +111,14 @@ int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len)
     return rc;
 }
 
+/* The notes peers attached that verified, per sender: a sender attaches the same
+ * checkpoint to every message until it signs the next (at most once a second), and checking
+ * its signature again on each delivery was an eighth of the receiver's CPU. The memo keys on
+ * the note's bytes and the key it verified under (refex_checkpoint_open_memo), so it holds
+ * no judgement an agent could disagree with: verification is the same for any agent in the
+ * process, and a rotated or revoked key no longer given by the directory misses. */
+static refex_checkpoint_memo peer_notes;
+
 /* A checkpoint a sender attached: check it is the sender's, and that no other history of
  * the same size was seen from that sender before (a fork). Inside the caller's unit. */
 void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
@@ -124,7 +132,8 @@ void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agen
     snprintf(origin, sizeof origin, "refex/audit/%s", sender);
     const uint8_t *pks[2];
     int n = refex_agency_sign_keys(sa, refex_now_ms(), pks);
-    if (refex_checkpoint_open_any(note, strlen(note), sender, pks, n, &c) != REFEX_OK ||
+    if (refex_checkpoint_open_memo(&peer_notes, note, strlen(note), sender, pks, n, &c) !=
+            REFEX_OK ||
         strcmp(c.origin, origin) != 0 || c.size > INT64_MAX) {
         refex_log_warn("checkpoint: %s attached a checkpoint that does not verify", sender);
         return;

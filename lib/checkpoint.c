@@ -1,6 +1,8 @@
 /* C2SP checkpoints for the audit log: tlog-checkpoint bodies in signed notes, Ed25519 log
  * signatures and tlog-cosignature witness cosignatures, parsed as untrusted text with hard
- * size limits. It does not decide which checkpoints are consistent; that is the witness's job. */
+ * size limits, and a caller's memo of the notes that verified (to check a note that comes
+ * again only once). It does not decide which checkpoints are consistent; that is the
+ * witness's job. */
 #include "checkpoint.h"
 
 #include <inttypes.h>
@@ -497,6 +499,45 @@ int refex_checkpoint_open_any(const char *note, size_t len, const char *key_name
     for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
         rc = refex_checkpoint_open(note, len, key_name, pks[i], c);
     return rc;
+}
+
+/* The slot m keeps for key_name, or -1. */
+static int memo_find(const refex_checkpoint_memo *m, const char *key_name)
+{
+    for (int i = 0; i < REFEX_CHECKPOINT_MEMO_SLOTS; i++)
+        if (strcmp(m->slot[i].key_name, key_name) == 0)
+            return i;
+    return -1;
+}
+
+int refex_checkpoint_open_memo(refex_checkpoint_memo *m, const char *note, size_t len,
+                               const char *key_name, const uint8_t *const pks[], int n,
+                               refex_checkpoint *c)
+{
+    if (!m || !note || !key_name || !c)
+        return REFEX_E_INVAL;
+    int i =
+        *key_name && strlen(key_name) <= REFEX_CHECKPOINT_ORIGIN_MAX ? memo_find(m, key_name) : -1;
+    if (i >= 0 && m->slot[i].len == len && memcmp(m->slot[i].note, note, len) == 0)
+        for (int k = 0; k < n; k++)
+            if (pks[k] && sodium_memcmp(pks[k], m->slot[i].pk, 32) == 0) {
+                *c = m->slot[i].c; /* the same bytes verified under a key still given */
+                return REFEX_OK;
+            }
+    int rc = REFEX_E_BAD_SIGNATURE, k = 0;
+    for (; k < n && rc == REFEX_E_BAD_SIGNATURE; k++)
+        rc = refex_checkpoint_open(note, len, key_name, pks[k], c);
+    if (rc != REFEX_OK || len > REFEX_CHECKPOINT_MEMO_NOTE ||
+        strlen(key_name) > REFEX_CHECKPOINT_ORIGIN_MAX)
+        return rc;
+    if (i < 0)
+        i = (int)(m->next++ % REFEX_CHECKPOINT_MEMO_SLOTS);
+    snprintf(m->slot[i].key_name, sizeof m->slot[i].key_name, "%s", key_name);
+    memcpy(m->slot[i].pk, pks[k - 1], 32);
+    memcpy(m->slot[i].note, note, len);
+    m->slot[i].len = len;
+    m->slot[i].c = *c;
+    return REFEX_OK;
 }
 
 int refex_checkpoint_verify_cosignature(const char *note, size_t len, const char *witness_name,

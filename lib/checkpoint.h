@@ -66,6 +66,33 @@ int refex_checkpoint_open_any(const char *note, size_t len, const char *key_name
                               const uint8_t *const pks[], int n,
                               refex_checkpoint *c) REFEX_NODISCARD;
 
+/* The last note verified for each of a few key names, to skip the Ed25519 check when the
+ * same note comes again (a sender attaches its latest checkpoint to every message, and signs
+ * a new one at most once a second). A slot holds the note's bytes, the key it verified
+ * under and what it said; a hit needs the same name, the same bytes and that key among the
+ * keys given now, so a changed note, or a key rotated away or revoked since, is checked
+ * again in full. Zero-initialise; nothing to free. Not for notes over
+ * REFEX_CHECKPOINT_MEMO_NOTE bytes (those are always checked). */
+#define REFEX_CHECKPOINT_MEMO_SLOTS 8
+#define REFEX_CHECKPOINT_MEMO_NOTE  1024
+typedef struct {
+    struct {
+        char key_name[REFEX_CHECKPOINT_ORIGIN_MAX + 1]; /* "" for an empty slot */
+        uint8_t pk[32];
+        size_t len;
+        char note[REFEX_CHECKPOINT_MEMO_NOTE];
+        refex_checkpoint c;
+    } slot[REFEX_CHECKPOINT_MEMO_SLOTS];
+    unsigned next; /* the slot a new name takes */
+} refex_checkpoint_memo;
+
+/* refex_checkpoint_open_any through memo m: the same result, without the signature check when
+ * m holds this note as verified under one of pks by key_name. A note that fails is not kept,
+ * and leaves the name's slot as it was. */
+int refex_checkpoint_open_memo(refex_checkpoint_memo *m, const char *note, size_t len,
+                               const char *key_name, const uint8_t *const pks[], int n,
+                               refex_checkpoint *c) REFEX_NODISCARD;
+
 /* Verifies the cosignature/v1 line(s) by (witness_name, pk) in an untrusted note and returns
  * the cosigned timestamp (the latest, if the witness signed more than once). The log's own
  * signature is not checked here: use refex_checkpoint_open() for that. Errors as for
