@@ -14,6 +14,9 @@
 #define NONCE_LEN  crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define CKEY_LEN   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 #define SEALED_LEN (CKEY_LEN + crypto_box_SEALBYTES)
+/* CKEY_LEN: a message's content key lives for microseconds in a stack buffer that seal and
+ * open wipe on every path; sodium_malloc (an mmap and an mprotect with guard pages) per
+ * message cost more than the body's encryption, and locked pages buy nothing that brief. */
 
 int refex_case_ref_valid(const char *case_ref)
 {
@@ -69,7 +72,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
 {
     int rc = REFEX_OK;
     uint8_t id[16], nonce[NONCE_LEN], ct_hash[32], ks_hash[32], ad[128];
-    uint8_t *ckey = NULL, *ct = NULL, *hdr_bytes = NULL, *sealed = NULL;
+    uint8_t *ct = NULL, *hdr_bytes = NULL, *sealed = NULL;
+    uint8_t ckey[CKEY_LEN]; /* on the stack, wiped at out: see CKEY_LEN */
     size_t hdr_len = 0;
     unsigned long long ct_len = 0;
     Refex__V1__KeySlot *slots = NULL, **slot_ptrs = NULL;
@@ -92,13 +96,12 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
 
     refex_random_id(id);
     randombytes_buf(nonce, sizeof nonce);
-    ckey = sodium_malloc(CKEY_LEN);
     ct = malloc(body_len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
     slots = calloc(p->n_recipients, sizeof *slots);
     slot_ptrs = calloc(p->n_recipients, sizeof *slot_ptrs);
     rcpt = calloc(p->n_recipients, sizeof *rcpt);
     sealed = malloc(p->n_recipients * SEALED_LEN);
-    if (!ckey || !ct || !slots || !slot_ptrs || !rcpt || !sealed) {
+    if (!ct || !slots || !slot_ptrs || !rcpt || !sealed) {
         rc = REFEX_E_NOMEM;
         goto out;
     }
@@ -151,7 +154,7 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
         goto out;
     memcpy(id_out, id, 16);
 out:
-    sodium_free(ckey);
+    sodium_memzero(ckey, sizeof ckey);
     free(ct);
     free(slots);
     free(slot_ptrs);
@@ -233,7 +236,7 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
 {
     int rc = REFEX_OK;
     uint8_t ad[128];
-    uint8_t *ckey = NULL, *pt = NULL;
+    uint8_t ckey[CKEY_LEN], *pt = NULL; /* on the stack, wiped at out: as in seal */
     unsigned long long pt_len = 0;
     const Refex__V1__KeySlot *slot = NULL;
 
@@ -245,8 +248,6 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
     if (slot->sealed_key.len != SEALED_LEN ||
         env->ciphertext.len < crypto_aead_xchacha20poly1305_ietf_ABYTES)
         return REFEX_E_DECRYPT;
-    if (!(ckey = sodium_malloc(CKEY_LEN)))
-        return REFEX_E_NOMEM;
     if (crypto_box_seal_open(ckey, slot->sealed_key.data, SEALED_LEN, enc_pk, enc_sk) != 0) {
         rc = REFEX_E_DECRYPT;
         goto out;
@@ -267,7 +268,7 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
     *body_len = (size_t)pt_len;
     pt = NULL;
 out:
-    sodium_free(ckey);
+    sodium_memzero(ckey, sizeof ckey);
     free(pt);
     return rc;
 }
