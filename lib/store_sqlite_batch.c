@@ -96,7 +96,7 @@ static void give_back_pages(sq_store *s)
     sqlite3_stmt *st = refex_sqstore_stmt(s, S_FREELIST);
     int64_t n = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
     sqlite3_reset(st);
-    if (n > 0 && sqlite3_exec(s->db, "PRAGMA incremental_vacuum", NULL, NULL, NULL) != SQLITE_OK)
+    if (n > 0 && run(s, "PRAGMA incremental_vacuum") != SQLITE_OK)
         refex_log_warn("store: incremental vacuum failed: %s", sqlite3_errmsg(s->db));
 }
 
