@@ -157,8 +157,9 @@ int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size
  * statements of the hot paths are kept, per connection, until refex_db_close. They are
  * keyed by the address of their SQL text, checked against the text itself (a caller that
  * passes a buffer whose contents changed gets a statement for the new text, not a stale
- * one). A process's connections are used from its one thread (each daemon is one event
- * loop; SQLITE_OPEN_NOMUTEX), so the table is not locked. */
+ * one). A connection is used, and closed, on the thread that opened it (each daemon is one
+ * event loop; SQLITE_OPEN_NOMUTEX), so each thread keeps its own table and none is locked:
+ * a program that opens connections on several threads (the bench's store filler) works. */
 
 typedef struct {
     const char *sql;
@@ -172,7 +173,7 @@ typedef struct conn_cache {
     struct conn_cache *next;
 } conn_cache;
 
-static conn_cache *caches; /* the connection used last first */
+static _Thread_local conn_cache *caches; /* this thread's; the connection used last first */
 
 static conn_cache *cache_of(sqlite3 *db, int create)
 {
