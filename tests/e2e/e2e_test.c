@@ -422,7 +422,7 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__Send s = REFEX__V1__SEND__INIT;
         s.envelope = e;
-        f.version = 1;
+        f.version = REFEX_PROTOCOL_VERSION;
         f.kind_case = REFEX__V1__FRAME__KIND_SEND;
         f.send = &s;
         uint8_t *buf = NULL;
