@@ -16,6 +16,9 @@
 #define CKEY_LEN  crypto_aead_xchacha20poly1305_ietf_KEYBYTES
 #define WRAP_LEN  REFEX_EPOCH_WRAPPED_LEN
 
+_Static_assert(REFEX_EPOCH_SCRATCH_LEN >= CKEY_LEN + 32,
+               "scratch holds the content and epoch keys");
+
 int refex_case_ref_valid(const char *case_ref)
 {
     size_t n = case_ref ? strlen(case_ref) : 0;
@@ -68,6 +71,16 @@ static size_t body_ad(uint8_t *ad, size_t cap, const uint8_t id[16], const char 
     memcpy(ad + cl, id, 16);
     memcpy(ad + cl + 16, sender, sl);
     return cl + 16 + sl;
+}
+
+/* Wipes the content and epoch keys: a scratch area of the epoch tables is kept, one of
+ * our own is freed (sodium_free wipes it). */
+static void release_secret(uint8_t *secret, int scratch)
+{
+    if (scratch && secret)
+        sodium_memzero(secret, CKEY_LEN + 32);
+    else
+        sodium_free(secret);
 }
 
 /* The epoch for recipient i: the sender's current one, or without a table a fresh one for
@@ -144,7 +157,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
         return REFEX_E_INVAL;
     refex_random_id(id);
     randombytes_buf(nonce, sizeof nonce);
-    secret = sodium_malloc(CKEY_LEN + 32); /* content key || the slot's epoch key */
+    /* content key || the slot's epoch key */
+    secret = p->epochs ? refex_epoch_sender_scratch(p->epochs) : sodium_malloc(CKEY_LEN + 32);
     ct = malloc(body_len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
     slots = calloc(p->n_recipients, sizeof *slots);
     slot_ptrs = calloc(p->n_recipients, sizeof *slot_ptrs);
@@ -194,7 +208,7 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
         goto out;
     memcpy(id_out, id, 16);
 out:
-    sodium_free(secret);
+    release_secret(secret, p->epochs != NULL);
     free(ct);
     free(slots);
     free(slot_ptrs);
@@ -324,7 +338,7 @@ int refex_envelope_open_keys(const Refex__V1__Envelope *env, const Refex__V1__En
     if (slot->epoch_pk.len != 32 || slot->wrapped_key.len != WRAP_LEN ||
         env->ciphertext.len < crypto_aead_xchacha20poly1305_ietf_ABYTES)
         return REFEX_E_DECRYPT;
-    if (!(secret = sodium_malloc(CKEY_LEN + 32)))
+    if (!(secret = cache ? refex_epoch_cache_scratch(cache) : sodium_malloc(CKEY_LEN + 32)))
         return REFEX_E_NOMEM;
     if ((rc = unwrap_slot(slot, h, me, keys, n_keys, cache, secret)) != REFEX_OK)
         goto out;
@@ -344,7 +358,7 @@ int refex_envelope_open_keys(const Refex__V1__Envelope *env, const Refex__V1__En
     *body_len = (size_t)pt_len;
     pt = NULL;
 out:
-    sodium_free(secret);
+    release_secret(secret, cache != NULL);
     free(pt);
     return rc;
 }

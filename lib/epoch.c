@@ -9,8 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define AD_MAX    256
+#define NONCE_LEN    crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define AD_MAX       256
+#define SENDER_BLOCK (REFEX_EPOCH_SENDER_SLOTS * 32 + REFEX_EPOCH_SCRATCH_LEN)
+#define CACHE_BLOCK  (REFEX_EPOCH_CACHE_SLOTS * 32 + REFEX_EPOCH_SCRATCH_LEN)
 
 int refex_epoch_derive(const uint8_t my_sk[32], const uint8_t their_pk[32],
                        const uint8_t epoch_pk[32], const uint8_t rcpt_pk[32], uint8_t ek[32])
@@ -108,7 +110,7 @@ struct refex_epoch_sender {
     uint64_t max_msgs;
     uint64_t begun;
     sender_epoch e[REFEX_EPOCH_SENDER_SLOTS];
-    uint8_t *ek; /* REFEX_EPOCH_SENDER_SLOTS x 32, sodium_malloc'd */
+    uint8_t *ek; /* REFEX_EPOCH_SENDER_SLOTS x 32 then the scratch, sodium_malloc'd */
 };
 
 int refex_epoch_sender_new(uint64_t max_seconds, uint64_t max_messages, refex_epoch_sender **out)
@@ -118,11 +120,11 @@ int refex_epoch_sender_new(uint64_t max_seconds, uint64_t max_messages, refex_ep
         max_messages > REFEX_EPOCH_MESSAGES_MAX)
         return REFEX_E_INVAL;
     refex_epoch_sender *s = calloc(1, sizeof *s);
-    if (!s || !(s->ek = sodium_malloc(REFEX_EPOCH_SENDER_SLOTS * 32))) {
+    if (!s || !(s->ek = sodium_malloc(SENDER_BLOCK))) {
         free(s);
         return REFEX_E_NOMEM;
     }
-    sodium_memzero(s->ek, REFEX_EPOCH_SENDER_SLOTS * 32);
+    sodium_memzero(s->ek, SENDER_BLOCK);
     s->max_ms = (int64_t)max_seconds * 1000;
     s->max_msgs = max_messages;
     *out = s;
@@ -201,6 +203,11 @@ int refex_epoch_sender_take(refex_epoch_sender *self, const uint8_t rcpt_pk[32],
     return REFEX_OK;
 }
 
+uint8_t *refex_epoch_sender_scratch(refex_epoch_sender *self)
+{
+    return self->ek + REFEX_EPOCH_SENDER_SLOTS * 32;
+}
+
 uint64_t refex_epoch_sender_begun(const refex_epoch_sender *self)
 {
     return self->begun;
@@ -221,7 +228,7 @@ struct refex_epoch_cache {
     uint64_t tick;
     uint64_t misses;
     cache_entry e[REFEX_EPOCH_CACHE_SLOTS];
-    uint8_t *ek; /* REFEX_EPOCH_CACHE_SLOTS x 32, sodium_malloc'd */
+    uint8_t *ek; /* REFEX_EPOCH_CACHE_SLOTS x 32 then the scratch, sodium_malloc'd */
 };
 
 int refex_epoch_cache_new(int64_t idle_ms, refex_epoch_cache **out)
@@ -230,11 +237,11 @@ int refex_epoch_cache_new(int64_t idle_ms, refex_epoch_cache **out)
     if (idle_ms < 0)
         return REFEX_E_INVAL;
     refex_epoch_cache *c = calloc(1, sizeof *c);
-    if (!c || !(c->ek = sodium_malloc(REFEX_EPOCH_CACHE_SLOTS * 32))) {
+    if (!c || !(c->ek = sodium_malloc(CACHE_BLOCK))) {
         free(c);
         return REFEX_E_NOMEM;
     }
-    sodium_memzero(c->ek, REFEX_EPOCH_CACHE_SLOTS * 32);
+    sodium_memzero(c->ek, CACHE_BLOCK);
     c->idle_ms = idle_ms;
     *out = c;
     return REFEX_OK;
@@ -298,6 +305,11 @@ void refex_epoch_cache_put(refex_epoch_cache *self, const uint8_t own_pk[32],
     e->used_ms = now_ms;
     e->tick = ++self->tick;
     e->live = 1;
+}
+
+uint8_t *refex_epoch_cache_scratch(refex_epoch_cache *self)
+{
+    return self->ek + REFEX_EPOCH_CACHE_SLOTS * 32;
 }
 
 uint64_t refex_epoch_cache_misses(const refex_epoch_cache *self)

@@ -24,6 +24,7 @@
 /* Epochs a sender keeps at once (one per recipient key), and EKs a receiver caches. */
 #define REFEX_EPOCH_SENDER_SLOTS 256
 #define REFEX_EPOCH_CACHE_SLOTS  64
+#define REFEX_EPOCH_SCRATCH_LEN  64
 
 /* EK = BLAKE2b-256("refex/epoch/v1"\0 || X25519(my_sk, their_pk) || epoch_pk || rcpt_pk).
  * The sender passes (eph_sk, rcpt_pk), the recipient (rcpt_sk, epoch_pk): both get the same
@@ -55,6 +56,9 @@ void refex_epoch_sender_destroy(refex_epoch_sender **self_p);
  * epoch_pk and EK copied out; the caller wipes ek. Counts the message against the epoch. */
 int refex_epoch_sender_take(refex_epoch_sender *self, const uint8_t rcpt_pk[32], int64_t now_ms,
                             uint8_t epoch_pk[32], uint8_t ek[32]) REFEX_NODISCARD;
+/* REFEX_EPOCH_SCRATCH_LEN bytes of locked memory for one seal's content and epoch keys,
+ * so that a seal needs no secure allocation of its own; the user wipes it after each use. */
+uint8_t *refex_epoch_sender_scratch(refex_epoch_sender *self);
 /* Epochs begun since creation (for tests: a new one per recipient key and per limit). */
 uint64_t refex_epoch_sender_begun(const refex_epoch_sender *self);
 
@@ -71,6 +75,8 @@ int refex_epoch_cache_find(refex_epoch_cache *self, const uint8_t own_pk[32],
 /* Remembers EK (only once it has opened a key slot), evicting the least recently used. */
 void refex_epoch_cache_put(refex_epoch_cache *self, const uint8_t own_pk[32],
                            const uint8_t epoch_pk[32], int64_t now_ms, const uint8_t ek[32]);
+/* As refex_epoch_sender_scratch, for one open. */
+uint8_t *refex_epoch_cache_scratch(refex_epoch_cache *self);
 /* Derivations that missed the cache (for tests). */
 uint64_t refex_epoch_cache_misses(const refex_epoch_cache *self);
 void refex_epoch_cache_count_miss(refex_epoch_cache *self);
