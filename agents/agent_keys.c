@@ -137,6 +137,8 @@ static int hold_current_from_disk(agent *a, const refex_agency *me)
             continue;
         }
         if (k && refex_agency_keys_match(me, &k->pub) == 1) {
+            if (a->other_keys) /* its senders' epoch keys are of no more use */
+                refex_epoch_cache_forget(a->epoch_cache, a->other_keys->pub.enc_pk);
             refex_keys_destroy(&a->other_keys);
             a->other_keys = k;
             return 1;

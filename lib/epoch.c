@@ -307,6 +307,13 @@ void refex_epoch_cache_put(refex_epoch_cache *self, const uint8_t own_pk[32],
     e->live = 1;
 }
 
+void refex_epoch_cache_forget(refex_epoch_cache *self, const uint8_t own_pk[32])
+{
+    for (size_t i = 0; self && i < REFEX_EPOCH_CACHE_SLOTS; i++)
+        if (self->e[i].live && memcmp(self->e[i].own_pk, own_pk, 32) == 0)
+            drop_entry(self, i);
+}
+
 uint8_t *refex_epoch_cache_scratch(refex_epoch_cache *self)
 {
     return self->ek + REFEX_EPOCH_CACHE_SLOTS * 32;

@@ -75,6 +75,8 @@ int refex_epoch_cache_find(refex_epoch_cache *self, const uint8_t own_pk[32],
 /* Remembers EK (only once it has opened a key slot), evicting the least recently used. */
 void refex_epoch_cache_put(refex_epoch_cache *self, const uint8_t own_pk[32],
                            const uint8_t epoch_pk[32], int64_t now_ms, const uint8_t ek[32]);
+/* Wipes every entry for own_pk (a key set no longer held). */
+void refex_epoch_cache_forget(refex_epoch_cache *self, const uint8_t own_pk[32]);
 /* As refex_epoch_sender_scratch, for one open. */
 uint8_t *refex_epoch_cache_scratch(refex_epoch_cache *self);
 /* Derivations that missed the cache (for tests). */

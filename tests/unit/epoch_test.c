@@ -3,7 +3,8 @@
  * also with raw libsodium calls, so the vector does not only check itself), flipped bits
  * and a low-order point refused, the sender's epochs ending by count, by age, with a clock
  * that goes back and with the recipient's key, a full sender table, the receiver's cache
- * (bounded, least recently used evicted, idle entries wiped, keyed by own key), and sealed
+ * (bounded, least recently used evicted, idle entries wiped, keyed by own key, an own key
+ * forgotten), and sealed
  * envelopes opened with one derivation per epoch, also with a rotation's previous key. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -280,6 +281,14 @@ static void test_cache(void **state)
     assert_false(refex_epoch_cache_find(c, own[0], epk[3], t + 60000, got));
     assert_true(refex_epoch_cache_find(c, own[0], epk[2], t + 60000, got));
     assert_false(refex_epoch_cache_find(c, own[0], epk[2], t, got));
+
+    /* Forgetting an own key wipes its entries only. */
+    refex_epoch_cache_put(c, own[1], epk[7], t, ek);
+    refex_epoch_cache_put(c, own[0], epk[8], t, ek);
+    refex_epoch_cache_forget(c, own[1]);
+    assert_false(refex_epoch_cache_find(c, own[1], epk[7], t, got));
+    assert_true(refex_epoch_cache_find(c, own[0], epk[8], t, got));
+    refex_epoch_cache_forget(NULL, own[1]);
     refex_epoch_cache_destroy(&c);
     assert_null(c);
     refex_epoch_cache_destroy(NULL);
