@@ -25,6 +25,8 @@ static const char *const CONFIG_KEYS[] = {"agency",
                                           "control_group",
                                           "send_window",
                                           "report_grace_seconds",
+                                          "epoch_seconds",
+                                          "epoch_messages",
                                           REFEX_DAEMON_BASE_KEYS,
                                           NULL};
 
@@ -78,7 +80,8 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
         goto out;
     }
     if (refex_config_path(cfg, "keys", path, sizeof path) ||
-        (rc = agent_keys_choose(a, path, err, errlen)) != REFEX_OK)
+        (rc = agent_keys_choose(a, path, err, errlen)) != REFEX_OK ||
+        (rc = agent_keys_epochs_open(a, cfg, err, errlen)) != REFEX_OK)
         goto out;
     rc = REFEX_E_CONFIG;
     if (!refex_directory_find(a->base.dir, a->broker_id)) {
@@ -116,7 +119,7 @@ void agent_close(agent **a_p)
         free(a->outq[i].data);
     free(a->outq);
     agent_store_close(&a->store);
-    refex_keys_destroy(&a->other_keys);
+    agent_keys_fini(a);
     refex_daemon_base_fini(&a->base);
     free(a);
     *a_p = NULL;

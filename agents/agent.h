@@ -118,6 +118,10 @@ struct agent {
     /* A key rotation's other key set (agent_keys.c): kept to open messages sealed to it. */
     refex_keys *other_keys;
     char keys_path[4200]; /* config `keys`, read again on reload for a rotation's new keys */
+    /* Key epochs (agent_keys.c, lib/epoch.c): ours per recipient key, and the epoch keys of
+     * senders' epochs seen, per own key; config epoch_seconds and epoch_messages. */
+    refex_epoch_sender *epochs;
+    refex_epoch_cache *epoch_cache;
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */
@@ -134,7 +138,12 @@ void agent_keys_reloaded(agent *a);
 /* 1 if the directory names keys for us that we hold neither in use nor as the other set:
  * a message we cannot open may be sealed to keys we will hold later (held, not refused). */
 int agent_keys_behind(agent *a);
-/* refex_envelope_open with our current encryption key, then the other set's. */
+/* The epoch tables from config epoch_seconds and epoch_messages (REFEX_E_CONFIG, err says
+ * why, if out of range); agent_keys_fini wipes them and the other key set. */
+int agent_keys_epochs_open(agent *a, const refex_config *cfg, char *err, size_t errlen);
+void agent_keys_fini(agent *a);
+/* refex_envelope_open_keys with our current encryption key and the other set's, through
+ * the epoch cache. */
 int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                     uint8_t **body, size_t *len);
 

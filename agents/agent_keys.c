@@ -2,8 +2,10 @@
  * (docs/operations.md, "Rotating an agency's keys"). `refex keys rotate` moves ID.secret
  * to ID.previous.secret beside it and writes new keys as ID.secret; the agent signs and
  * connects with whichever of the two the directory names as current, and keeps the other
- * to open messages sealed to it. Not for loading key files (lib/keys.c) nor for whose
- * signatures verify (lib/directory.c, refex_agency_sign_keys). */
+ * to open messages sealed to it. Also the key epochs both sets take part in: the sender's
+ * epoch per recipient key and the cache of senders' epoch keys per own key (lib/epoch.c).
+ * Not for loading key files (lib/keys.c) nor for whose signatures verify (lib/directory.c,
+ * refex_agency_sign_keys). */
 #include "agent.h"
 
 #include <sodium.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "config.h"
 #include "log.h"
 #include "util.h"
 
@@ -134,6 +137,8 @@ static int hold_current_from_disk(agent *a, const refex_agency *me)
             continue;
         }
         if (k && refex_agency_keys_match(me, &k->pub) == 1) {
+            if (a->other_keys) /* its senders' epoch keys are of no more use */
+                refex_epoch_cache_forget(a->epoch_cache, a->other_keys->pub.enc_pk);
             refex_keys_destroy(&a->other_keys);
             a->other_keys = k;
             return 1;
@@ -175,14 +180,42 @@ void agent_keys_reloaded(agent *a)
                         a->agency, a->keys_path);
 }
 
+int agent_keys_epochs_open(agent *a, const refex_config *cfg, char *err, size_t errlen)
+{
+    uint64_t secs = 0, msgs = 0;
+    if (refex_config_uint(cfg, "epoch_seconds", REFEX_EPOCH_SECONDS_DEFAULT, &secs) || secs < 1 ||
+        secs > REFEX_EPOCH_SECONDS_MAX) {
+        snprintf(err, errlen, "config: epoch_seconds must be between 1 and %d",
+                 REFEX_EPOCH_SECONDS_MAX);
+        return REFEX_E_CONFIG;
+    }
+    if (refex_config_uint(cfg, "epoch_messages", REFEX_EPOCH_MESSAGES_DEFAULT, &msgs) || msgs < 1 ||
+        msgs > REFEX_EPOCH_MESSAGES_MAX) {
+        snprintf(err, errlen, "config: epoch_messages must be between 1 and %d",
+                 REFEX_EPOCH_MESSAGES_MAX);
+        return REFEX_E_CONFIG;
+    }
+    /* A sender's epoch lasts at most as long as ours by default; an EK idle that long is
+     * wiped here (derived again, once, if its epoch goes on). */
+    int rc = refex_epoch_sender_new(secs, msgs, &a->epochs);
+    if (rc == REFEX_OK)
+        rc = refex_epoch_cache_new((int64_t)secs * 1000, &a->epoch_cache);
+    return rc;
+}
+
+void agent_keys_fini(agent *a)
+{
+    refex_epoch_sender_destroy(&a->epochs);
+    refex_epoch_cache_destroy(&a->epoch_cache);
+    refex_keys_destroy(&a->other_keys);
+}
+
 int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                     uint8_t **body, size_t *len)
 {
-    const refex_keys *k = a->base.keys;
-    int rc = refex_envelope_open(env, h, a->agency, k->pub.enc_pk, k->sk->enc_sk, body, len);
-    if (rc == REFEX_E_DECRYPT && a->other_keys) {
-        k = a->other_keys;
-        rc = refex_envelope_open(env, h, a->agency, k->pub.enc_pk, k->sk->enc_sk, body, len);
-    }
-    return rc;
+    refex_open_key k[REFEX_OPEN_KEYS_MAX] = {{a->base.keys->pub.enc_pk, a->base.keys->sk->enc_sk}};
+    size_t n = 1;
+    if (a->other_keys)
+        k[n++] = (refex_open_key){a->other_keys->pub.enc_pk, a->other_keys->sk->enc_sk};
+    return refex_envelope_open_keys(env, h, a->agency, k, n, a->epoch_cache, body, len);
 }

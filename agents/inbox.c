@@ -237,8 +237,9 @@ void inbox_deliver(agent *a, const Refex__V1__Envelope *env)
     delivery d;
     memset(&d, 0, sizeof d);
     d.env = env;
-    if (refex_envelope_parse_header(env, &d.h) != REFEX_OK) {
-        refex_log_warn("deliver: malformed envelope header; dropped");
+    int prc = refex_envelope_parse_header(env, &d.h);
+    if (prc != REFEX_OK) {
+        refex_log_warn("deliver: envelope header refused (%s); dropped", refex_errname(prc));
         return; /* no id or sender to acknowledge */
     }
     const Refex__V1__EnvelopeHeader *h = d.h;

@@ -309,7 +309,8 @@ static int seal_send(agent *a, send_req *s)
                            .type = (Refex__V1__MessageType)s->type,
                            .case_ref = s->case_ref,
                            .created_at_ms = s->created_ms,
-                           .expires_at_ms = s->expires_ms};
+                           .expires_at_ms = s->expires_ms,
+                           .epochs = a->epochs};
     if ((rc = refex_envelope_seal(&p, s->body, s->body_len, &s->env, &s->env_len, s->id)) !=
             REFEX_OK ||
         (rc = journal_attach_checkpoint(a, &s->env, &s->env_len)) != REFEX_OK)

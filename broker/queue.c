@@ -354,7 +354,9 @@ void queue_handle_send(broker *b, const peer *p, const Refex__V1__Frame *f)
     const uint8_t *id = NULL;
     int rc = refex_envelope_parse_header(s->envelope, &h);
     if (rc != REFEX_OK) {
-        snprintf(detail, sizeof detail, "envelope header is malformed");
+        snprintf(detail, sizeof detail, "%s",
+                 rc == REFEX_E_VERSION ? "unsupported envelope version"
+                                       : "envelope header is malformed");
         goto out;
     }
     id = h->message_id.data;

@@ -98,7 +98,12 @@ int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max, Refex__V1__Fr
     Refex__V1__Frame *f = refex__v1__frame__unpack(NULL, len, buf);
     if (!f)
         return REFEX_E_MALFORMED;
-    int ok = f->version == REFEX_PROTOCOL_VERSION;
+    if (f->version != REFEX_PROTOCOL_VERSION) {
+        /* Checked first: another version's commands need not look like ours. */
+        refex__v1__frame__free_unpacked(f, NULL);
+        return REFEX_E_VERSION;
+    }
+    int ok = 1;
     switch (f->kind_case) {
     case REFEX__V1__FRAME__KIND_HELLO:
         ok = ok && f->hello->agency && f->hello->agency[0];

@@ -12,7 +12,7 @@
 #include "refex.pb-c.h"
 #include "refex/error.h"
 
-#define REFEX_PROTOCOL_VERSION  1
+#define REFEX_PROTOCOL_VERSION  2
 #define REFEX_DEFAULT_MAX_FRAME (16u * 1024 * 1024)
 
 /* Packs any protobuf-c message into a fresh malloc'd buffer (free() it). */
@@ -33,8 +33,9 @@ int refex_pb_set_message(ProtobufCMessage *outer, unsigned field,
  * is not a command or m is not that command's message type. */
 int refex_frame_wrap(Refex__V1__Frame *f, Refex__V1__Frame__KindCase kind,
                      const ProtobufCMessage *m) REFEX_NODISCARD;
-/* REFEX_E_TOO_BIG over max, REFEX_E_MALFORMED for anything that is not a version-1
- * frame carrying exactly one known command with its required parts. */
+/* REFEX_E_TOO_BIG over max, REFEX_E_VERSION for a frame of another version than
+ * REFEX_PROTOCOL_VERSION, REFEX_E_MALFORMED for anything that is not a frame carrying
+ * exactly one known command with its required parts. */
 int refex_frame_unpack(const uint8_t *buf, size_t len, size_t max,
                        Refex__V1__Frame **out) REFEX_NODISCARD;
 void refex_frame_free(Refex__V1__Frame **f_p);

@@ -8,15 +8,16 @@
 #include <string.h>
 
 #include "codec.h"
+#include "epoch.h"
 #include "keys.h"
 #include "util.h"
 
-#define NONCE_LEN  crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define CKEY_LEN   crypto_aead_xchacha20poly1305_ietf_KEYBYTES
-#define SEALED_LEN (CKEY_LEN + crypto_box_SEALBYTES)
-/* CKEY_LEN: a message's content key lives for microseconds in a stack buffer that seal and
- * open wipe on every path; sodium_malloc (an mmap and an mprotect with guard pages) per
- * message cost more than the body's encryption, and locked pages buy nothing that brief. */
+#define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define CKEY_LEN  crypto_aead_xchacha20poly1305_ietf_KEYBYTES
+#define WRAP_LEN  REFEX_EPOCH_WRAPPED_LEN
+
+_Static_assert(REFEX_EPOCH_SCRATCH_LEN >= CKEY_LEN + 32,
+               "scratch holds the content and epoch keys");
 
 int refex_case_ref_valid(const char *case_ref)
 {
@@ -38,7 +39,14 @@ static void put_u32(crypto_hash_sha256_state *st, size_t v)
     crypto_hash_sha256_update(st, b, 4);
 }
 
-/* SHA-256("refex/keyslots/v1\0" || for each slot: u32 len || recipient || u32 len || key). */
+static void put_bytes(crypto_hash_sha256_state *st, const uint8_t *p, size_t n)
+{
+    put_u32(st, n);
+    crypto_hash_sha256_update(st, p, n);
+}
+
+/* SHA-256("refex/keyslots/v2"\0 || for each slot: u32 len || recipient || u32 len ||
+ * epoch_pk || u32 len || wrapped_key). */
 static void keyslots_hash(Refex__V1__KeySlot *const *slots, size_t n, uint8_t out[32])
 {
     crypto_hash_sha256_state st;
@@ -46,11 +54,9 @@ static void keyslots_hash(Refex__V1__KeySlot *const *slots, size_t n, uint8_t ou
     crypto_hash_sha256_update(&st, (const uint8_t *)REFEX_KEYSLOTS_CONTEXT,
                               sizeof REFEX_KEYSLOTS_CONTEXT);
     for (size_t i = 0; i < n; i++) {
-        size_t rl = strlen(slots[i]->recipient);
-        put_u32(&st, rl);
-        crypto_hash_sha256_update(&st, (const uint8_t *)slots[i]->recipient, rl);
-        put_u32(&st, slots[i]->sealed_key.len);
-        crypto_hash_sha256_update(&st, slots[i]->sealed_key.data, slots[i]->sealed_key.len);
+        put_bytes(&st, (const uint8_t *)slots[i]->recipient, strlen(slots[i]->recipient));
+        put_bytes(&st, slots[i]->epoch_pk.data, slots[i]->epoch_pk.len);
+        put_bytes(&st, slots[i]->wrapped_key.data, slots[i]->wrapped_key.len);
     }
     crypto_hash_sha256_final(&st, out);
 }
@@ -67,66 +73,114 @@ static size_t body_ad(uint8_t *ad, size_t cap, const uint8_t id[16], const char 
     return cl + 16 + sl;
 }
 
+/* Wipes the content and epoch keys: a scratch area of the epoch tables is kept, one of
+ * our own is freed (sodium_free wipes it). */
+static void release_secret(uint8_t *secret, int scratch)
+{
+    if (scratch && secret)
+        sodium_memzero(secret, CKEY_LEN + 32);
+    else
+        sodium_free(secret);
+}
+
+/* The epoch for recipient i: the sender's current one, or without a table a fresh one for
+ * this message alone (its ephemeral secret wiped at once). */
+static int slot_epoch(const refex_seal_params *p, size_t i, int64_t now_ms, uint8_t epoch_pk[32],
+                      uint8_t ek[32])
+{
+    const uint8_t *rpk = p->recipients[i]->enc_pk;
+    if (p->epochs)
+        return refex_epoch_sender_take(p->epochs, rpk, now_ms, epoch_pk, ek);
+    uint8_t eph_sk[32];
+    crypto_box_keypair(epoch_pk, eph_sk);
+    int rc = refex_epoch_derive(eph_sk, rpk, epoch_pk, rpk, ek);
+    sodium_memzero(eph_sk, sizeof eph_sk);
+    return rc;
+}
+
+/* Fills slots[i] = {recipient, epoch_pk, wrapped content key} into keys (n x (32 + 72)). */
+static int wrap_slots(const refex_seal_params *p, const uint8_t id[16], uint8_t *secret,
+                      uint8_t *keys, Refex__V1__KeySlot *slots, Refex__V1__KeySlot **ptrs)
+{
+    const uint8_t *ckey = secret;
+    uint8_t *ek = secret + CKEY_LEN, nonce[NONCE_LEN];
+    int64_t now = refex_now_ms();
+    for (size_t i = 0; i < p->n_recipients; i++) {
+        uint8_t *epk = keys + i * (32 + WRAP_LEN), *wrapped = epk + 32;
+        int rc = slot_epoch(p, i, now, epk, ek);
+        randombytes_buf(nonce, sizeof nonce);
+        if (rc == REFEX_OK)
+            rc = refex_epoch_wrap(ek, nonce, ckey, id, p->sender, p->recipients[i]->id, wrapped);
+        sodium_memzero(ek, 32);
+        if (rc != REFEX_OK)
+            return rc == REFEX_E_INVAL ? REFEX_E_INVAL : REFEX_E_CRYPTO;
+        refex__v1__key_slot__init(&slots[i]);
+        slots[i].recipient = (char *)p->recipients[i]->id;
+        slots[i].epoch_pk = (ProtobufCBinaryData){32, epk};
+        slots[i].wrapped_key = (ProtobufCBinaryData){WRAP_LEN, wrapped};
+        ptrs[i] = &slots[i];
+    }
+    return REFEX_OK;
+}
+
+/* Refuse here whatever refex_envelope_parse_header would refuse at the other end. */
+static int seal_params_ok(const refex_seal_params *p)
+{
+    if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
+        p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender) ||
+        (p->case_ref && !refex_case_ref_valid(p->case_ref)) ||
+        (p->expires_at_ms && p->created_at_ms && p->expires_at_ms <= p->created_at_ms))
+        return 0;
+    for (size_t i = 0; i < p->n_recipients; i++) {
+        if (!refex_id_valid(p->recipients[i]->id))
+            return 0;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(p->recipients[i]->id, p->recipients[j]->id) == 0)
+                return 0;
+    }
+    return 1;
+}
+
 int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
                         uint8_t **out, size_t *out_len, uint8_t id_out[16])
 {
     int rc = REFEX_OK;
     uint8_t id[16], nonce[NONCE_LEN], ct_hash[32], ks_hash[32], ad[128];
-    uint8_t *ct = NULL, *hdr_bytes = NULL, *sealed = NULL;
-    uint8_t ckey[CKEY_LEN]; /* on the stack, wiped at out: see CKEY_LEN */
+    uint8_t *secret = NULL, *ct = NULL, *hdr_bytes = NULL, *keys = NULL;
     size_t hdr_len = 0;
     unsigned long long ct_len = 0;
     Refex__V1__KeySlot *slots = NULL, **slot_ptrs = NULL;
     char **rcpt = NULL;
     uint8_t sig[64];
 
-    if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
-        p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender) ||
-        (p->case_ref && !refex_case_ref_valid(p->case_ref)) ||
-        (p->expires_at_ms && p->created_at_ms && p->expires_at_ms <= p->created_at_ms))
+    if (!seal_params_ok(p))
         return REFEX_E_INVAL;
-    /* Refuse here whatever refex_envelope_parse_header would refuse at the other end. */
-    for (size_t i = 0; i < p->n_recipients; i++) {
-        if (!refex_id_valid(p->recipients[i]->id))
-            return REFEX_E_INVAL;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(p->recipients[i]->id, p->recipients[j]->id) == 0)
-                return REFEX_E_INVAL;
-    }
-
     refex_random_id(id);
     randombytes_buf(nonce, sizeof nonce);
+    /* content key || the slot's epoch key */
+    secret = p->epochs ? refex_epoch_sender_scratch(p->epochs) : sodium_malloc(CKEY_LEN + 32);
     ct = malloc(body_len + crypto_aead_xchacha20poly1305_ietf_ABYTES);
     slots = calloc(p->n_recipients, sizeof *slots);
     slot_ptrs = calloc(p->n_recipients, sizeof *slot_ptrs);
     rcpt = calloc(p->n_recipients, sizeof *rcpt);
-    sealed = malloc(p->n_recipients * SEALED_LEN);
-    if (!ct || !slots || !slot_ptrs || !rcpt || !sealed) {
+    keys = malloc(p->n_recipients * (32 + WRAP_LEN));
+    if (!secret || !ct || !slots || !slot_ptrs || !rcpt || !keys) {
         rc = REFEX_E_NOMEM;
         goto out;
     }
-    crypto_aead_xchacha20poly1305_ietf_keygen(ckey);
+    crypto_aead_xchacha20poly1305_ietf_keygen(secret);
     size_t ad_len = body_ad(ad, sizeof ad, id, p->sender);
     crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ct_len, body, body_len, ad, ad_len, NULL, nonce,
-                                               ckey);
+                                               secret);
     crypto_hash_sha256(ct_hash, ct, ct_len);
-
-    for (size_t i = 0; i < p->n_recipients; i++) {
-        refex__v1__key_slot__init(&slots[i]);
-        slots[i].recipient = (char *)p->recipients[i]->id;
-        if (crypto_box_seal(sealed + i * SEALED_LEN, ckey, CKEY_LEN, p->recipients[i]->enc_pk) !=
-            0) {
-            rc = REFEX_E_CRYPTO;
-            goto out;
-        }
-        slots[i].sealed_key = (ProtobufCBinaryData){SEALED_LEN, sealed + i * SEALED_LEN};
-        slot_ptrs[i] = &slots[i];
+    if ((rc = wrap_slots(p, id, secret, keys, slots, slot_ptrs)) != REFEX_OK)
+        goto out;
+    for (size_t i = 0; i < p->n_recipients; i++)
         rcpt[i] = (char *)p->recipients[i]->id;
-    }
     keyslots_hash(slot_ptrs, p->n_recipients, ks_hash);
 
     Refex__V1__EnvelopeHeader h = REFEX__V1__ENVELOPE_HEADER__INIT;
-    h.version = 1;
+    h.version = REFEX_ENVELOPE_VERSION;
     h.message_id = (ProtobufCBinaryData){16, id};
     h.sender = (char *)p->sender;
     h.n_recipients = p->n_recipients;
@@ -154,12 +208,12 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
         goto out;
     memcpy(id_out, id, 16);
 out:
-    sodium_memzero(ckey, sizeof ckey);
+    release_secret(secret, p->epochs != NULL);
     free(ct);
     free(slots);
     free(slot_ptrs);
     free(rcpt);
-    free(sealed);
+    free(keys);
     free(hdr_bytes);
     return rc;
 }
@@ -173,9 +227,12 @@ int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__Envel
         refex__v1__envelope_header__unpack(NULL, env->header.len, env->header.data);
     if (!h)
         return REFEX_E_MALFORMED;
-    int ok = h->version == 1 && h->message_id.len == 16 && h->nonce.len == NONCE_LEN &&
-             h->ciphertext_hash.len == 32 && h->key_slots_hash.len == 32 &&
-             refex_id_valid(h->sender) && h->n_recipients > 0 &&
+    if (h->version != REFEX_ENVELOPE_VERSION) {
+        refex__v1__envelope_header__free_unpacked(h, NULL);
+        return REFEX_E_VERSION;
+    }
+    int ok = h->message_id.len == 16 && h->nonce.len == NONCE_LEN && h->ciphertext_hash.len == 32 &&
+             h->key_slots_hash.len == 32 && refex_id_valid(h->sender) && h->n_recipients > 0 &&
              h->n_recipients <= REFEX_MAX_RECIPIENTS && h->type > 0 &&
              h->type <= REFEX__V1__MESSAGE_TYPE__CASE_UPDATE && refex_case_ref_valid(h->case_ref) &&
              h->expires_at_ms > h->created_at_ms;
@@ -230,28 +287,61 @@ int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__
     return rc;
 }
 
-int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
-                        const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
-                        uint8_t **body_out, size_t *body_len)
+/* Unwraps slot's content key into secret with the first of keys that opens it: an epoch
+ * key from the cache first, else derived (one scalar multiplication) and then cached. */
+static int unwrap_slot(const Refex__V1__KeySlot *slot, const Refex__V1__EnvelopeHeader *h,
+                       const char *me, const refex_open_key *keys, size_t n_keys,
+                       refex_epoch_cache *cache, uint8_t *secret)
+{
+    uint8_t *ckey = secret, *ek = secret + CKEY_LEN;
+    const uint8_t *epk = slot->epoch_pk.data, *id = h->message_id.data;
+    int64_t now = cache ? refex_now_ms() : 0;
+    int cached[REFEX_OPEN_KEYS_MAX] = {0};
+    for (size_t i = 0; cache && i < n_keys; i++) {
+        cached[i] = refex_epoch_cache_find(cache, keys[i].pk, epk, now, ek);
+        if (cached[i] &&
+            refex_epoch_unwrap(ek, slot->wrapped_key.data, id, h->sender, me, ckey) == REFEX_OK)
+            return REFEX_OK;
+    }
+    for (size_t i = 0; i < n_keys; i++) {
+        if (cached[i]) /* the same EK again would fail the same way */
+            continue;
+        if (cache)
+            refex_epoch_cache_count_miss(cache);
+        if (refex_epoch_derive(keys[i].sk, epk, epk, keys[i].pk, ek) != REFEX_OK ||
+            refex_epoch_unwrap(ek, slot->wrapped_key.data, id, h->sender, me, ckey) != REFEX_OK)
+            continue;
+        if (cache) /* only an EK that opened a slot: a forged epoch_pk costs, never evicts */
+            refex_epoch_cache_put(cache, keys[i].pk, epk, now, ek);
+        return REFEX_OK;
+    }
+    return REFEX_E_DECRYPT;
+}
+
+int refex_envelope_open_keys(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                             const char *me, const refex_open_key *keys, size_t n_keys,
+                             refex_epoch_cache *cache, uint8_t **body_out, size_t *body_len)
 {
     int rc = REFEX_OK;
     uint8_t ad[128];
-    uint8_t ckey[CKEY_LEN], *pt = NULL; /* on the stack, wiped at out: as in seal */
+    uint8_t *secret = NULL, *pt = NULL;
     unsigned long long pt_len = 0;
     const Refex__V1__KeySlot *slot = NULL;
 
+    if (n_keys < 1 || n_keys > REFEX_OPEN_KEYS_MAX)
+        return REFEX_E_INVAL;
     for (size_t i = 0; i < env->n_key_slots; i++)
         if (strcmp(env->key_slots[i]->recipient, me) == 0)
             slot = env->key_slots[i];
     if (!slot)
         return REFEX_E_NOT_RECIPIENT;
-    if (slot->sealed_key.len != SEALED_LEN ||
+    if (slot->epoch_pk.len != 32 || slot->wrapped_key.len != WRAP_LEN ||
         env->ciphertext.len < crypto_aead_xchacha20poly1305_ietf_ABYTES)
         return REFEX_E_DECRYPT;
-    if (crypto_box_seal_open(ckey, slot->sealed_key.data, SEALED_LEN, enc_pk, enc_sk) != 0) {
-        rc = REFEX_E_DECRYPT;
+    if (!(secret = cache ? refex_epoch_cache_scratch(cache) : sodium_malloc(CKEY_LEN + 32)))
+        return REFEX_E_NOMEM;
+    if ((rc = unwrap_slot(slot, h, me, keys, n_keys, cache, secret)) != REFEX_OK)
         goto out;
-    }
     pt = malloc(env->ciphertext.len);
     if (!pt) {
         rc = REFEX_E_NOMEM;
@@ -260,7 +350,7 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
     size_t ad_len = body_ad(ad, sizeof ad, h->message_id.data, h->sender);
     if (crypto_aead_xchacha20poly1305_ietf_decrypt(pt, &pt_len, NULL, env->ciphertext.data,
                                                    env->ciphertext.len, ad, ad_len, h->nonce.data,
-                                                   ckey) != 0) {
+                                                   secret) != 0) {
         rc = REFEX_E_DECRYPT;
         goto out;
     }
@@ -268,9 +358,17 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
     *body_len = (size_t)pt_len;
     pt = NULL;
 out:
-    sodium_memzero(ckey, sizeof ckey);
+    release_secret(secret, cache != NULL);
     free(pt);
     return rc;
+}
+
+int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                        const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
+                        uint8_t **body_out, size_t *body_len)
+{
+    refex_open_key k = {enc_pk, enc_sk};
+    return refex_envelope_open_keys(env, h, me, &k, 1, NULL, body_out, body_len);
 }
 
 int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])

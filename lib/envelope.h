@@ -1,5 +1,6 @@
 /* End-to-end envelopes. Seal: encrypt the body once (XChaCha20-Poly1305, random content
- * key), seal the content key to each recipient (crypto_box_seal), and sign the header,
+ * key), wrap the content key for each recipient under the sender's current key epoch for
+ * that recipient (lib/epoch.c), and sign the header,
  * which commits to the ciphertext and the key slots by SHA-256. Open: verify first, then
  * find our slot and decrypt. The broker uses parse + verify only; it holds no keys that
  * can open a body. */
@@ -11,11 +12,14 @@
 
 #include "refex.pb-c.h"
 #include "directory.h"
+#include "epoch.h"
 #include "refex/error.h"
 
 #define REFEX_ENVELOPE_CONTEXT "refex/envelope/v1"
 #define REFEX_BODY_CONTEXT     "refex/body/v1"
-#define REFEX_KEYSLOTS_CONTEXT "refex/keyslots/v1"
+#define REFEX_KEYSLOTS_CONTEXT "refex/keyslots/v2"
+/* EnvelopeHeader.version this code seals and the only one it accepts (E_VERSION else). */
+#define REFEX_ENVELOPE_VERSION 2
 #define REFEX_MAX_RECIPIENTS   64
 
 /* A message's life when its sender gives none. */
@@ -31,9 +35,10 @@ typedef struct {
     const refex_agency *const *recipients;
     size_t n_recipients;
     Refex__V1__MessageType type;
-    const char *case_ref;  /* may be NULL */
-    int64_t created_at_ms; /* 0: now */
-    int64_t expires_at_ms; /* 0: created + 7 days */
+    const char *case_ref;       /* may be NULL */
+    int64_t created_at_ms;      /* 0: now */
+    int64_t expires_at_ms;      /* 0: created + 7 days */
+    refex_epoch_sender *epochs; /* the sender's epochs; NULL: a one-off epoch per recipient */
 } refex_seal_params;
 
 /* Case references are pseudonymous: at most 127 of [A-Za-z0-9._:/-]; "" is allowed. */
@@ -44,6 +49,7 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
                         uint8_t **out, size_t *out_len, uint8_t id_out[16]) REFEX_NODISCARD;
 
 /* Structural parse of the signed header, with sanity checks (sizes, ids, type).
+ * REFEX_E_VERSION for a header whose version is not REFEX_ENVELOPE_VERSION.
  * Free with refex__v1__envelope_header__free_unpacked. */
 int refex_envelope_parse_header(const Refex__V1__Envelope *env,
                                 Refex__V1__EnvelopeHeader **out) REFEX_NODISCARD;
@@ -58,7 +64,22 @@ int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__Envel
 int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                                const refex_agency *sender, int64_t now_ms) REFEX_NODISCARD;
 
-/* Decrypts for recipient `me`. Call only after refex_envelope_verify succeeded. */
+/* One of the recipient's own encryption key pairs. */
+typedef struct {
+    const uint8_t *pk; /* 32 bytes */
+    const uint8_t *sk; /* 32 bytes */
+} refex_open_key;
+#define REFEX_OPEN_KEYS_MAX 2 /* current and, during a rotation's overlap, previous */
+
+/* Decrypts for recipient `me` with whichever of keys (1 or 2) the slot was wrapped for,
+ * using and filling cache (may be NULL) so that one scalar multiplication serves a whole
+ * epoch. Call only after refex_envelope_verify succeeded. E_NOT_RECIPIENT without a slot
+ * for me, E_DECRYPT if no key opens it, E_INVAL for no keys or too many. */
+int refex_envelope_open_keys(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                             const char *me, const refex_open_key *keys, size_t n_keys,
+                             refex_epoch_cache *cache, uint8_t **body_out,
+                             size_t *body_len) REFEX_NODISCARD;
+/* refex_envelope_open_keys with one key and no cache. */
 int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                         const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
                         uint8_t **body_out, size_t *body_len) REFEX_NODISCARD;

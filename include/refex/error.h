@@ -38,7 +38,8 @@
     X(E_BUSY, 30, "peer's send queue is full; try again later")                                    \
     X(E_NOT_MEMBER, 31, "not a member of this case")                                               \
     X(E_DENIED, 32, "not allowed to use this agent's control socket")                              \
-    X(E_POLICY, 33, "the information-sharing policy does not allow this message")
+    X(E_POLICY, 33, "the information-sharing policy does not allow this message")                  \
+    X(E_VERSION, 34, "unsupported protocol or envelope version")
 
 typedef enum {
 #define REFEX_ERR_ENUM(name, num, msg) REFEX_##name = num,

@@ -293,6 +293,25 @@ static void send_envelope(h_client *c, Refex__V1__Envelope *e)
     assert_int_equal(h_client_send(c, &f), 0);
 }
 
+/* Sends e with its header rewritten to envelope version 1 and signed again by c. */
+static void send_old_envelope(h_client *c, Refex__V1__Envelope *e)
+{
+    Refex__V1__EnvelopeHeader *h =
+        refex__v1__envelope_header__unpack(NULL, e->header.len, e->header.data);
+    assert_non_null(h);
+    h->version = 1;
+    uint8_t *hdr = NULL, sig[64];
+    size_t len = 0;
+    assert_ok(refex_pb_pack(&h->base, &hdr, &len));
+    assert_ok(refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr, len, c->keys->sk->sign_sk, sig));
+    Refex__V1__Envelope old = *e;
+    old.header = (ProtobufCBinaryData){len, hdr};
+    old.signature = (ProtobufCBinaryData){64, sig};
+    send_envelope(c, &old);
+    free(hdr);
+    refex__v1__envelope_header__free_unpacked(h, NULL);
+}
+
 /* Acknowledges a receipt for a raw client, as an agent would. */
 static void ack_receipt(h_client *c, const Refex__V1__Frame *r)
 {
@@ -422,7 +441,7 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         Refex__V1__Send s = REFEX__V1__SEND__INIT;
         s.envelope = e;
-        f.version = 1;
+        f.version = REFEX_PROTOCOL_VERSION;
         f.kind_case = REFEX__V1__FRAME__KIND_SEND;
         f.send = &s;
         uint8_t *buf = NULL;
@@ -464,6 +483,27 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
     expect_refusal(&c, REFEX_E_UNKNOWN_AGENCY);
     refex__v1__envelope__free_unpacked(e, NULL);
 
+    /* A frame of protocol version 1 (before key epochs), and one of a future version. */
+    for (uint32_t v = 1; v <= 3; v += 2) {
+        Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
+        Refex__V1__Ping ping = REFEX__V1__PING__INIT;
+        f.version = v;
+        f.kind_case = REFEX__V1__FRAME__KIND_PING;
+        f.ping = &ping;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        assert_ok(refex_frame_pack(&f, &buf, &len));
+        assert_int_equal(h_client_send_raw(&c, buf, len), 0);
+        expect_refusal(&c, REFEX_E_VERSION);
+        free(buf);
+    }
+
+    /* A version-1 envelope header, correctly signed, in a current frame: REJECTED. */
+    e = seal_for(c.keys, "police", "social-care", id);
+    send_old_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_VERSION);
+    refex__v1__envelope__free_unpacked(e, NULL);
+
     /* A frame only the broker may send. */
     {
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
@@ -493,6 +533,7 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
     h_path(&g_net, path, sizeof path, "logs/broker.log");
     assert_true(h_tree_contains(path, "E_BAD_SIGNATURE", 15));
     assert_true(h_tree_contains(path, "E_TOO_BIG", 9));
+    assert_true(h_tree_contains(path, "E_VERSION", 9));
     assert_true(h_tree_contains(path, "unknown recipient nobody", 24));
     assert_daemons_alive();
 }

@@ -6,8 +6,9 @@
  * back with room, more is sent, the recipient comes online, and its inbox holds every
  * message exactly once, in the order it was sent (by cursor), with the default send_window
  * (several SENDs in flight: the broker holds a sender's later SENDs behind a refused one)
- * and with send_window = 1; a send_window outside 1..64 stops the agent at start
- * with a line saying so. The seed is printed; REFEX_ORDER_SEED replays it. */
+ * and with send_window = 1 (and a new key epoch every 3 messages); a send_window, or key
+ * epoch setting, out of range stops the agent at start with a line saying so. The seed is printed;
+ * REFEX_ORDER_SEED replays it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -197,7 +198,8 @@ static size_t inbox_ids(char ids[][33], size_t cap)
     return n;
 }
 
-/* The sender's agent restarted with send_window = window in its config. */
+/* The sender's agent restarted with send_window = window in its config, and key epochs of
+ * 3 messages, so the recipient opens messages of many epochs. */
 static void sender_window(int window)
 {
     char path[600];
@@ -205,7 +207,7 @@ static void sender_window(int window)
     h_path(&g_net, path, sizeof path, "conf/midwifery.conf");
     FILE *f = fopen(path, "a");
     assert_non_null(f);
-    fprintf(f, "send_window = %d\n", window);
+    fprintf(f, "send_window = %d\nepoch_messages = 3\n", window);
     fclose(f);
     assert_int_equal(h_net_start_agent(&g_net, "midwifery"), 0);
 }
@@ -302,11 +304,22 @@ static void test_window_delivers_every_message_once(void **state)
     }
 }
 
-/* send_window outside 1..64, or not a number: the agent does not start, and says why. */
+/* send_window outside 1..64, an epoch_seconds outside 1..86400 or an epoch_messages
+ * outside 1..10000000, or one that is not a number: the agent does not start, and says
+ * why. In range, the same config checks out. */
 static void test_send_window_checked(void **state)
 {
     (void)state;
-    const char *bad[] = {"0", "65", "many"};
+    static const struct {
+        const char *key, *value;
+        int ok;
+    } cases[] = {
+        {"send_window", "0", 0},       {"send_window", "65", 0},
+        {"send_window", "many", 0},    {"epoch_seconds", "0", 0},
+        {"epoch_seconds", "86401", 0}, {"epoch_messages", "0", 0},
+        {"epoch_messages", "lots", 0}, {"epoch_messages", "10000001", 0},
+        {"epoch_seconds", "1", 1},     {"epoch_messages", "1", 1},
+    };
     char conf[600], exe[1100], out[8192], text[4096];
     h_path(&g_net, conf, sizeof conf, "conf/midwifery.conf");
     FILE *f = fopen(conf, "r");
@@ -315,17 +328,17 @@ static void test_send_window_checked(void **state)
     fclose(f);
     text[len] = 0;
     snprintf(exe, sizeof exe, "%s/refex-agent", g_net.bin);
-    for (int i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char path[600];
         h_path(&g_net, path, sizeof path, "conf/bad-window.conf");
         f = fopen(path, "w");
         assert_non_null(f);
-        fprintf(f, "%ssend_window = %s\n", text, bad[i]);
+        fprintf(f, "%s%s = %s\n", text, cases[i].key, cases[i].value);
         fclose(f);
-        char *argv[] = {exe, "-c", path, NULL};
-        assert_int_not_equal(h_run(argv, out, sizeof out), 0);
-        if (!strstr(out, "send_window"))
-            fail_msg("send_window = %s: %s", bad[i], out);
+        char *argv[] = {exe, "-c", path, "-n", NULL};
+        int rc = h_run(argv, out, sizeof out);
+        if (cases[i].ok ? rc != 0 : rc == 0 || !strstr(out, cases[i].key))
+            fail_msg("%s = %s: exit %d: %s", cases[i].key, cases[i].value, rc, out);
     }
     assert_true(h_alive(&g_net.agents[h_agent_index(&g_net, "midwifery")]));
 }

@@ -49,6 +49,7 @@ static void put_frame(const char *name, Refex__V1__Frame__KindCase kind, const P
     uint8_t *frame;
     size_t len;
     must(refex_frame_wrap(&f, kind, m), "wrap");
+    f.version = REFEX_PROTOCOL_VERSION; /* wrap leaves it 0, which any receiver refuses */
     must(refex_frame_pack(&f, &frame, &len), "pack");
     put("frame_fuzz", name, frame, len);
     free(frame);
@@ -118,11 +119,13 @@ static void envelopes(const fuzz_fixture *fx)
         Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
         send.envelope = deliver.envelope = e;
         must(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_SEND, &send.base), "wrap");
+        f.version = REFEX_PROTOCOL_VERSION; /* wrap leaves it 0, which any receiver refuses */
         must(refex_frame_pack(&f, &frame, &flen), "pack");
         snprintf(name, sizeof name, "send-%s", kinds[k].name);
         put("frame_fuzz", name, frame, flen);
         free(frame);
         must(refex_frame_wrap(&f, REFEX__V1__FRAME__KIND_DELIVER, &deliver.base), "wrap");
+        f.version = REFEX_PROTOCOL_VERSION; /* wrap leaves it 0, which any receiver refuses */
         must(refex_frame_pack(&f, &frame, &flen), "pack");
         snprintf(name, sizeof name, "deliver-%s", kinds[k].name);
         put("frame_fuzz", name, frame, flen);

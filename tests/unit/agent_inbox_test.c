@@ -178,6 +178,36 @@ static void deliver_expect_held(agent_fixture *f, const Refex__V1__Envelope *env
     agent_fixture_commit(f);
 }
 
+/* An envelope of version 1 (before key epochs), correctly signed by the sender: dropped
+ * unacknowledged, unaudited (the broker keeps it; it cannot be opened here), and the agent
+ * goes on accepting current envelopes. */
+static void test_old_envelope_version_not_acknowledged(void **state)
+{
+    agent_fixture *f = *state;
+    uint8_t id[16], sig[64], *hdr = NULL;
+    size_t len = 0;
+    Refex__V1__Envelope *env = seal(f, "social-care", id);
+    Refex__V1__EnvelopeHeader *h =
+        refex__v1__envelope_header__unpack(NULL, env->header.len, env->header.data);
+    assert_non_null(h);
+    h->version = 1;
+    assert_ok(refex_pb_pack(&h->base, &hdr, &len));
+    assert_ok(refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr, len, f->keys[T_MIDWIFERY]->sk->sign_sk,
+                                sig));
+    Refex__V1__Envelope old = *env;
+    old.header = (ProtobufCBinaryData){len, hdr};
+    old.signature = (ProtobufCBinaryData){64, sig};
+    uint64_t before = agent_fixture_audit_size(f);
+    deliver_expect_held(f, &old);
+    deliver_expect_held(f, &old);
+    assert_int_equal(agent_fixture_audit_size(f), before);
+    deliver_expect_ack(f, env, id, REFEX_OK);
+    assert_int_equal(agent_fixture_audit_size(f), before + 1);
+    free(hdr);
+    refex__v1__envelope_header__free_unpacked(h, NULL);
+    refex__v1__envelope__free_unpacked(env, NULL);
+}
+
 /* Midwifery rotates its keys and the overlap is over. A message accepted under its old key
  * and delivered again (our ACK lost) is answered from memory as accepted, not refused; a
  * new one signed with the old key is refused E_REVOKED for good, once audited and
@@ -684,6 +714,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_known_delivery_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_receipt_recorded_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rotated_away_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_old_envelope_version_not_acknowledged, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_deliver_stores_then_redelivery_acks_again, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusal_remembered, setup, teardown),

@@ -94,11 +94,13 @@ static void fake_envelope(Refex__V1__Envelope *e, Refex__V1__KeySlot *slot,
     static uint8_t hdr[] = {0x08, 0x01, 0x00, 0xff};
     static uint8_t sig[64] = {1, 2, 3};
     static uint8_t ct[] = {0x00, 0x00, 0x42};
-    static uint8_t sealed[48] = {9};
+    static uint8_t epoch_pk[32] = {7};
+    static uint8_t wrapped[72] = {9};
     refex__v1__envelope__init(e);
     refex__v1__key_slot__init(slot);
     slot->recipient = "social-care";
-    slot->sealed_key = (ProtobufCBinaryData){sizeof sealed, sealed};
+    slot->epoch_pk = (ProtobufCBinaryData){sizeof epoch_pk, epoch_pk};
+    slot->wrapped_key = (ProtobufCBinaryData){sizeof wrapped, wrapped};
     slots[0] = slot;
     e->header = (ProtobufCBinaryData){sizeof hdr, hdr};
     e->signature = (ProtobufCBinaryData){sizeof sig, sig};
@@ -118,8 +120,11 @@ static void check_envelope(const Refex__V1__Envelope *got, const Refex__V1__Enve
     assert_memory_equal(got->ciphertext.data, want->ciphertext.data, want->ciphertext.len);
     assert_int_equal(got->n_key_slots, 1);
     assert_string_equal(got->key_slots[0]->recipient, "social-care");
-    assert_memory_equal(got->key_slots[0]->sealed_key.data, want->key_slots[0]->sealed_key.data,
-                        want->key_slots[0]->sealed_key.len);
+    assert_int_equal(got->key_slots[0]->epoch_pk.len, 32);
+    assert_memory_equal(got->key_slots[0]->epoch_pk.data, want->key_slots[0]->epoch_pk.data, 32);
+    assert_int_equal(got->key_slots[0]->wrapped_key.len, 72);
+    assert_memory_equal(got->key_slots[0]->wrapped_key.data, want->key_slots[0]->wrapped_key.data,
+                        72);
 }
 
 static void test_send(void **state)
@@ -322,11 +327,16 @@ static void test_empty_and_garbage(void **state)
 
     /* A single zero byte (field number 0) and a lone version field. */
     assert_rc(refex_frame_unpack(one, 1, REFEX_DEFAULT_MAX_FRAME, &got), REFEX_E_MALFORMED);
-    static const uint8_t version_only[] = {0x08, 0x01};
+    static const uint8_t version_only[] = {0x08, 0x02};
     assert_rc(refex_frame_unpack(version_only, sizeof version_only, REFEX_DEFAULT_MAX_FRAME, &got),
               REFEX_E_MALFORMED);
-    /* version 1, then a field this protocol does not know (field 99, varint). */
-    static const uint8_t unknown[] = {0x08, 0x01, 0x98, 0x06, 0x05};
+    static const uint8_t old_version_only[] = {0x08, 0x01};
+    assert_rc(refex_frame_unpack(old_version_only, sizeof old_version_only, REFEX_DEFAULT_MAX_FRAME,
+                                 &got),
+              REFEX_E_VERSION);
+    assert_null(got);
+    /* version 2, then a field this protocol does not know (field 99, varint). */
+    static const uint8_t unknown[] = {0x08, 0x02, 0x98, 0x06, 0x05};
     assert_rc(refex_frame_unpack(unknown, sizeof unknown, REFEX_DEFAULT_MAX_FRAME, &got),
               REFEX_E_MALFORMED);
     assert_null(got);
@@ -385,12 +395,18 @@ static void test_wrong_version(void **state)
     Refex__V1__Frame f = REFEX__V1__FRAME__INIT;
     f.kind_case = REFEX__V1__FRAME__KIND_PING;
     f.ping = &ping;
-    f.version = 2;
-    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    f.version = 1; /* the version before key epochs */
+    expect_unpack_rc(&f, REFEX_E_VERSION);
+    f.version = 3;
+    expect_unpack_rc(&f, REFEX_E_VERSION);
     f.version = 0;
-    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    expect_unpack_rc(&f, REFEX_E_VERSION);
     f.version = UINT32_MAX;
-    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    expect_unpack_rc(&f, REFEX_E_VERSION);
+    /* Version first: another version's frame with no command we know is still E_VERSION. */
+    f.version = 1;
+    f.kind_case = REFEX__V1__FRAME__KIND__NOT_SET;
+    expect_unpack_rc(&f, REFEX_E_VERSION);
 }
 
 static void test_missing_parts(void **state)
@@ -482,7 +498,7 @@ static void check_fuzz_result(int rc, Refex__V1__Frame *got)
         refex_frame_free(&got);
     } else {
         assert_null(got);
-        if (rc != REFEX_E_MALFORMED && rc != REFEX_E_TOO_BIG)
+        if (rc != REFEX_E_MALFORMED && rc != REFEX_E_TOO_BIG && rc != REFEX_E_VERSION)
             fail_msg("unexpected %s", refex_errname(rc));
     }
 }
@@ -647,11 +663,11 @@ static void test_receipt_missing_parts(void **state)
     Refex__V1__SignedReceipt sr;
     Refex__V1__Frame rf;
     receipt_frame(&rf, &rd, &sr);
-    rf.version = 2;
-    expect_unpack_rc(&rf, REFEX_E_MALFORMED);
+    rf.version = 1;
+    expect_unpack_rc(&rf, REFEX_E_VERSION);
     ra.message_id = (ProtobufCBinaryData){16, (uint8_t *)MSG_ID};
     f.version = 0;
-    expect_unpack_rc(&f, REFEX_E_MALFORMED);
+    expect_unpack_rc(&f, REFEX_E_VERSION);
 }
 
 /* RECEIPT and RECEIPT_ACK frames cut at every length, and a RECEIPT with random damage. */

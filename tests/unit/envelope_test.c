@@ -167,7 +167,7 @@ static void test_round_trip_one_recipient(void **state)
 
     Refex__V1__EnvelopeHeader *h = NULL;
     assert_ok(refex_envelope_parse_header(env, &h));
-    assert_int_equal(h->version, 1);
+    assert_int_equal(h->version, REFEX_ENVELOPE_VERSION);
     assert_int_equal(h->message_id.len, 16);
     assert_memory_equal(h->message_id.data, id, 16);
     assert_string_equal(h->sender, "midwifery");
@@ -255,9 +255,9 @@ static void test_tampered_header(void **state)
             int rc = parse_and_verify(bad, sender->pub.sign_pk);
             if (rc == REFEX_E_BAD_SIGNATURE)
                 n_badsig++;
-            else if (rc != REFEX_E_MALFORMED)
-                fail_msg("header byte %zu ^ 0x%02x: got %s, want E_BAD_SIGNATURE or "
-                         "E_MALFORMED",
+            else if (rc != REFEX_E_MALFORMED && rc != REFEX_E_VERSION)
+                fail_msg("header byte %zu ^ 0x%02x: got %s, want E_BAD_SIGNATURE, "
+                         "E_MALFORMED or E_VERSION",
                          i, mask, refex_errname(rc));
             free_env(bad);
         }
@@ -387,10 +387,12 @@ static void test_swapped_slots(void **state)
     assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_TAMPERED);
     free_env(bad);
 
-    /* Swap only the sealed keys, keeping the recipient names in place. */
+    /* Swap only the wrapped keys (and their epochs), keeping the recipient names in place. */
     Refex__V1__KeySlot s0 = *env->key_slots[0], s1 = *env->key_slots[1];
-    s0.sealed_key = env->key_slots[1]->sealed_key;
-    s1.sealed_key = env->key_slots[0]->sealed_key;
+    s0.epoch_pk = env->key_slots[1]->epoch_pk;
+    s0.wrapped_key = env->key_slots[1]->wrapped_key;
+    s1.epoch_pk = env->key_slots[0]->epoch_pk;
+    s1.wrapped_key = env->key_slots[0]->wrapped_key;
     Refex__V1__KeySlot *crossed[2] = {&s0, &s1};
     m = *env;
     m.key_slots = crossed;
@@ -398,13 +400,27 @@ static void test_swapped_slots(void **state)
     assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_TAMPERED);
     free_env(bad);
 
-    /* A sealed key replaced by one the attacker sealed to the same recipient. */
-    uint8_t fake[32 + crypto_box_SEALBYTES], ckey[32];
+    /* A key slot replaced by one the attacker wrapped to the same recipient, in an epoch of
+     * its own: the epoch key is covered by the signature too. */
+    uint8_t eph_pk[32], eph_sk[32], ek[32], nonce[24], ckey[32], wrapped[REFEX_EPOCH_WRAPPED_LEN];
     randombytes_buf(ckey, sizeof ckey);
-    assert_int_equal(crypto_box_seal(fake, ckey, sizeof ckey, rcpt1->pub.enc_pk), 0);
+    randombytes_buf(nonce, sizeof nonce);
+    crypto_box_keypair(eph_pk, eph_sk);
+    assert_ok(refex_epoch_derive(eph_sk, rcpt1->pub.enc_pk, eph_pk, rcpt1->pub.enc_pk, ek));
+    assert_ok(refex_epoch_wrap(ek, nonce, ckey, id, "midwifery", "social-care", wrapped));
     s0 = *env->key_slots[0];
-    s0.sealed_key = (ProtobufCBinaryData){sizeof fake, fake};
+    s0.epoch_pk = (ProtobufCBinaryData){sizeof eph_pk, eph_pk};
+    s0.wrapped_key = (ProtobufCBinaryData){sizeof wrapped, wrapped};
     Refex__V1__KeySlot *forged[2] = {&s0, env->key_slots[1]};
+    m = *env;
+    m.key_slots = forged;
+    bad = reunpack(&m);
+    assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_TAMPERED);
+    free_env(bad);
+
+    /* Only the epoch key replaced, the wrapped key kept. */
+    s0 = *env->key_slots[0];
+    s0.epoch_pk = (ProtobufCBinaryData){sizeof eph_pk, eph_pk};
     m = *env;
     m.key_slots = forged;
     bad = reunpack(&m);
@@ -595,7 +611,7 @@ static void test_malformed_header(void **state)
         Refex__V1__EnvelopeHeader hm = *h;
         switch (k) {
         case 0:
-            hm.version = 2;
+            hm.nonce.len = 23;
             break;
         case 1:
             hm.message_id.len = 15;
@@ -630,6 +646,16 @@ static void test_malformed_header(void **state)
         Refex__V1__Envelope *bad = with_header(env, &hm, sender->sk->sign_sk, hdr, sig);
         if (refex_envelope_parse_header(bad, &out) != REFEX_E_MALFORMED)
             fail_msg("header variant %d was not rejected as E_MALFORMED", k);
+        assert_null(out);
+        free_env(bad);
+    }
+    /* Another envelope version, correctly signed: E_VERSION, whatever else it carries. */
+    const uint32_t versions[] = {1, 0, 3, UINT32_MAX};
+    for (size_t k = 0; k < sizeof versions / sizeof versions[0]; k++) {
+        Refex__V1__EnvelopeHeader hm = *h;
+        hm.version = versions[k];
+        Refex__V1__Envelope *bad = with_header(env, &hm, sender->sk->sign_sk, hdr, sig);
+        assert_rc(refex_envelope_parse_header(bad, &out), REFEX_E_VERSION);
         assert_null(out);
         free_env(bad);
     }
