@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +44,10 @@
 
 typedef struct {
     pthread_t th;
-    volatile pid_t pid; /* 0: nothing to sample */
-    volatile int stop;
-    volatile long max_kib, last_kib;
-    volatile long samples;
+    _Atomic pid_t pid; /* 0: nothing to sample */
+    atomic_int stop;
+    atomic_long max_kib, last_kib; /* written by the sampling thread only */
+    atomic_long samples;
 } rss_sampler;
 
 static long vm_rss_kib(pid_t pid)
@@ -68,13 +69,14 @@ static long vm_rss_kib(pid_t pid)
 static void *rss_loop(void *arg)
 {
     rss_sampler *s = arg;
-    while (!s->stop) {
-        pid_t pid = s->pid;
+    while (!atomic_load(&s->stop)) {
+        pid_t pid = atomic_load(&s->pid);
         long kib = pid > 0 ? vm_rss_kib(pid) : -1;
         if (kib >= 0) {
-            s->last_kib = kib;
-            s->max_kib = kib > s->max_kib ? kib : s->max_kib;
-            s->samples++;
+            atomic_store(&s->last_kib, kib);
+            if (kib > atomic_load(&s->max_kib))
+                atomic_store(&s->max_kib, kib);
+            atomic_fetch_add(&s->samples, 1);
         }
         struct timespec ts = {0, RSS_PERIOD_US * 1000};
         nanosleep(&ts, NULL);
@@ -223,8 +225,10 @@ static int write_all(filler *f, refex_store *store)
     int rc = REFEX_OK;
     for (int i = 0; i < f->n && rc == REFEX_OK; i++) {
         sealed m;
-        if (!take_sealed(f, &m))
-            return REFEX_E_CRYPTO; /* a sealing thread said why */
+        if (!take_sealed(f, &m)) { /* a sealing thread said why */
+            refex_store_rollback(store);
+            return REFEX_E_CRYPTO;
+        }
         if (i % PUT_BATCH == 0)
             rc = refex_store_begin(store);
         if (rc == REFEX_OK)
@@ -357,10 +361,10 @@ static int64_t wall_ms(void)
 
 /* Waits until the receiver's inbox holds n messages, showing progress; its highest rowid
  * is cheap to read where count(*) walks a million rows. */
-static int wait_committed(const h_net *net, int n, int64_t t0_us, const rss_sampler *rss)
+static int wait_committed(const h_net *net, int n, int64_t t0_us, rss_sampler *rss)
 {
-    int64_t next_note = t0_us + PROGRESS_US, last_change = refex_mono_ms();
-    long long got = 0;
+    int64_t next_note = t0_us + PROGRESS_US, last_change = refex_mono_ms(), noted_us = t0_us;
+    long long got = 0, noted = 0;
     while (got < n) {
         long long now_got =
             h_sql_int(net, "data/receiver/agent.db", "SELECT coalesce(max(rowid), 0) FROM inbox");
@@ -375,8 +379,14 @@ static int wait_committed(const h_net *net, int n, int64_t t0_us, const rss_samp
         int64_t now = bench_now_us();
         if (now >= next_note) {
             next_note = now + PROGRESS_US;
-            fprintf(stderr, "refex-bench: replay: committed %lld/%d (%.0f/s), broker RSS %ld MiB\n",
-                    got, n, got / ((double)(now - t0_us) / 1e6), rss->last_kib / 1024);
+            fprintf(stderr,
+                    "refex-bench: replay: committed %lld/%d (%.0f/s, %.0f/s since the last line), "
+                    "broker RSS %ld MiB (max %ld)\n",
+                    got, n, got / ((double)(now - t0_us) / 1e6),
+                    (got - noted) / ((double)(now - noted_us) / 1e6),
+                    atomic_load(&rss->last_kib) / 1024, atomic_load(&rss->max_kib) / 1024);
+            noted = got;
+            noted_us = now;
         }
         struct timespec ts = {0, 100000000};
         nanosleep(&ts, NULL);
@@ -402,7 +412,7 @@ static int run_replay(h_net *net, replay_result *r, rss_sampler *rss)
     fprintf(stderr, "refex-bench: replay: starting the broker...\n");
     if (h_net_start_broker(net) != 0)
         return -1;
-    rss->pid = net->broker.pid;
+    atomic_store(&rss->pid, net->broker.pid);
     double broker0 = bench_cpu_us(net->broker.pid);
     int64_t t0_wall = wall_ms(), t0_us = bench_now_us();
     fprintf(stderr, "refex-bench: replay: the receiver connects...\n");
@@ -411,8 +421,8 @@ static int run_replay(h_net *net, replay_result *r, rss_sampler *rss)
     /* CPU to the last commit; the receiver's from its start, which is the reconnect */
     r->cpu_us[0] = (bench_cpu_us(net->broker.pid) - broker0) / r->n;
     r->cpu_us[1] = bench_cpu_us(net->agents[i].pid) / r->n;
-    r->rss_max_kib = rss->max_kib;
-    r->rss_samples = rss->samples;
+    r->rss_max_kib = atomic_load(&rss->max_kib);
+    r->rss_samples = atomic_load(&rss->samples);
     long long last = h_sql_int(net, "data/receiver/agent.db", "SELECT max(received_ms) FROM inbox");
     r->rate = r->n / ((double)(last - t0_wall + 1) / 1000.0);
     check_once(net, r);
@@ -459,7 +469,7 @@ int replay_run(int n)
     pthread_create(&rss.th, NULL, rss_loop, &rss);
     if (rc == 0)
         rc = run_replay(&net, &r, &rss);
-    rss.stop = 1;
+    atomic_store(&rss.stop, 1);
     pthread_join(rss.th, NULL);
     if (rc == 0)
         print_result(&r);
