@@ -462,15 +462,26 @@ static int table(h_net *net, double scale, size_t only)
     return 0;
 }
 
+/* --replay's N: digits only, 1 to 100,000,000; -1 otherwise. */
+static int replay_count(const char *arg)
+{
+    char *end = NULL;
+    long v = strtol(arg, &end, 10);
+    return end != arg && *end == 0 && v >= 1 && v <= 100000000 ? (int)v : -1;
+}
+
 int main(int argc, char **argv)
 {
     double scale = 1.0;
-    int opt, open_rate = 0;
+    int opt, open_rate = 0, replay = -1; /* -1: no replay; 0: 1,000,000 x scale */
     size_t only = 0;
-    static const struct option opts[] = {
-        {"scale", required_argument, 0, 's'}, {"open-loop", required_argument, 0, 'o'},
-        {"size", required_argument, 0, 'z'},  {"bulk", required_argument, 0, 'b'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"scale", required_argument, 0, 's'},
+                                         {"open-loop", required_argument, 0, 'o'},
+                                         {"size", required_argument, 0, 'z'},
+                                         {"bulk", required_argument, 0, 'b'},
+                                         {"replay", optional_argument, 0, 'r'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (opt == 's') {
             scale = atof(optarg);
@@ -478,10 +489,20 @@ int main(int argc, char **argv)
             open_rate = atoi(optarg);
         } else if (opt == 'b') {
             g_bulk = atoi(optarg);
+        } else if (opt == 'r') {
+            /* --replay, --replay=N or --replay N */
+            const char *arg = optarg;
+            if (!arg && optind < argc && argv[optind][0] >= '0' && argv[optind][0] <= '9')
+                arg = argv[optind++];
+            if ((replay = arg ? replay_count(arg) : 0) < 0) {
+                fprintf(stderr, "refex-bench: --replay N needs N from 1 to 100000000\n");
+                return 2;
+            }
         } else if (opt == 'z') {
             only = (size_t)strtoul(optarg, NULL, 10);
         } else {
-            printf("usage: refex-bench [--scale F] [--size BYTES] [--bulk K] [--open-loop RATE]\n\n"
+            printf("usage: refex-bench [--scale F] [--size BYTES] [--bulk K] [--open-loop RATE] "
+                   "[--replay [N]]\n\n"
                    "Measures refex end to end (send call to the receiver's commit, durable at\n"
                    "every hop) against NATS JetStream and raw ZeroMQ DEALER->ROUTER->DEALER\n"
                    "forwarding of the same sizes, in one run, and prints one table with the\n"
@@ -490,7 +511,13 @@ int main(int argc, char **argv)
                    "65536 or 1048576). --bulk K hands the sender K messages per control\n"
                    "request (send_batch; default 1, one send each). --open-loop RATE offers 1 KiB\n"
                    "referrals at RATE per second on schedule (2500 x scale of them) and prints\n"
-                   "the latency from each one's scheduled time to the receiver's commit. Needs\n"
+                   "the latency from each one's scheduled time to the receiver's commit.\n"
+                   "--replay [N] queues N 1 KiB referrals (default 1000000 x scale) at the\n"
+                   "broker for a receiver that is offline (the store filled before the broker\n"
+                   "starts, with envelopes sealed and signed for the sender), then starts the\n"
+                   "receiver and prints the replay rate (goal >= 10000 msg/s), the broker's\n"
+                   "peak RSS (goal < 64 MiB), CPU per message of broker and receiver, and\n"
+                   "whether every message arrived exactly once. Needs\n"
                    "the refex binaries next to it (or REFEX_BIN_DIR); JetStream needs\n"
                    "deploy/install-bench-deps.sh.\n");
             return opt == 'h' ? 0 : 2;
@@ -503,6 +530,10 @@ int main(int argc, char **argv)
     if (refex_init() != REFEX_OK || scale <= 0 || open_rate < 0 || g_bulk < 1 || g_bulk > 1024)
         return 2;
     find_binaries(argv[0]);
+    if (replay >= 0) {
+        int n = replay > 0 ? replay : (int)(1000000 * scale);
+        return replay_run(n > 0 ? n : 1);
+    }
     static const char *const agencies[] = {"sender", "receiver", NULL};
     h_net net;
     fprintf(stderr, "refex-bench: starting a broker and two agents...\n");

@@ -42,6 +42,11 @@ char *bench_send_request(const char *summary);
  * the receiver's commit. */
 int openloop_run(const char *root, int rate, int n, result *r);
 
+/* Replay (replay.c): n 1 KiB referrals queued at the broker for a receiver that is offline,
+ * then the receiver connects; prints the replay rate, the broker's peak RSS and the CPU per
+ * message of broker and receiver. 0 if every message was delivered exactly once. */
+int replay_run(int n);
+
 /* NATS JetStream end to end (jetstream.c): Debian's nats-server with JetStream file
  * storage on a loopback port, its store under dir; one publisher waiting for each PubAck,
  * and, at the same time, one pull consumer acknowledging each message with AckSync.
