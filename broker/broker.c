@@ -19,14 +19,21 @@
 #include "util.h"
 #include "zap.h"
 
-static const char *const CONFIG_KEYS[] = {"listen",    "window",           "redeliver_seconds",
-                                          "store_max", "case_objects_max", REFEX_DAEMON_BASE_KEYS,
-                                          NULL};
+static const char *const CONFIG_KEYS[] = {
+    "listen",    "window",           "window_bytes",         "redeliver_seconds",
+    "store_max", "case_objects_max", REFEX_DAEMON_BASE_KEYS, NULL};
 
 /* When the configuration sets none: 1 GiB of live envelopes ("store_max = 0": no cap), and
  * 10,000 grants (as a lead) and 10,000 subscriptions stored per agency. */
 #define STORE_MAX_DEFAULT        (1ULL << 30)
 #define CASE_OBJECTS_MAX_DEFAULT 10000
+/* Deliveries in flight per session: at most `window` of them and, counting each as the
+ * largest sent since the window was last empty, at most `window_bytes`. 512 keeps a replay
+ * of small messages streaming while the recipient commits the ones before (64 made broker
+ * and recipient take turns: 2,200 against 3,700 msg/s, bench --replay 20000); the byte
+ * bound keeps large ones from filling memory (16 of 1 MiB). */
+#define WINDOW_DEFAULT       512
+#define WINDOW_BYTES_DEFAULT (16ULL << 20)
 /* Refusal warnings logged per agency: the first WARN_BURST in each WARN_WINDOW_MS. */
 #define WARN_BURST     20
 #define WARN_WINDOW_MS 10000
@@ -46,8 +53,14 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
     const char *listen = refex_config_get(cfg, "listen");
     snprintf(b->listen, sizeof b->listen, "%s", listen ? listen : "tcp://127.0.0.1:7600");
     rc = REFEX_E_CONFIG;
-    if (refex_config_uint(cfg, "window", 64, &b->window) || b->window < 1 || b->window > 4096) {
+    if (refex_config_uint(cfg, "window", WINDOW_DEFAULT, &b->window) || b->window < 1 ||
+        b->window > 4096) {
         snprintf(err, errlen, "config: window must be between 1 and 4096");
+        goto out;
+    }
+    if (refex_config_uint(cfg, "window_bytes", WINDOW_BYTES_DEFAULT, &b->window_bytes) ||
+        b->window_bytes < (1u << 20) || b->window_bytes > (1ULL << 32)) {
+        snprintf(err, errlen, "config: window_bytes must be between 1M and 4G");
         goto out;
     }
     if (refex_config_uint(cfg, "redeliver_seconds", 30, &redeliver) || redeliver < 1 ||

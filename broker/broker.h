@@ -30,6 +30,7 @@ typedef struct {
     int64_t cursor;      /* last seq sent on this session */
     int inflight;        /* sent and not yet acknowledged */
     int64_t progress_ms; /* last acknowledgement, or when sending last (re)started */
+    size_t big;          /* deliveries: the largest envelope sent since inflight was last 0 */
 } session_flow;
 
 /* A HELLO binds an agency to one connection: its routing id and, because a client may
@@ -79,7 +80,7 @@ typedef struct broker {
     refex_store *store;
     witness *witness;
     cases *cases;
-    uint64_t window, redeliver_ms, store_max;
+    uint64_t window, window_bytes, redeliver_ms, store_max;
     void *ctx, *router, *zap, *mon;
     session sessions[MAX_SESSIONS];
     size_t n_sessions;
