@@ -26,6 +26,7 @@
 #include "codec.h"
 #include "directory.h"
 #include "envelope.h"
+#include "epoch.h"
 #include "keys.h"
 #include "store.h"
 #include "util.h"
@@ -141,7 +142,9 @@ static int attach_note(sealed *m, char *note)
     return rc;
 }
 
-static int seal_one(const filler *f, char *note, sealed *m)
+/* Sealed with the thread's own key epochs, as the sender agent's outbox seals (one thread
+ * and its epochs per sealing thread: two epochs in all, as a sender restarted once). */
+static int seal_one(const filler *f, refex_epoch_sender *epochs, char *note, sealed *m)
 {
     const refex_agency *rcpt[1] = {f->rcpt};
     int64_t now = refex_now_ms();
@@ -152,7 +155,8 @@ static int seal_one(const filler *f, char *note, sealed *m)
                            .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
                            .case_ref = "BENCH",
                            .created_at_ms = now,
-                           .expires_at_ms = now + REFEX_DEFAULT_TTL_MS};
+                           .expires_at_ms = now + REFEX_DEFAULT_TTL_MS,
+                           .epochs = epochs};
     m->expires = p.expires_at_ms;
     int rc = refex_envelope_seal(&p, f->body, f->body_len, &m->env, &m->len, m->id);
     return rc == REFEX_OK ? attach_note(m, note) : rc;
@@ -163,6 +167,15 @@ static void *seal_loop(void *arg)
     filler *f = arg;
     char *note = NULL;
     int note_block = -1;
+    refex_epoch_sender *epochs = NULL;
+    if (refex_epoch_sender_new(REFEX_EPOCH_SECONDS_DEFAULT, REFEX_EPOCH_MESSAGES_DEFAULT,
+                               &epochs) != REFEX_OK) {
+        pthread_mutex_lock(&f->mu);
+        f->failed = 1;
+        pthread_cond_broadcast(&f->not_empty);
+        pthread_mutex_unlock(&f->mu);
+        return NULL;
+    }
     for (;;) {
         pthread_mutex_lock(&f->mu);
         int i = f->failed ? f->n : f->next++;
@@ -178,7 +191,7 @@ static void *seal_loop(void *arg)
             rc = block_checkpoint(f, note_block, &note);
         }
         if (rc == REFEX_OK)
-            rc = seal_one(f, note, &m);
+            rc = seal_one(f, epochs, note, &m);
         pthread_mutex_lock(&f->mu);
         if (rc != REFEX_OK) {
             fprintf(stderr, "refex-bench: replay: sealing failed: %s\n", refex_strerror(rc));
@@ -196,6 +209,7 @@ static void *seal_loop(void *arg)
         free(m.env);
     }
     free(note);
+    refex_epoch_sender_destroy(&epochs);
     return NULL;
 }
 
