@@ -16,6 +16,7 @@
 
 #include "codec.h"
 #include "link.h"
+#include "epoch.h"
 #include "log.h"
 #include "util.h"
 
@@ -286,6 +287,12 @@ static void monitor_readable(agent *a)
 static void timers(agent *a)
 {
     int64_t now = refex_mono_ms();
+    if (now >= a->next_epoch_sweep_ms) { /* ended epochs' keys go even while idle */
+        int64_t wall = refex_now_ms();
+        refex_epoch_sender_sweep(a->epochs, wall);
+        refex_epoch_cache_sweep(a->epoch_cache, wall);
+        a->next_epoch_sweep_ms = now + 1000;
+    }
     if (!a->online)
         return;
     outbox_pace_tick(a);

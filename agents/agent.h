@@ -122,6 +122,7 @@ struct agent {
      * senders' epochs seen, per own key; config epoch_seconds and epoch_messages. */
     refex_epoch_sender *epochs;
     refex_epoch_cache *epoch_cache;
+    int64_t next_epoch_sweep_ms; /* monotonic: when timers() next wipes ended epochs */
 };
 
 /* A control command's handler, a row in control.c's table: answers through batch_reply. */

@@ -229,6 +229,8 @@ static int send_invalid(send_req *s, const char *field, const char *detail)
 static int body_of(json_t *req, send_req *s)
 {
     json_t *pb = json_object_get(req, "body_pb");
+    if (s->body)
+        return REFEX_OK; /* decoded already, before the local-id lookup */
     if (!pb)
         return refex_body_pack_json(s->type, json_object_get(req, "body"), &s->body, &s->body_len,
                                     s->detail, sizeof s->detail);
@@ -506,6 +508,9 @@ static int local_id_lookup(agent *a, json_t *req, send_req *s)
     if (!local_id_valid(s->local_id))
         return send_invalid(s, "local_id",
                             "a local id is 1 to 64 printable ASCII characters, no spaces");
+    /* A protobuf body in a bad form is refused as such, not compared as a submission. */
+    if (json_object_get(req, "body_pb") && (rc = body_of(req, s)) != REFEX_OK)
+        return rc;
     if ((rc = submission_hash(req, s->subhash)) != REFEX_OK)
         return rc;
     if ((rc = agent_store_outbox_by_local_id(a->store, s->local_id, &s->first, &found)) !=

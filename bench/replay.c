@@ -325,8 +325,11 @@ static int fill_store(const h_net *net, int n, double *secs)
     if ((rc = load_inputs(net, &keys, &dir, f, &body)) != REFEX_OK)
         goto out;
     h_path(net, path, sizeof path, "data/broker");
-    if (mkdir(path, 0700) != 0)
+    if (mkdir(path, 0700) != 0) {
+        fprintf(stderr, "refex-bench: replay: cannot create %s\n", path);
+        rc = REFEX_E_IO;
         goto out;
+    }
     h_path(net, path, sizeof path, "data/broker/queue.db");
     /* no cap: the broker itself is configured without one for this run */
     if ((rc = refex_store_sqlite_open(path, 0, 0, &store, err, sizeof err)) != REFEX_OK) {

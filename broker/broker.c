@@ -27,11 +27,11 @@ static const char *const CONFIG_KEYS[] = {
  * 10,000 grants (as a lead) and 10,000 subscriptions stored per agency. */
 #define STORE_MAX_DEFAULT        (1ULL << 30)
 #define CASE_OBJECTS_MAX_DEFAULT 10000
-/* Deliveries in flight per session: at most `window` of them and, counting each as the
- * largest sent since the window was last empty, at most `window_bytes`. 512 keeps a replay
- * of small messages streaming while the recipient commits the ones before (64 made broker
- * and recipient take turns: 2,200 against 3,700 msg/s, bench --replay 20000); the byte
- * bound keeps large ones from filling memory (16 of 1 MiB). */
+/* Deliveries in flight per session: at most `window`, and a delivery of L bytes only while
+ * fewer than window_bytes / L are (session.c). 512 keeps a replay of small messages
+ * streaming while the recipient commits the ones before (64 made broker and recipient take
+ * turns: 2,200 against 3,700 msg/s, bench --replay 20000); the byte bound keeps large ones
+ * from filling memory (16 of 1 MiB). */
 #define WINDOW_DEFAULT       512
 #define WINDOW_BYTES_DEFAULT (16ULL << 20)
 /* Refusal warnings logged per agency: the first WARN_BURST in each WARN_WINDOW_MS. */

@@ -30,7 +30,6 @@ typedef struct {
     int64_t cursor;      /* last seq sent on this session */
     int inflight;        /* sent and not yet acknowledged */
     int64_t progress_ms; /* last acknowledgement, or when sending last (re)started */
-    size_t big;          /* deliveries: the largest envelope sent since inflight was last 0 */
 } session_flow;
 
 /* A HELLO binds an agency to one connection: its routing id and, because a client may

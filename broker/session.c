@@ -138,11 +138,13 @@ static int pump_send(pump_ctx *c, Refex__V1__Frame__KindCase kind, const uint8_t
     return rc;
 }
 
-/* How many deliveries may be in flight: `window`, fewer when they are large, so that
- * inflight x the largest of them stays within window_bytes (at least one always). */
-static uint64_t window_for(const broker *b, size_t big)
+/* How many deliveries may be in flight when the next one is len bytes: `window`, fewer for
+ * a large one (window_bytes / len), at least one. So a large delivery waits until few are
+ * in flight, while small ones behind a large one that is held unacknowledged still flow;
+ * the bytes in flight stay within about window_bytes x ln(window) at worst. */
+static uint64_t window_for(const broker *b, size_t len)
 {
-    uint64_t n = big ? b->window_bytes / big : b->window;
+    uint64_t n = len ? b->window_bytes / len : b->window;
     return n < 1 ? 1 : n > b->window ? b->window : n;
 }
 
@@ -151,9 +153,8 @@ static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char
 {
     pump_ctx *c = vctx;
     session_flow *d = &c->s->deliveries;
-    size_t big = env_len > d->big ? env_len : d->big;
-    if (d->inflight > 0 && (uint64_t)d->inflight >= window_for(c->b, big))
-        return 1; /* this one waits until the window has room for its size */
+    if (d->inflight > 0 && (uint64_t)d->inflight >= window_for(c->b, env_len))
+        return 1; /* it waits (and so, for order, do those behind it) for room for its size */
     char idhex[33];
     refex_hex_encode(idhex, id, 16);
     int rc = pump_send(c, REFEX__V1__FRAME__KIND_DELIVER, env, env_len);
@@ -165,7 +166,6 @@ static int deliver_one(void *vctx, int64_t seq, const uint8_t id[16], const char
         return 0;
     }
     d->inflight++;
-    d->big = big;
     refex_log_debug("deliver: %s from %s to %s", idhex, sender, c->s->agency);
     return 0;
 }
@@ -192,9 +192,7 @@ static int pump(broker *b, session *s)
     pump_ctx c = {b, s, 0};
     s->dirty = 0;
     session_flow *d = &s->deliveries;
-    if (d->inflight == 0)
-        d->big = 0;
-    if ((uint64_t)d->inflight < window_for(b, d->big)) {
+    if ((uint64_t)d->inflight < b->window) {
         if (d->inflight == 0)
             d->progress_ms = refex_mono_ms();
         if (refex_store_pending(b->store, s->agency, d->cursor,

@@ -9,6 +9,7 @@
 
 #include "codec.h"
 #include "pbjson.h"
+#include "util.h"
 
 int refex_message_type_parse(const char *name)
 {
@@ -68,6 +69,39 @@ int refex_body_pack_json(int type, const json_t *obj, uint8_t **out, size_t *out
     return rc;
 }
 
+/* Every string field of m, at any depth, is strict UTF-8: protobuf-c does not check, and a
+ * body that the JSON form (and every reader of the inbox and the audit log) cannot carry
+ * must be refused where it enters, not stored and receipted. */
+static int strings_valid(const ProtobufCMessage *m, int depth)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    if (depth > 32)
+        return 0;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        const char *base = (const char *)m;
+        const void *const *items = (const void *const *)(base + f->offset);
+        size_t n = 1;
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)(base + f->quantifier_offset);
+            items = *(const void *const *const *)(base + f->offset);
+        } else if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+                   *(const uint32_t *)(base + f->quantifier_offset) != f->id) {
+            continue;
+        }
+        for (size_t k = 0; k < n; k++) {
+            const void *v = items[k];
+            if (v && f->type == PROTOBUF_C_TYPE_STRING && !refex_utf8_valid(v, strlen(v)))
+                return 0;
+            if (v && f->type == PROTOBUF_C_TYPE_MESSAGE && !strings_valid(v, depth + 1))
+                return 0;
+        }
+    }
+    return 1;
+}
+
 int refex_body_unpack(int type, const uint8_t *buf, size_t len, Refex__V1__Body **out)
 {
     const ProtobufCFieldDescriptor *fd = member_for(type);
@@ -80,6 +114,10 @@ int refex_body_unpack(int type, const uint8_t *buf, size_t len, Refex__V1__Body 
     if ((unsigned)b->kind_case != fd->id) {
         refex__v1__body__free_unpacked(b, NULL);
         return REFEX_E_TYPE_MISMATCH;
+    }
+    if (!strings_valid(&b->base, 0)) {
+        refex__v1__body__free_unpacked(b, NULL);
+        return REFEX_E_MALFORMED;
     }
     *out = b;
     return REFEX_OK;

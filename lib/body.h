@@ -35,7 +35,8 @@ const char *refex_message_type_name(int type);
 /* JSON object of the type's body (e.g. a Referral) -> packed Body. */
 int refex_body_pack_json(int type, const json_t *obj, uint8_t **out, size_t *out_len, char *err,
                          size_t errlen) REFEX_NODISCARD;
-/* Packed Body -> unpacked, checked to carry the member that matches type. */
+/* Packed Body -> unpacked, checked to carry the member that matches type (else
+ * E_TYPE_MISMATCH) and to hold only strict UTF-8 strings (else E_MALFORMED). */
 int refex_body_unpack(int type, const uint8_t *buf, size_t len,
                       Refex__V1__Body **out) REFEX_NODISCARD;
 /* The body's member as a JSON object. */

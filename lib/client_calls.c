@@ -179,6 +179,14 @@ int refex_client_send_batch(refex_client *c, const refex_client_message *m, size
     char *text = NULL;
     if (reply)
         *reply = NULL;
+    /* Until the agent says otherwise, no message has an id, and each has failed as the
+     * whole call does (set again from the reply below). */
+    for (size_t i = 0; i < n && i < REFEX_CLIENT_BATCH_MAX; i++) {
+        if (ids)
+            ids[i][0] = '\0';
+        if (codes)
+            codes[i] = REFEX_E_INVAL;
+    }
     if (!c)
         return REFEX_E_INVAL;
     if (!m || n == 0 || n > REFEX_CLIENT_BATCH_MAX)
@@ -205,6 +213,9 @@ int refex_client_send_batch(refex_client *c, const refex_client_message *m, size
                                &text);
     if (rc == REFEX_OK)
         rc = batch_results(c, text, n, ids, codes);
+    else
+        for (size_t i = 0; codes && i < n; i++)
+            codes[i] = rc;
     if (reply)
         *reply = text;
     else

@@ -247,8 +247,10 @@ int refex_db_cached(sqlite3 *db, const char *sql, sqlite3_stmt **out)
 
 int refex_db_done(sqlite3_stmt *st, int rc)
 {
-    if (st)
+    if (st) { /* reset, and drop bindings that may point at the caller's freed buffers */
         sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
     return rc;
 }
 

@@ -203,6 +203,21 @@ int refex_epoch_sender_take(refex_epoch_sender *self, const uint8_t rcpt_pk[32],
     return REFEX_OK;
 }
 
+void refex_epoch_sender_sweep(refex_epoch_sender *self, int64_t now_ms)
+{
+    for (size_t i = 0; self && i < REFEX_EPOCH_SENDER_SLOTS; i++)
+        if (self->e[i].live && epoch_over(self, &self->e[i], now_ms))
+            end_epoch(self, i);
+}
+
+size_t refex_epoch_sender_live(const refex_epoch_sender *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < REFEX_EPOCH_SENDER_SLOTS; i++)
+        n += self->e[i].live != 0;
+    return n;
+}
+
 uint8_t *refex_epoch_sender_scratch(refex_epoch_sender *self)
 {
     return self->ek + REFEX_EPOCH_SENDER_SLOTS * 32;
@@ -265,6 +280,21 @@ static void drop_entry(refex_epoch_cache *c, size_t i)
 static int stale(const refex_epoch_cache *c, const cache_entry *e, int64_t now_ms)
 {
     return c->idle_ms > 0 && (now_ms < e->used_ms || now_ms - e->used_ms >= c->idle_ms);
+}
+
+void refex_epoch_cache_sweep(refex_epoch_cache *self, int64_t now_ms)
+{
+    for (size_t i = 0; self && i < REFEX_EPOCH_CACHE_SLOTS; i++)
+        if (self->e[i].live && stale(self, &self->e[i], now_ms))
+            drop_entry(self, i);
+}
+
+size_t refex_epoch_cache_live(const refex_epoch_cache *self)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < REFEX_EPOCH_CACHE_SLOTS; i++)
+        n += self->e[i].live != 0;
+    return n;
 }
 
 int refex_epoch_cache_find(refex_epoch_cache *self, const uint8_t own_pk[32],

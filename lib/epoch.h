@@ -56,6 +56,11 @@ void refex_epoch_sender_destroy(refex_epoch_sender **self_p);
  * epoch_pk and EK copied out; the caller wipes ek. Counts the message against the epoch. */
 int refex_epoch_sender_take(refex_epoch_sender *self, const uint8_t rcpt_pk[32], int64_t now_ms,
                             uint8_t epoch_pk[32], uint8_t ek[32]) REFEX_NODISCARD;
+/* Ends (and wipes) every epoch over its limits at now_ms, so an idle sender holds no EK
+ * past its epoch; the agent calls it once a second. Accepts NULL. */
+void refex_epoch_sender_sweep(refex_epoch_sender *self, int64_t now_ms);
+/* Epochs current (their EKs held), for tests. */
+size_t refex_epoch_sender_live(const refex_epoch_sender *self);
 /* REFEX_EPOCH_SCRATCH_LEN bytes of locked memory for one seal's content and epoch keys,
  * so that a seal needs no secure allocation of its own; the user wipes it after each use. */
 uint8_t *refex_epoch_sender_scratch(refex_epoch_sender *self);
@@ -75,6 +80,11 @@ int refex_epoch_cache_find(refex_epoch_cache *self, const uint8_t own_pk[32],
 /* Remembers EK (only once it has opened a key slot), evicting the least recently used. */
 void refex_epoch_cache_put(refex_epoch_cache *self, const uint8_t own_pk[32],
                            const uint8_t epoch_pk[32], int64_t now_ms, const uint8_t ek[32]);
+/* Wipes every entry unused for idle_ms at now_ms (as find does on its way); the agent
+ * calls it once a second. Accepts NULL. */
+void refex_epoch_cache_sweep(refex_epoch_cache *self, int64_t now_ms);
+/* EKs cached, for tests. */
+size_t refex_epoch_cache_live(const refex_epoch_cache *self);
 /* Wipes every entry for own_pk (a key set no longer held). */
 void refex_epoch_cache_forget(refex_epoch_cache *self, const uint8_t own_pk[32]);
 /* As refex_epoch_sender_scratch, for one open. */

@@ -106,7 +106,9 @@ int refex_client_send(refex_client *c, const refex_client_message *m, char id[33
  * refex_client_send, and refused or accepted on its own; the agent commits them together.
  * It saves a round trip and the request's overhead per message, for a caller with a queue.
  * wait is not allowed (E_INVAL). ids[i] (may be NULL) receives message i's id ("" if it was
- * refused), codes[i] (may be NULL) REFEX_OK or the code it was refused with; reply (may be
+ * refused, except a repeat of a message the broker rejected, which names it), codes[i] (may
+ * be NULL) REFEX_OK or the code it was refused with (the call's own code, for every message,
+ * when the call fails as a whole); reply (may be
  * NULL) the whole reply, {"ok":true,"results":[one send reply per message, in order]}.
  * Returns REFEX_OK when the agent answered the batch, even if some messages were refused:
  * look at codes. A message the client itself can check (its type, its body's form, a

@@ -236,6 +236,13 @@ static void test_protobuf_body_submission(void **state)
     m.body_pb_len = other_len;
     assert_rc(refex_client_send(c, &m, again, NULL), REFEX_E_DUPLICATE);
     refex_client_close(&c);
+    /* A body in a bad form under that local id is refused as such, not as a duplicate. */
+    json_t *r =
+        h_control(&g_net, "midwifery",
+                  json_pack("{s:s, s:s, s:[s], s:s, s:s}", "cmd", "send", "type", "referral", "to",
+                            "social-care", "local_id", "BULK-PB-1", "body_pb", "not base64!"));
+    expect_error(r, REFEX_E_INVAL, "body_pb");
+    json_decref(r);
     free(pb);
     free(other);
 }

@@ -10,6 +10,7 @@
 #include "testing.h"
 
 #include "body.h"
+#include "codec.h"
 #include "util.h"
 
 static const char *REFERRAL_JSON =
@@ -472,6 +473,39 @@ static void test_unpack_truncated(void **state)
     free(buf);
 }
 
+/* protobuf-c does not check UTF-8: unpack does, in any string at any depth (the summary, a
+ * nested subject reference, a repeated parent's name); a valid body still unpacks. */
+static void test_unpack_refuses_invalid_utf8(void **state)
+{
+    (void)state;
+    Refex__V1__Body body = REFEX__V1__BODY__INIT;
+    Refex__V1__Referral ref = REFEX__V1__REFERRAL__INIT;
+    Refex__V1__Subject subj = REFEX__V1__SUBJECT__INIT;
+    Refex__V1__Person parent = REFEX__V1__PERSON__INIT, *parents[] = {&parent};
+    body.kind_case = REFEX__V1__BODY__KIND_REFERRAL;
+    body.referral = &ref;
+    ref.subject = &subj;
+    ref.n_parents = 1;
+    ref.parents = parents;
+    char bad[] = {'o', 'k', (char)0xff, (char)0xfe, 0};
+    char *good = "Synthetic: Ada Testperson";
+    char **fields[] = {&ref.summary, &subj.reference, &parent.name};
+    for (size_t i = 0; i <= sizeof fields / sizeof fields[0]; i++) {
+        ref.summary = subj.reference = parent.name = good;
+        if (i < sizeof fields / sizeof fields[0])
+            *fields[i] = bad;
+        uint8_t *buf = NULL;
+        size_t len = 0;
+        Refex__V1__Body *b = NULL;
+        assert_ok(refex_pb_pack(&body.base, &buf, &len));
+        int rc = refex_body_unpack(REFEX__V1__MESSAGE_TYPE__REFERRAL, buf, len, &b);
+        assert_rc(rc, i < sizeof fields / sizeof fields[0] ? REFEX_E_MALFORMED : REFEX_OK);
+        if (b)
+            refex__v1__body__free_unpacked(b, NULL);
+        free(buf);
+    }
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -491,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_pack_wrong_values),
         cmocka_unit_test(test_pack_non_object),
         cmocka_unit_test(test_pack_unknown_type),
+        cmocka_unit_test(test_unpack_refuses_invalid_utf8),
         cmocka_unit_test(test_unpack_garbage),
         cmocka_unit_test(test_unpack_truncated),
     };

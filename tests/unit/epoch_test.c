@@ -469,6 +469,37 @@ static void test_bad_slots(void **state)
     refex_epoch_cache_destroy(&c);
 }
 
+/* An idle sender's and receiver's ended epochs are wiped by the sweep, not kept until the
+ * next seal or open. */
+static void test_sweep(void **state)
+{
+    (void)state;
+    refex_epoch_sender *s = NULL;
+    refex_epoch_cache *c = NULL;
+    uint8_t sk[32], r1[32], own[32], epk[32], pk[32], ek[32];
+    int64_t t = 1700000000000;
+    crypto_box_keypair(r1, sk);
+    randombytes_buf(own, sizeof own);
+    randombytes_buf(epk, sizeof epk);
+    randombytes_buf(ek, sizeof ek);
+    assert_ok(refex_epoch_sender_new(600, 1000, &s));
+    assert_ok(refex_epoch_cache_new(600000, &c));
+    assert_ok(refex_epoch_sender_take(s, r1, t, pk, ek));
+    refex_epoch_cache_put(c, own, epk, t, ek);
+    refex_epoch_sender_sweep(s, t + 599999);
+    refex_epoch_cache_sweep(c, t + 599999);
+    assert_int_equal(refex_epoch_sender_live(s), 1);
+    assert_int_equal(refex_epoch_cache_live(c), 1);
+    refex_epoch_sender_sweep(s, t + 600000);
+    refex_epoch_cache_sweep(c, t + 600000);
+    assert_int_equal(refex_epoch_sender_live(s), 0);
+    assert_int_equal(refex_epoch_cache_live(c), 0);
+    refex_epoch_sender_sweep(NULL, t);
+    refex_epoch_cache_sweep(NULL, t);
+    refex_epoch_sender_destroy(&s);
+    refex_epoch_cache_destroy(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_low_order_point),
         cmocka_unit_test(test_sender_limits),
         cmocka_unit_test(test_sender_table_full),
+        cmocka_unit_test(test_sweep),
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_one_derivation_per_epoch),
         cmocka_unit_test(test_rotation_overlap),
