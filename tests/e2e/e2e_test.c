@@ -445,11 +445,20 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
     expect_refusal(&c, REFEX_E_TOO_BIG);
     free(junk);
 
-    /* Bad signature. */
-    e->signature.data[5] ^= 0x01;
+    /* Bad signature: the batch root signature, then the proof's tree size, then no proof. */
+    e->batch->root_signature.data[5] ^= 0x01;
     send_envelope(&c, e);
     expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
-    e->signature.data[5] ^= 0x01;
+    e->batch->root_signature.data[5] ^= 0x01;
+    e->batch->tree_size = 2;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
+    e->batch->tree_size = 1;
+    Refex__V1__BatchProof *kept_batch = e->batch;
+    e->batch = NULL;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
+    e->batch = kept_batch;
 
     /* Tampered ciphertext. */
     e->ciphertext.data[0] ^= 0x80;
