@@ -1,6 +1,6 @@
-/* Tests for agents/batch.c's batch signatures: the envelopes and receipts one committed
- * cycle sends share one tree and one Ed25519 signature, each item verifiable alone; a frame
- * sent outside a cycle is a batch of one; a cycle that does not commit signs nothing. */
+/* Tests for agents/batch.c's batch signatures: the envelopes and receipts one cycle sends
+ * share one tree and one Ed25519 signature, in queue order, each item verifiable alone;
+ * other frames stay out of the tree; the next cycle signs a tree of its own. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
