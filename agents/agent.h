@@ -76,6 +76,8 @@ struct out_item {
     size_t rid_len;
     char *data;
     size_t len;
+    int to_sign;      /* a SEND or ACK frame: signed with the batch when it commits */
+    uint8_t leaf[32]; /* its batch-signature leaf (lib/batchsig.h) */
 };
 
 struct agent {
@@ -152,6 +154,9 @@ int agent_keys_open(agent *a, const Refex__V1__Envelope *env, const Refex__V1__E
 int batch_unit_begin(agent *a);
 int batch_unit_end(agent *a, int ok);
 void batch_end(agent *a);
+/* Signs the envelopes and receipts waiting in the out queue with one batch signature
+ * (batch_end does, once the cycle has committed); a no-op when none wait unsigned. */
+void batch_sign_queue(agent *a);
 /* Replies to a control client (taking the reply), held until commit inside a batch. */
 void batch_reply(agent *a, const uint8_t *rid, size_t rid_len, json_t *reply);
 /* The command m as a frame for the broker, held until commit inside a batch. */

@@ -64,13 +64,12 @@ static int refusal_is_final(int code)
     return 1;
 }
 
-/* ACK with our signed receipt: the sender's proof of what happened here. */
+/* ACK with our receipt, signed in the cycle's batch: the sender's proof of what happened
+ * here. */
 static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
                      const uint8_t *env_hash)
 {
     refex_receipt r;
-    uint8_t *blob = NULL;
-    size_t len = 0;
     memset(&r, 0, sizeof r);
     memcpy(r.message_id, id, 16);
     snprintf(r.sender, sizeof r.sender, "%s", sender);
@@ -82,11 +81,9 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
         memcpy(r.envelope_hash, env_hash, 32);
         r.has_envelope_hash = 1;
     }
-    if (refex_receipt_sign(&r, a->base.keys->sk->sign_sk, &blob, &len) != REFEX_OK)
-        return;
-    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, len, blob);
-    free(blob);
-    if (!sr)
+    /* Signed with everything else this cycle sends, when it commits (batch.c). */
+    Refex__V1__SignedReceipt *sr = NULL;
+    if (refex_receipt_pack(&r, &sr) != REFEX_OK)
         return;
     Refex__V1__Ack ack = REFEX__V1__ACK__INIT;
     ack.message_id = (ProtobufCBinaryData){16, (uint8_t *)id};
@@ -95,7 +92,7 @@ static void send_ack(agent *a, const uint8_t *id, const char *sender, int code,
     ack.receipt = sr;
     if (batch_link_out(a, REFEX__V1__FRAME__KIND_ACK, &ack.base) != REFEX_OK)
         refex_log_warn("ack: could not send for a message from %s", sender);
-    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    refex_receipt_unsigned_free(&sr);
 }
 
 /* From a known agency and signed by it? Checked before anything is looked up in, or
@@ -300,10 +297,6 @@ static int match_envelope(void *ctx, const char *message_id, const uint8_t *env,
     Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, len, env);
     m->differs =
         !e || refex_envelope_hash(e, hash) != REFEX_OK || sodium_memcmp(hash, m->want, 32) != 0;
-    if (m->differs) { /* a recipient on an older version hashes the envelope as packed */
-        crypto_hash_sha256(hash, env, len);
-        m->differs = sodium_memcmp(hash, m->want, 32) != 0;
-    }
     if (e)
         refex__v1__envelope__free_unpacked(e, NULL);
     return 1;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "batchsig.h"
 #include "body.h"
 #include "body_rules.h"
 #include "codec.h"
@@ -313,14 +314,16 @@ static int seal_send(agent *a, send_req *s)
                            .created_at_ms = s->created_ms,
                            .expires_at_ms = s->expires_ms,
                            .epochs = a->epochs};
-    if ((rc = refex_envelope_seal(&p, s->body, s->body_len, &s->env, &s->env_len, s->id)) !=
-            REFEX_OK ||
+    /* Unsigned: the batch signature is made when it is sent (batch.c), over every envelope
+     * and receipt sent with it. */
+    if ((rc = refex_envelope_seal_unsigned(&p, s->body, s->body_len, &s->env, &s->env_len,
+                                           s->id)) != REFEX_OK ||
         (rc = journal_attach_checkpoint(a, &s->env, &s->env_len)) != REFEX_OK)
         return rc;
     uint64_t limit = a->base.max_frame;
     if (a->broker_max_frame && a->broker_max_frame < limit)
         limit = a->broker_max_frame;
-    if (s->env_len + 64 > limit) {
+    if (s->env_len + 64 + REFEX_BATCH_PROOF_MAX_BYTES > limit) {
         snprintf(s->detail, sizeof s->detail, "message is %zu bytes; the limit is %llu", s->env_len,
                  (unsigned long long)limit);
         return REFEX_E_TOO_BIG;

@@ -1,12 +1,14 @@
-/* Envelope sealing and opening. The signed bytes are exactly Envelope.header, so a
+/* Envelope sealing and opening. The signed leaf covers exactly Envelope.header, so a
  * verifier never re-encodes anything; every other part of the envelope is bound to the
- * header by a hash the header carries. */
+ * header by a hash the header carries. The signature itself is a batch signature
+ * (batchsig.c), made alone at seal or later for everything sent together. */
 #include "envelope.h"
 
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "batchsig.h"
 #include "codec.h"
 #include "epoch.h"
 #include "keys.h"
@@ -124,9 +126,9 @@ static int wrap_slots(const refex_seal_params *p, const uint8_t id[16], uint8_t 
 }
 
 /* Refuse here whatever refex_envelope_parse_header would refuse at the other end. */
-static int seal_params_ok(const refex_seal_params *p)
+static int seal_params_ok(const refex_seal_params *p, int sign)
 {
-    if (!p->sender || !p->sign_sk || p->n_recipients == 0 ||
+    if (!p->sender || (sign && !p->sign_sk) || p->n_recipients == 0 ||
         p->n_recipients > REFEX_MAX_RECIPIENTS || !refex_id_valid(p->sender) ||
         (p->case_ref && !refex_case_ref_valid(p->case_ref)) ||
         (p->expires_at_ms && p->created_at_ms && p->expires_at_ms <= p->created_at_ms))
@@ -141,8 +143,41 @@ static int seal_params_ok(const refex_seal_params *p)
     return 1;
 }
 
-int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
-                        uint8_t **out, size_t *out_len, uint8_t id_out[16])
+/* The envelope's batch signature when it is signed alone: a tree of one, whose root is the
+ * header's leaf. */
+static int sign_alone(const uint8_t *hdr, size_t len, const uint8_t sign_sk[64],
+                      refex_batch_proof *one)
+{
+    uint8_t leaf[1][32];
+    refex_batch_envelope_leaf(hdr, len, leaf[0]);
+    return refex_batch_sign(leaf, 1, sign_sk, one, NULL);
+}
+
+/* Packs env, signed alone under sign_sk, or unsigned when sign_sk is NULL. */
+static int pack_envelope(Refex__V1__Envelope *env, const uint8_t *sign_sk, uint8_t **out,
+                         size_t *out_len)
+{
+    Refex__V1__BatchProof pb;
+    ProtobufCBinaryData path[REFEX_BATCH_MAX_PATH];
+    refex_batch_proof *one = NULL;
+    int rc = REFEX_OK;
+    if (sign_sk) {
+        if (!(one = malloc(sizeof *one)))
+            return REFEX_E_NOMEM;
+        if ((rc = sign_alone(env->header.data, env->header.len, sign_sk, one)) == REFEX_OK) {
+            refex_batch_proof_pb(one, &pb, path);
+            env->batch = &pb;
+        }
+    }
+    if (rc == REFEX_OK)
+        rc = refex_pb_pack(&env->base, out, out_len);
+    env->batch = NULL;
+    free(one);
+    return rc;
+}
+
+static int seal(const refex_seal_params *p, const uint8_t *body, size_t body_len, uint8_t **out,
+                size_t *out_len, uint8_t id_out[16], int sign)
 {
     int rc = REFEX_OK;
     uint8_t id[16], nonce[NONCE_LEN], ct_hash[32], ks_hash[32], ad[128];
@@ -151,9 +186,8 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     unsigned long long ct_len = 0;
     Refex__V1__KeySlot *slots = NULL, **slot_ptrs = NULL;
     char **rcpt = NULL;
-    uint8_t sig[64];
 
-    if (!seal_params_ok(p))
+    if (!seal_params_ok(p, sign))
         return REFEX_E_INVAL;
     refex_random_id(id);
     randombytes_buf(nonce, sizeof nonce);
@@ -194,17 +228,13 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
     h.key_slots_hash = (ProtobufCBinaryData){32, ks_hash};
     if ((rc = refex_pb_pack(&h.base, &hdr_bytes, &hdr_len)) != REFEX_OK)
         goto out;
-    if ((rc = refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr_bytes, hdr_len, p->sign_sk, sig)) !=
-        REFEX_OK)
-        goto out;
 
     Refex__V1__Envelope env = REFEX__V1__ENVELOPE__INIT;
     env.header = (ProtobufCBinaryData){hdr_len, hdr_bytes};
-    env.signature = (ProtobufCBinaryData){64, sig};
     env.ciphertext = (ProtobufCBinaryData){(size_t)ct_len, ct};
     env.n_key_slots = p->n_recipients;
     env.key_slots = slot_ptrs;
-    if ((rc = refex_pb_pack(&env.base, out, out_len)) != REFEX_OK)
+    if ((rc = pack_envelope(&env, sign ? p->sign_sk : NULL, out, out_len)) != REFEX_OK)
         goto out;
     memcpy(id_out, id, 16);
 out:
@@ -216,6 +246,18 @@ out:
     free(keys);
     free(hdr_bytes);
     return rc;
+}
+
+int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
+                        uint8_t **out, size_t *out_len, uint8_t id_out[16])
+{
+    return seal(p, body, body_len, out, out_len, id_out, 1);
+}
+
+int refex_envelope_seal_unsigned(const refex_seal_params *p, const uint8_t *body, size_t body_len,
+                                 uint8_t **out, size_t *out_len, uint8_t id_out[16])
+{
+    return seal(p, body, body_len, out, out_len, id_out, 0);
 }
 
 int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__EnvelopeHeader **out)
@@ -249,17 +291,10 @@ int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__Envel
     return REFEX_OK;
 }
 
-int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
-                          const uint8_t sender_sign_pk[32])
+/* The header's commitments to the ciphertext and the key slots. */
+static int check_commitments(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h)
 {
     uint8_t hash[32];
-    if (env->signature.len != crypto_sign_BYTES)
-        return REFEX_E_BAD_SIGNATURE;
-    int rc = refex_verify_domain(REFEX_ENVELOPE_CONTEXT, env->header.data, env->header.len,
-                                 env->signature.data, sender_sign_pk);
-    if (rc != REFEX_OK)
-        return rc;
-
     crypto_hash_sha256(hash, env->ciphertext.data, env->ciphertext.len);
     if (sodium_memcmp(hash, h->ciphertext_hash.data, 32) != 0)
         return REFEX_E_TAMPERED;
@@ -274,17 +309,33 @@ int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__Envel
     return REFEX_OK;
 }
 
+/* This version signs only by batch: an old-style signature, or none, is not one. */
+static int header_leaf(const Refex__V1__Envelope *env, uint8_t leaf[32])
+{
+    if (env->signature.len != 0 || !env->batch)
+        return REFEX_E_BAD_SIGNATURE;
+    refex_batch_envelope_leaf(env->header.data, env->header.len, leaf);
+    return REFEX_OK;
+}
+
+int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
+                          const uint8_t sender_sign_pk[32])
+{
+    uint8_t leaf[32];
+    int rc = header_leaf(env, leaf);
+    if (rc == REFEX_OK)
+        rc = refex_batch_verify_key(env->batch, leaf, sender_sign_pk);
+    return rc == REFEX_OK ? check_commitments(env, h) : rc;
+}
+
 int refex_envelope_verify_from(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                                const refex_agency *sender, int64_t now_ms)
 {
-    const uint8_t *pks[2];
-    int n = refex_agency_sign_keys(sender, now_ms, pks), rc = REFEX_E_BAD_SIGNATURE;
-    for (int i = 0; i < n && rc == REFEX_E_BAD_SIGNATURE; i++)
-        rc = refex_envelope_verify(env, h, pks[i]);
-    if (rc == REFEX_E_BAD_SIGNATURE && n == 1 && sender->has_prev &&
-        refex_envelope_verify(env, h, sender->prev_sign_pk) == REFEX_OK)
-        rc = REFEX_E_REVOKED; /* as in refex_agency_verify_domain */
-    return rc;
+    uint8_t leaf[32];
+    int rc = header_leaf(env, leaf);
+    if (rc == REFEX_OK)
+        rc = refex_batch_verify(env->batch, leaf, sender, now_ms);
+    return rc == REFEX_OK ? check_commitments(env, h) : rc;
 }
 
 /* Unwraps slot's content key into secret with the first of keys that opens it: an epoch
@@ -375,9 +426,11 @@ int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
 {
     uint8_t *buf = NULL;
     size_t n = 0;
-    /* Fields 1-4 only: not the checkpoint, which nothing in the envelope signs, nor fields
-     * unknown to this version (kept by protobuf-c), which a broker could add; either would
-     * make the hash in the recipient's receipt one the sender does not know. */
+    /* Fields 1, 3 and 4 only: not the signature parts (the batch proof is made when the
+     * envelope is sent, after its hash is in the sender's audit log), not the checkpoint,
+     * which nothing in the envelope signs, nor fields unknown to this version (kept by
+     * protobuf-c), which a broker could add; any would make the hash in the recipient's
+     * receipt one the sender does not know. */
     Refex__V1__Envelope signed_parts = *env;
     Refex__V1__KeySlot *slots = calloc(env->n_key_slots ? env->n_key_slots : 1, sizeof *slots);
     Refex__V1__KeySlot **ptrs = calloc(env->n_key_slots ? env->n_key_slots : 1, sizeof *ptrs);
@@ -388,6 +441,8 @@ int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
         slots[i].base.unknown_fields = NULL;
         ptrs[i] = &slots[i];
     }
+    signed_parts.signature = (ProtobufCBinaryData){0, NULL};
+    signed_parts.batch = NULL;
     signed_parts.checkpoint = "";
     signed_parts.base.n_unknown_fields = 0;
     signed_parts.base.unknown_fields = NULL;

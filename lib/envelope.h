@@ -15,7 +15,6 @@
 #include "epoch.h"
 #include "refex/error.h"
 
-#define REFEX_ENVELOPE_CONTEXT "refex/envelope/v1"
 #define REFEX_BODY_CONTEXT     "refex/body/v1"
 #define REFEX_KEYSLOTS_CONTEXT "refex/keyslots/v2"
 /* EnvelopeHeader.version this code seals and the only one it accepts (E_VERSION else). */
@@ -44,9 +43,15 @@ typedef struct {
 /* Case references are pseudonymous: at most 127 of [A-Za-z0-9._:/-]; "" is allowed. */
 int refex_case_ref_valid(const char *case_ref);
 
-/* Seals body into a packed Envelope (malloc'd). id_out gets the new message id. */
+/* Seals body into a packed Envelope (malloc'd), signed alone (a batch of one). id_out gets
+ * the new message id. */
 int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t body_len,
                         uint8_t **out, size_t *out_len, uint8_t id_out[16]) REFEX_NODISCARD;
+/* The same without a signature (no batch proof; p->sign_sk may be NULL): for a sender that
+ * signs its envelopes in batches when it sends them. */
+int refex_envelope_seal_unsigned(const refex_seal_params *p, const uint8_t *body, size_t body_len,
+                                 uint8_t **out, size_t *out_len,
+                                 uint8_t id_out[16]) REFEX_NODISCARD;
 
 /* Structural parse of the signed header, with sanity checks (sizes, ids, type).
  * REFEX_E_VERSION for a header whose version is not REFEX_ENVELOPE_VERSION.
@@ -54,7 +59,9 @@ int refex_envelope_seal(const refex_seal_params *p, const uint8_t *body, size_t 
 int refex_envelope_parse_header(const Refex__V1__Envelope *env,
                                 Refex__V1__EnvelopeHeader **out) REFEX_NODISCARD;
 
-/* Signature over the header, and the header's commitments to ciphertext and key slots. */
+/* The batch signature over the header (REFEX_E_BAD_SIGNATURE if there is none, or an
+ * old-style signature field is set), and the header's commitments to ciphertext and key
+ * slots. */
 int refex_envelope_verify(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h,
                           const uint8_t sender_sign_pk[32]) REFEX_NODISCARD;
 
@@ -84,8 +91,9 @@ int refex_envelope_open(const Refex__V1__Envelope *env, const Refex__V1__Envelop
                         const char *me, const uint8_t enc_pk[32], const uint8_t enc_sk[32],
                         uint8_t **body_out, size_t *body_len) REFEX_NODISCARD;
 
-/* SHA-256 of the packed envelope without its unsigned checkpoint (fields 1-4: header,
- * signature, ciphertext, key slots): the envelope hash in receipts and audit logs. */
+/* SHA-256 of the envelope re-packed with fields 1, 3 and 4 only (header, ciphertext, key
+ * slots; not the signature, batch proof or checkpoint): the envelope hash in receipts and
+ * audit logs, known to the sender before the envelope is signed. */
 int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32]) REFEX_NODISCARD;
 
 #endif

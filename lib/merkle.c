@@ -205,14 +205,13 @@ static void decompose(uint64_t index, uint64_t size, unsigned *inner, unsigned *
     *border = (unsigned)__builtin_popcountll(shr(index, *inner));
 }
 
-int refex_merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[H],
-                                  const uint8_t (*proof)[H], size_t proof_len,
-                                  const uint8_t root[H])
+int refex_merkle_root_from_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[H],
+                                     const uint8_t (*proof)[H], size_t proof_len,
+                                     uint8_t root_out[H])
 {
-    uint8_t hash[H];
     unsigned inner, border;
 
-    assert(leaf && root);
+    assert(leaf && root_out);
     if (index >= size)
         return REFEX_E_INVAL;
     decompose(index, size, &inner, &border);
@@ -220,9 +219,22 @@ int refex_merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t l
         return REFEX_E_INVAL;
     if (!proof)
         proof = no_proof; /* so that proof + inner is not arithmetic on NULL */
-    memcpy(hash, leaf, H);
-    chain_inner(hash, proof, inner, index);
-    chain_border_right(hash, proof + inner, border);
+    memcpy(root_out, leaf, H);
+    chain_inner(root_out, proof, inner, index);
+    chain_border_right(root_out, proof + inner, border);
+    return REFEX_OK;
+}
+
+int refex_merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[H],
+                                  const uint8_t (*proof)[H], size_t proof_len,
+                                  const uint8_t root[H])
+{
+    uint8_t hash[H];
+
+    assert(leaf && root);
+    int rc = refex_merkle_root_from_inclusion(index, size, leaf, proof, proof_len, hash);
+    if (rc != REFEX_OK)
+        return rc;
     return sodium_memcmp(hash, root, H) == 0 ? REFEX_OK : REFEX_E_TAMPERED;
 }
 

@@ -43,6 +43,14 @@ int refex_merkle_verify_inclusion(uint64_t index, uint64_t size,
                                   const uint8_t leaf[REFEX_MERKLE_HASH],
                                   const uint8_t (*proof)[REFEX_MERKLE_HASH], size_t proof_len,
                                   const uint8_t root[REFEX_MERKLE_HASH]) REFEX_NODISCARD;
+/* The root that an inclusion proof leads to: the leaf hashed up the path as
+ * refex_merkle_verify_inclusion does, without comparing. REFEX_E_INVAL when index >= size or
+ * proof_len is not the path length of that index in a tree of that size; the caller compares
+ * (or signs over) root_out. */
+int refex_merkle_root_from_inclusion(uint64_t index, uint64_t size,
+                                     const uint8_t leaf[REFEX_MERKLE_HASH],
+                                     const uint8_t (*proof)[REFEX_MERKLE_HASH], size_t proof_len,
+                                     uint8_t root_out[REFEX_MERKLE_HASH]) REFEX_NODISCARD;
 int refex_merkle_verify_consistency(uint64_t size1, uint64_t size2,
                                     const uint8_t root1[REFEX_MERKLE_HASH],
                                     const uint8_t root2[REFEX_MERKLE_HASH],

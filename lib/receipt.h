@@ -12,8 +12,6 @@
 #include "directory.h"
 #include "refex/error.h"
 
-#define REFEX_RECEIPT_CONTEXT "refex/receipt/v1"
-
 typedef struct {
     uint8_t message_id[16];
     char sender[REFEX_ID_MAX];
@@ -25,12 +23,17 @@ typedef struct {
     char signer[REFEX_ID_MAX];
 } refex_receipt;
 
-/* Packs and signs; *out is a packed SignedReceipt (malloc'd). */
+/* Packs and signs alone (a batch of one); *out is a packed SignedReceipt (malloc'd). */
 int refex_receipt_sign(const refex_receipt *r, const uint8_t sign_sk[64], uint8_t **out,
                        size_t *out_len) REFEX_NODISCARD;
-/* Parses a SignedReceipt and verifies it with the signer's key from the directory:
+/* The SignedReceipt of r without a signature yet (receipt bytes only, no batch proof), for
+ * a signer that signs receipts in batches. Free with refex_receipt_unsigned_free. */
+int refex_receipt_pack(const refex_receipt *r, Refex__V1__SignedReceipt **out) REFEX_NODISCARD;
+void refex_receipt_unsigned_free(Refex__V1__SignedReceipt **sr_p);
+/* Parses a SignedReceipt and verifies its batch proof with the signer's key from the directory:
  * REFEX_E_UNKNOWN_AGENCY if the signer is not listed, REFEX_E_REVOKED if its key is not
- * usable now, REFEX_E_BAD_SIGNATURE, or REFEX_E_MALFORMED. */
+ * usable now, REFEX_E_BAD_SIGNATURE (also for no batch proof, or an old-style signature),
+ * or REFEX_E_MALFORMED. */
 int refex_receipt_verify(const Refex__V1__SignedReceipt *sr, const refex_directory *dir,
                          refex_receipt *out) REFEX_NODISCARD;
 /* Same, from packed SignedReceipt bytes. */

@@ -303,10 +303,12 @@ static void send_old_envelope(h_client *c, Refex__V1__Envelope *e)
     uint8_t *hdr = NULL, sig[64];
     size_t len = 0;
     assert_ok(refex_pb_pack(&h->base, &hdr, &len));
-    assert_ok(refex_sign_domain(REFEX_ENVELOPE_CONTEXT, hdr, len, c->keys->sk->sign_sk, sig));
+    /* as a version-1 sender signs: one signature over its header */
+    assert_ok(refex_sign_domain("refex/envelope/v1", hdr, len, c->keys->sk->sign_sk, sig));
     Refex__V1__Envelope old = *e;
     old.header = (ProtobufCBinaryData){len, hdr};
     old.signature = (ProtobufCBinaryData){64, sig};
+    old.batch = NULL;
     send_envelope(c, &old);
     free(hdr);
     refex__v1__envelope_header__free_unpacked(h, NULL);
@@ -464,11 +466,20 @@ static void test_bad_input_gets_typed_errors_and_nothing_is_lost(void **state)
     expect_refusal(&c, REFEX_E_TOO_BIG);
     free(junk);
 
-    /* Bad signature. */
-    e->signature.data[5] ^= 0x01;
+    /* Bad signature: the batch root signature, then the proof's tree size, then no proof. */
+    e->batch->root_signature.data[5] ^= 0x01;
     send_envelope(&c, e);
     expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
-    e->signature.data[5] ^= 0x01;
+    e->batch->root_signature.data[5] ^= 0x01;
+    e->batch->tree_size = 2;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
+    e->batch->tree_size = 1;
+    Refex__V1__BatchProof *kept_batch = e->batch;
+    e->batch = NULL;
+    send_envelope(&c, e);
+    expect_refusal(&c, REFEX_E_BAD_SIGNATURE);
+    e->batch = kept_batch;
 
     /* Tampered ciphertext. */
     e->ciphertext.data[0] ^= 0x80;

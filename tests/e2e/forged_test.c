@@ -2,9 +2,9 @@
  * The test plays the broker itself (harness_raw.h: a raw ROUTER holding the broker's keys
  * from the test tree), which the real midwifery and social-care agents connect to. It takes
  * midwifery's genuine referral from SEND, delivers a forgery under the same sender and id
- * (one signature byte flipped) to social care first, then the genuine envelope, then each
- * again: the forgery is held each time (no ACK, a warning naming E_BAD_SIGNATURE), and never
- * answered from, nor written to, the memory of what was handled; the genuine envelope is
+ * (another header under the genuine batch proof) to social care first, then the genuine envelope,
+ * then each again: the forgery is held each time (no ACK, a warning naming E_BAD_SIGNATURE), and
+ * never answered from, nor written to, the memory of what was handled; the genuine envelope is
  * accepted (code 0, a receipt that verifies with social care's key and names the genuine
  * envelope hash), stored once, and answered the same way again. Handed both a refusal of
  * the forgery signed by social care (as a recipient that answered forgeries would have sent
@@ -167,17 +167,24 @@ static void test_forgery_first_then_genuine(void **state)
     Refex__V1__Envelope *genuine = sf->send->envelope;
     h_fb_stored(&g_fb, "midwifery", id, 1);
 
-    /* The forgery: the genuine envelope with its signature's first byte flipped. */
+    /* The forgery: the genuine envelope with another header (same id and sender, expiring a
+     * millisecond later) under the genuine batch proof, which does not sign it. */
     uint8_t *packed = NULL;
     size_t packed_len = 0;
     assert_ok(refex_pb_pack(&genuine->base, &packed, &packed_len));
     Refex__V1__Envelope *forged = refex__v1__envelope__unpack(NULL, packed_len, packed);
     free(packed);
     assert_non_null(forged);
-    assert_int_equal(forged->signature.len, 64);
-    forged->signature.data[0] ^= 0x01;
+    assert_non_null(forged->batch);
+    Refex__V1__EnvelopeHeader *fh = NULL;
+    assert_ok(refex_envelope_parse_header(forged, &fh));
+    fh->expires_at_ms += 1;
+    free(forged->header.data);
+    assert_ok(refex_pb_pack(&fh->base, &forged->header.data, &forged->header.len));
+    refex__v1__envelope_header__free_unpacked(fh, NULL);
     assert_ok(refex_envelope_hash(genuine, good_hash));
     assert_ok(refex_envelope_hash(forged, bad_hash));
+    assert_memory_not_equal(good_hash, bad_hash, 32);
 
     /* The forgery is held: the first ACK after it is the genuine envelope's. */
     deliver(forged);

@@ -101,6 +101,7 @@ static inline Refex__V1__Frame *agent_fixture_frame(agent_fixture *f, size_t i)
     Refex__V1__Frame *fr = NULL;
     assert_true(i < f->a.outq_n);
     assert_int_equal(f->a.outq[i].rid_len, 0);
+    batch_sign_queue(&f->a); /* as batch_end does after the commit */
     assert_ok(refex_frame_unpack((const uint8_t *)f->a.outq[i].data, f->a.outq[i].len,
                                  f->a.base.max_frame, &fr));
     return fr;

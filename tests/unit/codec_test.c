@@ -886,20 +886,28 @@ static void test_pack_signed(void **state)
     uint8_t *inner = NULL, *out = NULL;
     size_t inner_len = 0, out_len = 0;
     assert_ok(refex_pb_pack(&r.base, &inner, &inner_len));
-    assert_ok(refex_pb_pack_signed(&r.base, &refex__v1__signed_receipt__descriptor, CONTEXT, sk,
-                                   &out, &out_len));
-    Refex__V1__SignedReceipt *sr = refex__v1__signed_receipt__unpack(NULL, out_len, out);
+    assert_ok(refex_pb_pack_signed(&r.base, &refex__v1__signed_subscription__descriptor, CONTEXT,
+                                   sk, &out, &out_len));
+    Refex__V1__SignedSubscription *sr = refex__v1__signed_subscription__unpack(NULL, out_len, out);
     assert_non_null(sr);
-    assert_int_equal(sr->receipt.len, inner_len);
-    assert_memory_equal(sr->receipt.data, inner, inner_len);
+    assert_int_equal(sr->subscription.len, inner_len);
+    assert_memory_equal(sr->subscription.data, inner, inner_len);
     assert_int_equal(sr->signature.len, 64);
-    assert_ok(
-        refex_verify_domain(CONTEXT, sr->receipt.data, sr->receipt.len, sr->signature.data, pk));
-    assert_rc(refex_verify_domain("refex/other/v1", sr->receipt.data, sr->receipt.len,
+    assert_ok(refex_verify_domain(CONTEXT, sr->subscription.data, sr->subscription.len,
+                                  sr->signature.data, pk));
+    assert_rc(refex_verify_domain("refex/other/v1", sr->subscription.data, sr->subscription.len,
                                   sr->signature.data, pk),
               REFEX_E_BAD_SIGNATURE);
-    refex__v1__signed_receipt__free_unpacked(sr, NULL);
+    refex__v1__signed_subscription__free_unpacked(sr, NULL);
     free(out);
+
+    /* A wrapper with a third field (SignedReceipt, which carries a batch proof) is not of
+     * this shape. */
+    out = NULL;
+    assert_rc(refex_pb_pack_signed(&r.base, &refex__v1__signed_receipt__descriptor, CONTEXT, sk,
+                                   &out, &out_len),
+              REFEX_E_INVAL);
+    assert_null(out);
 
     /* The same wrapper shape under another type (grants), and a wrapper of another shape. */
     assert_ok(refex_pb_pack_signed(&r.base, &refex__v1__signed_grant__descriptor, CONTEXT, sk, &out,

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "batchsig.h"
 #include "directory.h"
 #include "envelope.h"
 #include "keys.h"
@@ -97,16 +98,23 @@ static void free_env(Refex__V1__Envelope *env)
     refex__v1__envelope__free_unpacked(env, NULL);
 }
 
-/* Ed25519 over the domain-separated header, as docs/protocol.md defines it. */
-static void sign_header(const ProtobufCBinaryData *hdr, const uint8_t sk[64], uint8_t sig[64])
+/* A batch of one over the header, as docs/protocol.md 5.6 defines it: the root is the
+ * header's leaf and the signature covers "refex/batch/v1" NUL || u64be(1) || root. The
+ * proof lives in static storage until the next call (reunpack copies it). */
+static Refex__V1__BatchProof *sign_header(const ProtobufCBinaryData *hdr, const uint8_t sk[64])
 {
-    size_t cl = sizeof REFEX_ENVELOPE_CONTEXT;
-    uint8_t *m = malloc(cl + hdr->len);
-    assert_non_null(m);
-    memcpy(m, REFEX_ENVELOPE_CONTEXT, cl);
-    memcpy(m + cl, hdr->data, hdr->len);
-    crypto_sign_detached(sig, NULL, m, cl + hdr->len, sk);
-    free(m);
+    static uint8_t sig[64];
+    static Refex__V1__BatchProof pb;
+    uint8_t leaf[32], m[sizeof REFEX_BATCH_CONTEXT + 8 + 32] = {0};
+    refex_batch_envelope_leaf(hdr->data, hdr->len, leaf);
+    memcpy(m, REFEX_BATCH_CONTEXT, sizeof REFEX_BATCH_CONTEXT);
+    m[sizeof REFEX_BATCH_CONTEXT + 7] = 1;
+    memcpy(m + sizeof REFEX_BATCH_CONTEXT + 8, leaf, 32);
+    crypto_sign_detached(sig, NULL, m, sizeof m, sk);
+    refex__v1__batch_proof__init(&pb);
+    pb.tree_size = 1;
+    pb.root_signature = (ProtobufCBinaryData){64, sig};
+    return &pb;
 }
 
 /* parse_header + verify against the real sender; returns the first failing code. */
@@ -446,30 +454,45 @@ static void test_signature_by_another_key(void **state)
 
     /* The same header re-signed by the outsider: valid for the outsider's key only, so a
      * receiver that looks up the claimed sender's key rejects it. */
-    sign_header(&env->header, outsider->sk->sign_sk, sig);
     Refex__V1__Envelope m = *env;
-    m.signature = (ProtobufCBinaryData){64, sig};
+    m.batch = sign_header(&env->header, outsider->sk->sign_sk);
     Refex__V1__Envelope *bad = reunpack(&m);
     assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_BAD_SIGNATURE);
     assert_ok(parse_and_verify(bad, outsider->pub.sign_pk));
     free_env(bad);
 
-    /* Signature without the domain-separation prefix. */
-    crypto_sign_detached(sig, NULL, env->header.data, env->header.len, sender->sk->sign_sk);
+    /* A root signature without the domain-separation prefix and size. */
+    uint8_t leaf[32];
+    refex_batch_envelope_leaf(env->header.data, env->header.len, leaf);
+    crypto_sign_detached(sig, NULL, leaf, 32, sender->sk->sign_sk);
+    Refex__V1__BatchProof pb = *env->batch;
+    pb.root_signature = (ProtobufCBinaryData){64, sig};
+    m.batch = &pb;
     bad = reunpack(&m);
     assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_BAD_SIGNATURE);
     free_env(bad);
 
-    /* Missing, short and long signatures. */
+    /* Missing, short and long root signatures. */
     const size_t sig_lens[] = {0, 63, 65};
     uint8_t longsig[65] = {0};
-    memcpy(longsig, env->signature.data, 64);
+    memcpy(longsig, env->batch->root_signature.data, 64);
     for (size_t i = 0; i < sizeof sig_lens / sizeof sig_lens[0]; i++) {
-        m.signature = (ProtobufCBinaryData){sig_lens[i], sig_lens[i] ? longsig : NULL};
+        pb.root_signature = (ProtobufCBinaryData){sig_lens[i], sig_lens[i] ? longsig : NULL};
         bad = reunpack(&m);
         assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_BAD_SIGNATURE);
         free_env(bad);
     }
+
+    /* No batch proof at all, and an old-style signature beside a valid proof. */
+    m.batch = NULL;
+    bad = reunpack(&m);
+    assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_BAD_SIGNATURE);
+    free_env(bad);
+    m.batch = env->batch;
+    m.signature = (ProtobufCBinaryData){64, longsig};
+    bad = reunpack(&m);
+    assert_rc(parse_and_verify(bad, sender->pub.sign_pk), REFEX_E_BAD_SIGNATURE);
+    free_env(bad);
 
     free_env(env);
     free(buf);
@@ -485,10 +508,9 @@ static Refex__V1__Envelope *with_header(const Refex__V1__Envelope *env,
     refex__v1__envelope_header__pack(h, hdr_buf);
     Refex__V1__Envelope m = *env;
     m.header = (ProtobufCBinaryData){n, hdr_buf};
-    if (sign_sk) {
-        sign_header(&m.header, sign_sk, sig);
-        m.signature = (ProtobufCBinaryData){64, sig};
-    }
+    (void)sig;
+    if (sign_sk)
+        m.batch = sign_header(&m.header, sign_sk);
     return reunpack(&m);
 }
 
@@ -736,9 +758,26 @@ static void test_envelope_hash(void **state)
     assert_memory_equal(h1, h1again, 32);
     assert_memory_equal(h1, h1copy, 32);
     assert_memory_not_equal(h1, h2, 32);
-    /* It is the SHA-256 of the packed envelope. */
-    crypto_hash_sha256(direct, b1, l1);
+    /* It is the SHA-256 of the envelope packed without its signature parts (fields 1, 3
+     * and 4), so the sender knows it before the envelope is signed. */
+    Refex__V1__Envelope bare = *e1;
+    bare.batch = NULL;
+    size_t bl = refex__v1__envelope__get_packed_size(&bare);
+    uint8_t *bb = malloc(bl);
+    assert_non_null(bb);
+    refex__v1__envelope__pack(&bare, bb);
+    crypto_hash_sha256(direct, bb, bl);
+    free(bb);
     assert_memory_equal(h1, direct, 32);
+    crypto_hash_sha256(direct, b1, l1);
+    assert_memory_not_equal(h1, direct, 32);
+    /* Another batch proof (the same header signed again, in another batch) is the same
+     * envelope. */
+    Refex__V1__BatchProof *kept_batch = e1copy->batch;
+    e1copy->batch = sign_header(&e1copy->header, outsider->sk->sign_sk);
+    assert_ok(refex_envelope_hash(e1copy, h1copy));
+    e1copy->batch = kept_batch;
+    assert_memory_equal(h1, h1copy, 32);
     /* Without the checkpoint, which nothing in the envelope signs: a broker that changes it
      * does not change the hash receipts name. */
     char *kept = e1copy->checkpoint;

@@ -316,6 +316,37 @@ static void check_consistency_damage(uint64_t m, uint64_t n, uint8_t (*proof)[H]
     }
 }
 
+/* refex_merkle_root_from_inclusion over every generated proof of trees up to MAX_N leaves
+ * gives the tree's root; other indices, sizes and proof lengths give another root or
+ * REFEX_E_INVAL. */
+static void test_root_from_inclusion(void **state)
+{
+    (void)state;
+    uint8_t root[H], got[H];
+    for (uint64_t n = 1; n <= MAX_N; n++) {
+        assert_ok(refex_merkle_root(leaves, n, root));
+        for (uint64_t i = 0; i < n; i++) {
+            uint8_t(*proof)[H] = NULL;
+            size_t len = 0;
+            assert_ok(refex_merkle_inclusion_proof(leaves, n, i, &proof, &len));
+            assert_ok(refex_merkle_root_from_inclusion(i, n, leaves[i], proof, len, got));
+            assert_memory_equal(got, root, H);
+            assert_rc(refex_merkle_root_from_inclusion(n, n, leaves[i], proof, len, got),
+                      REFEX_E_INVAL);
+            if (len > 0)
+                assert_rc(refex_merkle_root_from_inclusion(i, n, leaves[i], proof, len - 1, got),
+                          REFEX_E_INVAL);
+            if (i + 1 < n &&
+                refex_merkle_root_from_inclusion(i + 1, n, leaves[i], proof, len, got) == REFEX_OK)
+                assert_memory_not_equal(got, root, H);
+            free(proof);
+        }
+    }
+    assert_rc(refex_merkle_root_from_inclusion(0, 0, leaves[0], NULL, 0, got), REFEX_E_INVAL);
+    assert_ok(refex_merkle_root_from_inclusion(0, 1, leaves[0], NULL, 0, got));
+    assert_memory_equal(got, leaves[0], H); /* a tree of one: the root is the leaf */
+}
+
 static void test_consistency_generated(void **state)
 {
     (void)state;
@@ -587,9 +618,17 @@ static int run_vector(const char *path, int is_inclusion, int *rc, int *want_err
             *rc = REFEX_E_INVAL;
     } else if (*by_size)
         *rc = REFEX_E_INVAL;
-    else if (is_inclusion)
+    else if (is_inclusion) {
         *rc = refex_merkle_verify_inclusion(x, y, a, proof, proof_len, b);
-    else
+        /* refex_merkle_root_from_inclusion must agree: the root it gives is b exactly when
+         * the proof verifies, and it refuses exactly the same shapes. */
+        uint8_t got[H];
+        int rr = refex_merkle_root_from_inclusion(x, y, a, proof, proof_len, got);
+        if (rr == REFEX_OK)
+            rr = sodium_memcmp(got, b, H) == 0 ? REFEX_OK : REFEX_E_TAMPERED;
+        if (rr != *rc)
+            *rc = REFEX_E_CRYPTO; /* reported as a failure whatever the vector wants */
+    } else
         *rc = refex_merkle_verify_consistency(x, y, a, b, proof, proof_len);
     ok = 0;
 out:
@@ -710,6 +749,7 @@ int main(void)
         cmocka_unit_test(test_rfc6962_tree),
         cmocka_unit_test(test_roots_match_reference),
         cmocka_unit_test(test_inclusion_generated),
+        cmocka_unit_test(test_root_from_inclusion),
         cmocka_unit_test(test_consistency_generated),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_vectors),

@@ -11,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "batchsig.h"
 #include "directory.h"
 #include "keys.h"
 #include "receipt.h"
@@ -126,6 +127,23 @@ static void sign_ctx(const char *ctx, const uint8_t *b, size_t len, const uint8_
     free(m);
 }
 
+/* The root signature of a batch of one over receipt bytes b, as docs/protocol.md 5.6
+ * defines it: Ed25519 over "refex/batch/v1" NUL || u64be(1) || leaf, where the leaf is the
+ * RFC 6962 leaf hash of "refex/receipt/v2" NUL || SHA-256(b). Computed from the spec here,
+ * not with lib/batchsig.c. */
+static void sign_batch1(const uint8_t *b, size_t len, const uint8_t sk[64], uint8_t sig[64])
+{
+    uint8_t data[17 + 32], leaf_in[1 + sizeof data], m[15 + 8 + 32] = {0};
+    memcpy(data, "refex/receipt/v2", 17);
+    crypto_hash_sha256(data + 17, b, len);
+    leaf_in[0] = 0x00;
+    memcpy(leaf_in + 1, data, sizeof data);
+    memcpy(m, "refex/batch/v1", 15);
+    m[15 + 7] = 1;
+    crypto_hash_sha256(m + 15 + 8, leaf_in, sizeof leaf_in);
+    crypto_sign_detached(sig, NULL, m, sizeof m, sk);
+}
+
 static uint8_t *pack_receipt(const Refex__V1__Receipt *p, size_t *len)
 {
     *len = refex__v1__receipt__get_packed_size(p);
@@ -150,14 +168,18 @@ static void receipt_proto(Refex__V1__Receipt *p, refex_receipt *r)
     p->signer = r->signer;
 }
 
-/* Verifies receipt bytes carried with sig (siglen bytes), through the struct and through the
- * packed form; both must agree. */
+/* Verifies receipt bytes carried with sig (siglen bytes) as the root signature of a batch of
+ * one (sig NULL: no batch proof), through the struct and through the packed form; both must
+ * agree. */
 static int verify_parts(const uint8_t *b, size_t len, const uint8_t *sig, size_t siglen,
                         refex_receipt *out)
 {
     Refex__V1__SignedReceipt sr = REFEX__V1__SIGNED_RECEIPT__INIT;
+    Refex__V1__BatchProof pb = REFEX__V1__BATCH_PROOF__INIT;
     sr.receipt = (ProtobufCBinaryData){len, (uint8_t *)b};
-    sr.signature = (ProtobufCBinaryData){siglen, (uint8_t *)sig};
+    pb.tree_size = 1;
+    pb.root_signature = (ProtobufCBinaryData){siglen, (uint8_t *)sig};
+    sr.batch = sig ? &pb : NULL; /* no signature at all: no batch proof */
     int rc = refex_receipt_verify(&sr, dir, out);
     size_t n = refex__v1__signed_receipt__get_packed_size(&sr);
     uint8_t *packed = malloc(n ? n : 1);
@@ -176,7 +198,7 @@ static int verify_hand_built(const Refex__V1__Receipt *p, const uint8_t sk[64])
     size_t len = 0;
     uint8_t sig[64], *b = pack_receipt(p, &len);
     refex_receipt out;
-    sign_ctx(REFEX_RECEIPT_CONTEXT, b, len, sk, sig);
+    sign_batch1(b, len, sk, sig);
     int rc = verify_parts(b, len, sig, 64, &out);
     free(b);
     return rc;
@@ -240,19 +262,18 @@ static void test_round_trip_unpacked(void **state)
         size_t len = 0;
         uint8_t *buf = sign(&r, rcpt->sk->sign_sk, &len);
         Refex__V1__SignedReceipt *sr = unpack_signed(buf, len);
-        assert_int_equal(sr->signature.len, 64);
+        assert_int_equal(sr->signature.len, 0);
         assert_true(sr->receipt.len > 0);
 
-        /* The wire format: Ed25519 by the signer over "refex/receipt/v1\0" || receipt. */
-        uint8_t *m = malloc(sizeof REFEX_RECEIPT_CONTEXT + sr->receipt.len);
-        assert_non_null(m);
-        memcpy(m, "refex/receipt/v1", 17);
-        memcpy(m + 17, sr->receipt.data, sr->receipt.len);
-        assert_int_equal(sizeof REFEX_RECEIPT_CONTEXT, 17);
-        assert_int_equal(crypto_sign_verify_detached(sr->signature.data, m, 17 + sr->receipt.len,
-                                                     rcpt->pub.sign_pk),
-                         0);
-        free(m);
+        /* The wire format: a batch of one, its root signature by the signer as 5.6 says. */
+        assert_non_null(sr->batch);
+        assert_int_equal(sr->batch->leaf_index, 0);
+        assert_int_equal(sr->batch->tree_size, 1);
+        assert_int_equal(sr->batch->n_path, 0);
+        assert_int_equal(sr->batch->root_signature.len, 64);
+        uint8_t want[64];
+        sign_batch1(sr->receipt.data, sr->receipt.len, rcpt->sk->sign_sk, want);
+        assert_memory_equal(sr->batch->root_signature.data, want, 64);
 
         /* The signed bytes are a version-1 Receipt carrying every field. */
         Refex__V1__Receipt *p = refex__v1__receipt__unpack(NULL, sr->receipt.len, sr->receipt.data);
@@ -289,7 +310,7 @@ static void test_hand_built_ok(void **state)
     receipt_proto(&p, &r);
     size_t len = 0;
     uint8_t sig[64], *b = pack_receipt(&p, &len);
-    sign_ctx(REFEX_RECEIPT_CONTEXT, b, len, rcpt->sk->sign_sk, sig);
+    sign_batch1(b, len, rcpt->sk->sign_sk, sig);
     assert_ok(verify_parts(b, len, sig, 64, &got));
     check_equal(&got, &r);
     free(b);
@@ -313,8 +334,7 @@ static void test_wrong_key(void **state)
     const refex_keys *others[] = {sender, other, brk, outsider};
     uint8_t sig[64];
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
-        sign_ctx(REFEX_RECEIPT_CONTEXT, sr->receipt.data, sr->receipt.len, others[i]->sk->sign_sk,
-                 sig);
+        sign_batch1(sr->receipt.data, sr->receipt.len, others[i]->sk->sign_sk, sig);
         assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 64, &got),
                   REFEX_E_BAD_SIGNATURE);
     }
@@ -332,7 +352,7 @@ static void test_wrong_key(void **state)
     /* The context without its NUL. */
     uint8_t *m = malloc(16 + sr->receipt.len);
     assert_non_null(m);
-    memcpy(m, REFEX_RECEIPT_CONTEXT, 16);
+    memcpy(m, "refex/receipt/v1", 16);
     memcpy(m + 16, sr->receipt.data, sr->receipt.len);
     crypto_sign_detached(sig, NULL, m, 16 + sr->receipt.len, rcpt->sk->sign_sk);
     free(m);
@@ -348,9 +368,10 @@ static void test_wrong_key(void **state)
     longer[sr->receipt.len] = (8 << 3) | 2;
     longer[sr->receipt.len + 1] = (uint8_t)(sizeof alias - 1);
     memcpy(longer + sr->receipt.len + 2, alias, sizeof alias - 1);
-    assert_rc(verify_parts(longer, n, sr->signature.data, 64, &got), REFEX_E_BAD_SIGNATURE);
+    assert_rc(verify_parts(longer, n, sr->batch->root_signature.data, 64, &got),
+              REFEX_E_BAD_SIGNATURE);
     /* A dangling tag byte after the receipt. */
-    assert_rc(verify_parts(longer, sr->receipt.len + 1, sr->signature.data, 64, &got),
+    assert_rc(verify_parts(longer, sr->receipt.len + 1, sr->batch->root_signature.data, 64, &got),
               REFEX_E_MALFORMED);
     free(longer);
 
@@ -430,7 +451,7 @@ static void test_flipped_bytes(void **state)
         for (size_t k = 0; k < sizeof masks; k++) {
             memcpy(b, sr->receipt.data, n);
             b[i] ^= masks[k];
-            int rc = verify_parts(b, n, sr->signature.data, 64, &got);
+            int rc = verify_parts(b, n, sr->batch->root_signature.data, 64, &got);
             check_tampered(rc, b, n, "receipt byte flipped", i);
         }
     }
@@ -438,7 +459,7 @@ static void test_flipped_bytes(void **state)
     /* Every byte of the signature. */
     for (size_t i = 0; i < 64; i++) {
         for (size_t k = 0; k < sizeof masks; k++) {
-            memcpy(sig, sr->signature.data, 64);
+            memcpy(sig, sr->batch->root_signature.data, 64);
             sig[i] ^= masks[k];
             assert_rc(verify_parts(sr->receipt.data, n, sig, 64, &got), REFEX_E_BAD_SIGNATURE);
         }
@@ -470,7 +491,7 @@ static void test_flipped_bytes(void **state)
             b[randombytes_uniform((uint32_t)n)] ^= (uint8_t)(1 + randombytes_uniform(255));
         if (memcmp(b, sr->receipt.data, n) == 0)
             continue; /* two flips of one byte can cancel out: nothing was damaged */
-        int rc = verify_parts(b, n, sr->signature.data, 64, &got);
+        int rc = verify_parts(b, n, sr->batch->root_signature.data, 64, &got);
         check_tampered(rc, b, n, "random damage, iteration", (size_t)i);
     }
 
@@ -495,7 +516,8 @@ static void test_truncated(void **state)
         assert_non_null(t);
         memcpy(t, buf, cut);
         int rc = refex_receipt_verify_packed(t, cut, dir, &got);
-        if (rc != REFEX_E_MALFORMED)
+        /* Cut where the batch proof begins, it is a whole receipt with no signature. */
+        if (rc != REFEX_E_MALFORMED && rc != REFEX_E_BAD_SIGNATURE)
             fail_msg("packed receipt cut to %zu of %zu bytes: got %s", cut, len, refex_errname(rc));
         free(t);
     }
@@ -506,7 +528,7 @@ static void test_truncated(void **state)
         uint8_t *t = malloc(cut ? cut : 1);
         assert_non_null(t);
         memcpy(t, sr->receipt.data, cut);
-        int rc = verify_parts(t, cut, sr->signature.data, 64, &got);
+        int rc = verify_parts(t, cut, sr->batch->root_signature.data, 64, &got);
         if (rc != REFEX_E_MALFORMED && rc != REFEX_E_BAD_SIGNATURE)
             fail_msg("receipt cut to %zu of %zu bytes: got %s", cut, sr->receipt.len,
                      refex_errname(rc));
@@ -525,13 +547,22 @@ static void test_signature_length(void **state)
     uint8_t *buf = sign(&r, rcpt->sk->sign_sk, &len);
     Refex__V1__SignedReceipt *sr = unpack_signed(buf, len);
     uint8_t sig[65];
-    memcpy(sig, sr->signature.data, 64);
+    memcpy(sig, sr->batch->root_signature.data, 64);
     sig[64] = 0;
     /* 63: the genuine signature cut short; 65: the genuine one with a byte after it. */
-    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 63, &got), REFEX_E_MALFORMED);
-    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 65, &got), REFEX_E_MALFORMED);
-    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, NULL, 0, &got), REFEX_E_MALFORMED);
-    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 32, &got), REFEX_E_MALFORMED);
+    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 63, &got),
+              REFEX_E_BAD_SIGNATURE);
+    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 65, &got),
+              REFEX_E_BAD_SIGNATURE);
+    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, NULL, 0, &got),
+              REFEX_E_BAD_SIGNATURE);
+    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 0, &got), REFEX_E_BAD_SIGNATURE);
+    assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 32, &got),
+              REFEX_E_BAD_SIGNATURE);
+    /* An old-style signature field beside a valid batch proof. */
+    sr->signature = (ProtobufCBinaryData){64, sig};
+    assert_rc(refex_receipt_verify(sr, dir, &got), REFEX_E_BAD_SIGNATURE);
+    sr->signature = (ProtobufCBinaryData){0, NULL};
     assert_rc(verify_parts(sr->receipt.data, sr->receipt.len, sig, 64, &got), REFEX_OK);
 
     /* No receipt at all, with a signature of the right length; and no SignedReceipt. */
