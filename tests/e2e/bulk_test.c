@@ -49,6 +49,14 @@ static int teardown(void **state)
     return 0;
 }
 
+/* One control request to an agent (the request is ours to free); its reply or NULL. */
+static json_t *ctl(const char *agency, json_t *req)
+{
+    json_t *r = h_control(&g_net, agency, req);
+    json_decref(req);
+    return r;
+}
+
 static long long inbox_count(void)
 {
     return h_sql_int(&g_net, "data/social-care/agent.db", "SELECT count(*) FROM inbox");
@@ -124,8 +132,7 @@ static void test_batch_is_many_sends(void **state)
     assert_int_equal(inbox_count(), before + 3);
 
     /* The protobuf body arrived intact: social care's decrypted view has its summary. */
-    json_t *show = h_control(&g_net, "social-care",
-                             json_pack("{s:s, s:s}", "cmd", "inbox_show", "id", ids[1]));
+    json_t *show = ctl("social-care", json_pack("{s:s, s:s}", "cmd", "inbox_show", "id", ids[1]));
     assert_non_null(show);
     char *text = json_dumps(show, JSON_COMPACT);
     assert_non_null(strstr(text, "Synthetic: batch, protobuf body"));
@@ -147,26 +154,24 @@ static void expect_error(json_t *reply, int code, const char *field)
 static void test_bad_batches_are_refused(void **state)
 {
     (void)state;
-    json_t *r = h_control(&g_net, "midwifery", json_pack("{s:s}", "cmd", "send_batch"));
+    json_t *r = ctl("midwifery", json_pack("{s:s}", "cmd", "send_batch"));
     expect_error(r, REFEX_E_INVAL, "messages");
     json_decref(r);
-    r = h_control(&g_net, "midwifery", json_pack("{s:s, s:[]}", "cmd", "send_batch", "messages"));
+    r = ctl("midwifery", json_pack("{s:s, s:[]}", "cmd", "send_batch", "messages"));
     expect_error(r, REFEX_E_INVAL, "messages");
     json_decref(r);
     json_t *many = json_array();
     for (int i = 0; i < 1025; i++)
         json_array_append_new(many, json_object());
-    r = h_control(&g_net, "midwifery",
-                  json_pack("{s:s, s:o}", "cmd", "send_batch", "messages", many));
+    r = ctl("midwifery", json_pack("{s:s, s:o}", "cmd", "send_batch", "messages", many));
     expect_error(r, REFEX_E_INVAL, "messages");
     json_decref(r);
 
     /* Accepted as a batch; each bad entry gets its own typed error, in its place. */
-    r = h_control(&g_net, "midwifery",
-                  json_pack("{s:s, s:[i, {s:s, s:[s], s:b, s:{}}, {s:s, s:[s], s:s}]}", "cmd",
-                            "send_batch", "messages", 7, "type", "referral", "to", "social-care",
-                            "wait", 1, "body", "type", "referral", "to", "social-care", "body_pb",
-                            "not base64!"));
+    r = ctl("midwifery", json_pack("{s:s, s:[i, {s:s, s:[s], s:b, s:{}}, {s:s, s:[s], s:s}]}",
+                                   "cmd", "send_batch", "messages", 7, "type", "referral", "to",
+                                   "social-care", "wait", 1, "body", "type", "referral", "to",
+                                   "social-care", "body_pb", "not base64!"));
     assert_non_null(r);
     assert_true(json_is_true(json_object_get(r, "ok")));
     json_t *res = json_object_get(r, "results");
@@ -177,14 +182,12 @@ static void test_bad_batches_are_refused(void **state)
     json_decref(r);
 
     /* A body given twice, and a protobuf body that is not a referral. */
-    r = h_control(&g_net, "midwifery",
-                  json_pack("{s:s, s:s, s:[s], s:{}, s:s}", "cmd", "send", "type", "referral", "to",
-                            "social-care", "body", "body_pb", "AAAA"));
+    r = ctl("midwifery", json_pack("{s:s, s:s, s:[s], s:{}, s:s}", "cmd", "send", "type",
+                                   "referral", "to", "social-care", "body", "body_pb", "AAAA"));
     expect_error(r, REFEX_E_INVAL, "body_pb");
     json_decref(r);
-    r = h_control(&g_net, "midwifery",
-                  json_pack("{s:s, s:s, s:[s], s:s}", "cmd", "send", "type", "referral", "to",
-                            "social-care", "body_pb", "/////w=="));
+    r = ctl("midwifery", json_pack("{s:s, s:s, s:[s], s:s}", "cmd", "send", "type", "referral",
+                                   "to", "social-care", "body_pb", "/////w=="));
     assert_non_null(r);
     assert_false(json_is_true(json_object_get(r, "ok")));
     json_decref(r);
@@ -198,7 +201,7 @@ static void test_bad_batches_are_refused(void **state)
     refex_client_close(&c);
 
     /* Still running, still answering. */
-    r = h_control(&g_net, "midwifery", json_pack("{s:s}", "cmd", "status"));
+    r = ctl("midwifery", json_pack("{s:s}", "cmd", "status"));
     assert_non_null(r);
     assert_true(json_is_true(json_object_get(r, "ok")));
     json_decref(r);
@@ -237,10 +240,9 @@ static void test_protobuf_body_submission(void **state)
     assert_rc(refex_client_send(c, &m, again, NULL), REFEX_E_DUPLICATE);
     refex_client_close(&c);
     /* A body in a bad form under that local id is refused as such, not as a duplicate. */
-    json_t *r =
-        h_control(&g_net, "midwifery",
-                  json_pack("{s:s, s:s, s:[s], s:s, s:s}", "cmd", "send", "type", "referral", "to",
-                            "social-care", "local_id", "BULK-PB-1", "body_pb", "not base64!"));
+    json_t *r = ctl("midwifery", json_pack("{s:s, s:s, s:[s], s:s, s:s}", "cmd", "send", "type",
+                                           "referral", "to", "social-care", "local_id", "BULK-PB-1",
+                                           "body_pb", "not base64!"));
     expect_error(r, REFEX_E_INVAL, "body_pb");
     json_decref(r);
     free(pb);
