@@ -193,8 +193,8 @@ static void test_old_envelope_version_not_acknowledged(void **state)
     h->version = 1;
     assert_ok(refex_pb_pack(&h->base, &hdr, &len));
     /* Signed alone as a version-1 sender would (a 64-byte signature over the header). */
-    assert_ok(refex_sign_domain("refex/envelope/v1", hdr, len, f->keys[T_MIDWIFERY]->sk->sign_sk,
-                                sig));
+    assert_ok(
+        refex_sign_domain("refex/envelope/v1", hdr, len, f->keys[T_MIDWIFERY]->sk->sign_sk, sig));
     Refex__V1__Envelope old = *env;
     old.header = (ProtobufCBinaryData){len, hdr};
     old.signature = (ProtobufCBinaryData){64, sig};
