@@ -68,17 +68,25 @@ static void frame_leaf(const Refex__V1__Frame *f, uint8_t leaf[32])
         refex_batch_receipt_leaf(f->ack->receipt->receipt.data, f->ack->receipt->receipt.len, leaf);
 }
 
-/* Packs f with proof p in its slot (borrowed for the packing only). */
+/* Packs f with proof p in its slot (borrowed for the packing only; whatever proof the slot
+ * held is put back, for its owner to free), and without an envelope's old single signature,
+ * which no verifier accepts beside a proof (nor does the envelope hash cover it). */
 static int pack_with_proof(Refex__V1__Frame *f, const refex_batch_proof *p, uint8_t **out,
                            size_t *len)
 {
-    Refex__V1__BatchProof pb, **slot = proof_slot(f);
-    ProtobufCBinaryData path[REFEX_BATCH_MAX_PATH];
+    Refex__V1__BatchProof pb, **slot = proof_slot(f), *old = *slot;
+    ProtobufCBinaryData path[REFEX_BATCH_MAX_PATH], sig = {0, NULL};
     refex_batch_proof_pb(p, &pb, path);
     *slot = &pb;
+    if (f->kind_case == REFEX__V1__FRAME__KIND_SEND) {
+        sig = f->send->envelope->signature;
+        f->send->envelope->signature = (ProtobufCBinaryData){0, NULL};
+    }
     f->version = REFEX_PROTOCOL_VERSION;
     int rc = refex_frame_pack(f, out, len);
-    *slot = NULL;
+    *slot = old;
+    if (f->kind_case == REFEX__V1__FRAME__KIND_SEND)
+        f->send->envelope->signature = sig;
     return rc;
 }
 
@@ -97,6 +105,8 @@ static int send_signed_alone(agent *a, Refex__V1__Frame *f)
     free(one);
     if (rc == REFEX_OK && zmq_send(a->link, buf, len, ZMQ_DONTWAIT) < 0)
         rc = REFEX_E_IO;
+    else if (rc == REFEX_OK)
+        a->last_sent_ms = refex_mono_ms();
     free(buf);
     return rc;
 }

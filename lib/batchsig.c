@@ -18,8 +18,9 @@ typedef struct {
     uint8_t pk[32], root[32], sig[64];
 } cache_entry;
 
-static cache_entry cache[REFEX_BATCH_CACHE_ENTRIES];
-static uint64_t n_verifies;
+/* Per thread: a verifier on another thread never meets a half-written entry. */
+static _Thread_local cache_entry cache[REFEX_BATCH_CACHE_ENTRIES];
+static _Thread_local uint64_t n_verifies;
 
 static void leaf_of(const char *context, size_t clen, const uint8_t *data, size_t len,
                     uint8_t out[32])

@@ -63,7 +63,7 @@ int refex_batch_verify_key(const Refex__V1__BatchProof *pb, const uint8_t leaf[3
 int refex_batch_verify(const Refex__V1__BatchProof *pb, const uint8_t leaf[32],
                        const refex_agency *signer, int64_t now_ms) REFEX_NODISCARD;
 
-/* The process's cache of verified roots (daemons are single-threaded; so is this). */
+/* This thread's cache of verified roots (each thread has its own). */
 void refex_batch_cache_clear(void);
 /* How many Ed25519 verifications refex_batch_verify* has done in this process. */
 uint64_t refex_batch_ed25519_verifies(void);

@@ -177,6 +177,33 @@ static void test_other_frames_and_next_cycle(void **state)
     refex__v1__envelope__free_unpacked(mine, NULL);
 }
 
+/* An outbox envelope that already carries a proof and an old single signature (signed
+ * alone by an earlier build) goes out with the cycle's proof only, and verifies. */
+static void test_presigned_envelope_is_resigned(void **state)
+{
+    agent_fixture *f = *state;
+    Refex__V1__Envelope *mine = referral(f, "social-care", "police", f->keys[T_LEAD]->sk->sign_sk);
+    uint8_t oldsig[64] = {7};
+    assert_non_null(mine->batch);
+    mine->signature = (ProtobufCBinaryData){64, oldsig};
+    assert_ok(batch_unit_begin(&f->a));
+    assert_ok(batch_unit_end(&f->a, 1));
+    Refex__V1__Send s = REFEX__V1__SEND__INIT;
+    s.envelope = mine;
+    assert_ok(batch_link_out(&f->a, REFEX__V1__FRAME__KIND_SEND, &s.base));
+    assert_ok(batch_link_out(&f->a, REFEX__V1__FRAME__KIND_SEND, &s.base));
+    for (size_t i = 0; i < 2; i++) {
+        Refex__V1__Frame *fr = agent_fixture_frame(f, i);
+        assert_int_equal(fr->send->envelope->signature.len, 0);
+        assert_int_equal(fr->send->envelope->batch->tree_size, 2);
+        assert_ok(verify_envelope(f, fr->send->envelope, "social-care"));
+        refex_frame_free(&fr);
+    }
+    agent_fixture_commit(f);
+    mine->signature = (ProtobufCBinaryData){0, NULL};
+    refex__v1__envelope__free_unpacked(mine, NULL);
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -184,6 +211,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_one_signature_per_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_frames_and_next_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_presigned_envelope_is_resigned, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
