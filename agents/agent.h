@@ -256,7 +256,7 @@ int journal_append(agent *a, const refex_audit_entry *e);
 int journal_outcome(agent *a, const char *event, const char *outcome, const char *peer,
                     const char *idhex, const char *env_hash);
 int journal_used(agent *a, const char *what);
-int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len);
+int journal_checkpoint_note(agent *a, char **note);
 void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agency *sa,
                                   const char *note);
 void journal_checkpoint(agent *a);

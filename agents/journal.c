@@ -86,29 +86,11 @@ int journal_used(agent *a, const char *what)
 
 /* ---- checkpoints ------------------------------------------------------------------- */
 
-/* Adds our latest signed audit checkpoint to a sealed envelope. */
-int journal_attach_checkpoint(agent *a, uint8_t **env, size_t *env_len)
+/* Our latest signed audit checkpoint, to attach to the envelopes we seal (malloc'd; free
+ * it); REFEX_E_NOTFOUND while there is none yet (then the envelope goes without one). */
+int journal_checkpoint_note(agent *a, char **note)
 {
-    char *note = NULL;
-    uint8_t *buf = NULL;
-    size_t n = 0;
-    if (refex_audit_tree_latest_checkpoint(agent_store_db(a->store), &note) != REFEX_OK)
-        return REFEX_OK; /* no checkpoint yet: the envelope goes without one */
-    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, *env_len, *env);
-    int rc = e ? REFEX_OK : REFEX_E_MALFORMED;
-    if (e) {
-        e->checkpoint = note;
-        rc = refex_pb_pack(&e->base, &buf, &n);
-        e->checkpoint = NULL; /* ours, freed below */
-        refex__v1__envelope__free_unpacked(e, NULL);
-    }
-    if (rc == REFEX_OK) {
-        free(*env);
-        *env = buf;
-        *env_len = n;
-    }
-    free(note);
-    return rc;
+    return refex_audit_tree_latest_checkpoint(agent_store_db(a->store), note);
 }
 
 /* The notes peers attached that verified, per sender: a sender attaches the same

@@ -298,10 +298,11 @@ static int parse_send(agent *a, json_t *req, send_req *s)
     return is_update ? check_policy(a, s) : REFEX_OK;
 }
 
-/* Encrypts to the recipients, signs, attaches our checkpoint, and checks the size. */
+/* Encrypts to the recipients, attaches our latest checkpoint, and checks the size. */
 static int seal_send(agent *a, send_req *s)
 {
     uint8_t hash[32];
+    char *note = NULL; /* none yet: the envelope goes without one */
     int rc;
     s->created_ms = refex_now_ms();
     s->expires_ms = s->created_ms + (s->ttl > 0 ? (int64_t)s->ttl * 1000 : REFEX_DEFAULT_TTL_MS);
@@ -313,12 +314,15 @@ static int seal_send(agent *a, send_req *s)
                            .case_ref = s->case_ref,
                            .created_at_ms = s->created_ms,
                            .expires_at_ms = s->expires_ms,
-                           .epochs = a->epochs};
+                           .epochs = a->epochs,
+                           .hash_out = hash};
+    if (journal_checkpoint_note(a, &note) == REFEX_OK)
+        p.checkpoint = note;
     /* Unsigned: the batch signature is made when it is sent (batch.c), over every envelope
      * and receipt sent with it. */
-    if ((rc = refex_envelope_seal_unsigned(&p, s->body, s->body_len, &s->env, &s->env_len,
-                                           s->id)) != REFEX_OK ||
-        (rc = journal_attach_checkpoint(a, &s->env, &s->env_len)) != REFEX_OK)
+    rc = refex_envelope_seal_unsigned(&p, s->body, s->body_len, &s->env, &s->env_len, s->id);
+    free(note);
+    if (rc != REFEX_OK)
         return rc;
     uint64_t limit = a->base.max_frame;
     if (a->broker_max_frame && a->broker_max_frame < limit)
@@ -328,13 +332,6 @@ static int seal_send(agent *a, send_req *s)
                  (unsigned long long)limit);
         return REFEX_E_TOO_BIG;
     }
-    Refex__V1__Envelope *e = refex__v1__envelope__unpack(NULL, s->env_len, s->env);
-    if (!e)
-        return REFEX_E_MALFORMED;
-    rc = refex_envelope_hash(e, hash);
-    refex__v1__envelope__free_unpacked(e, NULL);
-    if (rc != REFEX_OK)
-        return rc;
     refex_hex_encode(s->idhex, s->id, 16);
     refex_hex_encode(s->hashhex, hash, 32);
     for (size_t i = 0; i < s->n_rcpt; i++) {

@@ -234,8 +234,16 @@ static int seal(const refex_seal_params *p, const uint8_t *body, size_t body_len
     env.ciphertext = (ProtobufCBinaryData){(size_t)ct_len, ct};
     env.n_key_slots = p->n_recipients;
     env.key_slots = slot_ptrs;
+    /* Fields 1, 3 and 4 are all refex_envelope_hash covers; protobuf-c writes fields in
+     * number order, so they are the first `hashed` bytes of the packing, before the
+     * checkpoint and the batch proof (fields 5 and 6): hashed there, not packed again. */
+    size_t hashed = protobuf_c_message_get_packed_size(&env.base);
+    if (p->checkpoint)
+        env.checkpoint = (char *)p->checkpoint;
     if ((rc = pack_envelope(&env, sign ? p->sign_sk : NULL, out, out_len)) != REFEX_OK)
         goto out;
+    if (p->hash_out)
+        crypto_hash_sha256(p->hash_out, *out, hashed);
     memcpy(id_out, id, 16);
 out:
     release_secret(secret, p->epochs != NULL);

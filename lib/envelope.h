@@ -38,6 +38,8 @@ typedef struct {
     int64_t created_at_ms;      /* 0: now */
     int64_t expires_at_ms;      /* 0: created + 7 days */
     refex_epoch_sender *epochs; /* the sender's epochs; NULL: a one-off epoch per recipient */
+    const char *checkpoint;     /* a signed note to attach (Envelope.checkpoint); NULL: none */
+    uint8_t *hash_out;          /* 32 bytes: gets the envelope hash (refex_envelope_hash); NULL */
 } refex_seal_params;
 
 /* Case references are pseudonymous: at most 127 of [A-Za-z0-9._:/-]; "" is allowed. */

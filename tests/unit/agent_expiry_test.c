@@ -299,9 +299,14 @@ static void seal_30_days(agent_fixture *f, int64_t created_ms, uint8_t **env, si
     refex_agency police;
     const refex_agency *to[1] = {&police};
     refex_agency_from_pubkeys(&police, &f->keys[T_POLICE]->pub, NULL);
-    refex_seal_params p = {f->a.agency, f->keys[T_MIDWIFERY]->sk->sign_sk, to,
-                           1,           REFEX__V1__MESSAGE_TYPE__REFERRAL, "CASE-1",
-                           created_ms,  created_ms + 30 * DAY_MS,          NULL};
+    refex_seal_params p = {.sender = f->a.agency,
+                           .sign_sk = f->keys[T_MIDWIFERY]->sk->sign_sk,
+                           .recipients = to,
+                           .n_recipients = 1,
+                           .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
+                           .case_ref = "CASE-1",
+                           .created_at_ms = created_ms,
+                           .expires_at_ms = created_ms + 30 * DAY_MS};
     static const uint8_t body[] = "{}";
     assert_ok(refex_envelope_seal(&p, body, sizeof body - 1, env, len, id));
     refex_hex_encode(idhex, id, 16);

@@ -739,6 +739,41 @@ static void test_seal_invalid_params(void **state)
     free(out);
 }
 
+/* The hash a seal hands back (hash_out) is the one refex_envelope_hash gives of the packed
+ * envelope, signed or not, with a checkpoint attached at sealing or none. */
+static void test_seal_hands_back_envelope_hash(void **state)
+{
+    (void)state;
+    static const uint8_t body[] = "hashed once, where it is sealed";
+    const refex_agency *to[2] = {&ag_rcpt1, &ag_rcpt2};
+    for (int signed_too = 0; signed_too < 2; signed_too++)
+        for (int with_note = 0; with_note < 2; with_note++) {
+            uint8_t given[32], again[32], id[16], *buf = NULL;
+            size_t len = 0;
+            refex_seal_params p = {
+                .sender = "midwifery",
+                .sign_sk = sender->sk->sign_sk,
+                .recipients = to,
+                .n_recipients = 2,
+                .type = REFEX__V1__MESSAGE_TYPE__REFERRAL,
+                .case_ref = "case-0001",
+                .checkpoint = with_note ? "refex/audit/midwifery\n9\nAAAA\n" : NULL,
+                .hash_out = given,
+            };
+            if (signed_too)
+                assert_ok(refex_envelope_seal(&p, body, sizeof body, &buf, &len, id));
+            else
+                assert_ok(refex_envelope_seal_unsigned(&p, body, sizeof body, &buf, &len, id));
+            Refex__V1__Envelope *e = unpack(buf, len);
+            assert_string_equal(e->checkpoint, with_note ? p.checkpoint : "");
+            assert_int_equal(e->batch != NULL, signed_too);
+            assert_ok(refex_envelope_hash(e, again));
+            assert_memory_equal(given, again, 32);
+            free_env(e);
+            free(buf);
+        }
+}
+
 static void test_envelope_hash(void **state)
 {
     (void)state;
@@ -825,6 +860,7 @@ int main(void)
         cmocka_unit_test(test_malformed_header),
         cmocka_unit_test(test_seal_invalid_params),
         cmocka_unit_test(test_envelope_hash),
+        cmocka_unit_test(test_seal_hands_back_envelope_hash),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
