@@ -137,7 +137,7 @@ int refex_db_open(const char *path, int readonly, sqlite3 **out, char *err, size
         }
     } else {
         const char *pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                              "PRAGMA foreign_keys=ON;";
+                              "PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;";
         char *msg = NULL;
         rc = sqlite3_exec(db, pragmas, NULL, NULL, &msg);
         if (rc != SQLITE_OK) {
