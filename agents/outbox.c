@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "envelope.h"
 #include "log.h"
+#include "sha256.h"
 #include "util.h"
 
 /* One send request on its way from the control socket to the outbox. */
@@ -459,7 +460,7 @@ static json_t *body_digest(int type, const json_t *body, const json_t *body_pb)
     } else if (refex_body_pack_json(type, body, &packed, &len, err, sizeof err) != REFEX_OK) {
         return NULL;
     }
-    crypto_hash_sha256(hash, packed, len);
+    refex_sha256(hash, packed, len);
     sodium_memzero(packed, len);
     free(packed);
     refex_hex_encode(hex, hash, 32);

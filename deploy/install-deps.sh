@@ -8,6 +8,8 @@ PKGS=(
   build-essential cmake pkg-config
   libzmq3-dev libprotobuf-c-dev protobuf-c-compiler
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libjansson-dev
+  # libcrypto: SHA-256 of large inputs with the CPU's SHA instructions (lib/sha256.c)
+  libssl-dev
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler

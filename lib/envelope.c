@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "epoch.h"
 #include "keys.h"
+#include "sha256.h"
 #include "util.h"
 
 #define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -206,7 +207,7 @@ static int seal(const refex_seal_params *p, const uint8_t *body, size_t body_len
     size_t ad_len = body_ad(ad, sizeof ad, id, p->sender);
     crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ct_len, body, body_len, ad, ad_len, NULL, nonce,
                                                secret);
-    crypto_hash_sha256(ct_hash, ct, ct_len);
+    refex_sha256(ct_hash, ct, ct_len);
     if ((rc = wrap_slots(p, id, secret, keys, slots, slot_ptrs)) != REFEX_OK)
         goto out;
     for (size_t i = 0; i < p->n_recipients; i++)
@@ -243,7 +244,7 @@ static int seal(const refex_seal_params *p, const uint8_t *body, size_t body_len
     if ((rc = pack_envelope(&env, sign ? p->sign_sk : NULL, out, out_len)) != REFEX_OK)
         goto out;
     if (p->hash_out)
-        crypto_hash_sha256(p->hash_out, *out, hashed);
+        refex_sha256(p->hash_out, *out, hashed);
     memcpy(id_out, id, 16);
 out:
     release_secret(secret, p->epochs != NULL);
@@ -303,7 +304,7 @@ int refex_envelope_parse_header(const Refex__V1__Envelope *env, Refex__V1__Envel
 static int check_commitments(const Refex__V1__Envelope *env, const Refex__V1__EnvelopeHeader *h)
 {
     uint8_t hash[32];
-    crypto_hash_sha256(hash, env->ciphertext.data, env->ciphertext.len);
+    refex_sha256(hash, env->ciphertext.data, env->ciphertext.len);
     if (sodium_memcmp(hash, h->ciphertext_hash.data, 32) != 0)
         return REFEX_E_TAMPERED;
     if (env->n_key_slots != h->n_recipients)
@@ -458,7 +459,7 @@ int refex_envelope_hash(const Refex__V1__Envelope *env, uint8_t out[32])
     if (rc == REFEX_OK)
         rc = refex_pb_pack(&signed_parts.base, &buf, &n);
     if (rc == REFEX_OK)
-        crypto_hash_sha256(out, buf, n);
+        refex_sha256(out, buf, n);
     free(buf);
     free(slots);
     free(ptrs);
