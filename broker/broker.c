@@ -20,8 +20,9 @@
 #include "zap.h"
 
 static const char *const CONFIG_KEYS[] = {
-    "listen",    "window",           "window_bytes",         "redeliver_seconds",
-    "store_max", "case_objects_max", REFEX_DAEMON_BASE_KEYS, NULL};
+    "listen",    "window",           "window_bytes", "redeliver_seconds",
+    "store_max", "case_objects_max", "store",        REFEX_DAEMON_BASE_KEYS,
+    NULL};
 
 /* When the configuration sets none: 1 GiB of live envelopes ("store_max = 0": no cap), and
  * 10,000 grants (as a lead) and 10,000 subscriptions stored per agency. */
@@ -37,6 +38,22 @@ static const char *const CONFIG_KEYS[] = {
 /* Refusal warnings logged per agency: the first WARN_BURST in each WARN_WINDOW_MS. */
 #define WARN_BURST     20
 #define WARN_WINDOW_MS 10000
+
+/* The queue: SQLite in data_dir unless `store` names a PostgreSQL database. */
+static int open_store(broker *b, const char *spec, unsigned store_flags, char *err, size_t errlen)
+{
+    char path[4200];
+    if (spec && refex_store_is_pg(spec))
+        return refex_store_pg_open(spec, b->store_max, &b->store, err, errlen);
+    if (spec) {
+        snprintf(err, errlen,
+                 "config: store must be a postgresql:// URI (leave it out for the SQLite "
+                 "store in data_dir)");
+        return REFEX_E_CONFIG;
+    }
+    snprintf(path, sizeof path, "%s/queue.db", b->base.data_dir);
+    return refex_store_sqlite_open(path, b->store_max, store_flags, &b->store, err, errlen);
+}
 
 int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, char *err,
                 size_t errlen)
@@ -84,9 +101,7 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
     if ((rc = refex_daemon_base_load(cfg, "the broker's .secret file", &b->base, err, errlen)) !=
         REFEX_OK)
         goto out;
-    snprintf(path, sizeof path, "%s/queue.db", b->base.data_dir);
-    if ((rc = refex_store_sqlite_open(path, b->store_max, store_flags, &b->store, err, errlen)) !=
-        REFEX_OK)
+    if ((rc = open_store(b, refex_config_get(cfg, "store"), store_flags, err, errlen)) != REFEX_OK)
         goto out;
     snprintf(path, sizeof path, "%s/witness.db", b->base.data_dir);
     if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)

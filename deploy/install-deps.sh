@@ -10,6 +10,8 @@ PKGS=(
   libsqlite3-dev sqlite3 libsodium-dev libcmocka-dev libjansson-dev
   # libcrypto: SHA-256 of large inputs with the CPU's SHA instructions (lib/sha256.c)
   libssl-dev
+  # the PostgreSQL store (lib/store_pg.c) and the tests that run it against real servers
+  libpq-dev postgresql-15
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler

@@ -3,6 +3,7 @@
 #include "store.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 void refex_store_destroy(refex_store **self_p)
 {
@@ -12,4 +13,10 @@ void refex_store_destroy(refex_store **self_p)
         (*self_p)->ops->destroy((*self_p)->impl);
     free(*self_p);
     *self_p = NULL;
+}
+
+int refex_store_is_pg(const char *spec)
+{
+    return spec &&
+           (strncmp(spec, "postgresql://", 13) == 0 || strncmp(spec, "postgres://", 11) == 0);
 }

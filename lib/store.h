@@ -174,6 +174,13 @@ static inline int refex_store_renew(refex_store *s)
  * REFEX_E_STORE); the file is capped at about twice that plus 256 KiB as a backstop. */
 int refex_store_sqlite_open(const char *path, uint64_t max_bytes, unsigned flags, refex_store **out,
                             char *err, size_t errlen) REFEX_NODISCARD;
+/* Opens the PostgreSQL store at uri (a libpq connection URI, postgresql://h1,h2/db?...;
+ * with target_session_attrs=read-write libpq picks the writable host), creating its tables
+ * if the database has none. max_bytes as for SQLite. */
+int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, char *err,
+                        size_t errlen) REFEX_NODISCARD;
+/* Whether a `store =` setting names a PostgreSQL store (postgresql:// or postgres://). */
+int refex_store_is_pg(const char *spec);
 void refex_store_destroy(refex_store **self_p);
 
 #endif
