@@ -264,12 +264,17 @@ int h_net_init(h_net *n, const char *const *agencies, const char *const *listed_
     if (h_cli(n, out, sizeof out, sign) != 0)
         return -1;
 
-    char conf[2048];
+    char conf[4096], store[1100] = "";
+    if (h_pg_url()) {
+        if (h_pg_empty() != 0)
+            return -1;
+        snprintf(store, sizeof store, "store = %s\n", h_pg_url());
+    }
     snprintf(conf, sizeof conf,
              "listen = tcp://127.0.0.1:*\ndata_dir = ../data/broker\n"
              "directory = ../directory.rdir\ntrust_anchor = ../keys/operator.public\n"
-             "keys = ../keys/broker.secret\n%s\n",
-             broker_extra_conf ? broker_extra_conf : "");
+             "keys = ../keys/broker.secret\n%s%s\n",
+             store, broker_extra_conf ? broker_extra_conf : "");
     h_path(n, path, sizeof path, "conf/broker.conf");
     if (write_text(path, conf))
         return -1;
@@ -581,6 +586,8 @@ long long h_sql_int(const h_net *n, const char *db_rel, const char *sql)
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     long long v = -1;
+    if (h_pg_url() && strcmp(db_rel, "data/broker/queue.db") == 0)
+        return h_pg_int(sql);
     h_path(n, path, sizeof path, "%s", db_rel);
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
         sqlite3_busy_timeout(db, 5000);

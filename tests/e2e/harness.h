@@ -127,6 +127,11 @@ json_t *h_required(const char *type, json_t *body);
 /* Runs a single-value SQL query (read-only) on a file under the test tree, e.g.
  * "data/social-care/agent.db"; returns the integer result or -1. */
 long long h_sql_int(const h_net *n, const char *db_rel, const char *sql);
+/* harness_pg.c: the PostgreSQL store every broker uses when REFEX_TEST_PG_URL_FILE is set
+ * (NULL: none, the SQLite queue.db); emptied by h_pg_empty; queue.db's queries go to it. */
+const char *h_pg_url(void);
+int h_pg_empty(void);
+long long h_pg_int(const char *sql);
 /* Polls h_sql_int until it gives want or timeout_ms pass; the last value read. */
 long long h_sql_wait(const h_net *n, const char *db_rel, const char *sql, long long want,
                      int timeout_ms);
