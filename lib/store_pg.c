@@ -15,7 +15,6 @@
  * answered. A lost connection is made again at the next batch; with target_session_attrs
  * =read-write in the URI, libpq finds the writable host after a failover. Not for routing
  * decisions (broker/queue.c). */
-#include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -24,281 +23,12 @@
 
 #include "log.h"
 #include "store.h"
+#include "store_pg.h"
 #include "util.h"
-
-#define TEXTOID  25
-#define BYTEAOID 17
-#define INT8OID  20
-/* At most one connection attempt per RETRY_MS while the server is away. */
-#define RETRY_MS 1000
-
-static const char *const SCHEMA =
-    "CREATE TABLE IF NOT EXISTS refex_state ("
-    " id int PRIMARY KEY CHECK (id = 1), next_seq bigint NOT NULL, next_receipt bigint NOT NULL,"
-    " live bigint NOT NULL, generation bytea NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS messages ("
-    " seq bigint PRIMARY KEY, sender text NOT NULL, message_id bytea NOT NULL, envelope bytea,"
-    " expires_ms bigint NOT NULL, stored_ms bigint NOT NULL, remaining int NOT NULL,"
-    " UNIQUE (sender, message_id));"
-    "CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_ms);"
-    "CREATE TABLE IF NOT EXISTS deliveries ("
-    " recipient text NOT NULL, seq bigint NOT NULL, PRIMARY KEY (recipient, seq));"
-    "CREATE INDEX IF NOT EXISTS deliveries_seq ON deliveries(seq);"
-    "CREATE TABLE IF NOT EXISTS receipts ("
-    " seq bigint PRIMARY KEY, sender text NOT NULL, message_id bytea NOT NULL,"
-    " recipient text NOT NULL, receipt bytea NOT NULL, UNIQUE (sender, message_id, recipient));"
-    "CREATE INDEX IF NOT EXISTS receipts_sender ON receipts(sender, seq);"
-    "CREATE TABLE IF NOT EXISTS senders (sender text PRIMARY KEY, high bigint NOT NULL);";
-
-enum {
-    Q_LOCK,
-    Q_SAVE,
-    Q_FIND,
-    Q_PUT,
-    Q_DELIVERY,
-    Q_SENDER_PUT,
-    Q_SENDER_HIGH,
-    Q_PENDING,
-    Q_UNDELIVER,
-    Q_DONE,
-    Q_DROP,
-    Q_RECEIPT_PUT,
-    Q_RECEIPTS,
-    Q_RECEIPT_DEL,
-    Q_EXPIRED,
-    Q_PURGE,
-    Q_COUNT,
-    Q_GENERATION,
-    Q_N
-};
-
-typedef struct {
-    const char *sql;
-    int n;
-    Oid types[6];
-} query;
-
-#define T TEXTOID
-#define B BYTEAOID
-#define I INT8OID
-static const query Q[Q_N] = {
-    [Q_LOCK] = {"SELECT next_seq, next_receipt, live, generation FROM refex_state WHERE id = 1"
-                " FOR UPDATE",
-                0,
-                {0}},
-    [Q_SAVE] = {"UPDATE refex_state SET next_seq = $1, next_receipt = $2, live = $3,"
-                " generation = $4 WHERE id = 1",
-                4,
-                {I, I, I, B}},
-    [Q_FIND] = {"SELECT seq, remaining::int8, coalesce(length(envelope), 0)::int8 FROM messages"
-                " WHERE sender = $1 AND message_id = $2",
-                2,
-                {T, B}},
-    [Q_PUT] = {"INSERT INTO messages(seq, sender, message_id, envelope, expires_ms, stored_ms,"
-               " remaining) VALUES ($1, $2, $3, $4, $5,"
-               " (extract(epoch FROM now()) * 1000)::int8, $6)"
-               " ON CONFLICT (sender, message_id) DO NOTHING",
-               6,
-               {I, T, B, B, I, I}},
-    [Q_DELIVERY] = {"INSERT INTO deliveries(recipient, seq) VALUES ($1, $2)", 2, {T, I}},
-    [Q_SENDER_PUT] = {"INSERT INTO senders(sender, high) VALUES ($1, $2) ON CONFLICT (sender)"
-                      " DO UPDATE SET high = greatest(senders.high, excluded.high)",
-                      2,
-                      {T, I}},
-    [Q_SENDER_HIGH] = {"SELECT high FROM senders WHERE sender = $1", 1, {T}},
-    [Q_PENDING] = {"SELECT m.seq, m.message_id, m.sender, m.envelope FROM deliveries d"
-                   " JOIN messages m ON m.seq = d.seq WHERE d.recipient = $1 AND d.seq > $2"
-                   " ORDER BY d.seq LIMIT $3",
-                   3,
-                   {T, I, I}},
-    [Q_UNDELIVER] = {"DELETE FROM deliveries WHERE recipient = $1 AND seq = $2", 2, {T, I}},
-    [Q_DONE] = {"UPDATE messages SET remaining = remaining - 1 WHERE seq = $1", 1, {I}},
-    /* The last delivery: the body goes, the row stays for duplicate detection. */
-    [Q_DROP] = {"UPDATE messages SET remaining = 0, envelope = NULL WHERE seq = $1", 1, {I}},
-    [Q_RECEIPT_PUT] = {"INSERT INTO receipts(seq, sender, message_id, recipient, receipt)"
-                       " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                       5,
-                       {I, T, B, T, B}},
-    [Q_RECEIPTS] = {"SELECT seq, message_id, recipient, receipt FROM receipts WHERE sender = $1"
-                    " AND seq > $2 ORDER BY seq LIMIT $3",
-                    3,
-                    {T, I, I}},
-    [Q_RECEIPT_DEL] = {"DELETE FROM receipts WHERE sender = $1 AND message_id = $2 AND"
-                       " recipient = $3",
-                       3,
-                       {T, B, T}},
-    [Q_EXPIRED] = {"SELECT m.message_id, m.sender, d.recipient FROM messages m"
-                   " JOIN deliveries d ON d.seq = m.seq WHERE m.expires_ms <= $1 LIMIT $2",
-                   2,
-                   {I, I}},
-    [Q_PURGE] = {"DELETE FROM messages WHERE remaining = 0 AND expires_ms < $1", 1, {I}},
-    [Q_COUNT] = {"SELECT count(*)::int8 FROM deliveries", 0, {0}},
-    [Q_GENERATION] = {"SELECT generation, live FROM refex_state WHERE id = 1", 0, {0}},
-};
-#undef T
-#undef B
-#undef I
 
 static const char *const REFUSE_FULL =
     "the broker's store is full (store_max reached); retry later";
 static const char *const REFUSE_WRITE = "the broker could not store the message; retry later";
-
-typedef struct {
-    PGconn *conn;
-    int prepared;              /* the statements exist on this connection */
-    int in_tx, locked, failed; /* a batch is open; it holds the state lock; a write failed */
-    int64_t next_seq, next_receipt, live;
-    uint64_t max_bytes;
-    const char *refusal;
-    uint64_t put_seq;
-    uint8_t generation[16];
-    uint8_t renewed[16];
-    int renewing;
-    int64_t retry_ms; /* no new connection attempt before this (monotonic ms) */
-} pg_store;
-
-/* Parameters of one statement, all sent in binary: text as its bytes, bytea raw, int8 in
- * network order. */
-typedef struct {
-    const char *v[6];
-    int len[6], fmt[6], n;
-    uint8_t ints[6][8];
-} params;
-
-static void p_text(params *p, const char *s)
-{
-    p->v[p->n] = s;
-    p->len[p->n] = (int)strlen(s);
-    p->fmt[p->n++] = 1;
-}
-
-static void p_blob(params *p, const uint8_t *b, size_t len)
-{
-    p->v[p->n] = len ? (const char *)b : "";
-    p->len[p->n] = (int)len;
-    p->fmt[p->n++] = 1;
-}
-
-static void p_int(params *p, int64_t v)
-{
-    uint64_t u = (uint64_t)v;
-    for (int i = 0; i < 8; i++)
-        p->ints[p->n][i] = (uint8_t)(u >> (56 - 8 * i));
-    p->v[p->n] = (const char *)p->ints[p->n];
-    p->len[p->n] = 8;
-    p->fmt[p->n++] = 1;
-}
-
-static int64_t col_int(const PGresult *r, int row, int col)
-{
-    const uint8_t *b = (const uint8_t *)PQgetvalue(r, row, col);
-    uint64_t u = 0;
-    if (PQgetlength(r, row, col) != 8)
-        return 0;
-    for (int i = 0; i < 8; i++)
-        u = u << 8 | b[i];
-    return (int64_t)u;
-}
-
-/* A text column of a binary result: its bytes, NUL-terminated by libpq. */
-static const char *col_text(const PGresult *r, int row, int col)
-{
-    return PQgetvalue(r, row, col);
-}
-
-static void log_failure(pg_store *s, const char *what, const PGresult *r)
-{
-    const char *msg = r ? PQresultErrorMessage(r) : "";
-    if (!msg || !*msg)
-        msg = PQerrorMessage(s->conn);
-    refex_log_error("store: postgresql: %s failed: %.*s", what, (int)strcspn(msg, "\n"), msg);
-}
-
-static int prepare_all(pg_store *s)
-{
-    char name[16];
-    for (int i = 0; i < Q_N; i++) {
-        snprintf(name, sizeof name, "q%d", i);
-        PGresult *r = PQprepare(s->conn, name, Q[i].sql, Q[i].n, Q[i].types);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
-            log_failure(s, "prepare", r);
-        PQclear(r);
-        if (!ok)
-            return REFEX_E_STORE;
-    }
-    s->prepared = 1;
-    return REFEX_OK;
-}
-
-static int ensure_connection(pg_store *s);
-
-/* Runs a kept statement; NULL (logged) if it failed. A failure inside a batch ends it. A
- * read outside a batch connects again first if the connection was lost. */
-static PGresult *run(pg_store *s, int which, const params *p)
-{
-    char name[16];
-    if (!s->in_tx && ensure_connection(s) != REFEX_OK)
-        return NULL;
-    if (!s->prepared)
-        return NULL;
-    snprintf(name, sizeof name, "q%d", which);
-    PGresult *r = PQexecPrepared(s->conn, name, p ? p->n : 0, p ? p->v : NULL, p ? p->len : NULL,
-                                 p ? p->fmt : NULL, 1);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return r;
-    log_failure(s, Q[which].sql, r);
-    PQclear(r);
-    if (s->in_tx)
-        s->failed = 1;
-    return NULL;
-}
-
-/* A statement whose rows are not needed: REFEX_OK, and how many rows it touched. */
-static int run_cmd(pg_store *s, int which, const params *p, long *touched)
-{
-    PGresult *r = run(s, which, p);
-    if (!r)
-        return REFEX_E_STORE;
-    if (touched)
-        *touched = strtol(PQcmdTuples(r), NULL, 10);
-    PQclear(r);
-    return REFEX_OK;
-}
-
-static int exec_plain(pg_store *s, const char *sql)
-{
-    PGresult *r = PQexec(s->conn, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        log_failure(s, sql, r);
-    PQclear(r);
-    return ok ? REFEX_OK : REFEX_E_STORE;
-}
-
-/* A lost connection is made again (libpq keeps the parameters, so target_session_attrs
- * finds the writable host again) and the statements prepared anew. */
-static int ensure_connection(pg_store *s)
-{
-    if (PQstatus(s->conn) == CONNECTION_OK && s->prepared)
-        return REFEX_OK;
-    int64_t now = refex_mono_ms();
-    if (now < s->retry_ms)
-        return REFEX_E_STORE; /* tried a moment ago: each try may wait connect_timeout */
-    s->retry_ms = now + RETRY_MS;
-    s->prepared = 0;
-    if (PQstatus(s->conn) != CONNECTION_OK) {
-        refex_log_warn("store: postgresql: connection lost; connecting again");
-        PQreset(s->conn);
-        if (PQstatus(s->conn) != CONNECTION_OK) {
-            log_failure(s, "connect", NULL);
-            return REFEX_E_STORE;
-        }
-        refex_log_info("store: postgresql: connected to %s:%s", PQhost(s->conn), PQport(s->conn));
-    }
-    return prepare_all(s);
-}
 
 /* ---- the batch: one transaction, the state lock taken by its first write -------------- */
 
@@ -307,7 +37,7 @@ static int pg_begin(void *impl)
     pg_store *s = impl;
     if (s->in_tx)
         return REFEX_OK;
-    if (ensure_connection(s) != REFEX_OK || exec_plain(s, "BEGIN") != REFEX_OK)
+    if (refex_pg_connected(s) != REFEX_OK || refex_pg_exec(s, "BEGIN") != REFEX_OK)
         return REFEX_E_STORE;
     s->in_tx = 1;
     s->locked = s->failed = s->renewing = 0;
@@ -320,14 +50,14 @@ static int lock_state(pg_store *s)
         return REFEX_E_STORE;
     if (s->locked)
         return REFEX_OK;
-    PGresult *r = run(s, Q_LOCK, NULL);
+    PGresult *r = refex_pg_run(s, Q_LOCK, NULL);
     if (!r)
         return REFEX_E_STORE;
     int ok = PQntuples(r) == 1 && PQgetlength(r, 0, 3) == 16;
     if (ok) {
-        s->next_seq = col_int(r, 0, 0);
-        s->next_receipt = col_int(r, 0, 1);
-        s->live = col_int(r, 0, 2);
+        s->next_seq = refex_pg_col_int(r, 0, 0);
+        s->next_receipt = refex_pg_col_int(r, 0, 1);
+        s->live = refex_pg_col_int(r, 0, 2);
         memcpy(s->generation, PQgetvalue(r, 0, 3), 16); /* another node may have renewed it */
         s->locked = 1;
     } else {
@@ -341,7 +71,7 @@ static int lock_state(pg_store *s)
 static void end_tx(pg_store *s, const char *how)
 {
     if (PQtransactionStatus(s->conn) != PQTRANS_IDLE && PQstatus(s->conn) == CONNECTION_OK)
-        exec_plain(s, how);
+        refex_pg_exec(s, how);
     s->in_tx = s->locked = s->failed = 0;
 }
 
@@ -353,11 +83,11 @@ static int pg_commit(void *impl)
     int rc = s->failed ? REFEX_E_STORE : REFEX_OK;
     if (rc == REFEX_OK && s->locked) {
         params p = {0};
-        p_int(&p, s->next_seq);
-        p_int(&p, s->next_receipt);
-        p_int(&p, s->live);
-        p_blob(&p, s->renewing ? s->renewed : s->generation, 16);
-        rc = run_cmd(s, Q_SAVE, &p, NULL);
+        refex_pg_int(&p, s->next_seq);
+        refex_pg_int(&p, s->next_receipt);
+        refex_pg_int(&p, s->live);
+        refex_pg_blob(&p, s->renewing ? s->renewed : s->generation, 16);
+        rc = refex_pg_cmd(s, Q_SAVE, &p, NULL);
     }
     if (rc != REFEX_OK) {
         end_tx(s, "ROLLBACK");
@@ -367,7 +97,7 @@ static int pg_commit(void *impl)
     /* COMMIT returns once the server (and a synchronous standby) has it durable; if the
      * connection breaks first the outcome is unknown, and the batch is refused: a sender
      * resends, and finds its message stored as a duplicate if it was. */
-    rc = exec_plain(s, "COMMIT");
+    rc = refex_pg_exec(s, "COMMIT");
     s->in_tx = s->locked = s->failed = 0;
     if (rc == REFEX_OK && s->renewing) {
         char old[33], now[33];
@@ -404,16 +134,16 @@ static int find(pg_store *s, const uint8_t id[16], const char *sender, int64_t *
                 int64_t *remaining, int64_t *env_len)
 {
     params p = {0};
-    p_text(&p, sender);
-    p_blob(&p, id, 16);
-    PGresult *r = run(s, Q_FIND, &p);
+    refex_pg_text(&p, sender);
+    refex_pg_blob(&p, id, 16);
+    PGresult *r = refex_pg_run(s, Q_FIND, &p);
     if (!r)
         return -1;
     int found = PQntuples(r) == 1;
     if (found) {
-        *seq = col_int(r, 0, 0);
-        *remaining = col_int(r, 0, 1);
-        *env_len = col_int(r, 0, 2);
+        *seq = refex_pg_col_int(r, 0, 0);
+        *remaining = refex_pg_col_int(r, 0, 1);
+        *env_len = refex_pg_col_int(r, 0, 2);
     }
     PQclear(r);
     return found;
@@ -443,13 +173,13 @@ static int pg_put(void *impl, const uint8_t id[16], const char *sender, const ch
         return REFEX_E_STORE;
     }
     params p = {0};
-    p_int(&p, s->next_seq);
-    p_text(&p, sender);
-    p_blob(&p, id, 16);
-    p_blob(&p, env, env_len);
-    p_int(&p, expires_at_ms);
-    p_int(&p, (int64_t)n_rcpt);
-    if (run_cmd(s, Q_PUT, &p, &added) != REFEX_OK)
+    refex_pg_int(&p, s->next_seq);
+    refex_pg_text(&p, sender);
+    refex_pg_blob(&p, id, 16);
+    refex_pg_blob(&p, env, env_len);
+    refex_pg_int(&p, expires_at_ms);
+    refex_pg_int(&p, (int64_t)n_rcpt);
+    if (refex_pg_cmd(s, Q_PUT, &p, &added) != REFEX_OK)
         return REFEX_E_STORE;
     if (!added) {
         if (find(s, id, sender, &seq, &remaining, &len) != 1)
@@ -460,15 +190,15 @@ static int pg_put(void *impl, const uint8_t id[16], const char *sender, const ch
     seq = s->next_seq++;
     for (size_t i = 0; i < n_rcpt; i++) {
         params d = {0};
-        p_text(&d, rcpt[i]);
-        p_int(&d, seq);
-        if (run_cmd(s, Q_DELIVERY, &d, NULL) != REFEX_OK)
+        refex_pg_text(&d, rcpt[i]);
+        refex_pg_int(&d, seq);
+        if (refex_pg_cmd(s, Q_DELIVERY, &d, NULL) != REFEX_OK)
             return REFEX_E_STORE;
     }
     params h = {0};
-    p_text(&h, sender);
-    p_int(&h, seq);
-    if (run_cmd(s, Q_SENDER_PUT, &h, NULL) != REFEX_OK)
+    refex_pg_text(&h, sender);
+    refex_pg_int(&h, seq);
+    if (refex_pg_cmd(s, Q_SENDER_PUT, &h, NULL) != REFEX_OK)
         return REFEX_E_STORE;
     s->live += (int64_t)env_len;
     s->put_seq = (uint64_t)seq;
@@ -480,17 +210,18 @@ static int pg_pending(void *impl, const char *recipient, int64_t after, int limi
 {
     pg_store *s = impl;
     params p = {0};
-    p_text(&p, recipient);
-    p_int(&p, after);
-    p_int(&p, limit);
-    PGresult *r = run(s, Q_PENDING, &p);
+    refex_pg_text(&p, recipient);
+    refex_pg_int(&p, after);
+    refex_pg_int(&p, limit);
+    PGresult *r = refex_pg_run(s, Q_PENDING, &p);
     if (!r)
         return REFEX_E_STORE;
     for (int i = 0; i < PQntuples(r); i++) {
         if (PQgetlength(r, i, 1) != 16)
             continue;
-        if (fn(ctx, col_int(r, i, 0), (const uint8_t *)PQgetvalue(r, i, 1), col_text(r, i, 2),
-               (const uint8_t *)PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3)) != 0)
+        if (fn(ctx, refex_pg_col_int(r, i, 0), (const uint8_t *)PQgetvalue(r, i, 1),
+               refex_pg_col_text(r, i, 2), (const uint8_t *)PQgetvalue(r, i, 3),
+               (size_t)PQgetlength(r, i, 3)) != 0)
             break;
     }
     PQclear(r);
@@ -509,23 +240,23 @@ static int pg_ack(void *impl, const char *recipient, const char *sender, const u
     if (known <= 0)
         return known < 0 ? REFEX_E_STORE : REFEX_E_NOTFOUND;
     params p = {0};
-    p_text(&p, recipient);
-    p_int(&p, seq);
-    if (run_cmd(s, Q_UNDELIVER, &p, &gone) != REFEX_OK)
+    refex_pg_text(&p, recipient);
+    refex_pg_int(&p, seq);
+    if (refex_pg_cmd(s, Q_UNDELIVER, &p, &gone) != REFEX_OK)
         return REFEX_E_STORE;
     if (!gone)
         return REFEX_E_NOTFOUND;
     params d = {0};
-    p_int(&d, seq);
-    if (run_cmd(s, remaining > 1 ? Q_DONE : Q_DROP, &d, NULL) != REFEX_OK)
+    refex_pg_int(&d, seq);
+    if (refex_pg_cmd(s, remaining > 1 ? Q_DONE : Q_DROP, &d, NULL) != REFEX_OK)
         return REFEX_E_STORE;
     params rp = {0};
-    p_int(&rp, s->next_receipt);
-    p_text(&rp, sender);
-    p_blob(&rp, id, 16);
-    p_text(&rp, recipient);
-    p_blob(&rp, receipt, receipt_len);
-    if (run_cmd(s, Q_RECEIPT_PUT, &rp, NULL) != REFEX_OK)
+    refex_pg_int(&rp, s->next_receipt);
+    refex_pg_text(&rp, sender);
+    refex_pg_blob(&rp, id, 16);
+    refex_pg_text(&rp, recipient);
+    refex_pg_blob(&rp, receipt, receipt_len);
+    if (refex_pg_cmd(s, Q_RECEIPT_PUT, &rp, NULL) != REFEX_OK)
         return REFEX_E_STORE;
     s->next_receipt++;
     if (remaining <= 1)
@@ -538,17 +269,18 @@ static int pg_receipts(void *impl, const char *sender, int64_t after, int limit,
 {
     pg_store *s = impl;
     params p = {0};
-    p_text(&p, sender);
-    p_int(&p, after);
-    p_int(&p, limit);
-    PGresult *r = run(s, Q_RECEIPTS, &p);
+    refex_pg_text(&p, sender);
+    refex_pg_int(&p, after);
+    refex_pg_int(&p, limit);
+    PGresult *r = refex_pg_run(s, Q_RECEIPTS, &p);
     if (!r)
         return REFEX_E_STORE;
     for (int i = 0; i < PQntuples(r); i++) {
         if (PQgetlength(r, i, 1) != 16)
             continue;
-        if (fn(ctx, col_int(r, i, 0), (const uint8_t *)PQgetvalue(r, i, 1), col_text(r, i, 2),
-               (const uint8_t *)PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3)) != 0)
+        if (fn(ctx, refex_pg_col_int(r, i, 0), (const uint8_t *)PQgetvalue(r, i, 1),
+               refex_pg_col_text(r, i, 2), (const uint8_t *)PQgetvalue(r, i, 3),
+               (size_t)PQgetlength(r, i, 3)) != 0)
             break;
     }
     PQclear(r);
@@ -563,10 +295,10 @@ static int pg_receipt_ack(void *impl, const char *sender, const uint8_t id[16],
     if (lock_state(s) != REFEX_OK)
         return REFEX_E_STORE;
     params p = {0};
-    p_text(&p, sender);
-    p_blob(&p, id, 16);
-    p_text(&p, recipient);
-    if (run_cmd(s, Q_RECEIPT_DEL, &p, &gone) != REFEX_OK)
+    refex_pg_text(&p, sender);
+    refex_pg_blob(&p, id, 16);
+    refex_pg_text(&p, recipient);
+    if (refex_pg_cmd(s, Q_RECEIPT_DEL, &p, &gone) != REFEX_OK)
         return REFEX_E_STORE;
     return gone ? REFEX_OK : REFEX_E_NOTFOUND;
 }
@@ -577,16 +309,16 @@ static int pg_expired(void *impl, int64_t now_ms, int limit, refex_store_expired
 {
     pg_store *s = impl;
     params p = {0};
-    p_int(&p, now_ms);
-    p_int(&p, limit);
-    PGresult *r = run(s, Q_EXPIRED, &p);
+    refex_pg_int(&p, now_ms);
+    refex_pg_int(&p, limit);
+    PGresult *r = refex_pg_run(s, Q_EXPIRED, &p);
     if (!r)
         return REFEX_E_STORE;
     for (int i = 0; i < PQntuples(r); i++) {
         if (PQgetlength(r, i, 0) != 16)
             continue;
-        if (fn(ctx, (const uint8_t *)PQgetvalue(r, i, 0), col_text(r, i, 1), col_text(r, i, 2)) !=
-            0)
+        if (fn(ctx, (const uint8_t *)PQgetvalue(r, i, 0), refex_pg_col_text(r, i, 1),
+               refex_pg_col_text(r, i, 2)) != 0)
             break;
     }
     PQclear(r);
@@ -599,15 +331,15 @@ static int pg_purge(void *impl, int64_t now_ms)
     if (lock_state(s) != REFEX_OK)
         return REFEX_E_STORE;
     params p = {0};
-    p_int(&p, now_ms);
-    return run_cmd(s, Q_PURGE, &p, NULL);
+    refex_pg_int(&p, now_ms);
+    return refex_pg_cmd(s, Q_PURGE, &p, NULL);
 }
 
 static int64_t pg_count(void *impl)
 {
     pg_store *s = impl;
-    PGresult *r = run(s, Q_COUNT, NULL);
-    int64_t n = r && PQntuples(r) == 1 ? col_int(r, 0, 0) : -1;
+    PGresult *r = refex_pg_run(s, Q_COUNT, NULL);
+    int64_t n = r && PQntuples(r) == 1 ? refex_pg_col_int(r, 0, 0) : -1;
     PQclear(r);
     return n;
 }
@@ -639,11 +371,11 @@ static int pg_sender_high(void *impl, const char *sender, uint64_t *high)
 {
     pg_store *s = impl;
     params p = {0};
-    p_text(&p, sender);
-    PGresult *r = run(s, Q_SENDER_HIGH, &p);
+    refex_pg_text(&p, sender);
+    PGresult *r = refex_pg_run(s, Q_SENDER_HIGH, &p);
     if (!r)
         return REFEX_E_STORE;
-    int64_t v = PQntuples(r) == 1 ? col_int(r, 0, 0) : 0;
+    int64_t v = PQntuples(r) == 1 ? refex_pg_col_int(r, 0, 0) : 0;
     PQclear(r);
     *high = v > 0 ? (uint64_t)v : 0;
     return REFEX_OK;
@@ -695,56 +427,6 @@ static const refex_store_ops PG_OPS = {
 
 /* The server's notices (an IF NOT EXISTS that found the table, say) go to the log, not to
  * stderr. */
-static void on_notice(void *arg, const char *msg)
-{
-    (void)arg;
-    refex_log_debug("store: postgresql: %.*s", (int)strcspn(msg, "\n"), msg);
-}
-
-/* The tables, and the state row with a first generation if the store is new. Concurrent
- * first starts of two nodes are serialised by an advisory lock. */
-static int schema_create(pg_store *s, char *err, size_t errlen)
-{
-    uint8_t gen[16];
-    char sql[256], hex[33];
-    randombytes_buf(gen, 16);
-    refex_hex_encode(hex, gen, 16);
-    snprintf(sql, sizeof sql,
-             "INSERT INTO refex_state(id, next_seq, next_receipt, live, generation)"
-             " VALUES (1, 1, 1, 0, '\\x%s') ON CONFLICT (id) DO NOTHING",
-             hex);
-    if (exec_plain(s, "BEGIN") != REFEX_OK ||
-        exec_plain(s, "SELECT pg_advisory_xact_lock(7600)") != REFEX_OK ||
-        exec_plain(s, SCHEMA) != REFEX_OK || exec_plain(s, sql) != REFEX_OK ||
-        exec_plain(s, "COMMIT") != REFEX_OK) {
-        snprintf(err, errlen, "postgresql store: cannot create the queue tables: %.200s",
-                 PQerrorMessage(s->conn));
-        exec_plain(s, "ROLLBACK");
-        return REFEX_E_STORE;
-    }
-    return REFEX_OK;
-}
-
-static int load_state(pg_store *s, char *err, size_t errlen)
-{
-    char hex[33];
-    PGresult *r = run(s, Q_GENERATION, NULL);
-    int ok = r && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 16;
-    if (ok) {
-        memcpy(s->generation, PQgetvalue(r, 0, 0), 16);
-        s->live = col_int(r, 0, 1);
-    }
-    PQclear(r);
-    if (!ok) {
-        snprintf(err, errlen, "postgresql store: the refex_state row is missing or damaged");
-        return REFEX_E_STORE;
-    }
-    refex_hex_encode(hex, s->generation, 16);
-    refex_log_info("store: postgresql at %s:%s, generation %s, %lld envelope bytes queued",
-                   PQhost(s->conn), PQport(s->conn), hex, (long long)s->live);
-    return REFEX_OK;
-}
-
 int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, char *err,
                         size_t errlen)
 {
@@ -774,15 +456,15 @@ int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, 
         snprintf(err, errlen, "postgresql store: cannot connect: %.*s", (int)strcspn(m, "\n"), m);
         goto out;
     }
-    PQsetNoticeProcessor(s->conn, on_notice, NULL);
-    if ((rc = schema_create(s, err, errlen)) != REFEX_OK)
+    PQsetNoticeProcessor(s->conn, refex_pg_on_notice, NULL);
+    if ((rc = refex_pg_schema(s, err, errlen)) != REFEX_OK)
         goto out;
-    if (prepare_all(s) != REFEX_OK) {
+    if (refex_pg_prepare(s) != REFEX_OK) {
         snprintf(err, errlen, "postgresql store: cannot prepare the queue statements");
         rc = REFEX_E_STORE;
         goto out;
     }
-    if ((rc = load_state(s, err, errlen)) != REFEX_OK)
+    if ((rc = refex_pg_load(s, err, errlen)) != REFEX_OK)
         goto out;
     *out = self;
     self = NULL;
