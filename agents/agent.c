@@ -23,6 +23,7 @@
 static const char *const CONFIG_KEYS[] = {"agency",
                                           "broker",
                                           "broker_id",
+                                          "broker_timeout_seconds",
                                           "control_group",
                                           "send_window",
                                           "report_grace_seconds",
@@ -58,7 +59,15 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
         goto out;
     }
     snprintf(a->agency, sizeof a->agency, "%s", agency);
-    snprintf(a->broker_ep, sizeof a->broker_ep, "%s", ep);
+    if ((rc = failover_parse(a, ep, err, errlen)) != REFEX_OK)
+        goto out;
+    rc = REFEX_E_CONFIG;
+    if (refex_config_uint(cfg, "broker_timeout_seconds", BROKER_TIMEOUT_DEFAULT,
+                          &a->broker_timeout_s) ||
+        a->broker_timeout_s < 1 || a->broker_timeout_s > 3600) {
+        snprintf(err, errlen, "config: broker_timeout_seconds must be between 1 and 3600");
+        goto out;
+    }
     snprintf(a->broker_id, sizeof a->broker_id, "%s", bid ? bid : "broker");
     if (refex_config_uint(cfg, "send_window", SEND_WINDOW_DEFAULT, &a->send_window) ||
         a->send_window < 1 || a->send_window > SEND_WINDOW_MAX) {
@@ -264,7 +273,10 @@ static void link_readable(agent *a)
 static void monitor_readable(agent *a)
 {
     int value = 0, ev;
-    while ((ev = refex_link_monitor_event(a->mon, &value)) >= 0) {
+    char ep[sizeof a->broker_ep];
+    while ((ev = refex_link_monitor_event_ep(a->mon, &value, ep, sizeof ep)) >= 0) {
+        if (failover_stale(a, ep))
+            continue; /* about an endpoint failed over from */
         if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             refex_log_info("link: connected to %s", a->broker_ep);
             send_hello(a);
@@ -272,13 +284,16 @@ static void monitor_readable(agent *a)
             if (a->online)
                 refex_log_warn("link: disconnected from the broker; reconnecting");
             a->online = 0;
+            failover_lost(a, "disconnected");
         } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
             refex_log_error("link: the broker refused our transport key (status %d): is "
                             "agency %s in the broker's directory?",
                             value, a->agency);
+            failover_lost(a, "transport key refused");
         } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
                    ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
             refex_log_error("link: handshake with the broker failed (wrong broker key?)");
+            failover_lost(a, "handshake failed");
         }
     }
 }
@@ -293,6 +308,7 @@ static void timers(agent *a)
         refex_epoch_cache_sweep(a->epoch_cache, wall);
         a->next_epoch_sweep_ms = now + 1000;
     }
+    failover_tick(a);
     if (!a->online)
         return;
     outbox_pace_tick(a);
@@ -376,10 +392,8 @@ static int open_sockets(agent *a, char *ep, size_t eplen)
         refex_log_error("link: cannot set up the broker connection");
         return REFEX_E_IO;
     }
-    if (zmq_connect(a->link, a->broker_ep) != 0) {
-        refex_log_error("link: bad broker endpoint %s: %s", a->broker_ep, zmq_strerror(errno));
+    if (failover_connect(a) != REFEX_OK)
         return REFEX_E_CONFIG;
-    }
     int64_t maxmsg = CONTROL_MAX;
     int linger0 = 0;
     zmq_setsockopt(a->control, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);

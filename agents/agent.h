@@ -80,9 +80,16 @@ struct out_item {
     uint8_t leaf[32]; /* its batch-signature leaf (lib/batchsig.h) */
 };
 
+#define AGENT_MAX_BROKERS 8
+
 struct agent {
     char agency[REFEX_ID_MAX];
-    char broker_ep[512];
+    char broker_ep[512]; /* the endpoint connected to now: brokers[cur_broker] */
+    /* Broker failover (failover.c): config broker's endpoints, tried in turn. */
+    char brokers[AGENT_MAX_BROKERS][512];
+    size_t n_brokers, cur_broker;
+    uint64_t broker_timeout_s; /* config broker_timeout_seconds: no WELCOME by then, move on */
+    int64_t broker_since_ms;   /* monotonic: connecting to broker_ep since */
     char broker_id[REFEX_ID_MAX];
     refex_daemon_base base;
     long control_gid;          /* control_group's gid: its members may use control.sock; -1 */
@@ -209,7 +216,9 @@ int outbox_pace_poll_ms(const agent *a, int max_ms);
  * receipt nor a non-delivery report from a recipient is noted, audited and raises an ALERT
  * line. From the loop, every cycle (it sweeps at most once a second, online only). */
 #define REPORT_GRACE_DEFAULT 600
-#define REPORT_GRACE_MAX     86400
+/* No WELCOME this long after connecting to a broker endpoint: try the next one listed. */
+#define BROKER_TIMEOUT_DEFAULT 10
+#define REPORT_GRACE_MAX       86400
 void outbox_expiry_sweep(agent *a);
 
 /* inbox.c: receiving */
@@ -261,5 +270,14 @@ void journal_note_peer_checkpoint(agent *a, const char *sender, const refex_agen
                                   const char *note);
 void journal_checkpoint(agent *a);
 void journal_cosigned(agent *a, const Refex__V1__Cosigned *cs);
+
+/* failover.c: `broker`'s endpoints, the connection to the current one, and the moves to
+ * the next (lost: the connection was lost or its handshake failed; tick: from the loop). */
+int failover_parse(agent *a, const char *list, char *err, size_t errlen);
+int failover_connect(agent *a);
+void failover_lost(agent *a, const char *why);
+void failover_tick(agent *a);
+/* A monitor event's endpoint is one of the others listed, not the one connected to now. */
+int failover_stale(const agent *a, const char *ep);
 
 #endif

@@ -114,6 +114,11 @@ int refex_link_monitor(void *ctx, void *sock, void **mon_out)
 
 int refex_link_monitor_event(void *mon, int *value_out)
 {
+    return refex_link_monitor_event_ep(mon, value_out, NULL, 0);
+}
+
+int refex_link_monitor_event_ep(void *mon, int *value_out, char *ep, size_t eplen)
+{
     zmq_msg_t m;
     zmq_msg_init(&m);
     if (zmq_msg_recv(&m, mon, ZMQ_DONTWAIT) < 0) {
@@ -132,11 +137,15 @@ int refex_link_monitor_event(void *mon, int *value_out)
             *value_out = (int)val;
     }
     /* Second part: the endpoint address. */
+    if (ep && eplen)
+        ep[0] = '\0';
     while (zmq_msg_more(&m)) {
         zmq_msg_close(&m);
         zmq_msg_init(&m);
         if (zmq_msg_recv(&m, mon, 0) < 0)
             break;
+        if (ep && eplen)
+            snprintf(ep, eplen, "%.*s", (int)zmq_msg_size(&m), (const char *)zmq_msg_data(&m));
     }
     zmq_msg_close(&m);
     return ev;

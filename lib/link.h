@@ -35,5 +35,7 @@ int refex_link_send_rejected(void *sock, const void *rid, size_t rid_len, const 
 int refex_link_monitor(void *ctx, void *sock, void **mon_out) REFEX_NODISCARD;
 /* Reads one monitor event (non-blocking); returns the event id or -1. */
 int refex_link_monitor_event(void *mon, int *value_out);
+/* The same, with the event's endpoint address in ep ("" if it had none). */
+int refex_link_monitor_event_ep(void *mon, int *value_out, char *ep, size_t eplen);
 
 #endif
