@@ -168,6 +168,7 @@ static void handle_hello(broker *b, const peer *p, const Refex__V1__Frame *f)
                               "too many sessions");
         return;
     }
+    nodes_claim(b, session_by_agency(b, p->agency));
     Refex__V1__Welcome w = REFEX__V1__WELCOME__INIT;
     w.agency = (char *)p->agency;
     w.broker_time_ms = (uint64_t)refex_now_ms();
@@ -362,9 +363,13 @@ int broker_run(broker *b)
     if ((rc = listen_sockets(b)) != REFEX_OK)
         return rc;
     while (!refex_daemon_stopping()) {
-        zmq_pollitem_t items[] = {
-            {b->zap, 0, ZMQ_POLLIN, 0}, {b->mon, 0, ZMQ_POLLIN, 0}, {b->router, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 3, 200);
+        /* the store's descriptor: other nodes' wake-ups (nodes.c) */
+        int wake = refex_store_wake_fd(b->store);
+        zmq_pollitem_t items[] = {{b->zap, 0, ZMQ_POLLIN, 0},
+                                  {b->mon, 0, ZMQ_POLLIN, 0},
+                                  {b->router, 0, ZMQ_POLLIN, 0},
+                                  {NULL, wake, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(items, wake >= 0 ? 4 : 3, 200);
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -390,6 +395,7 @@ int broker_run(broker *b)
         refex_log_gate_flush(&b->warn_gate, refex_mono_ms());
         queue_batch_end(b);
         session_monitor_drain(b);
+        nodes_tick(b);
         session_pump_all(b);
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&b->base) == REFEX_OK)

@@ -53,6 +53,7 @@ typedef struct {
      * it may be the agency's previous key (admission.c). */
     int has_transport_pk;
     uint8_t transport_pk[32];
+    uint64_t claim_epoch; /* the delivery claim this node took for it at HELLO (nodes.c) */
 } session;
 
 /* A STORED (or, if the batch fails, REJECTED) answer held until the batch commits. */
@@ -86,7 +87,7 @@ typedef struct broker {
     reply replies[BATCH_MAX];
     size_t n_replies;
     int in_batch, batch_failed;
-    int64_t next_expiry_ms, next_purge_ms, next_admission_ms;
+    int64_t next_expiry_ms, next_purge_ms, next_admission_ms, next_nodes_ms;
     refex_log_gate warn_gate; /* refusal warnings, per agency (broker_may_warn) */
 } broker;
 
@@ -131,6 +132,11 @@ int session_send_packed(broker *b, const session *s, Refex__V1__Frame__KindCase 
                         const uint8_t *blob, size_t len);
 /* Redelivers what went unacknowledged too long and fills every open delivery window. */
 void session_pump_all(broker *b);
+
+/* nodes.c: with several nodes on one store, the delivery claim taken at HELLO (in the open
+ * batch), and from the loop: other nodes' wake-ups and the sweep of claims. */
+void nodes_claim(broker *b, session *s);
+void nodes_tick(broker *b);
 
 /* queue.c */
 int queue_batch_begin(broker *b);

@@ -69,6 +69,16 @@ typedef struct refex_store_ops {
      * STORED for (restored from an older copy, or its WAL lost). generation() gives it once
      * the batch has committed; until then, and if the batch is lost, the old one. */
     int (*renew)(void *impl);
+    /* Several broker nodes on one store (NULL in a backend only one node can use). wake_fd: a
+     * descriptor that becomes readable when another node stored deliveries or receipts (-1:
+     * none); wakeups: calls fn for each agency they were for ("*": any), without blocking.
+     * claim: this node takes the agency's delivery claim, in the open batch; *epoch gets the
+     * claim's epoch, higher at each take. holds: 1 if this node still holds it at epoch, 0
+     * if another node took it since, negative if it cannot tell. */
+    int (*wake_fd)(void *impl);
+    void (*wakeups)(void *impl, void (*fn)(void *ctx, const char *agency), void *ctx);
+    int (*claim)(void *impl, const char *agency, uint64_t *epoch);
+    int (*holds)(void *impl, const char *agency, uint64_t epoch);
     void (*destroy)(void *impl);
 } refex_store_ops;
 
@@ -161,6 +171,26 @@ static inline int refex_store_sender_high(refex_store *s, const char *sender, ui
 static inline int refex_store_renew(refex_store *s)
 {
     return s->ops->renew(s->impl);
+}
+/* For a backend without nodes: no wake-ups, and every claim is this node's. */
+static inline int refex_store_wake_fd(refex_store *s)
+{
+    return s->ops->wake_fd ? s->ops->wake_fd(s->impl) : -1;
+}
+static inline void refex_store_wakeups(refex_store *s, void (*fn)(void *ctx, const char *agency),
+                                       void *ctx)
+{
+    if (s->ops->wakeups)
+        s->ops->wakeups(s->impl, fn, ctx);
+}
+static inline int refex_store_claim(refex_store *s, const char *agency, uint64_t *epoch)
+{
+    *epoch = 0;
+    return s->ops->claim ? s->ops->claim(s->impl, agency, epoch) : REFEX_OK;
+}
+static inline int refex_store_holds(refex_store *s, const char *agency, uint64_t epoch)
+{
+    return s->ops->holds ? s->ops->holds(s->impl, agency, epoch) : 1;
 }
 
 /* refex_store_sqlite_open flags. A store file that exists but lacks tables it had (its file

@@ -32,6 +32,33 @@ static const char *const REFUSE_WRITE = "the broker could not store the message;
 
 /* ---- the batch: one transaction, the state lock taken by its first write -------------- */
 
+/* An agency the open batch stored something for, to wake the other nodes about. */
+static void wake_later(pg_store *s, const char *agency)
+{
+    for (size_t i = 0; i < s->n_wake; i++)
+        if (strcmp(s->wake[i], agency) == 0)
+            return;
+    if (s->n_wake == PG_WAKE_MAX || strlen(agency) >= sizeof s->wake[0]) {
+        s->wake_all = 1;
+        return;
+    }
+    snprintf(s->wake[s->n_wake++], sizeof s->wake[0], "%s", agency);
+}
+
+/* The NOTIFYs of the batch, sent with its commit (PostgreSQL delivers them only if it
+ * commits). */
+static int wake_send(pg_store *s)
+{
+    size_t n = s->wake_all ? 1 : s->n_wake;
+    for (size_t i = 0; i < n; i++) {
+        params p = {0};
+        refex_pg_text(&p, s->wake_all ? "*" : s->wake[i]);
+        if (refex_pg_cmd(s, Q_NOTIFY, &p, NULL) != REFEX_OK)
+            return REFEX_E_STORE;
+    }
+    return REFEX_OK;
+}
+
 static int pg_begin(void *impl)
 {
     pg_store *s = impl;
@@ -41,6 +68,8 @@ static int pg_begin(void *impl)
         return REFEX_E_STORE;
     s->in_tx = 1;
     s->locked = s->failed = s->renewing = 0;
+    s->n_wake = 0;
+    s->wake_all = 0;
     return REFEX_OK;
 }
 
@@ -89,6 +118,8 @@ static int pg_commit(void *impl)
         refex_pg_blob(&p, s->renewing ? s->renewed : s->generation, 16);
         rc = refex_pg_cmd(s, Q_SAVE, &p, NULL);
     }
+    if (rc == REFEX_OK)
+        rc = wake_send(s);
     if (rc != REFEX_OK) {
         end_tx(s, "ROLLBACK");
         s->renewing = 0;
@@ -194,6 +225,7 @@ static int pg_put(void *impl, const uint8_t id[16], const char *sender, const ch
         refex_pg_int(&d, seq);
         if (refex_pg_cmd(s, Q_DELIVERY, &d, NULL) != REFEX_OK)
             return REFEX_E_STORE;
+        wake_later(s, rcpt[i]);
     }
     params h = {0};
     refex_pg_text(&h, sender);
@@ -259,6 +291,7 @@ static int pg_ack(void *impl, const char *recipient, const char *sender, const u
     if (refex_pg_cmd(s, Q_RECEIPT_PUT, &rp, NULL) != REFEX_OK)
         return REFEX_E_STORE;
     s->next_receipt++;
+    wake_later(s, sender); /* its receipt waits for it */
     if (remaining <= 1)
         s->live -= env_len; /* the last delivery: the envelope is gone */
     return REFEX_OK;
@@ -391,6 +424,62 @@ static int pg_renew(void *impl)
     return REFEX_OK;
 }
 
+/* ---- nodes ---------------------------------------------------------------------------- */
+
+static int pg_wake_fd(void *impl)
+{
+    pg_store *s = impl;
+    return PQstatus(s->conn) == CONNECTION_OK ? PQsocket(s->conn) : -1;
+}
+
+/* Notifications may also have been read by libpq during any query: so this drains what
+ * libpq holds, whether or not the descriptor was readable. */
+static void pg_wakeups(void *impl, void (*fn)(void *ctx, const char *agency), void *ctx)
+{
+    pg_store *s = impl;
+    PGnotify *n;
+    if (s->in_tx || PQstatus(s->conn) != CONNECTION_OK || !PQconsumeInput(s->conn))
+        return;
+    while ((n = PQnotifies(s->conn)) != NULL) {
+        if (n->extra && *n->extra)
+            fn(ctx, n->extra);
+        PQfreemem(n);
+    }
+}
+
+static int pg_claim(void *impl, const char *agency, uint64_t *epoch)
+{
+    pg_store *s = impl;
+    if (!s->in_tx || s->failed)
+        return REFEX_E_STORE;
+    params p = {0};
+    refex_pg_text(&p, agency);
+    refex_pg_blob(&p, s->node, 16);
+    PGresult *r = refex_pg_run(s, Q_CLAIM, &p);
+    if (!r)
+        return REFEX_E_STORE;
+    int ok = PQntuples(r) == 1;
+    if (ok)
+        *epoch = (uint64_t)refex_pg_col_int(r, 0, 0);
+    PQclear(r);
+    return ok ? REFEX_OK : REFEX_E_STORE;
+}
+
+static int pg_holds(void *impl, const char *agency, uint64_t epoch)
+{
+    pg_store *s = impl;
+    params p = {0};
+    refex_pg_text(&p, agency);
+    PGresult *r = refex_pg_run(s, Q_HOLDS, &p);
+    if (!r)
+        return -1;
+    int held = PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 16 &&
+               memcmp(PQgetvalue(r, 0, 0), s->node, 16) == 0 &&
+               (uint64_t)refex_pg_col_int(r, 0, 1) == epoch;
+    PQclear(r);
+    return held;
+}
+
 static void pg_destroy(void *impl)
 {
     pg_store *s = impl;
@@ -422,6 +511,10 @@ static const refex_store_ops PG_OPS = {
     .generation = pg_generation,
     .sender_high = pg_sender_high,
     .renew = pg_renew,
+    .wake_fd = pg_wake_fd,
+    .wakeups = pg_wakeups,
+    .claim = pg_claim,
+    .holds = pg_holds,
     .destroy = pg_destroy,
 };
 
@@ -446,6 +539,7 @@ int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, 
     self->ops = &PG_OPS;
     self->impl = s;
     s->max_bytes = max_bytes;
+    randombytes_buf(s->node, sizeof s->node);
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (!s->conn) {
         rc = REFEX_E_NOMEM;

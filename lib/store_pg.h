@@ -11,7 +11,10 @@
 #define BYTEAOID 17
 #define INT8OID  20
 /* At most one connection attempt per RETRY_MS while the server is away. */
-#define RETRY_MS 1000
+#define RETRY_MS    1000
+#define PG_WAKE_MAX 64
+/* The channel broker nodes wake each other on (LISTEN/NOTIFY). */
+#define PG_WAKE_CHANNEL "refex_wake"
 
 enum {
     Q_LOCK,
@@ -32,6 +35,9 @@ enum {
     Q_PURGE,
     Q_COUNT,
     Q_GENERATION,
+    Q_CLAIM,
+    Q_HOLDS,
+    Q_NOTIFY,
     Q_N
 };
 
@@ -47,6 +53,12 @@ typedef struct {
     uint8_t renewed[16];
     int renewing;
     int64_t retry_ms; /* no new connection attempt before this (monotonic ms) */
+    uint8_t node[16]; /* this node: random at open, the owner of the claims it takes */
+    /* The agencies the open batch stored deliveries or receipts for: told to the other
+     * nodes (NOTIFY) when it commits; all of them ("*") past PG_WAKE_MAX. */
+    char wake[PG_WAKE_MAX][64];
+    size_t n_wake;
+    int wake_all;
 } pg_store;
 
 /* Parameters of one statement, all sent in binary: text as its bytes, bytea raw, int8 in

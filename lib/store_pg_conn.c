@@ -27,7 +27,9 @@ static const char *const SCHEMA =
     " seq bigint PRIMARY KEY, sender text NOT NULL, message_id bytea NOT NULL,"
     " recipient text NOT NULL, receipt bytea NOT NULL, UNIQUE (sender, message_id, recipient));"
     "CREATE INDEX IF NOT EXISTS receipts_sender ON receipts(sender, seq);"
-    "CREATE TABLE IF NOT EXISTS senders (sender text PRIMARY KEY, high bigint NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS senders (sender text PRIMARY KEY, high bigint NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS claims ("
+    " agency text PRIMARY KEY, node bytea NOT NULL, epoch bigint NOT NULL);";
 
 typedef struct {
     const char *sql;
@@ -90,6 +92,13 @@ static const query Q[Q_N] = {
                    {I, I}},
     [Q_PURGE] = {"DELETE FROM messages WHERE remaining = 0 AND expires_ms < $1", 1, {I}},
     [Q_COUNT] = {"SELECT count(*)::int8 FROM deliveries", 0, {0}},
+    [Q_CLAIM] = {"INSERT INTO claims(agency, node, epoch) VALUES ($1, $2, 1)"
+                 " ON CONFLICT (agency) DO UPDATE SET node = excluded.node,"
+                 " epoch = claims.epoch + 1 RETURNING epoch",
+                 2,
+                 {T, B}},
+    [Q_HOLDS] = {"SELECT node, epoch FROM claims WHERE agency = $1", 1, {T}},
+    [Q_NOTIFY] = {"SELECT pg_notify('" PG_WAKE_CHANNEL "', $1)", 1, {T}},
     [Q_GENERATION] = {"SELECT generation, live FROM refex_state WHERE id = 1", 0, {0}},
 };
 #undef T
@@ -158,11 +167,12 @@ int refex_pg_prepare(pg_store *s)
         if (!ok)
             return REFEX_E_STORE;
     }
+    /* every connection listens for the other nodes' wake-ups (store_pg.c) */
+    if (refex_pg_exec(s, "LISTEN " PG_WAKE_CHANNEL) != REFEX_OK)
+        return REFEX_E_STORE;
     s->prepared = 1;
     return REFEX_OK;
 }
-
-int refex_pg_connected(pg_store *s);
 
 /* Runs a kept statement; NULL (logged) if it failed. A failure inside a batch ends it. A
  * read outside a batch connects again first if the connection was lost. */

@@ -44,8 +44,9 @@ static PGresult *pg_exec(const char *sql)
 
 int h_pg_empty(void)
 {
-    PGresult *r = pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state,"
-                          " messages, deliveries, receipts, senders");
+    PGresult *r =
+        pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state, claims,"
+                " messages, deliveries, receipts, senders");
     int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         fprintf(stderr, "harness: cannot empty the store: %s\n",

@@ -14,6 +14,7 @@
 #include "testing.h"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include "store.h"
 #include "util.h"
@@ -149,8 +150,9 @@ static void pg_empty(void)
     PGconn *c = PQconnectdb(pg_url);
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("connect %s: %s", pg_url, PQerrorMessage(c));
-    PGresult *r = PQexec(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state,"
-                            " messages, deliveries, receipts, senders");
+    PGresult *r =
+        PQexec(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state, claims,"
+                  " messages, deliveries, receipts, senders");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("drop: %s", PQerrorMessage(c));
     PQclear(r);
@@ -491,6 +493,71 @@ static void test_two_nodes_batches_serialise(void **state)
     assert_true(f->r[1].seq > (int64_t)first);
 }
 
+static void test_two_nodes_claims(void **state)
+{
+    fixture *f = *state;
+    uint64_t e1 = 0, e2 = 0, e3 = 0;
+    f->node2 = open_one(f, 0);
+    assert_ok(refex_store_begin(f->st));
+    assert_ok(refex_store_claim(f->st, ONE[0], &e1));
+    assert_ok(refex_store_commit(f->st));
+    assert_int_equal(refex_store_holds(f->st, ONE[0], e1), 1);
+    assert_int_equal(refex_store_holds(f->node2, ONE[0], e1), 0); /* not node2's */
+    assert_ok(refex_store_begin(f->node2));
+    assert_ok(refex_store_claim(f->node2, ONE[0], &e2));
+    assert_ok(refex_store_commit(f->node2));
+    assert_true(e2 > e1);
+    assert_int_equal(refex_store_holds(f->st, ONE[0], e1), 0); /* taken: node 1 stops */
+    assert_int_equal(refex_store_holds(f->node2, ONE[0], e2), 1);
+    /* a claim in a batch that is lost is not taken */
+    assert_ok(refex_store_begin(f->st));
+    assert_ok(refex_store_claim(f->st, ONE[0], &e3));
+    refex_store_rollback(f->st);
+    assert_int_equal(refex_store_holds(f->node2, ONE[0], e2), 1);
+    assert_int_equal(refex_store_holds(f->st, TWO[1], 0), 0); /* never claimed */
+}
+
+static void on_wake(void *ctx, const char *agency)
+{
+    fixture *f = ctx;
+    keep(f, 0, (const uint8_t *)"0123456789abcdef", agency, NULL, NULL, 0);
+}
+
+/* Waits for node2's wake-ups (its descriptor readable) until one names want. */
+static int woken(fixture *f, const char *want)
+{
+    for (int tries = 0; tries < 50; tries++) {
+        struct pollfd pfd = {refex_store_wake_fd(f->node2), POLLIN, 0};
+        assert_true(pfd.fd >= 0);
+        poll(&pfd, 1, 100);
+        f->n = 0;
+        refex_store_wakeups(f->node2, on_wake, f);
+        for (size_t i = 0; i < f->n; i++)
+            if (strcmp(f->r[i].who, want) == 0)
+                return 1;
+    }
+    return 0;
+}
+
+static void test_two_nodes_wake_each_other(void **state)
+{
+    fixture *f = *state;
+    f->node2 = open_one(f, 0);
+    put_batch(f->st, 1, SENDER, TWO, 2, FAR);
+    assert_true(woken(f, TWO[0]));
+    put_batch(f->st, 2, SENDER, ONE, 1, FAR);
+    assert_ok(ack_batch(f->st, ONE[0], SENDER, 2));
+    assert_true(woken(f, SENDER)); /* a receipt waits for the sender */
+    /* a rolled-back batch wakes nobody */
+    uint8_t id[16];
+    make_id(id, 3);
+    assert_ok(refex_store_begin(f->st));
+    assert_ok(refex_store_put(f->st, id, OTHER, (const char *const[]){"police-east"}, 1, ENV,
+                              sizeof ENV, FAR));
+    refex_store_rollback(f->st);
+    assert_false(woken(f, "police-east"));
+}
+
 int main(int argc, char **argv)
 {
     backend = argc > 1 ? argv[1] : "sqlite";
@@ -527,6 +594,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest nodes[] = {
         T(test_two_nodes_share_order_and_counts),
         T(test_two_nodes_batches_serialise),
+        T(test_two_nodes_claims),
+        T(test_two_nodes_wake_each_other),
     };
     int failed = cmocka_run_group_tests_name(backend, common, NULL, NULL);
     if (strcmp(backend, "postgresql") == 0)
