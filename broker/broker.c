@@ -103,11 +103,15 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
         goto out;
     if ((rc = open_store(b, refex_config_get(cfg, "store"), store_flags, err, errlen)) != REFEX_OK)
         goto out;
+    /* Witnessed checkpoints and case records live where the queue does: beside it in
+     * data_dir, or in the same PostgreSQL database, shared by every node on it. */
+    const char *spec = refex_config_get(cfg, "store");
+    int shared = spec && refex_store_is_pg(spec);
     snprintf(path, sizeof path, "%s/witness.db", b->base.data_dir);
-    if ((rc = witness_open(path, &b->witness, err, errlen)) != REFEX_OK)
+    if ((rc = witness_open(shared ? spec : path, &b->witness, err, errlen)) != REFEX_OK)
         goto out;
     snprintf(path, sizeof path, "%s/cases.db", b->base.data_dir);
-    if ((rc = cases_open(path, case_max, &b->cases, err, errlen)) != REFEX_OK)
+    if ((rc = cases_open(shared ? spec : path, case_max, &b->cases, err, errlen)) != REFEX_OK)
         goto out;
     *out = b;
     b = NULL;

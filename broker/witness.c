@@ -1,5 +1,8 @@
 /* Witness state: the latest checkpoints the broker cosigned, per agency (WITNESS_KEEP of
- * them), in its own SQLite file. Trust on first use: the first checkpoint of an agency is
+ * them), in its own SQLite file or in the PostgreSQL database of the broker's store. With
+ * several broker nodes on one database, a submission is checked, recorded and committed
+ * under a lock on its agency, so the nodes witness each agency's log one checkpoint at a
+ * time, as one witness would. Trust on first use: the first checkpoint of an agency is
  * accepted as it comes; every later one must extend the latest (RFC 9162 consistency proof)
  * or be identical. Only the latest is needed for that, and its root commits every entry
  * below its size, so older rows are deleted: any agency (or an agent submitting on every
@@ -12,7 +15,7 @@
 #include <string.h>
 
 #include "checkpoint.h"
-#include "db.h"
+#include "sqldb.h"
 #include "log.h"
 #include "merkle.h"
 #include "util.h"
@@ -22,13 +25,17 @@
 #define WITNESS_KEEP 16
 
 struct witness {
-    sqlite3 *db;
+    refex_sql *db;
 };
 
 static const char *SCHEMA = "CREATE TABLE IF NOT EXISTS witnessed ("
                             " agency TEXT NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL,"
                             " note TEXT NOT NULL, cosigned_ms INTEGER NOT NULL,"
                             " PRIMARY KEY (agency, size));";
+static const char *PG_SCHEMA = "CREATE TABLE IF NOT EXISTS witnessed ("
+                               " agency TEXT NOT NULL, size BIGINT NOT NULL, root BYTEA NOT NULL,"
+                               " note TEXT NOT NULL, cosigned_ms BIGINT NOT NULL,"
+                               " PRIMARY KEY (agency, size));";
 
 int witness_open(const char *path, witness **out, char *err, size_t errlen)
 {
@@ -37,8 +44,8 @@ int witness_open(const char *path, witness **out, char *err, size_t errlen)
     *out = NULL;
     if (!w)
         return REFEX_E_NOMEM;
-    if ((rc = refex_db_open(path, 0, &w->db, err, errlen)) != REFEX_OK ||
-        (rc = refex_db_exec(w->db, SCHEMA)) != REFEX_OK) {
+    if ((rc = refex_sql_open(path, &w->db, err, errlen)) != REFEX_OK ||
+        (rc = refex_sql_schema(w->db, SCHEMA, PG_SCHEMA)) != REFEX_OK) {
         witness_close(&w);
         return rc;
     }
@@ -50,7 +57,7 @@ void witness_close(witness **w_p)
 {
     if (!w_p || !*w_p)
         return;
-    refex_db_close(&(*w_p)->db);
+    refex_sql_close(&(*w_p)->db);
     free(*w_p);
     *w_p = NULL;
 }
@@ -58,39 +65,39 @@ void witness_close(witness **w_p)
 /* The latest cosigned (size, root) for an agency; 0 if none. */
 static int latest(witness *w, const char *agency, uint64_t *size, uint8_t root[32])
 {
-    sqlite3_stmt *st = NULL;
+    refex_sql_stmt *st = NULL;
     int found = 0;
-    if (refex_db_prepare(w->db,
-                         "SELECT size, root FROM witnessed WHERE agency = ?"
-                         " ORDER BY size DESC LIMIT 1",
-                         &st) != REFEX_OK)
+    if (refex_sql_prepare(w->db,
+                          "SELECT size, root FROM witnessed WHERE agency = ?"
+                          " ORDER BY size DESC LIMIT 1",
+                          &st) != REFEX_OK)
         return -1;
-    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 1) == 32) {
-        *size = (uint64_t)sqlite3_column_int64(st, 0);
-        memcpy(root, sqlite3_column_blob(st, 1), 32);
+    refex_sql_bind_text(st, 1, agency);
+    int step = refex_sql_step(st);
+    if (step == REFEX_SQL_ROW && refex_sql_bytes(st, 1) == 32) {
+        *size = (uint64_t)refex_sql_int(st, 0);
+        memcpy(root, refex_sql_blob(st, 1), 32);
         found = 1;
     }
-    sqlite3_finalize(st);
-    return found;
+    refex_sql_finalize(&st);
+    return step < 0 ? -1 : found;
 }
 
 static int latest_note(witness *w, const char *agency, uint64_t sz, char **note, uint64_t *size)
 {
-    sqlite3_stmt *st = NULL;
+    refex_sql_stmt *st = NULL;
     int rc =
-        refex_db_prepare(w->db, "SELECT note FROM witnessed WHERE agency = ? AND size = ?", &st);
+        refex_sql_prepare(w->db, "SELECT note FROM witnessed WHERE agency = ? AND size = ?", &st);
     if (rc != REFEX_OK)
         return REFEX_E_STORE;
-    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)sz);
+    refex_sql_bind_text(st, 1, agency);
+    refex_sql_bind_int(st, 2, (int64_t)sz);
     rc = REFEX_E_STORE;
-    if (sqlite3_step(st) == SQLITE_ROW &&
-        (*note = strdup((const char *)sqlite3_column_text(st, 0)))) {
+    if (refex_sql_step(st) == REFEX_SQL_ROW && (*note = strdup(refex_sql_text(st, 0)))) {
         *size = sz;
         rc = REFEX_OK;
     }
-    sqlite3_finalize(st);
+    refex_sql_finalize(&st);
     return rc;
 }
 
@@ -116,46 +123,39 @@ static int consistent(const Refex__V1__CheckpointSubmit *cp, uint64_t old_size,
  * deletes, in the same transaction, the agency's rows older than its WITNESS_KEEP latest. */
 static int record(witness *w, const char *agency, const refex_checkpoint *c, const char *cosigned)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = refex_db_begin(w->db);
+    refex_sql_stmt *st = NULL;
+    int rc = refex_sql_prepare(w->db,
+                               "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
+                               " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
+                               &st);
     if (rc != REFEX_OK)
         return rc;
-    rc = refex_db_prepare(w->db,
-                          "INSERT INTO witnessed(agency, size, root, note, cosigned_ms)"
-                          " VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
-                          &st);
-    if (rc != REFEX_OK)
-        goto out;
-    sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)c->size);
-    sqlite3_bind_blob(st, 3, c->root, 32, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, cosigned, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 5, refex_now_ms());
-    rc = refex_db_err(sqlite3_step(st));
-    sqlite3_finalize(st);
-    st = NULL;
+    refex_sql_bind_text(st, 1, agency);
+    refex_sql_bind_int(st, 2, (int64_t)c->size);
+    refex_sql_bind_blob(st, 3, c->root, 32);
+    refex_sql_bind_text(st, 4, cosigned);
+    refex_sql_bind_int(st, 5, refex_now_ms());
+    rc = refex_sql_step(st) == REFEX_SQL_DONE ? REFEX_OK : REFEX_E_STORE;
+    refex_sql_finalize(&st);
     if (rc == REFEX_OK &&
-        (rc = refex_db_prepare(w->db,
-                               "DELETE FROM witnessed WHERE agency = ?1 AND size < (SELECT size"
-                               " FROM witnessed WHERE agency = ?1 ORDER BY size DESC LIMIT 1"
-                               " OFFSET ?2)",
-                               &st)) == REFEX_OK) {
-        sqlite3_bind_text(st, 1, agency, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, WITNESS_KEEP - 1);
-        rc = refex_db_err(sqlite3_step(st));
-        sqlite3_finalize(st);
+        (rc = refex_sql_prepare(w->db,
+                                "DELETE FROM witnessed WHERE agency = ?1 AND size < (SELECT size"
+                                " FROM witnessed WHERE agency = ?1 ORDER BY size DESC LIMIT 1"
+                                " OFFSET ?2)",
+                                &st)) == REFEX_OK) {
+        refex_sql_bind_text(st, 1, agency);
+        refex_sql_bind_int(st, 2, WITNESS_KEEP - 1);
+        rc = refex_sql_step(st) == REFEX_SQL_DONE ? REFEX_OK : REFEX_E_STORE;
+        refex_sql_finalize(&st);
     }
-    if (rc == REFEX_OK)
-        rc = refex_db_commit(w->db);
-out:
-    if (rc != REFEX_OK)
-        refex_db_rollback(w->db);
     return rc;
 }
 
-int witness_submit(witness *w, const refex_directory *dir, const refex_keys *broker,
-                   const char *agency, const Refex__V1__CheckpointSubmit *cp, char **cosigned,
-                   uint64_t *size, char *why, size_t whylen)
+/* The checks and the cosignature, in the transaction witness_submit holds the agency's lock
+ * in. */
+static int submit_locked(witness *w, const refex_directory *dir, const refex_keys *broker,
+                         const char *agency, const Refex__V1__CheckpointSubmit *cp, char **cosigned,
+                         uint64_t *size, char *why, size_t whylen)
 {
     refex_checkpoint c;
     char origin[128];
@@ -225,4 +225,27 @@ int witness_submit(witness *w, const refex_directory *dir, const refex_keys *bro
     }
     *size = c.size;
     return REFEX_OK;
+}
+
+int witness_submit(witness *w, const refex_directory *dir, const refex_keys *broker,
+                   const char *agency, const Refex__V1__CheckpointSubmit *cp, char **cosigned,
+                   uint64_t *size, char *why, size_t whylen)
+{
+    *cosigned = NULL;
+    if (refex_sql_begin(w->db) != REFEX_OK || refex_sql_lock(w->db, agency) != REFEX_OK) {
+        refex_sql_rollback(w->db);
+        snprintf(why, whylen, "the witness's store is not available");
+        return REFEX_E_STORE;
+    }
+    int rc = submit_locked(w, dir, broker, agency, cp, cosigned, size, why, whylen);
+    /* A refusal or a resent note wrote nothing; the commit is only of a new cosignature, and
+     * COSIGNED goes out only once it has. */
+    if (rc == REFEX_OK && refex_sql_commit(w->db) != REFEX_OK)
+        rc = REFEX_E_STORE;
+    if (rc != REFEX_OK) {
+        refex_sql_rollback(w->db);
+        free(*cosigned);
+        *cosigned = NULL;
+    }
+    return rc;
 }

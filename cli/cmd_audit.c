@@ -23,7 +23,7 @@ static void audit_usage(FILE *out)
     fprintf(out, "usage: refex [-c AGENT.conf] audit list [--limit N] [--json]\n"
                  "       refex [-c AGENT.conf] audit query|export|proof ... (see --help of each)\n"
                  "       refex audit reconcile A.db B.db [--sla 24h] [--json]\n"
-                 "       refex audit witnessed --witness-db BROKER/witness.db --agency ID\n"
+                 "       refex audit witnessed --witness-db BROKER/witness.db|URI --agency ID\n"
                  "       refex [-c AGENT.conf] audit verify [--db FILE] [--key AGENCY.public]...\n"
                  "                 [--witness FILE --witness-key BROKER.public] [--json]\n"
                  "\n"
@@ -37,9 +37,10 @@ static void audit_usage(FILE *out)
                  "        After a key rotation, give --key again with the agency's earlier\n"
                  "        .public (ID.previous.public): checkpoints verify under any of them.\n"
                  "        --witness: also check the log against the checkpoints the broker\n"
-                 "        cosigned (the broker's witness.db, or a JSON array of cosigned\n"
-                 "        notes), each cosignature verified with --witness-key. This catches\n"
-                 "        a log truncated below, or rewritten since, a witnessed size.\n"
+                 "        cosigned (the broker's witness.db, the postgresql:// URI of its\n"
+                 "        store, or a JSON array of cosigned notes), each cosignature\n"
+                 "        verified with --witness-key. This catches a log truncated below,\n"
+                 "        or rewritten since, a witnessed size.\n"
                  "witnessed  the checkpoints the broker cosigned for one agency, as a JSON\n"
                  "        array of notes: the file to give verify --witness.\n");
 }
@@ -103,6 +104,16 @@ static json_t *load_witnessed(const char *path, const char *agency, char *why, s
     uint8_t *data = NULL;
     size_t len = 0;
     json_t *notes = NULL;
+    if (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0) {
+        /* broker nodes on PostgreSQL: the witness is in their store */
+        notes = json_array();
+        if (notes &&
+            refex_audit_reader_witnessed(path, agency, add_note, notes, why, whylen) != REFEX_OK) {
+            json_decref(notes);
+            notes = NULL;
+        }
+        return notes;
+    }
     if (refex_file_read(path, 64u * 1024 * 1024, &data, &len) != REFEX_OK) {
         snprintf(why, whylen, "%s: cannot read", path);
         return NULL;

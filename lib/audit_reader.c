@@ -9,6 +9,7 @@
 
 #include "audit_tree.h"
 #include "db.h"
+#include "sqldb.h"
 
 struct refex_audit_reader {
     sqlite3 *db;
@@ -429,9 +430,40 @@ out:
 
 /* ---- a broker's witness.db ---------------------------------------------------------- */
 
+/* The same from the PostgreSQL database of broker nodes (the witness in their store). */
+static int witnessed_pg(const char *uri, const char *agency, refex_audit_note_fn fn, void *arg,
+                        char *err, size_t errlen)
+{
+    refex_sql *db = NULL;
+    refex_sql_stmt *st = NULL;
+    char oerr[256];
+    int rc, step = REFEX_SQL_DONE;
+    if (refex_sql_open(uri, &db, oerr, sizeof oerr) != REFEX_OK ||
+        refex_sql_prepare(db, "SELECT note FROM witnessed WHERE agency = ? ORDER BY size", &st) !=
+            REFEX_OK) {
+        snprintf(err, errlen, "the broker's witness in PostgreSQL cannot be read");
+        rc = REFEX_E_NOTFOUND;
+        goto out;
+    }
+    refex_sql_bind_text(st, 1, agency);
+    rc = REFEX_OK;
+    while (rc == REFEX_OK && (step = refex_sql_step(st)) == REFEX_SQL_ROW)
+        rc = fn(refex_sql_text(st, 0), arg);
+    if (rc == REFEX_OK && step < 0) {
+        snprintf(err, errlen, "the broker's witness in PostgreSQL cannot be read");
+        rc = REFEX_E_STORE;
+    }
+out:
+    refex_sql_finalize(&st);
+    refex_sql_close(&db);
+    return rc;
+}
+
 int refex_audit_reader_witnessed(const char *path, const char *agency, refex_audit_note_fn fn,
                                  void *arg, char *err, size_t errlen)
 {
+    if (strncmp(path, "postgresql://", 13) == 0 || strncmp(path, "postgres://", 11) == 0)
+        return witnessed_pg(path, agency, fn, arg, err, errlen);
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     char oerr[256];

@@ -106,7 +106,7 @@ static int verify(const char *path, char *out, size_t len)
 {
     char key[700], wdb[700], wkey[700];
     h_path(&g_net, key, sizeof key, "keys/midwifery.public");
-    h_path(&g_net, wdb, sizeof wdb, "data/broker/witness.db");
+    h_witness_source(&g_net, "data/broker/witness.db", wdb, sizeof wdb);
     h_path(&g_net, wkey, sizeof wkey, "keys/broker.public");
     const char *args[] = {"audit",     "verify", "--db",          path, "--key", key,
                           "--witness", wdb,      "--witness-key", wkey, NULL};
@@ -135,7 +135,7 @@ static void test_intact_log_verifies(void **state)
 
     /* The same check from an exported file of witnessed checkpoints. */
     char wdb[700], json_path[700], key[700], wkey[700], exported[65536];
-    h_path(&g_net, wdb, sizeof wdb, "data/broker/witness.db");
+    h_witness_source(&g_net, "data/broker/witness.db", wdb, sizeof wdb);
     h_path(&g_net, json_path, sizeof json_path, "witnessed.json");
     const char *exp[] = {"audit", "witnessed", "--witness-db", wdb, "--agency", "midwifery", NULL};
     assert_int_equal(h_cli(&g_net, exported, sizeof exported, exp), 0);

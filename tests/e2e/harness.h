@@ -132,6 +132,9 @@ long long h_sql_int(const h_net *n, const char *db_rel, const char *sql);
 const char *h_pg_url(void);
 int h_pg_empty(void);
 long long h_pg_int(const char *sql);
+/* Where the broker's witnessed checkpoints are, for `audit verify --witness`: the store's URI
+ * with PostgreSQL, else data/broker/witness.db (rel: that path, relative to the tree). */
+void h_witness_source(const h_net *n, const char *rel, char *buf, size_t len);
 /* Polls h_sql_int until it gives want or timeout_ms pass; the last value read. */
 long long h_sql_wait(const h_net *n, const char *db_rel, const char *sql, long long want,
                      int timeout_ms);

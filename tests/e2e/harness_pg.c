@@ -45,7 +45,9 @@ static PGresult *pg_exec(const char *sql)
 int h_pg_empty(void)
 {
     PGresult *r =
-        pg_exec("SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state, claims,"
+        pg_exec("SET client_min_messages = warning; DROP VIEW IF EXISTS case_parties,"
+                " case_current_parties; DROP TABLE IF EXISTS refex_state, claims, witnessed,"
+                " case_leads, case_grants, case_subscriptions,"
                 " messages, deliveries, receipts, senders");
     int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
@@ -63,4 +65,12 @@ long long h_pg_int(const char *sql)
         v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
     return v;
+}
+
+void h_witness_source(const h_net *n, const char *rel, char *buf, size_t len)
+{
+    if (h_pg_url())
+        snprintf(buf, len, "%s", h_pg_url());
+    else
+        h_path(n, buf, len, "%s", rel);
 }

@@ -151,7 +151,9 @@ static void pg_empty(void)
     if (PQstatus(c) != CONNECTION_OK)
         fail_msg("connect %s: %s", pg_url, PQerrorMessage(c));
     PGresult *r =
-        PQexec(c, "SET client_min_messages = warning; DROP TABLE IF EXISTS refex_state, claims,"
+        PQexec(c, "SET client_min_messages = warning; DROP VIEW IF EXISTS case_parties,"
+                  " case_current_parties; DROP TABLE IF EXISTS refex_state, claims, witnessed,"
+                  " case_leads, case_grants, case_subscriptions,"
                   " messages, deliveries, receipts, senders");
     if (PQresultStatus(r) != PGRES_COMMAND_OK)
         fail_msg("drop: %s", PQerrorMessage(c));
