@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -462,6 +463,68 @@ static int table(h_net *net, double scale, size_t only)
     return 0;
 }
 
+/* One network (a broker on the store REFEX_TEST_PG_URL_FILE names, else SQLite), one case. */
+static int store_case(const bench_case *c, result *r)
+{
+    static const char *const agencies[] = {"sender", "receiver", NULL};
+    h_net net;
+    int rc = h_net_init(&net, agencies, NULL, "") == 0 && h_net_start_broker(&net) == 0 &&
+                     h_net_start_agent(&net, "sender") == 0 &&
+                     h_net_start_agent(&net, "receiver") == 0
+                 ? refex_run(&net, c, 0, r)
+                 : -1;
+    h_net_fini(&net);
+    return rc;
+}
+
+/* --store-pg: the same 1 KiB and 64 KiB runs with the broker on SQLite and on PostgreSQL (a
+ * primary with a synchronous standby, tests/pg_cluster.sh), in one run. */
+static int store_table(double scale)
+{
+    char dir[] = "/tmp/refex-bench-pg-XXXXXX", cmd[1024], url[600];
+    bench_case cases[] = {{1024, (int)(3000 * scale)}, {64 * 1024, (int)(500 * scale)}};
+    if (!mkdtemp(dir) || chmod(dir, 0755) != 0) /* the servers may run as another user */
+        return 1;
+    snprintf(cmd, sizeof cmd, "'%s/tests/pg_cluster.sh' start '%s/pg' >/dev/null", REFEX_SOURCE_DIR,
+             dir);
+    fprintf(stderr, "refex-bench: starting PostgreSQL (primary + synchronous standby)...\n");
+    if (system(cmd) != 0) {
+        fprintf(stderr, "refex-bench: could not start PostgreSQL (postgresql-15 installed?)\n");
+        return 1;
+    }
+    snprintf(url, sizeof url, "%s/pg/url", dir);
+    printf("%-6s %-10s %5s | %9s %7s %7s | %8s\n", "size", "store", "n", "refex/s", "p50 ms",
+           "p99 ms", "pg/sqlite");
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof cases / sizeof cases[0]; i++) {
+        result lite, pg;
+        fprintf(stderr, "refex-bench: %zu bytes x %d, SQLite then PostgreSQL...\n", cases[i].size,
+                cases[i].n);
+        unsetenv("REFEX_TEST_PG_URL_FILE");
+        if ((rc = store_case(&cases[i], &lite)) != 0)
+            break;
+        setenv("REFEX_TEST_PG_URL_FILE", url, 1);
+        rc = store_case(&cases[i], &pg);
+        unsetenv("REFEX_TEST_PG_URL_FILE");
+        if (rc != 0)
+            break;
+        printf("%-6s %-10s %5d | %9.0f %7.1f %7.1f |\n", i ? "64K" : "1K", "sqlite", cases[i].n,
+               lite.msgs_per_s, lite.p50_ms, lite.p99_ms);
+        print_cpu(&lite, NULL);
+        printf("%-6s %-10s %5d | %9.0f %7.1f %7.1f | %7.3fx\n", i ? "64K" : "1K", "postgresql",
+               cases[i].n, pg.msgs_per_s, pg.p50_ms, pg.p99_ms, pg.msgs_per_s / lite.msgs_per_s);
+        print_cpu(&pg, NULL);
+        fflush(stdout);
+    }
+    snprintf(cmd, sizeof cmd, "'%s/tests/pg_cluster.sh' destroy '%s/pg' >/dev/null; rm -rf '%s'",
+             REFEX_SOURCE_DIR, dir, dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "refex-bench: could not remove %s\n", dir);
+    if (rc != 0)
+        fprintf(stderr, "refex-bench: run failed\n");
+    return rc != 0;
+}
+
 /* --replay's N: digits only, 1 to 100,000,000; -1 otherwise. */
 static int replay_count(const char *arg)
 {
@@ -473,15 +536,13 @@ static int replay_count(const char *arg)
 int main(int argc, char **argv)
 {
     double scale = 1.0;
-    int opt, open_rate = 0, replay = -1; /* -1: no replay; 0: 1,000,000 x scale */
+    int opt, open_rate = 0, store_pg = 0, replay = -1; /* -1: no replay; 0: 1,000,000 x scale */
     size_t only = 0;
-    static const struct option opts[] = {{"scale", required_argument, 0, 's'},
-                                         {"open-loop", required_argument, 0, 'o'},
-                                         {"size", required_argument, 0, 'z'},
-                                         {"bulk", required_argument, 0, 'b'},
-                                         {"replay", optional_argument, 0, 'r'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"scale", required_argument, 0, 's'},  {"open-loop", required_argument, 0, 'o'},
+        {"size", required_argument, 0, 'z'},   {"bulk", required_argument, 0, 'b'},
+        {"replay", optional_argument, 0, 'r'}, {"store-pg", no_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         if (opt == 's') {
             scale = atof(optarg);
@@ -498,11 +559,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "refex-bench: --replay N needs N from 1 to 100000000\n");
                 return 2;
             }
+        } else if (opt == 'p') {
+            store_pg = 1;
         } else if (opt == 'z') {
             only = (size_t)strtoul(optarg, NULL, 10);
         } else {
             printf("usage: refex-bench [--scale F] [--size BYTES] [--bulk K] [--open-loop RATE] "
-                   "[--replay [N]]\n\n"
+                   "[--replay [N]] [--store-pg]\n\n"
                    "Measures refex end to end (send call to the receiver's commit, durable at\n"
                    "every hop) against NATS JetStream and raw ZeroMQ DEALER->ROUTER->DEALER\n"
                    "forwarding of the same sizes, in one run, and prints one table with the\n"
@@ -517,7 +580,9 @@ int main(int argc, char **argv)
                    "starts, with envelopes sealed and signed for the sender), then starts the\n"
                    "receiver and prints the replay rate (goal >= 10000 msg/s), the broker's\n"
                    "peak RSS (goal < 64 MiB), CPU per message of broker and receiver, and\n"
-                   "whether every message arrived exactly once. Needs\n"
+                   "whether every message arrived exactly once. --store-pg runs 1 KiB and\n"
+                   "64 KiB with the broker on SQLite and then on PostgreSQL (a primary and a\n"
+                   "synchronous standby on loopback, postgresql-15) and prints both. Needs\n"
                    "the refex binaries next to it (or REFEX_BIN_DIR); JetStream needs\n"
                    "deploy/install-bench-deps.sh.\n");
             return opt == 'h' ? 0 : 2;
@@ -534,6 +599,8 @@ int main(int argc, char **argv)
         int n = replay > 0 ? replay : (int)(1000000 * scale);
         return replay_run(n > 0 ? n : 1);
     }
+    if (store_pg)
+        return store_table(scale);
     static const char *const agencies[] = {"sender", "receiver", NULL};
     h_net net;
     fprintf(stderr, "refex-bench: starting a broker and two agents...\n");

@@ -12,17 +12,19 @@
 
 const char *h_pg_url(void)
 {
-    static char url[1024];
-    static int read_once;
-    if (!read_once) {
-        const char *file = getenv("REFEX_TEST_PG_URL_FILE");
+    static char url[1024], from[1024]; /* the URI, and the file it was read from */
+    const char *file = getenv("REFEX_TEST_PG_URL_FILE");
+    if (!file || !*file)
+        return NULL;
+    if (strcmp(file, from) != 0) {
         uint8_t *text = NULL;
         size_t len = 0;
-        read_once = 1;
-        if (file && *file && refex_file_read(file, sizeof url - 1, &text, &len) == REFEX_OK) {
+        snprintf(from, sizeof from, "%s", file);
+        url[0] = 0;
+        if (refex_file_read(file, sizeof url - 1, &text, &len) == REFEX_OK) {
             snprintf(url, sizeof url, "%.*s", (int)strcspn((char *)text, "\n"), (char *)text);
             free(text);
-        } else if (file && *file) {
+        } else {
             fprintf(stderr, "harness: cannot read REFEX_TEST_PG_URL_FILE %s\n", file);
             exit(2);
         }
