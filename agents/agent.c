@@ -139,6 +139,7 @@ static void send_hello(agent *a)
     Refex__V1__Hello h = REFEX__V1__HELLO__INIT;
     h.agency = a->agency;
     h.software = "refex-agent/0.1";
+    a->broker_since_ms = refex_mono_ms(); /* WELCOME is awaited from now (failover.c) */
     uint8_t gen[16];
     outbox_link_hello(a, &h, gen);
     if (refex_link_send_msg(a->link, NULL, 0, REFEX__V1__FRAME__KIND_HELLO, &h.base) != REFEX_OK)
@@ -157,6 +158,7 @@ static void on_welcome(agent *a, const Refex__V1__Frame *f)
         fflush(stdout);
     }
     a->expiry_online_ms = refex_mono_ms(); /* reports held for us come after each WELCOME */
+    a->broker_moves = 0;
     outbox_link_welcome(a, f->welcome);
     outbox_pace_restart(a);
     cases_resend_subscriptions(a);

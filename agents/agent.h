@@ -89,7 +89,9 @@ struct agent {
     char brokers[AGENT_MAX_BROKERS][512];
     size_t n_brokers, cur_broker;
     uint64_t broker_timeout_s; /* config broker_timeout_seconds: no WELCOME by then, move on */
-    int64_t broker_since_ms;   /* monotonic: connecting to broker_ep since */
+    int64_t broker_since_ms; /* monotonic: connecting to broker_ep, or waiting for WELCOME, since */
+    size_t broker_moves;     /* moves since the last WELCOME: a whole round of the list without
+                                one, and the next move waits for broker_timeout_seconds */
     char broker_id[REFEX_ID_MAX];
     refex_daemon_base base;
     long control_gid;          /* control_group's gid: its members may use control.sock; -1 */

@@ -31,6 +31,11 @@ int failover_parse(agent *a, const char *list, char *err, size_t errlen)
             snprintf(err, errlen, "config: broker endpoint %.200s is not tcp://HOST:PORT", tok);
             return REFEX_E_CONFIG;
         }
+        for (size_t i = 0; i < a->n_brokers; i++)
+            if (strcmp(a->brokers[i], tok) == 0) {
+                snprintf(err, errlen, "config: broker lists %.200s twice", tok);
+                return REFEX_E_CONFIG;
+            }
         snprintf(a->brokers[a->n_brokers++], sizeof a->brokers[0], "%s", tok);
     }
     if (a->n_brokers == 0) {
@@ -61,6 +66,7 @@ static void move_on(agent *a, const char *why)
     snprintf(old, sizeof old, "%s", a->broker_ep);
     zmq_disconnect(a->link, old); /* drops what was queued for it: resent after WELCOME */
     a->cur_broker = (a->cur_broker + 1) % a->n_brokers;
+    a->broker_moves++;
     snprintf(a->broker_ep, sizeof a->broker_ep, "%s", a->brokers[a->cur_broker]);
     a->online = 0;
     refex_log_warn("link: %s at %s; trying broker %s", why, old, a->broker_ep);
@@ -68,9 +74,13 @@ static void move_on(agent *a, const char *why)
         a->broker_since_ms = 0; /* not connectable: the next tick moves on again */
 }
 
+/* At once while the list has nodes not tried since the last WELCOME; after a whole round
+ * without one (every node down, or refusing us), one move per broker_timeout_seconds, from
+ * failover_tick, so the agent does not cycle through the list at network speed. */
 void failover_lost(agent *a, const char *why)
 {
-    move_on(a, why);
+    if (a->broker_moves < a->n_brokers)
+        move_on(a, why);
 }
 
 void failover_tick(agent *a)

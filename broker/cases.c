@@ -234,21 +234,23 @@ int cases_submit(cases *c, const refex_directory *dir, const char *agency,
 int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t now_ms)
 {
     char lead[REFEX_ID_MAX];
-    if (lead_of(c, case_ref, lead) == 1 && strcmp(lead, agency) == 0)
+    int have = lead_of(c, case_ref, lead);
+    if (have < 0)
+        return -1;
+    if (have && strcmp(lead, agency) == 0)
         return 1;
     refex_sql_stmt *st = NULL;
-    int member = 0;
     if (refex_sql_prepare(c->db,
                           "SELECT 1 FROM case_grants WHERE case_ref = ? AND member = ? AND"
                           " revoked = 0 AND (valid_until_ms = 0 OR valid_until_ms > ?)",
                           &st) != REFEX_OK)
-        return 0;
+        return -1;
     refex_sql_bind_text(st, 1, case_ref);
     refex_sql_bind_text(st, 2, agency);
     refex_sql_bind_int(st, 3, now_ms);
-    member = refex_sql_step(st) == REFEX_SQL_ROW;
+    int step = refex_sql_step(st);
     refex_sql_finalize(&st);
-    return member;
+    return step < 0 ? -1 : step == REFEX_SQL_ROW;
 }
 
 static void each_blob(cases *c, const char *sql, const char *arg, cases_blob_fn fn, void *ctx)
@@ -328,9 +330,14 @@ int cases_subscribe(cases *c, const refex_directory *dir, const char *agency, co
     /* Subscribe: a member now. Unsubscribe: a party now or before (a grant held, even a
      * revoked one), so a member that left can still say it wants nothing more. The
      * all-cases subscription is one row per agency, whoever sends it. */
-    if (sub->case_ref[0] &&
-        (sub->unsubscribed ? !was_party(c, sub->case_ref, agency)
-                           : !cases_is_member(c, sub->case_ref, agency, refex_now_ms()))) {
+    int member = sub->case_ref[0] && !sub->unsubscribed
+                     ? cases_is_member(c, sub->case_ref, agency, refex_now_ms())
+                     : 1;
+    if (member < 0) {
+        snprintf(why, whylen, "the broker's case store cannot be read");
+        return REFEX_E_STORE;
+    }
+    if (sub->case_ref[0] && (sub->unsubscribed ? !was_party(c, sub->case_ref, agency) : !member)) {
         snprintf(why, whylen, "%s %s a member of case %s", agency,
                  sub->unsubscribed ? "was never" : "is not", sub->case_ref);
         return REFEX_E_NOT_MEMBER;

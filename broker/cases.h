@@ -26,7 +26,8 @@ void cases_close(cases **c_p);
  * the one held. */
 int cases_submit(cases *c, const refex_directory *dir, const char *agency,
                  const Refex__V1__SignedGrant *sg, refex_grant *out, char *why, size_t whylen);
-/* The lead, or a member whose grant is in force now. */
+/* The lead, or a member whose grant is in force now: 1 yes, 0 no, -1 the records cannot be
+ * read (the caller answers E_STORE, not "not a member"). */
 int cases_is_member(cases *c, const char *case_ref, const char *agency, int64_t now_ms);
 /* Every grant of every case `agency` leads or belongs to (revoked ones included). */
 void cases_grants_for(cases *c, const char *agency, cases_blob_fn fn, void *ctx);

@@ -197,6 +197,8 @@ static int expire_one(broker *b, const expired_row *r, int64_t now)
     free(blob);
     if (rc == REFEX_E_STORE)
         return rc;
+    if (rc == REFEX_E_NOTFOUND)
+        return REFEX_OK; /* acknowledged meanwhile, or expired by another broker node */
     refex_log_warn("expire: %s from %s to %s expired undelivered; non-delivery report "
                    "queued",
                    idhex, r->sender, r->recipient);
@@ -285,17 +287,22 @@ static int check_recipients(broker *b, const char *agency, const Refex__V1__Enve
     }
     if (h->type != REFEX__V1__MESSAGE_TYPE__CASE_UPDATE)
         return REFEX_OK;
-    if (!h->case_ref[0] || !cases_is_member(b->cases, h->case_ref, agency, now)) {
-        snprintf(detail, dlen, "%s is not a member of case %s", agency,
-                 h->case_ref[0] ? h->case_ref : "(none)");
-        return REFEX_E_NOT_MEMBER;
-    }
-    for (size_t i = 0; i < h->n_recipients; i++)
-        if (!cases_is_member(b->cases, h->case_ref, h->recipients[i], now)) {
+    int member = h->case_ref[0] ? cases_is_member(b->cases, h->case_ref, agency, now) : 0;
+    for (size_t i = 0; member > 0 && i < h->n_recipients; i++)
+        if ((member = cases_is_member(b->cases, h->case_ref, h->recipients[i], now)) == 0) {
             snprintf(detail, dlen, "recipient %s is not a member of case %s", h->recipients[i],
                      h->case_ref);
             return REFEX_E_NOT_MEMBER;
         }
+    if (member < 0) {
+        snprintf(detail, dlen, "the broker cannot read its case records; retry later");
+        return REFEX_E_STORE;
+    }
+    if (member == 0) {
+        snprintf(detail, dlen, "%s is not a member of case %s", agency,
+                 h->case_ref[0] ? h->case_ref : "(none)");
+        return REFEX_E_NOT_MEMBER;
+    }
     return REFEX_OK;
 }
 

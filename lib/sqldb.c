@@ -13,6 +13,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "store.h"
 
 #define MAX_PARAMS 8
 #define BOOLOID    16
@@ -23,6 +24,7 @@
 struct refex_sql {
     sqlite3 *lite;
     PGconn *pg;
+    int in_tx; /* between our BEGIN and its COMMIT or ROLLBACK */
 };
 
 struct refex_sql_stmt {
@@ -60,8 +62,11 @@ int refex_sql_open(const char *where, refex_sql **out, char *err, size_t errlen)
         *out = db;
         return REFEX_OK;
     }
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"5", "refex-broker", where, NULL};
+    const char *const keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "options",          "dbname",          NULL};
+    const char *const vals[] = {"5", "refex-broker",           "10",  "5",
+                                "3", REFEX_PG_SESSION_OPTIONS, where, NULL};
     db->pg = PQconnectdbParams(keys, vals, 1);
     if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
         const char *m = db->pg ? PQerrorMessage(db->pg) : "out of memory";
@@ -121,7 +126,7 @@ int refex_sql_exec(refex_sql *db, const char *sql)
 {
     if (db->lite)
         return refex_db_exec(db->lite, sql);
-    if (PQtransactionStatus(db->pg) == PQTRANS_IDLE && pg_up(db) != REFEX_OK)
+    if (!db->in_tx && pg_up(db) != REFEX_OK)
         return REFEX_E_STORE;
     PGresult *r = PQexec(db->pg, sql);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
@@ -149,19 +154,34 @@ int refex_sql_schema(refex_sql *db, const char *lite, const char *pg)
 
 int refex_sql_begin(refex_sql *db)
 {
-    return db->lite ? refex_db_begin(db->lite) : refex_sql_exec(db, "BEGIN");
+    if (db->lite)
+        return refex_db_begin(db->lite);
+    int rc = refex_sql_exec(db, "BEGIN");
+    db->in_tx = rc == REFEX_OK;
+    return rc;
 }
 
 int refex_sql_commit(refex_sql *db)
 {
-    return db->lite ? refex_db_commit(db->lite) : refex_sql_exec(db, "COMMIT");
+    if (db->lite)
+        return refex_db_commit(db->lite);
+    PGresult *r = PQexec(db->pg, "COMMIT");
+    /* an aborted transaction's COMMIT answers ROLLBACK, and is no commit */
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+    int rc = ok ? REFEX_OK : pg_err(db, r, "COMMIT");
+    PQclear(r);
+    db->in_tx = 0;
+    return rc;
 }
 
 void refex_sql_rollback(refex_sql *db)
 {
-    if (db->lite)
+    if (db->lite) {
         refex_db_rollback(db->lite);
-    else if (PQstatus(db->pg) == CONNECTION_OK && PQtransactionStatus(db->pg) != PQTRANS_IDLE)
+        return;
+    }
+    db->in_tx = 0;
+    if (PQstatus(db->pg) == CONNECTION_OK && PQtransactionStatus(db->pg) != PQTRANS_IDLE)
         if (refex_sql_exec(db, "ROLLBACK") != REFEX_OK)
             refex_log_debug("sql: postgresql: rollback failed (the transaction is gone)");
 }
@@ -296,7 +316,7 @@ static int pg_step(refex_sql_stmt *st)
     if (!st->ran) {
         st->ran = 1;
         st->row = -1;
-        if (PQtransactionStatus(db->pg) == PQTRANS_IDLE && pg_up(db) != REFEX_OK)
+        if (!db->in_tx && pg_up(db) != REFEX_OK)
             return REFEX_E_STORE;
         st->res = PQexecParams(db->pg, st->sql, st->n_params, st->types,
                                (const char *const *)st->val, st->len, st->fmt, 1);

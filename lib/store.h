@@ -209,6 +209,12 @@ int refex_store_sqlite_open(const char *path, uint64_t max_bytes, unsigned flags
  * if the database has none. max_bytes as for SQLite. */
 int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, char *err,
                         size_t errlen) REFEX_NODISCARD;
+/* Every PostgreSQL session of the broker (the URI's own options, if it has any, win): a
+ * node that stops in the middle of a transaction (its machine lost, not its process) gives
+ * up its locks after 15 s, and a node waiting for a lock gives up after 5 s (the batch is
+ * refused and sent again) instead of stalling its event loop; TCP keepalives notice a
+ * vanished server within about 25 s. */
+#define REFEX_PG_SESSION_OPTIONS "-c idle_in_transaction_session_timeout=15s -c lock_timeout=5s"
 /* Whether a `store =` setting names a PostgreSQL store (postgresql:// or postgres://). */
 int refex_store_is_pg(const char *spec);
 void refex_store_destroy(refex_store **self_p);

@@ -128,7 +128,18 @@ static int pg_commit(void *impl)
     /* COMMIT returns once the server (and a synchronous standby) has it durable; if the
      * connection breaks first the outcome is unknown, and the batch is refused: a sender
      * resends, and finds its message stored as a duplicate if it was. */
-    rc = refex_pg_exec(s, "COMMIT");
+    s->unreplicated = 0;
+    PGresult *r = PQexec(s->conn, "COMMIT");
+    /* An aborted transaction's COMMIT answers ROLLBACK. A COMMIT whose wait for the
+     * synchronous standby was cancelled answers COMMIT with a warning that it is only
+     * local: the batch is refused too, and sent again (a duplicate is recognised). */
+    rc = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0 &&
+                 !s->unreplicated
+             ? REFEX_OK
+             : REFEX_E_STORE;
+    if (rc != REFEX_OK)
+        refex_pg_log_failure(s, s->unreplicated ? "COMMIT (not replicated)" : "COMMIT", r);
+    PQclear(r);
     s->in_tx = s->locked = s->failed = 0;
     if (rc == REFEX_OK && s->renewing) {
         char old[33], now[33];
@@ -395,9 +406,18 @@ static uint64_t pg_put_seq(void *impl)
 
 /* ---- identity ------------------------------------------------------------------------- */
 
+/* Outside a batch, read again: another node may have renewed it since this one last held
+ * the lock, and a WELCOME must name the store's generation as it is. */
 static void pg_generation(void *impl, uint8_t out[16])
 {
-    memcpy(out, ((pg_store *)impl)->generation, 16);
+    pg_store *s = impl;
+    if (!s->in_tx) {
+        PGresult *r = refex_pg_run(s, Q_GENERATION, NULL);
+        if (r && PQntuples(r) == 1 && PQgetlength(r, 0, 0) == 16)
+            memcpy(s->generation, PQgetvalue(r, 0, 0), 16);
+        PQclear(r);
+    }
+    memcpy(out, s->generation, 16);
 }
 
 static int pg_sender_high(void *impl, const char *sender, uint64_t *high)
@@ -450,7 +470,9 @@ static void pg_wakeups(void *impl, void (*fn)(void *ctx, const char *agency), vo
 static int pg_claim(void *impl, const char *agency, uint64_t *epoch)
 {
     pg_store *s = impl;
-    if (!s->in_tx || s->failed)
+    /* the state lock first, as every write of a batch takes it: no two nodes wait for each
+     * other's locks in opposite orders */
+    if (lock_state(s) != REFEX_OK)
         return REFEX_E_STORE;
     params p = {0};
     refex_pg_text(&p, agency);
@@ -525,8 +547,11 @@ int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, 
 {
     /* Later parameters win over earlier: the URI's own connect_timeout or application_name,
      * if it has them, over these defaults. */
-    const char *const keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *const vals[] = {"5", "refex-broker", uri, NULL};
+    const char *const keys[] = {
+        "connect_timeout",  "application_name", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "options",          "dbname",          NULL};
+    const char *const vals[] = {"5", "refex-broker",           "10", "5",
+                                "3", REFEX_PG_SESSION_OPTIONS, uri,  NULL};
     int rc = REFEX_E_STORE;
     refex_store *self = calloc(1, sizeof *self);
     pg_store *s = calloc(1, sizeof *s);
@@ -550,7 +575,7 @@ int refex_store_pg_open(const char *uri, uint64_t max_bytes, refex_store **out, 
         snprintf(err, errlen, "postgresql store: cannot connect: %.*s", (int)strcspn(m, "\n"), m);
         goto out;
     }
-    PQsetNoticeProcessor(s->conn, refex_pg_on_notice, NULL);
+    PQsetNoticeProcessor(s->conn, refex_pg_on_notice, s);
     if ((rc = refex_pg_schema(s, err, errlen)) != REFEX_OK)
         goto out;
     if (refex_pg_prepare(s) != REFEX_OK) {

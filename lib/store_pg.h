@@ -53,6 +53,7 @@ typedef struct {
     uint8_t renewed[16];
     int renewing;
     int64_t retry_ms; /* no new connection attempt before this (monotonic ms) */
+    int unreplicated; /* the server warned that a commit might not have been replicated */
     uint8_t node[16]; /* this node: random at open, the owner of the claims it takes */
     /* The agencies the open batch stored deliveries or receipts for: told to the other
      * nodes (NOTIFY) when it commits; all of them ("*") past PG_WAKE_MAX. */

@@ -157,6 +157,9 @@ void refex_pg_log_failure(pg_store *s, const char *what, const PGresult *r)
 int refex_pg_prepare(pg_store *s)
 {
     char name[16];
+    /* what a failed earlier attempt on this connection prepared would collide */
+    if (refex_pg_exec(s, "DEALLOCATE ALL") != REFEX_OK)
+        return REFEX_E_STORE;
     for (int i = 0; i < Q_N; i++) {
         snprintf(name, sizeof name, "q%d", i);
         PGresult *r = PQprepare(s->conn, name, Q[i].sql, Q[i].n, Q[i].types);
@@ -243,7 +246,11 @@ int refex_pg_connected(pg_store *s)
 
 void refex_pg_on_notice(void *arg, const char *msg)
 {
-    (void)arg;
+    pg_store *s = arg;
+    /* "... The transaction has already committed locally, but might not have been
+     * replicated to the standby." (a cancelled wait for synchronous replication) */
+    if (s && strstr(msg, "might not have been replicated"))
+        s->unreplicated = 1;
     refex_log_debug("store: postgresql: %.*s", (int)strcspn(msg, "\n"), msg);
 }
 
