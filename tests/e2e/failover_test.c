@@ -283,12 +283,52 @@ static void test_failover_loses_and_duplicates_nothing(void **state)
         assert_true(h_alive(&g_node[k]));
 }
 
+/* `broker` and `broker_timeout_seconds` as `refex-agent -n` checks them: a clear error
+ * naming what is wrong, nothing started. */
+static void test_broker_list_is_checked(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *broker, *timeout, *want; /* want: in the error; NULL: accepted */
+    } cases[] = {
+        {"tcp://127.0.0.1:7600 tcp://127.0.0.1:7601", "3", NULL},
+        {"tcp://127.0.0.1:7600,tcp://127.0.0.1:7601", "10", NULL},
+        {"tcp://127.0.0.1:7600 tcp://127.0.0.1:7600", "3", "twice"},
+        {"udp://127.0.0.1:7600", "3", "is not tcp://"},
+        {"tcp://h:1 tcp://h:2 tcp://h:3 tcp://h:4 tcp://h:5 tcp://h:6 tcp://h:7 tcp://h:8 "
+         "tcp://h:9",
+         "3", "more than 8"},
+        {"tcp://127.0.0.1:7600 tcp://127.0.0.1:7601", "0", "broker_timeout_seconds"},
+        {"tcp://127.0.0.1:7600", "3601", "broker_timeout_seconds"},
+    };
+    char exe[1100], path[700], out[4096];
+    assert_int_equal(h_net_init(&g_net, AGENCIES, NULL, ""), 0);
+    snprintf(exe, sizeof exe, "%s/refex-agent", g_net.bin);
+    h_path(&g_net, path, sizeof path, "conf/list.conf");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f,
+                "agency = midwifery\nbroker = %s\nbroker_timeout_seconds = %s\n"
+                "data_dir = ../data/midwifery\ndirectory = ../directory.rdir\n"
+                "trust_anchor = ../keys/operator.public\nkeys = ../keys/midwifery.secret\n",
+                cases[i].broker, cases[i].timeout);
+        fclose(f);
+        char *argv[] = {exe, "-c", path, "-n", NULL};
+        int rc = h_run(argv, out, sizeof out);
+        if (cases[i].want ? rc == 0 || !strstr(out, cases[i].want) : rc != 0)
+            fail_msg("broker = %s, timeout %s: exit %d: %s", cases[i].broker, cases[i].timeout, rc,
+                     out);
+    }
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
         return 1;
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_broker_list_is_checked, teardown),
         cmocka_unit_test_teardown(test_failover_loses_and_duplicates_nothing, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
