@@ -5,7 +5,9 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static const char *g_ident = "refex";
@@ -89,9 +91,25 @@ size_t refex_log_escape(char *out, size_t outlen, const char *in)
     return n;
 }
 
+/* Whether stderr is the journal: systemd sets JOURNAL_STREAM to "DEV:INODE" of the stream it
+ * connected a service's stderr to (systemd.exec(5)); a redirected stderr is not. */
+int refex_log_to_journal(void)
+{
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev = 0, ino = 0;
+    struct stat st;
+    if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(2, &st) != 0)
+        return 0;
+    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
 void refex_log(refex_log_level level, const char *fmt, ...)
 {
     static const char *names[] = {"debug", "info", "warn", "error"};
+    /* sd-daemon(3) priorities: debug 7, info 6, warning 4, err 3, and alert 1 for the lines
+     * that raise one (they start with "ALERT"; text from outside is escaped inside a line
+     * and cannot start one) */
+    static const int prio[] = {7, 6, 4, 3};
     if (level < g_level)
         return;
     struct timespec ts;
@@ -106,8 +124,12 @@ void refex_log(refex_log_level level, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     refex_log_escape(escaped, sizeof escaped, line);
-    fprintf(stderr, "%s.%03ldZ %s[%s] %s\n", when, ts.tv_nsec / 1000000L, g_ident, names[level],
-            escaped);
+    if (refex_log_to_journal()) /* the journal has its own time stamp */
+        fprintf(stderr, "<%d>%s[%s] %s\n", strncmp(line, "ALERT", 5) == 0 ? 1 : prio[level],
+                g_ident, names[level], escaped);
+    else
+        fprintf(stderr, "%s.%03ldZ %s[%s] %s\n", when, ts.tv_nsec / 1000000L, g_ident, names[level],
+                escaped);
     fflush(stderr);
 }
 

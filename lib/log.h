@@ -12,6 +12,10 @@ typedef enum { REFEX_LOG_DEBUG, REFEX_LOG_INFO, REFEX_LOG_WARN, REFEX_LOG_ERROR 
 
 void refex_log_set_ident(const char *ident);
 void refex_log_set_level(refex_log_level level);
+/* 1 if stderr is systemd's journal stream (JOURNAL_STREAM): lines then start with the
+ * sd-daemon(3) priority (<7> debug, <6> info, <4> warn, <3> error, <1> for an ALERT line),
+ * without the time stamp, so `journalctl -p warning` shows warnings, errors and alerts. */
+int refex_log_to_journal(void);
 void refex_log(refex_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define refex_log_debug(...) refex_log(REFEX_LOG_DEBUG, __VA_ARGS__)

@@ -13,6 +13,8 @@
 
 #include "testing.h"
 
+#include <sys/stat.h>
+
 #include "log.h"
 
 static void test_escape_controls(void **state)
@@ -159,6 +161,60 @@ static void test_log_line_is_one_line(void **state)
     assert_int_equal(strchr(buf, '\n') - buf + 1, (ptrdiff_t)strlen(buf)); /* one line */
 }
 
+static void log_levels(void)
+{
+    refex_log_set_level(REFEX_LOG_DEBUG);
+    refex_log_debug("one %d", 1);
+    refex_log_info("two");
+    refex_log_warn("three");
+    refex_log_error("four");
+    refex_log_error("ALERT witness: five");
+    refex_log_info("six %s", "ALERT not at the start");
+    refex_log_set_level(REFEX_LOG_INFO);
+}
+
+/* On the journal's stream (JOURNAL_STREAM naming stderr's device and inode) every line
+ * starts with its priority; on any other stream, with the time. */
+static void test_journal_priorities(void **state)
+{
+    (void)state;
+    char buf[4096], js[64];
+    struct stat st;
+    /* not the journal: JOURNAL_STREAM names another file */
+    setenv("JOURNAL_STREAM", "1:1", 1);
+    capture_stderr(log_levels, buf, sizeof buf);
+    assert_null(strstr(buf, "<6>"));
+    assert_non_null(strstr(buf, "Z refex[info] two\n"));
+    /* the journal: capture_stderr's file is stderr; its dev:inode set before each line */
+    char path[] = "/tmp/refex-log-journal-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0 && fstat(fd, &st) == 0);
+    snprintf(js, sizeof js, "%llu:%llu", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    fflush(stderr);
+    int saved = dup(2);
+    assert_true(saved >= 0 && dup2(fd, 2) == 2);
+    assert_true(refex_log_to_journal());
+    log_levels();
+    fflush(stderr);
+    assert_true(dup2(saved, 2) == 2);
+    close(saved);
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    close(fd);
+    unlink(path);
+    unsetenv("JOURNAL_STREAM");
+    assert_string_equal(buf, "<7>refex[debug] one 1\n"
+                             "<6>refex[info] two\n"
+                             "<4>refex[warn] three\n"
+                             "<3>refex[error] four\n"
+                             "<1>refex[error] ALERT witness: five\n"
+                             "<6>refex[info] six ALERT not at the start\n");
+    assert_false(refex_log_to_journal());
+}
+
 static refex_log_gate g_gate;
 
 static void gate_run(void)
@@ -207,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_escape_separators_and_bidi),
         cmocka_unit_test(test_escape_truncates_whole_escapes),
         cmocka_unit_test(test_log_line_is_one_line),
+        cmocka_unit_test(test_journal_priorities),
         cmocka_unit_test(test_gate_bounds_and_counts),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
