@@ -18,12 +18,14 @@
 #include "link.h"
 #include "epoch.h"
 #include "log.h"
+#include "notify.h"
 #include "util.h"
 
 static const char *const CONFIG_KEYS[] = {"agency",
                                           "broker",
                                           "broker_id",
                                           "broker_timeout_seconds",
+                                          "ready_grace_seconds",
                                           "control_group",
                                           "send_window",
                                           "report_grace_seconds",
@@ -66,6 +68,11 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
                           &a->broker_timeout_s) ||
         a->broker_timeout_s < 1 || a->broker_timeout_s > 3600) {
         snprintf(err, errlen, "config: broker_timeout_seconds must be between 1 and 3600");
+        goto out;
+    }
+    if (refex_config_uint(cfg, "ready_grace_seconds", READY_GRACE_DEFAULT, &a->ready_grace_s) ||
+        a->ready_grace_s > 3600) {
+        snprintf(err, errlen, "config: ready_grace_seconds must be between 0 and 3600");
         goto out;
     }
     snprintf(a->broker_id, sizeof a->broker_id, "%s", bid ? bid : "broker");
@@ -156,6 +163,13 @@ static void on_welcome(agent *a, const Refex__V1__Frame *f)
         refex_log_info("link: welcomed by the broker as %s", a->agency);
         printf("READY %s\n", a->agency);
         fflush(stdout);
+        char status[sizeof a->broker_ep + REFEX_ID_MAX + 64];
+        snprintf(status, sizeof status, "online: agency %s at broker %s", a->agency, a->broker_ep);
+        if (a->notified_ready)
+            refex_notify_status("%s", status);
+        else
+            refex_notify_ready(status);
+        a->notified_ready = 1;
     }
     a->expiry_online_ms = refex_mono_ms(); /* reports held for us come after each WELCOME */
     a->broker_moves = 0;
@@ -283,8 +297,10 @@ static void monitor_readable(agent *a)
             refex_log_info("link: connected to %s", a->broker_ep);
             send_hello(a);
         } else if (ev == ZMQ_EVENT_DISCONNECTED) {
-            if (a->online)
+            if (a->online) {
                 refex_log_warn("link: disconnected from the broker; reconnecting");
+                refex_notify_status("offline: reconnecting to the broker");
+            }
             a->online = 0;
             failover_lost(a, "disconnected");
         } else if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
@@ -311,6 +327,13 @@ static void timers(agent *a)
         a->next_epoch_sweep_ms = now + 1000;
     }
     failover_tick(a);
+    /* systemd: ready without the broker once the grace is over (the control socket serves;
+     * messages wait in the outbox) */
+    if (!a->notified_ready && a->ready_grace_s &&
+        now - a->started_ms >= (int64_t)a->ready_grace_s * 1000) {
+        refex_notify_ready("serving the control socket; waiting for the broker");
+        a->notified_ready = 1;
+    }
     if (!a->online)
         return;
     outbox_pace_tick(a);
@@ -422,6 +445,8 @@ int agent_run(agent *a)
     if (rc != REFEX_OK)
         return rc;
     refex_log_info("agency %s: broker %s, control %s", a->agency, a->broker_ep, ep);
+    a->started_ms = refex_mono_ms();
+    refex_notify_status("connecting to broker %s", a->broker_ep);
 
     while (!refex_daemon_stopping()) {
         zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
@@ -447,6 +472,7 @@ int agent_run(agent *a)
         journal_checkpoint(a);
         outbox_expire_waiters(a);
         inbox_wait_expire(a);
+        refex_notify_watchdog();
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK)
             agent_keys_reloaded(a);

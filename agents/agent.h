@@ -90,8 +90,13 @@ struct agent {
     size_t n_brokers, cur_broker;
     uint64_t broker_timeout_s; /* config broker_timeout_seconds: no WELCOME by then, move on */
     int64_t broker_since_ms; /* monotonic: connecting to broker_ep, or waiting for WELCOME, since */
-    size_t broker_moves;     /* moves since the last WELCOME: a whole round of the list without
-                                one, and the next move waits for broker_timeout_seconds */
+    /* systemd (lib/notify.h): READY=1 sent; config ready_grace_seconds (0: only after a
+     * WELCOME); when the loop started (monotonic). */
+    int notified_ready;
+    uint64_t ready_grace_s;
+    int64_t started_ms;
+    size_t broker_moves; /* moves since the last WELCOME: a whole round of the list without
+                            one, and the next move waits for broker_timeout_seconds */
     char broker_id[REFEX_ID_MAX];
     refex_daemon_base base;
     long control_gid;          /* control_group's gid: its members may use control.sock; -1 */
@@ -220,7 +225,9 @@ int outbox_pace_poll_ms(const agent *a, int max_ms);
 #define REPORT_GRACE_DEFAULT 600
 /* No WELCOME this long after connecting to a broker endpoint: try the next one listed. */
 #define BROKER_TIMEOUT_DEFAULT 10
-#define REPORT_GRACE_MAX       86400
+/* Under systemd: READY=1 this long after start even without the broker's WELCOME. */
+#define READY_GRACE_DEFAULT 30
+#define REPORT_GRACE_MAX    86400
 void outbox_expiry_sweep(agent *a);
 
 /* inbox.c: receiving */

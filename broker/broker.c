@@ -16,6 +16,7 @@
 #include "codec.h"
 #include "link.h"
 #include "log.h"
+#include "notify.h"
 #include "util.h"
 #include "zap.h"
 
@@ -357,6 +358,10 @@ static int listen_sockets(broker *b)
                    (long long)refex_store_count(b->store));
     printf("READY %s\n", endpoint);
     fflush(stdout);
+    char status[700];
+    snprintf(status, sizeof status, "listening on %s, store %s", endpoint,
+             refex_store_name(b->store));
+    refex_notify_ready(status);
     return REFEX_OK;
 }
 
@@ -401,6 +406,7 @@ int broker_run(broker *b)
         session_monitor_drain(b);
         nodes_tick(b);
         session_pump_all(b);
+        refex_notify_watchdog();
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&b->base) == REFEX_OK)
             admission_sweep(b);

@@ -12,6 +12,8 @@ PKGS=(
   libssl-dev
   # the PostgreSQL store (lib/store_pg.c) and the tests that run it against real servers
   libpq-dev postgresql-15
+  # sd_notify for the daemons under systemd, and systemd-analyze to check the units
+  libsystemd-dev systemd
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler

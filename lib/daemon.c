@@ -16,6 +16,7 @@
 #include "codec.h"
 
 #include "log.h"
+#include "notify.h"
 #include "util.h"
 
 int refex_daemon_main(int argc, char **argv, const refex_daemon *d)
@@ -280,6 +281,7 @@ int refex_daemon_base_reload(refex_daemon_base *b)
 {
     char err[1024], hash[2 * SERIAL_HASH_BYTES + 1];
     refex_directory *d = NULL;
+    refex_notify_reloading();
     int rc = dir_load(b, &d, hash, err, sizeof err);
     if (rc == REFEX_OK) /* never below the highest accepted, which is >= the current one */
         rc = serial_admit(b, d, hash, err, sizeof err);
@@ -295,12 +297,17 @@ int refex_daemon_base_reload(refex_daemon_base *b)
     refex_log_info("reload: directory serial %llu, %zu agencies",
                    (unsigned long long)refex_directory_serial(d), refex_directory_count(d));
 out:
-    /* Readiness line on stdout, like READY, for supervisors and tests. */
+    /* Readiness line on stdout, like READY, for supervisors and tests; and for systemd. */
     if (rc == REFEX_OK)
         printf("RELOADED %llu\n", (unsigned long long)refex_directory_serial(b->dir));
     else
         printf("RELOAD_FAILED %s\n", refex_errname(rc));
     fflush(stdout);
+    char status[128];
+    snprintf(status, sizeof status, "%s directory serial %llu",
+             rc == REFEX_OK ? "reloaded:" : "reload failed, kept",
+             (unsigned long long)refex_directory_serial(b->dir));
+    refex_notify_reloaded(status);
     return rc;
 }
 
