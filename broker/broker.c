@@ -21,9 +21,8 @@
 #include "zap.h"
 
 static const char *const CONFIG_KEYS[] = {
-    "listen",    "window",           "window_bytes", "redeliver_seconds",
-    "store_max", "case_objects_max", "store",        REFEX_DAEMON_BASE_KEYS,
-    NULL};
+    "listen",           "window", "window_bytes",   "redeliver_seconds",    "store_max",
+    "case_objects_max", "store",  "metrics_listen", REFEX_DAEMON_BASE_KEYS, NULL};
 
 /* When the configuration sets none: 1 GiB of live envelopes ("store_max = 0": no cap), and
  * 10,000 grants (as a lead) and 10,000 subscriptions stored per agency. */
@@ -114,6 +113,9 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
     snprintf(path, sizeof path, "%s/cases.db", b->base.data_dir);
     if ((rc = cases_open(shared ? spec : path, case_max, &b->cases, err, errlen)) != REFEX_OK)
         goto out;
+    if ((rc = broker_metrics_open(b, refex_config_get(cfg, "metrics_listen"), err, errlen)) !=
+        REFEX_OK)
+        goto out;
     *out = b;
     b = NULL;
 out:
@@ -136,6 +138,7 @@ void broker_close(broker **b_p)
         zmq_close(b->zap);
     if (b->ctx)
         zmq_ctx_term(b->ctx);
+    refex_metrics_close(&b->metrics);
     refex_store_destroy(&b->store);
     witness_close(&b->witness);
     cases_close(&b->cases);
@@ -207,6 +210,8 @@ static void handle_checkpoint(broker *b, const peer *p, const Refex__V1__Frame *
                             &size, why, sizeof why);
     if (rc != REFEX_OK) {
         if (rc == REFEX_E_TAMPERED)
+            b->alerts++;
+        if (rc == REFEX_E_TAMPERED)
             refex_log_error("ALERT witness: audit log of %s is inconsistent with what it showed "
                             "before: %s",
                             agency, why);
@@ -221,6 +226,7 @@ static void handle_checkpoint(broker *b, const peer *p, const Refex__V1__Frame *
     cs.note = cosigned;
     if (broker_reply(b, p, REFEX__V1__FRAME__KIND_COSIGNED, &cs.base) != REFEX_OK)
         refex_log_warn("witness: could not return the cosignature to %s", agency);
+    b->cosigned++;
     refex_log_info("witness: cosigned %s's audit log at size %llu", agency,
                    (unsigned long long)size);
     free(cosigned);
@@ -373,12 +379,16 @@ int broker_run(broker *b)
         return rc;
     while (!refex_daemon_stopping()) {
         /* the store's descriptor: other nodes' wake-ups (nodes.c) */
-        int wake = refex_store_wake_fd(b->store);
+        int wake = refex_store_wake_fd(b->store), http = refex_metrics_fd(b->metrics);
         zmq_pollitem_t items[] = {{b->zap, 0, ZMQ_POLLIN, 0},
                                   {b->mon, 0, ZMQ_POLLIN, 0},
                                   {b->router, 0, ZMQ_POLLIN, 0},
+                                  {NULL, http, ZMQ_POLLIN, 0},
                                   {NULL, wake, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, wake >= 0 ? 4 : 3, 200);
+        int n_items = http >= 0 ? 4 : 3;
+        if (wake >= 0) /* the store's descriptor last, the metrics' before it if any */
+            items[n_items++] = items[4];
+        int n = zmq_poll(items, n_items, 200);
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -406,6 +416,7 @@ int broker_run(broker *b)
         session_monitor_drain(b);
         nodes_tick(b);
         session_pump_all(b);
+        refex_metrics_run(b->metrics);
         refex_notify_watchdog();
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&b->base) == REFEX_OK)

@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "directory.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "witness.h"
 
@@ -74,6 +75,9 @@ typedef struct {
     const char *key_hex; /* the transport key ZAP admitted (BROKER_ZAP_KEY_PROPERTY), hex */
 } peer;
 
+/* Error codes counted for metrics (refex error codes are below this). */
+#define BROKER_CODES 64
+
 typedef struct broker {
     char listen[512];
     refex_daemon_base base;
@@ -89,6 +93,10 @@ typedef struct broker {
     int in_batch, batch_failed;
     int64_t next_expiry_ms, next_purge_ms, next_admission_ms, next_nodes_ms;
     refex_log_gate warn_gate; /* refusal warnings, per agency (broker_may_warn) */
+    /* metrics.c (config metrics_listen): the endpoint, and what it counts since start */
+    refex_metrics *metrics;
+    uint64_t refusals[BROKER_CODES]; /* REJECTED answers, by refex error code */
+    uint64_t cosigned, alerts;
 } broker;
 
 /* A handler of one kind of frame from an agent (a row of broker.c's frame table). */
@@ -132,6 +140,11 @@ int session_send_packed(broker *b, const session *s, Refex__V1__Frame__KindCase 
                         const uint8_t *blob, size_t len);
 /* Redelivers what went unacknowledged too long and fills every open delivery window. */
 void session_pump_all(broker *b);
+
+/* metrics.c: the metrics endpoint if metrics_listen is set (NULL: none), and a refusal
+ * counted by code. */
+int broker_metrics_open(broker *b, const char *listen, char *err, size_t errlen);
+void broker_refused(broker *b, int code);
 
 /* nodes.c: with several nodes on one store, the delivery claim taken at HELLO (in the open
  * batch), and from the loop: other nodes' wake-ups and the sweep of claims. */

@@ -98,6 +98,7 @@ void queue_batch_end(broker *b)
     } else {
         refex_log_error("store: commit failed; refusing %zu message(s) with E_STORE", b->n_replies);
         for (size_t i = 0; i < b->n_replies; i++) {
+            broker_refused(b, REFEX_E_STORE);
             refex_link_send_rejected(b->router, b->replies[i].rid, b->replies[i].rid_len,
                                      b->replies[i].id, REFEX_E_STORE,
                                      "the broker could not store the message; retry later");
@@ -410,6 +411,7 @@ out:
             refex_log_warn("send: rejected %s from %s: %s (%s)", idhex, p->agency,
                            refex_errname(rc), detail);
         refex_link_send_rejected(b->router, p->rid, p->rid_len, id, rc, detail);
+        broker_refused(b, rc);
     }
     free(packed);
     if (h)

@@ -14,6 +14,8 @@ PKGS=(
   libpq-dev postgresql-15
   # sd_notify for the daemons under systemd, and systemd-analyze to check the units
   libsystemd-dev systemd
+  # the metrics endpoint, and what its test reads it with (a real HTTP client and parser)
+  libmicrohttpd-dev curl python3-prometheus-client
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler

@@ -18,6 +18,9 @@ typedef int (*refex_store_msg_fn)(void *ctx, int64_t seq, const uint8_t id[16], 
 /* Receipts waiting for their sender. */
 typedef int (*refex_store_receipt_fn)(void *ctx, int64_t seq, const uint8_t id[16],
                                       const char *recipient, const uint8_t *receipt, size_t len);
+/* Pending deliveries of one recipient: how many, and when the oldest was stored (ms). */
+typedef void (*refex_store_stats_fn)(void *ctx, const char *recipient, int64_t pending,
+                                     int64_t oldest_stored_ms);
 /* Deliveries whose message expired before the recipient acknowledged it. */
 typedef int (*refex_store_expired_fn)(void *ctx, const uint8_t id[16], const char *sender,
                                       const char *recipient);
@@ -76,6 +79,8 @@ typedef struct refex_store_ops {
      * claim's epoch, higher at each take. holds: 1 if this node still holds it at epoch, 0
      * if another node took it since, negative if it cannot tell. */
     int (*wake_fd)(void *impl);
+    /* For metrics: per recipient, its pending deliveries and the oldest one's store time. */
+    int (*pending_stats)(void *impl, refex_store_stats_fn fn, void *ctx);
     void (*wakeups)(void *impl, void (*fn)(void *ctx, const char *agency), void *ctx);
     int (*claim)(void *impl, const char *agency, uint64_t *epoch);
     int (*holds)(void *impl, const char *agency, uint64_t epoch);
@@ -171,6 +176,10 @@ static inline int refex_store_sender_high(refex_store *s, const char *sender, ui
 static inline int refex_store_renew(refex_store *s)
 {
     return s->ops->renew(s->impl);
+}
+static inline int refex_store_pending_stats(refex_store *s, refex_store_stats_fn fn, void *ctx)
+{
+    return s->ops->pending_stats ? s->ops->pending_stats(s->impl, fn, ctx) : REFEX_OK;
 }
 /* For a backend without nodes: no wake-ups, and every claim is this node's. */
 static inline int refex_store_wake_fd(refex_store *s)

@@ -446,6 +446,18 @@ static int pg_renew(void *impl)
 
 /* ---- nodes ---------------------------------------------------------------------------- */
 
+static int pg_pending_stats(void *impl, refex_store_stats_fn fn, void *ctx)
+{
+    pg_store *s = impl;
+    PGresult *r = refex_pg_run(s, Q_STATS, NULL);
+    if (!r)
+        return REFEX_E_STORE;
+    for (int i = 0; i < PQntuples(r); i++)
+        fn(ctx, refex_pg_col_text(r, i, 0), refex_pg_col_int(r, i, 1), refex_pg_col_int(r, i, 2));
+    PQclear(r);
+    return REFEX_OK;
+}
+
 static int pg_wake_fd(void *impl)
 {
     pg_store *s = impl;
@@ -534,6 +546,7 @@ static const refex_store_ops PG_OPS = {
     .sender_high = pg_sender_high,
     .renew = pg_renew,
     .wake_fd = pg_wake_fd,
+    .pending_stats = pg_pending_stats,
     .wakeups = pg_wakeups,
     .claim = pg_claim,
     .holds = pg_holds,

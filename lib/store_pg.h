@@ -38,6 +38,7 @@ enum {
     Q_CLAIM,
     Q_HOLDS,
     Q_NOTIFY,
+    Q_STATS,
     Q_N
 };
 

@@ -98,6 +98,10 @@ static const query Q[Q_N] = {
                  2,
                  {T, B}},
     [Q_HOLDS] = {"SELECT node, epoch FROM claims WHERE agency = $1", 1, {T}},
+    [Q_STATS] = {"SELECT d.recipient, count(*)::int8, min(m.stored_ms) FROM deliveries d"
+                 " JOIN messages m ON m.seq = d.seq GROUP BY d.recipient",
+                 0,
+                 {0}},
     [Q_NOTIFY] = {"SELECT pg_notify('" PG_WAKE_CHANNEL "', $1)", 1, {T}},
     [Q_GENERATION] = {"SELECT generation, live FROM refex_state WHERE id = 1", 0, {0}},
 };

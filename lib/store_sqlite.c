@@ -68,6 +68,8 @@ static const char *SQL[S_N] = {
     [S_SENDER_PUT] = "INSERT INTO senders(sender, high) VALUES (?1, ?2) ON CONFLICT (sender)"
                      " DO UPDATE SET high = max(high, excluded.high)",
     [S_SENDER_HIGH] = "SELECT high FROM senders WHERE sender = ?",
+    [S_STATS] = "SELECT d.recipient, count(*), min(m.stored_ms) FROM deliveries d"
+                " JOIN messages m ON m.seq = d.seq GROUP BY d.recipient",
 };
 
 static const char *const REFUSE_FULL =
@@ -390,6 +392,18 @@ static int64_t sq_count(void *impl)
     return n;
 }
 
+static int sq_pending_stats(void *impl, refex_store_stats_fn fn, void *ctx)
+{
+    sq_store *s = impl;
+    sqlite3_stmt *st = refex_sqstore_stmt(s, S_STATS);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn(ctx, (const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1),
+           sqlite3_column_int64(st, 2));
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? REFEX_OK : refex_db_err(rc);
+}
+
 static int sq_batch_alive(void *impl)
 {
     sq_store *s = impl;
@@ -447,6 +461,7 @@ static const refex_store_ops SQ_OPS = {
     .generation = refex_sqstore_generation,
     .sender_high = refex_sqstore_sender_high,
     .renew = refex_sqstore_renew,
+    .pending_stats = sq_pending_stats,
     .destroy = sq_destroy,
 };
 

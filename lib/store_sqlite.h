@@ -26,6 +26,7 @@ enum {
     S_FREELIST,
     S_SENDER_PUT,
     S_SENDER_HIGH,
+    S_STATS,
     S_N
 };
 
