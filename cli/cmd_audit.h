@@ -38,6 +38,9 @@ int cli_audit_log_open(const char *cmd, const char *db_arg, refex_audit_reader *
                        size_t len);
 /* Asks the running agent to record that its log was read by `what`. */
 void cli_audit_tell_agent(const char *what);
+/* When stderr is a terminal: a progress line as r verifies (entries done / total, rate),
+ * labelled what; nothing otherwise. */
+void cli_audit_progress(refex_audit_reader *r, const char *what);
 
 /* "-" for an empty value, in tables. */
 const char *cli_audit_dash(const char *s);

@@ -3,6 +3,7 @@
  * agent told), and the JSON shape of an entry. No command logic lives here. */
 #include <errno.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -205,4 +206,39 @@ json_t *cli_audit_row_json(const refex_audit_row *row, int leaf)
         refex_hex_encode(hex, row->leaf_hash, 32);
     json_object_set_new(o, "leaf_hash", json_string(hex));
     return o;
+}
+
+/* ---- progress on a terminal ---------------------------------------------------------- */
+
+static struct {
+    const char *what;
+    uint64_t total;
+    int64_t start_ms, last_ms;
+} g_progress;
+
+static void on_progress(void *ctx, uint64_t done)
+{
+    (void)ctx;
+    int64_t now = refex_mono_ms();
+    int last = done >= g_progress.total;
+    if (!last && now - g_progress.last_ms < 200)
+        return;
+    g_progress.last_ms = now;
+    double secs = (double)(now - g_progress.start_ms) / 1000.0;
+    fprintf(stderr, "\r%s: %llu / %llu entries (%.0f/s)%s", g_progress.what,
+            (unsigned long long)done, (unsigned long long)g_progress.total,
+            secs > 0.001 ? (double)done / secs : (double)done, last ? "\n" : "");
+    fflush(stderr);
+}
+
+void cli_audit_progress(refex_audit_reader *r, const char *what)
+{
+    uint64_t total = 0;
+    if (!isatty(STDERR_FILENO) || refex_audit_reader_size(r, &total) != REFEX_OK)
+        return;
+    g_progress.what = what;
+    g_progress.total = total;
+    g_progress.start_ms = refex_mono_ms();
+    g_progress.last_ms = 0;
+    refex_audit_reader_progress(r, on_progress, NULL);
 }

@@ -66,4 +66,7 @@ int refex_audit_append(sqlite3 *db, const refex_audit_entry *e, int64_t *seq_out
 /* Entries with seq > after, oldest first, at most limit, as a JSON array. */
 int refex_audit_list_json(sqlite3 *db, int64_t after, int64_t limit, json_t **out) REFEX_NODISCARD;
 
+/* Progress of a long verify: entries done so far (called every 1024 and at the end). */
+typedef void (*refex_audit_progress_fn)(void *ctx, uint64_t done);
+
 #endif

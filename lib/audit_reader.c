@@ -14,6 +14,8 @@
 struct refex_audit_reader {
     sqlite3 *db;
     int in_txn;
+    refex_audit_progress_fn progress; /* of verify, if set */
+    void *progress_ctx;
 };
 
 static const char *col(sqlite3_stmt *st, int i)
@@ -343,7 +345,14 @@ int refex_audit_reader_inclusion(refex_audit_reader *r, uint64_t index, uint64_t
 int refex_audit_reader_verify(refex_audit_reader *r, uint64_t *size, uint8_t root[32], char *why,
                               size_t whylen)
 {
-    return refex_audit_tree_verify(r->db, size, root, why, whylen);
+    return refex_audit_tree_verify_progress(r->db, size, root, why, whylen, r->progress,
+                                            r->progress_ctx);
+}
+
+void refex_audit_reader_progress(refex_audit_reader *r, refex_audit_progress_fn fn, void *ctx)
+{
+    r->progress = fn;
+    r->progress_ctx = ctx;
 }
 
 /* ---- reconcile ---------------------------------------------------------------------- */

@@ -135,6 +135,8 @@ int refex_audit_reader_size(refex_audit_reader *r, uint64_t *size) REFEX_NODISCA
 int refex_audit_reader_root(refex_audit_reader *r, uint64_t size, uint8_t root[32]) REFEX_NODISCARD;
 int refex_audit_reader_inclusion(refex_audit_reader *r, uint64_t index, uint64_t size,
                                  uint8_t (**proof)[32], size_t *len) REFEX_NODISCARD;
+/* verify calls fn as it goes (entries done), for a progress line. */
+void refex_audit_reader_progress(refex_audit_reader *r, refex_audit_progress_fn fn, void *ctx);
 int refex_audit_reader_verify(refex_audit_reader *r, uint64_t *size, uint8_t root[32], char *why,
                               size_t whylen) REFEX_NODISCARD;
 

@@ -434,6 +434,12 @@ static int check_node_count(sqlite3 *db, const compact_range *r, uint64_t n, cha
 
 int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why, size_t whylen)
 {
+    return refex_audit_tree_verify_progress(db, size, root, why, whylen, NULL, NULL);
+}
+
+int refex_audit_tree_verify_progress(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why,
+                                     size_t whylen, refex_audit_progress_fn fn, void *ctx)
+{
     sqlite3_stmt *st = NULL;
     compact_range r = {.depth = 0, .nodes = 0};
     uint8_t leaf[32];
@@ -457,8 +463,11 @@ int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char 
         if ((rc = check_row(st, seq, leaf, why, whylen)) != REFEX_OK ||
             (rc = fold_leaf(db, &r, n, seq, leaf, why, whylen)) != REFEX_OK)
             goto out;
-        n++;
+        if (++n % 1024 == 0 && fn)
+            fn(ctx, n);
     }
+    if (fn)
+        fn(ctx, n);
     if (step != SQLITE_DONE) {
         rc = refex_db_err(step);
         goto out;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "audit.h"
 #include "refex/error.h"
 
 /* Creates the node table and its append-only triggers. */
@@ -44,5 +45,8 @@ int refex_audit_tree_add_cosignature(sqlite3 *db, uint64_t size, const char *wit
  * and says what and where in `why`. *size and root get the verified tree. */
 int refex_audit_tree_verify(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why,
                             size_t whylen) REFEX_NODISCARD;
+int refex_audit_tree_verify_progress(sqlite3 *db, uint64_t *size, uint8_t root[32], char *why,
+                                     size_t whylen, refex_audit_progress_fn fn,
+                                     void *ctx) REFEX_NODISCARD;
 
 #endif

@@ -357,6 +357,31 @@ static void test_export_json_recomputes_root(void **state)
     json_decref(v);
 }
 
+/* On a terminal (script(1) gives the CLI one) verify and export print a progress line to
+ * stderr: entries done / total and the rate; on a pipe, nothing. */
+static void test_progress_on_a_terminal(void **state)
+{
+    (void)state;
+    char cmd[3000], out[8192], want[128], file[700];
+    h_path(&g_net, file, sizeof file, "progress.json");
+    snprintf(want, sizeof want, "verify: %lld / %lld entries (", (long long)g_mw_size,
+             (long long)g_mw_size);
+    snprintf(cmd, sizeof cmd, "'%s/refex' audit verify --db '%s'", g_net.bin, g_mw);
+    char *tty[] = {"/usr/bin/script", "-qec", cmd, "/dev/null", NULL};
+    assert_int_equal(h_run(tty, out, sizeof out), 0);
+    if (!strstr(out, want))
+        fail_msg("no progress line on a terminal: %s", out);
+    /* the same without a terminal: no progress line */
+    const char *plain[] = {"audit", "verify", "--db", g_mw, NULL};
+    assert_int_equal(cli(plain), 0);
+    assert_null(strstr(g_out, "entries ("));
+    snprintf(cmd, sizeof cmd, "'%s/refex' audit export --format json --db '%s' --out '%s'",
+             g_net.bin, g_mw, file);
+    char *tty_export[] = {"/usr/bin/script", "-qec", cmd, "/dev/null", NULL};
+    assert_int_equal(h_run(tty_export, out, sizeof out), 0);
+    assert_non_null(strstr(out, "export: verify: "));
+}
+
 static void test_export_csv(void **state)
 {
     (void)state;
@@ -730,6 +755,7 @@ static void test_agent_not_running(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_progress_on_a_terminal),
         cmocka_unit_test(test_query_by_subject),
         cmocka_unit_test(test_query_filters),
         cmocka_unit_test(test_query_through_agent_is_audited),
