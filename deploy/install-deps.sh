@@ -16,6 +16,8 @@ PKGS=(
   libsystemd-dev systemd
   # the metrics endpoint, and what its test reads it with (a real HTTP client and parser)
   libmicrohttpd-dev curl python3-prometheus-client
+  # man pages (docs/man/*.scd) and their check (man -l); script(1) for the progress test
+  scdoc man-db bsdutils
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler
