@@ -7,7 +7,9 @@
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${REFEX_BUILD_DIR:-$REPO/build}
 DEMO=${REFEX_DEMO_DIR:-$BUILD/${DEMO_NAME:-demo}}
-BIN=$BUILD
+# REFEX_BIN_DIR: run installed programs (e.g. /usr/bin, from the Debian package) instead
+# of building them.
+BIN=${REFEX_BIN_DIR:-$BUILD}
 PIDS=()
 
 step() { printf '\n== %s\n' "$*"; }
@@ -33,10 +35,19 @@ wait_ready() {
 step "dependencies"
 "$REPO/deploy/install-deps.sh"
 
-step "build"
-cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$BUILD" -j"$(nproc)" >/dev/null
-echo "built refex, refex-broker, refex-agent in $BUILD"
+if [ -n "${REFEX_BIN_DIR:-}" ]; then
+  step "programs"
+  for p in refex refex-broker refex-agent; do
+    [ -x "$BIN/$p" ] || die "$BIN/$p not found (REFEX_BIN_DIR)"
+  done
+  echo "using refex, refex-broker, refex-agent in $BIN ($("$BIN/refex" --version))"
+  mkdir -p "$BUILD"
+else
+  step "build"
+  cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD" -j"$(nproc)" >/dev/null
+  echo "built refex, refex-broker, refex-agent in $BUILD"
+fi
 
 step "keys and signed directory (in $DEMO)"
 rm -rf "$DEMO"

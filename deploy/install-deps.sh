@@ -18,6 +18,8 @@ PKGS=(
   libmicrohttpd-dev curl python3-prometheus-client
   # man pages (docs/man/*.scd) and their check (man -l); script(1) for the progress test
   scdoc man-db bsdutils
+  # the Debian package (debian/) and its check (tests/package.sh)
+  debhelper dpkg-dev lintian
   universal-ctags
   # an independent proto3 JSON implementation, for the e2e_proto3_json test
   python3-protobuf protobuf-compiler
