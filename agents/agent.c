@@ -26,6 +26,7 @@ static const char *const CONFIG_KEYS[] = {"agency",
                                           "broker_id",
                                           "broker_timeout_seconds",
                                           "ready_grace_seconds",
+                                          "metrics_listen",
                                           "control_group",
                                           "send_window",
                                           "report_grace_seconds",
@@ -105,6 +106,10 @@ int agent_open(const refex_config *cfg, agent **out, char *err, size_t errlen)
         snprintf(err, errlen, "broker '%s' is not in the directory", a->broker_id);
         goto out;
     }
+    const char *metrics = refex_config_get(cfg, "metrics_listen");
+    snprintf(a->metrics_listen, sizeof a->metrics_listen, "%s", metrics ? metrics : "");
+    if (metrics && (rc = refex_metrics_check(metrics, err, errlen)) != REFEX_OK)
+        goto out;
     snprintf(path, sizeof path, "%s/agent.db", a->base.data_dir);
     if ((rc = agent_store_open(path, &a->store, err, errlen)) != REFEX_OK)
         goto out;
@@ -121,6 +126,7 @@ void agent_close(agent **a_p)
     if (!a_p || !*a_p)
         return;
     agent *a = *a_p;
+    refex_metrics_close(&a->metrics);
     if (a->control)
         zmq_close(a->control);
     /* Stop the monitor while its reader is open: the stop event is a blocking send. */
@@ -444,15 +450,24 @@ int agent_run(agent *a)
     int rc = open_sockets(a, ep, sizeof ep);
     if (rc != REFEX_OK)
         return rc;
+    char err[256];
+    if (a->metrics_listen[0] &&
+        agent_metrics_open(a, a->metrics_listen, err, sizeof err) != REFEX_OK) {
+        refex_log_error("%s", err);
+        return REFEX_E_IO;
+    }
     refex_log_info("agency %s: broker %s, control %s", a->agency, a->broker_ep, ep);
     a->started_ms = refex_mono_ms();
     refex_notify_status("connecting to broker %s", a->broker_ep);
 
     while (!refex_daemon_stopping()) {
+        int http = refex_metrics_fd(a->metrics);
         zmq_pollitem_t items[] = {{a->link, 0, ZMQ_POLLIN, 0},
                                   {a->mon, 0, ZMQ_POLLIN, 0},
-                                  {a->control, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 3, outbox_pace_poll_ms(a, inbox_wait_poll_ms(a, 500)));
+                                  {a->control, 0, ZMQ_POLLIN, 0},
+                                  {NULL, http, ZMQ_POLLIN, 0}};
+        int n =
+            zmq_poll(items, http >= 0 ? 4 : 3, outbox_pace_poll_ms(a, inbox_wait_poll_ms(a, 500)));
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;
@@ -472,6 +487,7 @@ int agent_run(agent *a)
         journal_checkpoint(a);
         outbox_expire_waiters(a);
         inbox_wait_expire(a);
+        refex_metrics_run(a->metrics);
         refex_notify_watchdog();
       signals:
         if (refex_daemon_take_reload() && refex_daemon_base_reload(&a->base) == REFEX_OK)

@@ -18,6 +18,7 @@
 #include "body.h"
 #include "config.h"
 #include "daemon.h"
+#include "metrics.h"
 #include "directory.h"
 #include "envelope.h"
 #include "grant.h"
@@ -93,6 +94,9 @@ struct agent {
     /* systemd (lib/notify.h): READY=1 sent; config ready_grace_seconds (0: only after a
      * WELCOME); when the loop started (monotonic). */
     int notified_ready;
+    /* metrics.c (config metrics_listen; "": none) */
+    refex_metrics *metrics;
+    char metrics_listen[128];
     uint64_t ready_grace_s;
     int64_t started_ms;
     size_t broker_moves; /* moves since the last WELCOME: a whole round of the list without
@@ -288,5 +292,8 @@ void failover_lost(agent *a, const char *why);
 void failover_tick(agent *a);
 /* A monitor event's endpoint is one of the others listed, not the one connected to now. */
 int failover_stale(const agent *a, const char *ep);
+
+/* metrics.c: the metrics endpoint, opened when the loop starts. */
+int agent_metrics_open(agent *a, const char *listen, char *err, size_t errlen);
 
 #endif

@@ -261,4 +261,14 @@ int agent_store_no_report_json(agent_store *s, const char *message_id,
 /* The ids of messages with such a recipient, as a new JSON object {id: true}. */
 int agent_store_no_report_ids(agent_store *s, json_t **out) REFEX_NODISCARD;
 
+/* Counts for the agent's metrics (agents/metrics.c). */
+typedef struct {
+    int64_t outbox_pending;        /* not yet stored by the broker */
+    int64_t unreceipted;           /* sent, no receipt from any recipient yet */
+    int64_t oldest_unreceipted_ms; /* created_ms of the oldest of them; 0: none */
+    int64_t inbox_unacked;         /* received, not acknowledged into the agency's records */
+    int64_t audit_entries;
+} agent_store_counts_t;
+int agent_store_counts(agent_store *s, agent_store_counts_t *c) REFEX_NODISCARD;
+
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "agent_store.h"
+#include "audit_tree.h"
 #include "db.h"
 #include "envelope.h"
 #include "log.h"
@@ -306,4 +307,45 @@ out:
         *out = NULL;
     }
     return rc;
+}
+
+/* ---- counts for metrics --------------------------------------------------------------- */
+
+static int64_t count_of(agent_store *s, const char *sql, int *ok)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t v = 0;
+    if (refex_db_cached(agent_store_db(s), sql, &st) != REFEX_OK) {
+        *ok = 0;
+        return 0;
+    }
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    else
+        *ok = 0;
+    sqlite3_reset(st);
+    return v;
+}
+
+int agent_store_counts(agent_store *s, agent_store_counts_t *c)
+{
+    int ok = 1;
+    c->outbox_pending = count_of(s, "SELECT count(*) FROM outbox WHERE state = 'pending'", &ok);
+    c->unreceipted =
+        count_of(s,
+                 "SELECT count(*) FROM outbox o WHERE state != 'rejected' AND NOT"
+                 " EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = o.message_id)",
+                 &ok);
+    c->oldest_unreceipted_ms =
+        count_of(s,
+                 "SELECT coalesce(min(created_ms), 0) FROM outbox o WHERE state != 'rejected' AND"
+                 " NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = o.message_id)",
+                 &ok);
+    c->inbox_unacked = count_of(s, "SELECT count(*) FROM inbox WHERE acked_at_ms IS NULL", &ok);
+    uint64_t size = 0;
+    if (refex_audit_tree_size(agent_store_db(s), &size) != REFEX_OK)
+        ok = 0;
+    c->audit_entries = (int64_t)size;
+    return ok ? REFEX_OK : REFEX_E_DB;
 }

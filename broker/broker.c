@@ -113,8 +113,9 @@ int broker_open(const refex_config *cfg, unsigned store_flags, broker **out, cha
     snprintf(path, sizeof path, "%s/cases.db", b->base.data_dir);
     if ((rc = cases_open(shared ? spec : path, case_max, &b->cases, err, errlen)) != REFEX_OK)
         goto out;
-    if ((rc = broker_metrics_open(b, refex_config_get(cfg, "metrics_listen"), err, errlen)) !=
-        REFEX_OK)
+    const char *metrics = refex_config_get(cfg, "metrics_listen");
+    snprintf(b->metrics_listen, sizeof b->metrics_listen, "%s", metrics ? metrics : "");
+    if (metrics && (rc = refex_metrics_check(metrics, err, errlen)) != REFEX_OK)
         goto out;
     *out = b;
     b = NULL;
@@ -329,7 +330,7 @@ out:
  * endpoint to <data_dir>/broker.endpoint and announces READY. */
 static int listen_sockets(broker *b)
 {
-    char endpoint[512], path[4200];
+    char endpoint[512], path[4200], err[256];
     size_t elen = sizeof endpoint;
     int one = 1, linger0 = 0;
     b->ctx = zmq_ctx_new();
@@ -362,6 +363,11 @@ static int listen_sockets(broker *b)
                    endpoint, (unsigned long long)refex_directory_serial(b->base.dir),
                    refex_directory_count(b->base.dir), refex_store_name(b->store),
                    (long long)refex_store_count(b->store));
+    if (b->metrics_listen[0] &&
+        broker_metrics_open(b, b->metrics_listen, err, sizeof err) != REFEX_OK) {
+        refex_log_error("%s", err);
+        return REFEX_E_IO;
+    }
     printf("READY %s\n", endpoint);
     fflush(stdout);
     char status[700];

@@ -95,6 +95,7 @@ typedef struct broker {
     refex_log_gate warn_gate; /* refusal warnings, per agency (broker_may_warn) */
     /* metrics.c (config metrics_listen): the endpoint, and what it counts since start */
     refex_metrics *metrics;
+    char metrics_listen[128];        /* config metrics_listen; "": none */
     uint64_t refusals[BROKER_CODES]; /* REJECTED answers, by refex error code */
     uint64_t cosigned, alerts;
 } broker;

@@ -127,6 +127,15 @@ static int parse_listen(const char *listen, struct sockaddr_in *sa)
     return inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0 : -1;
 }
 
+int refex_metrics_check(const char *listen, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    if (parse_listen(listen, &sa) == 0)
+        return REFEX_OK;
+    snprintf(err, errlen, "config: metrics_listen must be PORT or IPv4:PORT, not %.100s", listen);
+    return REFEX_E_CONFIG;
+}
+
 int refex_metrics_open(const char *listen, refex_metrics_render_fn render,
                        refex_metrics_health_fn health, void *ctx, refex_metrics **out, char *err,
                        size_t errlen)

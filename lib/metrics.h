@@ -29,6 +29,8 @@ void refex_metrics_family(refex_metrics_text *t, const char *name, const char *t
 typedef void (*refex_metrics_render_fn)(void *ctx, refex_metrics_text *t);
 typedef int (*refex_metrics_health_fn)(void *ctx, char *why, size_t whylen);
 
+/* Whether listen is one refex_metrics_open takes (config checks, -n). */
+int refex_metrics_check(const char *listen, char *err, size_t errlen) REFEX_NODISCARD;
 /* listen: "PORT" (on 127.0.0.1) or "HOST:PORT" with an IPv4 address. */
 int refex_metrics_open(const char *listen, refex_metrics_render_fn render,
                        refex_metrics_health_fn health, void *ctx, refex_metrics **out, char *err,

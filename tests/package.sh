@@ -18,8 +18,9 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/refex"
 # the tracked files, as a clean clone has them (or the tree without build output)
 if git -C "$src" rev-parse >/dev/null 2>&1; then
-    git -C "$src" ls-files -z | (cd "$src" && xargs -0 tar -cf -) | tar -C "$work/refex" -xf -
-    # files added but not yet committed are tracked too; debian/ must be there
+    git -C "$src" ls-files -z --cached --others --exclude-standard |
+        (cd "$src" && xargs -0 tar -cf -) | tar -C "$work/refex" -xf -
+    # with the files not yet committed (not the ignored ones): what a commit would hold
 else
     tar -C "$src" --exclude=./build --exclude=./obj-* -cf - . | tar -C "$work/refex" -xf -
 fi

@@ -22,7 +22,7 @@
 #include "util.h"
 
 static h_net g_net;
-static int g_port;
+static int g_port, g_agent_port;
 
 static int free_port(void)
 {
@@ -43,15 +43,16 @@ static int sh(char *out, size_t len, const char *cmd)
     return h_run(argv, out, len);
 }
 
-/* The value of one sample of the broker's /metrics, parsed by prometheus_client. */
+/* The value of one sample of a daemon's /metrics (the broker's, or the agent's for names
+ * starting refex_agent_), parsed by prometheus_client. */
 static long long metric(const char *name, const char *label)
 {
     char cmd[1024], out[256];
+    int port = strncmp(name, "refex_agent_", 12) == 0 ? g_agent_port : g_port;
     snprintf(cmd, sizeof cmd,
              "set -o pipefail; curl -sf http://127.0.0.1:%d/metrics | /usr/bin/python3 "
-             "'%s/tests/prom_value.py' "
-             "%s %s",
-             g_port, getenv("REFEX_SOURCE_DIR"), name, label ? label : "");
+             "'%s/tests/prom_value.py' %s %s",
+             port, getenv("REFEX_SOURCE_DIR"), name, label ? label : "");
     if (sh(out, sizeof out, cmd) != 0)
         fail_msg("%s: %s", cmd, out);
     return strtoll(out, NULL, 10);
@@ -91,7 +92,17 @@ static void test_metrics_and_health(void **state)
     snprintf(conf, sizeof conf, "metrics_listen = 127.0.0.1:%d", g_port);
     assert_int_equal(h_net_init(&g_net, agencies, NULL, conf), 0);
     assert_int_equal(h_net_start_broker(&g_net), 0);
+    /* the sender's agent serves metrics too */
+    g_agent_port = free_port();
+    char path[700];
+    h_path(&g_net, path, sizeof path, "conf/midwifery.conf");
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fprintf(f, "metrics_listen = %d\n", g_agent_port);
+    fclose(f);
     assert_int_equal(h_net_start_agent(&g_net, "midwifery"), 0); /* social-care stays offline */
+    assert_int_equal(metric("refex_agent_connected", NULL), 1);
+    assert_int_equal(metric("refex_agent_sends_unreceipted", NULL), 0);
 
     /* The whole text parses; nothing is pending yet. */
     snprintf(cmd, sizeof cmd,
@@ -111,11 +122,21 @@ static void test_metrics_and_health(void **state)
     assert_int_equal(wait_metric("refex_broker_deliveries_pending", "recipient=social-care", 5), 5);
     assert_true(metric("refex_broker_store_live_bytes", NULL) > 0);
     assert_int_equal(metric("refex_broker_store_readable", NULL), 1);
+    /* the sender's side: stored, but no receipt yet */
+    assert_int_equal(wait_metric("refex_agent_outbox_pending", NULL, 0), 0);
+    assert_int_equal(metric("refex_agent_sends_unreceipted", NULL), 5);
+    assert_true(metric("refex_agent_audit_log_entries", NULL) >= 5);
+    assert_int_equal(metric("refex_agent_store_readable", NULL), 1);
 
     /* ... and fall to nothing once it comes online and acknowledges them. */
     assert_int_equal(h_net_start_agent(&g_net, "social-care"), 0);
     assert_int_equal(wait_metric("refex_broker_deliveries_pending", "recipient=social-care", 0), 0);
     assert_int_equal(wait_metric("refex_broker_sessions_online", NULL, 2), 2);
+    assert_int_equal(wait_metric("refex_agent_sends_unreceipted", NULL, 0), 0);
+    snprintf(cmd, sizeof cmd, "curl -s -w ' %%{http_code}' http://127.0.0.1:%d/healthz",
+             g_agent_port);
+    assert_int_equal(sh(out, sizeof out, cmd), 0);
+    assert_string_equal(out, "ok\n 200");
 
     /* Health. */
     snprintf(cmd, sizeof cmd, "curl -s -w ' %%{http_code}' http://127.0.0.1:%d/healthz", g_port);
