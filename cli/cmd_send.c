@@ -1,9 +1,12 @@
 /* `refex send`: builds a message body from a JSON file and/or referral flags and hands it
  * to the local agent through librefex-client. Sealing and policy are the agent's job. */
 #include <getopt.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "body_flags.h"
 #include "cli.h"
@@ -19,7 +22,8 @@ static void send_usage(FILE *out)
             "Seals a message for its recipients and hands it to the local agent, which signs\n"
             "it, records it in the outbox and the audit log, and sends it to the broker.\n"
             "Prints the message id. With --wait, also waits (up to 30 s) until the broker\n"
-            "has stored it, and prints 'stored' or the broker's typed error.\n"
+            "has stored it, and prints 'stored' or the broker's typed error; on a terminal it\n"
+            "shows on stderr that it is waiting, and for how long.\n"
             "\n"
             "  --to IDS        recipient agency ids, comma-separated (see 'refex directory show')\n"
             "  --type TYPE     referral, referral-decision, information-request,\n"
@@ -173,6 +177,33 @@ static void print_result(const json_t *reply)
         printf("(sent before under this local id; nothing was sent again)\n");
 }
 
+/* --wait on a terminal: a line on stderr, updated each second, while the agent waits for the
+ * broker's STORED (one blocking request to the agent, up to 30 s). */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done_cv;
+    int done;
+} wait_ticker;
+
+static void *tick(void *arg)
+{
+    wait_ticker *t = arg;
+    struct timespec start, until;
+    clock_gettime(CLOCK_REALTIME, &start);
+    pthread_mutex_lock(&t->lock);
+    for (int s = 0; !t->done; s++) {
+        fprintf(stderr, "\rsend: waiting for the broker to store it (%d s)", s);
+        fflush(stderr);
+        until = start;
+        until.tv_sec += s + 1;
+        while (!t->done && pthread_cond_timedwait(&t->done_cv, &t->lock, &until) == 0) {
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    fprintf(stderr, "\rsend: done waiting for the broker%20s\n", "");
+    return NULL;
+}
+
 /* Splits --to and sends through the client library; prints the outcome. */
 static int submit(const send_args *a, const char *body_text)
 {
@@ -195,7 +226,17 @@ static int submit(const send_args *a, const char *body_text)
     int rc = cli_client_open(&c, 35000);
     if (rc != EXIT_OK)
         goto out;
+    wait_ticker t = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    pthread_t th;
+    int ticking = a->wait && isatty(STDERR_FILENO) && pthread_create(&th, NULL, tick, &t) == 0;
     rc = refex_client_send(c, &m, NULL, &text); /* a refusal is in the reply */
+    if (ticking) {
+        pthread_mutex_lock(&t.lock);
+        t.done = 1;
+        pthread_cond_signal(&t.done_cv);
+        pthread_mutex_unlock(&t.lock);
+        pthread_join(th, NULL);
+    }
     if ((rc = cli_client_reply(c, rc, text, &reply)) != EXIT_OK)
         goto out;
     if (!json_is_true(json_object_get(reply, "ok")))

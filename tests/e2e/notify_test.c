@@ -129,6 +129,32 @@ static void test_ready_after_welcome_then_watchdog(void **state)
     close(bfd);
 }
 
+/* `refex send --wait` on a terminal (script(1) gives it one) shows that it waits for the
+ * broker on stderr; on a pipe it prints only its result. */
+static void test_send_wait_progress_on_a_terminal(void **state)
+{
+    (void)state;
+    static const char *const agencies[] = {"midwifery", "social-care", NULL};
+    char conf[700], cmd[4096], out[8192];
+    assert_int_equal(h_net_up(&g_net, agencies, NULL, NULL), 0);
+    h_path(&g_net, conf, sizeof conf, "conf/midwifery.conf");
+    snprintf(cmd, sizeof cmd,
+             "'%s/refex' -c '%s' send --to social-care --type referral --subject-ref UB-P1 "
+             "--gestation-weeks 12 --practitioner-ref MW-P1 --urgency routine --article6 "
+             "public-task --article9 substantial-public-interest --consent "
+             "not-sought-safeguarding --purpose safeguarding --wait",
+             g_net.bin, conf);
+    char *tty[] = {"/usr/bin/script", "-qec", cmd, "/dev/null", NULL};
+    assert_int_equal(h_run(tty, out, sizeof out), 0);
+    if (!strstr(out, "send: waiting for the broker to store it (0 s)") ||
+        !strstr(out, "send: done waiting for the broker"))
+        fail_msg("no progress on a terminal: %s", out);
+    const char *args[] = {"send",     "--to",           "social-care", "--type",
+                          "referral", H_REFERRAL_FLAGS, "--wait",      NULL};
+    assert_int_equal(h_cli_agent(&g_net, "midwifery", out, sizeof out, args), 0);
+    assert_null(strstr(out, "waiting for the broker"));
+}
+
 int main(void)
 {
     if (refex_init() != REFEX_OK)
@@ -136,6 +162,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_ready_after_welcome_then_watchdog, teardown),
+        cmocka_unit_test_teardown(test_send_wait_progress_on_a_terminal, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
