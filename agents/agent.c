@@ -340,6 +340,10 @@ static void timers(agent *a)
         refex_notify_ready("serving the control socket; waiting for the broker");
         a->notified_ready = 1;
     }
+    /* until then, start-up is still in progress as long as the loop runs: no
+     * TimeoutStartSec kills an agent that waits for its broker (a stuck loop stops this) */
+    if (!a->notified_ready)
+        refex_notify_extend_start(30);
     if (!a->online)
         return;
     outbox_pace_tick(a);
@@ -466,8 +470,8 @@ int agent_run(agent *a)
                                   {a->mon, 0, ZMQ_POLLIN, 0},
                                   {a->control, 0, ZMQ_POLLIN, 0},
                                   {NULL, http, ZMQ_POLLIN, 0}};
-        int n =
-            zmq_poll(items, http >= 0 ? 4 : 3, outbox_pace_poll_ms(a, inbox_wait_poll_ms(a, 500)));
+        int wait_ms = outbox_pace_poll_ms(a, inbox_wait_poll_ms(a, 500));
+        int n = zmq_poll(items, http >= 0 ? 4 : 3, refex_metrics_timeout_ms(a->metrics, wait_ms));
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;

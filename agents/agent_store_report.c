@@ -332,15 +332,18 @@ int agent_store_counts(agent_store *s, agent_store_counts_t *c)
 {
     int ok = 1;
     c->outbox_pending = count_of(s, "SELECT count(*) FROM outbox WHERE state = 'pending'", &ok);
-    c->unreceipted =
-        count_of(s,
-                 "SELECT count(*) FROM outbox o WHERE state != 'rejected' AND NOT"
-                 " EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = o.message_id)",
-                 &ok);
+    /* open rows only (stored, not closed): closed ones are kept for ever, and those that
+     * expired with no report are flagged elsewhere (outbox_expiry.c) */
+    c->unreceipted = count_of(s,
+                              "SELECT count(*) FROM outbox o WHERE state = 'stored' AND closed = 0"
+                              " AND NOT EXISTS (SELECT 1 FROM receipts r"
+                              " WHERE r.message_id = o.message_id)",
+                              &ok);
     c->oldest_unreceipted_ms =
         count_of(s,
-                 "SELECT coalesce(min(created_ms), 0) FROM outbox o WHERE state != 'rejected' AND"
-                 " NOT EXISTS (SELECT 1 FROM receipts r WHERE r.message_id = o.message_id)",
+                 "SELECT coalesce(min(created_ms), 0) FROM outbox o WHERE state = 'stored' AND"
+                 " closed = 0 AND NOT EXISTS (SELECT 1 FROM receipts r"
+                 " WHERE r.message_id = o.message_id)",
                  &ok);
     c->inbox_unacked = count_of(s, "SELECT count(*) FROM inbox WHERE acked_at_ms IS NULL", &ok);
     uint64_t size = 0;

@@ -21,7 +21,7 @@ static void render(void *va, refex_metrics_text *t)
                          "Messages sealed and not yet stored by the broker.");
     refex_metrics_printf(t, "refex_agent_outbox_pending %lld\n", (long long)c.outbox_pending);
     refex_metrics_family(t, "refex_agent_sends_unreceipted", "gauge",
-                         "Messages sent with no receipt from any recipient yet.");
+                         "Messages stored by the broker with no receipt from any recipient yet.");
     refex_metrics_printf(t, "refex_agent_sends_unreceipted %lld\n", (long long)c.unreceipted);
     refex_metrics_family(t, "refex_agent_oldest_unreceipted_send_seconds", "gauge",
                          "Age of the oldest message sent without a receipt (0: none).");

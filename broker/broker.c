@@ -394,7 +394,7 @@ int broker_run(broker *b)
         int n_items = http >= 0 ? 4 : 3;
         if (wake >= 0) /* the store's descriptor last, the metrics' before it if any */
             items[n_items++] = items[4];
-        int n = zmq_poll(items, n_items, 200);
+        int n = zmq_poll(items, n_items, refex_metrics_timeout_ms(b->metrics, 200));
         if (n < 0) {
             if (errno == EINTR)
                 goto signals;

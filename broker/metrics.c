@@ -3,52 +3,61 @@
  * store, refusals by code, witness cosignatures and alerts. Agency names and counts only.
  * Not for the HTTP side (lib/metrics.c). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "broker.h"
 #include "util.h"
 
 typedef struct {
-    refex_metrics_text *t;
+    refex_metrics_text *t, *oldest; /* the pending family, and the oldest-age one after it */
     int64_t now_ms;
-    int pass; /* 0: pending counts, 1: oldest ages */
 } stats_ctx;
+
+/* A label value as the text format wants it: backslash, double quote and newline escaped.
+ * Agency ids never need it; a value that does not fit is cut between characters. */
+static void label_value(char *out, size_t len, const char *in)
+{
+    size_t o = 0;
+    for (const char *p = in; *p && o + 3 < len; p++) {
+        if (*p == '\\' || *p == '"' || *p == '\n')
+            out[o++] = '\\';
+        out[o++] = *p == '\n' ? 'n' : *p;
+    }
+    out[o] = 0;
+}
 
 static void on_stats(void *vctx, const char *recipient, int64_t pending, int64_t oldest)
 {
     stats_ctx *c = vctx;
-    char esc[128];
-    size_t o = 0;
-    /* label values are agency ids ([a-z0-9-]); escape anyway, as the format asks */
-    for (const char *p = recipient; *p && o + 2 < sizeof esc; p++) {
-        if (*p == '\\' || *p == '"')
-            esc[o++] = '\\';
-        esc[o++] = *p == '\n' ? 'n' : *p;
-    }
-    esc[o] = 0;
-    if (c->pass == 0)
-        refex_metrics_printf(c->t, "refex_broker_deliveries_pending{recipient=\"%s\"} %lld\n", esc,
-                             (long long)pending);
-    else
-        refex_metrics_printf(
-            c->t, "refex_broker_delivery_oldest_pending_seconds{recipient=\"%s\"} %.3f\n", esc,
-            oldest > 0 ? (double)(c->now_ms - oldest) / 1000.0 : 0.0);
+    char esc[160];
+    label_value(esc, sizeof esc, recipient);
+    refex_metrics_printf(c->t, "refex_broker_deliveries_pending{recipient=\"%s\"} %lld\n", esc,
+                         (long long)pending);
+    refex_metrics_printf(c->oldest,
+                         "refex_broker_delivery_oldest_pending_seconds{recipient=\"%s\"} %.3f\n",
+                         esc, oldest > 0 ? (double)(c->now_ms - oldest) / 1000.0 : 0.0);
 }
 
 static void render(void *vb, refex_metrics_text *t)
 {
     broker *b = vb;
-    stats_ctx c = {t, refex_now_ms(), 0};
+    refex_metrics_text oldest = {0};
+    stats_ctx c = {t, &oldest, refex_now_ms()};
     refex_metrics_family(t, "refex_broker_sessions_online", "gauge",
                          "Agencies with a session on this broker node.");
     refex_metrics_printf(t, "refex_broker_sessions_online %zu\n", b->n_sessions);
     refex_metrics_family(t, "refex_broker_deliveries_pending", "gauge",
                          "Deliveries stored and not yet acknowledged, per recipient.");
+    /* one query for both families: the second's lines wait in `oldest` */
     int ok = refex_store_pending_stats(b->store, on_stats, &c) == REFEX_OK;
     refex_metrics_family(t, "refex_broker_delivery_oldest_pending_seconds", "gauge",
                          "Age of the oldest pending delivery, per recipient.");
-    c.pass = 1;
-    ok = ok && refex_store_pending_stats(b->store, on_stats, &c) == REFEX_OK;
+    if (oldest.failed)
+        t->failed = 1;
+    else if (oldest.len)
+        refex_metrics_printf(t, "%.*s", (int)oldest.len, oldest.data);
+    free(oldest.data);
     refex_metrics_family(t, "refex_broker_store_readable", "gauge",
                          "1 if the store answered the queries above.");
     refex_metrics_printf(t, "refex_broker_store_readable %d\n", ok);

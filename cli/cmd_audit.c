@@ -329,6 +329,7 @@ static int audit_verify(int argc, char **argv)
     verify_walk v = {r, &a, 0, NULL, 0, why, sizeof why};
     cli_audit_progress(r, "verify");
     rc = refex_audit_reader_verify(r, &v.size, root, why, sizeof why);
+    cli_audit_progress_end();
     if (rc == REFEX_OK && a.n_k)
         rc = verify_own_notes(&v);
     if (rc == REFEX_OK && a.witness)

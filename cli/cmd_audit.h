@@ -41,6 +41,8 @@ void cli_audit_tell_agent(const char *what);
 /* When stderr is a terminal: a progress line as r verifies (entries done / total, rate),
  * labelled what; nothing otherwise. */
 void cli_audit_progress(refex_audit_reader *r, const char *what);
+/* After the verify: ends a progress line that a failure left open. */
+void cli_audit_progress_end(void);
 
 /* "-" for an empty value, in tables. */
 const char *cli_audit_dash(const char *s);

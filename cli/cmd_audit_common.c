@@ -214,6 +214,7 @@ static struct {
     const char *what;
     uint64_t total;
     int64_t start_ms, last_ms;
+    int open; /* a line is on the terminal, not yet ended */
 } g_progress;
 
 static void on_progress(void *ctx, uint64_t done)
@@ -229,6 +230,7 @@ static void on_progress(void *ctx, uint64_t done)
             (unsigned long long)done, (unsigned long long)g_progress.total,
             secs > 0.001 ? (double)done / secs : (double)done, last ? "\n" : "");
     fflush(stderr);
+    g_progress.open = !last;
 }
 
 void cli_audit_progress(refex_audit_reader *r, const char *what)
@@ -241,4 +243,11 @@ void cli_audit_progress(refex_audit_reader *r, const char *what)
     g_progress.start_ms = refex_mono_ms();
     g_progress.last_ms = 0;
     refex_audit_reader_progress(r, on_progress, NULL);
+}
+
+void cli_audit_progress_end(void)
+{
+    if (g_progress.open) /* stopped short (a failure): what follows starts a line of its own */
+        fputc('\n', stderr);
+    g_progress.open = 0;
 }

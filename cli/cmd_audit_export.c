@@ -185,7 +185,9 @@ static int export_check(refex_audit_reader *r, export_state *s, uint64_t size, u
         uint8_t vroot[32];
         char vwhy[256] = "";
         cli_audit_progress(r, "export: verify");
-        if (refex_audit_reader_verify(r, &vsize, vroot, vwhy, sizeof vwhy) != REFEX_OK)
+        int vrc = refex_audit_reader_verify(r, &vsize, vroot, vwhy, sizeof vwhy);
+        cli_audit_progress_end();
+        if (vrc != REFEX_OK)
             snprintf(s->why, sizeof s->why, "%s", vwhy[0] ? vwhy : "the log does not verify");
     }
     return REFEX_OK;

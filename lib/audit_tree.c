@@ -466,7 +466,7 @@ int refex_audit_tree_verify_progress(sqlite3 *db, uint64_t *size, uint8_t root[3
         if (++n % 1024 == 0 && fn)
             fn(ctx, n);
     }
-    if (fn)
+    if (fn && (n == 0 || n % 1024 != 0)) /* the last count, once */
         fn(ctx, n);
     if (step != SQLITE_DONE) {
         rc = refex_db_err(step);

@@ -175,6 +175,14 @@ int refex_metrics_fd(const refex_metrics *m)
     return i ? i->epoll_fd : -1;
 }
 
+int refex_metrics_timeout_ms(const refex_metrics *m, int timeout_ms)
+{
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    if (m && MHD_get_timeout(m->d, &ms) == MHD_YES && ms < (MHD_UNSIGNED_LONG_LONG)timeout_ms)
+        return (int)ms;
+    return timeout_ms;
+}
+
 void refex_metrics_run(refex_metrics *m)
 {
     if (m)

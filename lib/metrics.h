@@ -39,6 +39,9 @@ int refex_metrics_open(const char *listen, refex_metrics_render_fn render,
  * (also safe to call when it is not). */
 int refex_metrics_fd(const refex_metrics *m);
 void refex_metrics_run(refex_metrics *m);
+/* The event loop's poll timeout, shortened to when libmicrohttpd has work queued (its epoll
+ * descriptor does not say so: libmicrohttpd asks not to wait longer). */
+int refex_metrics_timeout_ms(const refex_metrics *m, int timeout_ms);
 void refex_metrics_close(refex_metrics **m_p);
 
 #endif

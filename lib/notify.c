@@ -44,6 +44,16 @@ void refex_notify_reloading(void)
                (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
 }
 
+void refex_notify_extend_start(int seconds)
+{
+    static int64_t next_ms;
+    int64_t now = refex_mono_ms();
+    if (now < next_ms)
+        return;
+    next_ms = now + (int64_t)seconds * 1000 / 3;
+    sd_notifyf(0, "EXTEND_TIMEOUT_USEC=%llu", (unsigned long long)seconds * 1000000ULL);
+}
+
 void refex_notify_watchdog(void)
 {
     static int enabled = -1;

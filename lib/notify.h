@@ -11,6 +11,9 @@ void refex_notify_status(const char *fmt, ...) __attribute__((format(printf, 1, 
 void refex_notify_reloading(void);
 /* The reload is over: READY=1 again if the daemon was ready before, and a STATUS= line. */
 void refex_notify_reloaded(const char *status);
+/* Before READY=1, from the event loop: start-up goes on for `seconds` more (sent every third
+ * of that), so systemd's start timeout fires only if the loop stops. */
+void refex_notify_extend_start(int seconds);
 /* From the event loop, every cycle: WATCHDOG=1 at half the watchdog interval. */
 void refex_notify_watchdog(void);
 
