@@ -13,11 +13,9 @@
 
 #include <cmocka.h>
 
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,18 +33,6 @@ static h_proc g_node[2];
 static int g_port[2];
 
 static const char *const AGENCIES[] = {"midwifery", "substance-misuse", "social-care", NULL};
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(s, (struct sockaddr *)&a, &len) != 0)
-        fail_msg("no free port");
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 static void write_file(const char *rel, const char *text)
 {
@@ -209,7 +195,7 @@ static void test_failover_loses_and_duplicates_nothing(void **state)
 
     assert_int_equal(h_net_init(&g_net, AGENCIES, NULL, "redeliver_seconds = 3"), 0);
     for (int k = 0; k < 2; k++) {
-        g_port[k] = free_port();
+        g_port[k] = h_free_port();
         node_conf(k);
     }
     start_node(0);

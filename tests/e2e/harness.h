@@ -96,6 +96,9 @@ int h_client_hello(h_client *c, const char *agency);
 
 #endif
 
+/* A loopback TCP port free now (for a daemon's fixed listen address); -1 if none. */
+int h_free_port(void);
+
 /* A short pause between polls of observable state (never a wait for a fixed time). */
 void h_pause(void);
 

@@ -10,11 +10,9 @@
 
 #include <cmocka.h>
 
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "../unit/testing.h"
@@ -23,18 +21,6 @@
 
 static h_net g_net;
 static int g_port, g_agent_port;
-
-static int free_port(void)
-{
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(s, (struct sockaddr *)&a, &len) != 0)
-        fail_msg("no free port");
-    close(s);
-    return ntohs(a.sin_port);
-}
 
 /* Runs a shell pipeline; its output into out; its exit code. */
 static int sh(char *out, size_t len, const char *cmd)
@@ -88,12 +74,12 @@ static void test_metrics_and_health(void **state)
     (void)state;
     static const char *const agencies[] = {"midwifery", "social-care", NULL};
     char conf[64], out[4096], cmd[512];
-    g_port = free_port();
+    g_port = h_free_port();
     snprintf(conf, sizeof conf, "metrics_listen = 127.0.0.1:%d", g_port);
     assert_int_equal(h_net_init(&g_net, agencies, NULL, conf), 0);
     assert_int_equal(h_net_start_broker(&g_net), 0);
     /* the sender's agent serves metrics too */
-    g_agent_port = free_port();
+    g_agent_port = h_free_port();
     char path[700];
     h_path(&g_net, path, sizeof path, "conf/midwifery.conf");
     FILE *f = fopen(path, "a");
